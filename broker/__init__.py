@@ -1,0 +1,1 @@
+"""Sluice broker: the server (wire, core, runtime, config, app)."""

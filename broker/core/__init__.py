@@ -1,0 +1,1 @@
+"""Pure, deterministic state machines (Raft, partitions, groups, transactions); no I/O."""

@@ -1,0 +1,1 @@
+"""The Trio shell: sockets, storage, clocks and telemetry around the pure core."""

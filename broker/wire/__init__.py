@@ -1,0 +1,1 @@
+"""Pure wire language shared by broker and clients: frames, types, error codes, limits."""

@@ -1,0 +1,55 @@
+"""Entry point of the `sluice` command.
+
+Exit codes (the contract): 0 success, 1 a failed operation, 2 bad usage or configuration.
+Commands are added by the stages that build them; until then only `--version` exists.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _dist_version
+from typing import Annotated
+
+import typer
+
+__version__ = _dist_version("sluice-broker")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sluice {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Sluice: a transactional message-queue broker."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` (default: sys.argv[1:]) and return its exit code."""
+    try:
+        app(args=argv, prog_name="sluice")
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        typer.echo(str(exc.code), err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sluice client library: Producer, Consumer and Admin."""

@@ -1,0 +1,1 @@
+"""Shared pytest configuration (trio_mode and markers live in pyproject.toml)."""
