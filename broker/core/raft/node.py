@@ -1,0 +1,994 @@
+"""RaftNode: one member of one Raft group, as a pure state machine.
+
+Theory of operation
+-------------------
+The node does no I/O and reads no clock or RNG of its own. Inputs are `step(message)`,
+`tick()`, `propose*()`, `propose_conf_change()`, `read_index()` and
+`transfer_leadership()`; outputs accumulate until the caller takes them as a numbered
+`Ready` (see `types.Ready` for the caller's procedure), reports `persisted(number)` once that
+Ready's writes are durable, and calls `advance(ready)` once it has applied it.
+
+Durability rules the node keeps (each guards a classic bug):
+- A vote, an append acknowledgement and a snapshot acknowledgement are put in
+  `persisted_messages`: they leave only after the Ready that made them true is durable.
+- A candidate counts its own vote, and a leader its own log, only after `persisted`; so a
+  single-voter group never reports an entry committed before it is durable.
+- Committed entries are handed to the application only once they are durable locally.
+
+Protocol rules (Raft paper, dissertation and etcd's lessons):
+- Pre-vote (a would-be candidate first asks whether it could win, without raising its term)
+  and check-quorum (a leader that has not heard from a quorum for an election timeout steps
+  down; a follower that heard from a leader within the minimum timeout ignores vote
+  requests). To keep the two from leaving a healthy cluster leaderless (etcd#9586), a node
+  answers AppendEntries or heartbeats of a lower term with its own term, and rejects a lower
+  pre-vote with its term, so stale terms are always learned.
+- A new leader appends a no-op of its term; nothing counts as committed in its term, no
+  ReadIndex read is served and no configuration change is accepted until that no-op commits.
+- Only entries of the current term commit by counting replicas (Figure 8).
+- Membership changes are single-member (one voter added or removed at a time; learners may be
+  added, promoted, demoted or removed). A configuration takes effect **on append**: every node
+  uses the latest configuration in its log, committed or not, and reverts it if the entry is
+  truncated. At most one configuration entry may be uncommitted, and a leader appends one only
+  after committing an entry of its own term (Ongaro, raft-dev 2015).
+- Leadership transfer: the leader stops taking proposals, brings the target up to date and
+  sends TimeoutNow; the target campaigns at once, skipping pre-vote, and its vote requests
+  bypass the check-quorum lease. A transfer that does not finish within an election timeout
+  is abandoned.
+- ReadIndex: the leader records its commit index, confirms it still leads with a quorum of
+  heartbeat acknowledgements, then releases the read; followers forward reads to it.
+- Snapshots: the application snapshots and compacts its storage when it chooses; a follower
+  whose next entry is compacted away receives the storage's snapshot in chunks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from broker.core.raft.config import RaftConfig
+from broker.core.raft.errors import DropReason, ProposalDropped
+from broker.core.raft.log import NO_TERM, RaftLog
+from broker.core.raft.progress import Progress, ProgressState, quorum_index
+from broker.core.raft.storage import LogStorage, SnapshotTemporarilyUnavailable
+from broker.core.raft.types import (
+    AppendEntries,
+    AppendResponse,
+    ConfChange,
+    ConfChangeKind,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    MemberId,
+    Message,
+    RandomSource,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    ReadState,
+    Ready,
+    RequestVote,
+    Role,
+    Snapshot,
+    SnapshotResponse,
+    SoftState,
+    TimeoutNow,
+    TransferLeader,
+    VoteResponse,
+)
+
+
+@dataclass(slots=True)
+class _Unpersisted:
+    """What a handed-out Ready asked the caller to persist."""
+
+    number: int
+    last_index: int
+    last_term: int
+    snapshot_index: int
+    self_vote_term: int
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    index: int
+    requester: MemberId
+    acks: set[MemberId]
+
+
+@dataclass(slots=True)
+class _SnapshotReceipt:
+    meta_index: int
+    meta_term: int
+    total: int
+    data: bytearray
+
+
+class RaftNode:
+    """One member of one Raft group. Not thread-safe; one owner drives it."""
+
+    def __init__(self, config: RaftConfig, storage: LogStorage, rng: RandomSource) -> None:
+        self.config = config
+        self.id: MemberId = config.id
+        self._rng = rng
+        init = storage.initial_state()
+        hs = init.hard_state
+        self.log = RaftLog(storage, hs.commit, config.applied)
+        self.term = hs.term
+        self.vote: MemberId | None = hs.vote
+        assert init.confs, "storage must report the configuration at its first index"
+        self._confs: list[tuple[int, ConfState]] = list(init.confs)
+        self.conf: ConfState = self._confs[-1][1]
+        self.leader: MemberId | None = None
+        self.role = Role.FOLLOWER
+        self.progress: dict[MemberId, Progress] = {}
+        self._votes: dict[MemberId, bool] = {}
+        self.lead_transferee: MemberId | None = None
+        self.term_start_index = 0
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._randomized_timeout = 0
+        self._reset_randomized_timeout()
+
+        self._msgs: list[Message] = []
+        self._msgs_after: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._bcast_pending = False
+        self._commit_bcast = False
+        self._read_hb_pending = False
+        self._reads: dict[bytes, _PendingRead] = {}
+        self._reads_waiting: list[tuple[bytes, MemberId]] = []
+        self._uncommitted: deque[tuple[int, int]] = deque()
+        self._uncommitted_bytes = 0
+        self._applying_bytes = 0
+        self._snap_receipt: _SnapshotReceipt | None = None
+
+        self._ready_number = 0
+        self._unpersisted: deque[_Unpersisted] = deque()
+        self._prev_hs = HardState(self.term, self.vote, self.log.committed)
+        self._prev_ss = SoftState(None, Role.FOLLOWER, self.term)
+        self.elections_won = 0
+
+    # ---------------------------------------------------------------------------------------
+    # Introspection
+
+    @property
+    def commit_index(self) -> int:
+        return self.log.committed
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == Role.LEADER
+
+    def promotable(self) -> bool:
+        return self.id in self.conf.voters and self.log.unstable_snapshot is None
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def conf_entry_index(self) -> int:
+        """Index of the latest configuration entry in the log (0: none after the base)."""
+        return self._confs[-1][0]
+
+    # ---------------------------------------------------------------------------------------
+    # Inputs
+
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self._tick_leader()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self._randomized_timeout and self.promotable():
+                self.election_elapsed = 0
+                self.campaign()
+
+    def campaign(self, *, transfer: bool = False) -> None:
+        """Start an election now (pre-vote first unless transferring or disabled)."""
+        if not self.promotable() or self.role == Role.LEADER:
+            return
+        if self.config.pre_vote and not transfer:
+            self._become_pre_candidate()
+            self._votes[self.id] = True
+            if not self._tally():
+                self._send_vote_requests(self.term + 1, pre_vote=True, transfer=False)
+        else:
+            self._become_candidate()
+            self._send_vote_requests(self.term, pre_vote=False, transfer=transfer)
+
+    def _send_vote_requests(self, term: int, *, pre_vote: bool, transfer: bool) -> None:
+        last = self.log.last_index()
+        last_term = self.log.term(last)
+        for v in self.conf.voters:
+            if v != self.id:
+                self._msgs.append(
+                    RequestVote(self.id, v, term, last, last_term, pre_vote, transfer)
+                )
+
+    def propose(self, data: bytes) -> int:
+        """Append one entry; returns its index (it belongs to this node's current term)."""
+        return self.propose_many((data,))
+
+    def propose_many(self, datas: Iterable[bytes]) -> int:
+        """Append entries (one per item); returns the index of the first. All or nothing."""
+        self._check_can_propose()
+        term = self.term
+        index = self.log.last_index()
+        first = index + 1
+        entries = []
+        nbytes = 0
+        for d in datas:
+            index += 1
+            e = Entry(index, term, EntryKind.NORMAL, d)
+            nbytes += e.size()
+            entries.append(e)
+        if not entries:
+            return first
+        self._append_leader(entries, nbytes)
+        return first
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Append a configuration entry; returns its index."""
+        self._check_can_propose()
+        if not self._conf_change_allowed():
+            raise ProposalDropped(DropReason.CONF_CHANGE_PENDING, self.leader)
+        new = _apply_change(self.conf, change)
+        if new is None:
+            raise ProposalDropped(DropReason.INVALID_CONF_CHANGE, self.leader)
+        e = Entry(self.log.last_index() + 1, self.term, EntryKind.CONF, b"", new)
+        self._append_leader([e], e.size())
+        return e.index
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read; a ReadState with this context appears in a later
+        Ready once it is safe. The caller makes contexts unique."""
+        if self.role == Role.LEADER:
+            self._leader_read(context, self.id)
+        elif self.leader is not None:
+            self._msgs.append(ReadIndexRequest(self.id, self.leader, self.term, context))
+        else:
+            raise ProposalDropped(DropReason.NOT_LEADER, None)
+
+    def transfer_leadership(self, target: MemberId) -> None:
+        if self.role == Role.LEADER:
+            self._start_transfer(target)
+        elif self.leader is not None:
+            self._msgs.append(TransferLeader(self.id, self.leader, self.term, target))
+        else:
+            raise ProposalDropped(DropReason.NOT_LEADER, None)
+
+    def step(self, m: Message) -> None:
+        """Handle one message from a peer."""
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                in_lease = (
+                    self.config.check_quorum
+                    and self.leader is not None
+                    and self.election_elapsed < self.config.election_ticks
+                )
+                if in_lease and not m.transfer:
+                    return
+                if not m.pre_vote:
+                    self._become_follower(m.term, None)
+            elif isinstance(m, VoteResponse) and m.pre_vote and not m.reject:
+                pass  # a granted pre-vote carries the term we would campaign in
+            elif isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
+                self._become_follower(m.term, m.src)
+            else:
+                self._become_follower(m.term, None)
+        elif m.term < self.term:
+            if isinstance(m, (AppendEntries, Heartbeat)):
+                # A leader of an older term: tell it ours so it steps down (see module doc).
+                self._msgs.append(AppendResponse(self.id, m.src, self.term, 0))
+            elif isinstance(m, RequestVote) and m.pre_vote:
+                self._msgs.append(VoteResponse(self.id, m.src, self.term, True, True))
+            return
+        handler = _HANDLERS.get(type(m))
+        if handler is not None:
+            handler(self, m)
+
+    # ---------------------------------------------------------------------------------------
+    # Outputs
+
+    def has_ready(self) -> bool:
+        log = self.log
+        return bool(
+            self._msgs
+            or self._msgs_after
+            or self._read_states
+            or self._bcast_pending
+            or self._commit_bcast
+            or self._read_hb_pending
+            or log.handed < log.last_index()
+            or (log.unstable_snapshot is not None and not log.snapshot_handed)
+            or (
+                log.applied < min(log.committed, log.offset - 1)
+                and log.unstable_snapshot is None
+                and self._applying_bytes < self.config.max_applying_bytes
+            )
+            or self._prev_hs.term != self.term
+            or self._prev_hs.vote != self.vote
+            or self._prev_hs.commit != log.committed
+            or self._prev_ss.leader != self.leader
+            or self._prev_ss.role != self.role
+        )
+
+    def ready(self) -> Ready:
+        self._flush_broadcasts()
+        self._ready_number += 1
+        rd = Ready(self._ready_number)
+        log = self.log
+        snap, entries = log.take_unstable()
+        rd.snapshot = snap
+        rd.entries = entries
+        term, vote, commit = self.term, self.vote, log.committed
+        prev = self._prev_hs
+        term_vote_changed = prev.term != term or prev.vote != vote
+        if term_vote_changed or prev.commit != commit:
+            hs = HardState(term, vote, commit)
+            rd.hard_state = hs
+            self._prev_hs = hs
+        ss = self._prev_ss
+        if ss.leader != self.leader or ss.role != self.role or ss.term != term:
+            rd.soft_state = self._prev_ss = SoftState(self.leader, self.role, term)
+        rd.must_sync = bool(entries) or snap is not None or term_vote_changed
+        if self._applying_bytes < self.config.max_applying_bytes:
+            committed = log.next_committed(self.config.max_applying_bytes - self._applying_bytes)
+            if committed:
+                log.applied = committed[-1].index
+                self._applying_bytes += sum(e.size() for e in committed)
+                rd.committed_entries = committed
+        if self._msgs:
+            rd.messages = self._msgs
+            self._msgs = []
+        if self._msgs_after:
+            rd.persisted_messages = self._msgs_after
+            self._msgs_after = []
+        if self._read_states:
+            rd.read_states = self._read_states
+            self._read_states = []
+        last = entries[-1] if entries else None
+        self_vote = term if (self.role == Role.CANDIDATE and vote == self.id) else -1
+        if last is not None or snap is not None or self_vote >= 0:
+            self._unpersisted.append(
+                _Unpersisted(
+                    rd.number,
+                    last.index if last is not None else -1,
+                    last.term if last is not None else -1,
+                    snap.meta.index if snap is not None else -1,
+                    self_vote,
+                )
+            )
+        return rd
+
+    def persisted(self, number: int) -> None:
+        """Every Ready up to `number` has been durably written."""
+        log = self.log
+        while self._unpersisted and self._unpersisted[0].number <= number:
+            rec = self._unpersisted.popleft()
+            if rec.snapshot_index >= 0:
+                log.stable_snapshot_to(rec.snapshot_index)
+            if rec.last_index >= 0:
+                log.stable_to(rec.last_index, rec.last_term)
+            if (
+                rec.self_vote_term == self.term
+                and self.role == Role.CANDIDATE
+                and self.vote == self.id
+            ):
+                self._votes[self.id] = True
+                self._tally()
+        if self.role == Role.LEADER:
+            pr = self.progress.get(self.id)
+            if pr is not None and pr.maybe_update(log.persisted_index()):
+                self._maybe_commit()
+
+    def advance(self, rd: Ready) -> None:
+        """The application has applied `rd`'s committed entries."""
+        if rd.committed_entries:
+            self._applying_bytes -= sum(e.size() for e in rd.committed_entries)
+
+    # ---------------------------------------------------------------------------------------
+    # Role changes
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.leader = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_timeout()
+        self.lead_transferee = None
+        self._votes = {}
+        self.progress = {}
+        self._reads.clear()
+        self._reads_waiting.clear()
+        self._read_hb_pending = False
+        self._bcast_pending = False
+        self._commit_bcast = False
+        self._uncommitted.clear()
+        self._uncommitted_bytes = 0
+
+    def _reset_randomized_timeout(self) -> None:
+        et = self.config.election_ticks
+        self._randomized_timeout = et + self._rng.randrange(0, et)
+
+    def _become_follower(self, term: int, leader: MemberId | None) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader = leader
+
+    def _become_pre_candidate(self) -> None:
+        # Term and vote stay: a pre-vote changes nothing durable.
+        self._votes = {}
+        self.leader = None
+        self.role = Role.PRE_CANDIDATE
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader = self.id
+        self.elections_won += 1
+        last = self.log.last_index()
+        cfg = self.config
+        for member in self.conf.members():
+            self.progress[member] = Progress(
+                last + 1, cfg.max_inflight_msgs, cfg.max_inflight_bytes
+            )
+        me = self.progress.get(self.id)
+        if me is not None:
+            me.match = self.log.persisted_index()
+            me.become_replicate()
+            me.recent_active = True
+        noop = Entry(last + 1, self.term, EntryKind.NOOP)
+        self.term_start_index = noop.index
+        self._append_leader([noop], noop.size())
+
+    def _tally(self) -> bool:
+        """Count votes; act on a won or lost election. True if the election ended."""
+        voters = self.conf.voters
+        granted = rejected = 0
+        for v, ok in self._votes.items():
+            if v in voters:
+                if ok:
+                    granted += 1
+                else:
+                    rejected += 1
+        q = len(voters) // 2 + 1
+        if granted >= q:
+            if self.role == Role.PRE_CANDIDATE:
+                self._become_candidate()
+                self._send_vote_requests(self.term, pre_vote=False, transfer=False)
+            else:
+                self._become_leader()
+            return True
+        if rejected > len(voters) - q:
+            self._become_follower(self.term, None)
+            return True
+        return False
+
+    # ---------------------------------------------------------------------------------------
+    # Rules that tests may break on purpose (tests/sim/mutations.py overrides these)
+
+    def _can_vote(self, m: RequestVote) -> bool:
+        return (
+            self.vote == m.src
+            or (self.vote is None and self.leader is None)
+            or (m.pre_vote and m.term > self.term)
+        )
+
+    def _commit_term_ok(self, index: int) -> bool:
+        """Only an entry of the current term commits by counting replicas (Figure 8)."""
+        return self.log.term(index) == self.term
+
+    def _send_vote_granted(self, m: RequestVote) -> None:
+        self._msgs_after.append(VoteResponse(self.id, m.src, self.term, False, False))
+
+    def _read_needs_quorum(self) -> bool:
+        return len(self.conf.voters) > 1 or self.id not in self.conf.voters
+
+    def _conf_change_allowed(self) -> bool:
+        committed = self.log.committed
+        return committed >= self.term_start_index and self._confs[-1][0] <= committed
+
+    # ---------------------------------------------------------------------------------------
+    # Leader
+
+    def _check_can_propose(self) -> None:
+        if self.role != Role.LEADER:
+            raise ProposalDropped(DropReason.NOT_LEADER, self.leader)
+        if self.lead_transferee is not None:
+            raise ProposalDropped(DropReason.TRANSFERRING, self.leader)
+        if self._uncommitted_bytes >= self.config.max_uncommitted_bytes:
+            raise ProposalDropped(DropReason.BACKPRESSURE, self.leader)
+
+    def _append_leader(self, entries: list[Entry], nbytes: int) -> None:
+        self._append(entries)
+        self._uncommitted.append((entries[-1].index, nbytes))
+        self._uncommitted_bytes += nbytes
+        self._bcast_pending = True
+        if len(self.conf.voters) == 1 and self.id in self.conf.voters:
+            return  # committed once persisted (see persisted())
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        cfg = self.config
+        if self.election_elapsed >= cfg.election_ticks:
+            self.election_elapsed = 0
+            if cfg.check_quorum:
+                if not self._quorum_active():
+                    self._become_follower(self.term, None)
+                    return
+                for member, pr in self.progress.items():
+                    if member != self.id:
+                        pr.recent_active = False
+            if self.lead_transferee is not None:
+                self.lead_transferee = None
+        if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(self._last_read_context())
+
+    def _quorum_active(self) -> bool:
+        voters = self.conf.voters
+        active = 0
+        for v in voters:
+            if v == self.id:
+                active += 1
+            else:
+                pr = self.progress.get(v)
+                if pr is not None and pr.recent_active:
+                    active += 1
+        return active >= len(voters) // 2 + 1
+
+    def _last_read_context(self) -> bytes | None:
+        if not self._reads:
+            return None
+        return next(reversed(self._reads))
+
+    def _bcast_heartbeat(self, context: bytes | None) -> None:
+        committed = self.log.committed
+        for member, pr in self.progress.items():
+            if member == self.id:
+                continue
+            if pr.state == ProgressState.SNAPSHOT:
+                pr.snapshot_idle += 1
+            self._msgs.append(
+                Heartbeat(self.id, member, self.term, min(pr.match, committed), context)
+            )
+
+    def _flush_broadcasts(self) -> None:
+        if self.role != Role.LEADER:
+            self._bcast_pending = self._commit_bcast = self._read_hb_pending = False
+            return
+        if self._bcast_pending or self._commit_bcast:
+            send_empty = self._commit_bcast
+            self._bcast_pending = self._commit_bcast = False
+            for member in self.progress:
+                if member != self.id:
+                    sent = self._maybe_send_append(member, send_empty)
+                    while sent:
+                        sent = self._maybe_send_append(member, False)
+        if self._read_hb_pending:
+            self._read_hb_pending = False
+            self._bcast_heartbeat(self._last_read_context())
+
+    def _maybe_send_append(self, to: MemberId, send_if_empty: bool) -> bool:
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev = pr.next - 1
+        prev_term = log.term(prev)
+        last = log.last_index()
+        entries = log.slice(pr.next, last + 1, self.config.max_msg_bytes)
+        if prev_term == NO_TERM or entries is None:
+            return self._send_snapshot(to, pr)
+        if not entries and not send_if_empty:
+            return False
+        self._msgs.append(
+            AppendEntries(self.id, to, self.term, prev, prev_term, entries, log.committed)
+        )
+        if entries:
+            if pr.state == ProgressState.REPLICATE:
+                last_sent = entries[-1].index
+                pr.next = last_sent + 1
+                pr.inflights.add(last_sent, sum(e.size() for e in entries))
+            else:
+                pr.probe_sent = True
+        elif pr.state == ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def _send_snapshot(self, to: MemberId, pr: Progress) -> bool:
+        if not pr.recent_active:
+            return False
+        try:
+            snap = self.log.storage.snapshot()
+        except SnapshotTemporarilyUnavailable:
+            return False
+        pr.become_snapshot(snap)
+        self._send_snapshot_chunk(to, pr)
+        return True
+
+    def _send_snapshot_chunk(self, to: MemberId, pr: Progress) -> None:
+        snap = pr.snapshot
+        assert snap is not None
+        off = pr.snapshot_offset
+        chunk = snap.data[off : off + self.config.max_snapshot_chunk_bytes]
+        pr.snapshot_idle = 0
+        self._msgs.append(
+            InstallSnapshot(self.id, to, self.term, snap.meta, off, chunk, len(snap.data))
+        )
+
+    def _maybe_commit(self) -> bool:
+        voters = self.conf.voters
+        progress = self.progress
+        matches = [progress[v].match for v in voters if v in progress]
+        if len(matches) < len(voters):
+            matches.extend([0] * (len(voters) - len(matches)))
+        idx = quorum_index(matches)
+        if idx > self.log.committed and self._commit_term_ok(idx):
+            self.log.commit_to(idx)
+            self._on_commit_advanced()
+            return True
+        return False
+
+    def _on_commit_advanced(self) -> None:
+        committed = self.log.committed
+        unc = self._uncommitted
+        while unc and unc[0][0] <= committed:
+            self._uncommitted_bytes -= unc.popleft()[1]
+        self._prune_confs()
+        self._commit_bcast = True
+        if self._reads_waiting and committed >= self.term_start_index:
+            waiting, self._reads_waiting = self._reads_waiting, []
+            for ctx, requester in waiting:
+                self._leader_read(ctx, requester)
+        conf_index = self._confs[-1][0]
+        if self.id not in self.conf.voters and conf_index <= committed:
+            # Our removal (or demotion) is committed: hand over to the most caught-up voter.
+            best = max(
+                (v for v in self.conf.voters if v in self.progress),
+                key=lambda v: self.progress[v].match,
+                default=None,
+            )
+            if best is not None:
+                self._msgs.append(TimeoutNow(self.id, best, self.term))
+            self._become_follower(self.term, None)
+
+    def _leader_read(self, ctx: bytes, requester: MemberId) -> None:
+        if len(self._reads) + len(self._reads_waiting) >= self.config.max_pending_reads:
+            raise ProposalDropped(DropReason.BACKPRESSURE, self.leader)
+        if self.log.committed < self.term_start_index:
+            self._reads_waiting.append((ctx, requester))
+            return
+        index = self.log.committed
+        if not self._read_needs_quorum():
+            self._release_read(ctx, requester, index)
+            return
+        self._reads[ctx] = _PendingRead(index, requester, {self.id})
+        self._read_hb_pending = True
+
+    def _release_read(self, ctx: bytes, requester: MemberId, index: int) -> None:
+        if requester == self.id:
+            self._read_states.append(ReadState(ctx, index))
+        else:
+            self._msgs.append(ReadIndexResponse(self.id, requester, self.term, ctx, index))
+
+    def _start_transfer(self, target: MemberId) -> None:
+        if target == self.id or target not in self.conf.voters:
+            return
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        self.election_elapsed = 0
+        pr = self.progress[target]
+        if pr.match == self.log.last_index():
+            self._msgs.append(TimeoutNow(self.id, target, self.term))
+        else:
+            self._maybe_send_append(target, True)
+
+    # ---------------------------------------------------------------------------------------
+    # Log and configuration
+
+    def _append(self, entries: list[Entry]) -> None:
+        """Append to the log, keeping the configuration history in step (on-append rule)."""
+        after = entries[0].index
+        confs = self._confs
+        changed = False
+        while len(confs) > 1 and confs[-1][0] >= after:
+            confs.pop()
+            changed = True
+        self.log.append(entries)
+        for e in entries:
+            if e.kind == EntryKind.CONF:
+                assert e.conf is not None
+                confs.append((e.index, e.conf))
+                changed = True
+        if changed:
+            self._set_conf(confs[-1][1])
+
+    def _prune_confs(self) -> None:
+        confs = self._confs
+        committed = self.log.committed
+        while len(confs) > 1 and confs[1][0] <= committed:
+            confs.pop(0)
+
+    def _set_conf(self, conf: ConfState) -> None:
+        self.conf = conf
+        if self.role != Role.LEADER:
+            return
+        cfg = self.config
+        last = self.log.last_index()
+        members = conf.members()
+        for member in members:
+            if member not in self.progress:
+                pr = Progress(last + 1, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
+                if member == self.id:
+                    pr.match = self.log.persisted_index()
+                    pr.become_replicate()
+                pr.recent_active = True
+                self.progress[member] = pr
+        for member in [m for m in self.progress if m not in members]:
+            del self.progress[member]
+        if self.lead_transferee is not None and self.lead_transferee not in conf.voters:
+            self.lead_transferee = None
+        self._maybe_commit()
+
+    # ---------------------------------------------------------------------------------------
+    # Message handlers (term already reconciled by step())
+
+    def _on_append(self, m: AppendEntries) -> None:
+        if self.role == Role.LEADER:
+            return  # two leaders in one term: impossible unless a rule is broken
+        if self.role != Role.FOLLOWER:
+            self._become_follower(m.term, m.src)
+        self.election_elapsed = 0
+        self.leader = m.src
+        log = self.log
+        if m.prev_index < log.committed:
+            self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.committed))
+            return
+        if not log.match_term(m.prev_index, m.prev_term):
+            hint = min(m.prev_index, log.last_index())
+            hint_index, hint_term = log.find_conflict_by_term(hint, m.prev_term)
+            self._msgs_after.append(
+                AppendResponse(self.id, m.src, self.term, m.prev_index, True, hint_index, hint_term)
+            )
+            return
+        entries = m.entries
+        if entries:
+            tail = entries[-1]
+            if log.term(tail.index) != tail.term:
+                for i, e in enumerate(entries):
+                    if log.term(e.index) != e.term:
+                        self._append(entries[i:] if i else entries)
+                        break
+        last_new = m.prev_index + len(entries)
+        log.commit_to(min(m.commit, last_new))
+        self._msgs_after.append(AppendResponse(self.id, m.src, self.term, last_new))
+
+    def _on_heartbeat(self, m: Heartbeat) -> None:
+        if self.role == Role.LEADER:
+            return
+        if self.role != Role.FOLLOWER:
+            self._become_follower(m.term, m.src)
+        self.election_elapsed = 0
+        self.leader = m.src
+        self.log.commit_to(min(m.commit, self.log.last_index()))
+        self._msgs.append(HeartbeatResponse(self.id, m.src, self.term, m.context))
+
+    def _on_install_snapshot(self, m: InstallSnapshot) -> None:
+        if self.role == Role.LEADER:
+            return
+        if self.role != Role.FOLLOWER:
+            self._become_follower(m.term, m.src)
+        self.election_elapsed = 0
+        self.leader = m.src
+        meta = m.meta
+        log = self.log
+        if meta.index <= log.committed:
+            self._snap_receipt = None
+            self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.committed))
+            return
+        rc = self._snap_receipt
+        if rc is None or rc.meta_index != meta.index or rc.meta_term != meta.term:
+            if m.offset != 0 or m.total_bytes > self.config.max_snapshot_bytes:
+                self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, 0))
+                return
+            rc = self._snap_receipt = _SnapshotReceipt(
+                meta.index, meta.term, m.total_bytes, bytearray()
+            )
+        if m.offset == len(rc.data) and len(rc.data) + len(m.data) <= rc.total:
+            rc.data += m.data
+        if len(rc.data) < rc.total:
+            self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, len(rc.data)))
+            return
+        self._snap_receipt = None
+        restored = self._restore(Snapshot(meta, bytes(rc.data)))
+        index = log.last_index() if restored else log.committed
+        self._msgs_after.append(AppendResponse(self.id, m.src, self.term, index))
+
+    def _restore(self, snap: Snapshot) -> bool:
+        meta = snap.meta
+        log = self.log
+        if meta.index <= log.committed:
+            return False
+        if log.match_term(meta.index, meta.term):
+            log.commit_to(meta.index)
+            return False
+        log.restore(snap)
+        self._confs = [(meta.index, meta.conf)]
+        self._set_conf(meta.conf)
+        return True
+
+    def _on_append_response(self, m: AppendResponse) -> None:
+        if self.role != Role.LEADER:
+            return
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.reject:
+            next_probe = m.hint_index
+            if m.hint_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
+            if pr.maybe_decr_to(m.index, next_probe):
+                if pr.state == ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._maybe_send_append(m.src, True)
+            return
+        if not pr.maybe_update(m.index):
+            if pr.state == ProgressState.PROBE and pr.match < self.log.last_index():
+                self._maybe_send_append(m.src, False)
+            return
+        if pr.state == ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state == ProgressState.SNAPSHOT:
+            if pr.snapshot is None or pr.match >= pr.snapshot.meta.index:
+                pr.become_probe()
+                pr.become_replicate()
+        else:
+            pr.inflights.free_le(m.index)
+        self._maybe_commit()
+        while self._maybe_send_append(m.src, False):
+            pass
+        if m.src == self.lead_transferee and pr.match == self.log.last_index():
+            self._msgs.append(TimeoutNow(self.id, m.src, self.term))
+
+    def _on_heartbeat_response(self, m: HeartbeatResponse) -> None:
+        if self.role != Role.LEADER:
+            return
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.state == ProgressState.SNAPSHOT:
+            if pr.snapshot_idle >= 2:
+                self._send_snapshot_chunk(m.src, pr)
+        elif pr.match < self.log.last_index():
+            self._maybe_send_append(m.src, False)
+        ctx = m.context
+        if ctx is None:
+            return
+        read = self._reads.get(ctx)
+        if read is None:
+            return
+        read.acks.add(m.src)
+        voters = self.conf.voters
+        if sum(1 for a in read.acks if a in voters) < len(voters) // 2 + 1:
+            return
+        # This context and every read queued before it are confirmed.
+        while self._reads:
+            first_ctx = next(iter(self._reads))
+            r = self._reads.pop(first_ctx)
+            self._release_read(first_ctx, r.requester, r.index)
+            if first_ctx == ctx:
+                break
+
+    def _on_snapshot_response(self, m: SnapshotResponse) -> None:
+        if self.role != Role.LEADER:
+            return
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        snap = pr.snapshot
+        if pr.state != ProgressState.SNAPSHOT or snap is None or snap.meta.index != m.index:
+            return
+        if m.next_offset != pr.snapshot_offset or m.next_offset == 0:
+            pr.snapshot_offset = min(m.next_offset, len(snap.data))
+            if pr.snapshot_offset < len(snap.data) or not snap.data:
+                self._send_snapshot_chunk(m.src, pr)
+
+    def _on_request_vote(self, m: RequestVote) -> None:
+        if self._can_vote(m) and self.log.is_up_to_date(m.last_index, m.last_term):
+            if m.pre_vote:
+                self._msgs.append(VoteResponse(self.id, m.src, m.term, True, False))
+            else:
+                self.election_elapsed = 0
+                self.vote = m.src
+                self._send_vote_granted(m)
+        else:
+            self._msgs.append(VoteResponse(self.id, m.src, self.term, m.pre_vote, True))
+
+    def _on_vote_response(self, m: VoteResponse) -> None:
+        if m.pre_vote:
+            if self.role != Role.PRE_CANDIDATE:
+                return
+        elif self.role != Role.CANDIDATE:
+            return
+        self._votes[m.src] = not m.reject
+        self._tally()
+
+    def _on_timeout_now(self, m: TimeoutNow) -> None:
+        if self.role == Role.FOLLOWER and self.promotable():
+            self.campaign(transfer=True)
+
+    def _on_read_index_request(self, m: ReadIndexRequest) -> None:
+        if self.role != Role.LEADER:
+            return
+        try:
+            self._leader_read(m.context, m.src)
+        except ProposalDropped:
+            return  # the follower's read times out and is retried
+
+    def _on_read_index_response(self, m: ReadIndexResponse) -> None:
+        if self.role == Role.LEADER:
+            return
+        self._read_states.append(ReadState(m.context, m.index))
+
+    def _on_transfer_leader(self, m: TransferLeader) -> None:
+        if self.role == Role.LEADER:
+            self._start_transfer(m.target)
+
+
+def _apply_change(conf: ConfState, change: ConfChange) -> ConfState | None:
+    """The configuration after a single-member change, or None if it is invalid."""
+    voters = set(conf.voters)
+    learners = set(conf.learners)
+    member = change.member
+    if change.kind == ConfChangeKind.ADD_VOTER:
+        if member in voters:
+            return None
+        learners.discard(member)
+        voters.add(member)
+    elif change.kind == ConfChangeKind.ADD_LEARNER:
+        if member in learners:
+            return None
+        voters.discard(member)
+        learners.add(member)
+    else:
+        if member not in voters and member not in learners:
+            return None
+        voters.discard(member)
+        learners.discard(member)
+    if not voters:
+        return None
+    return ConfState(frozenset(voters), frozenset(learners))
+
+
+_HANDLERS: dict[type, Callable[[RaftNode, Any], None]] = {
+    AppendEntries: RaftNode._on_append,
+    AppendResponse: RaftNode._on_append_response,
+    Heartbeat: RaftNode._on_heartbeat,
+    HeartbeatResponse: RaftNode._on_heartbeat_response,
+    InstallSnapshot: RaftNode._on_install_snapshot,
+    SnapshotResponse: RaftNode._on_snapshot_response,
+    RequestVote: RaftNode._on_request_vote,
+    VoteResponse: RaftNode._on_vote_response,
+    TimeoutNow: RaftNode._on_timeout_now,
+    ReadIndexRequest: RaftNode._on_read_index_request,
+    ReadIndexResponse: RaftNode._on_read_index_response,
+    TransferLeader: RaftNode._on_transfer_leader,
+}

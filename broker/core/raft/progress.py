@@ -1,0 +1,145 @@
+"""What a leader knows of each follower's log, and the flow control of its pipeline.
+
+States (etcd's tracker): PROBE sends one AppendEntries at a time until the follower's match
+is found; REPLICATE streams optimistically, bounded by `Inflights` (messages and bytes);
+SNAPSHOT sends a snapshot in chunks and appends nothing until the follower has it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import IntEnum
+
+from broker.core.raft.types import Snapshot
+
+
+class ProgressState(IntEnum):
+    PROBE = 0
+    REPLICATE = 1
+    SNAPSHOT = 2
+
+
+class Inflights:
+    """AppendEntries sent but not yet acknowledged: (last index, bytes), bounded both ways."""
+
+    __slots__ = ("_bytes", "_items", "max_bytes", "max_count")
+
+    def __init__(self, max_count: int, max_bytes: int) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[int, int]] = deque()
+        self._bytes = 0
+
+    def add(self, last_index: int, nbytes: int) -> None:
+        assert not self.full(), "inflights full"
+        self._items.append((last_index, nbytes))
+        self._bytes += nbytes
+
+    def free_le(self, index: int) -> None:
+        """Release every message whose last index is <= index (acknowledged)."""
+        items = self._items
+        while items and items[0][0] <= index:
+            self._bytes -= items.popleft()[1]
+
+    def full(self) -> bool:
+        return len(self._items) >= self.max_count or self._bytes >= self.max_bytes
+
+    def reset(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+
+class Progress:
+    __slots__ = (
+        "inflights",
+        "match",
+        "next",
+        "probe_sent",
+        "recent_active",
+        "snapshot",
+        "snapshot_idle",
+        "snapshot_offset",
+        "state",
+    )
+
+    def __init__(self, next_index: int, max_inflight: int, max_inflight_bytes: int) -> None:
+        self.match = 0
+        self.next = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.recent_active = False
+        self.inflights = Inflights(max_inflight, max_inflight_bytes)
+        self.snapshot: Snapshot | None = None
+        self.snapshot_offset = 0
+        self.snapshot_idle = 0
+
+    def _reset(self, state: ProgressState) -> None:
+        self.state = state
+        self.probe_sent = False
+        self.snapshot = None
+        self.snapshot_offset = 0
+        self.snapshot_idle = 0
+        self.inflights.reset()
+
+    def become_probe(self) -> None:
+        if self.state == ProgressState.SNAPSHOT and self.snapshot is not None:
+            pending = self.snapshot.meta.index
+            self._reset(ProgressState.PROBE)
+            self.next = max(self.match + 1, pending + 1)
+        else:
+            self._reset(ProgressState.PROBE)
+            self.next = self.match + 1
+
+    def become_replicate(self) -> None:
+        self._reset(ProgressState.REPLICATE)
+        self.next = self.match + 1
+
+    def become_snapshot(self, snapshot: Snapshot) -> None:
+        self._reset(ProgressState.SNAPSHOT)
+        self.snapshot = snapshot
+
+    def maybe_update(self, index: int) -> bool:
+        """An acknowledgement up to `index`: True if match advanced."""
+        updated = False
+        if index > self.match:
+            self.match = index
+            updated = True
+            self.probe_sent = False
+        if self.next < index + 1:
+            self.next = index + 1
+        return updated
+
+    def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
+        """A rejection of prev_index `rejected`; False if it is stale."""
+        if self.state == ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+            self.next = self.match + 1
+            return True
+        if self.next - 1 != rejected:
+            return False
+        self.next = max(min(rejected, match_hint + 1), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def is_paused(self) -> bool:
+        if self.state == ProgressState.PROBE:
+            return self.probe_sent
+        if self.state == ProgressState.REPLICATE:
+            return self.inflights.full()
+        return True
+
+
+def quorum_index(matches: list[int]) -> int:
+    """The largest index held by a majority, given the match index of every voter."""
+    if not matches:
+        return 0
+    s = sorted(matches, reverse=True)
+    return s[len(s) // 2]

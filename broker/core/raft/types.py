@@ -1,0 +1,300 @@
+"""Value types of the Raft core: entries, states, snapshots, messages and the numbered Ready.
+
+Every type here is a plain slotted value. Members are opaque hashable ids (the broker uses
+(node id, incarnation) pairs; the simulator uses ints); "no leader" and "no vote" are None.
+Index 0 with term 0 is the empty log's sentinel: real entries start at index 1, term 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol, TypeAlias
+
+MemberId: TypeAlias = Hashable
+
+
+class RandomSource(Protocol):
+    """The injected RNG (the core never imports `random`)."""
+
+    def randrange(self, start: int, stop: int, /) -> int: ...
+
+
+class EntryKind(IntEnum):
+    """NORMAL carries application bytes; NOOP is a new leader's first entry; CONF a config."""
+
+    NORMAL = 0
+    NOOP = 1
+    CONF = 2
+
+
+ENTRY_OVERHEAD_BYTES = 32
+"""Accounting overhead per entry, added to len(data) for flow-control byte limits."""
+
+
+@dataclass(slots=True, frozen=True)
+class ConfState:
+    """A configuration: voters decide elections and commits; learners only receive the log."""
+
+    voters: frozenset[MemberId]
+    learners: frozenset[MemberId] = frozenset()
+
+    def __post_init__(self) -> None:
+        assert not (self.voters & self.learners), "a member is either a voter or a learner"
+
+    def members(self) -> frozenset[MemberId]:
+        return self.voters | self.learners
+
+    def is_member(self, member: MemberId) -> bool:
+        return member in self.voters or member in self.learners
+
+
+EMPTY_CONF = ConfState(frozenset())
+
+
+@dataclass(slots=True)
+class Entry:
+    """One log entry. Treated as immutable once created: logs and messages share instances."""
+
+    index: int
+    term: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+    conf: ConfState | None = None
+
+    def size(self) -> int:
+        return len(self.data) + ENTRY_OVERHEAD_BYTES
+
+
+@dataclass(slots=True, frozen=True)
+class HardState:
+    """What must be durable before a vote or an append acknowledgement leaves the node."""
+
+    term: int = 0
+    vote: MemberId | None = None
+    commit: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotMeta:
+    """The last index and term a snapshot covers, and the configuration in effect there."""
+
+    index: int
+    term: int
+    conf: ConfState
+
+
+@dataclass(slots=True, frozen=True)
+class Snapshot:
+    meta: SnapshotMeta
+    data: bytes = b""
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+
+@dataclass(slots=True, frozen=True)
+class SoftState:
+    """Volatile state reported when it changes: who leads and what this node is."""
+
+    leader: MemberId | None
+    role: Role
+    term: int
+
+
+@dataclass(slots=True, frozen=True)
+class ReadState:
+    """A ReadIndex read is safe to serve once the state machine has applied `index`."""
+
+    context: bytes
+    index: int
+
+
+class ConfChangeKind(IntEnum):
+    ADD_VOTER = 0
+    """Add a member as voter, or promote a learner."""
+    ADD_LEARNER = 1
+    """Add a member as learner, or demote a voter."""
+    REMOVE = 2
+
+
+@dataclass(slots=True, frozen=True)
+class ConfChange:
+    kind: ConfChangeKind
+    member: MemberId
+
+
+# --- messages -------------------------------------------------------------------------------
+# `src`/`dst` are member ids, `term` the sender's term (for a pre-vote request: the term it
+# would campaign in). Messages carry no group id: the multi-Raft layer wraps them.
+
+
+@dataclass(slots=True)
+class AppendEntries:
+    src: MemberId
+    dst: MemberId
+    term: int
+    prev_index: int
+    prev_term: int
+    entries: list[Entry]
+    commit: int
+
+
+@dataclass(slots=True)
+class AppendResponse:
+    """Success: `index` is the last index now matching the leader. Rejection: `index` is the
+    rejected prev_index and (hint_index, hint_term) the follower's conflict hint."""
+
+    src: MemberId
+    dst: MemberId
+    term: int
+    index: int
+    reject: bool = False
+    hint_index: int = 0
+    hint_term: int = 0
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    src: MemberId
+    dst: MemberId
+    term: int
+    commit: int
+    context: bytes | None = None
+
+
+@dataclass(slots=True)
+class HeartbeatResponse:
+    src: MemberId
+    dst: MemberId
+    term: int
+    context: bytes | None = None
+
+
+@dataclass(slots=True)
+class RequestVote:
+    src: MemberId
+    dst: MemberId
+    term: int
+    last_index: int
+    last_term: int
+    pre_vote: bool = False
+    transfer: bool = False
+
+
+@dataclass(slots=True)
+class VoteResponse:
+    src: MemberId
+    dst: MemberId
+    term: int
+    pre_vote: bool
+    reject: bool
+
+
+@dataclass(slots=True)
+class InstallSnapshot:
+    """One chunk of a snapshot: bytes [offset, offset+len(data)) of `total_bytes`."""
+
+    src: MemberId
+    dst: MemberId
+    term: int
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    total_bytes: int
+
+
+@dataclass(slots=True)
+class SnapshotResponse:
+    """Chunk flow control: the receiver holds bytes [0, next_offset) of snapshot `index`."""
+
+    src: MemberId
+    dst: MemberId
+    term: int
+    index: int
+    next_offset: int
+
+
+@dataclass(slots=True)
+class TimeoutNow:
+    """Leadership transfer: campaign now, skipping pre-vote and the check-quorum lease."""
+
+    src: MemberId
+    dst: MemberId
+    term: int
+
+
+@dataclass(slots=True)
+class ReadIndexRequest:
+    """A follower forwards a ReadIndex read to its leader."""
+
+    src: MemberId
+    dst: MemberId
+    term: int
+    context: bytes
+
+
+@dataclass(slots=True)
+class ReadIndexResponse:
+    src: MemberId
+    dst: MemberId
+    term: int
+    context: bytes
+    index: int
+
+
+@dataclass(slots=True)
+class TransferLeader:
+    """A follower forwards a leadership-transfer request to its leader."""
+
+    src: MemberId
+    dst: MemberId
+    term: int
+    target: MemberId
+
+
+Message: TypeAlias = (
+    AppendEntries
+    | AppendResponse
+    | Heartbeat
+    | HeartbeatResponse
+    | RequestVote
+    | VoteResponse
+    | InstallSnapshot
+    | SnapshotResponse
+    | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexResponse
+    | TransferLeader
+)
+
+
+@dataclass(slots=True)
+class Ready:
+    """The numbered output of a RaftNode. The caller, in this order:
+
+    1. sends `messages` (they may leave before anything is persisted);
+    2. durably writes `snapshot`, then `entries` (which replace any stored suffix from
+       entries[0].index on), then `hard_state`, and reports `node.persisted(number)`; Readies
+       are persisted in number order (several may share one synced write);
+    3. only then sends `persisted_messages` (votes, append and snapshot acknowledgements);
+    4. restores `snapshot` into the state machine, applies `committed_entries`, serves
+       `read_states`, and calls `node.advance(ready)`.
+    """
+
+    number: int
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    persisted_messages: list[Message] = field(default_factory=list)
+    committed_entries: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+    must_sync: bool = False
+    """False when the only thing to write is a higher commit index (which may lag on disk)."""
