@@ -48,7 +48,9 @@ class RaftLog:
         self.snapshot_handed = False
         self.offset = last + 1
         self.handed = last
-        self.committed = max(min(committed, last), first - 1)
+        # Whatever the application applied (e.g. restored from its snapshot) was committed,
+        # even if the hard state recording that commit was not yet durable.
+        self.committed = max(min(committed, last), first - 1, min(applied, last))
         self.applied = max(min(applied, self.committed), first - 1)
 
     # -- reading ------------------------------------------------------------------------------

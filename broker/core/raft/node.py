@@ -102,8 +102,9 @@ class _PendingRead:
 
 @dataclass(slots=True)
 class _SnapshotReceipt:
-    meta_index: int
-    meta_term: int
+    """Chunks received so far of one transfer: one leader, one term, one snapshot."""
+
+    key: tuple[MemberId, int, int, int, int]
     total: int
     data: bytearray
 
@@ -165,7 +166,19 @@ class RaftNode:
         return self.role == Role.LEADER
 
     def promotable(self) -> bool:
-        return self.id in self.conf.voters and self.log.unstable_snapshot is None
+        """May this node campaign? A voter of its latest configuration may; so may a voter of
+        the committed configuration while a change removing it is uncommitted: it may still be
+        needed to commit that change (dissertation §4.2.2). It counts its own vote only if it
+        is a voter of its latest configuration."""
+        if self.log.unstable_snapshot is not None:
+            return False
+        committed = self.log.committed
+        for index, conf in reversed(self._confs):
+            if self.id in conf.voters:
+                return True
+            if index <= committed:
+                return False
+        return False
 
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
@@ -283,8 +296,10 @@ class RaftNode:
             if isinstance(m, (AppendEntries, Heartbeat)):
                 # A leader of an older term: tell it ours so it steps down (see module doc).
                 self._msgs.append(AppendResponse(self.id, m.src, self.term, 0))
-            elif isinstance(m, RequestVote) and m.pre_vote:
-                self._msgs.append(VoteResponse(self.id, m.src, self.term, True, True))
+            elif isinstance(m, RequestVote):
+                # Reject with our term, so a candidate stuck in an old term learns ours even
+                # when it is not in our (possibly stale) configuration.
+                self._msgs.append(VoteResponse(self.id, m.src, self.term, m.pre_vote, True))
             return
         handler = _HANDLERS.get(type(m))
         if handler is not None:
@@ -334,6 +349,8 @@ class RaftNode:
         ss = self._prev_ss
         if ss.leader != self.leader or ss.role != self.role or ss.term != term:
             rd.soft_state = self._prev_ss = SoftState(self.leader, self.role, term)
+        if len(self._confs) > 1 and prev.commit != commit:
+            self._prune_confs()
         rd.must_sync = bool(entries) or snap is not None or term_vote_changed
         if self._applying_bytes < self.config.max_applying_bytes:
             committed = log.next_committed(self.config.max_applying_bytes - self._applying_bytes)
@@ -801,13 +818,12 @@ class RaftNode:
             self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.committed))
             return
         rc = self._snap_receipt
-        if rc is None or rc.meta_index != meta.index or rc.meta_term != meta.term:
+        key = (m.src, m.term, meta.index, meta.term, m.total_bytes)
+        if rc is None or rc.key != key:
             if m.offset != 0 or m.total_bytes > self.config.max_snapshot_bytes:
                 self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, 0))
                 return
-            rc = self._snap_receipt = _SnapshotReceipt(
-                meta.index, meta.term, m.total_bytes, bytearray()
-            )
+            rc = self._snap_receipt = _SnapshotReceipt(key, m.total_bytes, bytearray())
         if m.offset == len(rc.data) and len(rc.data) + len(m.data) <= rc.total:
             rc.data += m.data
         if len(rc.data) < rc.total:
@@ -859,7 +875,8 @@ class RaftNode:
                 pr.become_replicate()
         else:
             pr.inflights.free_le(m.index)
-        self._maybe_commit()
+        if self._maybe_commit() and self.role != Role.LEADER:
+            return  # our own removal committed: we stepped down
         while self._maybe_send_append(m.src, False):
             pass
         if m.src == self.lead_transferee and pr.match == self.log.last_index():
@@ -873,11 +890,17 @@ class RaftNode:
             return
         pr.recent_active = True
         pr.probe_sent = False
+        if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+            # An append may have been lost: free one slot so the pipeline cannot stall; a gap
+            # is rejected by the follower and sends us back to probing.
+            pr.inflights.free_first()
         if pr.state == ProgressState.SNAPSHOT:
             if pr.snapshot_idle >= 2:
                 self._send_snapshot_chunk(m.src, pr)
         elif pr.match < self.log.last_index():
-            self._maybe_send_append(m.src, False)
+            # Even with nothing new to send: an empty append exposes a lost one (the follower
+            # rejects the gap and we fall back to probing).
+            self._maybe_send_append(m.src, True)
         ctx = m.context
         if ctx is None:
             return

@@ -41,6 +41,10 @@ class Inflights:
         while items and items[0][0] <= index:
             self._bytes -= items.popleft()[1]
 
+    def free_first(self) -> None:
+        if self._items:
+            self._bytes -= self._items.popleft()[1]
+
     def full(self) -> bool:
         return len(self._items) >= self.max_count or self._bytes >= self.max_bytes
 

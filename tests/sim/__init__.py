@@ -1,0 +1,1 @@
+"""Deterministic simulation of Raft groups: one seed, one reproducible run."""

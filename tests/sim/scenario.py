@@ -1,0 +1,416 @@
+"""One seed -> one scenario: a Raft group under drawn faults, then a liveness phase.
+
+Safety phase: clients propose (batched, retried), read with ReadIndex, an operator keeps
+changing the membership from the current leader's view, nodes snapshot and compact, leaders
+transfer leadership; faults crash (losing unsynced writes), restart, pause, partition
+(symmetric and asymmetric) and disturb the network (loss, duplication, reordering). Checkers
+run after every event.
+
+Liveness phase: heal everything (restart, resume, reconnect, a clean network); within a bound
+a leader must emerge, every pending proposal must commit and every read complete; then every
+member must converge on the same applied state.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+from broker.core.raft import ConfChange, ConfChangeKind, ConfState, Ready, Role
+from tests.sim.checker import Violation
+from tests.sim.world import NetOptions, NodeFactory, SimNode, Stats, World, is_grant
+
+MIN_COMMITS = 20
+LIVENESS_BOUND_ELECTIONS = 60
+"""Each liveness step must finish within this many election timeouts after healing."""
+
+
+@dataclass
+class Scenario:
+    seed: int
+    voters: int
+    learners: int
+    spares: int
+    election_ticks: int
+    pre_vote: bool
+    check_quorum: bool
+    max_inflight_msgs: int
+    max_msg_bytes: int
+    max_uncommitted_bytes: int
+    snapshot_chunk_bytes: int
+    latency_max: int
+    drop: float
+    duplicate: float
+    long_delay: float
+    disk_latency_max: int
+    drift: int
+    safety_ticks: int
+    propose_rate: float
+    read_rate: float
+    conf_rate: float
+    transfer_rate: float
+    snapshot_rate: float
+    crash_rate: float
+    pause_rate: float
+    partition_rate: float
+    crash_after_grant: float
+
+    @classmethod
+    def draw(cls, seed: int) -> Scenario:
+        r = random.Random(seed)
+        voters = r.choice([1, 2, 3, 3, 3, 5, 5, 7])
+        return cls(
+            seed=seed,
+            voters=voters,
+            learners=r.choice([0, 0, 1, 2]),
+            spares=r.choice([0, 1, 2]),
+            election_ticks=r.choice([6, 6, 10]),
+            pre_vote=r.random() < 0.85,
+            check_quorum=r.random() < 0.85,
+            max_inflight_msgs=r.choice([2, 4, 16, 256]),
+            max_msg_bytes=r.choice([100, 400, 4096, 1 << 20]),
+            max_uncommitted_bytes=r.choice([2048, 8192, 1 << 20]),
+            snapshot_chunk_bytes=r.choice([8, 32, 1 << 20]),
+            latency_max=r.choice([2, 5, 10, 20]),
+            drop=r.choice([0.0, 0.01, 0.05, 0.15]),
+            duplicate=r.choice([0.0, 0.02, 0.1]),
+            long_delay=r.choice([0.0, 0.01, 0.05]),
+            disk_latency_max=r.choice([2, 5, 15, 40]),
+            drift=r.choice([0, 1, 3]),
+            safety_ticks=r.randint(150, 300),
+            propose_rate=r.choice([0.3, 0.6, 1.0]),
+            read_rate=r.choice([0.0, 0.1, 0.3]),
+            conf_rate=r.choice([0.0, 0.02, 0.1, 0.5]),
+            transfer_rate=r.choice([0.0, 0.01, 0.05]),
+            snapshot_rate=r.choice([0.0, 0.02, 0.1]),
+            crash_rate=r.choice([0.0, 0.005, 0.02, 0.05]),
+            pause_rate=r.choice([0.0, 0.005, 0.02]),
+            partition_rate=r.choice([0.0, 0.01, 0.03]),
+            crash_after_grant=r.choice([0.0, 0.0, 0.02, 0.1]),
+        )
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+class RandomDriver(World):
+    """Clients, operator and faults of a drawn scenario."""
+
+    def __init__(self, sc: Scenario, node_factory: NodeFactory | None = None) -> None:
+        rng = random.Random(sc.seed * 7919 + 1)
+        ids = list(range(sc.voters + sc.learners + sc.spares))
+        super().__init__(
+            rng,
+            ids[: sc.voters],
+            ids[sc.voters : sc.voters + sc.learners],
+            ids[sc.voters + sc.learners :],
+            net=NetOptions(
+                latency_min=1,
+                latency_max=sc.latency_max,
+                drop=sc.drop,
+                duplicate=sc.duplicate,
+                long_delay=sc.long_delay,
+                long_delay_max=10 * sc.election_ticks,
+            ),
+            raft={
+                "election_ticks": sc.election_ticks,
+                "heartbeat_ticks": 2,
+                "pre_vote": sc.pre_vote,
+                "check_quorum": sc.check_quorum,
+                "max_inflight_msgs": sc.max_inflight_msgs,
+                "max_msg_bytes": sc.max_msg_bytes,
+                "max_uncommitted_bytes": sc.max_uncommitted_bytes,
+                "max_snapshot_chunk_bytes": sc.snapshot_chunk_bytes,
+            },
+            tick_units=10,
+            drift=sc.drift,
+            disk_latency=(1, sc.disk_latency_max),
+            node_factory=node_factory,
+        )
+        self.sc = sc
+        self.ids = ids
+        self.faulty = True
+        self.next_op = 0
+        self.pending_ops: dict[bytes, int] = {}
+        self.acked: set[bytes] = set()
+        self.next_read = 0
+        self.pending_reads: dict[bytes, int] = {}
+        self.retry_units = 4 * sc.election_ticks * self.tick_units
+        self.proposing = True
+        self.on_apply = self._applied
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _applied(self, sn: SimNode, data: bytes) -> None:
+        if data in self.pending_ops:
+            del self.pending_ops[data]
+            self.acked.add(data)
+            self.stats.acked_ops += 1
+
+    def read_served(self, ctx: bytes) -> None:
+        self.pending_reads.pop(ctx, None)
+
+    def _target(self) -> int | None:
+        """Where a client sends: mostly the leader, sometimes a stale or random node."""
+        rng = self.rng
+        lead = self.leader()
+        if lead is not None and rng.random() < 0.8:
+            return lead.id
+        up = [sn for sn in self.nodes.values() if sn.up]
+        if not up:
+            return None
+        sn = rng.choice(up)
+        hint = sn.node.leader if sn.node is not None else None
+        return hint if isinstance(hint, int) and rng.random() < 0.7 else sn.id
+
+    def _propose(self, new: int) -> None:
+        target = self._target()
+        if target is None:
+            return
+        now = self.now
+        batch = [d for d, t in self.pending_ops.items() if now - t >= self.retry_units][:8]
+        if len(self.pending_ops) < 64:
+            for _ in range(new):
+                self.next_op += 1
+                batch.append(b"w%d" % self.next_op)
+        if not batch:
+            return
+        for d in batch:
+            self.pending_ops[d] = now
+        self.propose(target, batch)
+
+    def _read(self) -> None:
+        up = [sn.id for sn in self.nodes.values() if sn.up]
+        if not up:
+            return
+        self._read_at(self.rng.choice(up))
+
+    def _read_at(self, nid: int) -> None:
+        self.next_read += 1
+        ctx = b"r%d" % self.next_read
+        self.pending_reads[ctx] = self.now
+        if not self.read(nid, ctx):
+            del self.pending_reads[ctx]
+
+    # -- operator -----------------------------------------------------------------------------
+
+    def _change_membership(self) -> None:
+        lead = self.leader()
+        if lead is None or lead.node is None:
+            return
+        change = self._draw_change(lead.node.conf)
+        if change is not None:
+            self.conf_change(lead.id, change)
+
+    def _draw_change(self, conf: ConfState) -> ConfChange | None:
+        rng = self.rng
+        voters, learners = sorted(conf.voters), sorted(conf.learners)  # type: ignore[type-var]
+        others = [i for i in self.ids if i not in conf.voters and i not in conf.learners]
+        options: list[ConfChange] = []
+        if len(voters) < 7:
+            options += [ConfChange(ConfChangeKind.ADD_VOTER, i) for i in learners]
+            options += [ConfChange(ConfChangeKind.ADD_VOTER, i) for i in others]
+        options += [ConfChange(ConfChangeKind.ADD_LEARNER, i) for i in others]
+        options += [ConfChange(ConfChangeKind.REMOVE, i) for i in learners]
+        if len(voters) > 1:
+            options += [ConfChange(ConfChangeKind.REMOVE, i) for i in voters]
+            options += [ConfChange(ConfChangeKind.ADD_LEARNER, i) for i in voters]
+        return rng.choice(options) if options else None
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def after_send(self, sn: SimNode, rd: Ready) -> None:
+        p = self.sc.crash_after_grant
+        if not (self.faulty and p) or self.rng.random() >= p:
+            return
+        if any(is_grant(m) for m in rd.messages) or any(
+            is_grant(m) for m in rd.persisted_messages
+        ):
+            nid = sn.id
+            self.at(self.now + self.rng.randint(0, self.sc.disk_latency_max), lambda: self._crash(nid))
+
+    def _crash(self, nid: int) -> None:
+        if not self.faulty or not self.nodes[nid].up:
+            return
+        self.crash(nid)
+        delay = self.rng.randint(2, 40) * self.tick_units
+        self.at(self.now + delay, lambda: self.faulty and self.restart(nid))
+
+    def on_resume(self, sn: SimNode) -> None:
+        # A client request that queued while the process was stopped is handled first.
+        if self.rng.random() < 0.5:
+            self._read_at(sn.id)
+
+    def _partition(self) -> None:
+        rng = self.rng
+        ids = self.ids
+        if len(ids) < 2:
+            return
+        kind = rng.randrange(3)
+        if kind == 0:
+            self.isolate(rng.choice(ids))
+        elif kind == 1:
+            side = set(rng.sample(ids, rng.randint(1, len(ids) - 1)))
+            for a in ids:
+                for b in ids:
+                    if (a in side) != (b in side):
+                        self.blocked.add((a, b))
+        else:
+            for _ in range(rng.randint(1, 3)):
+                a, b = rng.sample(ids, 2)
+                self.blocked.add((a, b))
+        self.stats.partitions += 1
+        self.at(self.now + rng.randint(5, 60) * self.tick_units, self._heal_if_faulty)
+
+    def _heal_if_faulty(self) -> None:
+        if self.faulty:
+            self.heal()
+
+    def _safety_tick(self) -> None:
+        sc, rng = self.sc, self.rng
+        if rng.random() < sc.propose_rate:
+            self._propose(rng.randint(1, 4))
+        if sc.read_rate and rng.random() < sc.read_rate:
+            self._read()
+        if sc.conf_rate and rng.random() < sc.conf_rate:
+            self._change_membership()
+        if sc.transfer_rate and rng.random() < sc.transfer_rate:
+            lead = self.leader()
+            if lead is not None and lead.node is not None:
+                voters = [v for v in lead.node.conf.voters if v != lead.id]
+                if voters:
+                    self.transfer(lead.id, rng.choice(voters))  # type: ignore[arg-type]
+        if sc.snapshot_rate and rng.random() < sc.snapshot_rate:
+            self.snapshot(rng.choice(self.ids), rng.randint(0, 5), rng.randint(0, 120))
+        up = [i for i in self.ids if self.nodes[i].up]
+        if sc.crash_rate and up and rng.random() < sc.crash_rate:
+            self._crash(rng.choice(up))
+        if sc.pause_rate and up and rng.random() < sc.pause_rate:
+            self.pause(rng.choice(up), rng.randint(3, 40) * self.tick_units)
+        if sc.partition_rate and not self.blocked and rng.random() < sc.partition_rate:
+            self._partition()
+
+    def _liveness_tick(self) -> None:
+        rng = self.rng
+        stale = [c for c, t in self.pending_reads.items() if self.now - t >= self.retry_units]
+        for ctx in stale:
+            # The client times out and asks the leader again; the read still must complete.
+            del self.pending_reads[ctx]
+            lead = self.leader()
+            if lead is not None:
+                self._read_at(lead.id)
+        if self.proposing and rng.random() < 0.5:
+            self._propose(1)
+        elif not self.proposing:
+            self._propose(0)
+        if self.proposing and self.sc.read_rate and rng.random() < self.sc.read_rate:
+            self._read()
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        sc = self.sc
+        third = sc.safety_ticks // 3
+        self.run_ticks(third, self._safety_tick)
+        if self.stats.faults() == 0:
+            self._forced_fault()
+        self.run_ticks(sc.safety_ticks - third, self._safety_tick)
+        self._liveness()
+
+    def _forced_fault(self) -> None:
+        if len(self.ids) == 1 or self.rng.random() < 0.5:
+            self._crash(self.rng.choice(self.ids))
+        else:
+            self._partition()
+
+    def _liveness(self) -> None:
+        sc = self.sc
+        self.faulty = False
+        self.heal()
+        self.net.drop = self.net.duplicate = self.net.long_delay = 0.0
+        for nid, sn in self.nodes.items():
+            if not sn.up:
+                self.restart(nid)
+            sn.paused_until = 0
+        self.proposing = True
+        self.pending_reads.clear()  # reads of the faulty phase may be lost; clients gave up
+        start_ops = set(self.pending_ops)
+        bound = LIVENESS_BOUND_ELECTIONS * sc.election_ticks
+        healed_at = self.now
+        deadline = self.now + bound * self.tick_units
+        while self.now < deadline:
+            self.run_ticks(sc.election_ticks, self._liveness_tick)
+            lead = self.leader()
+            if lead is not None and not (start_ops & self.pending_ops.keys()):
+                self.stats.liveness_ticks = (self.now - healed_at) // self.tick_units
+                break
+        else:
+            lead = self.leader()
+            raise Violation(
+                "liveness",
+                f"after {bound} healed ticks: leader={lead.id if lead else None}, "
+                f"{len(start_ops & self.pending_ops.keys())} proposals still pending",
+            )
+        # Stop new work; every pending op and read must finish and all members converge.
+        self.proposing = False
+        deadline = self.now + bound * self.tick_units
+        while self.now < deadline:
+            self.run_ticks(sc.election_ticks, self._liveness_tick)
+            if not self.pending_ops and not self.pending_reads and self._converged():
+                self.stats.converge_ticks = (self.now - healed_at) // self.tick_units
+                break
+        else:
+            raise Violation(
+                "liveness",
+                f"not converged after {bound} more ticks: {len(self.pending_ops)} ops, "
+                f"{len(self.pending_reads)} reads pending; {self._convergence_report()}",
+            )
+        if self.checker.commit_index < MIN_COMMITS:
+            raise Violation(
+                "too-little-work", f"only {self.checker.commit_index} entries committed"
+            )
+
+    def _converged(self) -> bool:
+        lead = self.leader()
+        if lead is None or lead.node is None:
+            return False
+        commit = lead.node.log.committed
+        for m in lead.node.conf.members():
+            sn = self.nodes[m]  # type: ignore[index]
+            if sn.node is None or sn.app_index != commit or sn.node.log.committed != commit:
+                return False
+        return True
+
+    def _convergence_report(self) -> str:
+        parts = []
+        for sn in self.nodes.values():
+            n = sn.node
+            if n is None:
+                parts.append(f"{sn.id}:down")
+            else:
+                parts.append(
+                    f"{sn.id}:{Role(n.role).name}/t{n.term}/c{n.log.committed}/a{sn.app_index}"
+                )
+        return " ".join(parts)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    stats: Stats
+    commits: int
+    violation: Violation | None
+    scenario: Scenario
+
+
+def run_seed(seed: int, node_factory: NodeFactory | None = None) -> SeedResult:
+    sc = Scenario.draw(seed)
+    drv = RandomDriver(sc, node_factory)
+    violation: Violation | None = None
+    try:
+        drv.run()
+    except Violation as v:
+        violation = v
+    except AssertionError as e:
+        violation = Violation("assertion", f"{e} (at t={drv.now})")
+    return SeedResult(seed, drv.stats, drv.checker.commit_index, violation, sc)

@@ -1,0 +1,508 @@
+"""A deterministic world for Raft groups: simulated network, disks, clocks and clients.
+
+One `random.Random(seed)` drives everything, and events are ordered by (time, sequence), so a
+run is a pure function of its seed and options. Time is in units; a node ticks every
+`tick_units` units (with per-node drift). Trio is never involved.
+
+- Network: per-message latency, loss, duplication, reordering (latency jitter and long
+  delays), symmetric and asymmetric partitions (blocked directed links), checked at send and
+  at delivery.
+- Disk: every Ready with something to write (or acknowledgements that depend on earlier
+  writes) completes in order after a drawn latency; only then does the node hear
+  `persisted(n)` and may its persisted messages leave. A crash loses the writes not yet
+  completed (or, drawn per crash, keeps a prefix of them: the OS may have flushed them).
+- Pause (SIGSTOP): the node neither ticks nor sees messages or disk completions until resumed.
+- Application: a hash chain over applied entries; snapshots carry (index, hash) plus padding,
+  so installing one is checked against the canonical history too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker.core.raft import (
+    ConfChange,
+    ConfState,
+    MemoryStorage,
+    ProposalDropped,
+    RaftConfig,
+    RaftNode,
+    Ready,
+    Role,
+)
+from broker.core.raft.log import NO_TERM
+from broker.core.raft.types import AppendResponse, Message, Snapshot, VoteResponse
+from tests.sim.checker import Checker, Violation
+
+NodeFactory = Callable[[RaftConfig, MemoryStorage, random.Random], RaftNode]
+
+DELIVER, TICK, DISK, RESUME, ACTION = 0, 1, 2, 3, 4
+
+
+@dataclass
+class NetOptions:
+    latency_min: int = 1
+    latency_max: int = 5
+    drop: float = 0.0
+    duplicate: float = 0.0
+    long_delay: float = 0.0
+    long_delay_max: int = 50
+
+
+@dataclass
+class Stats:
+    ticks: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    pauses: int = 0
+    partitions: int = 0
+    elections: int = 0
+    conf_changes: int = 0
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
+    transfers: int = 0
+    reads: int = 0
+    acked_ops: int = 0
+    liveness_ticks: int = 0
+    converge_ticks: int = 0
+
+    def faults(self) -> int:
+        return self.crashes + self.pauses + self.partitions
+
+
+@dataclass
+class SimNode:
+    id: int
+    disk: MemoryStorage
+    tick_units: int
+    node: RaftNode | None = None
+    incarnation: int = 0
+    pending: deque[Ready] = field(default_factory=deque)
+    disk_busy_until: int = 0
+    paused_until: int = 0
+    last_commit: int = 0
+    app_index: int = 0
+    app_hash: int = 0
+    app_conf: ConfState | None = None
+    read_waits: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def up(self) -> bool:
+        return self.node is not None
+
+
+class World:
+    """A Raft group in simulation. Subclasses or drivers add clients and faults."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        voters: list[int],
+        learners: list[int] | None = None,
+        spares: list[int] | None = None,
+        *,
+        net: NetOptions | None = None,
+        raft: dict[str, object] | None = None,
+        tick_units: int = 10,
+        drift: int = 0,
+        disk_latency: tuple[int, int] = (1, 4),
+        crash_keeps_prefix: float = 0.5,
+        node_factory: NodeFactory | None = None,
+    ) -> None:
+        self.rng = rng
+        self.now = 0
+        self.seq = 0
+        self.events: list[tuple[int, int, int, object, int]] = []
+        self.net = net or NetOptions()
+        self.raft_options = dict(raft or {})
+        self.disk_latency = disk_latency
+        self.crash_keeps_prefix = crash_keeps_prefix
+        self.node_factory: NodeFactory = node_factory or RaftNode
+        self.blocked: set[tuple[int, int]] = set()
+        self.link_clock: dict[tuple[int, int], int] = {}
+        self.checker = Checker()
+        self.stats = Stats()
+        self.tick_units = tick_units
+        learners = learners or []
+        initial = ConfState(frozenset(voters), frozenset(learners))
+        self.nodes: dict[int, SimNode] = {}
+        for nid in [*voters, *learners, *(spares or [])]:
+            conf = initial if nid in voters or nid in learners else ConfState(frozenset())
+            units = tick_units + (rng.randint(-drift, drift) if drift else 0)
+            sn = SimNode(nid, MemoryStorage(conf), max(1, units))
+            sn.app_conf = conf
+            self.nodes[nid] = sn
+            self._start(sn)
+        self.read_floor: dict[bytes, int] = {}
+        self.on_apply: Callable[[SimNode, bytes], None] | None = None
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _push(self, at: int, kind: int, a: object, b: int = 0) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (at, self.seq, kind, a, b))
+
+    def run_until(self, t_end: int, on_tick: Callable[[], None] | None = None) -> None:
+        """Process events up to time t_end; `on_tick` runs once per tick_units of time."""
+        next_tick = (self.now // self.tick_units + 1) * self.tick_units
+        events = self.events
+        while True:
+            t_event = events[0][0] if events else t_end + 1
+            if on_tick is not None and next_tick <= t_end and next_tick <= t_event:
+                self.now = next_tick
+                next_tick += self.tick_units
+                self.stats.ticks += 1
+                on_tick()
+                continue
+            if t_event > t_end:
+                break
+            at, _, kind, a, b = heapq.heappop(events)
+            self.now = at
+            if kind == DELIVER:
+                self._deliver(a)  # type: ignore[arg-type]
+            elif kind == TICK:
+                self._tick(a, b)  # type: ignore[arg-type]
+            elif kind == DISK:
+                self._disk_done(a, b)  # type: ignore[arg-type]
+            elif kind == RESUME:
+                self._resume(a)  # type: ignore[arg-type]
+            else:
+                a()  # type: ignore[operator]
+        self.now = t_end
+
+    def run_ticks(self, n: int, on_tick: Callable[[], None] | None = None) -> None:
+        self.run_until(self.now + n * self.tick_units, on_tick)
+
+    # -- nodes --------------------------------------------------------------------------------
+
+    def _start(self, sn: SimNode) -> None:
+        disk = sn.disk
+        snap = disk.snapshot()
+        sn.app_index = snap.meta.index
+        sn.app_hash = _snapshot_hash(snap)
+        sn.app_conf = snap.meta.conf
+        cfg = RaftConfig(sn.id, applied=snap.meta.index, **self.raft_options)  # type: ignore[arg-type]
+        sn.node = self.node_factory(cfg, disk, self.rng)
+        sn.incarnation += 1
+        sn.pending.clear()
+        sn.disk_busy_until = self.now
+        sn.last_commit = sn.node.log.committed
+        sn.read_waits = []
+        self._push(self.now + self.rng.randint(1, sn.tick_units), TICK, sn.id, sn.incarnation)
+
+    def crash(self, nid: int) -> None:
+        sn = self.nodes[nid]
+        if sn.node is None:
+            return
+        self.stats.crashes += 1
+        if sn.pending and self.rng.random() < self.crash_keeps_prefix:
+            keep = self.rng.randint(0, len(sn.pending))
+            for _ in range(keep):
+                _write(sn.disk, sn.pending.popleft())
+        sn.pending.clear()
+        sn.node = None
+        sn.paused_until = 0
+        sn.incarnation += 1
+
+    def restart(self, nid: int) -> None:
+        sn = self.nodes[nid]
+        if sn.node is not None:
+            return
+        self.stats.restarts += 1
+        self._start(sn)
+        self.observe(sn)
+
+    def pause(self, nid: int, duration: int) -> None:
+        sn = self.nodes[nid]
+        if sn.node is None or sn.paused_until > self.now:
+            return
+        self.stats.pauses += 1
+        sn.paused_until = self.now + duration
+        self._push(sn.paused_until, RESUME, nid, sn.incarnation)
+
+    def _resume(self, nid: int) -> None:
+        sn = self.nodes[nid]
+        if sn.node is not None and sn.paused_until <= self.now:
+            sn.paused_until = 0
+            self.on_resume(sn)
+
+    def on_resume(self, sn: SimNode) -> None:
+        """Hook: a paused node runs again (before it sees anything that queued up)."""
+
+    def at(self, when: int, action: Callable[[], None]) -> None:
+        """Run `action` at time `when`."""
+        self._push(when, ACTION, action)
+
+    def _tick(self, nid: int, inc: int) -> None:
+        sn = self.nodes[nid]
+        if sn.incarnation != inc or sn.node is None:
+            return
+        if sn.paused_until > self.now:
+            self._push(sn.paused_until, TICK, nid, inc)
+            return
+        self._push(self.now + sn.tick_units, TICK, nid, inc)
+        sn.node.tick()
+        self.process(sn)
+
+    # -- network ------------------------------------------------------------------------------
+
+    def send(self, m: Message) -> None:
+        src, dst = m.src, m.dst
+        assert isinstance(src, int) and isinstance(dst, int)
+        if (src, dst) in self.blocked or dst not in self.nodes:
+            self.stats.dropped += 1
+            return
+        net = self.net
+        rng = self.rng
+        if net.drop and rng.random() < net.drop:
+            self.stats.dropped += 1
+            return
+        copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
+        if copies == 2:
+            self.stats.duplicated += 1
+        link = (src, dst)
+        for _ in range(copies):
+            at = self.now + rng.randint(net.latency_min, net.latency_max)
+            if net.long_delay and rng.random() < net.long_delay:
+                # Reordered: overtaken by later messages (as after a reconnect).
+                at += rng.randint(1, net.long_delay_max)
+            else:
+                # In order on the link, as on one TCP connection.
+                at = max(at, self.link_clock.get(link, 0))
+                self.link_clock[link] = at
+            self._push(at, DELIVER, m)
+
+    def _deliver(self, m: Message) -> None:
+        sn = self.nodes[m.dst]  # type: ignore[index]
+        if sn.node is None or (m.src, m.dst) in self.blocked:
+            self.stats.dropped += 1
+            return
+        if sn.paused_until > self.now:
+            self._push(sn.paused_until, DELIVER, m)
+            return
+        self.stats.delivered += 1
+        sn.node.step(m)
+        self.process(sn)
+
+    # -- disk ---------------------------------------------------------------------------------
+
+    def _disk_done(self, nid: int, inc: int) -> None:
+        sn = self.nodes[nid]
+        if sn.incarnation != inc or sn.node is None or not sn.pending:
+            return
+        if sn.paused_until > self.now:
+            self._push(sn.paused_until, DISK, nid, inc)
+            return
+        rd = sn.pending.popleft()
+        _write(sn.disk, rd)
+        node = sn.node
+        node.persisted(rd.number)
+        for m in rd.persisted_messages:
+            self.send(m)
+        if rd.snapshot is not None:
+            self._restore_app(sn, rd.snapshot)
+        self.process(sn)
+
+    # -- ready loop and checks ----------------------------------------------------------------
+
+    def process(self, sn: SimNode) -> None:
+        node = sn.node
+        assert node is not None
+        self.observe(sn)
+        while node.has_ready():
+            rd = node.ready()
+            ss = rd.soft_state
+            if ss is not None and ss.role == Role.LEADER:
+                self.stats.elections += 1
+                self.checker.on_leader(sn.id, ss.term, node.log.term)
+            if rd.entries:
+                self.checker.on_entries(
+                    sn.id, node.log.term(rd.entries[0].index - 1), rd.entries
+                )
+            for m in rd.messages:
+                self.send(m)
+            self.after_send(sn, rd)
+            if rd.snapshot is not None or rd.entries or rd.hard_state is not None or (
+                rd.persisted_messages or sn.pending
+            ):
+                sn.pending.append(rd)
+                lo, hi = self.disk_latency
+                done = max(sn.disk_busy_until, self.now + self.rng.randint(lo, hi))
+                sn.disk_busy_until = done
+                self._push(done, DISK, sn.id, sn.incarnation)
+            else:
+                node.persisted(rd.number)
+            for e in rd.committed_entries:
+                if e.index != sn.app_index + 1:
+                    raise Violation(
+                        "apply-order", f"node {sn.id} applied {e.index} after {sn.app_index}"
+                    )
+                sn.app_hash = self.checker.on_apply(sn.id, sn.app_hash, e)
+                sn.app_index = e.index
+                if e.conf is not None:
+                    sn.app_conf = e.conf
+                elif e.data and self.on_apply is not None:
+                    self.on_apply(sn, e.data)
+            node.advance(rd)
+            for rs in rd.read_states:
+                sn.read_waits.append((rs.index, rs.context))
+            if sn.read_waits:
+                self._serve_reads(sn)
+            self.observe(sn)
+
+    def after_send(self, sn: SimNode, rd: Ready) -> None:
+        """Hook for fault injection right after a node's messages left."""
+
+    def observe(self, sn: SimNode) -> None:
+        node = sn.node
+        assert node is not None
+        c = node.log.committed
+        if c == sn.last_commit:
+            return
+        if c < sn.last_commit:
+            raise Violation(
+                "commit-monotonic", f"node {sn.id} commit went {sn.last_commit} -> {c}"
+            )
+        log = node.log
+
+        def entry_at(i: int) -> object:
+            if log.term(i) == NO_TERM:
+                return None
+            got = log.slice(i, i + 1)
+            return got[0] if got else None
+
+        self.checker.on_commit(sn.id, node.term, sn.last_commit, c, entry_at)
+        sn.last_commit = c
+
+    def _serve_reads(self, sn: SimNode) -> None:
+        keep = []
+        for index, ctx in sn.read_waits:
+            if sn.app_index >= index:
+                floor = self.read_floor.pop(ctx, None)
+                if floor is not None:
+                    self.stats.reads += 1
+                    self.checker.on_read(sn.id, index, floor)
+                    self.read_served(ctx)
+            else:
+                keep.append((index, ctx))
+        sn.read_waits = keep
+
+    def read_served(self, ctx: bytes) -> None:
+        """Hook: a read completed."""
+
+    def _restore_app(self, sn: SimNode, snap: Snapshot) -> None:
+        self.stats.snapshots_installed += 1
+        h = _snapshot_hash(snap)
+        self.checker.on_restore(sn.id, snap.meta.index, h)
+        sn.app_index = snap.meta.index
+        sn.app_hash = h
+        sn.app_conf = snap.meta.conf
+
+    # -- client-side helpers ------------------------------------------------------------------
+
+    def leader(self) -> SimNode | None:
+        """The up, unpaused leader with the highest term, if any."""
+        best: SimNode | None = None
+        for sn in self.nodes.values():
+            n = sn.node
+            if n is not None and n.role == Role.LEADER and sn.paused_until <= self.now:
+                if best is None or n.term > best.node.term:  # type: ignore[union-attr]
+                    best = sn
+        return best
+
+    def propose(self, nid: int, datas: list[bytes]) -> int | None:
+        sn = self.nodes[nid]
+        if sn.node is None or sn.paused_until > self.now:
+            return None
+        try:
+            index = sn.node.propose_many(datas)
+        except ProposalDropped:
+            return None
+        self.process(sn)
+        return index
+
+    def conf_change(self, nid: int, change: ConfChange) -> int | None:
+        sn = self.nodes[nid]
+        if sn.node is None or sn.paused_until > self.now:
+            return None
+        try:
+            index = sn.node.propose_conf_change(change)
+        except ProposalDropped:
+            return None
+        self.stats.conf_changes += 1
+        self.process(sn)
+        return index
+
+    def read(self, nid: int, ctx: bytes) -> bool:
+        sn = self.nodes[nid]
+        if sn.node is None or sn.paused_until > self.now:
+            return False
+        try:
+            sn.node.read_index(ctx)
+        except ProposalDropped:
+            return False
+        self.read_floor[ctx] = self.checker.commit_index
+        self.process(sn)
+        return True
+
+    def transfer(self, nid: int, target: int) -> None:
+        sn = self.nodes[nid]
+        if sn.node is None or sn.paused_until > self.now:
+            return
+        try:
+            sn.node.transfer_leadership(target)
+        except ProposalDropped:
+            return
+        self.stats.transfers += 1
+        self.process(sn)
+
+    def snapshot(self, nid: int, keep: int, pad: int) -> None:
+        """The application snapshots at its applied index and compacts, keeping `keep`."""
+        sn = self.nodes[nid]
+        if sn.node is None or sn.app_conf is None:
+            return
+        disk = sn.disk
+        if sn.app_index <= disk.snapshot().meta.index or sn.app_index > disk.last_index():
+            return
+        data = b"%d:%d:" % (sn.app_index, sn.app_hash) + b"." * pad
+        disk.create_snapshot(sn.app_index, sn.app_conf, data)
+        disk.compact(max(disk.first_index() - 1, sn.app_index - keep))
+        self.stats.snapshots_taken += 1
+
+    def isolate(self, nid: int) -> None:
+        for other in self.nodes:
+            if other != nid:
+                self.blocked.add((nid, other))
+                self.blocked.add((other, nid))
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+
+def _write(disk: MemoryStorage, rd: Ready) -> None:
+    if rd.snapshot is not None:
+        disk.apply_snapshot(rd.snapshot)
+    if rd.entries:
+        disk.append(rd.entries)
+    if rd.hard_state is not None:
+        disk.set_hard_state(rd.hard_state)
+
+
+def _snapshot_hash(snap: Snapshot) -> int:
+    if not snap.data:
+        return 0
+    return int(snap.data.split(b":", 2)[1])
+
+
+def is_grant(m: Message) -> bool:
+    """A vote grant or an append acknowledgement: what a crash right after is interesting for."""
+    return (isinstance(m, VoteResponse) and not m.reject and not m.pre_vote) or (
+        isinstance(m, AppendResponse) and not m.reject and m.index > 0
+    )
