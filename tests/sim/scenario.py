@@ -54,11 +54,16 @@ class Scenario:
     pause_rate: float
     partition_rate: float
     crash_after_grant: float
+    kill_new_leader: float
+    quick_restart: float
 
     @classmethod
     def draw(cls, seed: int) -> Scenario:
         r = random.Random(seed)
         voters = r.choice([1, 2, 3, 3, 3, 5, 5, 7])
+        max_msg_bytes = r.choice([40, 100, 400, 4096, 1 << 20])
+        # One entry per message needs a deep pipeline to keep up with the clients.
+        inflight = r.choice([16, 256] if max_msg_bytes < 100 else [2, 4, 16, 256])
         return cls(
             seed=seed,
             voters=voters,
@@ -67,15 +72,15 @@ class Scenario:
             election_ticks=r.choice([6, 6, 10]),
             pre_vote=r.random() < 0.85,
             check_quorum=r.random() < 0.85,
-            max_inflight_msgs=r.choice([2, 4, 16, 256]),
-            max_msg_bytes=r.choice([100, 400, 4096, 1 << 20]),
+            max_inflight_msgs=inflight,
+            max_msg_bytes=max_msg_bytes,
             max_uncommitted_bytes=r.choice([2048, 8192, 1 << 20]),
             snapshot_chunk_bytes=r.choice([8, 32, 1 << 20]),
             latency_max=r.choice([2, 5, 10, 20]),
             drop=r.choice([0.0, 0.01, 0.05, 0.15]),
             duplicate=r.choice([0.0, 0.02, 0.1]),
             long_delay=r.choice([0.0, 0.01, 0.05]),
-            disk_latency_max=r.choice([2, 5, 15, 40]),
+            disk_latency_max=r.choice([2, 5, 15, 30]),
             drift=r.choice([0, 1, 3]),
             safety_ticks=r.randint(150, 300),
             propose_rate=r.choice([0.3, 0.6, 1.0]),
@@ -86,7 +91,9 @@ class Scenario:
             crash_rate=r.choice([0.0, 0.005, 0.02, 0.05]),
             pause_rate=r.choice([0.0, 0.005, 0.02]),
             partition_rate=r.choice([0.0, 0.01, 0.03]),
-            crash_after_grant=r.choice([0.0, 0.0, 0.02, 0.1]),
+            crash_after_grant=r.choice([0.0, 0.02, 0.1, 0.3]),
+            kill_new_leader=r.choice([0.0, 0.0, 0.1, 0.3, 0.6]),
+            quick_restart=r.choice([0.2, 0.5, 0.8]),
         )
 
     def describe(self) -> str:
@@ -229,11 +236,21 @@ class RandomDriver(World):
             nid = sn.id
             self.at(self.now + self.rng.randint(0, self.sc.disk_latency_max), lambda: self._crash(nid))
 
+    def on_leader_elected(self, sn: SimNode) -> None:
+        p = self.sc.kill_new_leader
+        if self.faulty and p and self.rng.random() < p:
+            nid, inc = sn.id, sn.incarnation
+            delay = self.rng.randint(0, 3 * self.tick_units)
+            self.at(self.now + delay, lambda: self.nodes[nid].incarnation == inc and self._crash(nid))
+
     def _crash(self, nid: int) -> None:
         if not self.faulty or not self.nodes[nid].up:
             return
         self.crash(nid)
-        delay = self.rng.randint(2, 40) * self.tick_units
+        if self.rng.random() < self.sc.quick_restart:
+            delay = self.rng.randint(0, self.tick_units)  # a supervisor restarts it at once
+        else:
+            delay = self.rng.randint(2, 40) * self.tick_units
         self.at(self.now + delay, lambda: self.faulty and self.restart(nid))
 
     def on_resume(self, sn: SimNode) -> None:

@@ -322,6 +322,7 @@ class World:
             if ss is not None and ss.role == Role.LEADER:
                 self.stats.elections += 1
                 self.checker.on_leader(sn.id, ss.term, node.log.term)
+                self.on_leader_elected(sn)
             if rd.entries:
                 self.checker.on_entries(
                     sn.id, node.log.term(rd.entries[0].index - 1), rd.entries
@@ -359,6 +360,9 @@ class World:
 
     def after_send(self, sn: SimNode, rd: Ready) -> None:
         """Hook for fault injection right after a node's messages left."""
+
+    def on_leader_elected(self, sn: SimNode) -> None:
+        """Hook for fault injection when a node becomes leader."""
 
     def observe(self, sn: SimNode) -> None:
         node = sn.node
