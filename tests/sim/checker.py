@@ -44,10 +44,7 @@ def ident(e: Entry) -> Ident:
 
 
 def chain(prev: int, e: Entry) -> int:
-    if e.kind == EntryKind.NORMAL:
-        payload = e.data
-    else:
-        payload = repr(ident(e)).encode()
+    payload = e.data if e.kind == EntryKind.NORMAL else repr(ident(e)).encode()
     return zlib.crc32(payload, prev ^ (e.term * 2654435761 & 0xFFFFFFFF))
 
 

@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--mutation", choices=sorted(MUTATIONS), help="break a rule on purpose")
     args = ap.parse_args(argv)
-    seeds = range(args.seed, args.seed + 1) if args.seed is not None else range(
-        args.start, args.start + args.seeds
+    seeds = (
+        range(args.seed, args.seed + 1)
+        if args.seed is not None
+        else range(args.start, args.start + args.seeds)
     )
     started = time.monotonic()
     totals: dict[str, int] = {}
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  reproduce: {repro}", flush=True)
     elapsed = time.monotonic() - started
     print(
-        "totals: " + " ".join(f"{k}={v}" for k, v in sorted(totals.items()))
+        "totals: "
+        + " ".join(f"{k}={v}" for k, v in sorted(totals.items()))
         + f" elapsed={elapsed:.1f}s"
     )
     print(f"{n} seeds, {violations} violations")

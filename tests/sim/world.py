@@ -18,11 +18,13 @@ run is a pure function of its seed and options. Time is in units; a node ticks e
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from broker.core.raft import (
     ConfChange,
@@ -41,6 +43,7 @@ from tests.sim.checker import Checker, Violation
 NodeFactory = Callable[[RaftConfig, MemoryStorage, random.Random], RaftNode]
 
 DELIVER, TICK, DISK, RESUME, ACTION = 0, 1, 2, 3, 4
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -88,6 +91,7 @@ class SimNode:
     disk_busy_until: int = 0
     paused_until: int = 0
     last_commit: int = 0
+    last_commit_sent: int = 0
     app_index: int = 0
     app_hash: int = 0
     app_conf: ConfState | None = None
@@ -96,6 +100,19 @@ class SimNode:
     @property
     def up(self) -> bool:
         return self.node is not None
+
+
+def _surface(fn: F) -> F:
+    """Turn an invariant assertion inside the Raft core into a Violation."""
+
+    @functools.wraps(fn)
+    def wrapper(self: World, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except AssertionError as e:
+            raise Violation("core-invariant", f"{e} (t={self.now})") from e
+
+    return wrapper  # type: ignore[return-value]
 
 
 class World:
@@ -141,6 +158,7 @@ class World:
             self.nodes[nid] = sn
             self._start(sn)
         self.read_floor: dict[bytes, int] = {}
+        self.drop_if: Callable[[Message], bool] | None = None
         self.on_apply: Callable[[SimNode, bytes], None] | None = None
 
     # -- events -------------------------------------------------------------------------------
@@ -149,6 +167,7 @@ class World:
         self.seq += 1
         heapq.heappush(self.events, (at, self.seq, kind, a, b))
 
+    @_surface
     def run_until(self, t_end: int, on_tick: Callable[[], None] | None = None) -> None:
         """Process events up to time t_end; `on_tick` runs once per tick_units of time."""
         next_tick = (self.now // self.tick_units + 1) * self.tick_units
@@ -211,6 +230,7 @@ class World:
         sn.paused_until = 0
         sn.incarnation += 1
 
+    @_surface
     def restart(self, nid: int) -> None:
         sn = self.nodes[nid]
         if sn.node is not None:
@@ -256,7 +276,11 @@ class World:
     def send(self, m: Message) -> None:
         src, dst = m.src, m.dst
         assert isinstance(src, int) and isinstance(dst, int)
-        if (src, dst) in self.blocked or dst not in self.nodes:
+        if (
+            (src, dst) in self.blocked
+            or dst not in self.nodes
+            or (self.drop_if is not None and self.drop_if(m))
+        ):
             self.stats.dropped += 1
             return
         net = self.net
@@ -324,14 +348,15 @@ class World:
                 self.checker.on_leader(sn.id, ss.term, node.log.term)
                 self.on_leader_elected(sn)
             if rd.entries:
-                self.checker.on_entries(
-                    sn.id, node.log.term(rd.entries[0].index - 1), rd.entries
-                )
+                self.checker.on_entries(sn.id, node.log.term(rd.entries[0].index - 1), rd.entries)
             for m in rd.messages:
                 self.send(m)
             self.after_send(sn, rd)
-            if rd.snapshot is not None or rd.entries or rd.hard_state is not None or (
-                rd.persisted_messages or sn.pending
+            if (
+                rd.snapshot is not None
+                or rd.entries
+                or rd.hard_state is not None
+                or (rd.persisted_messages or sn.pending)
             ):
                 sn.pending.append(rd)
                 lo, hi = self.disk_latency
@@ -371,9 +396,7 @@ class World:
         if c == sn.last_commit:
             return
         if c < sn.last_commit:
-            raise Violation(
-                "commit-monotonic", f"node {sn.id} commit went {sn.last_commit} -> {c}"
-            )
+            raise Violation("commit-monotonic", f"node {sn.id} commit went {sn.last_commit} -> {c}")
         log = node.log
 
         def entry_at(i: int) -> object:
@@ -416,11 +439,16 @@ class World:
         best: SimNode | None = None
         for sn in self.nodes.values():
             n = sn.node
-            if n is not None and n.role == Role.LEADER and sn.paused_until <= self.now:
-                if best is None or n.term > best.node.term:  # type: ignore[union-attr]
-                    best = sn
+            if (
+                n is not None
+                and n.role == Role.LEADER
+                and sn.paused_until <= self.now
+                and (best is None or n.term > best.node.term)  # type: ignore[union-attr]
+            ):
+                best = sn
         return best
 
+    @_surface
     def propose(self, nid: int, datas: list[bytes]) -> int | None:
         sn = self.nodes[nid]
         if sn.node is None or sn.paused_until > self.now:
@@ -432,6 +460,7 @@ class World:
         self.process(sn)
         return index
 
+    @_surface
     def conf_change(self, nid: int, change: ConfChange) -> int | None:
         sn = self.nodes[nid]
         if sn.node is None or sn.paused_until > self.now:
@@ -444,6 +473,7 @@ class World:
         self.process(sn)
         return index
 
+    @_surface
     def read(self, nid: int, ctx: bytes) -> bool:
         sn = self.nodes[nid]
         if sn.node is None or sn.paused_until > self.now:
@@ -456,6 +486,7 @@ class World:
         self.process(sn)
         return True
 
+    @_surface
     def transfer(self, nid: int, target: int) -> None:
         sn = self.nodes[nid]
         if sn.node is None or sn.paused_until > self.now:

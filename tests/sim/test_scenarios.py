@@ -1,0 +1,415 @@
+"""Named Raft scenarios, each a scripted run of the simulated world with its checkers on.
+
+Every scenario runs against the real RaftNode and must hold; the Figure 8 and membership
+scenarios also run against a deliberately broken node and must then be caught.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from broker.core.raft import (
+    ConfChange,
+    ConfChangeKind,
+    DropReason,
+    ProposalDropped,
+    RaftNode,
+    Role,
+)
+from broker.core.raft.types import AppendEntries, InstallSnapshot, Message, RequestVote
+from tests.sim.checker import Violation
+from tests.sim.mutations import CommitPreviousTermByCounting, ConfChangeBeforeOwnTermCommit
+from tests.sim.world import NetOptions, NodeFactory, World
+
+ELECTION = 10
+
+
+def make_world(
+    voters: int,
+    *,
+    learners: int = 0,
+    spares: int = 0,
+    seed: int = 1,
+    node_factory: NodeFactory | None = None,
+    **raft: object,
+) -> World:
+    raft.setdefault("election_ticks", ELECTION)
+    raft.setdefault("heartbeat_ticks", 2)
+    ids = list(range(voters + learners + spares))
+    return World(
+        random.Random(seed),
+        ids[:voters],
+        ids[voters : voters + learners],
+        ids[voters + learners :],
+        net=NetOptions(latency_min=1, latency_max=1),
+        raft=raft,
+        disk_latency=(1, 1),
+        crash_keeps_prefix=0.0,
+        node_factory=node_factory,
+    )
+
+
+def node(w: World, nid: int) -> RaftNode:
+    n = w.nodes[nid].node
+    assert n is not None, f"node {nid} is down"
+    return n
+
+
+def wait_for(w: World, cond: Callable[[], bool], ticks: int = 20 * ELECTION) -> None:
+    for _ in range(ticks):
+        if cond():
+            return
+        w.run_ticks(1)
+    assert cond(), "condition not reached in time"
+
+
+def leader_id(w: World) -> int | None:
+    lead = w.leader()
+    return lead.id if lead is not None else None
+
+
+def elect(w: World, nid: int) -> None:
+    node(w, nid).campaign()
+    w.process(w.nodes[nid])
+    wait_for(
+        w,
+        lambda: (
+            node(w, nid).is_leader and node(w, nid).commit_index >= node(w, nid).term_start_index
+        ),
+    )
+
+
+def commit_all(
+    w: World, nid: int, count: int, tag: str, among: tuple[int, ...] | None = None
+) -> list[int]:
+    """Propose `count` entries at leader `nid` and wait until every up member (or every up
+    node in `among`) applied them."""
+    indexes = [w.propose(nid, [f"{tag}{k}".encode()]) for k in range(count)]
+    assert all(i is not None for i in indexes)
+    last = max(i for i in indexes if i is not None)
+    members = among if among is not None else node(w, nid).conf.members()
+    nodes = [w.nodes[i] for i in members]  # type: ignore[index]
+    wait_for(w, lambda: all(sn.app_index >= last for sn in nodes if sn.up))
+    return [i for i in indexes if i is not None]
+
+
+def entry_term(w: World, nid: int, index: int) -> int:
+    return node(w, nid).log.term(index)
+
+
+# --- Figure 8 ----------------------------------------------------------------------------------
+
+
+def figure8(node_factory: NodeFactory | None) -> World:
+    """Raft paper, Figure 8: an entry of an old term, replicated to a majority by a later
+    leader, must not count as committed until an entry of the leader's own term is."""
+    w = make_world(5, node_factory=node_factory, max_msg_bytes=40)
+    elect(w, 0)
+    commit_all(w, 0, 3, "base")
+    t = node(w, 0).term
+    # (a) The leader replicates X to node 1 only, then crashes.
+    for d in (2, 3, 4):
+        w.blocked.add((0, d))
+    x_index = w.propose(0, [b"X"])
+    assert x_index is not None
+    wait_for(w, lambda: entry_term(w, 1, x_index) == t and w.nodes[0].disk.last_index() >= x_index)
+    w.crash(0)
+    w.heal()
+    # (b) A node without X wins a later term; its no-op (at X's index) reaches nobody.
+    w.isolate(1)
+    w.drop_if = lambda m: isinstance(m, AppendEntries) and m.term > t
+    wait_for(w, lambda: leader_id(w) in (2, 3, 4))
+    s5 = leader_id(w)
+    assert s5 is not None
+    t5 = node(w, s5).term
+    assert entry_term(w, s5, x_index) == t5
+    wait_for(w, lambda: w.nodes[s5].disk.last_index() >= x_index)
+    w.crash(s5)
+    # (c) Node 0 returns and wins a term > t5 with X; X reaches a majority, its no-op nobody.
+    w.heal()
+    w.restart(0)
+
+    def holds_x(nid: object) -> bool:
+        sn = w.nodes[nid]  # type: ignore[index]
+        return sn.node is not None and sn.node.log.term(x_index) == t
+
+    w.drop_if = lambda m: (
+        (isinstance(m, AppendEntries) and any(e.term > t5 for e in m.entries) and holds_x(m.dst))
+        or (isinstance(m, RequestVote) and m.src != 0)
+    )
+    wait_for(w, lambda: leader_id(w) == 0 and node(w, 0).term > t5)
+    wait_for(w, lambda: sum(1 for nid in w.nodes if holds_x(nid)) >= 3)
+    w.run_ticks(2)
+    # (d) Node 0 crashes before its own-term entry spreads; s5 returns and wins term t+3.
+    w.crash(0)
+    w.restart(s5)
+    w.drop_if = lambda m: isinstance(m, RequestVote) and m.src != s5
+    wait_for(w, lambda: leader_id(w) == s5)
+    w.drop_if = None
+    w.restart(0)
+    commit_all(w, s5, 2, "after")
+    return w
+
+
+def test_figure8_old_term_entry_not_committed_by_counting() -> None:
+    w = figure8(None)
+    # s5's no-op replaced X everywhere: X was never committed, so nothing committed was lost.
+    assert b"X" not in [w.checker.idents[i][1] for i in range(1, w.checker.commit_index + 1)]  # type: ignore[index]
+
+
+def test_figure8_catches_commit_by_counting() -> None:
+    with pytest.raises(Violation):
+        figure8(CommitPreviousTermByCounting)
+
+
+# --- elections ---------------------------------------------------------------------------------
+
+
+def test_partitioned_node_rejoins_without_disrupting_leader() -> None:
+    """With pre-vote, an isolated follower does not raise its term, so on rejoining it does
+    not depose the leader."""
+    w = make_world(3)
+    elect(w, 0)
+    term = node(w, 0).term
+    w.isolate(2)
+    w.run_ticks(10 * ELECTION)
+    assert node(w, 2).term == term
+    assert node(w, 2).role == Role.PRE_CANDIDATE or node(w, 2).role == Role.FOLLOWER
+    w.heal()
+    commit_all(w, 0, 3, "after")
+    assert leader_id(w) == 0 and node(w, 0).term == term
+
+
+def test_partitioned_node_without_prevote_disrupts() -> None:
+    """The contrast: without pre-vote the rejoining node's higher term forces an election."""
+    w = make_world(3, pre_vote=False)
+    elect(w, 0)
+    term = node(w, 0).term
+    w.isolate(2)
+    w.run_ticks(10 * ELECTION)
+    assert node(w, 2).term > term
+    w.heal()
+    wait_for(w, lambda: leader_id(w) is not None and node(w, leader_id(w) or 0).term > term)
+
+
+def test_prevote_and_check_quorum_never_leaderless() -> None:
+    """etcd#9586: a node holding a higher term but a stale log (it campaigned while cut off,
+    e.g. before pre-vote was enabled) must not leave the cluster leaderless."""
+    w = make_world(3)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    # Node 2 falls behind and, cut off, runs up its term without pre-vote.
+    w.isolate(2)
+    commit_all(w, 0, 5, "b", among=(0, 1))
+    w.crash(2)
+    w.raft_options["pre_vote"] = False
+    w.restart(2)
+    w.raft_options["pre_vote"] = True
+    w.run_ticks(6 * ELECTION)
+    stale_term = node(w, 2).term
+    assert stale_term > node(w, 0).term
+    w.heal()
+    # The old leader crashes too: the survivors must still elect a leader and make progress.
+    w.crash(0)
+    wait_for(w, lambda: leader_id(w) == 1)
+    assert node(w, 1).term > stale_term
+    commit_all(w, 1, 3, "c")
+
+
+def test_leader_crash_mid_replication() -> None:
+    w = make_world(5)
+    elect(w, 0)
+    commit_all(w, 0, 3, "a")
+    # Entries reach only node 1 before the leader crashes: they may be lost, never half-kept.
+    for d in (2, 3, 4):
+        w.blocked.add((0, d))
+    idx = w.propose(0, [b"u1", b"u2"])
+    assert idx is not None
+    w.run_ticks(1)
+    w.crash(0)
+    w.heal()
+    wait_for(w, lambda: leader_id(w) is not None)
+    new = leader_id(w)
+    assert new is not None
+    commit_all(w, new, 3, "b")
+    w.restart(0)
+    wait_for(w, lambda: w.nodes[0].app_index >= w.checker.commit_index)
+    committed = [w.checker.idents[i][1] for i in range(1, w.checker.commit_index + 1)]  # type: ignore[index]
+    assert (b"u1" in committed) == (b"u2" in committed)
+    assert committed.count(b"a0") == 1
+
+
+def test_single_voter_not_committed_before_persisted() -> None:
+    w = make_world(1)
+    elect(w, 0)
+    sn = w.nodes[0]
+    w.disk_latency = (50, 50)
+    idx = w.propose(0, [b"p"])
+    assert idx is not None
+    w.run_until(w.now + 20)
+    # Written but not yet durable: not committed, not applied.
+    assert node(w, 0).commit_index < idx and sn.app_index < idx
+    w.crash(0)
+    w.disk_latency = (1, 1)
+    w.restart(0)
+    elect(w, 0)
+    assert sn.disk.last_index() < idx or entry_term(w, 0, idx) != 1
+    assert b"p" not in [w.checker.idents[i][1] for i in range(1, w.checker.commit_index + 1)]  # type: ignore[index]
+    commit_all(w, 0, 1, "q")
+
+
+# --- membership --------------------------------------------------------------------------------
+
+
+def test_membership_change_while_a_node_is_down() -> None:
+    w = make_world(3, spares=1)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    w.crash(2)
+    idx = w.conf_change(0, ConfChange(ConfChangeKind.ADD_VOTER, 3))
+    assert idx is not None
+    wait_for(w, lambda: node(w, 0).commit_index >= idx)
+    assert node(w, 0).conf.voters == frozenset({0, 1, 2, 3})
+    commit_all(w, 0, 2, "b")
+    w.restart(2)
+    wait_for(w, lambda: w.nodes[2].app_index >= w.checker.commit_index)
+    assert node(w, 2).conf.voters == frozenset({0, 1, 2, 3})
+    # Remove the node that was down; the group keeps committing with the rest.
+    idx = w.conf_change(0, ConfChange(ConfChangeKind.REMOVE, 2))
+    assert idx is not None
+    wait_for(w, lambda: node(w, 0).commit_index >= idx)
+    w.crash(2)
+    commit_all(w, 0, 2, "c")
+
+
+def test_second_change_refused_while_one_is_uncommitted() -> None:
+    w = make_world(3, spares=2)
+    elect(w, 0)
+    w.isolate(0)
+    first = w.conf_change(0, ConfChange(ConfChangeKind.ADD_LEARNER, 3))
+    assert first is not None
+    with pytest.raises(ProposalDropped) as exc:
+        node(w, 0).propose_conf_change(ConfChange(ConfChangeKind.ADD_LEARNER, 4))
+    assert exc.value.reason == DropReason.CONF_CHANGE_PENDING
+    w.heal()
+    wait_for(w, lambda: node(w, 0).commit_index >= first)
+    assert w.conf_change(0, ConfChange(ConfChangeKind.ADD_LEARNER, 4)) is not None
+
+
+def test_new_leader_refuses_change_until_own_term_commits() -> None:
+    w = make_world(3, spares=1)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    w.crash(0)
+    # The next leader's appends are lost: its no-op cannot commit.
+    w.drop_if = lambda m: isinstance(m, AppendEntries)
+    wait_for(w, lambda: leader_id(w) in (1, 2))
+    lead = node(w, leader_id(w) or 0)
+    assert lead.commit_index < lead.term_start_index
+    with pytest.raises(ProposalDropped) as exc:
+        lead.propose_conf_change(ConfChange(ConfChangeKind.ADD_LEARNER, 3))
+    assert exc.value.reason == DropReason.CONF_CHANGE_PENDING
+    w.drop_if = None
+    wait_for(w, lambda: lead.commit_index >= lead.term_start_index)
+    assert w.conf_change(leader_id(w) or 0, ConfChange(ConfChangeKind.ADD_LEARNER, 3))
+
+
+def ongaro(node_factory: NodeFactory | None) -> World:
+    """Ongaro (raft-dev, 2015): with single-member changes, a leader that appends a change
+    before committing an entry of its term can lose a committed change."""
+    w = make_world(4, spares=1, node_factory=node_factory)
+    elect(w, 0)
+    commit_all(w, 0, 2, "base")
+    t = node(w, 0).term
+    # Leader 0 adds node 4 (C1); C1 reaches only node 4 (and 0).
+    for d in (1, 2, 3):
+        w.blocked.add((0, d))
+    c1 = w.conf_change(0, ConfChange(ConfChangeKind.ADD_VOTER, 4))
+    assert c1 is not None
+    wait_for(w, lambda: w.nodes[4].up and entry_term(w, 4, c1) == t)
+    w.crash(0)
+    w.heal()
+    # Node 1 wins the next term with 1, 2, 3 (old configuration); its entries reach node 2
+    # only, so its no-op cannot commit under the old configuration {0, 1, 2, 3}.
+    w.isolate(4)
+    w.drop_if = lambda m: (
+        (isinstance(m, RequestVote) and m.src != 1)
+        or (isinstance(m, (AppendEntries, InstallSnapshot)) and m.dst in (0, 3))
+    )
+    wait_for(w, lambda: leader_id(w) == 1)
+    # At once it removes node 3 (C2). Under C2 = {0, 1, 2}, nodes 1 and 2 are a quorum.
+    c2: int | None = None
+    try:
+        c2 = node(w, 1).propose_conf_change(ConfChange(ConfChangeKind.REMOVE, 3))
+    except ProposalDropped as e:
+        assert e.reason == DropReason.CONF_CHANGE_PENDING  # the rule at work
+    w.process(w.nodes[1])
+    if c2 is not None:
+        wait_for(w, lambda: node(w, 1).commit_index >= c2)
+    w.run_ticks(2)
+    # Node 0 returns; with 3 and 4 it is a quorum of C1 = {0, 1, 2, 3, 4}.
+    w.crash(1)
+    w.restart(0)
+    w.heal()
+    w.drop_if = lambda m: isinstance(m, RequestVote) and m.src != 0
+    wait_for(w, lambda: leader_id(w) is not None, ticks=10 * ELECTION)
+    w.drop_if = None
+    w.restart(1)
+    lead = leader_id(w)
+    assert lead is not None
+    commit_all(w, lead, 2, "after")
+    return w
+
+
+def test_single_member_changes_keep_committed_changes() -> None:
+    ongaro(None)
+
+
+def test_ongaro_bug_caught_when_rule_is_broken() -> None:
+    with pytest.raises(Violation):
+        ongaro(ConfChangeBeforeOwnTermCommit)
+
+
+# --- snapshots and transfer --------------------------------------------------------------------
+
+
+def test_snapshot_install_to_far_behind_follower() -> None:
+    w = make_world(3, max_snapshot_chunk_bytes=16)
+    elect(w, 0)
+    w.crash(2)
+    commit_all(w, 0, 30, "a")
+    for nid in (0, 1):
+        w.snapshot(nid, keep=0, pad=100)
+    assert w.nodes[0].disk.first_index() > 20
+    chunks: list[Message] = []
+    w.drop_if = lambda m: isinstance(m, InstallSnapshot) and chunks.append(m) is not None
+    w.restart(2)
+    wait_for(w, lambda: w.nodes[2].app_index >= w.checker.commit_index)
+    assert w.stats.snapshots_installed == 1
+    assert len({m.offset for m in chunks if isinstance(m, InstallSnapshot)}) > 3
+    commit_all(w, 0, 3, "b")
+
+
+def test_leadership_transfer_under_load() -> None:
+    w = make_world(3)
+    elect(w, 0)
+    dropped_transferring = 0
+    term = node(w, 0).term
+    for k in range(60):
+        lead = leader_id(w)
+        if lead is not None:
+            try:
+                node(w, lead).propose(b"load%d" % k)
+                w.process(w.nodes[lead])
+            except ProposalDropped as e:
+                dropped_transferring += e.reason == DropReason.TRANSFERRING
+        if k == 20:
+            w.transfer(0, 2)
+        w.run_until(w.now + 3)
+    wait_for(w, lambda: leader_id(w) == 2)
+    assert node(w, 2).term == term + 1
+    commit_all(w, 2, 3, "after")
+    assert w.stats.elections == 2
