@@ -14,13 +14,25 @@ member must converge on the same applied state.
 from __future__ import annotations
 
 import random
+import traceback
 from dataclasses import asdict, dataclass
 
-from broker.core.raft import ConfChange, ConfChangeKind, ConfState, Ready, Role
+from broker.core.raft import (
+    ConfChange,
+    ConfChangeKind,
+    ConfState,
+    DropReason,
+    EntryKind,
+    Ready,
+    Role,
+)
 from tests.sim.checker import Violation
 from tests.sim.world import NetOptions, NodeFactory, SimNode, Stats, World, is_grant
 
 MIN_COMMITS = 20
+CHURN_SHARE = 0.25
+MEMBERSHIP_SHARE = 0.2
+"""The shares of seeds drawn with the leader-churn and membership-churn fault profiles."""
 LIVENESS_BOUND_ELECTIONS = 60
 """Each liveness step must finish within this many election timeouts after healing."""
 
@@ -56,16 +68,21 @@ class Scenario:
     crash_after_grant: float
     kill_new_leader: float
     crash_after_commit: float
+    crash_after_persist: float
+    isolate_after_propose: float
     quick_restart: float
+    isolate_new_leader: float = 0.5
+    """Of the new leaders hit by kill_new_leader, the share cut off rather than crashed."""
+    profile: str = "mixed"
 
     @classmethod
     def draw(cls, seed: int) -> Scenario:
         r = random.Random(seed)
-        voters = r.choice([1, 2, 3, 3, 3, 5, 5, 7])
+        voters = r.choice([1, 2, 3, 3, 4, 5, 5, 7])
         max_msg_bytes = r.choice([40, 100, 400, 4096, 1 << 20])
         # One entry per message needs a deep pipeline to keep up with the clients.
         inflight = r.choice([16, 256] if max_msg_bytes < 100 else [2, 4, 16, 256])
-        return cls(
+        sc = cls(
             seed=seed,
             voters=voters,
             learners=r.choice([0, 0, 1, 2]),
@@ -95,8 +112,53 @@ class Scenario:
             crash_after_grant=r.choice([0.0, 0.02, 0.1, 0.3]),
             kill_new_leader=r.choice([0.0, 0.0, 0.1, 0.3, 0.6]),
             crash_after_commit=r.choice([0.0, 0.0, 0.05, 0.2]),
+            crash_after_persist=r.choice([0.0, 0.0, 0.05, 0.2]),
+            isolate_after_propose=r.choice([0.0, 0.0, 0.05, 0.2]),
             quick_restart=r.choice([0.2, 0.5, 0.8]),
         )
+        pick = r.random()
+        if pick < CHURN_SHARE:
+            sc.churn(r)
+        elif pick < CHURN_SHARE + MEMBERSHIP_SHARE:
+            sc.membership_churn(r)
+        return sc
+
+    def membership_churn(self, r: random.Random) -> None:
+        """Membership changes racing leader changes: the operator changes the configuration
+        at every new leader, leaders die right after appending a change, and new leaders are
+        cut off from part of the group at once."""
+        self.churn(r)
+        self.profile = "membership"
+        self.voters = r.choice([2, 4, 4, 3])
+        self.conf_rate = 0.5
+        self.drop = r.choice([0.05, 0.15])
+        self.crash_after_commit = 0.3
+        self.kill_new_leader = 0.6
+        self.isolate_new_leader = 0.8
+        self.quick_restart = 0.3
+
+    def churn(self, r: random.Random) -> None:
+        """Leader churn: every leader is short-lived, logs diverge across terms, entries
+        travel one per message. The interleavings of Figure 8 and of Ongaro's membership
+        bug live here."""
+        self.profile = "churn"
+        # Even sizes too: single-member changes from an even-sized configuration are where
+        # Ongaro's bug lives.
+        self.voters = r.choice([2, 3, 4, 4, 5])
+        self.learners = 0
+        self.spares = r.choice([1, 2])
+        self.conf_rate = r.choice([0.2, 0.5])
+        self.max_msg_bytes = 40
+        self.max_inflight_msgs = 256
+        self.drop = self.duplicate = self.long_delay = 0.0
+        self.partition_rate = 0.0
+        self.pause_rate = 0.02
+        self.kill_new_leader = r.choice([0.3, 0.6])
+        self.crash_after_commit = r.choice([0.1, 0.3])
+        self.crash_after_persist = r.choice([0.05, 0.2])
+        self.isolate_after_propose = r.choice([0.1, 0.3])
+        self.quick_restart = 0.8
+        self.propose_rate = 1.0
 
     def describe(self) -> str:
         return " ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -134,6 +196,7 @@ class RandomDriver(World):
             tick_units=10,
             drift=sc.drift,
             disk_latency=(1, sc.disk_latency_max),
+            crash_loses_in_flight=0.5,
             node_factory=node_factory,
         )
         self.sc = sc
@@ -146,6 +209,7 @@ class RandomDriver(World):
         self.pending_reads: dict[bytes, int] = {}
         self.retry_units = 4 * sc.election_ticks * self.tick_units
         self.proposing = True
+        self.plan: list[ConfChange] = []
         self.on_apply = self._applied
 
     # -- clients ------------------------------------------------------------------------------
@@ -186,7 +250,18 @@ class RandomDriver(World):
             return
         for d in batch:
             self.pending_ops[d] = now
-        self.propose(target, batch)
+        if self.propose(target, batch) is not None:
+            self._maybe_isolate(target)
+
+    def _maybe_isolate(self, nid: int) -> None:
+        """Cut a leader off right after it accepted a proposal: the entries stay local, and
+        logs diverge across terms (the raw material of Figure 8)."""
+        p = self.sc.isolate_after_propose
+        if self.faulty and p and self.rng.random() < p:
+            self.isolate(nid)
+            self.stats.partitions += 1
+            delay = self.rng.randint(1, 4 * self.sc.election_ticks) * self.tick_units
+            self.at(self.now + delay, lambda: self.faulty and self.rejoin(nid))
 
     def _read(self) -> None:
         up = [sn.id for sn in self.nodes.values() if sn.up]
@@ -209,12 +284,44 @@ class RandomDriver(World):
             self._change_membership_at(lead.id)
 
     def _change_membership_at(self, nid: int) -> None:
+        """The operator works through a plan, one step per attempt, at whichever node leads
+        now. Half the plans move a replica (add one voter, then remove another), the way a
+        rebalancer does; the next step is tried as soon as the previous one was accepted."""
         sn = self.nodes[nid]
         if sn.node is None or not sn.node.is_leader:
             return
-        change = self._draw_change(sn.node.conf)
-        if change is not None:
-            self.conf_change(nid, change)
+        conf = sn.node.conf
+        if not self.plan:
+            self.plan = self._draw_plan(conf)
+        if not self.plan:
+            return
+        step = self.plan[0]
+        if step.member is None:
+            # "Remove the replica we are replacing": one this leader cannot reach, if any.
+            step = ConfChange(ConfChangeKind.REMOVE, self._replaced_voter(nid, conf))
+        got = self.conf_change(nid, step)
+        if isinstance(got, int) or got == DropReason.INVALID_CONF_CHANGE:
+            self.plan.pop(0)
+
+    def _draw_plan(self, conf: ConfState) -> list[ConfChange]:
+        """Half the time replace a replica: add a new voter, then remove the one that is
+        unreachable (resolved when that step runs); otherwise one random change."""
+        rng = self.rng
+        others = [i for i in self.ids if i not in conf.voters and i not in conf.learners]
+        if others and len(conf.voters) > 1 and rng.random() < 0.5:
+            return [
+                ConfChange(ConfChangeKind.ADD_VOTER, rng.choice(others)),
+                ConfChange(ConfChangeKind.REMOVE, None),
+            ]
+        change = self._draw_change(conf)
+        return [change] if change is not None else []
+
+    def _replaced_voter(self, leader: int, conf: ConfState) -> int:
+        voters = [v for v in sorted(conf.voters) if v != leader]  # type: ignore[type-var]
+        if not voters:
+            return leader
+        gone = [v for v in voters if (leader, v) in self.blocked or not self.nodes[v].up]
+        return self.rng.choice(gone or voters)
 
     def _draw_change(self, conf: ConfState) -> ConfChange | None:
         rng = self.rng
@@ -235,7 +342,8 @@ class RandomDriver(World):
 
     def after_send(self, sn: SimNode, rd: Ready) -> None:
         """Crash a node just after it granted a vote or acknowledged an append, or a leader
-        just after its commit index advanced: the moments where ordering bugs hide."""
+        just after its commit index advanced or it appended a configuration change: the
+        moments where ordering bugs hide."""
         if not self.faulty:
             return
         sc, rng = self.sc, self.rng
@@ -250,12 +358,38 @@ class RandomDriver(World):
         ):
             self.at(self.now, lambda: self._crash(nid))
             return
+        if (
+            sc.crash_after_commit
+            and sn.node is not None
+            and sn.node.is_leader
+            and any(e.kind == EntryKind.CONF for e in rd.entries)
+            and rng.random() < sc.crash_after_commit
+        ):
+            if rng.random() < 0.5:
+                self.at(self.now, lambda: self._crash(nid))
+            else:
+                self._cut_off(nid)
+            return
         if rd.hard_state is not None:
             sn.last_commit_sent = rd.hard_state.commit
         if not sc.crash_after_grant or rng.random() >= sc.crash_after_grant:
             return
         if any(is_grant(m) for m in rd.messages) or any(is_grant(m) for m in rd.persisted_messages):
             self.at(self.now + rng.randint(0, sc.disk_latency_max), lambda: self._crash(nid))
+
+    def after_persist(self, sn: SimNode, rd: Ready) -> None:
+        """A leader crashes right after its entries reached its own disk, perhaps before
+        they reached any other (its in-flight appends may die with it)."""
+        p = self.sc.crash_after_persist
+        if (
+            self.faulty
+            and p
+            and rd.entries
+            and sn.node is not None
+            and sn.node.is_leader
+            and self.rng.random() < p
+        ):
+            self._crash(sn.id)
 
     def on_leader_elected(self, sn: SimNode) -> None:
         # An operator retrying a membership change reaches a new leader at once.
@@ -265,10 +399,23 @@ class RandomDriver(World):
         p = self.sc.kill_new_leader
         if self.faulty and p and self.rng.random() < p:
             nid, inc = sn.id, sn.incarnation
-            delay = self.rng.randint(0, 3 * self.tick_units)
-            self.at(
-                self.now + delay, lambda: self.nodes[nid].incarnation == inc and self._crash(nid)
-            )
+            if self.rng.random() < self.sc.isolate_new_leader:
+                self._cut_off(nid)
+            else:
+                delay = self.rng.randint(0, self.tick_units)
+                self.at(self.now + delay, lambda: self._crash_incarnation(nid, inc))
+
+    def _cut_off(self, nid: int) -> None:
+        """Cut a node off from some or all peers at once: what it just sent dies on the cut
+        links, so its latest entries reach only part of the group."""
+        rng = self.rng
+        others = [i for i in self.ids if i != nid] or [nid]
+        for peer in rng.sample(others, rng.randint(1, len(others))):
+            self.blocked.add((nid, peer))
+            self.blocked.add((peer, nid))
+        self.stats.partitions += 1
+        delay = rng.randint(1, 4 * self.sc.election_ticks) * self.tick_units
+        self.at(self.now + delay, lambda: self.faulty and self.rejoin(nid))
 
     def _crash_incarnation(self, nid: int, incarnation: int) -> None:
         if self.nodes[nid].incarnation == incarnation:
@@ -286,8 +433,7 @@ class RandomDriver(World):
 
     def on_resume(self, sn: SimNode) -> None:
         # A client request that queued while the process was stopped is handled first.
-        if self.rng.random() < 0.5:
-            self._read_at(sn.id)
+        self._read_at(sn.id)
 
     def _partition(self) -> None:
         rng = self.rng
@@ -334,7 +480,10 @@ class RandomDriver(World):
         if sc.crash_rate and up and rng.random() < sc.crash_rate:
             self._crash(rng.choice(up))
         if sc.pause_rate and up and rng.random() < sc.pause_rate:
-            self.pause(rng.choice(up), rng.randint(3, 40) * self.tick_units)
+            # Half the time the leader: a stopped leader that wakes up still believes it leads.
+            lead = self.leader()
+            victim = lead.id if lead is not None and rng.random() < 0.5 else rng.choice(up)
+            self.pause(victim, rng.randint(3, 40) * self.tick_units)
         if sc.partition_rate and not self.blocked and rng.random() < sc.partition_rate:
             self._partition()
 
@@ -459,4 +608,7 @@ def run_seed(seed: int, node_factory: NodeFactory | None = None) -> SeedResult:
         drv.run()
     except Violation as v:
         violation = v
+    except Exception as e:  # a bug of the simulator itself: still a failing, reproducible seed
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        violation = Violation("sim-error", f"{e!r} at {tb.filename}:{tb.lineno}")
     return SeedResult(seed, drv.stats, drv.checker.commit_index, violation, sc)

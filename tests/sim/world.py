@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 from broker.core.raft import (
     ConfChange,
     ConfState,
+    DropReason,
+    EntryKind,
     MemoryStorage,
     ProposalDropped,
     RaftConfig,
@@ -102,6 +104,19 @@ class SimNode:
         return self.node is not None
 
 
+def _holds(sn: SimNode, index: int, term: int) -> bool:
+    """Does this node's log (in memory, or on disk if down) hold (index, term)?"""
+    if sn.node is not None:
+        log = sn.node.log
+        if index < log.first_index():
+            return True
+        return log.term(index) == term
+    disk = sn.disk
+    if index < disk.first_index():
+        return True
+    return index <= disk.last_index() and disk.term(index) == term
+
+
 def _surface(fn: F) -> F:
     """Turn an invariant assertion inside the Raft core into a Violation."""
 
@@ -131,6 +146,7 @@ class World:
         drift: int = 0,
         disk_latency: tuple[int, int] = (1, 4),
         crash_keeps_prefix: float = 0.5,
+        crash_loses_in_flight: float = 0.0,
         node_factory: NodeFactory | None = None,
     ) -> None:
         self.rng = rng
@@ -141,6 +157,7 @@ class World:
         self.raft_options = dict(raft or {})
         self.disk_latency = disk_latency
         self.crash_keeps_prefix = crash_keeps_prefix
+        self.crash_loses_in_flight = crash_loses_in_flight
         self.node_factory: NodeFactory = node_factory or RaftNode
         self.blocked: set[tuple[int, int]] = set()
         self.link_clock: dict[tuple[int, int], int] = {}
@@ -185,7 +202,7 @@ class World:
             at, _, kind, a, b = heapq.heappop(events)
             self.now = at
             if kind == DELIVER:
-                self._deliver(a)  # type: ignore[arg-type]
+                self._deliver(a, b)  # type: ignore[arg-type]
             elif kind == TICK:
                 self._tick(a, b)  # type: ignore[arg-type]
             elif kind == DISK:
@@ -276,6 +293,8 @@ class World:
     def send(self, m: Message) -> None:
         src, dst = m.src, m.dst
         assert isinstance(src, int) and isinstance(dst, int)
+        if isinstance(m, (VoteResponse, AppendResponse)):
+            self._audit_durable(m)
         if (
             (src, dst) in self.blocked
             or dst not in self.nodes
@@ -301,19 +320,48 @@ class World:
                 # In order on the link, as on one TCP connection.
                 at = max(at, self.link_clock.get(link, 0))
                 self.link_clock[link] = at
-            self._push(at, DELIVER, m)
+            self._push(at, DELIVER, m, self.nodes[src].incarnation)
 
-    def _deliver(self, m: Message) -> None:
+    def _deliver(self, m: Message, src_incarnation: int) -> None:
         sn = self.nodes[m.dst]  # type: ignore[index]
         if sn.node is None or (m.src, m.dst) in self.blocked:
             self.stats.dropped += 1
             return
+        if (
+            self.crash_loses_in_flight
+            and src_incarnation != self.nodes[m.src].incarnation  # type: ignore[index]
+            and self.rng.random() < self.crash_loses_in_flight
+        ):
+            # The sender's machine crashed with this message still in its send queue.
+            self.stats.dropped += 1
+            return
         if sn.paused_until > self.now:
-            self._push(sn.paused_until, DELIVER, m)
+            self._push(sn.paused_until, DELIVER, m, src_incarnation)
             return
         self.stats.delivered += 1
         sn.node.step(m)
         self.process(sn)
+
+    def _audit_durable(self, m: VoteResponse | AppendResponse) -> None:
+        """The durability audit: a vote or an append acknowledgement leaves only once what it
+        promises is on the sender's disk."""
+        disk = self.nodes[m.src].disk  # type: ignore[index]
+        if isinstance(m, VoteResponse):
+            if m.reject or m.pre_vote:
+                return
+            hs = disk.hard_state
+            if hs.term != m.term or hs.vote != m.dst:
+                raise Violation(
+                    "ack-before-durable",
+                    f"node {m.src} granted its term-{m.term} vote to {m.dst}, but its disk "
+                    f"holds term {hs.term} vote {hs.vote}",
+                )
+        elif not m.reject and m.index > disk.last_index():
+            raise Violation(
+                "ack-before-durable",
+                f"node {m.src} acknowledged index {m.index}, but its disk ends at "
+                f"{disk.last_index()}",
+            )
 
     # -- disk ---------------------------------------------------------------------------------
 
@@ -332,7 +380,9 @@ class World:
             self.send(m)
         if rd.snapshot is not None:
             self._restore_app(sn, rd.snapshot)
-        self.process(sn)
+        self.after_persist(sn, rd)
+        if sn.node is node:
+            self.process(sn)
 
     # -- ready loop and checks ----------------------------------------------------------------
 
@@ -349,6 +399,15 @@ class World:
                 self.on_leader_elected(sn)
             if rd.entries:
                 self.checker.on_entries(sn.id, node.log.term(rd.entries[0].index - 1), rd.entries)
+                if node.is_leader and any(
+                    e.kind == EntryKind.CONF and e.term == node.term for e in rd.entries
+                ):
+                    # What makes single-member changes safe: when a leader appends a change,
+                    # its term's first entry is already protected, so no node holding a
+                    # sibling configuration can still win an election.
+                    self.check_protected(
+                        node.term_start_index, node.term, "unprotected-config-change"
+                    )
             for m in rd.messages:
                 self.send(m)
             self.after_send(sn, rd)
@@ -389,6 +448,9 @@ class World:
     def on_leader_elected(self, sn: SimNode) -> None:
         """Hook for fault injection when a node becomes leader."""
 
+    def after_persist(self, sn: SimNode, rd: Ready) -> None:
+        """Hook for fault injection right after a Ready became durable."""
+
     def observe(self, sn: SimNode) -> None:
         node = sn.node
         assert node is not None
@@ -405,8 +467,46 @@ class World:
             got = log.slice(i, i + 1)
             return got[0] if got else None
 
+        before = self.checker.commit_index
         self.checker.on_commit(sn.id, node.term, sn.last_commit, c, entry_at)
         sn.last_commit = c
+        if self.checker.commit_index > before:
+            c = self.checker.commit_index
+            self.check_protected(c, self.checker.terms[c], "unprotected-commit")
+
+    def check_protected(self, c: int, term_c: int, kind: str) -> None:
+        """Leader Completeness, checked ahead of time: no node lacking entry (c, term_c) may
+        be able to win an election, under any configuration it could campaign with, counting
+        the vote of every voter whose durable log is no more up to date than its own (a voter
+        can always crash back to its durable log, and leases expire)."""
+        for sn in self.nodes.values():
+            n = sn.node
+            if _holds(sn, c, term_c):
+                continue
+            candidates = []  # (log position, configuration) this node could campaign with
+            if n is not None and n.promotable():
+                candidates.append(((n.log.last_term(), n.log.last_index()), n.conf))
+            disk = sn.disk
+            dconf = disk.initial_state().confs[-1][1]
+            if sn.id in dconf.voters:
+                last = disk.last_index()
+                candidates.append(((disk.term(last), last), dconf))
+            for pos, conf in candidates:
+                votes = 1 if sn.id in conf.voters else 0
+                for v in conf.voters:
+                    if v == sn.id:
+                        continue
+                    vd = self.nodes[v].disk  # type: ignore[index]
+                    vlast = vd.last_index()
+                    if pos >= (vd.term(vlast), vlast):
+                        votes += 1
+                if votes >= len(conf.voters) // 2 + 1:
+                    raise Violation(
+                        kind,
+                        f"node {sn.id} lacks entry {c} (term {term_c}) yet could win "
+                        f"an election with log position {pos} under voters "
+                        f"{sorted(conf.voters)}",  # type: ignore[type-var]
+                    )
 
     def _serve_reads(self, sn: SimNode) -> None:
         keep = []
@@ -461,14 +561,15 @@ class World:
         return index
 
     @_surface
-    def conf_change(self, nid: int, change: ConfChange) -> int | None:
+    def conf_change(self, nid: int, change: ConfChange) -> int | DropReason | None:
+        """The new entry's index, the node's refusal, or None if the node is unreachable."""
         sn = self.nodes[nid]
         if sn.node is None or sn.paused_until > self.now:
             return None
         try:
             index = sn.node.propose_conf_change(change)
-        except ProposalDropped:
-            return None
+        except ProposalDropped as e:
+            return e.reason
         self.stats.conf_changes += 1
         self.process(sn)
         return index
@@ -516,6 +617,10 @@ class World:
             if other != nid:
                 self.blocked.add((nid, other))
                 self.blocked.add((other, nid))
+
+    def rejoin(self, nid: int) -> None:
+        """Undo isolate(nid) (other partitions stay)."""
+        self.blocked = {link for link in self.blocked if nid not in link}
 
     def heal(self) -> None:
         self.blocked.clear()
