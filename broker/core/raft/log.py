@@ -15,13 +15,15 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from broker.core.raft.storage import (
     LogCompacted,
     LogStorage,
     LogUnavailable,
     limit_size,
 )
-from broker.core.raft.types import Entry, Snapshot
+from broker.core.raft.types import ENTRY_OVERHEAD_BYTES, Entry, Snapshot, entries_size
 
 NO_TERM = -1
 """term() of an index that is compacted or beyond the log."""
@@ -113,11 +115,11 @@ class RaftLog:
         if len(stored) < off - lo:
             return stored
         if max_bytes is None:
-            return stored + self.unstable[: hi - off]
-        budget = max_bytes - sum(e.size() for e in stored)
-        out = stored
+            return [*stored, *self.unstable[: hi - off]]
+        budget = max_bytes - entries_size(stored)
+        out = list(stored)
         for e in self.unstable[: hi - off]:
-            budget -= e.size()
+            budget -= len(e.data) + ENTRY_OVERHEAD_BYTES
             if budget < 0:
                 break
             out.append(e)
@@ -138,7 +140,7 @@ class RaftLog:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, entries: list[Entry]) -> None:
+    def append(self, entries: Sequence[Entry]) -> None:
         """Append entries that follow the log or replace an uncommitted suffix."""
         if not entries:
             return

@@ -43,7 +43,7 @@ Protocol rules (Raft paper, dissertation and etcd's lessons):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,7 @@ from broker.core.raft.types import (
     TimeoutNow,
     TransferLeader,
     VoteResponse,
+    entries_size,
 )
 
 
@@ -229,18 +230,11 @@ class RaftNode:
         """Append entries (one per item); returns the index of the first. All or nothing."""
         self._check_can_propose()
         term = self.term
-        index = self.log.last_index()
-        first = index + 1
-        entries = []
-        nbytes = 0
-        for d in datas:
-            index += 1
-            e = Entry(index, term, EntryKind.NORMAL, d)
-            nbytes += e.size()
-            entries.append(e)
-        if not entries:
-            return first
-        self._append_leader(entries, nbytes)
+        first = self.log.last_index() + 1
+        normal = EntryKind.NORMAL
+        entries = [Entry(i, term, normal, d) for i, d in enumerate(datas, first)]
+        if entries:
+            self._append_leader(entries, entries_size(entries), scan_conf=False)
         return first
 
     def propose_conf_change(self, change: ConfChange) -> int:
@@ -252,7 +246,7 @@ class RaftNode:
         if new is None:
             raise ProposalDropped(DropReason.INVALID_CONF_CHANGE, self.leader)
         e = Entry(self.log.last_index() + 1, self.term, EntryKind.CONF, b"", new)
-        self._append_leader([e], e.size())
+        self._append_leader([e], e.size(), scan_conf=True)
         return e.index
 
     def read_index(self, context: bytes) -> None:
@@ -285,13 +279,13 @@ class RaftNode:
                 if in_lease and not m.transfer:
                     return
                 if not m.pre_vote:
-                    self._become_follower(m.term, None)
+                    self._adopt_term(m.term)
             elif isinstance(m, VoteResponse) and m.pre_vote and not m.reject:
                 pass  # a granted pre-vote carries the term we would campaign in
             elif isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
                 self._become_follower(m.term, m.src)
             else:
-                self._become_follower(m.term, None)
+                self._adopt_term(m.term)
         elif m.term < self.term:
             if isinstance(m, (AppendEntries, Heartbeat)):
                 # A leader of an older term: tell it ours so it steps down (see module doc).
@@ -315,7 +309,6 @@ class RaftNode:
             or self._msgs_after
             or self._read_states
             or self._bcast_pending
-            or self._commit_bcast
             or self._read_hb_pending
             or log.handed < log.last_index()
             or (log.unstable_snapshot is not None and not log.snapshot_handed)
@@ -356,8 +349,10 @@ class RaftNode:
             committed = log.next_committed(self.config.max_applying_bytes - self._applying_bytes)
             if committed:
                 log.applied = committed[-1].index
-                self._applying_bytes += sum(e.size() for e in committed)
+                nbytes = entries_size(committed)
+                self._applying_bytes += nbytes
                 rd.committed_entries = committed
+                rd.committed_bytes = nbytes
         if self._msgs:
             rd.messages = self._msgs
             self._msgs = []
@@ -404,8 +399,7 @@ class RaftNode:
 
     def advance(self, rd: Ready) -> None:
         """The application has applied `rd`'s committed entries."""
-        if rd.committed_entries:
-            self._applying_bytes -= sum(e.size() for e in rd.committed_entries)
+        self._applying_bytes -= rd.committed_bytes
 
     # ---------------------------------------------------------------------------------------
     # Role changes
@@ -438,6 +432,14 @@ class RaftNode:
         self.role = Role.FOLLOWER
         self.leader = leader
 
+    def _adopt_term(self, term: int) -> None:
+        """Follow a higher term learned from a non-leader. Raft §5.2: only a leader's message
+        or a granted vote restarts the election timer, a higher term alone does not; else a
+        candidate that cannot win keeps resetting the timer of the one that can."""
+        elapsed = self.election_elapsed
+        self._become_follower(term, None)
+        self.election_elapsed = elapsed
+
     def _become_pre_candidate(self) -> None:
         # Term and vote stay: a pre-vote changes nothing durable.
         self._votes = {}
@@ -467,7 +469,7 @@ class RaftNode:
             me.recent_active = True
         noop = Entry(last + 1, self.term, EntryKind.NOOP)
         self.term_start_index = noop.index
-        self._append_leader([noop], noop.size())
+        self._append_leader([noop], noop.size(), scan_conf=False)
 
     def _tally(self) -> bool:
         """Count votes; act on a won or lost election. True if the election ended."""
@@ -527,13 +529,14 @@ class RaftNode:
         if self._uncommitted_bytes >= self.config.max_uncommitted_bytes:
             raise ProposalDropped(DropReason.BACKPRESSURE, self.leader)
 
-    def _append_leader(self, entries: list[Entry], nbytes: int) -> None:
-        self._append(entries)
+    def _append_leader(self, entries: list[Entry], nbytes: int, *, scan_conf: bool) -> None:
+        if scan_conf:
+            self._append(entries)
+        else:
+            self.log.append(entries)
         self._uncommitted.append((entries[-1].index, nbytes))
         self._uncommitted_bytes += nbytes
         self._bcast_pending = True
-        if len(self.conf.voters) == 1 and self.id in self.conf.voters:
-            return  # committed once persisted (see persisted())
 
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
@@ -552,7 +555,15 @@ class RaftNode:
                 self.lead_transferee = None
         if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
+            self._commit_bcast = False  # heartbeats carry the commit index
             self._bcast_heartbeat(self._last_read_context())
+        elif self._commit_bcast:
+            # The commit index rides on the next append; an idle follower learns it here,
+            # within a tick, without a message per commit.
+            self._commit_bcast = False
+            for member in self.progress:
+                if member != self.id:
+                    self._maybe_send_append(member, True)
 
     def _quorum_active(self) -> bool:
         voters = self.conf.voters
@@ -584,16 +595,14 @@ class RaftNode:
 
     def _flush_broadcasts(self) -> None:
         if self.role != Role.LEADER:
-            self._bcast_pending = self._commit_bcast = self._read_hb_pending = False
+            self._bcast_pending = self._read_hb_pending = False
             return
-        if self._bcast_pending or self._commit_bcast:
-            send_empty = self._commit_bcast
-            self._bcast_pending = self._commit_bcast = False
+        if self._bcast_pending:
+            self._bcast_pending = False
             for member in self.progress:
                 if member != self.id:
-                    sent = self._maybe_send_append(member, send_empty)
-                    while sent:
-                        sent = self._maybe_send_append(member, False)
+                    while self._maybe_send_append(member, False):
+                        pass
         if self._read_hb_pending:
             self._read_hb_pending = False
             self._bcast_heartbeat(self._last_read_context())
@@ -603,9 +612,11 @@ class RaftNode:
         if pr.is_paused():
             return False
         log = self.log
+        last = log.last_index()
+        if pr.next > last and not send_if_empty:
+            return False
         prev = pr.next - 1
         prev_term = log.term(prev)
-        last = log.last_index()
         entries = log.slice(pr.next, last + 1, self.config.max_msg_bytes)
         if prev_term == NO_TERM or entries is None:
             return self._send_snapshot(to, pr)
@@ -618,7 +629,7 @@ class RaftNode:
             if pr.state == ProgressState.REPLICATE:
                 last_sent = entries[-1].index
                 pr.next = last_sent + 1
-                pr.inflights.add(last_sent, sum(e.size() for e in entries))
+                pr.inflights.add(last_sent, entries_size(entries))
             else:
                 pr.probe_sent = True
         elif pr.state == ProgressState.PROBE:
@@ -717,7 +728,7 @@ class RaftNode:
     # ---------------------------------------------------------------------------------------
     # Log and configuration
 
-    def _append(self, entries: list[Entry]) -> None:
+    def _append(self, entries: Sequence[Entry]) -> None:
         """Append to the log, keeping the configuration history in step (on-append rule)."""
         after = entries[0].index
         confs = self._confs
@@ -875,7 +886,7 @@ class RaftNode:
                 pr.become_replicate()
         else:
             pr.inflights.free_le(m.index)
-        if self._maybe_commit() and self.role != Role.LEADER:
+        if self._maybe_commit() and not self.is_leader:
             return  # our own removal committed: we stepped down
         while self._maybe_send_append(m.src, False):
             pass

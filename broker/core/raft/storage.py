@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from broker.core.raft.types import (
+    ENTRY_OVERHEAD_BYTES,
     ConfState,
     Entry,
     EntryKind,
     HardState,
     Snapshot,
     SnapshotMeta,
+    entries_size,
 )
 
 
@@ -66,11 +68,11 @@ class LogStorage(Protocol):
 
 def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix within max_bytes, but never fewer than one entry."""
-    if max_bytes is None or not entries:
+    if max_bytes is None or len(entries) <= 1 or entries_size(entries) <= max_bytes:
         return entries
     total = 0
     for n, e in enumerate(entries):
-        total += e.size()
+        total += len(e.data) + ENTRY_OVERHEAD_BYTES
         if total > max_bytes and n > 0:
             return entries[:n]
     return entries
@@ -145,12 +147,13 @@ class MemoryStorage:
         assert first <= self.last_index() + 1, "append must not leave a gap"
         del self._entries[first - offset :]
         self._entries.extend(entries)
-        while self._confs and self._confs[-1][0] >= first and len(self._confs) > 1:
+        while len(self._confs) > 1 and self._confs[-1][0] >= first:
             self._confs.pop()
-        for e in entries:
-            if e.kind == EntryKind.CONF:
-                assert e.conf is not None
-                self._confs.append((e.index, e.conf))
+        if any([e.kind == EntryKind.CONF for e in entries]):
+            for e in entries:
+                if e.kind == EntryKind.CONF:
+                    assert e.conf is not None
+                    self._confs.append((e.index, e.conf))
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Install a snapshot received from the leader: it replaces the whole log."""

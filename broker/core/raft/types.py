@@ -7,8 +7,8 @@ Index 0 with term 0 is the empty log's sentinel: real entries start at index 1, 
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol, TypeAlias
 
@@ -65,6 +65,11 @@ class Entry:
 
     def size(self) -> int:
         return len(self.data) + ENTRY_OVERHEAD_BYTES
+
+
+def entries_size(entries: Sequence[Entry]) -> int:
+    """Accounted bytes of entries (the hot-path form of sum(e.size() for e in entries))."""
+    return sum([len(e.data) for e in entries]) + ENTRY_OVERHEAD_BYTES * len(entries)
 
 
 @dataclass(slots=True, frozen=True)
@@ -274,6 +279,9 @@ Message: TypeAlias = (
 )
 
 
+_NONE: tuple[()] = ()
+
+
 @dataclass(slots=True)
 class Ready:
     """The numbered output of a RaftNode. The caller, in this order:
@@ -285,16 +293,20 @@ class Ready:
     3. only then sends `persisted_messages` (votes, append and snapshot acknowledgements);
     4. restores `snapshot` into the state machine, applies `committed_entries`, serves
        `read_states`, and calls `node.advance(ready)`.
+
+    The sequences are not to be modified by the caller.
     """
 
     number: int
     soft_state: SoftState | None = None
     hard_state: HardState | None = None
     snapshot: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
-    persisted_messages: list[Message] = field(default_factory=list)
-    committed_entries: list[Entry] = field(default_factory=list)
-    read_states: list[ReadState] = field(default_factory=list)
+    entries: Sequence[Entry] = _NONE
+    messages: Sequence[Message] = _NONE
+    persisted_messages: Sequence[Message] = _NONE
+    committed_entries: Sequence[Entry] = _NONE
+    read_states: Sequence[ReadState] = _NONE
     must_sync: bool = False
     """False when the only thing to write is a higher commit index (which may lag on disk)."""
+    committed_bytes: int = 0
+    """Accounted bytes of committed_entries (flow control between ready() and advance())."""
