@@ -124,11 +124,18 @@ class Group:
                 node.advance(rd)
         self.readies += readies
 
+    def settle(self) -> None:
+        """One leader tick: followers that have nothing more to receive learn the latest
+        commit index (it otherwise rides on the next append), then drive."""
+        self.leader.tick()
+        self.drive()
+
     def elect(self) -> int:
         """Make node 0 leader and commit its no-op everywhere; returns the no-op's index."""
         leader = self.leader
         leader.campaign()
         self.drive()
+        self.settle()
         if leader.role != Role.LEADER:
             raise BenchError(f"node {LEADER_ID} did not win the election: {leader.role.name}")
         noop = leader.term_start_index
@@ -272,6 +279,7 @@ def run_workload(workload: str, n: int, p: Params, *, use_gc: bool) -> Result:
         w1 = time.perf_counter()
     finally:
         gc.enable()
+    g.settle()
     g.verify(base, n)
     wall, cpu = w1 - w0, c1 - c0
     return Result(
@@ -411,6 +419,7 @@ def profile_workload(workload: str, n: int, p: Params, top: int) -> None:
     prof.enable()
     runner(g, n, p)
     prof.disable()
+    g.settle()
     g.verify(base, n)
     funcs = _collect(prof)
     total_tt = sum(f.tottime for f in funcs.values())
