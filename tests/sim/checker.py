@@ -65,11 +65,15 @@ class Checker:
 
     # -- elections ------------------------------------------------------------------------------
 
-    def on_leader(self, node_id: object, term: int, log_term_at: object) -> None:
+    def on_leader(self, node_id: object, incarnation: int, term: int, log_term_at: object) -> None:
+        """A node became leader. One leader per term: the same node restarted (with an
+        amnesiac log) and elected again in the same term counts as a second leader."""
         prev = self.leaders_by_term.get(term)
-        if prev is not None and prev != node_id:
-            raise Violation("election-safety", f"term {term} has leaders {prev} and {node_id}")
-        self.leaders_by_term[term] = node_id
+        if prev is not None and prev != (node_id, incarnation):
+            raise Violation(
+                "election-safety", f"term {term} has leaders {prev} and {(node_id, incarnation)}"
+            )
+        self.leaders_by_term[term] = (node_id, incarnation)
         # Leader Completeness: the highest index committed in a term < `term` must be in its log.
         j = self.commit_index
         while j > 0 and self.commit_terms[j] >= term:

@@ -44,10 +44,18 @@ class ConfChangeBeforeOwnTermCommit(RaftNode):
         return self._confs[-1][0] <= self.log.committed
 
 
+class LeadBeforeTermDurable(RaftNode):
+    """Becomes leader on others' votes before its own new term is durable."""
+
+    def _term_durable(self) -> bool:
+        return True
+
+
 MUTATIONS: dict[str, type[RaftNode]] = {
     "commit-previous-term": CommitPreviousTermByCounting,
     "two-votes-per-term": GrantTwoVotesPerTerm,
     "vote-before-persist": VoteBeforePersist,
     "read-without-quorum": ReadWithoutQuorum,
     "conf-change-before-own-term-commit": ConfChangeBeforeOwnTermCommit,
+    "lead-before-term-durable": LeadBeforeTermDurable,
 }

@@ -30,7 +30,7 @@ from tests.sim.checker import Violation
 from tests.sim.world import NetOptions, NodeFactory, SimNode, Stats, World, is_grant
 
 MIN_COMMITS = 20
-CHURN_SHARE = 0.25
+CHURN_SHARE = 0.35
 MEMBERSHIP_SHARE = 0.2
 """The shares of seeds drawn with the leader-churn and membership-churn fault profiles."""
 LIVENESS_BOUND_ELECTIONS = 60
@@ -70,7 +70,10 @@ class Scenario:
     crash_after_commit: float
     crash_after_persist: float
     isolate_after_propose: float
+    stall_rate: float
     quick_restart: float
+    slow_disk_latency: int = 0
+    """If set, one node's writes take up to this many units (a slow disk)."""
     isolate_new_leader: float = 0.5
     """Of the new leaders hit by kill_new_leader, the share cut off rather than crashed."""
     profile: str = "mixed"
@@ -107,13 +110,14 @@ class Scenario:
             transfer_rate=r.choice([0.0, 0.01, 0.05]),
             snapshot_rate=r.choice([0.0, 0.02, 0.1]),
             crash_rate=r.choice([0.0, 0.005, 0.02, 0.05]),
-            pause_rate=r.choice([0.0, 0.005, 0.02]),
+            pause_rate=r.choice([0.005, 0.02, 0.05]),
             partition_rate=r.choice([0.0, 0.01, 0.03]),
             crash_after_grant=r.choice([0.0, 0.02, 0.1, 0.3]),
             kill_new_leader=r.choice([0.0, 0.0, 0.1, 0.3, 0.6]),
             crash_after_commit=r.choice([0.0, 0.0, 0.05, 0.2]),
             crash_after_persist=r.choice([0.0, 0.0, 0.05, 0.2]),
             isolate_after_propose=r.choice([0.0, 0.0, 0.05, 0.2]),
+            stall_rate=r.choice([0.0, 0.005, 0.02]),
             quick_restart=r.choice([0.2, 0.5, 0.8]),
         )
         pick = r.random()
@@ -153,12 +157,14 @@ class Scenario:
         self.drop = self.duplicate = self.long_delay = 0.0
         self.partition_rate = 0.0
         self.pause_rate = 0.02
-        self.kill_new_leader = r.choice([0.3, 0.6])
+        self.kill_new_leader = 0.6
         self.crash_after_commit = r.choice([0.1, 0.3])
         self.crash_after_persist = r.choice([0.05, 0.2])
         self.isolate_after_propose = r.choice([0.1, 0.3])
         self.quick_restart = 0.8
         self.propose_rate = 1.0
+        self.stall_rate = 0.03
+        self.slow_disk_latency = r.choice([0, 100, 300])
 
     def describe(self) -> str:
         return " ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -201,6 +207,9 @@ class RandomDriver(World):
         )
         self.sc = sc
         self.ids = ids
+        if sc.slow_disk_latency:
+            slow = self.nodes[self.rng.choice(ids)]
+            slow.disk_latency = (sc.slow_disk_latency // 4, sc.slow_disk_latency)
         self.faulty = True
         self.next_op = 0
         self.pending_ops: dict[bytes, int] = {}
@@ -254,14 +263,12 @@ class RandomDriver(World):
             self._maybe_isolate(target)
 
     def _maybe_isolate(self, nid: int) -> None:
-        """Cut a leader off right after it accepted a proposal: the entries stay local, and
-        logs diverge across terms (the raw material of Figure 8)."""
+        """Cut a leader off (from some or all peers) right after it accepted a proposal: the
+        entries stay local or reach a minority, and logs diverge across terms (the raw
+        material of Figure 8 and of overwrites racing in-flight writes)."""
         p = self.sc.isolate_after_propose
         if self.faulty and p and self.rng.random() < p:
-            self.isolate(nid)
-            self.stats.partitions += 1
-            delay = self.rng.randint(1, 4 * self.sc.election_ticks) * self.tick_units
-            self.at(self.now + delay, lambda: self.faulty and self.rejoin(nid))
+            self._cut_off(nid, everyone=self.rng.random() < 0.5)
 
     def _read(self) -> None:
         up = [sn.id for sn in self.nodes.values() if sn.up]
@@ -400,17 +407,18 @@ class RandomDriver(World):
         if self.faulty and p and self.rng.random() < p:
             nid, inc = sn.id, sn.incarnation
             if self.rng.random() < self.sc.isolate_new_leader:
-                self._cut_off(nid)
+                self._cut_off(nid, everyone=self.rng.random() < 0.5)
             else:
                 delay = self.rng.randint(0, self.tick_units)
                 self.at(self.now + delay, lambda: self._crash_incarnation(nid, inc))
 
-    def _cut_off(self, nid: int) -> None:
-        """Cut a node off from some or all peers at once: what it just sent dies on the cut
+    def _cut_off(self, nid: int, everyone: bool = False) -> None:
+        """Cut a node off from some (or all) peers at once: what it just sent dies on the cut
         links, so its latest entries reach only part of the group."""
         rng = self.rng
         others = [i for i in self.ids if i != nid] or [nid]
-        for peer in rng.sample(others, rng.randint(1, len(others))):
+        count = len(others) if everyone else rng.randint(1, len(others))
+        for peer in rng.sample(others, count):
             self.blocked.add((nid, peer))
             self.blocked.add((peer, nid))
         self.stats.partitions += 1
@@ -480,12 +488,16 @@ class RandomDriver(World):
         if sc.crash_rate and up and rng.random() < sc.crash_rate:
             self._crash(rng.choice(up))
         if sc.pause_rate and up and rng.random() < sc.pause_rate:
-            # Half the time the leader: a stopped leader that wakes up still believes it leads.
+            # Mostly the leader: a stopped leader that wakes up still believes it leads.
             lead = self.leader()
-            victim = lead.id if lead is not None and rng.random() < 0.5 else rng.choice(up)
-            self.pause(victim, rng.randint(3, 40) * self.tick_units)
+            victim = lead.id if lead is not None and rng.random() < 0.7 else rng.choice(up)
+            et = sc.election_ticks
+            ticks = rng.randint(3, 40) if rng.random() < 0.5 else rng.randint(2 * et, 5 * et)
+            self.pause(victim, ticks * self.tick_units)
         if sc.partition_rate and not self.blocked and rng.random() < sc.partition_rate:
             self._partition()
+        if sc.stall_rate and up and rng.random() < sc.stall_rate:
+            self.stall_disk(rng.choice(up), rng.randint(2, 30) * self.tick_units)
 
     def _liveness_tick(self) -> None:
         rng = self.rng
@@ -528,7 +540,8 @@ class RandomDriver(World):
         for nid, sn in self.nodes.items():
             if not sn.up:
                 self.restart(nid)
-            sn.paused_until = 0
+            sn.paused_until = sn.disk_stalled_until = 0
+            sn.disk_latency = None  # a disk slower than the election timeout is a fault too
         self.proposing = True
         self.pending_reads.clear()  # reads of the faulty phase may be lost; clients gave up
         start_ops = set(self.pending_ops)

@@ -19,9 +19,19 @@ from broker.core.raft import (
     RaftNode,
     Role,
 )
-from broker.core.raft.types import AppendEntries, InstallSnapshot, Message, RequestVote
+from broker.core.raft.types import (
+    AppendEntries,
+    Heartbeat,
+    InstallSnapshot,
+    Message,
+    RequestVote,
+)
 from tests.sim.checker import Violation
-from tests.sim.mutations import CommitPreviousTermByCounting, ConfChangeBeforeOwnTermCommit
+from tests.sim.mutations import (
+    CommitPreviousTermByCounting,
+    ConfChangeBeforeOwnTermCommit,
+    LeadBeforeTermDurable,
+)
 from tests.sim.world import NetOptions, NodeFactory, World
 
 ELECTION = 10
@@ -413,3 +423,48 @@ def test_leadership_transfer_under_load() -> None:
     assert node(w, 2).term == term + 1
     commit_all(w, 2, 3, "after")
     assert w.stats.elections == 2
+
+
+# --- durability of the leader's own term ----------------------------------------------------
+
+
+def lead_twice_scenario(node_factory: NodeFactory | None) -> World:
+    """A candidate whose disk stalls gets a quorum of votes from others before its own new
+    term is durable. It must not lead until then: if it did and crashed, it would come back
+    in the older term, win the same term again with the same voters, and lead it twice."""
+    w = make_world(3, node_factory=node_factory)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    w.crash(0)
+    w.restart(0)
+    w.drop_if = lambda m: isinstance(m, RequestVote)
+    w.run_ticks(2 * ELECTION)  # every lease has expired; nobody could campaign
+    # Only node 2 campaigns, and whatever it sends as a leader is lost.
+    w.drop_if = lambda m: (
+        (isinstance(m, RequestVote) and m.src != 2)
+        or (isinstance(m, (AppendEntries, Heartbeat)) and m.src == 2)
+    )
+    w.stall_disk(2, 1000 * w.tick_units)
+    term = node(w, 2).term
+    node(w, 2).campaign()
+    w.process(w.nodes[2])
+    wait_for(w, lambda: all(w.nodes[i].disk.hard_state.vote == 2 for i in (0, 1)))
+    w.run_ticks(2)
+    w.crash(2)  # its stalled writes are lost: it restarts in the older term
+    w.drop_if = lambda m: isinstance(m, RequestVote) and m.src != 2
+    w.restart(2)
+    assert node(w, 2).term == term
+    wait_for(w, lambda: leader_id(w) == 2)
+    w.drop_if = None
+    commit_all(w, 2, 2, "b")
+    return w
+
+
+def test_candidate_leads_only_once_its_term_is_durable() -> None:
+    w = lead_twice_scenario(None)
+    assert w.stats.elections == 2  # node 0's term, then node 2's: never node 2 twice
+
+
+def test_leading_before_the_term_is_durable_is_caught() -> None:
+    with pytest.raises(Violation, match="election-safety"):
+        lead_twice_scenario(LeadBeforeTermDurable)

@@ -12,6 +12,7 @@ run is a pure function of its seed and options. Time is in units; a node ticks e
   `persisted(n)` and may its persisted messages leave. A crash loses the writes not yet
   completed (or, drawn per crash, keeps a prefix of them: the OS may have flushed them).
 - Pause (SIGSTOP): the node neither ticks nor sees messages or disk completions until resumed.
+- Disk stall: a node's writes complete only after the stall, while it keeps working.
 - Application: a hash chain over applied entries; snapshots carry (index, hash) plus padding,
   so installing one is checked against the canonical history too.
 """
@@ -75,11 +76,12 @@ class Stats:
     transfers: int = 0
     reads: int = 0
     acked_ops: int = 0
+    disk_stalls: int = 0
     liveness_ticks: int = 0
     converge_ticks: int = 0
 
     def faults(self) -> int:
-        return self.crashes + self.pauses + self.partitions
+        return self.crashes + self.pauses + self.partitions + self.disk_stalls
 
 
 @dataclass
@@ -92,6 +94,9 @@ class SimNode:
     pending: deque[Ready] = field(default_factory=deque)
     disk_busy_until: int = 0
     paused_until: int = 0
+    disk_stalled_until: int = 0
+    disk_latency: tuple[int, int] | None = None
+    """This node's own disk latency (a slow disk), else the world's."""
     last_commit: int = 0
     last_commit_sent: int = 0
     app_index: int = 0
@@ -244,7 +249,7 @@ class World:
                 _write(sn.disk, sn.pending.popleft())
         sn.pending.clear()
         sn.node = None
-        sn.paused_until = 0
+        sn.paused_until = sn.disk_stalled_until = 0
         sn.incarnation += 1
 
     @_surface
@@ -365,12 +370,22 @@ class World:
 
     # -- disk ---------------------------------------------------------------------------------
 
+    def stall_disk(self, nid: int, duration: int) -> None:
+        """The node's disk completes nothing for `duration` (an fsync stall); the node goes
+        on receiving, appending and handing out writes meanwhile."""
+        sn = self.nodes[nid]
+        if sn.node is None:
+            return
+        self.stats.disk_stalls += 1
+        sn.disk_stalled_until = max(sn.disk_stalled_until, self.now + duration)
+
     def _disk_done(self, nid: int, inc: int) -> None:
         sn = self.nodes[nid]
         if sn.incarnation != inc or sn.node is None or not sn.pending:
             return
-        if sn.paused_until > self.now:
-            self._push(sn.paused_until, DISK, nid, inc)
+        wake = max(sn.paused_until, sn.disk_stalled_until)
+        if wake > self.now:
+            self._push(wake, DISK, nid, inc)
             return
         rd = sn.pending.popleft()
         _write(sn.disk, rd)
@@ -395,7 +410,7 @@ class World:
             ss = rd.soft_state
             if ss is not None and ss.role == Role.LEADER:
                 self.stats.elections += 1
-                self.checker.on_leader(sn.id, ss.term, node.log.term)
+                self.checker.on_leader(sn.id, sn.incarnation, ss.term, node.log.term)
                 self.on_leader_elected(sn)
             if rd.entries:
                 self.checker.on_entries(sn.id, node.log.term(rd.entries[0].index - 1), rd.entries)
@@ -418,7 +433,7 @@ class World:
                 or (rd.persisted_messages or sn.pending)
             ):
                 sn.pending.append(rd)
-                lo, hi = self.disk_latency
+                lo, hi = sn.disk_latency or self.disk_latency
                 done = max(sn.disk_busy_until, self.now + self.rng.randint(lo, hi))
                 sn.disk_busy_until = done
                 self._push(done, DISK, sn.id, sn.incarnation)

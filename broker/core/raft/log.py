@@ -210,10 +210,12 @@ class RaftLog:
         self.handed = last
         return snap, out
 
-    def stable_to(self, index: int, term: int) -> None:
-        """Entries up to (index, term) are durable: drop them from the unstable tail."""
-        if index < self.offset or self.term(index) != term:
+    def stable_to(self, index: int) -> None:
+        """Entries up to `index` are durable and match storage: drop them from the unstable
+        tail (the node decides what is safe to claim; see RaftNode.persisted)."""
+        if index < self.offset:
             return
+        assert index <= self.handed, "only handed-out entries can be durable"
         del self.unstable[: index + 1 - self.offset]
         self.offset = index + 1
 

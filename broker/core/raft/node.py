@@ -12,7 +12,9 @@ Durability rules the node keeps (each guards a classic bug):
 - A vote, an append acknowledgement and a snapshot acknowledgement are put in
   `persisted_messages`: they leave only after the Ready that made them true is durable.
 - A candidate counts its own vote, and a leader its own log, only after `persisted`; so a
-  single-voter group never reports an entry committed before it is durable.
+  single-voter group never reports an entry committed before it is durable. A candidate
+  becomes leader only once its term is durable, even if others' votes already make a quorum
+  (otherwise, after a crash, it could lead the same term twice with two different logs).
 - Committed entries are handed to the application only once they are durable locally.
 
 Protocol rules (Raft paper, dissertation and etcd's lessons):
@@ -85,13 +87,14 @@ from broker.core.raft.types import (
 
 @dataclass(slots=True)
 class _Unpersisted:
-    """What a handed-out Ready asked the caller to persist."""
+    """What a handed-out Ready asked the caller to persist (-1: nothing of that kind)."""
 
     number: int
+    first_index: int
+    """Where its write starts replacing the stored log (0 for a snapshot: all of it)."""
     last_index: int
-    last_term: int
     snapshot_index: int
-    self_vote_term: int
+    hard_state_term: int
 
 
 @dataclass(slots=True)
@@ -122,6 +125,7 @@ class RaftNode:
         self.log = RaftLog(storage, hs.commit, config.applied)
         self.term = hs.term
         self.vote: MemberId | None = hs.vote
+        self._durable_term = hs.term
         assert init.confs, "storage must report the configuration at its first index"
         self._confs: list[tuple[int, ConfState]] = list(init.confs)
         self.conf: ConfState = self._confs[-1][1]
@@ -233,8 +237,9 @@ class RaftNode:
         first = self.log.last_index() + 1
         normal = EntryKind.NORMAL
         entries = [Entry(i, term, normal, d) for i, d in enumerate(datas, first)]
-        if entries:
-            self._append_leader(entries, entries_size(entries), scan_conf=False)
+        if not entries:
+            raise ValueError("propose_many needs at least one entry")
+        self._append_leader(entries, entries_size(entries), scan_conf=False)
         return first
 
     def propose_conf_change(self, change: ConfChange) -> int:
@@ -331,7 +336,8 @@ class RaftNode:
         log = self.log
         snap, entries = log.take_unstable()
         rd.snapshot = snap
-        rd.entries = entries
+        if entries:
+            rd.entries = entries
         term, vote, commit = self.term, self.vote, log.committed
         prev = self._prev_hs
         term_vote_changed = prev.term != term or prev.vote != vote
@@ -363,15 +369,15 @@ class RaftNode:
             rd.read_states = self._read_states
             self._read_states = []
         last = entries[-1] if entries else None
-        self_vote = term if (self.role == Role.CANDIDATE and vote == self.id) else -1
-        if last is not None or snap is not None or self_vote >= 0:
+        hs_term = term if term_vote_changed else -1
+        if last is not None or snap is not None or hs_term >= 0:
             self._unpersisted.append(
                 _Unpersisted(
                     rd.number,
+                    0 if snap is not None else (entries[0].index if entries else -1),
                     last.index if last is not None else -1,
-                    last.term if last is not None else -1,
                     snap.meta.index if snap is not None else -1,
-                    self_vote,
+                    hs_term,
                 )
             )
         return rd
@@ -379,20 +385,30 @@ class RaftNode:
     def persisted(self, number: int) -> None:
         """Every Ready up to `number` has been durably written."""
         log = self.log
+        written_to = -1
         while self._unpersisted and self._unpersisted[0].number <= number:
             rec = self._unpersisted.popleft()
             if rec.snapshot_index >= 0:
                 log.stable_snapshot_to(rec.snapshot_index)
             if rec.last_index >= 0:
-                log.stable_to(rec.last_index, rec.last_term)
-            if (
-                rec.self_vote_term == self.term
-                and self.role == Role.CANDIDATE
-                and self.vote == self.id
-            ):
+                written_to = rec.last_index  # each write replaces the stored suffix
+            if rec.hard_state_term > self._durable_term:
+                self._durable_term = rec.hard_state_term
+        if written_to >= 0:
+            # The disk now matches this log up to `written_to`, except from where a write
+            # still in flight, or one not yet handed out, replaces it (an entry overwritten
+            # and re-appended with the same index and term must not count as durable:
+            # cockroach#127424).
+            stable = min(written_to, log.handed)
+            for rec in self._unpersisted:
+                if rec.first_index >= 0:
+                    stable = min(stable, rec.first_index - 1)
+            log.stable_to(stable)
+        if self.role == Role.CANDIDATE and self._durable_term == self.term:
+            if self.vote == self.id:
                 self._votes[self.id] = True
-                self._tally()
-        if self.role == Role.LEADER:
+            self._tally()
+        elif self.role == Role.LEADER:
             pr = self.progress.get(self.id)
             if pr is not None and pr.maybe_update(log.persisted_index()):
                 self._maybe_commit()
@@ -486,8 +502,13 @@ class RaftNode:
             if self.role == Role.PRE_CANDIDATE:
                 self._become_candidate()
                 self._send_vote_requests(self.term, pre_vote=False, transfer=False)
-            else:
+            elif self._term_durable():
                 self._become_leader()
+            else:
+                # Won, but our own term is not durable yet: a leader that crashed now would
+                # come back in an older term, campaign for this one again with the same
+                # voters' blessing, and write a second, different log in it.
+                return False
             return True
         if rejected > len(voters) - q:
             self._become_follower(self.term, None)
@@ -510,6 +531,10 @@ class RaftNode:
 
     def _send_vote_granted(self, m: RequestVote) -> None:
         self._msgs_after.append(VoteResponse(self.id, m.src, self.term, False, False))
+
+    def _term_durable(self) -> bool:
+        """Is our current term (and vote) on disk? A candidate may lead only then."""
+        return self._durable_term == self.term
 
     def _read_needs_quorum(self) -> bool:
         return len(self.conf.voters) > 1 or self.id not in self.conf.voters
@@ -775,13 +800,20 @@ class RaftNode:
     # ---------------------------------------------------------------------------------------
     # Message handlers (term already reconciled by step())
 
-    def _on_append(self, m: AppendEntries) -> None:
+    def _follow(self, leader: MemberId, term: int) -> bool:
+        """A message from the leader of our term: follow it. False if we lead this term
+        ourselves (two leaders in one term: impossible unless a rule is broken)."""
         if self.role == Role.LEADER:
-            return  # two leaders in one term: impossible unless a rule is broken
+            return False
         if self.role != Role.FOLLOWER:
-            self._become_follower(m.term, m.src)
+            self._become_follower(term, leader)
         self.election_elapsed = 0
-        self.leader = m.src
+        self.leader = leader
+        return True
+
+    def _on_append(self, m: AppendEntries) -> None:
+        if not self._follow(m.src, m.term):
+            return
         log = self.log
         if m.prev_index < log.committed:
             self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.committed))
@@ -806,22 +838,14 @@ class RaftNode:
         self._msgs_after.append(AppendResponse(self.id, m.src, self.term, last_new))
 
     def _on_heartbeat(self, m: Heartbeat) -> None:
-        if self.role == Role.LEADER:
+        if not self._follow(m.src, m.term):
             return
-        if self.role != Role.FOLLOWER:
-            self._become_follower(m.term, m.src)
-        self.election_elapsed = 0
-        self.leader = m.src
         self.log.commit_to(min(m.commit, self.log.last_index()))
         self._msgs.append(HeartbeatResponse(self.id, m.src, self.term, m.context))
 
     def _on_install_snapshot(self, m: InstallSnapshot) -> None:
-        if self.role == Role.LEADER:
+        if not self._follow(m.src, m.term):
             return
-        if self.role != Role.FOLLOWER:
-            self._become_follower(m.term, m.src)
-        self.election_elapsed = 0
-        self.leader = m.src
         meta = m.meta
         log = self.log
         if meta.index <= log.committed:
@@ -940,10 +964,11 @@ class RaftNode:
         snap = pr.snapshot
         if pr.state != ProgressState.SNAPSHOT or snap is None or snap.meta.index != m.index:
             return
-        if m.next_offset != pr.snapshot_offset or m.next_offset == 0:
-            pr.snapshot_offset = min(m.next_offset, len(snap.data))
-            if pr.snapshot_offset < len(snap.data) or not snap.data:
-                self._send_snapshot_chunk(m.src, pr)
+        if m.next_offset == pr.snapshot_offset:
+            return  # no progress (a refusal or a duplicate): idle heartbeats resend, paced
+        pr.snapshot_offset = min(m.next_offset, len(snap.data))
+        if pr.snapshot_offset < len(snap.data):
+            self._send_snapshot_chunk(m.src, pr)
 
     def _on_request_vote(self, m: RequestVote) -> None:
         if self._can_vote(m) and self.log.is_up_to_date(m.last_index, m.last_term):

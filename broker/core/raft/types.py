@@ -294,7 +294,9 @@ class Ready:
     4. restores `snapshot` into the state machine, applies `committed_entries`, serves
        `read_states`, and calls `node.advance(ready)`.
 
-    The sequences are not to be modified by the caller.
+    `committed_entries` are already durable locally, so a pipelined caller may apply them
+    before this Ready's own write completes (only the snapshot must wait for it). The
+    sequences are not to be modified by the caller.
     """
 
     number: int
