@@ -34,7 +34,7 @@ sim: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest
-	@$(MAKE) --no-print-directory sim SEEDS=2000
+	@$(MAKE) --no-print-directory sim SEEDS=5000
 
 soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)
