@@ -1,7 +1,7 @@
 """Entry point of the `sluice` command.
 
 Exit codes (the contract): 0 success, 1 a failed operation, 2 bad usage or configuration.
-Commands are added by the stages that build them; until then only `--version` exists.
+Commands are added by the stages that build them.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from typing import Annotated
 
 import typer
 
+from cli.serve import serve
+
 __version__ = _dist_version("sluice-broker")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
+app.command("serve")(serve)
 
 
 def _print_version(value: bool) -> None:

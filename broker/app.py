@@ -1,0 +1,263 @@
+"""Wiring: one broker process (`serve`), or a broker inside the caller's Trio run (`embedded`).
+
+`serve(config)` opens the store (checking node id and format), builds the BrokerNode and its
+driver, binds the client, peer and HTTP listeners, prints the one listening line, and runs
+until SIGTERM/SIGINT or `stop`: then it stops accepting, lets requests in flight finish (up to
+a grace period), writes the last round and closes the store.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import random
+import resource
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from broker.config import BrokerConfig, ConfigError, HostPort
+from broker.core.metadata import BrokerInfo
+from broker.core.node import BrokerNode, NodeConfig
+from broker.core.partition import PartitionConfig
+from broker.runtime.driver import Driver
+from broker.runtime.groups import RocksGroupStore
+from broker.runtime.http import HttpEndpoint
+from broker.runtime.server import ClientServer
+from broker.runtime.store import RocksStore, StoreError, StoreIdentityError, StoreLockedError
+from broker.wire.limits import Limits
+
+log = logging.getLogger("sluice")
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+class StartupError(Exception):
+    """The broker cannot start with this configuration or data directory (exit code 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    clients: HostPort
+    peers: HostPort
+    http: HostPort
+
+    def line(self) -> str:
+        return f"sluice: listening clients={self.clients} peers={self.peers} http={self.http}"
+
+
+@dataclass
+class Broker:
+    """A running broker (for embedded use and tests)."""
+
+    config: BrokerConfig
+    addresses: Addresses
+    node: BrokerNode
+    driver: Driver
+    server: ClientServer
+    stop: trio.Event
+
+
+def setup_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("sluice")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "ts": record.created,
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft file-descriptor limit to the hard one; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            log.warning("could not raise the file-descriptor limit from %d", soft)
+    return soft
+
+
+def open_store(config: BrokerConfig) -> RocksStore:
+    try:
+        return RocksStore.open(
+            config.data_dir,
+            config.node_id,
+            durability=config.sync_mode,  # type: ignore[arg-type]
+            audit=config.durability_audit,
+        )
+    except (StoreIdentityError, StoreLockedError) as e:
+        raise StartupError(str(e)) from None
+    except StoreError as e:
+        raise StartupError(f"cannot open the data directory {config.data_dir}: {e}") from None
+    except OSError as e:
+        raise StartupError(f"cannot use the data directory {config.data_dir}: {e}") from None
+
+
+async def _bind(addr: HostPort, what: str) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(addr.port, host=addr.host)
+    except OSError as e:
+        raise StartupError(f"cannot listen for {what} on {addr}: {e.strerror}") from None
+
+
+def _bound(listeners: list[trio.SocketListener]) -> HostPort:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return HostPort(host, port)
+
+
+@asynccontextmanager
+async def embedded(
+    config: BrokerConfig, *, unsafe_ack_before_sync: bool = False
+) -> AsyncIterator[Broker]:
+    """Run a broker inside the caller's Trio run; it stops when the block exits."""
+    config.validate()
+    raise_fd_limit()
+    store = open_store(config)
+    try:
+        cluster_id = store.cluster_id
+        if cluster_id is None and config.is_single_node:
+            cluster_id = uuid.uuid4().hex
+            store.record_cluster_id(cluster_id)
+        client_l = await _bind(config.listen, "clients")
+        peer_l = await _bind(config.peer_listen, "peers")
+        http_l = await _bind(config.http_listen, "HTTP")
+        addrs = Addresses(_bound(client_l), _bound(peer_l), _bound(http_l))
+        adv = config.advertise or addrs.clients
+        adv_peer = config.advertise_peer or addrs.peers
+        limits = Limits(max_frame_bytes=config.max_frame_bytes)
+        node = BrokerNode(
+            NodeConfig(
+                node_id=config.node_id,
+                incarnation=store.incarnation,
+                election_ticks=config.election_ticks,
+                heartbeat_ticks=config.heartbeat_ticks,
+                partition=PartitionConfig(max_message_bytes=config.max_message_bytes),
+            ),
+            RocksGroupStore(store),
+            random.Random(),
+            bootstrap_cluster_id=cluster_id,
+            advertised=BrokerInfo(
+                config.node_id,
+                store.incarnation,
+                adv.host,
+                adv.port,
+                adv_peer.host,
+                adv_peer.port,
+                config.rack,
+            ),
+        )
+        driver = Driver(node, store, unsafe_ack_before_sync=unsafe_ack_before_sync)
+        server = ClientServer(
+            driver,
+            limits,
+            max_inflight=config.max_inflight_per_connection,
+            idle_timeout_s=config.idle_timeout_s,
+            max_connections=config.max_connections,
+            max_request_timeout_ms=config.request_timeout_ms_max,
+        )
+        http = HttpEndpoint(
+            {
+                "/healthz": lambda: (200, "ok\n"),
+                "/readyz": lambda: (200, "ready\n") if node.is_ready() else (503, "not ready\n"),
+            }
+        )
+        stop = trio.Event()
+        broker = Broker(config, addrs, node, driver, server, stop)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run)
+            nursery.start_soon(_ticker, driver, config.tick_ms)
+            nursery.start_soon(_freeze_gc_when_ready, node)
+            async with trio.open_nursery() as listeners:
+                listeners.start_soon(server.serve, client_l)
+                listeners.start_soon(http.serve, http_l)
+                listeners.start_soon(_refuse_peers, peer_l)
+                try:
+                    yield broker
+                finally:
+                    await _drain(server, driver)
+                    listeners.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def _ticker(driver: Driver, tick_ms: int) -> None:
+    period = tick_ms / 1000
+    deadline = trio.current_time()
+    while True:
+        deadline += period
+        await trio.sleep_until(deadline)
+        driver.tick()
+
+
+async def _freeze_gc_when_ready(node: BrokerNode) -> None:
+    """After start-up and recovery, move everything alive to the permanent generation, so
+    the cyclic GC's pauses stay far below the election timeout."""
+    while not node.is_ready():
+        await trio.sleep(0.05)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+async def _refuse_peers(listeners: list[trio.SocketListener]) -> None:
+    """Peers arrive with replication; until then the port is bound and connections closed."""
+
+    async def close(stream: trio.SocketStream) -> None:
+        await trio.aclose_forcefully(stream)
+
+    await trio.serve_listeners(close, listeners)
+
+
+async def _drain(server: ClientServer, driver: Driver) -> None:
+    """Stop taking requests; let the ones in flight finish (bounded)."""
+    server.draining = True
+    with trio.move_on_after(SHUTDOWN_GRACE_S):
+        while driver.handler.pending or server.stats.connections:
+            await trio.sleep(0.02)
+
+
+async def serve(config: BrokerConfig, *, printer: Callable[[str], None] | None = None) -> None:
+    """Run one broker until SIGTERM or SIGINT."""
+    out = printer or partial(print, flush=True)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with embedded(config) as broker:
+            out(broker.addresses.line())
+            log.info("node %d serving; data in %s", config.node_id, config.data_dir)
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                break
+
+
+def run_serve(config: BrokerConfig) -> int:
+    """Exit code: 0 after a clean shutdown, 2 when it cannot start with this config."""
+    setup_logging(config.log_format)
+    try:
+        trio.run(serve, config)
+    except (StartupError, ConfigError) as e:
+        print(f"sluice serve: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0

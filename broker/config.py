@@ -1,0 +1,187 @@
+"""Broker configuration: defaults < TOML file < environment (SLUICE_<OPTION>) < flags.
+
+One frozen `BrokerConfig` with typed defaults and units in the names. The CLI passes the
+options a user gave (from flags or the environment, which typer resolves) as overrides; the
+TOML file fills the rest; defaults fill what neither set. Every bad value raises ConfigError
+naming the option, which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad configuration value (exit code 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, option: str) -> HostPort:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"{option}: expected HOST:PORT, got {text!r}")
+        host = host.strip("[]")
+        try:
+            n = int(port)
+        except ValueError:
+            raise ConfigError(f"{option}: port must be a number, got {port!r}") from None
+        if not 0 <= n <= 65535:
+            raise ConfigError(f"{option}: port must be 0..65535, got {n}")
+        return cls(host, n)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Controller:
+    node_id: int
+    address: HostPort
+
+
+def parse_controllers(text: str) -> tuple[Controller, ...]:
+    """`ID@HOST:PEERPORT,...`"""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        node, sep, addr = part.partition("@")
+        if not sep:
+            raise ConfigError(f"controllers: expected ID@HOST:PORT, got {part!r}")
+        try:
+            nid = int(node)
+        except ValueError:
+            raise ConfigError(f"controllers: node id must be a number, got {node!r}") from None
+        if nid < 0:
+            raise ConfigError(f"controllers: node id must be >= 0, got {nid}")
+        out.append(Controller(nid, HostPort.parse(addr, "controllers")))
+    ids = [c.node_id for c in out]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("controllers: a node id is listed twice")
+    if not 1 <= len(out) <= 5:
+        raise ConfigError("controllers: list 1 to 5 voters")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    data_dir: Path = Path("./data")
+    listen: HostPort = HostPort("127.0.0.1", 9092)
+    peer_listen: HostPort = HostPort("127.0.0.1", 9093)
+    http_listen: HostPort = HostPort("127.0.0.1", 9095)
+    node_id: int = 0
+    controllers: tuple[Controller, ...] = ()
+    advertise: HostPort | None = None
+    advertise_peer: HostPort | None = None
+    rack: str | None = None
+    log_format: str = "text"
+    tick_ms: int = 50
+    election_ticks: int = 6
+    heartbeat_ticks: int = 2
+    max_frame_bytes: int = 16 << 20
+    max_inflight_per_connection: int = 64
+    max_connections: int = 20_000
+    idle_timeout_s: float = 600.0
+    request_timeout_ms_max: int = 300_000
+    sync_mode: str = "inline"
+    durability_audit: bool = False
+    max_message_bytes: int = 1 << 20
+
+    @classmethod
+    def load(
+        cls, file: Path | None = None, overrides: dict[str, Any] | None = None
+    ) -> BrokerConfig:
+        values: dict[str, Any] = {}
+        if file is not None:
+            try:
+                with file.open("rb") as f:
+                    table = tomllib.load(f)
+            except OSError as e:
+                raise ConfigError(f"config: cannot read {file}: {e.strerror}") from None
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"config: {file} is not valid TOML: {e}") from None
+            for key, value in table.items():
+                values[key.replace("-", "_")] = value
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> BrokerConfig:
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown option {key!r}")
+            kwargs[key] = _convert(key, raw)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.node_id < 0:
+            raise ConfigError("node_id must be >= 0")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be text or json")
+        if self.sync_mode not in ("inline", "flush_wal_thread"):
+            raise ConfigError("sync_mode must be inline or flush_wal_thread")
+        if self.tick_ms < 1:
+            raise ConfigError("tick_ms must be >= 1")
+        if not 1 <= self.heartbeat_ticks < self.election_ticks:
+            raise ConfigError("need 1 <= heartbeat_ticks < election_ticks")
+        if self.max_frame_bytes < 1024:
+            raise ConfigError("max_frame_bytes must be >= 1024")
+        if self.max_inflight_per_connection < 1 or self.max_connections < 1:
+            raise ConfigError("max_inflight_per_connection and max_connections must be >= 1")
+        if self.idle_timeout_s <= 0:
+            raise ConfigError("idle_timeout_s must be > 0")
+        if not 1 <= self.max_message_bytes <= self.max_frame_bytes:
+            raise ConfigError("max_message_bytes must be 1..max_frame_bytes")
+
+    @property
+    def is_single_node(self) -> bool:
+        return not self.controllers
+
+    def replace(self, **changes: Any) -> BrokerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(key: str, raw: Any) -> Any:
+    try:
+        if key in ("listen", "peer_listen", "http_listen", "advertise", "advertise_peer"):
+            return raw if isinstance(raw, HostPort) else HostPort.parse(str(raw), key)
+        if key == "controllers":
+            if isinstance(raw, tuple):
+                return raw
+            return parse_controllers(str(raw)) if raw else ()
+        if key == "data_dir":
+            return Path(raw)
+        if key in ("rack",):
+            return None if raw in (None, "") else str(raw)
+        if key in ("log_format", "sync_mode"):
+            return str(raw)
+        if key == "durability_audit":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).lower()
+            if text not in ("1", "0", "true", "false", "yes", "no"):
+                raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+            return text in ("1", "true", "yes")
+        if key == "idle_timeout_s":
+            return float(raw)
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}: expected a number, got {raw!r}")
+        return int(raw)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{key}: bad value {raw!r}") from None

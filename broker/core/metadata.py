@@ -1,0 +1,294 @@
+"""The controller's state machine: the cluster's brokers, topics, placement and producer ids.
+
+Theory of operation
+-------------------
+The metadata Raft group's log holds commands (CBOR maps with an "op" key). Every broker
+applies the same commands in the same order and so holds the same `MetadataMachine`: any
+broker can answer a metadata request from its own copy. Decisions that need a choice are made
+*at apply*, from the state, never by the proposer: topic placement (which brokers hold which
+partition, spread by current load and racks), the Raft group id of each partition (a counter)
+and producer-id blocks (another counter). So a command proposed twice, or replayed after a
+restart, cannot give two answers.
+
+Commands: init (the cluster id, first entry of a new cluster), register_broker, create_topic,
+delete_topic, alloc_producer_ids. Each apply returns a `MetaResult` (an error code and, where
+there is one, a value) for the request waiting on that entry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.wire.cbor import decode as cbor_decode
+from broker.wire.cbor import encode as cbor_encode
+from broker.wire.errors import ErrorCode, WireError
+from broker.wire.limits import Limits
+
+METADATA_GROUP = 0
+"""The metadata Raft group's id; partition groups are numbered from 1 at apply."""
+
+PRODUCER_ID_BLOCK = 1000
+TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+INTERNAL_PREFIX = "__"
+
+TOPIC_CONFIG_KEYS: dict[str, str] = {
+    "max.message.bytes": "int>=1",
+    "retention.ms": "int>=-1",
+    "retention.bytes": "int>=-1",
+    "cleanup.policy": "delete|compact",
+}
+DEFAULT_TOPIC_CONFIG: dict[str, str] = {
+    "max.message.bytes": str(1 << 20),
+    "retention.ms": str(7 * 24 * 3600 * 1000),
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    id: int
+    incarnation: int
+    host: str
+    port: int
+    peer_host: str
+    peer_port: int
+    rack: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    partition: int
+    group_id: int
+    replicas: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: tuple[PartitionInfo, ...]
+    replication_factor: int
+    config: dict[str, str]
+
+    def setting(self, key: str) -> str:
+        return self.config.get(key, DEFAULT_TOPIC_CONFIG[key])
+
+
+@dataclass(frozen=True, slots=True)
+class MetaResult:
+    error: ErrorCode = ErrorCode.NONE
+    message: str | None = None
+    value: Any = None
+
+
+def validate_topic_config(config: dict[str, str]) -> str | None:
+    """An error message for the first bad key or value, or None."""
+    for key, value in config.items():
+        rule = TOPIC_CONFIG_KEYS.get(key)
+        if rule is None:
+            return f"unknown topic config {key!r} (known: {', '.join(sorted(TOPIC_CONFIG_KEYS))})"
+        if rule.startswith("int"):
+            floor = int(rule[len("int>=") :])
+            try:
+                n = int(value)
+            except ValueError:
+                return f"{key} must be an integer, got {value!r}"
+            if n < floor:
+                return f"{key} must be >= {floor}, got {n}"
+        elif value not in rule.split("|"):
+            return f"{key} must be one of {rule.replace('|', ', ')}, got {value!r}"
+    return None
+
+
+def validate_topic_name(name: str) -> str | None:
+    if not TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+        return f"invalid topic name {name!r}: 1-249 of [a-zA-Z0-9._-], not '.' or '..'"
+    return None
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_init(cluster_id: str) -> bytes:
+    return cbor_encode({"op": "init", "cluster_id": cluster_id})
+
+
+def cmd_register_broker(b: BrokerInfo) -> bytes:
+    return cbor_encode(
+        {
+            "op": "register_broker",
+            "id": b.id,
+            "incarnation": b.incarnation,
+            "host": b.host,
+            "port": b.port,
+            "peer_host": b.peer_host,
+            "peer_port": b.peer_port,
+            "rack": b.rack,
+        }
+    )
+
+
+def cmd_create_topic(
+    name: str, partitions: int, replication_factor: int, config: dict[str, str]
+) -> bytes:
+    return cbor_encode(
+        {
+            "op": "create_topic",
+            "name": name,
+            "partitions": partitions,
+            "replication_factor": replication_factor,
+            "config": dict(config),
+        }
+    )
+
+
+def cmd_delete_topic(name: str) -> bytes:
+    return cbor_encode({"op": "delete_topic", "name": name})
+
+
+def cmd_alloc_producer_ids(broker_id: int) -> bytes:
+    return cbor_encode({"op": "alloc_producer_ids", "broker": broker_id})
+
+
+@dataclass
+class MetadataMachine:
+    cluster_id: str | None = None
+    brokers: dict[int, BrokerInfo] = field(default_factory=dict)
+    topics: dict[str, TopicInfo] = field(default_factory=dict)
+    next_group_id: int = METADATA_GROUP + 1
+    next_producer_id: int = 0
+    applied_index: int = 0
+    limits: Limits = field(default_factory=Limits)
+
+    def apply(self, index: int, data: bytes) -> MetaResult:
+        """Apply one committed command. Bad commands are rejected, never half-applied."""
+        assert index > self.applied_index, "commands are applied once, in order"
+        self.applied_index = index
+        try:
+            cmd = cbor_decode(data, self.limits)
+        except WireError as e:
+            return MetaResult(ErrorCode.INVALID_REQUEST, f"undecodable command: {e}")
+        if not isinstance(cmd, dict):
+            return MetaResult(ErrorCode.INVALID_REQUEST, "command is not a map")
+        op = cmd.get("op")
+        handler = _OPS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            return MetaResult(ErrorCode.INVALID_REQUEST, f"unknown command {op!r}")
+        try:
+            return handler(self, cmd)
+        except (KeyError, TypeError, ValueError) as e:
+            return MetaResult(ErrorCode.INVALID_REQUEST, f"malformed {op}: {e!r}")
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def _init(self, cmd: dict[str, Any]) -> MetaResult:
+        if self.cluster_id is None:
+            self.cluster_id = str(cmd["cluster_id"])
+        return MetaResult(value=self.cluster_id)
+
+    def _register_broker(self, cmd: dict[str, Any]) -> MetaResult:
+        b = BrokerInfo(
+            id=int(cmd["id"]),
+            incarnation=int(cmd["incarnation"]),
+            host=str(cmd["host"]),
+            port=int(cmd["port"]),
+            peer_host=str(cmd["peer_host"]),
+            peer_port=int(cmd["peer_port"]),
+            rack=None if cmd["rack"] is None else str(cmd["rack"]),
+        )
+        self.brokers[b.id] = b
+        return MetaResult(value=b)
+
+    def _create_topic(self, cmd: dict[str, Any]) -> MetaResult:
+        name = str(cmd["name"])
+        partitions = int(cmd["partitions"])
+        rf = int(cmd["replication_factor"])
+        config = {str(k): str(v) for k, v in dict(cmd["config"]).items()}
+        if name in self.topics:
+            return MetaResult(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+        bad = validate_topic_name(name)
+        if bad is not None:
+            return MetaResult(ErrorCode.INVALID_TOPIC, bad)
+        if not 1 <= partitions <= 10_000:
+            return MetaResult(ErrorCode.INVALID_PARTITIONS, "partitions must be 1..10000")
+        if rf < 1:
+            return MetaResult(ErrorCode.INVALID_REPLICATION_FACTOR, "replication factor >= 1")
+        if rf > len(self.brokers):
+            return MetaResult(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"replication factor {rf} exceeds the {len(self.brokers)} registered brokers",
+            )
+        bad = validate_topic_config(config)
+        if bad is not None:
+            return MetaResult(ErrorCode.INVALID_CONFIG, bad)
+        infos = []
+        for p, replicas in enumerate(self._place(partitions, rf)):
+            infos.append(PartitionInfo(p, self.next_group_id, replicas))
+            self.next_group_id += 1
+        topic = TopicInfo(name, tuple(infos), rf, config)
+        self.topics[name] = topic
+        return MetaResult(value=topic)
+
+    def _delete_topic(self, cmd: dict[str, Any]) -> MetaResult:
+        name = str(cmd["name"])
+        topic = self.topics.pop(name, None)
+        if topic is None:
+            return MetaResult(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+        return MetaResult(value=topic)
+
+    def _alloc_producer_ids(self, cmd: dict[str, Any]) -> MetaResult:
+        start = self.next_producer_id
+        self.next_producer_id += PRODUCER_ID_BLOCK
+        return MetaResult(value=(int(cmd["broker"]), start, PRODUCER_ID_BLOCK))
+
+    # -- placement --------------------------------------------------------------------------
+
+    def _place(self, partitions: int, rf: int) -> list[tuple[int, ...]]:
+        """Spread replicas and first replicas (preferred leaders) evenly over brokers,
+        alternating racks: deterministic from the current state."""
+        load: dict[int, int] = {b: 0 for b in self.brokers}
+        leads: dict[int, int] = {b: 0 for b in self.brokers}
+        for t in self.topics.values():
+            for pi in t.partitions:
+                for i, r in enumerate(pi.replicas):
+                    if r in load:
+                        load[r] += 1
+                        if i == 0:
+                            leads[r] += 1
+        out = []
+        for _ in range(partitions):
+            chosen: list[int] = []
+            racks: set[str | None] = set()
+            for slot in range(rf):
+                pool = [b for b in sorted(self.brokers) if b not in chosen]
+                fresh = [b for b in pool if self.brokers[b].rack not in racks]
+                candidates = fresh or pool
+                if slot == 0:
+                    best = min(candidates, key=lambda b: (leads[b], load[b], b))
+                    leads[best] += 1
+                else:
+                    best = min(candidates, key=lambda b: (load[b], b))
+                load[best] += 1
+                chosen.append(best)
+                racks.add(self.brokers[best].rack)
+            out.append(tuple(chosen))
+        return out
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def partition(self, topic: str, partition: int) -> PartitionInfo | None:
+        t = self.topics.get(topic)
+        if t is None or not 0 <= partition < len(t.partitions):
+            return None
+        return t.partitions[partition]
+
+
+_OPS = {
+    "init": MetadataMachine._init,
+    "register_broker": MetadataMachine._register_broker,
+    "create_topic": MetadataMachine._create_topic,
+    "delete_topic": MetadataMachine._delete_topic,
+    "alloc_producer_ids": MetadataMachine._alloc_producer_ids,
+}

@@ -1,0 +1,310 @@
+"""The partition state machine: offsets, the offset index and idempotent-producer state.
+
+Theory of operation
+-------------------
+The Raft log *is* the partition log. A committed NORMAL entry holds one record batch exactly
+as the producer encoded it; the machine reads only the batch's fixed header (record count,
+producer id/epoch, base sequence, timestamps) and never decodes the records.
+
+Offsets are assigned at apply, from the record counts, so every replica assigns the same
+offsets: a batch accepted at apply takes offsets [next_offset, next_offset + count). No-ops
+and configuration entries take none; a rejected batch (a duplicate, a sequence gap, a fenced
+epoch) takes none either, and its bytes are never served.
+
+Idempotence is decided here, at apply time, not by the leader when it proposes: a leader that
+only checked what it had seen would commit twice a batch that an old leader replicated without
+committing and the client then re-sent. Per producer id the machine keeps the epoch, the last
+sequence and the last 5 batches (first/last sequence and offsets); a batch is
+- a duplicate if its sequence range equals a cached one: no offsets, answered with the first
+  copy's offsets;
+- accepted if its base sequence follows the last one (or is 0 in a newer epoch, or 0 for a
+  producer the machine does not know);
+- OUT_OF_ORDER_SEQUENCE_NUMBER if it leaves a gap, INVALID_PRODUCER_EPOCH if its epoch is
+  older, UNKNOWN_PRODUCER_ID if the producer is unknown and the sequence is not 0.
+Producers idle for `producer_expiry_ms` (measured on the batches' own max timestamps, so every
+replica expires the same producers at the same entry) are forgotten.
+
+The offset index maps each accepted batch's base offset to its Raft index (sorted arrays, binary
+search). Fetch walks it from the batch that contains the requested offset.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from broker.core.raft import Entry, EntryKind
+from broker.wire.batch import BatchError, BatchHeader, parse_header
+from broker.wire.cbor import decode as cbor_decode
+from broker.wire.cbor import encode as cbor_encode
+from broker.wire.errors import ErrorCode
+from broker.wire.limits import MAX_FRAME_BYTES_CEILING, Limits
+
+PRODUCER_BATCHES_KEPT = 5
+STATE_LIMITS = Limits(
+    max_frame_bytes=MAX_FRAME_BYTES_CEILING,
+    max_array_items=10_000_000,
+    max_frame_items=100_000_000,
+)
+"""Decoding our own persisted state: trusted, but still bounded."""
+SEQUENCE_MODULUS = 1 << 31
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionConfig:
+    max_message_bytes: int = 1 << 20
+    producer_expiry_ms: int = 7 * 24 * 3600 * 1000
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(slots=True)
+class _CachedBatch:
+    first_seq: int
+    last_seq: int
+    base_offset: int
+    last_offset: int
+
+
+@dataclass(slots=True)
+class ProducerState:
+    epoch: int
+    last_seq: int
+    last_timestamp: int
+    batches: deque[_CachedBatch] = field(default_factory=deque)
+
+
+class Outcome(IntEnum):
+    APPENDED = 0
+    DUPLICATE = 1
+    REJECTED = 2
+    NOT_DATA = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What applying one entry did; the runtime answers the waiting producer with it."""
+
+    outcome: Outcome
+    base_offset: int = -1
+    last_offset: int = -1
+    error: ErrorCode = ErrorCode.NONE
+
+
+_NOT_DATA = ApplyResult(Outcome.NOT_DATA)
+
+
+class OffsetIndex:
+    """Base offset -> (Raft index, max timestamp) of every accepted batch, ascending."""
+
+    __slots__ = ("_bases", "_indexes", "_max_ts")
+
+    def __init__(self) -> None:
+        self._bases = array("q")
+        self._indexes = array("q")
+        self._max_ts = array("q")
+
+    def append(self, base_offset: int, raft_index: int, max_timestamp: int) -> None:
+        assert not self._bases or base_offset > self._bases[-1]
+        self._bases.append(base_offset)
+        self._indexes.append(raft_index)
+        self._max_ts.append(max_timestamp)
+
+    def __len__(self) -> int:
+        return len(self._bases)
+
+    def last(self) -> tuple[int, int, int]:
+        return self._bases[-1], self._indexes[-1], self._max_ts[-1]
+
+    def position(self, offset: int) -> int:
+        """Position of the batch containing `offset` (the last base <= offset), or -1."""
+        return bisect.bisect_right(self._bases, offset) - 1
+
+    def items(self, start: int = 0) -> Iterable[tuple[int, int, int]]:
+        """(base offset, raft index, max timestamp) from position `start` on."""
+        return zip(self._bases[start:], self._indexes[start:], self._max_ts[start:], strict=True)
+
+    def first_at_or_after(self, timestamp: int) -> int:
+        """Position of the first batch whose max timestamp >= timestamp, or -1."""
+        for pos, ts in enumerate(self._max_ts):
+            if ts >= timestamp:
+                return pos
+        return -1
+
+    def base_at(self, position: int) -> int:
+        return self._bases[position]
+
+
+class PartitionMachine:
+    """One partition's state, rebuilt by applying its committed Raft entries in order."""
+
+    __slots__ = (
+        "applied_index",
+        "config",
+        "index",
+        "log_start_offset",
+        "max_timestamp",
+        "next_offset",
+        "producers",
+    )
+
+    def __init__(self, config: PartitionConfig | None = None) -> None:
+        self.config = config or PartitionConfig()
+        self.next_offset = 0
+        self.log_start_offset = 0
+        self.applied_index = 0
+        self.max_timestamp = -1
+        self.index = OffsetIndex()
+        self.producers: dict[int, ProducerState] = {}
+
+    @property
+    def high_watermark(self) -> int:
+        """Every applied entry is committed, so the log end is the high watermark."""
+        return self.next_offset
+
+    # -- validation at the leader (fail fast; apply decides) --------------------------------
+
+    def validate(self, batch: bytes) -> BatchHeader:
+        """Check a batch before proposing it (raises BatchError with the code to answer)."""
+        return parse_header(batch, self.config.limits, self.config.max_message_bytes)
+
+    # -- apply ------------------------------------------------------------------------------
+
+    def apply(self, entry: Entry) -> ApplyResult:
+        assert entry.index > self.applied_index, "entries are applied once, in order"
+        self.applied_index = entry.index
+        if entry.kind != EntryKind.NORMAL or not entry.data:
+            return _NOT_DATA
+        try:
+            header = parse_header(entry.data, self.config.limits, None, check_crc=False)
+        except BatchError as e:
+            # Validated by the leader before proposing: only a different limit on another
+            # replica's configuration could get here. Reject deterministically.
+            return ApplyResult(Outcome.REJECTED, error=e.code)
+        if header.max_timestamp > self.max_timestamp:
+            self.max_timestamp = header.max_timestamp
+        pid = header.producer_id
+        if pid < 0:
+            return self._append(entry.index, header)
+        return self._apply_idempotent(entry.index, header)
+
+    def _append(self, raft_index: int, h: BatchHeader) -> ApplyResult:
+        base = self.next_offset
+        self.index.append(base, raft_index, h.max_timestamp)
+        self.next_offset = base + h.record_count
+        return ApplyResult(Outcome.APPENDED, base, self.next_offset - 1)
+
+    def last_indexed(self) -> tuple[int, int, int]:
+        """(base offset, raft index, max timestamp) of the batch appended last."""
+        return self.index.last()
+
+    def _apply_idempotent(self, raft_index: int, h: BatchHeader) -> ApplyResult:
+        self._expire_producers()
+        pid, epoch, first = h.producer_id, h.producer_epoch, h.base_sequence
+        last = (first + h.record_count - 1) % SEQUENCE_MODULUS
+        state = self.producers.get(pid)
+        if state is None:
+            if first != 0:
+                return ApplyResult(Outcome.REJECTED, error=ErrorCode.UNKNOWN_PRODUCER_ID)
+            state = self.producers[pid] = ProducerState(epoch, -1, h.max_timestamp)
+        elif epoch < state.epoch:
+            return ApplyResult(Outcome.REJECTED, error=ErrorCode.INVALID_PRODUCER_EPOCH)
+        elif epoch > state.epoch:
+            if first != 0:
+                return ApplyResult(Outcome.REJECTED, error=ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
+            state.epoch = epoch
+            state.last_seq = -1
+            state.batches.clear()
+        else:
+            for cached in state.batches:
+                if cached.first_seq == first and cached.last_seq == last:
+                    return ApplyResult(
+                        Outcome.DUPLICATE,
+                        cached.base_offset,
+                        cached.last_offset,
+                        ErrorCode.NONE,
+                    )
+            expected = (state.last_seq + 1) % SEQUENCE_MODULUS
+            if first != expected:
+                return ApplyResult(Outcome.REJECTED, error=ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
+        result = self._append(raft_index, h)
+        state.last_seq = last
+        state.last_timestamp = max(state.last_timestamp, h.max_timestamp)
+        state.batches.append(_CachedBatch(first, last, result.base_offset, result.last_offset))
+        if len(state.batches) > PRODUCER_BATCHES_KEPT:
+            state.batches.popleft()
+        return result
+
+    def _expire_producers(self) -> None:
+        horizon = self.max_timestamp - self.config.producer_expiry_ms
+        if not self.producers or horizon <= 0:
+            return
+        stale = [pid for pid, s in self.producers.items() if s.last_timestamp < horizon]
+        for pid in stale:
+            del self.producers[pid]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def locate(self, offset: int) -> tuple[ErrorCode, int]:
+        """(NONE, position in the index) of the batch holding `offset`; (NONE, -1) when
+        offset is the log end (nothing yet); OFFSET_OUT_OF_RANGE otherwise."""
+        if offset == self.next_offset:
+            return ErrorCode.NONE, -1
+        if offset < self.log_start_offset or offset > self.next_offset:
+            return ErrorCode.OFFSET_OUT_OF_RANGE, -1
+        return ErrorCode.NONE, self.index.position(offset)
+
+    def offset_for_timestamp(self, timestamp: int) -> int:
+        """First offset of the first batch whose max timestamp >= `timestamp`; the log end
+        if there is none."""
+        pos = self.index.first_at_or_after(timestamp)
+        return self.index.base_at(pos) if pos >= 0 else self.next_offset
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def state_bytes(self) -> bytes:
+        """Everything but the offset index (persisted incrementally beside it)."""
+        producers = [
+            [
+                pid,
+                s.epoch,
+                s.last_seq,
+                s.last_timestamp,
+                [[b.first_seq, b.last_seq, b.base_offset, b.last_offset] for b in s.batches],
+            ]
+            for pid, s in self.producers.items()
+        ]
+        return cbor_encode(
+            {
+                "v": 1,
+                "applied": self.applied_index,
+                "next": self.next_offset,
+                "start": self.log_start_offset,
+                "max_ts": self.max_timestamp,
+                "producers": producers,
+            }
+        )
+
+    def restore(self, state: bytes | None, offsets: Iterable[tuple[int, int, int]]) -> None:
+        """Rebuild from persisted state and index; the caller replays entries after
+        `applied_index`."""
+        if state is None:
+            return
+        d = cbor_decode(state, STATE_LIMITS)
+        assert isinstance(d, dict) and d.get("v") == 1, "unknown partition state format"
+        self.applied_index = int(d["applied"])
+        self.next_offset = int(d["next"])
+        self.log_start_offset = int(d["start"])
+        self.max_timestamp = int(d["max_ts"])
+        self.producers = {}
+        for pid, epoch, last_seq, last_ts, batches in d["producers"]:
+            st = ProducerState(int(epoch), int(last_seq), int(last_ts))
+            for first, last, base, last_off in batches:
+                st.batches.append(_CachedBatch(first, last, base, last_off))
+            self.producers[int(pid)] = st
+        for base, raft_index, max_ts in offsets:
+            if raft_index <= self.applied_index:
+                self.index.append(base, raft_index, max_ts)

@@ -1,0 +1,429 @@
+"""RequestHandler: client requests in, responses out, over a BrokerNode. Pure, like the node.
+
+A request either answers at once (metadata, fetch, list offsets, API versions, and any request
+refused up front) or starts operations on the node under a token and answers when their
+Completions have all arrived (produce: one per partition; create/delete topics: one per
+topic, and a create's second wait for its partitions' leaders; init producer id). The
+runtime encodes the `Reply`, times requests out (`abandon`), and long-polls fetches (it calls
+`fetch` again when a partition's high watermark moves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from broker.core.metadata import (
+    TopicInfo,
+    validate_topic_config,
+    validate_topic_name,
+)
+from broker.core.node import BrokerNode, Completion, FetchResult
+from broker.core.partition import ApplyResult
+from broker.wire.api import SUPPORTED_VERSIONS
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import (
+    ApiVersionRange,
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    BrokerInfo,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    FetchedBatch,
+    FetchPartitionResult,
+    FetchRequest,
+    FetchResponse,
+    FetchTopicResult,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    IsolationLevel,
+    ListOffsetsPartitionResult,
+    ListOffsetsRequest,
+    ListOffsetsResponse,
+    ListOffsetsTopicResult,
+    MetadataRequest,
+    MetadataResponse,
+    PartitionInfo,
+    ProducePartitionResult,
+    ProduceRequest,
+    ProduceResponse,
+    ProduceTopicResult,
+    Request,
+    Response,
+    TopicResult,
+)
+from broker.wire.messages import TopicInfo as WireTopicInfo
+from broker.wire.protocol import RequestHeader
+
+MAX_EPOCH = (1 << 15) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    correlation_id: int
+    error: ErrorCode
+    message: str | None
+    body: Response | None
+
+
+@dataclass
+class _Pending:
+    """A request waiting on Completions, one slot per partition or topic."""
+
+    header: RequestHeader
+    request: Request
+    results: list[object]
+    waiting: int
+    stage: list[int] = field(default_factory=list)
+
+
+class RequestHandler:
+    def __init__(self, node: BrokerNode) -> None:
+        self.node = node
+        self._pending: dict[int, _Pending] = {}
+
+    # ---------------------------------------------------------------------------------------
+
+    def handle(self, token: int, header: RequestHeader, request: Request) -> Reply | None:
+        """A Reply now, or None: `complete` will produce it later under `token`."""
+        if isinstance(request, ProduceRequest):
+            return self._produce(token, header, request)
+        if isinstance(request, FetchRequest):
+            body, _ = self.fetch(request)
+            return Reply(header.correlation_id, ErrorCode.NONE, None, body)
+        if isinstance(request, MetadataRequest):
+            return Reply(header.correlation_id, ErrorCode.NONE, None, self.metadata(request))
+        if isinstance(request, ListOffsetsRequest):
+            return Reply(header.correlation_id, ErrorCode.NONE, None, self._list_offsets(request))
+        if isinstance(request, CreateTopicsRequest):
+            return self._create_topics(token, header, request)
+        if isinstance(request, DeleteTopicsRequest):
+            return self._delete_topics(token, header, request)
+        if isinstance(request, InitProducerIdRequest):
+            return self._init_producer_id(token, header, request)
+        assert isinstance(request, ApiVersionsRequest)
+        return Reply(header.correlation_id, ErrorCode.NONE, None, self.api_versions())
+
+    def complete(self, completions: list[Completion]) -> list[tuple[int, Reply]]:
+        done: list[tuple[int, Reply]] = []
+        for c in completions:
+            p = self._pending.get(c.token)
+            if p is None:
+                continue  # abandoned (timed out) before it completed
+            if self._fill(c.token, p, c):
+                del self._pending[c.token]
+                done.append((c.token, self._finish(p)))
+        return done
+
+    def abandon(self, token: int) -> Reply | None:
+        """The request timed out: answer what finished, REQUEST_TIMED_OUT for the rest."""
+        p = self._pending.pop(token, None)
+        self.node.cancel(token)
+        if p is None:
+            return None
+        for i, r in enumerate(p.results):
+            if r is None:
+                p.results[i] = (ErrorCode.REQUEST_TIMED_OUT, "timed out waiting for commit")
+        return self._finish(p)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # ---------------------------------------------------------------------------------------
+
+    def _fill(self, token: int, p: _Pending, c: Completion) -> bool:
+        """Record a Completion; True when the request has all its results."""
+        if p.results[c.slot] is not None:
+            return p.waiting == 0
+        if (
+            isinstance(p.request, CreateTopicsRequest)
+            and p.stage[c.slot] == 0
+            and c.error == ErrorCode.NONE
+            and isinstance(c.value, TopicInfo)
+        ):
+            p.stage[c.slot] = 1  # committed: now wait for every partition's leader
+            self.node.await_leaders(token, c.slot, c.value.name)
+            return False
+        p.results[c.slot] = (c.error, c.message, c.value)
+        p.waiting -= 1
+        return p.waiting == 0
+
+    def _finish(self, p: _Pending) -> Reply:
+        corr = p.header.correlation_id
+        req = p.request
+        if isinstance(req, ProduceRequest):
+            return Reply(corr, ErrorCode.NONE, None, _produce_response(req, p.results))
+        if isinstance(req, CreateTopicsRequest):
+            names = [t.name for t in req.topics]
+            return Reply(
+                corr,
+                ErrorCode.NONE,
+                None,
+                CreateTopicsResponse(topics=_topic_results(names, p.results)),
+            )
+        if isinstance(req, DeleteTopicsRequest):
+            return Reply(
+                corr,
+                ErrorCode.NONE,
+                None,
+                DeleteTopicsResponse(topics=_topic_results(list(req.names), p.results)),
+            )
+        if isinstance(req, InitProducerIdRequest):
+            first = p.results[0]
+            assert isinstance(first, tuple)
+            err, msg, pid = first
+            if err != ErrorCode.NONE:
+                return Reply(corr, err, msg, None)
+            body = InitProducerIdResponse(producer_id=pid, producer_epoch=0)
+            return Reply(corr, ErrorCode.NONE, None, body)
+        return Reply(corr, ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected pending request", None)
+
+    def _park(
+        self, token: int, header: RequestHeader, req: Request, results: list[object]
+    ) -> Reply | None:
+        waiting = sum(1 for r in results if r is None)
+        p = _Pending(header, req, results, waiting, [0] * len(results))
+        if waiting == 0:
+            return self._finish(p)
+        self._pending[token] = p
+        return None
+
+    # -- produce ----------------------------------------------------------------------------
+
+    def _produce(self, token: int, header: RequestHeader, req: ProduceRequest) -> Reply | None:
+        if req.transactional_id is not None:
+            return Reply(
+                header.correlation_id,
+                ErrorCode.INVALID_REQUEST,
+                "transactional produce is not supported by this broker yet",
+                None,
+            )
+        results: list[object] = []
+        for t in req.topics:
+            for pp in t.partitions:
+                slot = len(results)
+                err, msg = self.node.produce(token, slot, t.name, pp.partition, pp.batch)
+                results.append(None if err == ErrorCode.NONE else (err, msg, None))
+        return self._park(token, header, req, results)
+
+    # -- fetch ------------------------------------------------------------------------------
+
+    def fetch(self, req: FetchRequest) -> tuple[FetchResponse, int]:
+        """The response and the bytes it carries (the runtime long-polls below min_bytes)."""
+        budget = req.max_bytes
+        total = 0
+        topics = []
+        committed = req.isolation == IsolationLevel.READ_COMMITTED
+        for t in req.topics:
+            parts = []
+            for fp in t.partitions:
+                limit = max(1, min(fp.max_bytes, budget)) if budget > 0 else 1
+                r = self.node.fetch(t.name, fp.partition, fp.offset, limit, committed)
+                if total and budget <= 0:
+                    r = FetchResult(
+                        r.error, r.high_watermark, r.last_stable_offset, r.log_start_offset
+                    )
+                parts.append(_fetch_partition(fp.partition, r))
+                total += r.size
+                budget -= r.size
+            topics.append(FetchTopicResult(name=t.name, partitions=tuple(parts)))
+        return FetchResponse(topics=tuple(topics)), total
+
+    def fetch_has_error(self, resp: FetchResponse) -> bool:
+        return any(p.error != ErrorCode.NONE for t in resp.topics for p in t.partitions)
+
+    # -- metadata and offsets ---------------------------------------------------------------
+
+    def metadata(self, req: MetadataRequest) -> MetadataResponse:
+        meta = self.node.meta
+        brokers = tuple(
+            BrokerInfo(id=b.id, host=b.host, port=b.port, rack=b.rack)
+            for _, b in sorted(meta.brokers.items())
+        )
+        names = sorted(meta.topics) if req.topics is None else list(req.topics)
+        topics = []
+        for name in names:
+            t = meta.topics.get(name)
+            if t is None:
+                topics.append(
+                    WireTopicInfo(
+                        name=name,
+                        error=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                        partitions=(),
+                        replication_factor=0,
+                        config={},
+                    )
+                )
+                continue
+            parts = []
+            for pi in t.partitions:
+                v = self.node.partition_view(pi)
+                err = ErrorCode.NONE if v.leader is not None else ErrorCode.LEADER_NOT_AVAILABLE
+                parts.append(
+                    PartitionInfo(
+                        partition=pi.partition,
+                        leader=v.leader,
+                        leader_term=v.leader_term,
+                        replicas=v.replicas,
+                        error=err,
+                    )
+                )
+            topics.append(
+                WireTopicInfo(
+                    name=name,
+                    error=ErrorCode.NONE,
+                    partitions=tuple(parts),
+                    replication_factor=t.replication_factor,
+                    config=dict(t.config),
+                )
+            )
+        return MetadataResponse(
+            cluster_id=meta.cluster_id,
+            controller=self.node.controller,
+            brokers=brokers,
+            topics=tuple(topics),
+        )
+
+    def api_versions(self) -> ApiVersionsResponse:
+        apis = tuple(
+            ApiVersionRange(api_key=int(k), min_version=lo, max_version=hi)
+            for k, (lo, hi) in SUPPORTED_VERSIONS.items()
+        )
+        return ApiVersionsResponse(
+            apis=apis, node_id=self.node.config.node_id, cluster_id=self.node.meta.cluster_id
+        )
+
+    def _list_offsets(self, req: ListOffsetsRequest) -> ListOffsetsResponse:
+        topics = []
+        for t in req.topics:
+            parts = []
+            for lp in t.partitions:
+                err, off = self.node.list_offset(t.name, lp.partition, lp.timestamp)
+                parts.append(
+                    ListOffsetsPartitionResult(
+                        partition=lp.partition, error=err, offset=off, timestamp=-1
+                    )
+                )
+            topics.append(ListOffsetsTopicResult(name=t.name, partitions=tuple(parts)))
+        return ListOffsetsResponse(topics=tuple(topics))
+
+    # -- topics -----------------------------------------------------------------------------
+
+    def _create_topics(
+        self, token: int, header: RequestHeader, req: CreateTopicsRequest
+    ) -> Reply | None:
+        results: list[object] = []
+        live = len(self.node.meta.brokers)
+        problem: tuple[ErrorCode, str | None] | None
+        for slot, nt in enumerate(req.topics):
+            problem = _check_new_topic(
+                nt.name, nt.partitions, nt.replication_factor, dict(nt.config)
+            )
+            if problem is None and nt.replication_factor > live:
+                problem = (
+                    ErrorCode.NOT_ENOUGH_REPLICAS,
+                    f"replication factor {nt.replication_factor} needs that many brokers; "
+                    f"{live} registered",
+                )
+            if problem is None and nt.name in self.node.meta.topics:
+                problem = (ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {nt.name!r} already exists")
+            if problem is None:
+                err, msg = self.node.create_topic(
+                    token, slot, nt.name, nt.partitions, nt.replication_factor, dict(nt.config)
+                )
+                problem = None if err == ErrorCode.NONE else (err, msg)
+            results.append(None if problem is None else (*problem, None))
+        return self._park(token, header, req, results)
+
+    def _delete_topics(
+        self, token: int, header: RequestHeader, req: DeleteTopicsRequest
+    ) -> Reply | None:
+        results: list[object] = []
+        for slot, name in enumerate(req.names):
+            err, msg = self.node.delete_topic(token, slot, name)
+            results.append(None if err == ErrorCode.NONE else (err, msg, None))
+        return self._park(token, header, req, results)
+
+    def _init_producer_id(
+        self, token: int, header: RequestHeader, req: InitProducerIdRequest
+    ) -> Reply | None:
+        corr = header.correlation_id
+        if req.transactional_id is not None:
+            return Reply(
+                corr, ErrorCode.INVALID_REQUEST, "transactions are not supported yet", None
+            )
+        if req.producer_id >= 0:
+            # KIP-360: an idempotent producer bumps its epoch after a batch failed for good.
+            if req.producer_epoch < 0:
+                return Reply(corr, ErrorCode.INVALID_REQUEST, "producer_epoch must be >= 0", None)
+            if req.producer_epoch < MAX_EPOCH:
+                body = InitProducerIdResponse(
+                    producer_id=req.producer_id, producer_epoch=req.producer_epoch + 1
+                )
+                return Reply(corr, ErrorCode.NONE, None, body)
+        self.node.init_producer_id(token, 0)
+        return self._park(token, header, req, [None])
+
+
+def _check_new_topic(
+    name: str, partitions: int, rf: int, config: dict[str, str]
+) -> tuple[ErrorCode, str] | None:
+    bad = validate_topic_name(name)
+    if bad is not None:
+        return ErrorCode.INVALID_TOPIC, bad
+    if not 1 <= partitions <= 10_000:
+        return ErrorCode.INVALID_PARTITIONS, f"partitions must be 1..10000, got {partitions}"
+    if rf < 1:
+        return ErrorCode.INVALID_REPLICATION_FACTOR, f"replication factor must be >= 1, got {rf}"
+    bad = validate_topic_config(config)
+    if bad is not None:
+        return ErrorCode.INVALID_CONFIG, bad
+    return None
+
+
+def _topic_results(names: list[str], results: list[object]) -> tuple[TopicResult, ...]:
+    out = []
+    for name, r in zip(names, results, strict=True):
+        assert isinstance(r, tuple)
+        out.append(TopicResult(name=name, error=r[0], message=r[1]))
+    return tuple(out)
+
+
+def _produce_response(req: ProduceRequest, results: list[object]) -> ProduceResponse:
+    topics = []
+    i = 0
+    for t in req.topics:
+        parts = []
+        for pp in t.partitions:
+            r = results[i]
+            i += 1
+            assert isinstance(r, tuple)
+            err, msg, value = r
+            base = value.base_offset if isinstance(value, ApplyResult) else -1
+            if isinstance(value, ApplyResult) and value.error != ErrorCode.NONE:
+                err = value.error
+            parts.append(
+                ProducePartitionResult(
+                    partition=pp.partition,
+                    error=err,
+                    message=msg,
+                    base_offset=base,
+                    log_start_offset=0,
+                )
+            )
+        topics.append(ProduceTopicResult(name=t.name, partitions=tuple(parts)))
+    return ProduceResponse(topics=tuple(topics))
+
+
+def _fetch_partition(partition: int, r: FetchResult) -> FetchPartitionResult:
+    return FetchPartitionResult(
+        partition=partition,
+        error=r.error,
+        message=r.message,
+        high_watermark=r.high_watermark,
+        last_stable_offset=r.last_stable_offset,
+        log_start_offset=r.log_start_offset,
+        batches=tuple(FetchedBatch(base_offset=b, data=d) for b, d in r.batches),
+    )

@@ -1,0 +1,236 @@
+"""The driver: the one Trio task that owns the BrokerNode and runs its rounds.
+
+Loop: take every operation that arrived (client requests, abandons, ticks), start them on the
+node, then while the node has work run a round: send the messages that may go now, write the
+round's Readies of all groups plus the state machines' writes as ONE synced write, then tell
+the node it is durable, send the acknowledgements that had to wait, apply, and answer. After a
+round it checkpoints, so connection tasks can queue more: requests that arrive while a round
+is being written go together into the next one (group commit, across partitions and clients).
+
+Fetches that do not yet have `min_bytes` are parked and re-run after every round that moved a
+high watermark, until they have enough or their `max_wait_ms` passes.
+
+With the durability audit on (tests), every committed entry a round applies, and so every
+acknowledgement it causes, is checked to be durable first; `unsafe_ack_before_sync` plants the
+classic bug (the node is told "persisted" before the write) so tests can see the audit fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import trio
+
+from broker.core.node import BrokerNode, Envelope, Round
+from broker.core.requests import Reply, RequestHandler
+from broker.runtime.groups import encode_offset_value
+from broker.runtime.store import RocksStore, WriteRound
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import FetchRequest, Request
+from broker.wire.protocol import RequestHeader
+
+
+@dataclass(eq=False)
+class Op:
+    """One client request in flight: answered once `reply` is set and `done` fires."""
+
+    header: RequestHeader
+    request: Request
+    token: int = 0
+    reply: Reply | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+    deadline: float = math.inf
+    """Absolute Trio time until which a parked fetch may wait for data."""
+    expires_at: float = math.inf
+    """Absolute Trio time after which a produce or topic request is answered REQUEST_TIMED_OUT."""
+
+    def resolve(self, reply: Reply) -> None:
+        if self.reply is None:
+            self.reply = reply
+            self.done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStats:
+    rounds: int
+    rounds_written: int
+    ops: int
+    parked_fetches: int
+    pending: int
+
+
+class Driver:
+    def __init__(
+        self,
+        node: BrokerNode,
+        store: RocksStore,
+        *,
+        unsafe_ack_before_sync: bool = False,
+    ) -> None:
+        self.node = node
+        self.handler = RequestHandler(node)
+        self.store = store
+        self.audit = store.audit
+        self.unsafe_ack_before_sync = unsafe_ack_before_sync
+        self._inbox: deque[Op] = deque()
+        self._abandoned: deque[Op] = deque()
+        self._ticks = 0
+        self._wake = trio.Event()
+        self._tokens = itertools.count(1)
+        self._ops: dict[int, Op] = {}
+        self._parked: list[Op] = []
+        self.rounds = 0
+        self.rounds_written = 0
+        self.ops_started = 0
+        self.hw_moved = trio.Event()
+        self.undeliverable = 0
+
+    # -- inputs (from other tasks) ------------------------------------------------------------
+
+    def submit(self, op: Op) -> None:
+        op.token = next(self._tokens)
+        self._inbox.append(op)
+        self._wake.set()
+
+    def abandon(self, op: Op) -> None:
+        """The request's time is up: answer with what is done (REQUEST_TIMED_OUT for the rest)."""
+        self._abandoned.append(op)
+        self._wake.set()
+
+    def tick(self) -> None:
+        self._ticks += 1
+        self._wake.set()
+
+    def stats(self) -> DriverStats:
+        return DriverStats(
+            self.rounds,
+            self.rounds_written,
+            self.ops_started,
+            len(self._parked),
+            self.handler.pending,
+        )
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        node = self.node
+        while True:
+            if not (self._inbox or self._abandoned or self._ticks or node.has_work()):
+                with trio.move_on_at(self.next_deadline()):
+                    await self._wake.wait()
+            self._wake = trio.Event()
+            self._absorb()
+            while node.has_work():
+                self._round()
+            self._expire_parked()
+            await trio.lowlevel.checkpoint()
+
+    def _absorb(self) -> None:
+        node = self.node
+        for _ in range(self._ticks):
+            node.tick()
+        self._ticks = 0
+        while self._inbox:
+            self._start(self._inbox.popleft())
+        while self._abandoned:
+            op = self._abandoned.popleft()
+            if op.reply is None and self._ops.pop(op.token, None) is not None:
+                reply = self.handler.abandon(op.token)
+                if reply is not None:
+                    op.resolve(reply)
+
+    def _start(self, op: Op) -> None:
+        self.ops_started += 1
+        req = op.request
+        if isinstance(req, FetchRequest):
+            self._fetch(op, req, final=req.max_wait_ms <= 0)
+            return
+        reply = self.handler.handle(op.token, op.header, req)
+        if reply is not None:
+            op.resolve(reply)
+        else:
+            self._ops[op.token] = op
+
+    def _fetch(self, op: Op, req: FetchRequest, *, final: bool) -> bool:
+        body, size = self.handler.fetch(req)
+        if final or size >= req.min_bytes or self.handler.fetch_has_error(body):
+            op.resolve(Reply(op.header.correlation_id, ErrorCode.NONE, None, body))
+            return True
+        if op.deadline == math.inf:
+            op.deadline = trio.current_time() + req.max_wait_ms / 1000
+            self._parked.append(op)
+        return False
+
+    def _expire_parked(self) -> None:
+        if not self._parked:
+            return
+        now = trio.current_time()
+        keep = []
+        for op in self._parked:
+            if op.reply is not None:
+                continue
+            req = op.request
+            assert isinstance(req, FetchRequest)
+            if not self._fetch(op, req, final=now >= op.deadline):
+                keep.append(op)
+        self._parked = keep
+
+    def next_deadline(self) -> float:
+        return min((op.deadline for op in self._parked), default=math.inf)
+
+    def _round(self) -> None:
+        node = self.node
+        rnd = node.start_round()
+        self.rounds += 1
+        self._send(rnd.messages)
+        wr = self._write_round(rnd)
+        if self.unsafe_ack_before_sync:
+            after, completions = node.finish_round(rnd)
+            self._audit(rnd)
+            self.store.commit(wr)
+        else:
+            self.store.commit(wr)
+            self.rounds_written += 1
+            after, completions = node.finish_round(rnd)
+            self._audit(rnd)
+        self._send(after)
+        for token, reply in self.handler.complete(completions):
+            op = self._ops.pop(token, None)
+            if op is not None:
+                op.resolve(reply)
+        if any(rd.committed_entries for _, rd in rnd.readies):
+            self.hw_moved.set()
+            self.hw_moved = trio.Event()
+            self._expire_parked()
+
+    def _write_round(self, rnd: Round) -> WriteRound:
+        store = self.store
+        wr = WriteRound()
+        for gid, rd in rnd.readies:
+            wr.add_ready(store.group(gid), rd)
+        for gid, state in rnd.apply_states:
+            wr.put_apply(gid, state)
+        for gid, base, raft_index, max_ts in rnd.new_offsets:
+            wr.put_offset(gid, base, encode_offset_value(raft_index, max_ts))
+        for gid in rnd.dropped_groups:
+            if store.has_group(gid):
+                store.delete_group(gid)
+        return wr
+
+    def _audit(self, rnd: Round) -> None:
+        """Every entry applied this round (and so every acknowledgement it causes) and every
+        vote sent after it must be durable now."""
+        audit = self.audit
+        if audit is None:
+            return
+        for gid, rd in rnd.readies:
+            for e in rd.committed_entries:
+                audit.assert_durable(gid, e.index)
+
+    def _send(self, envelopes: list[Envelope]) -> None:
+        """Peer messages. A single-node cluster has none; the peer transport arrives with
+        replication, until then any are counted and dropped."""
+        self.undeliverable += len(envelopes)

@@ -1,0 +1,69 @@
+"""A small HTTP/1.1 endpoint for orchestrators: /healthz, /readyz (and later /metrics).
+
+One request per connection, bounded (8 KiB of request head, 5 s to send it); answers are
+plain text. /healthz is 200 while the process serves; /readyz is 200 once the broker has
+caught up with the metadata log and every partition it hosts has a leader, else 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import trio
+
+MAX_HEAD_BYTES = 8 * 1024
+HEAD_TIMEOUT_S = 5.0
+
+Route = Callable[[], tuple[int, str]]
+
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    400: "Bad Request",
+    503: "Service Unavailable",
+}
+
+
+class HttpEndpoint:
+    def __init__(self, routes: dict[str, Route]) -> None:
+        self.routes = routes
+
+    async def serve(self, listeners: list[trio.SocketListener]) -> None:
+        await trio.serve_listeners(self.handle, listeners)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        try:
+            status, body = await self._respond(stream)
+            head = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                f"Content-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body.encode())}\r\nConnection: close\r\n\r\n"
+            )
+            await stream.send_all(head.encode() + body.encode())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client hung up
+        finally:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await trio.aclose_forcefully(stream)
+
+    async def _respond(self, stream: trio.SocketStream) -> tuple[int, str]:
+        buf = b""
+        with trio.move_on_after(HEAD_TIMEOUT_S):
+            while b"\r\n\r\n" not in buf and len(buf) < MAX_HEAD_BYTES:
+                data = await stream.receive_some(4096)
+                if not data:
+                    break
+                buf += data
+        line = buf.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return 400, "bad request\n"
+        method, target = parts[0], parts[1].split("?", 1)[0]
+        route = self.routes.get(target)
+        if route is None:
+            return 404, "not found\n"
+        if method not in ("GET", "HEAD"):
+            return 405, "use GET\n"
+        return route()

@@ -1,0 +1,731 @@
+"""RocksStore: the broker's one RocksDB database (`<data_dir>/db`), in rocksdict raw mode.
+
+Column families (names and keys in codec.py; commit planning in plan.py):
+- `raft_log`   group + index -> entry (term, kind, crc32, payload);
+- `raft_state` group -> hard state;
+- `raft_confs` group + index -> (term at index, configuration): the base configuration at
+  first_index() - 1 (the lowest key of the group, so it also records the log's offset and its
+  term) and every CONF entry, so opening never scans a log;
+- `snapshots`  group + 0 -> snapshot metadata (its presence means the group exists),
+  group + 1 -> snapshot data;
+- `apply`      group -> the state machine's opaque apply state;
+- `offsets`    group + u64 key -> the partition's opaque offset-index records;
+- `meta`       identity: node_id, format_version, cluster_id, incarnation, created_at.
+
+Durability: `commit(round)` / `await commit_async(round)` do ONE `db.write(WriteBatch)` and make
+it durable before the groups' in-memory views change and before they return. Mode `inline`
+writes with sync=True on the calling thread (holding the GIL, so it stalls the event loop for
+the sync); mode `flush_wal_thread` writes with sync=False, then runs `flush_wal(True)` in a
+worker thread (the GIL is released while it syncs). A round whose only change is a higher
+commit index or state-machine data is written without a sync (Ready.must_sync semantics).
+A failed write leaves the store failed: every later write raises (fail-stop). At most one
+commit is in flight; reads are allowed meanwhile and see the views as of the last durable
+commit (RocksDB may already hold the in-flight round's keys).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import trio
+from rocksdict import (
+    ColumnFamily,
+    DbClosedError,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
+
+from broker.core.raft import ConfState, HardState, SnapshotMeta
+from broker.runtime.audit import DurabilityAudit
+from broker.runtime.store import codec as c
+from broker.runtime.store.codec import (
+    CF_APPLY,
+    CF_CONFS,
+    CF_LOG,
+    CF_META,
+    CF_OFFSETS,
+    CF_SNAPSHOTS,
+    CF_STATE,
+    COLUMN_FAMILIES,
+)
+from broker.runtime.store.errors import (
+    CorruptEntryError,
+    CorruptRecordError,
+    StoreClosedError,
+    StoreError,
+    StoreIdentityError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
+from broker.runtime.store.group import GroupStorage
+from broker.runtime.store.plan import Plan, build_plan, put_snapshot
+from broker.runtime.store.round import OP_ENTRIES, OP_HARD_STATE, WriteRound
+
+FORMAT_VERSION = 1
+"""On-disk format version, recorded at creation; a store of another version is refused."""
+
+Durability = Literal["inline", "flush_wal_thread"]
+DURABILITY_MODES: tuple[Durability, ...] = ("inline", "flush_wal_thread")
+
+_LOCK_FILE = "sluice.lock"
+
+
+@contextlib.contextmanager
+def _wrapped(what: str) -> Iterator[None]:
+    """Translate rocksdict's bare exceptions into StoreError (ours pass through)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except DbClosedError as exc:
+        raise StoreClosedError(f"{what}: the store is closed") from exc
+    except Exception as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+
+
+class RocksStore:
+    """One broker's store; `RocksStore.open(data_dir, node_id, ...)` (or the constructor).
+    Not thread-safe: one Trio task drives the writes; reads may come from any task of the
+    same thread."""
+
+    # -- open / close -------------------------------------------------------------------------
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        node_id: int,
+        *,
+        create_if_missing: bool = True,
+        durability: Durability = "inline",
+        member_codec: c.MemberCodec = c.DEFAULT_MEMBER_CODEC,
+        entry_cache_bytes: int = 1 << 20,
+        audit: bool | DurabilityAudit = False,
+        new_incarnation: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (or create) the store of `node_id` under `data_dir`.
+
+        Raises StoreLockedError if another open store holds the directory, StoreNotFoundError
+        if it holds no store and `create_if_missing` is false, StoreIdentityError if it
+        belongs to another node id or format version. `new_incarnation` (default: 64 random
+        bits) and `clock` are used only at creation. `entry_cache_bytes` bounds each group's
+        cache of recent entries. `audit` switches the durability audit on (tests)."""
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        c.check_u64(node_id, "node id")
+        self._path = Path(data_dir)
+        self._durability: Durability = durability
+        self._codec = member_codec
+        self._cache_limit = max(0, entry_cache_bytes)
+        if isinstance(audit, DurabilityAudit):
+            self._audit: DurabilityAudit | None = audit
+        else:
+            self._audit = DurabilityAudit() if audit else None
+        self._db: Rdict | None = None
+        self._views: dict[str, Rdict] = {}
+        self._handles: dict[str, ColumnFamily] = {}
+        self._groups: dict[int, GroupStorage] = {}
+        self._lock_fd: int | None = None
+        self._seq = 0
+        self._in_flight = False
+        self._failed: BaseException | None = None
+        self._wo_sync = WriteOptions()
+        self._wo_sync.sync = True
+        self._wo_nosync = WriteOptions()
+        self._wo_nosync.sync = False
+        self._node_id = node_id
+        self._incarnation = 0
+        self._created_at = 0.0
+        self._cluster_id: str | None = None
+        try:
+            self._open(node_id, create_if_missing, new_incarnation, clock)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        node_id: int,
+        *,
+        create_if_missing: bool = True,
+        durability: Durability = "inline",
+        member_codec: c.MemberCodec = c.DEFAULT_MEMBER_CODEC,
+        entry_cache_bytes: int = 1 << 20,
+        audit: bool | DurabilityAudit = False,
+        new_incarnation: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> RocksStore:
+        """Open (or create) a store; see the constructor."""
+        return cls(
+            data_dir,
+            node_id,
+            create_if_missing=create_if_missing,
+            durability=durability,
+            member_codec=member_codec,
+            entry_cache_bytes=entry_cache_bytes,
+            audit=audit,
+            new_incarnation=new_incarnation,
+            clock=clock,
+        )
+
+    def _open(
+        self,
+        node_id: int,
+        create_if_missing: bool,
+        new_incarnation: Callable[[], int] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        db_path = self._path / "db"
+        if not self._path.is_dir() or not (db_path / "CURRENT").exists():
+            if not create_if_missing:
+                raise StoreNotFoundError(f"no Sluice store in {self._path}")
+            try:
+                self._path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create data directory {self._path}: {exc}") from exc
+        self._lock()
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(create_if_missing)
+        opts.create_missing_column_families(True)
+        opts.set_max_background_jobs(2)
+        opts.set_keep_log_file_num(4)
+        opts.set_max_total_wal_size(256 << 20)
+        cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
+        try:
+            self._db = Rdict(str(db_path), opts, column_families=cfs)
+        except Exception as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLockedError(
+                    f"the RocksDB database in {self._path} is in use by another open store: {exc}"
+                ) from exc
+            raise StoreError(f"cannot open the RocksDB database in {db_path}: {exc}") from exc
+        with _wrapped("open column families"):
+            for name in COLUMN_FAMILIES:
+                self._views[name] = self._db.get_column_family(name)
+                self._handles[name] = self._db.get_column_family_handle(name)
+            # What recovery replayed from the WAL may not have been synced before a crash.
+            self._db.flush_wal(True)
+        self._load_identity(node_id, new_incarnation, clock)
+        self._load_groups()
+
+    def _lock(self) -> None:
+        path = self._path / _LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLockedError(
+                f"data directory {self._path} is in use by another open store (pid {holder}); "
+                "stop that broker or use another data directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Close the database and release the directory lock (idempotent). CF views and
+        handles are dropped first: a live one would keep RocksDB's LOCK held. Refused while
+        a commit is in flight (its flush still uses the database)."""
+        if self._in_flight:
+            raise StoreError("cannot close the store while a commit is in flight")
+        while self._views:
+            with contextlib.suppress(Exception):
+                self._views.popitem()[1].close()
+        self._handles.clear()
+        for group in self._groups.values():
+            group._deleted = True
+        self._groups.clear()
+        db, self._db = self._db, None
+        if db is not None:
+            with _wrapped("close"):
+                db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> RocksStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    # -- identity -----------------------------------------------------------------------------
+
+    def _meta_int(self, key: bytes) -> int | None:
+        value = self._get(CF_META, key)
+        if value is None:
+            return None
+        body = c.unseal(value, f"meta {key.decode()}")
+        if len(body) != 8:
+            raise CorruptRecordError(f"meta {key.decode()}", "not a u64")
+        return int(c.U64.unpack(body)[0])
+
+    def _load_identity(
+        self, node_id: int, new_incarnation: Callable[[], int] | None, clock: Callable[[], float]
+    ) -> None:
+        stored = self._meta_int(b"node_id")
+        if stored is None:
+            for name in (*COLUMN_FAMILIES, "default"):
+                with _wrapped("scan"):
+                    view = self._db if name == "default" else self._views[name]
+                    found = next(iter(view.keys()), None) is not None  # type: ignore[union-attr]
+                    del view
+                    if found:
+                        raise StoreIdentityError(
+                            f"{self._path} holds data but no identity record; "
+                            "it was not created by Sluice"
+                        )
+            incarnation = new_incarnation() if new_incarnation else secrets.randbits(64)
+            c.check_u64(incarnation, "incarnation")
+            created_ms = int(clock() * 1000)
+            wb = WriteBatch(raw_mode=True)
+            for key, value in (
+                (b"node_id", node_id),
+                (b"format_version", FORMAT_VERSION),
+                (b"incarnation", incarnation),
+                (b"created_at", max(0, created_ms)),
+            ):
+                wb.put(key, c.seal(c.U64.pack(value)), self._handles[CF_META])
+            self._write_now(wb)
+            stored = node_id
+        version = self._meta_int(b"format_version")
+        if version != FORMAT_VERSION:
+            raise StoreIdentityError(
+                f"{self._path} has on-disk format version {version}; this broker reads format "
+                f"{FORMAT_VERSION}: migrate the directory or use another one"
+            )
+        if stored != node_id:
+            raise StoreIdentityError(
+                f"{self._path} belongs to node {stored}, but this broker is node {node_id}: "
+                "start it with that node id or use another data directory"
+            )
+        self._node_id = stored
+        self._incarnation = self._meta_int(b"incarnation") or 0
+        self._created_at = (self._meta_int(b"created_at") or 0) / 1000.0
+        raw = self._get(CF_META, b"cluster_id")
+        self._cluster_id = c.unseal(raw, "meta cluster_id").decode() if raw is not None else None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def node_id(self) -> int:
+        return self._node_id
+
+    @property
+    def incarnation(self) -> int:
+        """A random 64-bit id drawn when the store was created: a broker whose directory was
+        lost comes back as a new incarnation."""
+        return self._incarnation
+
+    @property
+    def created_at(self) -> float:
+        """Creation time, seconds since the epoch (millisecond precision)."""
+        return self._created_at
+
+    @property
+    def cluster_id(self) -> str | None:
+        return self._cluster_id
+
+    @property
+    def durability(self) -> Durability:
+        return self._durability
+
+    @property
+    def audit(self) -> DurabilityAudit | None:
+        return self._audit
+
+    @property
+    def commit_in_flight(self) -> bool:
+        """A commit wrote its batch and waits for its sync (writes are refused meanwhile)."""
+        return self._in_flight
+
+    def record_cluster_id(self, cluster_id: str) -> None:
+        """Record the cluster this broker joined (write once, synced). Recording the same id
+        again is a no-op; another id raises StoreIdentityError."""
+        if self._cluster_id is not None:
+            if self._cluster_id != cluster_id:
+                raise StoreIdentityError(
+                    f"{self._path} belongs to cluster {self._cluster_id!r}, "
+                    f"not {cluster_id!r}: use another data directory"
+                )
+            return
+        if not cluster_id:
+            raise StoreError("a cluster id must not be empty")
+        wb = WriteBatch(raw_mode=True)
+        wb.put(b"cluster_id", c.seal(cluster_id.encode()), self._handles[CF_META])
+        self._write_now(wb)
+        self._cluster_id = cluster_id
+
+    # -- groups -------------------------------------------------------------------------------
+
+    def _load_groups(self) -> None:
+        with _wrapped("list groups"):
+            keys: list[bytes] = [
+                k
+                for k in self._views[CF_SNAPSHOTS].keys(backwards=False)
+                if isinstance(k, bytes) and len(k) == c.SNAP_KEY.size and k[-1] == c.SNAP_META
+            ]
+        for key in keys:
+            g = c.SNAP_KEY.unpack(key)[0]
+            value = self._get(CF_SNAPSHOTS, key)
+            assert value is not None
+            meta = c.decode_snapshot_meta(self._codec, value, f"group {g} snapshot metadata")
+            group = self._load_group(g, meta)
+            self._groups[g] = group
+            if self._audit is not None:
+                self._audit.seed(g, group._last, group._hs)
+
+    def _load_group(self, g: int, meta: SnapshotMeta) -> GroupStorage:
+        records = self._range(CF_CONFS, c.group_key(g), c.group_end(g))
+        if not records:
+            raise CorruptRecordError(f"group {g} configuration history", "missing")
+        confs: list[tuple[int, ConfState]] = []
+        terms: list[int] = []
+        for key, value in records:
+            index = c.index_of(key)
+            term, conf = c.decode_conf_record(self._codec, value, f"group {g} conf {index}")
+            confs.append((index, conf))
+            terms.append(term)
+        offset, offset_term = confs[0][0], terms[0]
+        last, tail = offset, None
+        first_rec = self._seek(CF_LOG, c.indexed_key(g, 0), backwards=False)
+        if first_rec is not None and first_rec[0][:8] == c.group_key(g):
+            if c.index_of(first_rec[0]) != offset + 1:
+                raise CorruptEntryError(g, offset + 1, "missing")
+            last_rec = self._seek(CF_LOG, c.group_end(g), backwards=True)
+            assert last_rec is not None
+            last = c.index_of(last_rec[0])
+            tail = c.decode_entry(self._codec, g, last, last_rec[1])
+        raw_hs = self._get(CF_STATE, c.group_key(g))
+        hs = (
+            c.decode_hard_state(self._codec, raw_hs, f"group {g} hard state")
+            if raw_hs is not None
+            else HardState()
+        )
+        return GroupStorage(
+            self,
+            g,
+            offset=offset,
+            offset_term=offset_term,
+            last=last,
+            hard_state=hs,
+            snap_meta=meta,
+            confs=confs,
+            cache_limit=self._cache_limit,
+            tail=tail,
+        )
+
+    def group_ids(self) -> list[int]:
+        return sorted(self._groups)
+
+    def has_group(self, group_id: int) -> bool:
+        return group_id in self._groups
+
+    def group(self, group_id: int) -> GroupStorage:
+        """The storage of an existing group (StoreError if there is none)."""
+        try:
+            return self._groups[group_id]
+        except KeyError:
+            self._check_open()
+            raise StoreError(f"no Raft group {group_id} in this store") from None
+
+    def create_group(self, group_id: int, conf: ConfState | None = None) -> GroupStorage:
+        """Create an empty group whose initial configuration is `conf` (synced write), like
+        MemoryStorage(conf). StoreError if it exists."""
+        self._check_writable()
+        c.check_u64(group_id, "group id")
+        if group_id in self._groups:
+            raise StoreError(f"Raft group {group_id} already exists")
+        base = conf if conf is not None else ConfState(frozenset())
+        meta = SnapshotMeta(0, 0, base)
+        wb = WriteBatch(raw_mode=True)
+        self._delete_group_records(wb, group_id)  # leftovers of an interrupted deletion
+        put_snapshot(wb, self._handles[CF_SNAPSHOTS], self._codec, group_id, meta, b"")
+        wb.put(
+            c.indexed_key(group_id, 0),
+            c.encode_conf_record(self._codec, 0, base),
+            self._handles[CF_CONFS],
+        )
+        self._write_now(wb)
+        group = GroupStorage(
+            self,
+            group_id,
+            offset=0,
+            offset_term=0,
+            last=0,
+            hard_state=HardState(),
+            snap_meta=meta,
+            confs=[(0, base)],
+            cache_limit=self._cache_limit,
+        )
+        self._groups[group_id] = group
+        if self._audit is not None:
+            self._audit.seed(group_id, 0, HardState())
+        return group
+
+    def delete_group(self, group_id: int) -> None:
+        """Delete every record of the group, its apply state and offset index (synced)."""
+        self._check_writable()
+        group = self.group(group_id)
+        wb = WriteBatch(raw_mode=True)
+        self._delete_group_records(wb, group_id)
+        self._write_now(wb)
+        group._deleted = True
+        del self._groups[group_id]
+
+    def _delete_group_records(self, wb: WriteBatch, group_id: int) -> None:
+        lo, hi = c.group_key(group_id), c.group_end(group_id)
+        for name in (CF_LOG, CF_STATE, CF_CONFS, CF_SNAPSHOTS, CF_APPLY, CF_OFFSETS):
+            wb.delete_range(lo, hi, self._handles[name])
+
+    # -- state-machine data -------------------------------------------------------------------
+
+    def read_apply(self, group_id: int) -> bytes | None:
+        """The group's apply state as of the last commit that wrote one (None: never)."""
+        return self._get(CF_APPLY, c.group_key(group_id))
+
+    def read_offset(self, group_id: int, key: int) -> bytes | None:
+        return self._get(CF_OFFSETS, c.indexed_key(group_id, key))
+
+    def offset_floor(self, group_id: int, key: int) -> tuple[int, bytes] | None:
+        """The group's offset-index record with the greatest key <= `key`, if any."""
+        found = self._seek(CF_OFFSETS, c.indexed_key(group_id, key), backwards=True)
+        if found is None or found[0][:8] != c.group_key(group_id):
+            return None
+        return c.index_of(found[0]), found[1]
+
+    def scan_offsets(
+        self, group_id: int, lo: int = 0, hi: int = c.MAX_U64 + 1, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The group's offset-index records with keys in [lo, hi), at most `limit` of them."""
+        end = c.indexed_key(group_id, hi) if hi <= c.MAX_U64 else c.group_end(group_id)
+        records = self._range(CF_OFFSETS, c.indexed_key(group_id, lo), end, limit)
+        return [(c.index_of(k), v) for k, v in records]
+
+    # -- commit -------------------------------------------------------------------------------
+
+    def commit(self, rnd: WriteRound) -> None:
+        """Write the round in one WriteBatch, make it durable, then update the views.
+        In flush_wal_thread mode the flush runs on this thread (GIL released meanwhile)."""
+        plan = self._prepare(rnd)
+        if plan.batch.is_empty():
+            return
+        self._in_flight = True
+        try:
+            self._write_plan(plan, sync=plan.needs_sync and self._durability == "inline")
+            if plan.needs_sync and self._durability == "flush_wal_thread":
+                token = self._flush_started()
+                self._flush_wal()
+                self._flush_completed(token)
+        finally:
+            self._in_flight = False
+        self._acknowledge(plan)
+
+    async def commit_async(self, rnd: WriteRound) -> None:
+        """As commit(); in flush_wal_thread mode the flush runs in a worker thread while the
+        event loop keeps running. Not cancellable once the write is issued (the views must
+        match the disk)."""
+        if self._durability == "inline":
+            self.commit(rnd)
+            # A checkpoint, as every Trio async call is one, but not a cancellation point:
+            # the round is committed and the caller must learn so.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        plan = self._prepare(rnd)
+        if plan.batch.is_empty():
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        self._in_flight = True
+        try:
+            with trio.CancelScope(shield=True):
+                self._write_plan(plan, sync=False)
+                if plan.needs_sync:
+                    await self._flush_async()
+        finally:
+            self._in_flight = False
+        self._acknowledge(plan)
+
+    async def _flush_async(self) -> None:
+        """flush_wal(True) in a worker thread; the audit counts only writes that had
+        returned when the flush started."""
+        token = self._flush_started()
+        await trio.to_thread.run_sync(self._flush_wal)
+        self._flush_completed(token)
+
+    def _flush_started(self) -> int:
+        return self._audit.flush_started() if self._audit is not None else self._seq
+
+    def _flush_completed(self, token: int) -> None:
+        if self._audit is not None:
+            self._audit.flush_completed(token)
+
+    def _flush_wal(self) -> None:
+        db = self._db
+        if db is None:
+            raise StoreClosedError("flush_wal: the store is closed")
+        try:
+            db.flush_wal(True)
+        except Exception as exc:
+            self._failed = exc
+            raise StoreError(f"flush_wal failed; the store is now failed: {exc}") from exc
+
+    def _prepare(self, rnd: WriteRound) -> Plan:
+        """Pass 1 (plan.py): the round's batch, validated; nothing written, no view changed."""
+        return build_plan(rnd, self, self._codec, self._handles)
+
+    def _write_plan(self, plan: Plan, *, sync: bool) -> None:
+        updates = [
+            (g, d.first_touched, d.last if d.first_touched is not None else None, d.hs)
+            for g, d in plan.drafts.items()
+        ]
+        self._write_batch(plan.batch, sync, updates)
+
+    def _write_batch(
+        self,
+        wb: WriteBatch,
+        sync: bool,
+        updates: list[tuple[int, int | None, int | None, HardState | None]],
+    ) -> None:
+        db = self._db
+        if db is None:
+            raise StoreClosedError("write: the store is closed")
+        try:
+            db.write(wb, self._wo_sync if sync else self._wo_nosync)
+        except Exception as exc:
+            self._failed = exc
+            raise StoreError(f"write failed; the store is now failed: {exc}") from exc
+        self._seq += 1
+        if self._audit is not None:
+            self._audit.write_returned(self._seq, updates)
+            if sync:
+                self._audit.synced(self._seq)
+
+    def _write_now(self, wb: WriteBatch) -> None:
+        """A synced write outside the round machinery (identity, group lifecycle, snapshots)."""
+        self._check_writable()
+        self._write_batch(wb, True, [])
+
+    def _acknowledge(self, plan: Plan) -> None:
+        """Pass 2, once the round is durable: update the views; the audit (when on) checks
+        that everything this commit now reports is durable."""
+        for op, group, payload in plan.installs:
+            if op == OP_ENTRIES:
+                group._v_append(payload)
+            elif op == OP_HARD_STATE:
+                group._v_set_hard_state(payload)
+            else:
+                group._v_apply_snapshot(payload)
+        audit = self._audit
+        if audit is not None:
+            for g, d in plan.drafts.items():
+                if d.first_touched is not None and d.last > 0:
+                    audit.assert_durable(g, d.last)
+                if d.hs is not None:
+                    audit.assert_hard_state_durable(g, d.hs.term, d.hs.vote)
+
+    def _check_open(self) -> None:
+        if self._db is None:
+            raise StoreClosedError(f"the store in {self._path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._failed is not None:
+            raise StoreError(f"the store failed earlier and refuses writes: {self._failed}")
+        if self._in_flight:
+            raise StoreError("a commit is in flight; writes are sequential")
+
+    # -- helpers for GroupStorage -------------------------------------------------------------
+
+    def _write_snapshot(self, group: GroupStorage, meta: SnapshotMeta, data: bytes) -> None:
+        self._check_writable()
+        wb = WriteBatch(raw_mode=True)
+        put_snapshot(wb, self._handles[CF_SNAPSHOTS], self._codec, group.group_id, meta, data)
+        self._write_now(wb)
+
+    def _write_compaction(
+        self, group: GroupStorage, index: int, term: int, conf: ConfState
+    ) -> None:
+        self._check_writable()
+        g = group.group_id
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(c.group_key(g), c.indexed_key(g, index + 1), self._handles[CF_LOG])
+        wb.delete_range(c.group_key(g), c.indexed_key(g, index + 1), self._handles[CF_CONFS])
+        record = c.encode_conf_record(self._codec, term, conf)
+        wb.put(c.indexed_key(g, index), record, self._handles[CF_CONFS])
+        self._write_now(wb)
+
+    def _snapshot_data(self, g: int, meta: SnapshotMeta) -> bytes:
+        value = self._get(CF_SNAPSHOTS, c.SNAP_KEY.pack(g, c.SNAP_DATA))
+        if value is None:
+            raise CorruptRecordError(f"group {g} snapshot {meta.index} data", "missing")
+        return c.unseal(value, f"group {g} snapshot {meta.index} data")
+
+    # Readers never bind a CF view, handle or iterator to a local name: a traceback that
+    # outlives the call would keep it alive, and with it RocksDB's LOCK after close().
+
+    def _log_range(self, g: int, lo: int, hi: int) -> Iterator[tuple[bytes, bytes]]:
+        """Log records [lo, hi) of group g, read lazily (the caller may stop early)."""
+        self._check_open()
+        ro = ReadOptions()
+        ro.set_iterate_upper_bound(c.indexed_key(g, hi))
+        with _wrapped(f"read group {g} log"):
+            yield from self._views[CF_LOG].items(from_key=c.indexed_key(g, lo), read_opt=ro)
+
+    def _get(self, cf: str, key: bytes) -> bytes | None:
+        self._check_open()
+        with _wrapped(f"get from {cf}"):
+            value = self._views[cf].get(key)
+        assert value is None or isinstance(value, bytes)
+        return value
+
+    def _seek(self, cf: str, key: bytes, *, backwards: bool) -> tuple[bytes, bytes] | None:
+        """The first record at or after `key` (backwards: the last at or before it)."""
+        self._check_open()
+        with _wrapped(f"seek in {cf}"):
+            for k, v in self._views[cf].items(backwards=backwards, from_key=key):
+                return k, v  # type: ignore[return-value]
+        return None
+
+    def _range(
+        self, cf: str, lo: bytes, hi: bytes, limit: int | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """Records of `cf` with keys in [lo, hi) (an upper-bound iterator), at most `limit`."""
+        self._check_open()
+        ro = ReadOptions()
+        ro.set_iterate_upper_bound(hi)
+        out: list[tuple[bytes, bytes]] = []
+        with _wrapped(f"scan {cf}"):
+            for key, value in self._views[cf].items(from_key=lo, read_opt=ro):
+                out.append((key, value))  # type: ignore[arg-type]
+                if limit is not None and len(out) >= limit:
+                    break
+        return out

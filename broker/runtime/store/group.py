@@ -1,0 +1,296 @@
+"""GroupStorage: one Raft group's durable log, a LogStorage with MemoryStorage's semantics.
+
+In memory (loaded at open, updated only once a commit is durable): the log bounds
+(`offset` = first_index() - 1 and its term, `last`), the hard state, the snapshot's metadata,
+the configuration history, and a byte-bounded cache of the newest entries. The cache is always
+a contiguous run ending at `last` (empty, or `cache_lo .. last`); reads below it go to RocksDB
+with an upper-bound iterator and are CRC-checked. Invariants, as MemoryStorage:
+
+- entries are contiguous from first_index() to last_index();
+- term(i) is defined on [first_index() - 1, last_index()];
+- confs[0] is the configuration in effect at first_index() - 1 (its index is `offset`),
+  followed by every CONF entry of the log in index order.
+
+Writes go through a WriteRound; `append`, `set_hard_state` and `apply_snapshot` here are
+one-operation rounds committed synchronously (the tests' and tools' path, not the driver's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from broker.core.raft import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    InitialState,
+    LogCompacted,
+    LogUnavailable,
+    Snapshot,
+    SnapshotMeta,
+)
+from broker.core.raft.storage import limit_size
+from broker.core.raft.types import ENTRY_OVERHEAD_BYTES, entries_size
+from broker.runtime.store.codec import decode_entry, index_of
+from broker.runtime.store.errors import CorruptEntryError, StoreError
+from broker.runtime.store.round import WriteRound
+
+if TYPE_CHECKING:
+    from broker.runtime.store.db import RocksStore
+
+
+class GroupStorage:
+    """The durable log of one Raft group inside a RocksStore (obtained from the store)."""
+
+    __slots__ = (
+        "_cache",
+        "_cache_bytes",
+        "_cache_limit",
+        "_cache_lo",
+        "_confs",
+        "_deleted",
+        "_hs",
+        "_last",
+        "_offset",
+        "_offset_term",
+        "_snap_meta",
+        "_store",
+        "group_id",
+    )
+
+    def __init__(
+        self,
+        store: RocksStore,
+        group_id: int,
+        *,
+        offset: int,
+        offset_term: int,
+        last: int,
+        hard_state: HardState,
+        snap_meta: SnapshotMeta,
+        confs: list[tuple[int, ConfState]],
+        cache_limit: int,
+        tail: Entry | None = None,
+    ) -> None:
+        assert confs and confs[0][0] == offset, "confs[0] is the configuration at offset"
+        self._store = store
+        self.group_id = group_id
+        self._offset = offset
+        self._offset_term = offset_term
+        self._last = last
+        self._hs = hard_state
+        self._snap_meta = snap_meta
+        self._confs = confs
+        self._cache_limit = cache_limit
+        self._cache: list[Entry] = [tail] if tail is not None else []
+        self._cache_lo = last + 1 - len(self._cache)
+        self._cache_bytes = entries_size(self._cache)
+        self._deleted = False
+
+    def __repr__(self) -> str:
+        return (
+            f"GroupStorage(group={self.group_id}, first={self._offset + 1}, last={self._last}, "
+            f"cached={len(self._cache)})"
+        )
+
+    # -- LogStorage ---------------------------------------------------------------------------
+
+    def initial_state(self) -> InitialState:
+        return InitialState(self._hs, list(self._confs))
+
+    def first_index(self) -> int:
+        return self._offset + 1
+
+    def last_index(self) -> int:
+        return self._last
+
+    def term(self, index: int) -> int:
+        if index < self._offset:
+            raise LogCompacted(index)
+        if index > self._last:
+            raise LogUnavailable(index)
+        if index >= self._cache_lo:
+            return self._cache[index - self._cache_lo].term
+        if index == self._offset:
+            return self._offset_term
+        entries, _ = self._read(index, index + 1, None)
+        return entries[0].term
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        if lo <= self._offset:
+            raise LogCompacted(lo)
+        if hi > self._last + 1:
+            raise LogUnavailable(hi)
+        if lo >= hi:
+            return []
+        cache_lo = self._cache_lo
+        if lo >= cache_lo:
+            return limit_size(self._cache[lo - cache_lo : hi - cache_lo], max_bytes)
+        mid = min(hi, cache_lo)
+        out, total = self._read(lo, mid, max_bytes)
+        if len(out) < mid - lo or hi <= mid:
+            return out
+        tail = self._cache[: hi - cache_lo]
+        if max_bytes is None:
+            out.extend(tail)
+            return out
+        for e in tail:
+            total += len(e.data) + ENTRY_OVERHEAD_BYTES
+            if total > max_bytes:
+                break
+            out.append(e)
+        return out
+
+    def snapshot(self) -> Snapshot:
+        """The latest snapshot; its data is read from RocksDB on each call."""
+        meta = self._snap_meta
+        return Snapshot(meta, self._store._snapshot_data(self.group_id, meta))
+
+    # -- writes (the caller's side, as MemoryStorage) -----------------------------------------
+
+    @property
+    def hard_state(self) -> HardState:
+        return self._hs
+
+    @property
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self._snap_meta
+
+    def set_hard_state(self, hs: HardState) -> None:
+        rnd = WriteRound()
+        rnd.set_hard_state(self, hs)
+        self._store.commit(rnd)
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append, replacing any stored entries from entries[0].index on."""
+        rnd = WriteRound()
+        rnd.append(self, entries)
+        self._store.commit(rnd)
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Install a snapshot received from the leader: it replaces the whole log."""
+        rnd = WriteRound()
+        rnd.apply_snapshot(self, snapshot)
+        self._store.commit(rnd)
+
+    def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
+        """Record the application's snapshot at `index` (which must be in the log); a synced
+        write. An older or equal index is a no-op returning the current snapshot."""
+        if index <= self._snap_meta.index:
+            return self.snapshot()
+        if index > self._last:
+            raise StoreError(f"group {self.group_id}: cannot snapshot {index} > {self._last}")
+        meta = SnapshotMeta(index, self.term(index), conf)
+        self._store._write_snapshot(self, meta, bytes(data))
+        self._snap_meta = meta
+        return Snapshot(meta, bytes(data))
+
+    def compact(self, index: int) -> None:
+        """Drop entries up to `index`, which the latest snapshot must cover (a synced
+        write: range deletes of the log and configuration keys, a new base configuration)."""
+        if index <= self._offset:
+            return
+        if index > self._snap_meta.index or index > self._last:
+            raise StoreError(
+                f"group {self.group_id}: compact({index}) beyond the snapshot "
+                f"({self._snap_meta.index}) or the log ({self._last})"
+            )
+        term = self.term(index)
+        conf = self._confs[0][1]
+        for idx, c in self._confs:
+            if idx > index:
+                break
+            conf = c
+        self._store._write_compaction(self, index, term, conf)
+        self._v_compact(index, term, conf)
+
+    # -- reads from RocksDB -------------------------------------------------------------------
+
+    def _read(self, lo: int, hi: int, max_bytes: int | None) -> tuple[list[Entry], int]:
+        """Entries [lo, hi) from RocksDB, at least one, then within max_bytes; and their
+        accounted size. A missing or corrupt entry raises CorruptEntryError."""
+        store = self._store
+        g = self.group_id
+        out: list[Entry] = []
+        total = 0
+        expect = lo
+        for key, value in store._log_range(g, lo, hi):
+            index = index_of(key)
+            if index != expect:
+                raise CorruptEntryError(g, expect, "missing")
+            e = decode_entry(store._codec, g, index, value)
+            total += len(e.data) + ENTRY_OVERHEAD_BYTES
+            if max_bytes is not None and total > max_bytes and out:
+                total -= len(e.data) + ENTRY_OVERHEAD_BYTES
+                return out, total
+            out.append(e)
+            expect += 1
+        if expect < hi:
+            raise CorruptEntryError(g, expect, "missing")
+        return out, total
+
+    # -- view updates, applied once a write is durable ----------------------------------------
+
+    def _v_apply_snapshot(self, meta: SnapshotMeta) -> None:
+        self._snap_meta = meta
+        self._offset = self._last = meta.index
+        self._offset_term = meta.term
+        self._confs = [(meta.index, meta.conf)]
+        self._cache = []
+        self._cache_lo = meta.index + 1
+        self._cache_bytes = 0
+
+    def _v_append(self, entries: Sequence[Entry]) -> None:
+        """entries: non-empty, contiguous, first index in (offset, last + 1] (checked)."""
+        first = entries[0].index
+        confs = self._confs
+        while len(confs) > 1 and confs[-1][0] >= first:
+            confs.pop()
+        for e in entries:
+            if e.kind == EntryKind.CONF:
+                assert e.conf is not None
+                confs.append((e.index, e.conf))
+        cache = self._cache
+        if first < self._cache_lo:
+            self._cache = cache = list(entries)
+            self._cache_lo = first
+            self._cache_bytes = entries_size(cache)
+        else:
+            cut = first - self._cache_lo
+            if cut < len(cache):
+                self._cache_bytes -= entries_size(cache[cut:])
+                del cache[cut:]
+            cache.extend(entries)
+            self._cache_bytes += entries_size(entries)
+        self._last = entries[-1].index
+        if self._cache_bytes > self._cache_limit and len(cache) > 1:
+            self._trim_cache()
+
+    def _trim_cache(self) -> None:
+        """Drop the oldest cached entries down to 3/4 of the limit (keeping the last one)."""
+        cache = self._cache
+        target = self._cache_limit * 3 // 4
+        size = self._cache_bytes
+        drop = 0
+        keep_last = len(cache) - 1
+        while drop < keep_last and size > target:
+            size -= len(cache[drop].data) + ENTRY_OVERHEAD_BYTES
+            drop += 1
+        del cache[:drop]
+        self._cache_lo += drop
+        self._cache_bytes = size
+
+    def _v_set_hard_state(self, hs: HardState) -> None:
+        self._hs = hs
+
+    def _v_compact(self, index: int, term: int, conf: ConfState) -> None:
+        self._offset = index
+        self._offset_term = term
+        self._confs = [(index, conf), *[(i, c) for i, c in self._confs if i > index]]
+        if index >= self._cache_lo:
+            drop = min(index - self._cache_lo + 1, len(self._cache))
+            self._cache_bytes -= entries_size(self._cache[:drop])
+            del self._cache[:drop]
+            self._cache_lo += drop

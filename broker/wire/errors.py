@@ -1,0 +1,142 @@
+"""Error codes of the wire protocol, and the exceptions the wire layer raises.
+
+Codes reuse Kafka's numbers where the meaning is the same, so that operators and a later
+Kafka-protocol listener can map them one to one; Sluice's own codes start at 1000. Whether a
+code is retriable, and its default description, live in one table (`_INFO`) beside the enum.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    NONE = 0
+    UNKNOWN_SERVER_ERROR = -1
+    OFFSET_OUT_OF_RANGE = 1
+    CORRUPT_MESSAGE = 2
+    UNKNOWN_TOPIC_OR_PARTITION = 3
+    LEADER_NOT_AVAILABLE = 5
+    NOT_LEADER_OR_FOLLOWER = 6
+    REQUEST_TIMED_OUT = 7
+    MESSAGE_TOO_LARGE = 10
+    NETWORK_EXCEPTION = 13
+    INVALID_TOPIC = 17
+    RECORD_LIST_TOO_LARGE = 18
+    NOT_ENOUGH_REPLICAS = 19
+    INVALID_REQUIRED_ACKS = 21
+    UNSUPPORTED_VERSION = 35
+    TOPIC_ALREADY_EXISTS = 36
+    INVALID_PARTITIONS = 37
+    INVALID_REPLICATION_FACTOR = 38
+    INVALID_CONFIG = 40
+    NOT_CONTROLLER = 41
+    INVALID_REQUEST = 42
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+    DUPLICATE_SEQUENCE_NUMBER = 46
+    INVALID_PRODUCER_EPOCH = 47
+    STORAGE_ERROR = 56
+    UNKNOWN_PRODUCER_ID = 59
+    THROTTLED = 89
+    # Sluice's own codes.
+    INVALID_FRAME = 1000
+    FRAME_TOO_LARGE = 1001
+    BACKPRESSURE = 1002
+    NOT_READY = 1003
+
+    @property
+    def retriable(self) -> bool:
+        """True when the same request may succeed if sent again later (after a metadata
+        refresh for leadership errors)."""
+        return _INFO[self][0]
+
+    @property
+    def description(self) -> str:
+        return _INFO[self][1]
+
+    @classmethod
+    def from_wire(cls, value: int) -> ErrorCode:
+        """The code for a number read from the wire; a number this version does not know
+        (a newer peer's code) becomes UNKNOWN_SERVER_ERROR, as Kafka's clients do."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN_SERVER_ERROR
+
+
+_INFO: dict[ErrorCode, tuple[bool, str]] = {
+    # code: (retriable, description)
+    ErrorCode.NONE: (False, "no error"),
+    ErrorCode.UNKNOWN_SERVER_ERROR: (False, "unexpected error on the server"),
+    ErrorCode.OFFSET_OUT_OF_RANGE: (False, "the offset is outside the partition's log"),
+    ErrorCode.CORRUPT_MESSAGE: (True, "a record batch failed its checks (CRC, size, shape)"),
+    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: (True, "this broker does not host the partition"),
+    ErrorCode.LEADER_NOT_AVAILABLE: (True, "the partition has no leader at the moment"),
+    ErrorCode.NOT_LEADER_OR_FOLLOWER: (True, "this broker does not lead the partition"),
+    ErrorCode.REQUEST_TIMED_OUT: (True, "the request did not complete within its timeout"),
+    ErrorCode.MESSAGE_TOO_LARGE: (False, "the batch is larger than the topic accepts"),
+    ErrorCode.NETWORK_EXCEPTION: (True, "the connection failed before a response arrived"),
+    ErrorCode.INVALID_TOPIC: (False, "the topic name is invalid or reserved"),
+    ErrorCode.RECORD_LIST_TOO_LARGE: (False, "the request carries too many bytes of batches"),
+    ErrorCode.INVALID_REQUIRED_ACKS: (False, "acks must be -1 (a Raft quorum)"),
+    ErrorCode.UNSUPPORTED_VERSION: (False, "the API version is not supported"),
+    ErrorCode.TOPIC_ALREADY_EXISTS: (False, "a topic with this name exists"),
+    ErrorCode.INVALID_PARTITIONS: (False, "the partition count is invalid"),
+    ErrorCode.INVALID_REPLICATION_FACTOR: (False, "the replication factor is invalid"),
+    ErrorCode.INVALID_CONFIG: (False, "a configuration key or value is invalid"),
+    ErrorCode.NOT_ENOUGH_REPLICAS: (True, "fewer live brokers than the replication factor"),
+    ErrorCode.NOT_CONTROLLER: (True, "this broker is not the controller"),
+    ErrorCode.INVALID_REQUEST: (False, "the request is malformed"),
+    ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER: (False, "a gap in the producer's sequence"),
+    ErrorCode.DUPLICATE_SEQUENCE_NUMBER: (False, "the batch was already written"),
+    ErrorCode.INVALID_PRODUCER_EPOCH: (False, "the producer was fenced by a newer epoch"),
+    ErrorCode.STORAGE_ERROR: (True, "the broker's storage failed"),
+    ErrorCode.UNKNOWN_PRODUCER_ID: (False, "the broker has no state for this producer id"),
+    ErrorCode.THROTTLED: (True, "a quota was exceeded; retry after a pause"),
+    ErrorCode.INVALID_FRAME: (False, "the frame is not valid CBOR of the expected shape"),
+    ErrorCode.FRAME_TOO_LARGE: (False, "the frame is larger than the peer accepts"),
+    ErrorCode.BACKPRESSURE: (True, "the broker is overloaded; retry after a pause"),
+    ErrorCode.NOT_READY: (True, "the broker is still starting"),
+}
+assert set(_INFO) == set(ErrorCode), "every ErrorCode needs a row in _INFO"
+
+
+class CodedError(Exception):
+    """An error that is a value: a code and a message (the message names what was wrong)."""
+
+    code: ErrorCode
+    message: str
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+class WireError(CodedError):
+    """The peer broke the protocol (found while decoding a frame or a message).
+
+    `correlation_id` is set when the request header could be read, so the server can answer
+    with an error response; when it is None the server closes the connection.
+    """
+
+    correlation_id: int | None
+
+    def __init__(self, code: ErrorCode, message: str, *, correlation_id: int | None = None) -> None:
+        super().__init__(code, message)
+        self.correlation_id = correlation_id
+
+
+class BatchError(CodedError):
+    """A record batch failed a check (the broker answers the partition with `code`)."""
+
+
+class CorruptBatchError(BatchError):
+    """A batch's records could not be decoded (the client raises CorruptBatch naming the
+    batch's offsets)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.CORRUPT_MESSAGE, message)

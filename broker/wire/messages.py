@@ -1,0 +1,1042 @@
+"""Typed request and response bodies, version 0 of every API.
+
+Each message is a frozen, slotted, keyword-only dataclass with `to_body()` (the CBOR map with
+text keys that goes into the frame) and `from_body(body, limits)`, which validates strictly:
+exact key sets, exact types, integer ranges (offsets and producer ids int64, partitions int32
+>= 0), topic names `[a-zA-Z0-9._-]{1,249}` (not "." or ".."), array lengths within
+`limits.max_array_items`, no repeated topic or partition within one request. A violation
+raises WireError(INVALID_REQUEST, "<path>: <what>") naming the field, e.g.
+"topics[1].partitions[0].offset: expected int, got text".
+
+Sequences are tuples and maps are dicts. Error codes are ErrorCode values; a code this version
+does not know reads as UNKNOWN_SERVER_ERROR. Byte strings are `bytes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import ClassVar, TypeAlias
+
+from broker.wire import schema as s
+from broker.wire.api import ApiKey
+from broker.wire.errors import ErrorCode
+from broker.wire.limits import DEFAULT_LIMITS, Limits
+
+__all__ = [
+    "ApiVersionRange",
+    "ApiVersionsRequest",
+    "ApiVersionsResponse",
+    "BrokerInfo",
+    "CreateTopicsRequest",
+    "CreateTopicsResponse",
+    "DeleteTopicsRequest",
+    "DeleteTopicsResponse",
+    "FetchPartition",
+    "FetchPartitionResult",
+    "FetchRequest",
+    "FetchResponse",
+    "FetchTopic",
+    "FetchTopicResult",
+    "FetchedBatch",
+    "InitProducerIdRequest",
+    "InitProducerIdResponse",
+    "IsolationLevel",
+    "ListOffsetsPartition",
+    "ListOffsetsPartitionResult",
+    "ListOffsetsRequest",
+    "ListOffsetsResponse",
+    "ListOffsetsTopic",
+    "ListOffsetsTopicResult",
+    "MetadataRequest",
+    "MetadataResponse",
+    "NewTopic",
+    "PartitionInfo",
+    "ProducePartition",
+    "ProducePartitionResult",
+    "ProduceRequest",
+    "ProduceResponse",
+    "ProduceTopic",
+    "ProduceTopicResult",
+    "Request",
+    "Response",
+    "TopicInfo",
+    "TopicResult",
+]
+
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+PORT_MAX = 65535
+
+
+def _bytes(value: bytes | bytearray | memoryview) -> bytes:
+    return value if type(value) is bytes else bytes(value)
+
+
+class IsolationLevel(IntEnum):
+    READ_UNCOMMITTED = 0
+    READ_COMMITTED = 1
+
+
+def _isolation(value: object, path: str) -> IsolationLevel:
+    return IsolationLevel(s.integer(value, path, 0, 1))
+
+
+# --------------------------------------------------------------------------- API_VERSIONS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiVersionsRequest:
+    API_KEY: ClassVar[ApiKey] = ApiKey.API_VERSIONS
+
+    def to_body(self) -> dict[str, object]:
+        return {}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ApiVersionsRequest:
+        s.fields(body, "", frozenset())
+        return cls()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiVersionRange:
+    api_key: int
+    """An int, not ApiKey: a newer broker lists APIs this version does not know."""
+    min_version: int
+    max_version: int
+
+    def to_wire(self) -> list[object]:
+        return [self.api_key, self.min_version, self.max_version]
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> ApiVersionRange:
+        items = s.array(value, path, limits)
+        if len(items) != 3:
+            s.fail(path, f"expected [api_key, min, max], got {len(items)} items")
+        key = s.int16(items[0], s.item(path, 0), 0)
+        low = s.int16(items[1], s.item(path, 1), 0)
+        high = s.int16(items[2], s.item(path, 2), low)
+        return cls(api_key=key, min_version=low, max_version=high)
+
+
+_API_VERSIONS_RESPONSE = frozenset({"apis", "node_id", "cluster_id"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiVersionsResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.API_VERSIONS
+    apis: tuple[ApiVersionRange, ...]
+    node_id: int
+    cluster_id: str | None = None
+
+    def versions(self) -> dict[int, tuple[int, int]]:
+        """The ranges as a table for `api.negotiate`."""
+        return {a.api_key: (a.min_version, a.max_version) for a in self.apis}
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "apis": [a.to_wire() for a in self.apis],
+            "node_id": self.node_id,
+            "cluster_id": self.cluster_id,
+        }
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ApiVersionsResponse:
+        b = s.fields(body, "", _API_VERSIONS_RESPONSE)
+        apis = tuple(
+            ApiVersionRange.from_wire(v, s.item("apis", i), limits)
+            for i, v in enumerate(s.array(b["apis"], "apis", limits))
+        )
+        s.unique([a.api_key for a in apis], "apis", "api key")
+        return cls(
+            apis=apis,
+            node_id=s.int32(b["node_id"], "node_id", 0),
+            cluster_id=s.opt_text(b["cluster_id"], "cluster_id"),
+        )
+
+
+# --------------------------------------------------------------------------- METADATA
+
+_METADATA_REQUEST = frozenset({"topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataRequest:
+    """`topics=None` asks for every topic; an empty tuple for none (brokers only)."""
+
+    API_KEY: ClassVar[ApiKey] = ApiKey.METADATA
+    topics: tuple[str, ...] | None = None
+
+    def to_body(self) -> dict[str, object]:
+        return {"topics": None if self.topics is None else list(self.topics)}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> MetadataRequest:
+        b = s.fields(body, "", _METADATA_REQUEST)
+        raw = b["topics"]
+        if raw is None:
+            return cls(topics=None)
+        names = [
+            s.topic(v, s.item("topics", i), limits)
+            for i, v in enumerate(s.array(raw, "topics", limits))
+        ]
+        s.unique(names, "topics", "topic")
+        return cls(topics=tuple(names))
+
+
+_BROKER = frozenset({"id", "host", "port", "rack"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerInfo:
+    id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+    def to_wire(self) -> dict[str, object]:
+        return {"id": self.id, "host": self.host, "port": self.port, "rack": self.rack}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> BrokerInfo:
+        b = s.fields(value, path, _BROKER)
+        return cls(
+            id=s.int32(b["id"], s.at(path, "id"), 0),
+            host=s.nonempty_text(b["host"], s.at(path, "host")),
+            port=s.integer(b["port"], s.at(path, "port"), 0, PORT_MAX),
+            rack=s.opt_text(b["rack"], s.at(path, "rack")),
+        )
+
+
+_PARTITION_INFO = frozenset({"partition", "leader", "leader_term", "replicas", "error"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartitionInfo:
+    partition: int
+    leader: int | None
+    """None while the partition has no known leader."""
+    leader_term: int
+    """The Raft term of `leader`: a client never steps back to an older leader."""
+    replicas: tuple[int, ...]
+    error: ErrorCode = ErrorCode.NONE
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "leader": self.leader,
+            "leader_term": self.leader_term,
+            "replicas": list(self.replicas),
+            "error": int(self.error),
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> PartitionInfo:
+        b = s.fields(value, path, _PARTITION_INFO)
+        replicas_path = s.at(path, "replicas")
+        return cls(
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            leader=s.opt_int32(b["leader"], s.at(path, "leader"), 0),
+            leader_term=s.int64(b["leader_term"], s.at(path, "leader_term"), 0),
+            replicas=tuple(
+                s.int32(v, s.item(replicas_path, i), 0)
+                for i, v in enumerate(s.array(b["replicas"], replicas_path, limits))
+            ),
+            error=s.error_code(b["error"], s.at(path, "error")),
+        )
+
+
+_TOPIC_INFO = frozenset({"name", "error", "partitions", "replication_factor", "config"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicInfo:
+    name: str
+    error: ErrorCode = ErrorCode.NONE
+    partitions: tuple[PartitionInfo, ...] = ()
+    replication_factor: int = 0
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "error": int(self.error),
+            "partitions": [p.to_wire() for p in self.partitions],
+            "replication_factor": self.replication_factor,
+            "config": dict(self.config),
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> TopicInfo:
+        b = s.fields(value, path, _TOPIC_INFO)
+        parts_path = s.at(path, "partitions")
+        return cls(
+            name=s.topic(b["name"], s.at(path, "name"), limits),
+            error=s.error_code(b["error"], s.at(path, "error")),
+            partitions=tuple(
+                PartitionInfo.from_wire(v, s.item(parts_path, i), limits)
+                for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
+            ),
+            replication_factor=s.int16(
+                b["replication_factor"], s.at(path, "replication_factor"), 0
+            ),
+            config=s.text_map(b["config"], s.at(path, "config"), limits),
+        )
+
+
+_METADATA_RESPONSE = frozenset({"cluster_id", "controller", "brokers", "topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.METADATA
+    cluster_id: str | None
+    controller: int | None
+    brokers: tuple[BrokerInfo, ...]
+    topics: tuple[TopicInfo, ...]
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "cluster_id": self.cluster_id,
+            "controller": self.controller,
+            "brokers": [b.to_wire() for b in self.brokers],
+            "topics": [t.to_wire() for t in self.topics],
+        }
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> MetadataResponse:
+        b = s.fields(body, "", _METADATA_RESPONSE)
+        return cls(
+            cluster_id=s.opt_text(b["cluster_id"], "cluster_id"),
+            controller=s.opt_int32(b["controller"], "controller", 0),
+            brokers=tuple(
+                BrokerInfo.from_wire(v, s.item("brokers", i), limits)
+                for i, v in enumerate(s.array(b["brokers"], "brokers", limits))
+            ),
+            topics=tuple(
+                TopicInfo.from_wire(v, s.item("topics", i), limits)
+                for i, v in enumerate(s.array(b["topics"], "topics", limits))
+            ),
+        )
+
+
+# --------------------------------------------------------------------------- CREATE_TOPICS
+
+_NEW_TOPIC = frozenset({"name", "partitions", "replication_factor", "config"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTopic:
+    """`partitions` and `replication_factor` of -1 ask for the broker's defaults; other
+    values below 1 are answered per topic (INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR)."""
+
+    name: str
+    partitions: int = -1
+    replication_factor: int = -1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
+            "config": dict(self.config),
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> NewTopic:
+        b = s.fields(value, path, _NEW_TOPIC)
+        return cls(
+            name=s.topic(b["name"], s.at(path, "name"), limits),
+            partitions=s.int32(b["partitions"], s.at(path, "partitions")),
+            replication_factor=s.int16(b["replication_factor"], s.at(path, "replication_factor")),
+            config=s.text_map(b["config"], s.at(path, "config"), limits),
+        )
+
+
+_CREATE_TOPICS_REQUEST = frozenset({"topics", "timeout_ms"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateTopicsRequest:
+    API_KEY: ClassVar[ApiKey] = ApiKey.CREATE_TOPICS
+    topics: tuple[NewTopic, ...]
+    timeout_ms: int = 30_000
+
+    def to_body(self) -> dict[str, object]:
+        return {"topics": [t.to_wire() for t in self.topics], "timeout_ms": self.timeout_ms}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> CreateTopicsRequest:
+        b = s.fields(body, "", _CREATE_TOPICS_REQUEST)
+        topics = tuple(
+            NewTopic.from_wire(v, s.item("topics", i), limits)
+            for i, v in enumerate(s.array(b["topics"], "topics", limits))
+        )
+        s.unique([t.name for t in topics], "topics", "topic")
+        return cls(topics=topics, timeout_ms=s.int32(b["timeout_ms"], "timeout_ms", 0))
+
+
+_TOPIC_RESULT = frozenset({"name", "error", "message"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicResult:
+    """The outcome for one topic of CREATE_TOPICS or DELETE_TOPICS."""
+
+    name: str
+    error: ErrorCode = ErrorCode.NONE
+    message: str | None = None
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "error": int(self.error), "message": self.message}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> TopicResult:
+        b = s.fields(value, path, _TOPIC_RESULT)
+        return cls(
+            name=s.topic(b["name"], s.at(path, "name"), limits),
+            error=s.error_code(b["error"], s.at(path, "error")),
+            message=s.opt_text(b["message"], s.at(path, "message")),
+        )
+
+
+def _topic_results(value: object, limits: Limits) -> tuple[TopicResult, ...]:
+    return tuple(
+        TopicResult.from_wire(v, s.item("topics", i), limits)
+        for i, v in enumerate(s.array(value, "topics", limits))
+    )
+
+
+_TOPIC_RESULTS = frozenset({"topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateTopicsResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.CREATE_TOPICS
+    topics: tuple[TopicResult, ...]
+
+    def to_body(self) -> dict[str, object]:
+        return {"topics": [t.to_wire() for t in self.topics]}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> CreateTopicsResponse:
+        b = s.fields(body, "", _TOPIC_RESULTS)
+        return cls(topics=_topic_results(b["topics"], limits))
+
+
+# --------------------------------------------------------------------------- DELETE_TOPICS
+
+_DELETE_TOPICS_REQUEST = frozenset({"names", "timeout_ms"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteTopicsRequest:
+    API_KEY: ClassVar[ApiKey] = ApiKey.DELETE_TOPICS
+    names: tuple[str, ...]
+    timeout_ms: int = 30_000
+
+    def to_body(self) -> dict[str, object]:
+        return {"names": list(self.names), "timeout_ms": self.timeout_ms}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DeleteTopicsRequest:
+        b = s.fields(body, "", _DELETE_TOPICS_REQUEST)
+        names = [
+            s.topic(v, s.item("names", i), limits)
+            for i, v in enumerate(s.array(b["names"], "names", limits))
+        ]
+        s.unique(names, "names", "topic")
+        return cls(names=tuple(names), timeout_ms=s.int32(b["timeout_ms"], "timeout_ms", 0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteTopicsResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.DELETE_TOPICS
+    topics: tuple[TopicResult, ...]
+
+    def to_body(self) -> dict[str, object]:
+        return {"topics": [t.to_wire() for t in self.topics]}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DeleteTopicsResponse:
+        b = s.fields(body, "", _TOPIC_RESULTS)
+        return cls(topics=_topic_results(b["topics"], limits))
+
+
+# --------------------------------------------------------------------------- PRODUCE
+
+_PRODUCE_PARTITION = frozenset({"partition", "batch"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProducePartition:
+    partition: int
+    batch: bytes
+    """One record batch (broker.wire.batch), checked by the partition leader, not here."""
+
+    def to_wire(self) -> dict[str, object]:
+        return {"partition": self.partition, "batch": _bytes(self.batch)}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str) -> ProducePartition:
+        b = s.fields(value, path, _PRODUCE_PARTITION)
+        return cls(
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            batch=s.byte_string(b["batch"], s.at(path, "batch")),
+        )
+
+
+_NAME_PARTITIONS = frozenset({"name", "partitions"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProduceTopic:
+    name: str
+    partitions: tuple[ProducePartition, ...]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "partitions": [p.to_wire() for p in self.partitions]}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> ProduceTopic:
+        b = s.fields(value, path, _NAME_PARTITIONS)
+        parts_path = s.at(path, "partitions")
+        partitions = tuple(
+            ProducePartition.from_wire(v, s.item(parts_path, i))
+            for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
+        )
+        s.unique([p.partition for p in partitions], parts_path, "partition")
+        return cls(name=s.topic(b["name"], s.at(path, "name"), limits), partitions=partitions)
+
+
+_BAD_ACKS = ErrorCode.INVALID_REQUIRED_ACKS
+_PRODUCE_REQUEST = frozenset({"acks", "timeout_ms", "transactional_id", "topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProduceRequest:
+    """`acks` must be -1: a record is acknowledged once committed by a Raft quorum. Any other
+    value is refused with INVALID_REQUIRED_ACKS."""
+
+    API_KEY: ClassVar[ApiKey] = ApiKey.PRODUCE
+    topics: tuple[ProduceTopic, ...]
+    timeout_ms: int = 30_000
+    transactional_id: str | None = None
+    acks: int = -1
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "acks": self.acks,
+            "timeout_ms": self.timeout_ms,
+            "transactional_id": self.transactional_id,
+            "topics": [t.to_wire() for t in self.topics],
+        }
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ProduceRequest:
+        b = s.fields(body, "", _PRODUCE_REQUEST)
+        acks = s.int16(b["acks"], "acks")
+        if acks != -1:
+            s.fail("acks", f"must be -1 (a Raft quorum), got {acks}", _BAD_ACKS)
+        topics = tuple(
+            ProduceTopic.from_wire(v, s.item("topics", i), limits)
+            for i, v in enumerate(s.array(b["topics"], "topics", limits))
+        )
+        s.unique([t.name for t in topics], "topics", "topic")
+        return cls(
+            acks=acks,
+            timeout_ms=s.int32(b["timeout_ms"], "timeout_ms", 0),
+            transactional_id=s.opt_nonempty_text(b["transactional_id"], "transactional_id"),
+            topics=topics,
+        )
+
+
+_PRODUCE_PARTITION_RESULT = frozenset(
+    {"partition", "error", "message", "base_offset", "log_start_offset"}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProducePartitionResult:
+    partition: int
+    error: ErrorCode = ErrorCode.NONE
+    message: str | None = None
+    base_offset: int = -1
+    """The offset of the batch's first record; -1 on error."""
+    log_start_offset: int = -1
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "error": int(self.error),
+            "message": self.message,
+            "base_offset": self.base_offset,
+            "log_start_offset": self.log_start_offset,
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str) -> ProducePartitionResult:
+        b = s.fields(value, path, _PRODUCE_PARTITION_RESULT)
+        return cls(
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            error=s.error_code(b["error"], s.at(path, "error")),
+            message=s.opt_text(b["message"], s.at(path, "message")),
+            base_offset=s.int64(b["base_offset"], s.at(path, "base_offset"), -1),
+            log_start_offset=s.int64(b["log_start_offset"], s.at(path, "log_start_offset"), -1),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProduceTopicResult:
+    name: str
+    partitions: tuple[ProducePartitionResult, ...]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "partitions": [p.to_wire() for p in self.partitions]}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> ProduceTopicResult:
+        b = s.fields(value, path, _NAME_PARTITIONS)
+        parts_path = s.at(path, "partitions")
+        return cls(
+            name=s.topic(b["name"], s.at(path, "name"), limits),
+            partitions=tuple(
+                ProducePartitionResult.from_wire(v, s.item(parts_path, i))
+                for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
+            ),
+        )
+
+
+_TOPICS = frozenset({"topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProduceResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.PRODUCE
+    topics: tuple[ProduceTopicResult, ...]
+
+    def to_body(self) -> dict[str, object]:
+        return {"topics": [t.to_wire() for t in self.topics]}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ProduceResponse:
+        b = s.fields(body, "", _TOPICS)
+        return cls(
+            topics=tuple(
+                ProduceTopicResult.from_wire(v, s.item("topics", i), limits)
+                for i, v in enumerate(s.array(b["topics"], "topics", limits))
+            )
+        )
+
+
+# --------------------------------------------------------------------------- FETCH
+
+_FETCH_PARTITION = frozenset({"partition", "offset", "max_bytes"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchPartition:
+    partition: int
+    offset: int
+    max_bytes: int = 1 << 20
+
+    def to_wire(self) -> dict[str, object]:
+        return {"partition": self.partition, "offset": self.offset, "max_bytes": self.max_bytes}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str) -> FetchPartition:
+        b = s.fields(value, path, _FETCH_PARTITION)
+        return cls(
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            offset=s.int64(b["offset"], s.at(path, "offset")),
+            max_bytes=s.int32(b["max_bytes"], s.at(path, "max_bytes"), 0),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchTopic:
+    name: str
+    partitions: tuple[FetchPartition, ...]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "partitions": [p.to_wire() for p in self.partitions]}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> FetchTopic:
+        b = s.fields(value, path, _NAME_PARTITIONS)
+        parts_path = s.at(path, "partitions")
+        partitions = tuple(
+            FetchPartition.from_wire(v, s.item(parts_path, i))
+            for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
+        )
+        s.unique([p.partition for p in partitions], parts_path, "partition")
+        return cls(name=s.topic(b["name"], s.at(path, "name"), limits), partitions=partitions)
+
+
+_FETCH_REQUEST = frozenset({"max_wait_ms", "min_bytes", "max_bytes", "isolation", "topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchRequest:
+    API_KEY: ClassVar[ApiKey] = ApiKey.FETCH
+    topics: tuple[FetchTopic, ...]
+    max_wait_ms: int = 500
+    min_bytes: int = 1
+    max_bytes: int = 50 << 20
+    isolation: IsolationLevel = IsolationLevel.READ_COMMITTED
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "max_wait_ms": self.max_wait_ms,
+            "min_bytes": self.min_bytes,
+            "max_bytes": self.max_bytes,
+            "isolation": int(self.isolation),
+            "topics": [t.to_wire() for t in self.topics],
+        }
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> FetchRequest:
+        b = s.fields(body, "", _FETCH_REQUEST)
+        topics = tuple(
+            FetchTopic.from_wire(v, s.item("topics", i), limits)
+            for i, v in enumerate(s.array(b["topics"], "topics", limits))
+        )
+        s.unique([t.name for t in topics], "topics", "topic")
+        return cls(
+            max_wait_ms=s.int32(b["max_wait_ms"], "max_wait_ms", 0),
+            min_bytes=s.int32(b["min_bytes"], "min_bytes", 0),
+            max_bytes=s.int32(b["max_bytes"], "max_bytes", 0),
+            isolation=_isolation(b["isolation"], "isolation"),
+            topics=topics,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchedBatch:
+    """A stored batch and the offset of its first record (offsets are assigned at apply, so
+    they travel beside the batch, not inside it). On the wire: [base_offset, bytes]."""
+
+    base_offset: int
+    data: bytes
+
+    def to_wire(self) -> list[object]:
+        return [self.base_offset, _bytes(self.data)]
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> FetchedBatch:
+        items = s.array(value, path, limits)
+        if len(items) != 2:
+            s.fail(path, f"expected [base_offset, bytes], got {len(items)} items")
+        return cls(
+            base_offset=s.int64(items[0], s.item(path, 0), 0),
+            data=s.byte_string(items[1], s.item(path, 1)),
+        )
+
+
+_FETCH_PARTITION_RESULT = frozenset(
+    {
+        "partition",
+        "error",
+        "message",
+        "high_watermark",
+        "last_stable_offset",
+        "log_start_offset",
+        "batches",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchPartitionResult:
+    partition: int
+    error: ErrorCode = ErrorCode.NONE
+    message: str | None = None
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    batches: tuple[FetchedBatch, ...] = ()
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "error": int(self.error),
+            "message": self.message,
+            "high_watermark": self.high_watermark,
+            "last_stable_offset": self.last_stable_offset,
+            "log_start_offset": self.log_start_offset,
+            "batches": [b.to_wire() for b in self.batches],
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> FetchPartitionResult:
+        b = s.fields(value, path, _FETCH_PARTITION_RESULT)
+        batches_path = s.at(path, "batches")
+        return cls(
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            error=s.error_code(b["error"], s.at(path, "error")),
+            message=s.opt_text(b["message"], s.at(path, "message")),
+            high_watermark=s.int64(b["high_watermark"], s.at(path, "high_watermark"), -1),
+            last_stable_offset=s.int64(
+                b["last_stable_offset"], s.at(path, "last_stable_offset"), -1
+            ),
+            log_start_offset=s.int64(b["log_start_offset"], s.at(path, "log_start_offset"), -1),
+            batches=tuple(
+                FetchedBatch.from_wire(v, s.item(batches_path, i), limits)
+                for i, v in enumerate(s.array(b["batches"], batches_path, limits))
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchTopicResult:
+    name: str
+    partitions: tuple[FetchPartitionResult, ...]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "partitions": [p.to_wire() for p in self.partitions]}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> FetchTopicResult:
+        b = s.fields(value, path, _NAME_PARTITIONS)
+        parts_path = s.at(path, "partitions")
+        return cls(
+            name=s.topic(b["name"], s.at(path, "name"), limits),
+            partitions=tuple(
+                FetchPartitionResult.from_wire(v, s.item(parts_path, i), limits)
+                for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.FETCH
+    topics: tuple[FetchTopicResult, ...]
+
+    def to_body(self) -> dict[str, object]:
+        return {"topics": [t.to_wire() for t in self.topics]}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> FetchResponse:
+        b = s.fields(body, "", _TOPICS)
+        return cls(
+            topics=tuple(
+                FetchTopicResult.from_wire(v, s.item("topics", i), limits)
+                for i, v in enumerate(s.array(b["topics"], "topics", limits))
+            )
+        )
+
+
+# --------------------------------------------------------------------------- LIST_OFFSETS
+
+_LIST_OFFSETS_PARTITION = frozenset({"partition", "timestamp"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListOffsetsPartition:
+    """`timestamp`: LATEST_TIMESTAMP (-1) for the next offset to be written, EARLIEST_TIMESTAMP
+    (-2) for the log start, t >= 0 for the first offset whose batch max timestamp is >= t."""
+
+    partition: int
+    timestamp: int = LATEST_TIMESTAMP
+
+    def to_wire(self) -> dict[str, object]:
+        return {"partition": self.partition, "timestamp": self.timestamp}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str) -> ListOffsetsPartition:
+        b = s.fields(value, path, _LIST_OFFSETS_PARTITION)
+        return cls(
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            timestamp=s.int64(b["timestamp"], s.at(path, "timestamp"), EARLIEST_TIMESTAMP),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListOffsetsTopic:
+    name: str
+    partitions: tuple[ListOffsetsPartition, ...]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "partitions": [p.to_wire() for p in self.partitions]}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> ListOffsetsTopic:
+        b = s.fields(value, path, _NAME_PARTITIONS)
+        parts_path = s.at(path, "partitions")
+        partitions = tuple(
+            ListOffsetsPartition.from_wire(v, s.item(parts_path, i))
+            for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
+        )
+        s.unique([p.partition for p in partitions], parts_path, "partition")
+        return cls(name=s.topic(b["name"], s.at(path, "name"), limits), partitions=partitions)
+
+
+_LIST_OFFSETS_REQUEST = frozenset({"isolation", "topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListOffsetsRequest:
+    API_KEY: ClassVar[ApiKey] = ApiKey.LIST_OFFSETS
+    topics: tuple[ListOffsetsTopic, ...]
+    isolation: IsolationLevel = IsolationLevel.READ_COMMITTED
+
+    def to_body(self) -> dict[str, object]:
+        return {"isolation": int(self.isolation), "topics": [t.to_wire() for t in self.topics]}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ListOffsetsRequest:
+        b = s.fields(body, "", _LIST_OFFSETS_REQUEST)
+        topics = tuple(
+            ListOffsetsTopic.from_wire(v, s.item("topics", i), limits)
+            for i, v in enumerate(s.array(b["topics"], "topics", limits))
+        )
+        s.unique([t.name for t in topics], "topics", "topic")
+        return cls(isolation=_isolation(b["isolation"], "isolation"), topics=topics)
+
+
+_LIST_OFFSETS_PARTITION_RESULT = frozenset({"partition", "error", "offset", "timestamp"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListOffsetsPartitionResult:
+    partition: int
+    error: ErrorCode = ErrorCode.NONE
+    offset: int = -1
+    timestamp: int = -1
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "error": int(self.error),
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str) -> ListOffsetsPartitionResult:
+        b = s.fields(value, path, _LIST_OFFSETS_PARTITION_RESULT)
+        return cls(
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            error=s.error_code(b["error"], s.at(path, "error")),
+            offset=s.int64(b["offset"], s.at(path, "offset"), -1),
+            timestamp=s.int64(b["timestamp"], s.at(path, "timestamp")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListOffsetsTopicResult:
+    name: str
+    partitions: tuple[ListOffsetsPartitionResult, ...]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "partitions": [p.to_wire() for p in self.partitions]}
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> ListOffsetsTopicResult:
+        b = s.fields(value, path, _NAME_PARTITIONS)
+        parts_path = s.at(path, "partitions")
+        return cls(
+            name=s.topic(b["name"], s.at(path, "name"), limits),
+            partitions=tuple(
+                ListOffsetsPartitionResult.from_wire(v, s.item(parts_path, i))
+                for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListOffsetsResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.LIST_OFFSETS
+    topics: tuple[ListOffsetsTopicResult, ...]
+
+    def to_body(self) -> dict[str, object]:
+        return {"topics": [t.to_wire() for t in self.topics]}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ListOffsetsResponse:
+        b = s.fields(body, "", _TOPICS)
+        return cls(
+            topics=tuple(
+                ListOffsetsTopicResult.from_wire(v, s.item("topics", i), limits)
+                for i, v in enumerate(s.array(b["topics"], "topics", limits))
+            )
+        )
+
+
+# --------------------------------------------------------------------------- INIT_PRODUCER_ID
+
+_INIT_PRODUCER_ID_REQUEST = frozenset({"transactional_id", "producer_id", "producer_epoch"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitProducerIdRequest:
+    """A new producer sends producer_id = producer_epoch = -1; a producer that must bump its
+    epoch (after a batch failed for good) sends its current id and epoch."""
+
+    API_KEY: ClassVar[ApiKey] = ApiKey.INIT_PRODUCER_ID
+    transactional_id: str | None = None
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "transactional_id": self.transactional_id,
+            "producer_id": self.producer_id,
+            "producer_epoch": self.producer_epoch,
+        }
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> InitProducerIdRequest:
+        b = s.fields(body, "", _INIT_PRODUCER_ID_REQUEST)
+        return cls(
+            transactional_id=s.opt_nonempty_text(b["transactional_id"], "transactional_id"),
+            producer_id=s.int64(b["producer_id"], "producer_id", -1),
+            producer_epoch=s.int16(b["producer_epoch"], "producer_epoch", -1),
+        )
+
+
+_INIT_PRODUCER_ID_RESPONSE = frozenset({"producer_id", "producer_epoch"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitProducerIdResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.INIT_PRODUCER_ID
+    producer_id: int
+    producer_epoch: int
+
+    def to_body(self) -> dict[str, object]:
+        return {"producer_id": self.producer_id, "producer_epoch": self.producer_epoch}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> InitProducerIdResponse:
+        b = s.fields(body, "", _INIT_PRODUCER_ID_RESPONSE)
+        return cls(
+            producer_id=s.int64(b["producer_id"], "producer_id", 0),
+            producer_epoch=s.int16(b["producer_epoch"], "producer_epoch", 0),
+        )
+
+
+Request: TypeAlias = (
+    ApiVersionsRequest
+    | MetadataRequest
+    | CreateTopicsRequest
+    | DeleteTopicsRequest
+    | ProduceRequest
+    | FetchRequest
+    | ListOffsetsRequest
+    | InitProducerIdRequest
+)
+
+Response: TypeAlias = (
+    ApiVersionsResponse
+    | MetadataResponse
+    | CreateTopicsResponse
+    | DeleteTopicsResponse
+    | ProduceResponse
+    | FetchResponse
+    | ListOffsetsResponse
+    | InitProducerIdResponse
+)

@@ -1,0 +1,282 @@
+"""The request/response envelope: whole frames in, typed messages out (and back).
+
+A request payload is the CBOR array `[api_key, api_version, correlation_id, client_id, body]`
+and a response payload `[correlation_id, error_code, error_message, body]`, where a
+request-level error has a null body and success a map. Correlation ids are int32, chosen by
+the client, and echoed by the server; responses on one connection may arrive in any order.
+
+Errors while decoding a request are WireError values: INVALID_FRAME (not strict CBOR),
+INVALID_REQUEST (a bad envelope or body field, named by its path), UNSUPPORTED_VERSION,
+INVALID_REQUIRED_ACKS. When the correlation id could be read (even from a payload whose body
+is not valid CBOR: the envelope's first items are read on their own), the error carries it and
+the server answers with an error response; otherwise it closes the connection.
+
+A client finds which API a response answers from its correlation id: `response_correlation_id`
+reads it without decoding the rest, then `decode_response(payload, api_key)` decodes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple, NoReturn
+
+from broker.wire import cbor, schema
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
+from broker.wire.errors import ErrorCode, WireError
+from broker.wire.frames import encode_frame
+from broker.wire.limits import DEFAULT_LIMITS, INT32_MAX, INT32_MIN, Limits, client_id_problem
+from broker.wire.messages import (
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    FetchRequest,
+    FetchResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    ListOffsetsRequest,
+    ListOffsetsResponse,
+    MetadataRequest,
+    MetadataResponse,
+    ProduceRequest,
+    ProduceResponse,
+    Request,
+    Response,
+)
+
+__all__ = [
+    "REQUEST_TYPES",
+    "RESPONSE_TYPES",
+    "RequestHeader",
+    "ResponseEnvelope",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "request_correlation_id",
+    "response_correlation_id",
+]
+
+REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
+    ApiKey.API_VERSIONS: ApiVersionsRequest,
+    ApiKey.METADATA: MetadataRequest,
+    ApiKey.CREATE_TOPICS: CreateTopicsRequest,
+    ApiKey.DELETE_TOPICS: DeleteTopicsRequest,
+    ApiKey.PRODUCE: ProduceRequest,
+    ApiKey.FETCH: FetchRequest,
+    ApiKey.LIST_OFFSETS: ListOffsetsRequest,
+    ApiKey.INIT_PRODUCER_ID: InitProducerIdRequest,
+}
+
+RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
+    ApiKey.API_VERSIONS: ApiVersionsResponse,
+    ApiKey.METADATA: MetadataResponse,
+    ApiKey.CREATE_TOPICS: CreateTopicsResponse,
+    ApiKey.DELETE_TOPICS: DeleteTopicsResponse,
+    ApiKey.PRODUCE: ProduceResponse,
+    ApiKey.FETCH: FetchResponse,
+    ApiKey.LIST_OFFSETS: ListOffsetsResponse,
+    ApiKey.INIT_PRODUCER_ID: InitProducerIdResponse,
+}
+assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
+assert all(t.API_KEY is k for k, t in REQUEST_TYPES.items())
+assert all(t.API_KEY is k for k, t in RESPONSE_TYPES.items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestHeader:
+    api_key: ApiKey
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+
+class ResponseEnvelope(NamedTuple):
+    """What `decode_response` returns: (correlation_id, error, message, body)."""
+
+    correlation_id: int
+    error: ErrorCode
+    message: str | None
+    body: Response | None
+
+
+def _check_correlation_id(correlation_id: int) -> None:
+    if type(correlation_id) is not int or not INT32_MIN <= correlation_id <= INT32_MAX:
+        raise ValueError(f"correlation_id must be an int32, got {correlation_id!r}")
+
+
+def encode_request(
+    request: Request, correlation_id: int, client_id: str | None, *, api_version: int = 0
+) -> bytes:
+    """The whole frame (length prefix included) carrying `request`."""
+    _check_correlation_id(correlation_id)
+    low, high = SUPPORTED_VERSIONS[request.API_KEY]
+    if not low <= api_version <= high:
+        raise ValueError(f"{request.API_KEY.name} version {api_version} is not supported")
+    payload = cbor.encode(
+        [int(request.API_KEY), api_version, correlation_id, client_id, request.to_body()]
+    )
+    return encode_frame(payload)
+
+
+def encode_response(
+    correlation_id: int, error: ErrorCode, message: str | None, response: Response | None
+) -> bytes:
+    """The whole frame carrying a response: a body on success, None with an error."""
+    _check_correlation_id(correlation_id)
+    if (error is ErrorCode.NONE) != (response is not None):
+        raise ValueError("a response carries a body exactly when its error is NONE")
+    body = None if response is None else response.to_body()
+    return encode_frame(cbor.encode([correlation_id, int(error), message, body]))
+
+
+# --------------------------------------------------------------------------- correlation ids
+
+_HEAD_SIZES = {24: 1, 25: 2, 26: 4, 27: 8}
+_UINT = {size: struct.Struct(">" + code) for size, code in ((1, "B"), (2, "H"), (4, "I"), (8, "Q"))}
+
+
+def _read_int(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """The CBOR integer at `pos` and the offset after it, or None if there is none."""
+    if pos >= len(buf):
+        return None
+    ib = buf[pos]
+    major, info = ib >> 5, ib & 0x1F
+    if major > 1:
+        return None
+    if info < 24:
+        arg, end = info, pos + 1
+    elif info in _HEAD_SIZES:
+        size = _HEAD_SIZES[info]
+        end = pos + 1 + size
+        if end > len(buf):
+            return None
+        arg = _UINT[size].unpack_from(buf, pos + 1)[0]
+    else:
+        return None
+    return (arg if major == 0 else -1 - arg), end
+
+
+def _peek(payload: bytes | bytearray | memoryview, index: int) -> int | None:
+    """Item `index` of a payload that starts as a short CBOR array of integers, if it is an
+    int32; None otherwise."""
+    buf = bytes(payload[:64])
+    if not buf or buf[0] >> 5 != 4 or not index < buf[0] & 0x1F < 24:
+        return None
+    pos = 1
+    value: int | None = None
+    for _ in range(index + 1):
+        read = _read_int(buf, pos)
+        if read is None:
+            return None
+        value, pos = read
+    if value is None or not INT32_MIN <= value <= INT32_MAX:
+        return None
+    return value
+
+
+def request_correlation_id(payload: bytes | bytearray | memoryview) -> int | None:
+    """The correlation id of a request payload, read without decoding the rest; None when the
+    payload does not start as an array `[int, int, int32, ...]`."""
+    return _peek(payload, 2)
+
+
+def response_correlation_id(payload: bytes | bytearray | memoryview) -> int | None:
+    """The correlation id of a response payload, read without decoding the rest."""
+    return _peek(payload, 0)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_request(
+    payload: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> tuple[RequestHeader, Request]:
+    """Decode and validate a request payload (a frame without its length prefix)."""
+    correlation_id = request_correlation_id(payload)
+
+    def reject(code: ErrorCode, message: str) -> NoReturn:
+        raise WireError(code, message, correlation_id=correlation_id)
+
+    try:
+        envelope = cbor.decode(payload, limits)
+    except WireError as exc:
+        reject(exc.code, exc.message)
+    if type(envelope) is not list or len(envelope) != 5:
+        reject(
+            ErrorCode.INVALID_REQUEST,
+            "request: expected [api_key, api_version, correlation_id, client_id, body]",
+        )
+    raw_key, api_version, raw_correlation_id, client_id, body = envelope
+    try:
+        correlation_id = schema.int32(raw_correlation_id, "correlation_id")
+        raw_key = schema.int16(raw_key, "api_key")
+        api_version = schema.int16(api_version, "api_version")
+        client_id = schema.opt_text(client_id, "client_id")
+    except WireError as exc:
+        reject(exc.code, exc.message)
+    if client_id is not None:
+        problem = client_id_problem(client_id, limits)
+        if problem is not None:
+            reject(ErrorCode.INVALID_REQUEST, f"client_id: {problem}")
+    try:
+        api_key = ApiKey(raw_key)
+    except ValueError:
+        reject(ErrorCode.INVALID_REQUEST, f"api_key: unknown API {raw_key}")
+    low, high = SUPPORTED_VERSIONS[api_key]
+    if not low <= api_version <= high:
+        reject(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"api_version: {api_key.name} version {api_version} is not in [{low}, {high}]",
+        )
+    try:
+        request = REQUEST_TYPES[api_key].from_body(body, limits)
+    except WireError as exc:
+        reject(exc.code, exc.message)
+    header = RequestHeader(
+        api_key=api_key,
+        api_version=api_version,
+        correlation_id=correlation_id,
+        client_id=client_id,
+    )
+    return header, request
+
+
+def decode_response(
+    payload: bytes | bytearray | memoryview, api_key: ApiKey, limits: Limits = DEFAULT_LIMITS
+) -> ResponseEnvelope:
+    """Decode and validate a response payload answering a request of `api_key`."""
+    correlation_id = response_correlation_id(payload)
+
+    def reject(code: ErrorCode, message: str) -> NoReturn:
+        raise WireError(code, message, correlation_id=correlation_id)
+
+    try:
+        envelope = cbor.decode(payload, limits)
+    except WireError as exc:
+        reject(exc.code, exc.message)
+    if type(envelope) is not list or len(envelope) != 4:
+        reject(
+            ErrorCode.INVALID_REQUEST,
+            "response: expected [correlation_id, error_code, error_message, body]",
+        )
+    raw_correlation_id, raw_error, message, body = envelope
+    try:
+        correlation_id = schema.int32(raw_correlation_id, "correlation_id")
+        error = schema.error_code(raw_error, "error_code")
+        message = schema.opt_text(message, "error_message")
+        if error is ErrorCode.NONE:
+            response: Response | None = RESPONSE_TYPES[api_key].from_body(body, limits)
+        elif body is None:
+            response = None
+        else:
+            schema.fail("body", "must be null when error_code is not NONE")
+    except WireError as exc:
+        reject(exc.code, exc.message)
+    return ResponseEnvelope(
+        correlation_id=correlation_id, error=error, message=message, body=response
+    )
