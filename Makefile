@@ -11,9 +11,8 @@ SOAK_SEEDS ?= 200000
 
 .PHONY: run lint unit sim test soak bench fmt clean
 
-run:
-	@echo "sluice: the single-node broker arrives with the next stage."
-	@echo "Then 'make run' starts 'sluice serve': clients on 127.0.0.1:9092, data under ./data."
+run: $(STAMP)
+	$(VENV)/bin/sluice serve
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)

@@ -129,9 +129,7 @@ def _bound(listeners: list[trio.SocketListener]) -> HostPort:
 
 
 @asynccontextmanager
-async def embedded(
-    config: BrokerConfig, *, unsafe_ack_before_sync: bool = False
-) -> AsyncIterator[Broker]:
+async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
     """Run a broker inside the caller's Trio run; it stops when the block exits."""
     config.validate()
     raise_fd_limit()
@@ -169,7 +167,7 @@ async def embedded(
                 config.rack,
             ),
         )
-        driver = Driver(node, store, unsafe_ack_before_sync=unsafe_ack_before_sync)
+        driver = Driver(node, store)
         server = ClientServer(
             driver,
             limits,

@@ -11,8 +11,8 @@ Fetches that do not yet have `min_bytes` are parked and re-run after every round
 high watermark, until they have enough or their `max_wait_ms` passes.
 
 With the durability audit on (tests), every committed entry a round applies, and so every
-acknowledgement it causes, is checked to be durable first; `unsafe_ack_before_sync` plants the
-classic bug (the node is told "persisted" before the write) so tests can see the audit fail.
+acknowledgement it causes, is checked to be durable first (the store checks its own writes
+too).
 """
 
 from __future__ import annotations
@@ -67,14 +67,11 @@ class Driver:
         self,
         node: BrokerNode,
         store: RocksStore,
-        *,
-        unsafe_ack_before_sync: bool = False,
     ) -> None:
         self.node = node
         self.handler = RequestHandler(node)
         self.store = store
         self.audit = store.audit
-        self.unsafe_ack_before_sync = unsafe_ack_before_sync
         self._inbox: deque[Op] = deque()
         self._abandoned: deque[Op] = deque()
         self._ticks = 0
@@ -186,16 +183,10 @@ class Driver:
         rnd = node.start_round()
         self.rounds += 1
         self._send(rnd.messages)
-        wr = self._write_round(rnd)
-        if self.unsafe_ack_before_sync:
-            after, completions = node.finish_round(rnd)
-            self._audit(rnd)
-            self.store.commit(wr)
-        else:
-            self.store.commit(wr)
-            self.rounds_written += 1
-            after, completions = node.finish_round(rnd)
-            self._audit(rnd)
+        self.store.commit(self._write_round(rnd))
+        self.rounds_written += 1
+        after, completions = node.finish_round(rnd)
+        self._audit(rnd)
         self._send(after)
         for token, reply in self.handler.complete(completions):
             op = self._ops.pop(token, None)

@@ -1,0 +1,131 @@
+"""Real broker processes for integration tests: start, wait for the listening line and
+/readyz, SIGKILL, SIGSTOP/SIGCONT, restart on the same ports and data directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LINE = re.compile(r"sluice: listening clients=(\S+) peers=(\S+) http=(\S+)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class BrokerProcess:
+    data_dir: Path
+    node_id: int = 0
+    client_port: int = field(default_factory=free_port)
+    peer_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    config: dict[str, object] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"broker-{self.node_id}.log"
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        cmd = [
+            sys.executable, "-m", "cli.main", "serve",
+            "--data-dir", str(self.data_dir),
+            "--node-id", str(self.node_id),
+            "--listen", f"127.0.0.1:{self.client_port}",
+            "--peer-listen", f"127.0.0.1:{self.peer_port}",
+            "--http-listen", f"127.0.0.1:{self.http_port}",
+        ]  # fmt: skip
+        if self.config:
+            cfg = self.data_dir.parent / f"broker-{self.node_id}.toml"
+            cfg.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in self.config.items()))
+            cmd += ["--config", str(cfg)]
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"--- start {self.starts}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, env={**os.environ}
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if LINE.search(line.decode(errors="replace")) or not line:
+                break
+        if not LINE.search(line.decode(errors="replace")):
+            self.kill()
+            raise RuntimeError(f"broker did not start; log: {self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"broker not ready in {timeout}s; log: {self.log_tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                self.proc.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the exit code of a graceful shutdown."""
+        assert self.proc is not None
+        self.kill(signal.SIGTERM)
+        return self.proc.returncode
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+        self.wait_ready()
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return "(no log)"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
