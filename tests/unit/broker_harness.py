@@ -1,0 +1,272 @@
+"""A deterministic in-memory harness for BrokerNode and RequestHandler unit tests.
+
+`MemGroupStore` implements the node's `GroupStore` protocol over one `MemoryStorage` per
+Raft group plus dicts for the partition machines' apply state and offset index: it is the
+"disk". `Broker` drives a node in rounds exactly as `broker/runtime/driver.py` does:
+
+    rnd = node.start_round()
+    write every Ready into its group's MemoryStorage (snapshot, entries, hard state), the
+    round's apply states and new offsets into the dicts, and delete dropped groups
+    node.finish_round(rnd)      # the write is durable
+    hand the completions to the RequestHandler
+
+Nothing is written except by a round, so `restart()` (a new BrokerNode over the same store)
+sees exactly what a crashed broker would find on disk. `crash_mid_round()` takes a round
+from the node and never writes it, like a crash while the write was in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from broker.core.metadata import BrokerInfo
+from broker.core.node import BrokerNode, Completion, NodeConfig, Round
+from broker.core.partition import PartitionConfig
+from broker.core.raft import ConfState, Entry, MemoryStorage
+from broker.core.requests import Reply, RequestHandler
+from broker.wire.api import ApiKey
+from broker.wire.batch import Record, encode_batch
+from broker.wire.messages import Request
+from broker.wire.protocol import RequestHeader
+
+CLUSTER_ID = "test-cluster"
+
+
+class MemGroupStore:
+    """The durable state of one broker: Raft logs, apply states and offset indexes."""
+
+    def __init__(self) -> None:
+        self.logs: dict[int, MemoryStorage] = {}
+        self.apply: dict[int, bytes] = {}
+        self.offsets: dict[int, dict[int, tuple[int, int]]] = {}
+        """group -> base offset -> (raft index, max timestamp), as the offsets column family."""
+        self.deleted: list[int] = []
+
+    # -- GroupStore ---------------------------------------------------------------------------
+
+    def open_group(self, group_id: int, initial: ConfState | None) -> MemoryStorage:
+        st = self.logs.get(group_id)
+        if st is None:
+            # Like RocksStore.create_group: the empty group exists on disk from here on.
+            st = self.logs[group_id] = MemoryStorage(initial)
+        return st
+
+    def has_group(self, group_id: int) -> bool:
+        return group_id in self.logs
+
+    def load_apply_state(self, group_id: int) -> bytes | None:
+        return self.apply.get(group_id)
+
+    def load_offsets(self, group_id: int) -> Iterable[tuple[int, int, int]]:
+        index = self.offsets.get(group_id, {})
+        return [(base, i, ts) for base, (i, ts) in sorted(index.items())]
+
+    # -- the driver's write -------------------------------------------------------------------
+
+    def write_round(self, rnd: Round) -> None:
+        for gid, rd in rnd.readies:
+            st = self.logs.get(gid)
+            if st is None:
+                continue
+            if rd.snapshot is not None:
+                st.apply_snapshot(rd.snapshot)
+            if rd.entries:
+                st.append(list(rd.entries))
+            if rd.hard_state is not None:
+                st.set_hard_state(rd.hard_state)
+        for gid, state in rnd.apply_states:
+            self.apply[gid] = state
+        for gid, base, raft_index, max_ts in rnd.new_offsets:
+            self.offsets.setdefault(gid, {})[base] = (raft_index, max_ts)
+        for gid in rnd.dropped_groups:
+            if gid in self.logs:
+                self.delete_group(gid)
+
+    def delete_group(self, gid: int) -> None:
+        self.logs.pop(gid, None)
+        self.apply.pop(gid, None)
+        self.offsets.pop(gid, None)
+        self.deleted.append(gid)
+
+
+def advertised(node_id: int = 0, incarnation: int = 1, rack: str | None = None) -> BrokerInfo:
+    return BrokerInfo(node_id, incarnation, "127.0.0.1", 9092, "127.0.0.1", 9093, rack)
+
+
+def batch(
+    n: int = 1,
+    *,
+    ts: int = 1_000,
+    pid: int = -1,
+    epoch: int = -1,
+    seq: int = -1,
+    value: bytes = b"v",
+    size: int = 0,
+) -> bytes:
+    """A batch of `n` records with timestamps ts .. ts + n - 1 (values padded to `size`)."""
+    payload = value + b"x" * max(0, size - len(value))
+    records = [Record(value=payload, timestamp=ts + i) for i in range(n)]
+    return encode_batch(records, producer_id=pid, producer_epoch=epoch, base_sequence=seq)
+
+
+def header(api_key: ApiKey, correlation_id: int = 7) -> RequestHeader:
+    return RequestHeader(api_key, 0, correlation_id, "test")
+
+
+@dataclass
+class Applied:
+    """One committed entry handed to the node (for checking what a restart replays)."""
+
+    group_id: int
+    entry: Entry
+
+
+class Broker:
+    """One BrokerNode over a MemGroupStore, driven round by round, plus a RequestHandler."""
+
+    def __init__(
+        self,
+        store: MemGroupStore | None = None,
+        *,
+        node_id: int = 0,
+        incarnation: int = 1,
+        seed: int = 1,
+        cluster_id: str | None = CLUSTER_ID,
+        partition: PartitionConfig | None = None,
+        rack: str | None = None,
+    ) -> None:
+        self.store = store if store is not None else MemGroupStore()
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.seed = seed
+        self.cluster_id = cluster_id
+        self.partition_config = partition or PartitionConfig()
+        self.rack = rack
+        self.node = BrokerNode(
+            NodeConfig(node_id=node_id, incarnation=incarnation, partition=self.partition_config),
+            self.store,
+            random.Random(seed),
+            bootstrap_cluster_id=cluster_id,
+            advertised=advertised(node_id, incarnation, rack),
+        )
+        self.handler = RequestHandler(self.node)
+        self.completions: list[Completion] = []
+        self.replies: dict[int, Reply] = {}
+        self.applied: list[Applied] = []
+        self.rounds = 0
+        self._tokens = itertools.count(1000)
+
+    # -- driving ------------------------------------------------------------------------------
+
+    def round(self) -> list[Completion]:
+        """One round, exactly as the driver runs it. Returns the round's completions."""
+        node = self.node
+        rnd = node.start_round()
+        self.store.write_round(rnd)
+        _after, done = node.finish_round(rnd)
+        self.rounds += 1
+        for gid, rd in rnd.readies:
+            self.applied.extend(Applied(gid, e) for e in rd.committed_entries)
+        self.completions.extend(done)
+        for token, reply in self.handler.complete(done):
+            self.replies[token] = reply
+        return done
+
+    def run(self, max_rounds: int = 200) -> list[Completion]:
+        """Rounds while the node has work; every completion of those rounds."""
+        out: list[Completion] = []
+        for _ in range(max_rounds):
+            if not self.node.has_work():
+                return out
+            out.extend(self.round())
+        raise AssertionError(f"node still has work after {max_rounds} rounds")
+
+    def tick(self, n: int = 1) -> None:
+        """n ticks, each followed by the rounds they cause (lets followers elect)."""
+        for _ in range(n):
+            self.node.tick()
+            self.run()
+
+    def crash_mid_round(self) -> Round:
+        """Take a round from the node but never write it (the process dies mid-write)."""
+        return self.node.start_round()
+
+    def boot(self, max_ticks: int = 50) -> Broker:
+        """Run until the node is ready (bootstrapped, registered, every partition led)."""
+        self.run()
+        for _ in range(max_ticks):
+            if self.node.is_ready():
+                return self
+            self.tick()
+        raise AssertionError("node never became ready")
+
+    def restart(self, *, seed: int | None = None, boot: bool = True) -> Broker:
+        """A new BrokerNode over the same store: whatever was not written is gone."""
+        b = Broker(
+            self.store,
+            node_id=self.node_id,
+            incarnation=self.incarnation,
+            seed=self.seed + 1 if seed is None else seed,
+            cluster_id=self.cluster_id,
+            partition=self.partition_config,
+            rack=self.rack,
+        )
+        return b.boot() if boot else b
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def token(self) -> int:
+        return next(self._tokens)
+
+    def completions_for(self, token: int) -> list[Completion]:
+        return [c for c in self.completions if c.token == token]
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        rf: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> None:
+        """Create a topic through the node and wait until every partition is led."""
+        token = self.token()
+        err, msg = self.node.create_topic(token, 0, name, partitions, rf, config or {})
+        assert err.name == "NONE", (err, msg)
+        self.run()
+        (c,) = self.completions_for(token)
+        assert c.error.name == "NONE", c
+        self.node.await_leaders(token, 0, name)
+        self.run()
+        assert len(self.completions_for(token)) == 2
+        assert self.node.topic_led(name)
+
+    def produce(self, topic: str, part: int, data: bytes) -> Completion:
+        """Produce one batch and run rounds until it completes."""
+        token = self.token()
+        err, msg = self.node.produce(token, 0, topic, part, data)
+        assert err.name == "NONE", (err, msg)
+        self.run()
+        (c,) = self.completions_for(token)
+        return c
+
+    def request(self, req: Request, correlation_id: int = 7) -> tuple[int, Reply | None]:
+        """Hand a request to the RequestHandler (no rounds run); (token, immediate reply)."""
+        token = self.token()
+        reply = self.handler.handle(token, header(req.API_KEY, correlation_id), req)
+        return token, reply
+
+    def call(self, req: Request, correlation_id: int = 7) -> Reply:
+        """A request, then rounds until it is answered."""
+        token, reply = self.request(req, correlation_id)
+        if reply is not None:
+            return reply
+        self.run()
+        assert token in self.replies, "request not answered after the node went idle"
+        return self.replies[token]
+
+
+def entry_indexes(applied: Sequence[Applied], group_id: int) -> list[int]:
+    return [a.entry.index for a in applied if a.group_id == group_id]
