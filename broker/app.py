@@ -231,11 +231,12 @@ async def _refuse_peers(listeners: list[trio.SocketListener]) -> None:
 
 
 async def _drain(server: ClientServer, driver: Driver) -> None:
-    """Stop taking requests; let the ones in flight finish (bounded)."""
+    """Stop taking requests; let the ones in flight be answered (bounded); the caller then
+    closes the connections."""
     server.draining = True
     with trio.move_on_after(SHUTDOWN_GRACE_S):
-        while driver.handler.pending or server.stats.connections:
-            await trio.sleep(0.02)
+        while server.stats.inflight or driver.handler.pending:
+            await trio.sleep(0.01)
 
 
 async def serve(config: BrokerConfig, *, printer: Callable[[str], None] | None = None) -> None:

@@ -29,6 +29,8 @@ RECEIVE_BYTES = 64 * 1024
 @dataclass
 class ServerStats:
     connections: int = 0
+    inflight: int = 0
+    """Requests read but not yet answered."""
     accepted: int = 0
     closed_bad_frame: int = 0
     closed_idle: int = 0
@@ -96,6 +98,7 @@ class ClientServer:
                         return
                     if op.reply is None:
                         driver.submit(op)
+                    self.stats.inflight += 1
                     await send.send(op)
             except WireError as e:
                 # The framing itself is broken (length out of bounds): nothing can follow.
@@ -135,7 +138,10 @@ class ClientServer:
                         break
                     await self._answered(nxt)
                     out.append(_encode(nxt))
-                await stream.send_all(b"".join(out))
+                try:
+                    await stream.send_all(b"".join(out))
+                finally:
+                    self.stats.inflight -= len(out)
 
     async def _answered(self, op: Op) -> None:
         if op.reply is not None:
