@@ -152,6 +152,8 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 incarnation=store.incarnation,
                 election_ticks=config.election_ticks,
                 heartbeat_ticks=config.heartbeat_ticks,
+                default_partitions=config.default_partitions,
+                default_replication_factor=config.default_replication_factor,
                 partition=PartitionConfig(max_message_bytes=config.max_message_bytes),
             ),
             RocksGroupStore(store),

@@ -94,6 +94,8 @@ class BrokerConfig:
     sync_mode: str = "inline"
     durability_audit: bool = False
     max_message_bytes: int = 1 << 20
+    default_partitions: int = 1
+    default_replication_factor: int = 1
 
     @classmethod
     def load(
@@ -144,6 +146,8 @@ class BrokerConfig:
             raise ConfigError("max_inflight_per_connection and max_connections must be >= 1")
         if self.idle_timeout_s <= 0:
             raise ConfigError("idle_timeout_s must be > 0")
+        if self.default_partitions < 1 or self.default_replication_factor < 1:
+            raise ConfigError("default_partitions and default_replication_factor must be >= 1")
         if not 1 <= self.max_message_bytes <= self.max_frame_bytes:
             raise ConfigError("max_message_bytes must be 1..max_frame_bytes")
 

@@ -184,8 +184,11 @@ class MetadataMachine:
     # -- handlers ---------------------------------------------------------------------------
 
     def _init(self, cmd: dict[str, Any]) -> MetaResult:
+        cid = cmd["cluster_id"]
+        if not isinstance(cid, str) or not cid:
+            return MetaResult(ErrorCode.INVALID_REQUEST, "init: cluster_id must be text")
         if self.cluster_id is None:
-            self.cluster_id = str(cmd["cluster_id"])
+            self.cluster_id = cid
         return MetaResult(value=self.cluster_id)
 
     def _register_broker(self, cmd: dict[str, Any]) -> MetaResult:
@@ -239,9 +242,10 @@ class MetadataMachine:
         return MetaResult(value=topic)
 
     def _alloc_producer_ids(self, cmd: dict[str, Any]) -> MetaResult:
+        broker = int(cmd["broker"])  # validated before anything changes
         start = self.next_producer_id
         self.next_producer_id += PRODUCER_ID_BLOCK
-        return MetaResult(value=(int(cmd["broker"]), start, PRODUCER_ID_BLOCK))
+        return MetaResult(value=(broker, start, PRODUCER_ID_BLOCK))
 
     # -- placement --------------------------------------------------------------------------
 

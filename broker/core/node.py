@@ -91,6 +91,8 @@ class NodeConfig:
     max_msg_bytes: int = 1 << 20
     max_inflight_msgs: int = 256
     max_uncommitted_bytes: int = 64 << 20
+    default_partitions: int = 1
+    default_replication_factor: int = 1
     partition: PartitionConfig = field(default_factory=PartitionConfig)
 
     @property
@@ -199,10 +201,10 @@ class BrokerNode:
         self._pid_next = 0
         self._pid_end = 0
         self._pid_waiting: list[tuple[int, int]] = []
-        self._pid_proposal: tuple[int, int] | None = None
-        """(index, term) of this incarnation's producer-id block request, until applied."""
+        self._own: dict[str, tuple[int, int]] = {}
+        """Purpose ("init", "register", "pids") -> (index, term) of this incarnation's own
+        metadata proposal still waiting to be applied: one at a time per purpose."""
         self._bootstrap_cluster_id = bootstrap_cluster_id
-        self._registered = False
         voters = frozenset(controllers) if controllers else frozenset({config.member})
         fresh = not store.has_group(METADATA_GROUP)
         self.metadata_group = self._open_group(
@@ -356,17 +358,20 @@ class BrokerNode:
         self._complete(w, res.error, None, res)
 
     def _apply_metadata(self, g: _Group, e: Entry) -> None:
-        asked = self._pid_proposal
-        if asked is not None and e.index == asked[0] and e.term != asked[1]:
-            self._pid_proposal = None  # our block request lost to a new leader: ask again
+        mine = [p for p, (index, _) in self._own.items() if index == e.index]
         if e.kind != EntryKind.NORMAL or not e.data:
             self.meta.applied_index = e.index
-            return
-        res = self.meta.apply(e.index, e.data)
+            res = None
+        else:
+            res = self.meta.apply(e.index, e.data)
+            if res.error == ErrorCode.NONE:
+                self._on_metadata_applied(res, (e.index, e.term))
+        for purpose in mine:
+            # Applied, or lost to a new leader (another entry holds its index): either way
+            # the next round may propose again if it is still needed.
+            del self._own[purpose]
         w = g.waiters.pop(e.index, None)
-        if res.error == ErrorCode.NONE:
-            self._on_metadata_applied(res, (e.index, e.term))
-        if w is None:
+        if w is None or res is None:
             return
         if w.term != e.term:
             self._complete(w, ErrorCode.NOT_LEADER_OR_FOLLOWER, "proposal lost to a new leader")
@@ -383,28 +388,46 @@ class BrokerNode:
             else:
                 for pi in value.partitions:
                     self._drop_group(pi.group_id)
-        elif isinstance(value, BrokerInfo) and value.id == self.config.node_id:
-            self._registered = value == self.advertised
-        elif isinstance(value, tuple) and len(value) == 3 and position == self._pid_proposal:
+        elif isinstance(value, tuple) and len(value) == 3 and position == self._own.get("pids"):
             # Only the block this incarnation asked for: a block replayed from before a
             # restart was handed out then, and must never be handed out again.
             _, start, count = value
             self._pid_next, self._pid_end = start, start + count
-            self._pid_proposal = None
 
     def _after_apply(self) -> None:
-        mg = self.metadata_group
-        if mg.serving():
+        if self.metadata_group.serving():
             if self.meta.cluster_id is None and self._bootstrap_cluster_id is not None:
-                self._propose_meta(cmd_init(self._bootstrap_cluster_id))
-            if self.meta.cluster_id is not None and not self._registered:
-                self._registered = True  # re-armed by _on_metadata_applied if it differs
-                self._propose_meta(cmd_register_broker(self.advertised))
+                self._propose_own("init", cmd_init(self._bootstrap_cluster_id))
+            if self.meta.cluster_id is not None and not self.registered:
+                self._propose_own("register", cmd_register_broker(self.advertised))
         self._serve_producer_ids()
         for (token, slot), topic in list(self._pending_creates.items()):
-            if self.topic_led(topic):
+            if topic not in self.meta.topics:
+                del self._pending_creates[(token, slot)]
+                self._completions.append(
+                    Completion(
+                        token,
+                        slot,
+                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                        "topic deleted before its partitions had leaders",
+                    )
+                )
+            elif self.topic_led(topic):
                 del self._pending_creates[(token, slot)]
                 self._completions.append(Completion(token, slot, ErrorCode.NONE))
+
+    @property
+    def registered(self) -> bool:
+        """The metadata log holds this broker as it advertises itself now."""
+        return self.meta.brokers.get(self.config.node_id) == self.advertised
+
+    def _propose_own(self, purpose: str, data: bytes) -> None:
+        """Propose a command of this broker's own, unless one for `purpose` is in flight."""
+        if purpose in self._own:
+            return
+        index = self._propose_meta(data)
+        if index is not None:
+            self._own[purpose] = (index, self.metadata_group.raft.term)
 
     def _propose_meta(self, data: bytes) -> int | None:
         try:
@@ -474,10 +497,18 @@ class BrokerNode:
         return self._propose_waiting(g, batch, token, slot)
 
     def fetch(
-        self, topic: str, partition: int, offset: int, max_bytes: int, read_committed: bool
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int,
+        read_committed: bool,
+        *,
+        min_one: bool = True,
     ) -> FetchResult:
         """Whole batches from `offset` up to the high watermark (read_committed: the last
-        stable offset, equal to it until transactions exist); at least one batch if any."""
+        stable offset, equal to it until transactions exist), within max_bytes; with
+        `min_one`, the first batch even if it alone is larger (so a consumer never stalls)."""
         err, g = self._partition_group(topic, partition)
         if g is None:
             return FetchResult(err)
@@ -500,7 +531,7 @@ class BrokerNode:
             if not got:
                 break  # compacted away under us (retention)
             data = got[0].data
-            if batches and size + len(data) > max_bytes:
+            if (batches or not min_one) and size + len(data) > max_bytes:
                 break
             batches.append((base_offset, data))
             size += len(data)
@@ -533,7 +564,9 @@ class BrokerNode:
         replication_factor: int,
         config: dict[str, str],
     ) -> tuple[ErrorCode, str | None]:
-        """Propose a topic; the Completion comes once every partition has a leader."""
+        """Propose a topic. Its first Completion comes when the command is applied (value:
+        the TopicInfo, or the error); the caller then calls `await_leaders` for a second one
+        once every partition has a leader."""
         mg = self.metadata_group
         if not mg.serving():
             return ErrorCode.NOT_CONTROLLER, "this broker is not the controller"
@@ -565,11 +598,8 @@ class BrokerNode:
             token, slot = self._pid_waiting.pop(0)
             self._completions.append(Completion(token, slot, ErrorCode.NONE, None, self._pid_next))
             self._pid_next += 1
-        mg = self.metadata_group
-        if self._pid_waiting and self._pid_proposal is None and mg.serving():
-            index = self._propose_meta(cmd_alloc_producer_ids(self.config.node_id))
-            if index is not None:
-                self._pid_proposal = (index, mg.raft.term)
+        if self._pid_waiting and self.metadata_group.serving():
+            self._propose_own("pids", cmd_alloc_producer_ids(self.config.node_id))
 
     # ---------------------------------------------------------------------------------------
     # Views
@@ -601,7 +631,7 @@ class BrokerNode:
         mg = self.metadata_group
         if self.controller is None or self.meta.cluster_id is None:
             return False
-        if mg.raft.log.applied < mg.raft.commit_index or not self._registered:
+        if mg.raft.log.applied < mg.raft.commit_index or not self.registered:
             return False
         return all(
             self.partition_view(self.meta.topics[g.topic].partitions[g.partition]).leader

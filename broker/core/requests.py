@@ -124,7 +124,7 @@ class RequestHandler:
             return None
         for i, r in enumerate(p.results):
             if r is None:
-                p.results[i] = (ErrorCode.REQUEST_TIMED_OUT, "timed out waiting for commit")
+                p.results[i] = (ErrorCode.REQUEST_TIMED_OUT, "timed out waiting for commit", None)
         return self._finish(p)
 
     @property
@@ -219,12 +219,11 @@ class RequestHandler:
         for t in req.topics:
             parts = []
             for fp in t.partitions:
-                limit = max(1, min(fp.max_bytes, budget)) if budget > 0 else 1
-                r = self.node.fetch(t.name, fp.partition, fp.offset, limit, committed)
-                if total and budget <= 0:
-                    r = FetchResult(
-                        r.error, r.high_watermark, r.last_stable_offset, r.log_start_offset
-                    )
+                # Kafka's rule: only the first batch of the response may exceed the limits.
+                limit = max(0, min(fp.max_bytes, budget))
+                r = self.node.fetch(
+                    t.name, fp.partition, fp.offset, limit, committed, min_one=total == 0
+                )
                 parts.append(_fetch_partition(fp.partition, r))
                 total += r.size
                 budget -= r.size
@@ -317,21 +316,26 @@ class RequestHandler:
         results: list[object] = []
         live = len(self.node.meta.brokers)
         problem: tuple[ErrorCode, str | None] | None
+        cfg = self.node.config
         for slot, nt in enumerate(req.topics):
-            problem = _check_new_topic(
-                nt.name, nt.partitions, nt.replication_factor, dict(nt.config)
+            # -1 asks for the broker's defaults (as in Kafka's CreateTopics).
+            partitions = cfg.default_partitions if nt.partitions == -1 else nt.partitions
+            rf = (
+                cfg.default_replication_factor
+                if nt.replication_factor == -1
+                else (nt.replication_factor)
             )
-            if problem is None and nt.replication_factor > live:
+            problem = _check_new_topic(nt.name, partitions, rf, dict(nt.config))
+            if problem is None and rf > live:
                 problem = (
                     ErrorCode.NOT_ENOUGH_REPLICAS,
-                    f"replication factor {nt.replication_factor} needs that many brokers; "
-                    f"{live} registered",
+                    f"replication factor {rf} needs that many brokers; {live} registered",
                 )
             if problem is None and nt.name in self.node.meta.topics:
                 problem = (ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {nt.name!r} already exists")
             if problem is None:
                 err, msg = self.node.create_topic(
-                    token, slot, nt.name, nt.partitions, nt.replication_factor, dict(nt.config)
+                    token, slot, nt.name, partitions, rf, dict(nt.config)
                 )
                 problem = None if err == ErrorCode.NONE else (err, msg)
             results.append(None if problem is None else (*problem, None))

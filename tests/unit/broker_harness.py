@@ -113,7 +113,9 @@ def batch(
 
 
 def header(api_key: ApiKey, correlation_id: int = 7) -> RequestHeader:
-    return RequestHeader(api_key, 0, correlation_id, "test")
+    return RequestHeader(
+        api_key=api_key, api_version=0, correlation_id=correlation_id, client_id="test"
+    )
 
 
 @dataclass
