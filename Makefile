@@ -40,6 +40,7 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.raft_bench
+	$(VENV_PY) -m tests.bench.store_bench
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -11,12 +11,19 @@ from typing import Annotated
 
 import typer
 
+from cli import bench, topic
+from cli.consume import consume
+from cli.produce import produce
 from cli.serve import serve
 
 __version__ = _dist_version("sluice-broker")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.command("serve")(serve)
+app.add_typer(topic.app, name="topic")
+app.command("produce")(produce)
+app.command("consume")(consume)
+app.add_typer(bench.app, name="bench")
 
 
 def _print_version(value: bool) -> None:

@@ -1,1 +1,57 @@
-"""Sluice client library: Producer, Consumer and Admin."""
+"""Sluice client library: Producer, Consumer and Admin (async, Trio), and `consumers.blocking`
+(the same names without `await`, for plain scripts).
+
+    from consumers import Producer, Consumer, Admin
+
+    async with Admin("127.0.0.1:9092") as admin:
+        await admin.create_topic("events", partitions=4)
+    async with Producer("127.0.0.1:9092") as p:
+        md = await p.send_and_wait("events", b"hello", key=b"user-1")
+    async with Consumer("127.0.0.1:9092") as c:
+        c.assign([("events", md.partition)])
+        c.seek(("events", md.partition), md.offset)
+        record = (await c.poll(timeout=5))[0]
+
+Every error is a `consumers.errors.SluiceError` (typed per broker error code).
+"""
+
+from consumers import errors
+from consumers.admin import (
+    Admin,
+    BrokerDescription,
+    ClusterDescription,
+    PartitionDescription,
+    TopicDescription,
+)
+from consumers.consumer import Consumer, ConsumerRecord
+from consumers.errors import (
+    BufferFull,
+    ClientClosedError,
+    CorruptBatch,
+    GroupsNotSupported,
+    SluiceError,
+    TransactionsNotSupported,
+    error_for,
+)
+from consumers.producer import Delivery, Producer, RecordMetadata
+
+__all__ = [
+    "Admin",
+    "BrokerDescription",
+    "BufferFull",
+    "ClientClosedError",
+    "ClusterDescription",
+    "Consumer",
+    "ConsumerRecord",
+    "CorruptBatch",
+    "Delivery",
+    "GroupsNotSupported",
+    "PartitionDescription",
+    "Producer",
+    "RecordMetadata",
+    "SluiceError",
+    "TopicDescription",
+    "TransactionsNotSupported",
+    "error_for",
+    "errors",
+]

@@ -245,10 +245,11 @@ class BrokerNode:
                 return  # placement named a broker this node does not know yet
             members.append((b.id, b.incarnation))
         fresh = not self.store.has_group(pi.group_id)
+        default = self.config.partition
         pconf = PartitionConfig(
-            max_message_bytes=int(topic.setting("max.message.bytes")),
-            producer_expiry_ms=self.config.partition.producer_expiry_ms,
-            limits=self.config.partition.limits,
+            max_message_bytes=int(topic.config.get("max.message.bytes", default.max_message_bytes)),
+            producer_expiry_ms=default.producer_expiry_ms,
+            limits=default.limits,
         )
         machine = PartitionMachine(pconf)
         if not fresh:

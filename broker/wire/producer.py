@@ -25,10 +25,11 @@ batches are in flight per partition.
     error                                       decision              batch     state
     NONE, DUPLICATE_SEQUENCE_NUMBER             ACKED                 removed   unchanged
     INVALID_PRODUCER_EPOCH                      FATAL                 removed   FENCED
-    OUT_OF_ORDER_SEQUENCE_NUMBER, and an
-      older batch of the partition in flight    RETRY                 kept      unchanged
-    OUT_OF_ORDER_SEQUENCE_NUMBER (oldest),
-      UNKNOWN_PRODUCER_ID                       FAIL_AND_BUMP_EPOCH   removed   BUMP_REQUIRED
+    OUT_OF_ORDER_SEQUENCE_NUMBER or
+      UNKNOWN_PRODUCER_ID, and an older
+      batch of the partition in flight          RETRY                 kept      unchanged
+    OUT_OF_ORDER_SEQUENCE_NUMBER or
+      UNKNOWN_PRODUCER_ID (oldest)              FAIL_AND_BUMP_EPOCH   removed   BUMP_REQUIRED
     any other retriable code                    RETRY                 kept      unchanged
     any other non-retriable code                FAIL_AND_BUMP_EPOCH   removed   BUMP_REQUIRED
 
@@ -194,7 +195,10 @@ class ProducerSequences:
             del batches[position]
             self._state = ProducerState.FENCED
             return Decision(DecisionKind.FATAL, error)
-        if error is ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER and position > 0:
+        if error in _FINAL_GAP and position > 0:
+            # An older batch of this partition is still in flight: once it lands (or is
+            # retried) this one fits. A new producer's first batch refused, say by a leader
+            # change, makes its successors look like an unknown producer's: the same case.
             return Decision(DecisionKind.RETRY, error)
         if error.retriable and error not in _FINAL_GAP:
             return Decision(DecisionKind.RETRY, error)

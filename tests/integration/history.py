@@ -5,7 +5,8 @@ Every produced value is unique. Problems reported (as Jepsen's queue checkers do
 - duplicate: a value read at two different offsets of a partition;
 - inconsistent: one (partition, offset) read with two values, or a value read at another
   offset than the one its acknowledgement gave;
-- reordered: two values acknowledged in send order on one partition, read in the other order;
+- reordered: two values one producer sent, in that order, to one partition, read in the other
+  order;
 - gap: offsets read in a partition are not contiguous from the first read offset.
 """
 
@@ -25,13 +26,15 @@ class Problem:
 
 @dataclass
 class History:
-    acked: dict[TP, list[tuple[int, bytes]]] = field(default_factory=lambda: defaultdict(list))
-    """Per partition, (offset, value) in the order the producer sent them."""
+    acked: dict[tuple[object, TP], list[tuple[int, bytes]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    """Per (producer, partition), (offset, value) in the order that producer sent them."""
     reads: dict[TP, dict[int, bytes]] = field(default_factory=lambda: defaultdict(dict))
     conflicts: list[Problem] = field(default_factory=list)
 
-    def ack(self, tp: TP, offset: int, value: bytes) -> None:
-        self.acked[tp].append((offset, value))
+    def ack(self, tp: TP, offset: int, value: bytes, producer: object = 0) -> None:
+        self.acked[(producer, tp)].append((offset, value))
 
     def read(self, tp: TP, offset: int, value: bytes) -> None:
         seen = self.reads[tp].get(offset)
@@ -57,7 +60,7 @@ class History:
                     )
                 else:
                     where[v] = off
-        for tp, acks in self.acked.items():
+        for (_, tp), acks in self.acked.items():
             read = self.reads.get(tp, {})
             where = {}
             for off in sorted(read):

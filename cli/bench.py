@@ -1,0 +1,198 @@
+"""`sluice bench produce|consume`: throughput and latency against a running broker.
+
+produce: `--concurrency` producers send `--records` records of `--record-size` bytes (keyless,
+spread over the topic's partitions) as fast as acknowledgements allow; latency is per record,
+from send to acknowledgement. consume: reads `--records` records from the beginning. Both print
+records/s, MB/s and (produce) latency p50/p99/p999; `--json` prints the same as one object.
+A benchmark reports figures; it never fails on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Annotated
+
+import trio
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, run
+from consumers import Admin, BufferFull, Consumer, Delivery, Producer
+from consumers.errors import TopicAlreadyExistsError
+
+app = typer.Typer(no_args_is_help=True, help="Measure throughput and latency.")
+
+Records = Annotated[int, typer.Option("--records", min=1, help="Records to send or read.")]
+Topic = Annotated[str, typer.Option("--topic", help="Topic (created if missing).")]
+
+
+def _progress(total: int, label: str, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        disable=quiet,
+        transient=True,
+    )
+
+
+def _percentile(sorted_ms: list[float], p: float) -> float:
+    if not sorted_ms:
+        return 0.0
+    return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * p))]
+
+
+async def _ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float) -> None:
+    async with Admin(bootstrap) as admin:
+        try:
+            await admin.create_topic(topic, partitions, 1, timeout_s=timeout)
+        except TopicAlreadyExistsError:
+            return
+
+
+@app.command("produce")
+def bench_produce(
+    records: Records = 200_000,
+    record_size: Annotated[int, typer.Option("--record-size", min=0, help="Value bytes.")] = 100,
+    batch_bytes: Annotated[
+        int, typer.Option("--batch-size", min=1024, help="Max bytes per batch.")
+    ] = 256 * 1024,
+    linger_ms: Annotated[float, typer.Option("--linger-ms", min=0, help="Batch linger.")] = 5.0,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Producers sending at once.")
+    ] = 1,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0, help="Records/s to offer in total (0: flat out).")
+    ] = 0.0,
+    partitions: Annotated[int, typer.Option("--partitions", min=1)] = 4,
+    topic: Topic = "sluice-bench",
+    bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
+    timeout: Timeout = 30.0,
+    as_json: Json = False,
+) -> None:
+    """Send records and report throughput and acknowledgement latency."""
+    value = os.urandom(record_size)
+
+    async def go() -> dict[str, float]:
+        await _ensure_topic(bootstrap, topic, partitions, timeout)
+        latencies: list[float] = []
+        per = [records // concurrency + (i < records % concurrency) for i in range(concurrency)]
+        with _progress(records, "produce", as_json) as progress:
+            task = progress.add_task("produce", total=records)
+
+            async def worker(n: int) -> None:
+                interval = concurrency / rate if rate else 0.0
+                send, receive = trio.open_memory_channel[tuple[float, Delivery]](10_000)
+                async with Producer(
+                    bootstrap, linger_ms=linger_ms, batch_bytes=batch_bytes,
+                    delivery_timeout_s=timeout,
+                ) as p, trio.open_nursery() as nursery:  # fmt: skip
+                    nursery.start_soon(_settle, receive, latencies, progress, task)
+                    async with send:
+                        next_at = trio.current_time()
+                        for i in range(n):
+                            if interval:
+                                next_at += interval
+                                await trio.sleep_until(next_at)
+                            sent = time.perf_counter()
+                            try:
+                                d = p.send_nowait(topic, value)
+                            except BufferFull:
+                                d = await p.send(topic, value)
+                            try:
+                                send.send_nowait((sent, d))
+                            except trio.WouldBlock:
+                                await send.send((sent, d))
+                            if i % 256 == 0:
+                                await trio.lowlevel.checkpoint()
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for n in per:
+                    nursery.start_soon(worker, n)
+            elapsed = time.perf_counter() - start
+        latencies.sort()
+        return {
+            "records": records,
+            "record_bytes": record_size,
+            "seconds": round(elapsed, 3),
+            "records_per_s": round(records / elapsed, 1),
+            "mb_per_s": round(records * record_size / elapsed / 1e6, 2),
+            "latency_p50_ms": round(_percentile(latencies, 0.50), 3),
+            "latency_p99_ms": round(_percentile(latencies, 0.99), 3),
+            "latency_p999_ms": round(_percentile(latencies, 0.999), 3),
+        }
+
+    _report(run(go), as_json)
+
+
+async def _settle(
+    receive: trio.MemoryReceiveChannel[tuple[float, Delivery]],
+    latencies: list[float],
+    progress: Progress,
+    task: TaskID,
+) -> None:
+    """Await acknowledgements in send order as they come: each latency is taken when its
+    record's batch is acknowledged (records of one batch resolve together)."""
+    async with receive:
+        while True:
+            try:
+                sent, d = receive.receive_nowait()
+            except trio.WouldBlock:
+                progress.update(task, completed=len(latencies))
+                try:
+                    sent, d = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return
+            if not d.done:
+                await d.wait()
+            d.result()  # raises the record's error
+            latencies.append((time.perf_counter() - sent) * 1000)
+
+
+@app.command("consume")
+def bench_consume(
+    records: Records = 200_000,
+    topic: Topic = "sluice-bench",
+    bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
+    timeout: Timeout = 30.0,
+    as_json: Json = False,
+) -> None:
+    """Read records from the beginning of a topic and report throughput."""
+
+    async def go() -> dict[str, float]:
+        got = 0
+        size = 0
+        async with Consumer(bootstrap, auto_offset_reset="earliest") as c:
+            c.subscribe([topic])
+            with _progress(records, "consume", as_json) as progress:
+                task = progress.add_task("consume", total=records)
+                start = time.perf_counter()
+                with trio.fail_after(max(timeout, 1.0) + records / 1000):
+                    while got < records:
+                        batch = await c.poll(timeout=1.0, max_records=min(5000, records - got))
+                        got += len(batch)
+                        size += sum(len(r.value or b"") for r in batch)
+                        progress.advance(task, len(batch))
+                elapsed = time.perf_counter() - start
+        return {
+            "records": got,
+            "seconds": round(elapsed, 3),
+            "records_per_s": round(got / elapsed, 1),
+            "mb_per_s": round(size / elapsed / 1e6, 2),
+        }
+
+    _report(run(go), as_json)
+
+
+def _report(figures: dict[str, float], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        typer.echo(f"{key:>16}: {value}")

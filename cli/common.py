@@ -1,0 +1,81 @@
+"""Options every client command takes after its name, and running a command's coroutine with
+the contract's exit codes: 0 success, 1 a failed operation (message on stderr), 2 bad usage."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import trio
+import typer
+
+from consumers import SluiceError, errors
+
+T = TypeVar("T")
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+Bootstrap = Annotated[
+    str,
+    typer.Option(
+        "--bootstrap",
+        envvar="SLUICE_BOOTSTRAP",
+        show_envvar=True,
+        help="Brokers to start from, HOST:PORT[,HOST:PORT...].",
+    ),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        envvar="SLUICE_TIMEOUT",
+        show_envvar=True,
+        min=0.0,
+        help="Seconds to keep retrying retriable errors.",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"sluice: {message}", err=True)
+    return typer.Exit(code)
+
+
+def usage(message: str) -> typer.Exit:
+    return fail(message, 2)
+
+
+BAD_USAGE = (
+    errors.InvalidConfigError,
+    errors.InvalidTopicError,
+    errors.InvalidPartitionsError,
+    errors.InvalidReplicationFactorError,
+)
+"""Broker refusals of what the user typed: bad usage (exit 2), not a failed operation."""
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command; a broker or client error becomes exit 1 (2 for a refusal of the
+    arguments themselves) with its message."""
+    try:
+        return trio.run(fn)
+    except SluiceError as e:
+        raise fail(str(e), 2 if isinstance(e, BAD_USAGE) else 1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): not an error of ours.
+        sys.stderr.close()
+        raise typer.Exit(0) from None
+
+
+def parse_configs(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise usage(f"--config expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,516 @@
+"""The blocking facade: `Producer`, `Consumer` and `Admin` without `await`, for plain scripts.
+
+Each object runs its own Trio loop in a daemon thread (`trio.run` in a thread; calls enter it
+through `trio.from_thread.run` / `run_sync` with the loop's token). The asynchronous object is
+entered (`async with`) by one task of that loop when the facade is entered, and exited by the
+same task when it is left, so its nursery and cancel scopes live in one task as Trio requires.
+Every method delegates into the loop and returns or raises what the asynchronous one does.
+
+A call into the loop costs a thread round trip (tens of µs): `send_nowait` is still the fast
+way to queue many records. `for record in consumer` takes records in chunks of
+`max_poll_records`; records taken but not yet yielded are returned first by the next `poll`,
+count as unconsumed for `position`, and are dropped by `seek` of their partition.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar
+
+import trio
+
+from consumers import admin as _admin
+from consumers import consumer as _consumer
+from consumers import producer as _producer
+from consumers.cluster import TopicPartition
+from consumers.consumer import ConsumerRecord
+from consumers.errors import ClientClosedError, TransactionsNotSupported
+from consumers.producer import Headers, RecordMetadata
+
+__all__ = ["Admin", "Consumer", "Delivery", "Producer"]
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+
+class _Loop:
+    """A Trio loop in a daemon thread, holding one async context manager open."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._ready = threading.Event()
+        self._stop: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._crash: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._crash is not None:
+            raise self._crash
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._root)
+        except BaseException as e:  # surfaced to the caller of start()
+            self._crash = e
+        finally:
+            self._ready.set()
+
+    async def _root(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self._token is None:
+            raise ClientClosedError(f"{self._name} is not open")
+        try:
+            return trio.from_thread.run(fn, *args, trio_token=self._token)
+        except trio.RunFinishedError:
+            raise ClientClosedError(f"{self._name} is closed") from None
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._token is None:
+            raise ClientClosedError(f"{self._name} is not open")
+        try:
+            return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+        except trio.RunFinishedError:
+            raise ClientClosedError(f"{self._name} is closed") from None
+
+    def stop(self) -> None:
+        if self._token is not None and self._stop is not None:
+            stop = self._stop
+            with suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(stop.set, trio_token=self._token)
+        self._thread.join()
+        self._token = None
+
+
+class _Holder(Generic[A]):
+    """Enters an async context manager in one loop task and exits it in the same task."""
+
+    def __init__(self, loop: _Loop, cm: AbstractAsyncContextManager[A]) -> None:
+        self._loop = loop
+        self._cm = cm
+        self._release: trio.Event | None = None
+        self._finished: trio.Event | None = None
+        self._exc: BaseException | None = None
+        self._exit_error: BaseException | None = None
+
+    def enter(self) -> A:
+        value: A = self._loop.run(self._start)
+        return value
+
+    async def _start(self) -> A:
+        self._release = trio.Event()
+        self._finished = trio.Event()
+        nursery = self._loop._nursery
+        assert nursery is not None
+        value: A = await nursery.start(self._hold)
+        return value
+
+    async def _hold(self, *, task_status: trio.TaskStatus[A]) -> None:
+        assert self._release is not None and self._finished is not None
+        started = False
+        try:
+            async with self._cm as value:
+                started = True
+                task_status.started(value)
+                await self._release.wait()
+                if self._exc is not None:
+                    raise self._exc
+        except BaseException as e:
+            if not started:
+                raise
+            if e is not self._exc:
+                self._exit_error = e
+        finally:
+            if started:
+                self._finished.set()
+
+    def exit(self, exc: BaseException | None) -> None:
+        self._exc = exc
+        self._loop.run(self._finish)
+        error, self._exit_error = self._exit_error, None
+        if error is not None and exc is None:
+            raise error
+
+    async def _finish(self) -> None:
+        assert self._release is not None and self._finished is not None
+        self._release.set()
+        await self._finished.wait()
+
+
+class _Facade(Generic[A]):
+    _kind = "client"
+
+    def _open_async(self, obj: AbstractAsyncContextManager[A]) -> A:
+        self._loop = _Loop(f"sluice-{self._kind}")
+        self._loop.start()
+        self._holder: _Holder[A] = _Holder(self._loop, obj)
+        try:
+            return self._holder.enter()
+        except BaseException:
+            self._loop.stop()
+            raise
+
+    def _close_async(self, exc: BaseException | None) -> None:
+        holder = getattr(self, "_holder", None)
+        if holder is None:
+            return
+        self._holder = None  # type: ignore[assignment]
+        try:
+            holder.exit(exc)
+        finally:
+            self._loop.stop()
+
+
+# --------------------------------------------------------------------------- producer
+
+
+class Delivery:
+    """The outcome of one sent record: `delivery.wait()` blocks until it is known."""
+
+    __slots__ = ("_async", "_loop")
+
+    def __init__(self, loop: _Loop, delivery: _producer.Delivery) -> None:
+        self._loop = loop
+        self._async = delivery
+
+    @property
+    def done(self) -> bool:
+        return self._async.done
+
+    def wait(self) -> RecordMetadata:
+        if self._async.done:
+            return self._async.result()
+        return self._loop.run(self._async.wait)
+
+    def result(self) -> RecordMetadata:
+        return self._async.result()
+
+
+class Producer(_Facade[_producer.Producer]):
+    """`consumers.Producer` without await: `with Producer(...) as p: p.send(...)`."""
+
+    _kind = "producer"
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
+        *,
+        transactional_id: str | None = None,
+        idempotent: bool = True,
+        linger_ms: float = 5,
+        batch_bytes: int = 256 * 1024,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        max_in_flight: int = 5,
+        delivery_timeout_s: float = 30.0,
+        request_timeout_ms: int = 30_000,
+        partitioner: Literal["default", "murmur2"] = "default",
+        client_id: str | None = None,
+        max_request_bytes: int = 8 * 1024 * 1024,
+        retry_backoff_ms: float = 50,
+        retry_backoff_max_ms: float = 1000,
+    ) -> None:
+        self._async = _producer.Producer(
+            bootstrap,
+            transactional_id=transactional_id,
+            idempotent=idempotent,
+            linger_ms=linger_ms,
+            batch_bytes=batch_bytes,
+            buffer_bytes=buffer_bytes,
+            max_in_flight=max_in_flight,
+            delivery_timeout_s=delivery_timeout_s,
+            request_timeout_ms=request_timeout_ms,
+            partitioner=partitioner,
+            client_id=client_id,
+            max_request_bytes=max_request_bytes,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+        )
+
+    def __enter__(self) -> Producer:
+        self._open_async(self._async)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close_async(exc)
+
+    def close(self) -> None:
+        self._close_async(None)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> Delivery:
+        """Queue a record (blocking while the buffer is full)."""
+
+        async def send() -> _producer.Delivery:
+            return await self._async.send(
+                topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp
+            )
+
+        return Delivery(self._loop, self._loop.run(send))
+
+    def send_nowait(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> Delivery:
+        """Queue a record without waiting for room (BufferFull)."""
+
+        def send() -> _producer.Delivery:
+            return self._async.send_nowait(
+                topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp
+            )
+
+        return Delivery(self._loop, self._loop.run_sync(send))
+
+    def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> RecordMetadata:
+        async def send() -> RecordMetadata:
+            return await self._async.send_and_wait(
+                topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp
+            )
+
+        return self._loop.run(send)
+
+    def flush(self) -> None:
+        self._loop.run(self._async.flush)
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        raise TransactionsNotSupported("transactions are not available yet")
+
+    def send_offsets_to_transaction(self, offsets: object, group_metadata: object) -> None:
+        raise TransactionsNotSupported("transactions are not available yet")
+
+
+# --------------------------------------------------------------------------- consumer
+
+
+class Consumer(_Facade[_consumer.Consumer]):
+    """`consumers.Consumer` without await; `for record in consumer` never ends."""
+
+    _kind = "consumer"
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
+        *,
+        group_id: str | None = None,
+        isolation: Literal["read_committed", "read_uncommitted"] = "read_committed",
+        auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
+        enable_auto_commit: bool = True,
+        max_poll_records: int = 500,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+        fetch_max_bytes: int = 50 * 1024 * 1024,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        request_timeout_ms: int = 30_000,
+        metadata_max_age_ms: int = 5_000,
+        client_id: str | None = None,
+        retry_backoff_ms: float = 100,
+        retry_backoff_max_ms: float = 1000,
+    ) -> None:
+        self._async = _consumer.Consumer(
+            bootstrap,
+            group_id=group_id,
+            isolation=isolation,
+            auto_offset_reset=auto_offset_reset,
+            enable_auto_commit=enable_auto_commit,
+            max_poll_records=max_poll_records,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_bytes=fetch_max_bytes,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+            request_timeout_ms=request_timeout_ms,
+            metadata_max_age_ms=metadata_max_age_ms,
+            client_id=client_id,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+        )
+        self._pending: deque[ConsumerRecord] = deque()
+
+    def __enter__(self) -> Consumer:
+        self._open_async(self._async)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close_async(exc)
+
+    def close(self) -> None:
+        self._close_async(None)
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        wanted = list(partitions)
+        self._drop_pending(lambda tp: tp not in set(wanted))
+        self._loop.run_sync(self._async.assign, wanted)
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        self._loop.run_sync(self._async.subscribe, list(topics))
+
+    def unsubscribe(self) -> None:
+        self._pending.clear()
+        self._loop.run_sync(self._async.unsubscribe)
+
+    def subscription(self) -> frozenset[str]:
+        return self._loop.run_sync(self._async.subscription)
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return self._loop.run_sync(self._async.assignment)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._drop_pending(lambda other: other == tp)
+        self._loop.run_sync(self._async.seek, tp, offset)
+
+    def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        tps = None if partitions is None else list(partitions)
+        self._drop_pending(lambda tp: tps is None or tp in tps)
+        self._loop.run_sync(self._async.seek_to_beginning, tps)
+
+    def seek_to_end(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        tps = None if partitions is None else list(partitions)
+        self._drop_pending(lambda tp: tps is None or tp in tps)
+        self._loop.run_sync(self._async.seek_to_end, tps)
+
+    def skip_corrupt(self, tp: TopicPartition) -> int:
+        return self._loop.run_sync(self._async.skip_corrupt, tp)
+
+    def position(self, tp: TopicPartition) -> int:
+        for record in self._pending:
+            if (record.topic, record.partition) == tuple(tp):
+                return record.offset
+        return self._loop.run(self._async.position, tp)
+
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[ConsumerRecord]:
+        if self._pending:
+            n = min(max_records, len(self._pending))
+            return [self._pending.popleft() for _ in range(n)]
+        return self._loop.run(self._async.poll, timeout, max_records)
+
+    def commit(self) -> None:
+        self._loop.run(self._async.commit)
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        return self
+
+    def __next__(self) -> ConsumerRecord:
+        while not self._pending:
+            self._pending.extend(
+                self._loop.run(self._async.poll, 1.0, self._async.max_poll_records)
+            )
+        return self._pending.popleft()
+
+    def _drop_pending(self, drop: Callable[[TopicPartition], bool]) -> None:
+        if self._pending:
+            self._pending = deque(r for r in self._pending if not drop((r.topic, r.partition)))
+
+
+# --------------------------------------------------------------------------- admin
+
+
+class Admin(_Facade[_admin.Admin]):
+    """`consumers.Admin` without await."""
+
+    _kind = "admin"
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str] = "127.0.0.1:9092",
+        *,
+        client_id: str | None = None,
+        request_timeout_ms: int = 30_000,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._async = _admin.Admin(
+            bootstrap,
+            client_id=client_id,
+            request_timeout_ms=request_timeout_ms,
+            timeout_s=timeout_s,
+        )
+
+    def __enter__(self) -> Admin:
+        self._open_async(self._async)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close_async(exc)
+
+    def close(self) -> None:
+        self._close_async(None)
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication_factor: int = 1,
+        config: Mapping[str, str] | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        async def create() -> None:
+            await self._async.create_topic(
+                name, partitions, replication_factor, config, timeout_s=timeout_s
+            )
+
+        self._loop.run(create)
+
+    def delete_topic(self, name: str, timeout_s: float = 30.0) -> None:
+        async def delete() -> None:
+            await self._async.delete_topic(name, timeout_s=timeout_s)
+
+        self._loop.run(delete)
+
+    def list_topics(self) -> list[_admin.TopicDescription]:
+        return self._loop.run(self._async.list_topics)
+
+    def describe_topic(self, name: str) -> _admin.TopicDescription:
+        return self._loop.run(self._async.describe_topic, name)
+
+    def describe_cluster(self) -> _admin.ClusterDescription:
+        return self._loop.run(self._async.describe_cluster)

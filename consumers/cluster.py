@@ -1,0 +1,498 @@
+"""The client's view of the cluster: bootstrap, connection pool, metadata cache, retries.
+
+Theory of operation
+-------------------
+`Cluster` is owned by a Producer, Consumer or Admin and lives in its `async with`; its nursery
+holds every connection's reader task. Connections are pooled per (address, lane): one per
+broker for ordinary requests, and separate lanes where a request may park on the broker (the
+consumer's long-poll fetches use lane "fetch", because a broker answers a connection's
+requests in order and a parked fetch would hold back everything behind it).
+
+`MetadataCache` (pure) holds brokers (id -> host:port), topics -> partitions -> (leader,
+leader_term, replicas) and the controller. Its one rule: a partition's leader is never
+replaced by one reported under an older Raft term (a broker that has not yet heard of the new
+leader cannot make the client step back); within one term a known leader is kept over "no
+leader". `invalidate(tp)` forgets a leader that answered NOT_LEADER (its term is kept, so only
+equal-or-newer reports are taken). A topic reported UNKNOWN_TOPIC_OR_PARTITION is dropped.
+
+Bootstrap: `bootstrap` is "host:port[,host:port...]" or a list; a metadata request goes to a
+live pooled connection when there is one, else to each known broker and bootstrap address in
+turn (rotating the start) until one answers.
+
+Retries: `Backoff` is exponential with equal jitter, capped; `retry_until(deadline, fn)` calls
+`fn` until it succeeds, a non-retriable error occurs, or the next attempt would start after
+the deadline (then the last error is raised). Leadership, unknown-topic and connection errors
+refresh metadata before the next attempt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TypeVar
+
+import trio
+
+from broker.wire.errors import ErrorCode
+from broker.wire.limits import Limits
+from broker.wire.messages import MetadataRequest, MetadataResponse, Request, Response
+from consumers.connection import DEFAULT_CLIENT_LIMITS, Connection
+from consumers.errors import (
+    BrokerUnavailableError,
+    ClientClosedError,
+    LeadershipError,
+    NotControllerError,
+    RequestTimedOutError,
+    SluiceError,
+    UnknownTopicError,
+)
+
+__all__ = [
+    "Backoff",
+    "BrokerAddress",
+    "Cluster",
+    "MetadataCache",
+    "PartitionMeta",
+    "TopicMeta",
+    "TopicPartition",
+    "parse_bootstrap",
+]
+
+TopicPartition = tuple[str, int]
+T = TypeVar("T")
+
+DEFAULT_PORT = 9092
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMeta:
+    partition: int
+    leader: int | None
+    leader_term: int
+    replicas: tuple[int, ...]
+    error: ErrorCode = ErrorCode.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMeta:
+    name: str
+    partitions: tuple[PartitionMeta, ...]
+    """Indexed by partition number."""
+    replication_factor: int = 0
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[tuple[str, int]]:
+    """ "h1:p1,h2:p2" (or a list of such) -> [(host, port), ...]; "[::1]:9092" for IPv6; a
+    missing port is 9092."""
+    parts = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+    out: list[tuple[str, int]] = []
+    for raw in parts:
+        text = raw.strip()
+        if not text:
+            continue
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:
+            host, port_text = text, ""
+        try:
+            port = int(port_text) if port_text else DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"bootstrap: bad port in {text!r}") from None
+        if not host or not 0 < port <= 65535:
+            raise ValueError(f"bootstrap: expected HOST:PORT, got {text!r}")
+        out.append((host, port))
+    if not out:
+        raise ValueError("bootstrap: no address given")
+    return out
+
+
+class MetadataCache:
+    """Brokers, controller and topic layout, merged from METADATA answers (pure)."""
+
+    def __init__(self) -> None:
+        self.cluster_id: str | None = None
+        self.controller: int | None = None
+        self.brokers: dict[int, BrokerAddress] = {}
+        self.topics: dict[str, TopicMeta] = {}
+        self.version = 0
+        """Incremented by every update."""
+
+    def update(self, response: MetadataResponse) -> None:
+        """Merge an answer; never take a leader of an older term than the cached one."""
+        self.version += 1
+        if response.cluster_id is not None:
+            self.cluster_id = response.cluster_id
+        self.controller = response.controller
+        if response.brokers:
+            self.brokers = {
+                b.id: BrokerAddress(b.id, b.host, b.port, b.rack) for b in response.brokers
+            }
+        for topic in response.topics:
+            if topic.error is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                self.topics.pop(topic.name, None)
+                continue
+            if topic.error is not ErrorCode.NONE:
+                continue
+            old = self.topics.get(topic.name)
+            previous = {p.partition: p for p in old.partitions} if old is not None else {}
+            merged: list[PartitionMeta] = []
+            for p in sorted(topic.partitions, key=lambda p: p.partition):
+                new = PartitionMeta(p.partition, p.leader, p.leader_term, p.replicas, p.error)
+                cached = previous.get(p.partition)
+                merged.append(new if cached is None else _merge(cached, new))
+            if [p.partition for p in merged] != list(range(len(merged))):
+                continue  # not a dense 0..n-1 layout: ignore a malformed answer
+            self.topics[topic.name] = TopicMeta(
+                topic.name, tuple(merged), topic.replication_factor, dict(topic.config)
+            )
+
+    def invalidate(self, tp: TopicPartition) -> None:
+        """The leader answered NOT_LEADER: forget it, keeping its term as the floor."""
+        topic = self.topics.get(tp[0])
+        if topic is None or not 0 <= tp[1] < len(topic.partitions):
+            return
+        p = topic.partitions[tp[1]]
+        if p.leader is None:
+            return
+        parts = list(topic.partitions)
+        parts[tp[1]] = PartitionMeta(p.partition, None, p.leader_term, p.replicas, p.error)
+        self.topics[tp[0]] = TopicMeta(
+            topic.name, tuple(parts), topic.replication_factor, topic.config
+        )
+
+    def partition_count(self, topic: str) -> int | None:
+        t = self.topics.get(topic)
+        return None if t is None or not t.partitions else len(t.partitions)
+
+    def leader_for(self, tp: TopicPartition) -> int | None:
+        """The leader's broker id, if known and its address is known."""
+        t = self.topics.get(tp[0])
+        if t is None or not 0 <= tp[1] < len(t.partitions):
+            return None
+        leader = t.partitions[tp[1]].leader
+        return leader if leader is not None and leader in self.brokers else None
+
+    def partition(self, tp: TopicPartition) -> PartitionMeta | None:
+        t = self.topics.get(tp[0])
+        if t is None or not 0 <= tp[1] < len(t.partitions):
+            return None
+        return t.partitions[tp[1]]
+
+
+def _merge(cached: PartitionMeta, new: PartitionMeta) -> PartitionMeta:
+    if new.leader_term < cached.leader_term:
+        return PartitionMeta(
+            cached.partition, cached.leader, cached.leader_term, new.replicas, cached.error
+        )
+    if new.leader_term == cached.leader_term and new.leader is None and cached.leader is not None:
+        return PartitionMeta(cached.partition, cached.leader, cached.leader_term, new.replicas)
+    return new
+
+
+class Backoff:
+    """Exponential backoff with equal jitter: attempt n waits in [c/2, c], c = min(max_s,
+    base_s * 2**n)."""
+
+    def __init__(
+        self,
+        base_s: float = 0.05,
+        max_s: float = 1.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not 0 < base_s <= max_s:
+            raise ValueError("need 0 < base_s <= max_s")
+        self.base_s = base_s
+        self.max_s = max_s
+        self._rng = rng
+
+    def delay(self, attempt: int) -> float:
+        cap = min(self.max_s, self.base_s * (2.0 ** min(attempt, 30)))
+        return cap / 2 + self._rng() * cap / 2
+
+
+def needs_metadata(error: SluiceError) -> bool:
+    """Whether an error means the client's metadata may be stale."""
+    return isinstance(
+        error, LeadershipError | UnknownTopicError | BrokerUnavailableError | NotControllerError
+    )
+
+
+class Cluster:
+    """Connections and metadata of one client. Use as `async with Cluster(...) as c`."""
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        *,
+        client_id: str | None = None,
+        request_timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        max_in_flight_per_connection: int = 5,
+        limits: Limits = DEFAULT_CLIENT_LIMITS,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.bootstrap = parse_bootstrap(bootstrap)
+        self.client_id = client_id
+        self.request_timeout_s = request_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_in_flight = max_in_flight_per_connection
+        self.limits = limits
+        self.backoff = backoff or Backoff()
+        self.metadata = MetadataCache()
+        self._conns: dict[tuple[str, str], Connection] = {}
+        self._connecting: dict[tuple[str, str], trio.Event] = {}
+        self._scheduled: set[tuple[str, str]] = set()
+        self._failures: dict[str, int] = {}
+        """Consecutive failed connection attempts per address (reset by a success)."""
+        self._refresh_lock = trio.Lock()
+        self._rotation = 0
+        self._nursery: trio.Nursery | None = None
+        self._stack = AsyncExitStack()
+        self.changed = trio.Event()
+        """Set (and replaced) after each metadata update."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Cluster:
+        self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        nursery = self._nursery
+        assert nursery is not None
+        with trio.CancelScope(shield=True):
+            await self.aclose()
+        nursery.cancel_scope.cancel()
+        self._nursery = None
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        conns = list(self._conns.values())
+        self._conns.clear()
+        for c in conns:
+            await c.aclose()
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise ClientClosedError("the client is not open (use `async with`)")
+        return self._nursery
+
+    # -- connections -------------------------------------------------------------------------
+
+    def ready_connection(self, broker_id: int, lane: str = "main") -> Connection | None:
+        """The open connection to `broker_id` on `lane`, or None (nothing is started)."""
+        b = self.metadata.brokers.get(broker_id)
+        if b is None:
+            return None
+        c = self._conns.get((b.address, lane))
+        return c if c is not None and not c.closed else None
+
+    def start_connecting(
+        self, broker_id: int, lane: str = "main", on_done: Callable[[], None] | None = None
+    ) -> None:
+        """Open the connection in the background (no-op if open or opening); `on_done` runs
+        once the attempt ended either way. After failed attempts to the same address the
+        next one waits a backoff first, so a dead broker is not hammered."""
+        if self._nursery is None:
+            return  # closed (or closing)
+        b = self.metadata.brokers.get(broker_id)
+        if b is None:
+            if on_done is not None:
+                on_done()
+            return
+        key = (b.address, lane)
+        if key in self._connecting or key in self._scheduled:
+            return
+        if self.ready_connection(broker_id, lane) is not None:
+            return
+        self._scheduled.add(key)
+
+        async def connect() -> None:
+            try:
+                failures = self._failures.get(b.address, 0)
+                if failures:
+                    await trio.sleep(self.backoff.delay(failures - 1))
+                await self._connect(b.host, b.port, lane)
+            except SluiceError:
+                pass
+            finally:
+                self._scheduled.discard(key)
+                if on_done is not None:
+                    on_done()
+
+        self.nursery.start_soon(connect)
+
+    async def connection(self, broker_id: int, lane: str = "main") -> Connection:
+        """An open connection to `broker_id` (connecting if needed)."""
+        b = self.metadata.brokers.get(broker_id)
+        if b is None:
+            raise BrokerUnavailableError(f"broker {broker_id} is not in the metadata")
+        return await self._connect(b.host, b.port, lane)
+
+    async def _connect(self, host: str, port: int, lane: str) -> Connection:
+        key = (f"{host}:{port}", lane)
+        while True:
+            c = self._conns.get(key)
+            if c is not None and not c.closed:
+                return c
+            opening = self._connecting.get(key)
+            if opening is None:
+                break
+            await opening.wait()
+            c = self._conns.get(key)
+            if c is None or c.closed:
+                raise BrokerUnavailableError(f"cannot connect to {key[0]}")
+        opening = self._connecting[key] = trio.Event()
+        try:
+            conn = Connection(
+                host,
+                port,
+                client_id=self.client_id,
+                max_in_flight=self.max_in_flight,
+                connect_timeout_s=self.connect_timeout_s,
+                request_timeout_s=self.request_timeout_s,
+                limits=self.limits,
+            )
+            try:
+                await self.nursery.start(conn.run)
+            except SluiceError:
+                self._failures[key[0]] = self._failures.get(key[0], 0) + 1
+                raise
+            self._failures.pop(key[0], None)
+            self._conns[key] = conn
+            return conn
+        finally:
+            del self._connecting[key]
+            opening.set()
+
+    async def request(
+        self,
+        broker_id: int,
+        request: Request,
+        *,
+        lane: str = "main",
+        timeout_s: float | None = None,
+    ) -> Response:
+        conn = await self.connection(broker_id, lane)
+        return await conn.request(request, timeout_s=timeout_s)
+
+    async def any_connection(self) -> Connection:
+        """A live connection to any broker: a pooled one, else each known broker and
+        bootstrap address in turn."""
+        for (_, lane), c in self._conns.items():
+            if lane == "main" and not c.closed:
+                return c
+        candidates = [(b.host, b.port) for b in self.metadata.brokers.values()]
+        candidates += [a for a in self.bootstrap if a not in candidates]
+        self._rotation = (self._rotation + 1) % len(candidates)
+        candidates = candidates[self._rotation :] + candidates[: self._rotation]
+        last: SluiceError | None = None
+        for host, port in candidates:
+            try:
+                return await self._connect(host, port, "main")
+            except SluiceError as e:
+                if not e.retriable:
+                    raise
+                last = e
+        names = ", ".join(f"{h}:{p}" for h, p in candidates)
+        raise BrokerUnavailableError(f"no broker reachable ({names}): {last}")
+
+    async def request_any(self, request: Request, *, timeout_s: float | None = None) -> Response:
+        conn = await self.any_connection()
+        return await conn.request(request, timeout_s=timeout_s)
+
+    async def request_controller(
+        self, request: Request, *, timeout_s: float | None = None
+    ) -> Response:
+        """Send to the controller named by the metadata (refreshed when unknown)."""
+        if self.metadata.controller is None:
+            await self.refresh(())
+        controller = self.metadata.controller
+        if controller is None:
+            raise NotControllerError("the cluster has no controller at the moment")
+        return await self.request(controller, request, timeout_s=timeout_s)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    async def refresh(self, topics: Iterable[str] | None = None) -> MetadataResponse:
+        """Ask any broker for metadata (`topics=None`: all topics) and merge it."""
+        wanted = None if topics is None else tuple(dict.fromkeys(topics))
+        async with self._refresh_lock:
+            response = await self.request_any(MetadataRequest(topics=wanted))
+            assert isinstance(response, MetadataResponse)
+            self.metadata.update(response)
+            self.changed.set()
+            self.changed = trio.Event()
+            return response
+
+    async def topic(self, name: str, deadline: float) -> TopicMeta:
+        """The topic's metadata, refreshing (with backoff) until it is known or the
+        deadline passes (UnknownTopicError)."""
+        meta = self.metadata.topics.get(name)
+        if meta is not None:
+            return meta
+
+        async def fetch() -> TopicMeta:
+            await self.refresh([name])
+            found = self.metadata.topics.get(name)
+            if found is None:
+                raise UnknownTopicError(f"topic {name!r} does not exist")
+            return found
+
+        return await self.retry_until(deadline, fetch, refresh_topics=())
+
+    async def retry_until(
+        self,
+        deadline: float,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        refresh_topics: Iterable[str] | None = (),
+    ) -> T:
+        """`await fn()` until it succeeds; retriable errors are retried with backoff (after a
+        metadata refresh of `refresh_topics` when the error says metadata may be stale) while
+        the next attempt would start before `deadline`; the last error is raised."""
+        attempt = 0
+        topics = None if refresh_topics is None else tuple(refresh_topics)
+        while True:
+            try:
+                with trio.fail_after(max(0.0, deadline - trio.current_time())):
+                    return await fn()
+            except trio.TooSlowError:
+                raise RequestTimedOutError("gave up: the operation's timeout passed") from None
+            except SluiceError as e:
+                if not e.retriable:
+                    raise
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                if trio.current_time() + delay >= deadline:
+                    raise
+                if needs_metadata(e):
+                    with trio.move_on_at(deadline):
+                        with suppress(SluiceError):
+                            await self.refresh(topics)
+                await trio.sleep(delay)

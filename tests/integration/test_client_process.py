@@ -1,0 +1,153 @@
+"""The client library against real `sluice serve` processes: the blocking facade round trip,
+and an idempotent producer that keeps every acknowledged record exactly once across a
+SIGKILL of the broker mid-stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from consumers import Admin, Consumer, ConsumerRecord, Producer, blocking
+from consumers.errors import BufferFull, UnknownTopicError
+
+REPO = Path(__file__).resolve().parents[2]
+SLUICE = [sys.executable, "-m", "cli.main", "serve"]
+
+
+class SluiceProcess:
+    """One `sluice serve` child; its client address is read from the listening line."""
+
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *SLUICE,
+                "--data-dir",
+                str(data_dir),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("sluice: listening clients="):
+            self.proc.kill()
+            raise RuntimeError(f"sluice serve did not start: {line!r}")
+        self.address = line.split("clients=")[1].split()[0]
+        self.port = int(self.address.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def sluice(tmp_path: Path) -> Iterator[SluiceProcess]:
+    if os.name != "posix":  # pragma: no cover
+        pytest.skip("needs POSIX signals")
+    process = SluiceProcess(tmp_path / "data")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_blocking_facade_round_trip(sluice: SluiceProcess) -> None:
+    addr = sluice.address
+    with blocking.Admin(addr) as admin:
+        admin.create_topic("plain", partitions=2)
+        assert [t.name for t in admin.list_topics()] == ["plain"]
+        with pytest.raises(UnknownTopicError):
+            admin.describe_topic("missing")
+    with blocking.Producer(addr, buffer_bytes=4096) as p:
+        md = p.send_and_wait("plain", b"first", key=b"k", headers=[("h", b"v")], partition=0)
+        assert (md.topic, md.partition, md.offset) == ("plain", 0, 0)
+        deliveries = [p.send("plain", b"value-%d" % i, partition=i % 2) for i in range(100)]
+        p.flush()
+        assert all(d.done for d in deliveries)
+        assert deliveries[-1].wait().offset == 49  # the 50th record of partition 1
+        with pytest.raises(BufferFull):
+            for _ in range(1000):
+                p.send_nowait("plain", b"x" * 100, partition=1)
+    with blocking.Admin(addr) as admin:
+        described = admin.describe_topic("plain")
+        total = sum(part.high_watermark or 0 for part in described.partitions)
+        assert admin.describe_cluster().controller == 0
+    with blocking.Consumer(addr, max_poll_records=7) as c:
+        c.assign([("plain", 0), ("plain", 1)])
+        seen = []
+        for record in c:
+            seen.append(record)
+            if len(seen) == total:
+                break
+        assert len({(r.partition, r.offset) for r in seen}) == total
+        first = next(r for r in seen if (r.partition, r.offset) == (0, 0))
+        assert (first.key, first.value, first.headers) == (b"k", b"first", (("h", b"v"),))
+        assert c.poll(timeout=0.2) == []
+        c.seek(("plain", 0), 1)
+        assert c.position(("plain", 0)) == 1
+        assert c.poll(timeout=5, max_records=1)[0].value == b"value-0"
+        assert c.assignment() == {("plain", 0), ("plain", 1)}
+        with pytest.raises(ValueError):
+            c.skip_corrupt(("plain", 0))
+
+
+async def test_exactly_once_across_a_sigkill(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = await trio.to_thread.run_sync(SluiceProcess, data)
+    second: SluiceProcess | None = None
+    total = 4_000
+    try:
+        async with Admin(first.address) as admin:
+            await admin.create_topic("killed", partitions=3)
+        acked: dict[int, tuple[int, int]] = {}
+        async with Producer(first.address, linger_ms=1, delivery_timeout_s=30) as p:
+            deliveries = []
+            for i in range(total):
+                deliveries.append(await p.send("killed", b"%d" % i))
+                if i % 100 == 0:
+                    await trio.sleep(0.001)
+                if i == total // 2:
+                    first.kill()  # acknowledgements in flight are lost with it
+                    second = await trio.to_thread.run_sync(SluiceProcess, data, first.port)
+            await p.flush()
+            for i, d in enumerate(deliveries):
+                md = await d.wait()
+                acked[i] = (md.partition, md.offset)
+        assert second is not None
+        async with Consumer(second.address) as c:
+            c.assign([("killed", p) for p in range(3)])
+            records: list[ConsumerRecord] = []
+            with trio.fail_after(20):
+                while len(records) < total:
+                    records.extend(await c.poll(timeout=1))
+            assert await c.poll(timeout=0.3) == []
+        assert sorted(int(r.value) for r in records) == list(range(total))  # type: ignore[arg-type]
+        for r in records:
+            assert acked[int(r.value)] == (r.partition, r.offset)  # type: ignore[arg-type]
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

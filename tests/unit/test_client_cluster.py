@@ -1,0 +1,201 @@
+"""Metadata cache (never back to an older leader term), bootstrap parsing, backoff, retries."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import trio
+import trio.testing
+
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import BrokerInfo, MetadataResponse, PartitionInfo, TopicInfo
+from consumers.cluster import Backoff, Cluster, MetadataCache, parse_bootstrap
+from consumers.errors import BackpressureError, InvalidConfigError, RequestTimedOutError
+
+
+def answer(
+    leaders: dict[int, tuple[int | None, int]],
+    *,
+    topic: str = "t",
+    brokers: tuple[int, ...] = (0, 1, 2),
+    error: ErrorCode = ErrorCode.NONE,
+) -> MetadataResponse:
+    """A metadata answer: partition -> (leader, leader_term)."""
+    return MetadataResponse(
+        cluster_id="c",
+        controller=0,
+        brokers=tuple(BrokerInfo(id=b, host="127.0.0.1", port=9000 + b) for b in brokers),
+        topics=(
+            TopicInfo(
+                name=topic,
+                error=error,
+                partitions=tuple(
+                    PartitionInfo(partition=p, leader=leader, leader_term=term, replicas=(0, 1, 2))
+                    for p, (leader, term) in sorted(leaders.items())
+                ),
+                replication_factor=3,
+            ),
+        ),
+    )
+
+
+def test_metadata_never_steps_back_to_an_older_term() -> None:
+    cache = MetadataCache()
+    cache.update(answer({0: (1, 5), 1: (2, 3)}))
+    assert cache.leader_for(("t", 0)) == 1
+    # A broker that has not heard of term 5 reports the old leader of term 4: ignored.
+    cache.update(answer({0: (0, 4), 1: (2, 3)}))
+    assert cache.leader_for(("t", 0)) == 1
+    assert cache.partition(("t", 0)) is not None
+    assert cache.partition(("t", 0)).leader_term == 5  # type: ignore[union-attr]
+    # A newer term wins, even from another broker's answer.
+    cache.update(answer({0: (2, 6), 1: (2, 3)}))
+    assert cache.leader_for(("t", 0)) == 2
+    # Same term without a leader does not erase the known leader of that term.
+    cache.update(answer({0: (None, 6), 1: (2, 3)}))
+    assert cache.leader_for(("t", 0)) == 2
+    # A newer term without a leader (an election in progress) makes it unknown.
+    cache.update(answer({0: (None, 7), 1: (2, 3)}))
+    assert cache.leader_for(("t", 0)) is None
+    # ... and an older term cannot bring a leader back then either.
+    cache.update(answer({0: (2, 6), 1: (2, 3)}))
+    assert cache.leader_for(("t", 0)) is None
+    cache.update(answer({0: (0, 7), 1: (2, 3)}))
+    assert cache.leader_for(("t", 0)) == 0
+
+
+def test_invalidate_keeps_the_term_as_floor() -> None:
+    cache = MetadataCache()
+    cache.update(answer({0: (1, 5)}))
+    cache.invalidate(("t", 0))
+    assert cache.leader_for(("t", 0)) is None
+    cache.update(answer({0: (0, 4)}))
+    assert cache.leader_for(("t", 0)) is None
+    cache.update(answer({0: (1, 5)}))  # the same term again: taken (maybe it was transient)
+    assert cache.leader_for(("t", 0)) == 1
+    cache.invalidate(("nope", 0))  # unknown partitions are ignored
+
+
+def test_partitions_grow_and_unknown_topics_are_dropped() -> None:
+    cache = MetadataCache()
+    cache.update(answer({0: (1, 1)}))
+    assert cache.partition_count("t") == 1
+    cache.update(answer({0: (1, 1), 1: (2, 1), 2: (0, 1)}))
+    assert cache.partition_count("t") == 3
+    cache.update(answer({}, error=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+    assert cache.partition_count("t") is None
+    assert cache.leader_for(("t", 0)) is None
+
+
+def test_leader_needs_a_known_broker_address() -> None:
+    cache = MetadataCache()
+    cache.update(answer({0: (5, 1)}))
+    assert cache.leader_for(("t", 0)) is None
+    cache.update(answer({0: (5, 1)}, brokers=(0, 5)))
+    assert cache.leader_for(("t", 0)) == 5
+    assert cache.brokers[5].address == "127.0.0.1:9005"
+
+
+def test_parse_bootstrap() -> None:
+    assert parse_bootstrap("a:1, b:2,") == [("a", 1), ("b", 2)]
+    assert parse_bootstrap(["a:1", "[::1]:9"]) == [("a", 1), ("::1", 9)]
+    assert parse_bootstrap("localhost") == [("localhost", 9092)]
+    for bad in ("", "a:x", "a:0", ":5"):
+        with pytest.raises(ValueError):
+            parse_bootstrap(bad)
+
+
+def test_backoff_is_exponential_jittered_and_capped() -> None:
+    low = Backoff(0.1, 1.0, rng=lambda: 0.0)
+    high = Backoff(0.1, 1.0, rng=lambda: 0.999999)
+    assert [round(low.delay(n), 3) for n in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+    assert [round(high.delay(n), 3) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert high.delay(10_000) <= 1.0
+    with pytest.raises(ValueError):
+        Backoff(0, 1)
+
+
+async def test_retry_until_retries_retriable_errors_until_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cluster = Cluster("127.0.0.1:1", backoff=Backoff(0.1, 1.0, rng=lambda: 1.0))
+    calls: list[float] = []
+
+    async def busy() -> int:
+        calls.append(trio.current_time())
+        if len(calls) < 4:
+            raise BackpressureError("slow down")
+        return 42
+
+    start = trio.current_time()
+    assert await cluster.retry_until(start + 10, busy) == 42
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(calls)]
+    assert gaps == [0.1, 0.2, 0.4]
+
+    calls.clear()
+
+    async def always_busy() -> int:
+        calls.append(trio.current_time())
+        raise BackpressureError("slow down")
+
+    start = trio.current_time()
+    with pytest.raises(BackpressureError):
+        await cluster.retry_until(start + 3, always_busy)
+    assert trio.current_time() - start <= 3
+    assert len(calls) >= 4
+
+
+async def test_retry_until_raises_non_retriable_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cluster = Cluster("127.0.0.1:1")
+    calls = 0
+
+    async def bad() -> None:
+        nonlocal calls
+        calls += 1
+        raise InvalidConfigError("no such key")
+
+    with pytest.raises(InvalidConfigError):
+        await cluster.retry_until(trio.current_time() + 10, bad)
+    assert calls == 1
+
+
+async def test_retry_until_bounds_a_hanging_call(autojump_clock: trio.testing.MockClock) -> None:
+    cluster = Cluster("127.0.0.1:1")
+
+    async def hang() -> None:
+        await trio.sleep_forever()
+
+    start = trio.current_time()
+    with pytest.raises(RequestTimedOutError):
+        await cluster.retry_until(start + 5, hang)
+    assert trio.current_time() - start == pytest.approx(5)
+
+
+async def test_reconnects_to_a_dead_broker_back_off() -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    for listener in listeners:
+        await listener.aclose()  # nothing listens there now
+    attempts = 0
+    async with Cluster(f"127.0.0.1:{port}", backoff=Backoff(0.05, 0.4)) as cluster:
+        cluster.metadata.update(
+            MetadataResponse(
+                cluster_id="c",
+                controller=0,
+                brokers=(BrokerInfo(id=0, host="127.0.0.1", port=port),),
+                topics=(),
+            )
+        )
+
+        def again() -> None:
+            nonlocal attempts
+            attempts += 1
+            cluster.start_connecting(0, on_done=again)  # as the producer's sender does
+
+        cluster.start_connecting(0, on_done=again)
+        await trio.sleep(0.6)
+        assert cluster.ready_connection(0) is None
+    assert 2 <= attempts <= 10  # backed off, not a busy loop

@@ -1,0 +1,141 @@
+"""The consumer's handling of fetch answers (no I/O): whole batches trimmed to the position,
+control batches skipped, corrupt batches stopping the partition with their offsets, resets."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.wire.batch import Record, encode_batch
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import FetchedBatch, FetchPartitionResult
+from consumers.consumer import Consumer, _PartitionState
+from consumers.errors import CorruptBatch, GroupsNotSupported, OffsetOutOfRangeError
+
+TP = ("t", 0)
+
+
+def batch(values: list[bytes], ts: int = 1000) -> bytes:
+    return encode_batch([Record(value=v, timestamp=ts + i) for i, v in enumerate(values)])
+
+
+def consumer(**kwargs: object) -> tuple[Consumer, _PartitionState]:
+    c = Consumer("127.0.0.1:1", **kwargs)  # type: ignore[arg-type]
+    c.assign([TP])
+    state = c._states[TP]
+    return c, state
+
+
+def view(state: _PartitionState) -> tuple[CorruptBatch | None, int | None]:
+    """(corrupt marker, position), read through a call so checkers see them change."""
+    return state.corrupt, state.position
+
+
+def answer(*batches: tuple[int, bytes], error: ErrorCode = ErrorCode.NONE) -> FetchPartitionResult:
+    return FetchPartitionResult(
+        partition=0,
+        error=error,
+        high_watermark=100,
+        batches=tuple(FetchedBatch(base_offset=b, data=d) for b, d in batches),
+    )
+
+
+def test_records_below_the_position_are_skipped() -> None:
+    c, state = consumer()
+    state.position = state.fetch_offset = 3
+    assert c._apply_fetch(
+        TP, state, answer((0, batch([b"a", b"b", b"c", b"d", b"e"])), (5, batch([b"f"])))
+    )
+    assert [(r.offset, r.value) for r in state.records] == [(3, b"d"), (4, b"e"), (5, b"f")]
+    assert state.fetch_offset == 6
+    assert [r.offset for r in c._take(2)] == [3, 4]
+    assert state.position == 5
+
+
+def test_control_batches_take_an_offset_and_are_not_returned() -> None:
+    c, state = consumer()
+    state.position = state.fetch_offset = 0
+    marker = encode_batch(
+        [Record(value=b"commit", timestamp=1)],
+        producer_id=5,
+        producer_epoch=0,
+        transactional=True,
+        control=True,
+    )
+    c._apply_fetch(TP, state, answer((0, batch([b"a"])), (1, marker), (2, batch([b"b"]))))
+    assert [(r.offset, r.value) for r in state.records] == [(0, b"a"), (2, b"b")]
+    assert state.fetch_offset == 3
+
+
+def test_a_corrupt_batch_stops_the_partition_with_its_offsets() -> None:
+    c, state = consumer()
+    state.position = state.fetch_offset = 0
+    good = batch([b"a", b"b"])
+    bad = bytearray(batch([b"c", b"d", b"e"]))
+    bad[-1] ^= 0xFF  # breaks the CRC: the extent comes from the next batch's base offset
+    c._apply_fetch(TP, state, answer((0, good), (2, bytes(bad)), (5, batch([b"f"]))))
+    assert [r.value for r in state.records] == [b"a", b"b"]
+    assert state.fetch_offset == 2
+    assert state.corrupt is not None
+    assert (state.corrupt.base_offset, state.corrupt.last_offset) == (2, 4)
+    assert not state.fetchable(0.0, 500)
+    c._raise_pending()  # records before the batch come first
+    assert len(c._take(10)) == 2
+    with pytest.raises(CorruptBatch) as caught:
+        c._raise_pending()
+    assert "CRC" in caught.value.reason
+    assert state.position == 2
+    with pytest.raises(CorruptBatch):
+        c._raise_pending()  # again, until skipped
+
+
+def test_corrupt_last_batch_with_unknown_extent_must_be_sought_past() -> None:
+    c, state = consumer()
+    state.position = state.fetch_offset = 0
+    bad = bytearray(batch([b"c"]))
+    bad[-1] ^= 0xFF
+    c._apply_fetch(TP, state, answer((0, bytes(bad))))
+    assert state.corrupt is not None and state.corrupt.last_offset is None
+    with pytest.raises(ValueError, match="seek past"):
+        c.skip_corrupt(TP)
+    c.seek(TP, 1)
+    assert view(state) == (None, 1)
+
+
+def test_offset_out_of_range_resets_or_raises() -> None:
+    c, state = consumer()
+    state.position = state.fetch_offset = 50
+    state.records.clear()
+    generation = state.generation
+    c._apply_fetch(TP, state, answer(error=ErrorCode.OFFSET_OUT_OF_RANGE))
+    assert view(state)[1] is None and state.generation > generation  # reset pending
+
+    c, state = consumer(auto_offset_reset="none")
+    state.position = state.fetch_offset = 50
+    c._apply_fetch(TP, state, answer(error=ErrorCode.OFFSET_OUT_OF_RANGE))
+    with pytest.raises(OffsetOutOfRangeError):
+        c._raise_pending()
+    c._raise_pending()  # raised once
+
+
+def test_seek_discards_buffered_records_and_in_flight_answers() -> None:
+    c, state = consumer()
+    state.position = state.fetch_offset = 0
+    c._apply_fetch(TP, state, answer((0, batch([b"a", b"b"]))))
+    generation = state.generation
+    c.seek(TP, 1)
+    assert not state.records and state.generation == generation + 1
+    assert (state.position, state.fetch_offset) == (1, 1)
+    with pytest.raises(ValueError):
+        c.seek(("other", 0), 0)
+
+
+def test_assign_and_subscribe_exclude_each_other_and_groups_are_refused() -> None:
+    c, _ = consumer()
+    with pytest.raises(ValueError):
+        c.subscribe(["t"])
+    c.assign([])
+    c.subscribe(["t"])
+    with pytest.raises(ValueError):
+        c.assign([TP])
+    with pytest.raises(GroupsNotSupported):
+        Consumer("127.0.0.1:1", group_id="g")

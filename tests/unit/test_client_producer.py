@@ -1,0 +1,455 @@
+"""The producer's sender against a fake cluster: retries, epoch bumps, fencing, ordering,
+delivery timeouts, linger and partitioning, driven by ProducerSequences.
+
+The fake implements the small interface the producer uses (metadata cache, ready connections
+with an in-flight bound, InitProducerId, refresh). Its partitions are the broker's real
+PartitionMachine, so duplicates, sequence gaps and epochs are decided as the broker decides
+them; faults are scripted per produce answer. Time is Trio's MockClock (autojump): no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from broker.core.partition import Outcome, PartitionMachine
+from broker.core.raft import Entry, EntryKind
+from broker.wire.batch import decode_records, parse_header
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import (
+    BrokerInfo,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    MetadataResponse,
+    PartitionInfo,
+    ProducePartitionResult,
+    ProduceRequest,
+    ProduceResponse,
+    ProduceTopicResult,
+    Request,
+    Response,
+    TopicInfo,
+)
+from broker.wire.partitioner import default_partition, murmur2_partition
+from consumers.cluster import MetadataCache, TopicPartition
+from consumers.errors import (
+    BrokerUnavailableError,
+    BufferFull,
+    NotLeaderError,
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    SluiceError,
+    UnknownTopicError,
+)
+from consumers.producer import Producer
+
+LOST = "lost"
+"""A scripted fault: the batch is written, but the answer is lost (connection error)."""
+
+
+@dataclass
+class FakeBroker:
+    partitions: dict[str, int]
+    latency: float = 0.01
+    leader: int = 0
+    term: int = 1
+    script: deque[tuple[TopicPartition | None, ErrorCode | str]] = field(default_factory=deque)
+    always: dict[TopicPartition, ErrorCode] = field(default_factory=dict)
+    machines: dict[TopicPartition, PartitionMachine] = field(default_factory=dict)
+    index: dict[TopicPartition, int] = field(default_factory=lambda: defaultdict(int))
+    produced: list[tuple[float, int, ProduceRequest]] = field(default_factory=list)
+    init_requests: list[InitProducerIdRequest] = field(default_factory=list)
+    refreshes: int = 0
+    accepted: dict[TopicPartition, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    next_pid: int = 1000
+    in_flight: dict[TopicPartition, int] = field(default_factory=lambda: defaultdict(int))
+    max_in_flight: dict[TopicPartition, int] = field(default_factory=lambda: defaultdict(int))
+
+    def metadata(self) -> MetadataResponse:
+        return MetadataResponse(
+            cluster_id="fake",
+            controller=0,
+            brokers=(BrokerInfo(id=0, host="b0", port=1), BrokerInfo(id=1, host="b1", port=1)),
+            topics=tuple(
+                TopicInfo(
+                    name=name,
+                    partitions=tuple(
+                        PartitionInfo(
+                            partition=p, leader=self.leader, leader_term=self.term, replicas=(0, 1)
+                        )
+                        for p in range(n)
+                    ),
+                    replication_factor=2,
+                )
+                for name, n in self.partitions.items()
+            ),
+        )
+
+    def init(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
+        self.init_requests.append(request)
+        if request.producer_id >= 0:
+            return InitProducerIdResponse(
+                producer_id=request.producer_id, producer_epoch=request.producer_epoch + 1
+            )
+        self.next_pid += 1
+        return InitProducerIdResponse(producer_id=self.next_pid, producer_epoch=0)
+
+    def produce(self, broker_id: int, request: ProduceRequest) -> tuple[ProduceResponse, bool]:
+        """The answer, and whether it is lost on the way back."""
+        self.produced.append((trio.current_time(), broker_id, request))
+        lost = False
+        topics = []
+        for t in request.topics:
+            parts = []
+            for pp in t.partitions:
+                tp = (t.name, pp.partition)
+                fault: ErrorCode | str | None = self.always.get(tp)
+                if fault is None and self.script and self.script[0][0] in (tp, None):
+                    fault = self.script.popleft()[1]
+                if broker_id != self.leader:
+                    fault = ErrorCode.NOT_LEADER_OR_FOLLOWER
+                if isinstance(fault, ErrorCode):
+                    parts.append(ProducePartitionResult(partition=pp.partition, error=fault))
+                    continue
+                machine = self.machines.setdefault(tp, PartitionMachine())
+                self.index[tp] += 1
+                result = machine.apply(Entry(self.index[tp], 1, EntryKind.NORMAL, pp.batch))
+                if result.outcome is Outcome.APPENDED:
+                    self.accepted[tp].append(pp.batch)
+                if fault == LOST:
+                    lost = True
+                parts.append(
+                    ProducePartitionResult(
+                        partition=pp.partition, error=result.error, base_offset=result.base_offset
+                    )
+                )
+            topics.append(ProduceTopicResult(name=t.name, partitions=tuple(parts)))
+        return ProduceResponse(topics=tuple(topics)), lost
+
+    def log(self, tp: TopicPartition) -> list[bytes | None]:
+        """The values written to a partition, in offset order."""
+        machine = self.machines.get(tp)
+        if machine is None:
+            return []
+        out: list[bytes | None] = []
+        for data in self.accepted[tp]:
+            out.extend(r.value for r in decode_records(data))
+        assert len(out) == machine.next_offset
+        return out
+
+
+class FakePending:
+    def __init__(
+        self, conn: FakeConnection, response: Response, lost: bool, tps: list[TopicPartition]
+    ) -> None:
+        self.conn = conn
+        self.response = response
+        self.lost = lost
+        self.tps = tps
+
+    async def result(self) -> Response:
+        try:
+            await trio.sleep(self.conn.broker.latency)
+        finally:
+            self.conn.in_flight -= 1
+            for tp in self.tps:
+                self.conn.broker.in_flight[tp] -= 1
+        if self.lost:
+            raise BrokerUnavailableError("connection reset (scripted)")
+        return self.response
+
+
+class FakeConnection:
+    def __init__(self, broker: FakeBroker, broker_id: int, limit: int = 5) -> None:
+        self.broker = broker
+        self.broker_id = broker_id
+        self.limit = limit
+        self.in_flight = 0
+        self.closed = False
+
+    def has_capacity(self) -> bool:
+        return self.in_flight < self.limit
+
+    async def submit(self, request: Request, *, timeout_s: float | None = None) -> FakePending:
+        assert self.has_capacity(), "the producer must respect the in-flight bound"
+        assert isinstance(request, ProduceRequest)
+        await trio.lowlevel.checkpoint()
+        self.in_flight += 1
+        tps = [(t.name, p.partition) for t in request.topics for p in t.partitions]
+        assert len(tps) == len(set(tps)), "one batch per partition per request"
+        for tp in tps:
+            self.broker.in_flight[tp] += 1
+            self.broker.max_in_flight[tp] = max(
+                self.broker.max_in_flight[tp], self.broker.in_flight[tp]
+            )
+        response, lost = self.broker.produce(self.broker_id, request)
+        return FakePending(self, response, lost, tps)
+
+
+class FakeCluster:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.metadata = MetadataCache()
+        self.metadata.update(broker.metadata())
+        self.connections = {0: FakeConnection(broker, 0), 1: FakeConnection(broker, 1)}
+
+    async def __aenter__(self) -> FakeCluster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def ready_connection(self, broker_id: int, lane: str = "main") -> FakeConnection | None:
+        return self.connections.get(broker_id)
+
+    def start_connecting(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("fake connections are always ready")
+
+    async def request_any(self, request: Request, *, timeout_s: float | None = None) -> Response:
+        await trio.sleep(self.broker.latency)
+        assert isinstance(request, InitProducerIdRequest)
+        return self.broker.init(request)
+
+    async def refresh(self, topics: Iterable[str] | None = None) -> MetadataResponse:
+        await trio.sleep(self.broker.latency)
+        self.broker.refreshes += 1
+        response = self.broker.metadata()
+        self.metadata.update(response)
+        return response
+
+    async def topic(self, name: str, deadline: float) -> object:
+        if name not in self.metadata.topics:
+            raise UnknownTopicError(f"no topic {name!r}")
+        return self.metadata.topics[name]
+
+
+class FakeProducer(Producer):
+    def __init__(self, broker: FakeBroker, **kwargs: object) -> None:
+        kwargs.setdefault("retry_backoff_ms", 10)
+        super().__init__("fake:1", **kwargs)  # type: ignore[arg-type]
+        self.broker = broker
+
+    def _make_cluster(self) -> FakeCluster:  # type: ignore[override]
+        return FakeCluster(self.broker)
+
+
+def batches_sent(broker: FakeBroker, tp: TopicPartition) -> list[tuple[int, int, int, bytes]]:
+    """(producer_epoch, base_sequence, record_count, bytes) of every batch sent to tp."""
+    out = []
+    for _, _, request in broker.produced:
+        for t in request.topics:
+            for pp in t.partitions:
+                if (t.name, pp.partition) == tp:
+                    h = parse_header(pp.batch)
+                    out.append((h.producer_epoch, h.base_sequence, h.record_count, pp.batch))
+    return out
+
+
+async def test_not_leader_is_retried_with_the_same_bytes_after_a_refresh(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    broker.script.append((("t", 0), ErrorCode.NOT_LEADER_OR_FOLLOWER))
+    async with FakeProducer(broker, linger_ms=0) as p:
+        md = await (await p.send("t", b"v0")).wait()
+    assert (md.topic, md.partition, md.offset) == ("t", 0, 0)
+    sent = batches_sent(broker, ("t", 0))
+    assert len(sent) == 2 and sent[0] == sent[1]  # same epoch, sequence and bytes
+    assert broker.refreshes >= 1
+    assert broker.log(("t", 0)) == [b"v0"]
+
+
+async def test_retry_follows_the_leader_to_a_newer_term(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    async with FakeProducer(broker, linger_ms=0) as p:
+        await p.send_and_wait("t", b"a")
+        broker.leader, broker.term = 1, 2  # a failover: broker 0 now answers NOT_LEADER
+        md = await p.send_and_wait("t", b"b")
+    assert md.offset == 1
+    assert [b for _, b, _ in broker.produced] == [0, 0, 1]
+    assert broker.log(("t", 0)) == [b"a", b"b"]
+
+
+async def test_lost_answer_is_resent_and_deduplicated(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    broker.script.append((("t", 0), LOST))
+    async with FakeProducer(broker, linger_ms=0) as p:
+        first = await p.send_and_wait("t", b"x")
+        second = await p.send_and_wait("t", b"y")
+    assert (first.offset, second.offset) == (0, 1)
+    assert broker.log(("t", 0)) == [b"x", b"y"]  # written once, though sent twice
+    assert len(batches_sent(broker, ("t", 0))) == 3
+
+
+async def test_a_final_failure_bumps_the_epoch_and_leaves_no_gap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    async with FakeProducer(broker, linger_ms=0) as p:
+        await p.send_and_wait("t", b"a")
+        broker.script.append((("t", 0), ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER))
+        failed = await p.send("t", b"lost")
+        with pytest.raises(OutOfOrderSequenceError):
+            await failed.wait()
+        md = await p.send_and_wait("t", b"c")
+        with pytest.raises(OutOfOrderSequenceError):
+            await p.flush()  # the failure since the last flush
+        await p.flush()  # reported once
+    assert md.offset == 1
+    assert broker.init_requests[-1].producer_id == broker.next_pid
+    assert broker.init_requests[-1].producer_epoch == 0
+    sent = batches_sent(broker, ("t", 0))
+    assert [(e, s) for e, s, _, _ in sent] == [(0, 0), (0, 1), (1, 0)]
+    assert broker.log(("t", 0)) == [b"a", b"c"]
+
+
+async def test_fenced_producer_fails_everything_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 2})
+    broker.script.append((("t", 0), ErrorCode.INVALID_PRODUCER_EPOCH))
+    async with FakeProducer(broker, linger_ms=0) as p:
+        d = await p.send("t", b"a", partition=0)
+        with pytest.raises(ProducerFencedError):
+            await d.wait()
+        with pytest.raises(ProducerFencedError):
+            await p.send("t", b"b", partition=1)
+        with pytest.raises(ProducerFencedError):
+            p.send_nowait("t", b"b", partition=1)
+        with pytest.raises(ProducerFencedError):
+            await p.flush()
+
+
+async def test_order_is_kept_when_pipelined_batches_are_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Five single-record batches in flight; the first is refused (NOT_LEADER): the broker
+    answers the other four with a sequence gap, and all five are resent oldest first."""
+    broker = FakeBroker({"t": 1}, latency=0.05)
+    broker.script.append((("t", 0), ErrorCode.NOT_LEADER_OR_FOLLOWER))
+    async with FakeProducer(broker, linger_ms=0, batch_bytes=1) as p:
+        deliveries = [p.send_nowait("t", b"%d" % i) for i in range(12)]
+        offsets = [(await d.wait()).offset for d in deliveries]
+    assert offsets == list(range(12))
+    assert broker.log(("t", 0)) == [b"%d" % i for i in range(12)]
+    assert broker.max_in_flight[("t", 0)] == 5
+    sequences = [s for _, s, _, _ in batches_sent(broker, ("t", 0))]
+    assert sequences[:5] == [0, 1, 2, 3, 4]  # pipelined
+    assert sequences[5:10] == [0, 1, 2, 3, 4]  # resent in order after the refusal
+
+
+async def test_delivery_timeout_fails_with_the_last_error_then_recovers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    broker.always[("t", 0)] = ErrorCode.NOT_LEADER_OR_FOLLOWER
+    async with FakeProducer(broker, linger_ms=0, delivery_timeout_s=3) as p:
+        start = trio.current_time()
+        d = await p.send("t", b"doomed")
+        with pytest.raises(NotLeaderError):
+            await d.wait()
+        assert 3 <= trio.current_time() - start < 5
+        with pytest.raises(NotLeaderError):
+            await p.flush()
+        del broker.always[("t", 0)]
+        md = await p.send_and_wait("t", b"next")
+    assert md.offset == 0
+    # The abandoned batch's outcome was unknown: the epoch was bumped before the next one.
+    assert batches_sent(broker, ("t", 0))[-1][:2] == (1, 0)
+
+
+async def test_linger_holds_a_batch_and_a_full_batch_goes_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    async with FakeProducer(broker, linger_ms=2000, batch_bytes=1000) as p:
+        start = trio.current_time()
+        d = await p.send("t", b"a")
+        await d.wait()
+        assert trio.current_time() - start >= 2.0
+        start = trio.current_time()
+        deliveries = [await p.send("t", b"x" * 100) for _ in range(12)]
+        await deliveries[0].wait()
+        assert trio.current_time() - start < 1.0  # sealed by size, not by linger
+        await p.flush()
+    sizes = [n for _, _, n, _ in batches_sent(broker, ("t", 0))]
+    assert sizes[0] == 1 and sizes[1] > 1
+
+
+@pytest.mark.parametrize("name", ["default", "murmur2"])
+async def test_keyed_records_go_where_the_pinned_partitioner_says(
+    autojump_clock: trio.testing.MockClock, name: str
+) -> None:
+    broker = FakeBroker({"t": 8})
+    pick = default_partition if name == "default" else murmur2_partition
+    async with FakeProducer(broker, partitioner=name) as p:
+        deliveries = {b"k%d" % i: p.send_nowait("t", b"v", key=b"k%d" % i) for i in range(100)}
+        for key, d in deliveries.items():
+            assert (await d.wait()).partition == pick(key, 8)
+
+
+async def test_batches_for_one_leader_share_a_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 4, "u": 2})
+    async with FakeProducer(broker, linger_ms=50) as p:
+        for partition in range(4):
+            p.send_nowait("t", b"v", partition=partition)
+        for partition in range(2):
+            p.send_nowait("u", b"v", partition=partition)
+        await p.flush()
+    assert len(broker.produced) == 1
+    request = broker.produced[0][2]
+    assert sorted((t.name, len(t.partitions)) for t in request.topics) == [("t", 4), ("u", 2)]
+
+
+async def test_send_nowait_raises_buffer_full_and_send_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1}, latency=0.5)
+    async with FakeProducer(broker, buffer_bytes=1000, linger_ms=0) as p:
+        p.send_nowait("t", b"x" * 500)
+        with pytest.raises(BufferFull):
+            for _ in range(10):
+                p.send_nowait("t", b"x" * 500)
+        start = trio.current_time()
+        d = await p.send("t", b"x" * 500)  # waits for room
+        assert trio.current_time() - start >= 0.4
+        await d.wait()
+        assert p.buffered_bytes == 0
+
+
+async def test_unknown_topic_records_queue_until_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    async with FakeProducer(broker, delivery_timeout_s=2) as p:
+        d = p.send_nowait("nope", b"v")
+        with pytest.raises(UnknownTopicError):
+            await d.wait()
+        with pytest.raises(UnknownTopicError):
+            await p.send("nope", b"v")
+        with pytest.raises(SluiceError):
+            await p.flush()
+        assert p.buffered_bytes == 0
+
+
+async def test_non_idempotent_mode_sends_without_a_producer_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1})
+    broker.script.append((("t", 0), ErrorCode.NOT_LEADER_OR_FOLLOWER))
+    async with FakeProducer(broker, idempotent=False, linger_ms=0) as p:
+        md = await p.send_and_wait("t", b"v")
+    assert md.offset == 0
+    assert not broker.init_requests
+    assert [s for _, s, _, _ in batches_sent(broker, ("t", 0))] == [-1, -1]
