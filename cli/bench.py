@@ -18,8 +18,8 @@ import trio
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, run
-from consumers import Admin, BufferFull, Consumer, Delivery, Producer
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, run
+from consumers import BufferFull, Consumer, Delivery, Producer
 from consumers.errors import TopicAlreadyExistsError
 
 app = typer.Typer(no_args_is_help=True, help="Measure throughput and latency.")
@@ -46,9 +46,9 @@ def _percentile(sorted_ms: list[float], p: float) -> float:
 
 
 async def _ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float) -> None:
-    async with Admin(bootstrap) as admin:
+    async with admin(bootstrap, timeout) as a:
         try:
-            await admin.create_topic(topic, partitions, 1, timeout_s=timeout)
+            await a.create_topic(topic, partitions, 1, timeout_s=timeout)
         except TopicAlreadyExistsError:
             return
 

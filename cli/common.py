@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 import trio
 import typer
 
-from consumers import SluiceError, errors
+from consumers import Admin, SluiceError, errors
 
 T = TypeVar("T")
 
@@ -69,6 +69,14 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
         # The reader of our output went away (e.g. `| head`): not an error of ours.
         sys.stderr.close()
         raise typer.Exit(0) from None
+
+
+def admin(bootstrap: str, timeout: float) -> Admin:
+    """An Admin whose calls retry retriable errors (unreachable brokers included) until
+    `timeout` seconds."""
+    return Admin(
+        bootstrap, timeout_s=timeout, request_timeout_ms=max(1, int(min(timeout, 30) * 1000))
+    )
 
 
 def parse_configs(items: list[str] | None) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import trio
 import typer
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Timeout, run, usage
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Timeout, admin, run, usage
 from consumers import Consumer, ConsumerRecord
 
 FLUSH_EVERY = 1000
@@ -69,6 +69,8 @@ def consume(
 
     async def go() -> None:
         seen = 0
+        async with admin(bootstrap, timeout) as a:
+            await a.describe_topic(topic)  # an unknown topic or no broker: exit 1, not a hang
         async with Consumer(bootstrap, auto_offset_reset=reset) as c:
             if partition is None:
                 c.subscribe([topic])

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, parse_configs, run
-from consumers import Admin, TopicDescription
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, parse_configs, run
+from consumers import TopicDescription
 
 app = typer.Typer(no_args_is_help=True, help="Create, list, describe and delete topics.")
 
@@ -36,11 +36,9 @@ def create(
     settings = parse_configs(config)
 
     async def go() -> TopicDescription:
-        async with Admin(bootstrap) as admin:
-            await admin.create_topic(
-                name, partitions, replication_factor, settings, timeout_s=timeout
-            )
-            return await admin.describe_topic(name)
+        async with admin(bootstrap, timeout) as a:
+            await a.create_topic(name, partitions, replication_factor, settings, timeout_s=timeout)
+            return await a.describe_topic(name)
 
     desc = run(go)
     if as_json:
@@ -59,8 +57,8 @@ def list_topics(
     """List the topics."""
 
     async def go() -> list[TopicDescription]:
-        async with Admin(bootstrap) as admin:
-            return await admin.list_topics()
+        async with admin(bootstrap, timeout) as a:
+            return await a.list_topics()
 
     topics = run(go)
     if as_json:
@@ -90,8 +88,8 @@ def describe(
     """Show a topic's partitions (leader, replicas, offsets) and settings."""
 
     async def go() -> TopicDescription:
-        async with Admin(bootstrap) as admin:
-            return await admin.describe_topic(name)
+        async with admin(bootstrap, timeout) as a:
+            return await a.describe_topic(name)
 
     desc = run(go)
     if as_json:
@@ -128,8 +126,8 @@ def delete(
     """Delete a topic and its data."""
 
     async def go() -> None:
-        async with Admin(bootstrap) as admin:
-            await admin.delete_topic(name, timeout_s=timeout)
+        async with admin(bootstrap, timeout) as a:
+            await a.delete_topic(name, timeout_s=timeout)
 
     run(go)
     typer.echo(f"deleted topic {name}")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 from tests.integration.harness import ROOT, BrokerProcess
@@ -83,3 +84,10 @@ def test_json_shapes_and_exit_codes(broker_factory: Callable[..., BrokerProcess]
     assert r.returncode == 1 and b"already exists" in r.stderr
     r = sluice(b, "topic", "describe", "nope", "--timeout", "1")
     assert r.returncode == 1 and r.stderr.startswith(b"sluice:")
+    # No broker there: retried until --timeout, then exit 1 with a message.
+    started = time.monotonic()
+    r = sluice(b, "topic", "list", "--timeout", "2", "--bootstrap", "127.0.0.1:1")
+    assert r.returncode == 1 and b"no broker reachable" in r.stderr
+    assert time.monotonic() - started < 15
+    r = sluice(b, "consume", "k", "--timeout", "2", "--bootstrap", "127.0.0.1:1")
+    assert r.returncode == 1
