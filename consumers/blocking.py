@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar, cast
 
 import trio
 
@@ -153,7 +153,25 @@ class _Holder(Generic[A]):
 
 
 class _Facade(Generic[A]):
+    """Runs the async client `_async` in a loop thread of its own while the facade is open."""
+
     _kind = "client"
+    _async: A
+
+    def __enter__(self) -> Self:
+        self._open_async(cast(AbstractAsyncContextManager[A], self._async))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close_async(exc)
+
+    def close(self) -> None:
+        self._close_async(None)
 
     def _open_async(self, obj: AbstractAsyncContextManager[A]) -> A:
         self._loop = _Loop(f"sluice-{self._kind}")
@@ -240,21 +258,6 @@ class Producer(_Facade[_producer.Producer]):
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
         )
-
-    def __enter__(self) -> Producer:
-        self._open_async(self._async)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close_async(exc)
-
-    def close(self) -> None:
-        self._close_async(None)
 
     def send(
         self,
@@ -367,21 +370,6 @@ class Consumer(_Facade[_consumer.Consumer]):
         )
         self._pending: deque[ConsumerRecord] = deque()
 
-    def __enter__(self) -> Consumer:
-        self._open_async(self._async)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close_async(exc)
-
-    def close(self) -> None:
-        self._close_async(None)
-
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         wanted = list(partitions)
         self._drop_pending(lambda tp: tp not in set(wanted))
@@ -469,21 +457,6 @@ class Admin(_Facade[_admin.Admin]):
             request_timeout_ms=request_timeout_ms,
             timeout_s=timeout_s,
         )
-
-    def __enter__(self) -> Admin:
-        self._open_async(self._async)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close_async(exc)
-
-    def close(self) -> None:
-        self._close_async(None)
 
     def create_topic(
         self,
