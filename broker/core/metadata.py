@@ -10,9 +10,11 @@ partition, spread by current load and racks), the Raft group id of each partitio
 and producer-id blocks (another counter). So a command proposed twice, or replayed after a
 restart, cannot give two answers.
 
-Commands: init (the cluster id, first entry of a new cluster), register_broker, create_topic,
-delete_topic, alloc_producer_ids. Each apply returns a `MetaResult` (an error code and, where
-there is one, a value) for the request waiting on that entry.
+Commands: init (the cluster id, first entry of a new cluster), register_broker, set_alive
+(the controller's lease verdict on a broker), set_leaders (partition leaders reported by the
+brokers that lead them, with their Raft terms: a report of an older term never replaces a
+newer one), create_topic, delete_topic, alloc_producer_ids. Each apply returns a `MetaResult`
+(an error code and, where there is one, a value) for the request waiting on that entry.
 """
 
 from __future__ import annotations
@@ -130,6 +132,15 @@ def cmd_register_broker(b: BrokerInfo) -> bytes:
     )
 
 
+def cmd_set_alive(broker_id: int, alive: bool) -> bytes:
+    return cbor_encode({"op": "set_alive", "broker": broker_id, "alive": alive})
+
+
+def cmd_set_leaders(reports: list[tuple[int, int, int]]) -> bytes:
+    """(group id, term, leader node id) per partition group."""
+    return cbor_encode({"op": "set_leaders", "leaders": [list(r) for r in reports]})
+
+
 def cmd_create_topic(
     name: str, partitions: int, replication_factor: int, config: dict[str, str]
 ) -> bytes:
@@ -157,6 +168,9 @@ class MetadataMachine:
     cluster_id: str | None = None
     brokers: dict[int, BrokerInfo] = field(default_factory=dict)
     topics: dict[str, TopicInfo] = field(default_factory=dict)
+    alive: dict[int, bool] = field(default_factory=dict)
+    leaders: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Partition group id -> (term, leader node id), as last reported."""
     next_group_id: int = METADATA_GROUP + 1
     next_producer_id: int = 0
     applied_index: int = 0
@@ -202,7 +216,28 @@ class MetadataMachine:
             rack=None if cmd["rack"] is None else str(cmd["rack"]),
         )
         self.brokers[b.id] = b
+        self.alive[b.id] = True
         return MetaResult(value=b)
+
+    def _set_alive(self, cmd: dict[str, Any]) -> MetaResult:
+        broker, alive = int(cmd["broker"]), cmd["alive"]
+        if not isinstance(alive, bool):
+            return MetaResult(ErrorCode.INVALID_REQUEST, "set_alive: alive must be a bool")
+        if broker not in self.brokers:
+            return MetaResult(ErrorCode.INVALID_REQUEST, f"set_alive: no broker {broker}")
+        self.alive[broker] = alive
+        return MetaResult()
+
+    def _set_leaders(self, cmd: dict[str, Any]) -> MetaResult:
+        reports = [(int(g), int(t), int(ld)) for g, t, ld in cmd["leaders"]]
+        for g, t, ld in reports:
+            known = self.leaders.get(g)
+            if known is None or t > known[0]:
+                self.leaders[g] = (t, ld)
+        return MetaResult()
+
+    def live_brokers(self) -> list[int]:
+        return sorted(b for b in self.brokers if self.alive.get(b, False))
 
     def _create_topic(self, cmd: dict[str, Any]) -> MetaResult:
         name = str(cmd["name"])
@@ -218,10 +253,11 @@ class MetadataMachine:
             return MetaResult(ErrorCode.INVALID_PARTITIONS, "partitions must be 1..10000")
         if rf < 1:
             return MetaResult(ErrorCode.INVALID_REPLICATION_FACTOR, "replication factor >= 1")
-        if rf > len(self.brokers):
+        live = self.live_brokers()
+        if rf > len(live):
             return MetaResult(
-                ErrorCode.INVALID_REPLICATION_FACTOR,
-                f"replication factor {rf} exceeds the {len(self.brokers)} registered brokers",
+                ErrorCode.NOT_ENOUGH_REPLICAS,
+                f"replication factor {rf} exceeds the {len(live)} live brokers",
             )
         bad = validate_topic_config(config)
         if bad is not None:
@@ -239,6 +275,8 @@ class MetadataMachine:
         topic = self.topics.pop(name, None)
         if topic is None:
             return MetaResult(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+        for pi in topic.partitions:
+            self.leaders.pop(pi.group_id, None)
         return MetaResult(value=topic)
 
     def _alloc_producer_ids(self, cmd: dict[str, Any]) -> MetaResult:
@@ -252,8 +290,9 @@ class MetadataMachine:
     def _place(self, partitions: int, rf: int) -> list[tuple[int, ...]]:
         """Spread replicas and first replicas (preferred leaders) evenly over brokers,
         alternating racks: deterministic from the current state."""
-        load: dict[int, int] = {b: 0 for b in self.brokers}
-        leads: dict[int, int] = {b: 0 for b in self.brokers}
+        live = self.live_brokers()
+        load: dict[int, int] = {b: 0 for b in live}
+        leads: dict[int, int] = {b: 0 for b in live}
         for t in self.topics.values():
             for pi in t.partitions:
                 for i, r in enumerate(pi.replicas):
@@ -266,7 +305,7 @@ class MetadataMachine:
             chosen: list[int] = []
             racks: set[str | None] = set()
             for slot in range(rf):
-                pool = [b for b in sorted(self.brokers) if b not in chosen]
+                pool = [b for b in live if b not in chosen]
                 fresh = [b for b in pool if self.brokers[b].rack not in racks]
                 candidates = fresh or pool
                 if slot == 0:
@@ -292,6 +331,8 @@ class MetadataMachine:
 _OPS = {
     "init": MetadataMachine._init,
     "register_broker": MetadataMachine._register_broker,
+    "set_alive": MetadataMachine._set_alive,
+    "set_leaders": MetadataMachine._set_leaders,
     "create_topic": MetadataMachine._create_topic,
     "delete_topic": MetadataMachine._delete_topic,
     "alloc_producer_ids": MetadataMachine._alloc_producer_ids,

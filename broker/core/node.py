@@ -23,10 +23,25 @@ Members of every Raft group are (node id, incarnation) pairs. Group ids come fro
 metadata state machine; a partition group is opened when a `create_topic` naming this broker
 as a replica is applied (its first replica campaigns at once), and dropped when the topic is
 deleted.
+
+Cluster membership. The metadata group's first voters are the seed controllers. A seed
+controller with no metadata group yet creates it only once it has heard, through the peer
+handshake, the incarnation of every other seed and none of them has joined a cluster: all
+seeds then create the same configuration. A broker that is not a seed, or finds a cluster
+already there (a seed whose data directory was lost comes back with a new incarnation),
+creates an empty configuration and waits: it cannot campaign until the controller adds it.
+Every broker heartbeats the controller (the metadata leader) with its addresses and the
+partition leaders it holds; the controller registers it, adds it to the metadata group as a
+learner (so every broker follows the metadata log), records reported leaders in the metadata
+log, and marks a broker failed when its heartbeats lapse for `broker_lease_ticks` (and alive
+again when they resume). A member of an older incarnation of a broker that has come back is
+replaced in the metadata group: the new incarnation is added as a learner and, once caught
+up, takes the old one's place (a voter is promoted before the old incarnation is removed).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,9 +58,14 @@ from broker.core.metadata import (
     cmd_delete_topic,
     cmd_init,
     cmd_register_broker,
+    cmd_set_alive,
+    cmd_set_leaders,
 )
 from broker.core.partition import Outcome, PartitionConfig, PartitionMachine
+from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck
 from broker.core.raft import (
+    ConfChange,
+    ConfChangeKind,
     ConfState,
     DropReason,
     Entry,
@@ -91,6 +111,9 @@ class NodeConfig:
     max_msg_bytes: int = 1 << 20
     max_inflight_msgs: int = 256
     max_uncommitted_bytes: int = 64 << 20
+    broker_heartbeat_ticks: int = 5
+    broker_lease_ticks: int = 40
+    """The controller marks a broker failed after this many ticks without its heartbeat."""
     default_partitions: int = 1
     default_replication_factor: int = 1
     partition: PartitionConfig = field(default_factory=PartitionConfig)
@@ -117,6 +140,8 @@ class Round:
     new_offsets: list[tuple[int, int, int, int]]
     """(group, base offset, raft index, max timestamp) of batches indexed last round."""
     dropped_groups: list[int]
+    heartbeats: list[tuple[int, BrokerHeartbeat]]
+    """Reports for the controller: (destination broker, heartbeat)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +209,7 @@ class BrokerNode:
         rng: RandomSource,
         *,
         bootstrap_cluster_id: str | None = None,
-        controllers: Iterable[Member] | None = None,
+        controllers: dict[int, str] | None = None,
         advertised: BrokerInfo,
     ) -> None:
         self.config = config
@@ -202,16 +227,195 @@ class BrokerNode:
         self._pid_end = 0
         self._pid_waiting: list[tuple[int, int]] = []
         self._own: dict[str, tuple[int, int]] = {}
-        """Purpose ("init", "register", "pids") -> (index, term) of this incarnation's own
-        metadata proposal still waiting to be applied: one at a time per purpose."""
+        """Purpose ("init", "register", "pids", ...) -> (index, term) of this incarnation's
+        own metadata proposal still waiting to be applied: one at a time per purpose."""
         self._bootstrap_cluster_id = bootstrap_cluster_id
-        voters = frozenset(controllers) if controllers else frozenset({config.member})
-        fresh = not store.has_group(METADATA_GROUP)
-        self.metadata_group = self._open_group(
-            METADATA_GROUP, ConfState(voters) if fresh else None, applied=0
+        self.seeds: dict[int, str] = dict(controllers or {})
+        """Seed controllers: node id -> peer address (empty: a single-node cluster)."""
+        self.peers: dict[int, tuple[int, str | None, bool]] = {}
+        """What each peer said in its handshake: (incarnation, cluster id, bootstrapped)."""
+        self.ticks = 0
+        self._last_heard: dict[int, tuple[int, int]] = {}
+        """Controller only: broker id -> (tick of its last heartbeat, its incarnation)."""
+        self._caught_up: dict[int, tuple[int, ...]] = {}
+        """Controller only: partition group -> replicas its leader last reported caught up."""
+        self._led_since_tick = -1
+        self._to_controller: list[tuple[int, BrokerHeartbeat]] = []
+        self.metadata_group: _Group | None = None
+        if store.has_group(METADATA_GROUP):
+            self.metadata_group = self._open_group(METADATA_GROUP, None, applied=0)
+            if not self.seeds and self.metadata_group.raft.promotable():
+                self.metadata_group.raft.campaign()
+        elif not self.seeds:
+            self._create_metadata_group(frozenset({config.member}))
+        elif config.node_id not in self.seeds:
+            self._create_metadata_group(frozenset())
+
+    def _create_metadata_group(self, voters: frozenset[Member]) -> None:
+        """Bootstrap (voters: the seed controllers) or join (no voters: wait to be added)."""
+        g = self._open_group(METADATA_GROUP, ConfState(voters), applied=0)
+        self.metadata_group = g
+        if voters and min(voters)[0] == self.config.node_id:
+            g.raft.campaign()  # the lowest seed does not wait for an election timeout
+
+    # -- peers and cluster membership --------------------------------------------------------
+
+    def on_peer_hello(
+        self, node_id: int, incarnation: int, cluster_id: str | None, bootstrapped: bool
+    ) -> None:
+        """A peer's handshake. A seed controller without a metadata group decides here
+        whether to create the cluster (every seed heard, none bootstrapped) or to join it."""
+        self.peers[node_id] = (incarnation, cluster_id, bootstrapped)
+        if self.metadata_group is not None or self.config.node_id not in self.seeds:
+            return
+        if any(boot or cid is not None for _, cid, boot in self.peers.values()):
+            self._create_metadata_group(frozenset())
+            return
+        others = [n for n in self.seeds if n != self.config.node_id]
+        if all(n in self.peers for n in others):
+            voters = {self.config.member} | {(n, self.peers[n][0]) for n in others}
+            self._create_metadata_group(frozenset(voters))
+
+    @property
+    def bootstrapped(self) -> bool:
+        return self.metadata_group is not None and bool(
+            self.metadata_group.raft.conf.members() or self.meta.cluster_id
         )
-        if config.member in voters and len(voters) == 1:
-            self.metadata_group.raft.campaign()
+
+    def peer_addresses(self) -> dict[int, str]:
+        """Every other broker this one may need to talk to: seeds and registered brokers."""
+        out = {n: a for n, a in self.seeds.items() if n != self.config.node_id}
+        for b in self.meta.brokers.values():
+            if b.id != self.config.node_id:
+                out[b.id] = f"{b.peer_host}:{b.peer_port}"
+        return out
+
+    def broker_heartbeat(self) -> tuple[list[int], BrokerHeartbeat] | None:
+        """Every `broker_heartbeat_ticks`: this broker's report and the brokers to send it to
+        (the controller if known, else every seed). The controller handles its own."""
+        if self.ticks % self.config.broker_heartbeat_ticks:
+            return None
+        a = self.advertised
+        leaders = []
+        caught_up = []
+        for g in self.groups.values():
+            if g.id != METADATA_GROUP and g.serving():
+                leaders.append((g.id, g.raft.term, self.config.node_id))
+                caught_up.append((g.id, self._caught_up_replicas(g)))
+        hb = BrokerHeartbeat(
+            a.id, a.incarnation, a.host, a.port, a.peer_host, a.peer_port, a.rack,
+            tuple(leaders), tuple(caught_up),
+        )  # fmt: skip
+        controller = self.controller
+        if controller == self.config.node_id:
+            self.on_broker_heartbeat(hb)
+            return None
+        targets = [controller] if controller is not None else sorted(self.seeds)
+        return [t for t in targets if t != self.config.node_id], hb
+
+    def _caught_up_replicas(self, g: _Group) -> tuple[int, ...]:
+        commit = g.raft.commit_index
+        return tuple(
+            sorted(
+                m[0]
+                for m, pr in g.raft.progress.items()
+                if isinstance(m, tuple) and pr.match >= commit
+            )
+        )
+
+    def on_broker_heartbeat(self, hb: BrokerHeartbeat) -> HeartbeatAck:
+        """Controller side: register the broker, keep it in the metadata group, record the
+        leaders it reports. Only the serving metadata leader acts; others point to it."""
+        mg = self.metadata_group
+        if mg is None or not mg.serving() or self.meta.cluster_id is None:
+            return HeartbeatAck(False, self.controller)
+        self._last_heard[hb.node_id] = (self.ticks, hb.incarnation)
+        info = BrokerInfo(
+            hb.node_id, hb.incarnation, hb.host, hb.port, hb.peer_host, hb.peer_port, hb.rack
+        )
+        registered = self.meta.brokers.get(hb.node_id) == info
+        if not registered:
+            self._propose_own(f"register:{hb.node_id}", cmd_register_broker(info))
+        elif not self.meta.alive.get(hb.node_id, False):
+            self._propose_own(f"alive:{hb.node_id}", cmd_set_alive(hb.node_id, True))
+        self._keep_member(mg, (hb.node_id, hb.incarnation))
+        stale = [
+            (g, t, ld)
+            for g, t, ld in hb.leaders
+            if self.meta.leaders.get(g, (-1, -1)) != (t, ld)
+            and t >= self.meta.leaders.get(g, (-1, -1))[0]
+        ]
+        if stale:
+            self._propose_own(f"leaders:{hb.node_id}", cmd_set_leaders(stale))
+        for g, ids in hb.caught_up:
+            self._caught_up[g] = ids
+        return HeartbeatAck(registered, self.config.node_id)
+
+    def _keep_member(self, mg: _Group, member: Member) -> None:
+        """The metadata group must hold every live broker: add a new one (or a new incarnation)
+        as a learner; once caught up, let a new incarnation take its old one's place."""
+        raft = mg.raft
+        conf = raft.conf
+        older = [m for m in conf.members() if isinstance(m, tuple) and m[0] == member[0]
+                 and m != member]  # fmt: skip
+        if member not in conf.members():
+            self._propose_conf(mg, ConfChange(ConfChangeKind.ADD_LEARNER, member))
+            return
+        if not older:
+            return
+        pr = raft.progress.get(member)
+        if pr is None or pr.match < raft.commit_index:
+            return  # still catching up
+        old = older[0]
+        if old in conf.voters and member in conf.learners:
+            self._propose_conf(mg, ConfChange(ConfChangeKind.ADD_VOTER, member))
+        else:
+            self._propose_conf(mg, ConfChange(ConfChangeKind.REMOVE, old))
+
+    def _propose_conf(self, g: _Group, change: ConfChange) -> None:
+        # Refused while another change is uncommitted: the next heartbeat tries again.
+        with contextlib.suppress(ProposalDropped):
+            g.raft.propose_conf_change(change)
+
+    def on_heartbeat_ack(self, ack: HeartbeatAck) -> None:
+        """Broker side: nothing to do yet beyond learning who the controller is (the metadata
+        log itself tells us once we follow it)."""
+
+    def _check_leases(self) -> None:
+        """Controller, every tick: a broker silent for the lease is marked failed."""
+        mg = self.metadata_group
+        if mg is None or not mg.serving():
+            self._led_since_tick = -1
+            return
+        if self._led_since_tick < 0:
+            # Newly in charge: nobody is late yet, whatever the previous controller saw.
+            self._led_since_tick = self.ticks
+            self._last_heard = {
+                b: (self.ticks, i.incarnation) for b, i in self.meta.brokers.items()
+            }
+        self._last_heard[self.config.node_id] = (self.ticks, self.config.incarnation)
+        lease = self.config.broker_lease_ticks
+        for b in self.meta.brokers:
+            heard = self._last_heard.get(b, (self._led_since_tick, 0))[0]
+            if self.ticks - heard > lease and self.meta.alive.get(b, False):
+                self._propose_own(f"alive:{b}", cmd_set_alive(b, False))
+
+    def describe_partitions(
+        self,
+    ) -> list[tuple[TopicInfo, PartitionInfo, PartitionView, tuple[int, ...]]]:
+        """For cluster status: every partition with its view and caught-up replicas (as the
+        controller last heard from each leader)."""
+        out = []
+        for t in self.meta.topics.values():
+            for pi in t.partitions:
+                view = self.partition_view(pi)
+                g = self.groups.get(pi.group_id)
+                if g is not None and g.serving():
+                    caught = self._caught_up_replicas(g)
+                else:
+                    caught = self._caught_up.get(pi.group_id, ())
+                out.append((t, pi, view, caught))
+        return out
 
     # ---------------------------------------------------------------------------------------
     # Groups
@@ -277,8 +481,14 @@ class BrokerNode:
     # Inputs
 
     def tick(self) -> None:
+        self.ticks += 1
         for g in self.groups.values():
             g.raft.tick()
+        self._check_leases()
+        out = self.broker_heartbeat()
+        if out is not None:
+            targets, hb = out
+            self._to_controller.extend((t, hb) for t in targets)
 
     def step(self, group_id: int, message: Message) -> None:
         g = self.groups.get(group_id)
@@ -289,7 +499,7 @@ class BrokerNode:
     # Rounds
 
     def has_work(self) -> bool:
-        return bool(self._completions or self._dropped) or any(
+        return bool(self._completions or self._dropped or self._to_controller) or any(
             g.raft.has_ready() or g.dirty for g in self.groups.values()
         )
 
@@ -309,7 +519,8 @@ class BrokerNode:
                 readies.append((gid, rd))
                 messages.extend(self._envelopes(gid, rd.messages))
         dropped, self._dropped = self._dropped, []
-        return Round(readies, messages, apply_states, new_offsets, dropped)
+        heartbeats, self._to_controller = self._to_controller, []
+        return Round(readies, messages, apply_states, new_offsets, dropped, heartbeats)
 
     def finish_round(self, rnd: Round) -> tuple[list[Envelope], list[Completion]]:
         """The round's write is durable: release acknowledgements, apply, complete."""
@@ -396,11 +607,14 @@ class BrokerNode:
             self._pid_next, self._pid_end = start, start + count
 
     def _after_apply(self) -> None:
-        if self.metadata_group.serving():
-            if self.meta.cluster_id is None and self._bootstrap_cluster_id is not None:
-                self._propose_own("init", cmd_init(self._bootstrap_cluster_id))
-            if self.meta.cluster_id is not None and not self.registered:
-                self._propose_own("register", cmd_register_broker(self.advertised))
+        mg = self.metadata_group
+        if (
+            mg is not None
+            and mg.serving()
+            and self.meta.cluster_id is None
+            and self._bootstrap_cluster_id is not None
+        ):
+            self._propose_own("init", cmd_init(self._bootstrap_cluster_id))
         self._serve_producer_ids()
         for (token, slot), topic in list(self._pending_creates.items()):
             if topic not in self.meta.topics:
@@ -427,10 +641,12 @@ class BrokerNode:
         if purpose in self._own:
             return
         index = self._propose_meta(data)
-        if index is not None:
+        if index is not None and self.metadata_group is not None:
             self._own[purpose] = (index, self.metadata_group.raft.term)
 
     def _propose_meta(self, data: bytes) -> int | None:
+        if self.metadata_group is None:
+            return None
         try:
             return self.metadata_group.raft.propose(data)
         except ProposalDropped:
@@ -569,7 +785,7 @@ class BrokerNode:
         the TopicInfo, or the error); the caller then calls `await_leaders` for a second one
         once every partition has a leader."""
         mg = self.metadata_group
-        if not mg.serving():
+        if mg is None or not mg.serving():
             return ErrorCode.NOT_CONTROLLER, "this broker is not the controller"
         err, msg = self._propose_waiting(
             mg, cmd_create_topic(name, partitions, replication_factor, config), token, slot
@@ -583,7 +799,7 @@ class BrokerNode:
 
     def delete_topic(self, token: int, slot: int, name: str) -> tuple[ErrorCode, str | None]:
         mg = self.metadata_group
-        if not mg.serving():
+        if mg is None or not mg.serving():
             return ErrorCode.NOT_CONTROLLER, "this broker is not the controller"
         if name not in self.meta.topics:
             return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
@@ -599,7 +815,8 @@ class BrokerNode:
             token, slot = self._pid_waiting.pop(0)
             self._completions.append(Completion(token, slot, ErrorCode.NONE, None, self._pid_next))
             self._pid_next += 1
-        if self._pid_waiting and self.metadata_group.serving():
+        mg = self.metadata_group
+        if self._pid_waiting and mg is not None and mg.serving():
             self._propose_own("pids", cmd_alloc_producer_ids(self.config.node_id))
 
     # ---------------------------------------------------------------------------------------
@@ -612,6 +829,9 @@ class BrokerNode:
         return all(self.partition_view(pi).leader is not None for pi in t.partitions)
 
     def partition_view(self, pi: PartitionInfo) -> PartitionView:
+        """Leader and term as this broker knows them: its own group when it holds a replica
+        (a leader counts only once it serves), else the leader last reported in the
+        metadata log; the newer term wins, so a client never steps back."""
         g = self.groups.get(pi.group_id)
         leader: int | None = None
         term = -1
@@ -620,17 +840,25 @@ class BrokerNode:
             lead = g.raft.leader
             if isinstance(lead, tuple) and (lead != self.config.member or g.serving()):
                 leader = lead[0]
+        reported = self.meta.leaders.get(pi.group_id)
+        if reported is not None and (
+            reported[0] > term or (leader is None and reported[0] >= term)
+        ):
+            term, leader = reported
+            if not self.meta.alive.get(leader, False):
+                leader = None  # its broker is known to be down: no leader to point to
         return PartitionView(pi.partition, leader, term, pi.replicas)
 
     @property
     def controller(self) -> int | None:
-        lead = self.metadata_group.raft.leader
+        mg = self.metadata_group
+        lead = mg.raft.leader if mg is not None else None
         return lead[0] if isinstance(lead, tuple) else None
 
     def is_ready(self) -> bool:
         """Caught up with the metadata log, registered, and every hosted partition led."""
         mg = self.metadata_group
-        if self.controller is None or self.meta.cluster_id is None:
+        if mg is None or self.controller is None or self.meta.cluster_id is None:
             return False
         if mg.raft.log.applied < mg.raft.commit_index or not self.registered:
             return False

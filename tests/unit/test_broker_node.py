@@ -135,7 +135,7 @@ def test_create_topic_refused_at_apply() -> None:
     node.create_topic(3, 0, "v", 1, 1, {"retention.ms": "soon"})
     b.run()
     assert b.completions_for(1)[0].error == ErrorCode.TOPIC_ALREADY_EXISTS
-    assert b.completions_for(2)[0].error == ErrorCode.INVALID_REPLICATION_FACTOR
+    assert b.completions_for(2)[0].error == ErrorCode.NOT_ENOUGH_REPLICAS
     assert b.completions_for(3)[0].error == ErrorCode.INVALID_CONFIG
     assert set(node.meta.topics) == {"t"}
 

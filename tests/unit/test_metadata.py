@@ -123,7 +123,7 @@ def test_create_topic_records_the_topic() -> None:
         ("t", -1, 1, {}, ErrorCode.INVALID_PARTITIONS),
         ("t", 10_001, 1, {}, ErrorCode.INVALID_PARTITIONS),
         ("t", 1, 0, {}, ErrorCode.INVALID_REPLICATION_FACTOR),
-        ("t", 1, 4, {}, ErrorCode.INVALID_REPLICATION_FACTOR),  # 3 brokers
+        ("t", 1, 4, {}, ErrorCode.NOT_ENOUGH_REPLICAS),  # 3 live brokers
         ("t", 1, 1, {"min.insync.replicas": "2"}, ErrorCode.INVALID_CONFIG),
         ("t", 1, 1, {"max.message.bytes": "0"}, ErrorCode.INVALID_CONFIG),
         ("t", 1, 1, {"max.message.bytes": "big"}, ErrorCode.INVALID_CONFIG),
