@@ -27,9 +27,11 @@ from broker.config import BrokerConfig, ConfigError, HostPort
 from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, NodeConfig
 from broker.core.partition import PartitionConfig
+from broker.core.peer_codec import Hello
 from broker.runtime.driver import Driver
 from broker.runtime.groups import RocksGroupStore
 from broker.runtime.http import HttpEndpoint
+from broker.runtime.peers import PeerNetwork
 from broker.runtime.server import ClientServer
 from broker.runtime.store import RocksStore, StoreError, StoreIdentityError, StoreLockedError
 from broker.wire.limits import Limits
@@ -63,6 +65,7 @@ class Broker:
     driver: Driver
     server: ClientServer
     stop: trio.Event
+    network: PeerNetwork
 
 
 def setup_logging(fmt: str) -> None:
@@ -139,6 +142,11 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
         if cluster_id is None and config.is_single_node:
             cluster_id = uuid.uuid4().hex
             store.record_cluster_id(cluster_id)
+        seeds = {c.node_id: str(c.address) for c in config.controllers}
+        if cluster_id is None and config.node_id in seeds:
+            # Proposed only if this seed leads the first controller quorum before any other
+            # seed's init is applied: the first applied wins, every broker records it.
+            cluster_id = uuid.uuid4().hex
         client_l = await _bind(config.listen, "clients")
         peer_l = await _bind(config.peer_listen, "peers")
         http_l = await _bind(config.http_listen, "HTTP")
@@ -159,6 +167,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             RocksGroupStore(store),
             random.Random(),
             bootstrap_cluster_id=cluster_id,
+            controllers=seeds,
             advertised=BrokerInfo(
                 config.node_id,
                 store.incarnation,
@@ -170,6 +179,19 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             ),
         )
         driver = Driver(node, store)
+        network = PeerNetwork(
+            config.node_id,
+            lambda: Hello(
+                store.cluster_id or node.meta.cluster_id,
+                config.node_id,
+                store.incarnation,
+                str(adv_peer),
+                node.bootstrapped,
+            ),
+            driver,
+            node.peer_addresses,
+        )
+        driver.network = network
         server = ClientServer(
             driver,
             limits,
@@ -185,7 +207,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             }
         )
         stop = trio.Event()
-        broker = Broker(config, addrs, node, driver, server, stop)
+        broker = Broker(config, addrs, node, driver, server, stop, network)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(driver.run)
             nursery.start_soon(_ticker, driver, config.tick_ms)
@@ -193,7 +215,8 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             async with trio.open_nursery() as listeners:
                 listeners.start_soon(server.serve, client_l)
                 listeners.start_soon(http.serve, http_l)
-                listeners.start_soon(_refuse_peers, peer_l)
+                listeners.start_soon(network.serve, peer_l)
+                listeners.start_soon(network.dial_forever)
                 try:
                     yield broker
                 finally:
@@ -221,15 +244,6 @@ async def _freeze_gc_when_ready(node: BrokerNode) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-
-
-async def _refuse_peers(listeners: list[trio.SocketListener]) -> None:
-    """Peers arrive with replication; until then the port is bound and connections closed."""
-
-    async def close(stream: trio.SocketStream) -> None:
-        await trio.aclose_forcefully(stream)
-
-    await trio.serve_listeners(close, listeners)
 
 
 async def _drain(server: ClientServer, driver: Driver) -> None:

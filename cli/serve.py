@@ -29,6 +29,14 @@ def serve(
         _opt("--http-listen", "HTTP /healthz /readyz HOST:PORT (default 127.0.0.1:9095)."),
     ] = None,
     node_id: Annotated[int | None, _opt("--node-id", "This broker's node id (default 0).")] = None,
+    controllers: Annotated[
+        str | None,
+        _opt(
+            "--controllers",
+            "The controller quorum's first voters, ID@HOST:PEERPORT,... (default: this broker "
+            "alone, a single-node cluster). A broker not listed joins as a plain broker.",
+        ),
+    ] = None,
     advertise: Annotated[
         str | None, _opt("--advertise", "Client address given to clients (default: bound).")
     ] = None,
@@ -49,6 +57,7 @@ def serve(
         "peer_listen": peer_listen,
         "http_listen": http_listen,
         "node_id": node_id,
+        "controllers": controllers,
         "advertise": advertise,
         "advertise_peer": advertise_peer,
         "rack": rack,

@@ -435,7 +435,11 @@ class Cluster:
         controller = self.metadata.controller
         if controller is None:
             raise NotControllerError("the cluster has no controller at the moment")
-        return await self.request(controller, request, timeout_s=timeout_s)
+        try:
+            return await self.request(controller, request, timeout_s=timeout_s)
+        except (NotControllerError, BrokerUnavailableError):
+            self.metadata.controller = None  # ask again next time: it moved or is down
+            raise
 
     # -- metadata ----------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ fail with ClientClosedError.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -745,7 +746,8 @@ class Producer:
                     else InitProducerIdRequest()
                 )
                 try:
-                    response = await self._cluster.request_any(request)
+                    # Producer ids come from the controller's blocks (the metadata log).
+                    response = await self._cluster.request_controller(request)
                 except SluiceError as e:
                     if not e.retriable:
                         self._fatal = e
@@ -798,7 +800,10 @@ class Producer:
         for leader, tps in by_leader.items():
             conn = self._cluster.ready_connection(leader)
             if conn is None:
-                self._cluster.start_connecting(leader, on_done=self._wake_sender)
+                topics = {tp[0] for tp in tps}
+                self._cluster.start_connecting(
+                    leader, on_done=functools.partial(self._connect_done, leader, topics)
+                )
                 continue
             self._rotation += 1
             shift = self._rotation % len(tps)
@@ -810,6 +815,14 @@ class Producer:
                 await self._submit(conn, picked)
                 if self._is_fatal():
                     return
+
+    def _connect_done(self, leader: int, topics: set[str]) -> None:
+        """A connection attempt to `leader` ended: if it failed, the leader may have moved
+        (an election after a crash), so the topics' metadata is asked for again."""
+        if self._cluster.ready_connection(leader) is None:
+            for topic in topics:
+                self._want_metadata(topic)
+        self._wake_sender()
 
     def _is_fatal(self) -> bool:
         return self._fatal is not None

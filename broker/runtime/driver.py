@@ -20,11 +20,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
 from broker.core.node import BrokerNode, Envelope, Round
+from broker.core.peer_codec import (
+    PEER_FRAME_BYTES,
+    BrokerHeartbeat,
+    HeartbeatAck,
+    Hello,
+    encode_heartbeat,
+    encode_raft,
+)
+from broker.core.raft import Entry, Message
 from broker.core.requests import Reply, RequestHandler
 from broker.runtime.groups import encode_offset_value
 from broker.runtime.store import RocksStore, WriteRound
@@ -83,7 +94,8 @@ class Driver:
         self.rounds_written = 0
         self.ops_started = 0
         self.hw_moved = trio.Event()
-        self.undeliverable = 0
+        self.network: PeerSender | None = None
+        self._peer_inputs: deque[Callable[[], None]] = deque()
 
     # -- inputs (from other tasks) ------------------------------------------------------------
 
@@ -101,6 +113,39 @@ class Driver:
         self._ticks += 1
         self._wake.set()
 
+    # -- peer inputs (the network calls these; the loop applies them in order) ----------------
+
+    def on_hello(self, hello: Hello) -> None:
+        node = self.node
+        self._peer_inputs.append(
+            lambda: node.on_peer_hello(
+                hello.node_id, hello.incarnation, hello.cluster_id, hello.bootstrapped
+            )
+        )
+        self._wake.set()
+
+    def on_raft(self, batch: list[tuple[int, Message]]) -> None:
+        def deliver() -> None:
+            step = self.node.step
+            for g, m in batch:
+                step(g, m)
+
+        self._peer_inputs.append(deliver)
+        self._wake.set()
+
+    def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None:
+        def handle() -> None:
+            ack = self.node.on_broker_heartbeat(hb)
+            if self.network is not None:
+                self.network.reply_heartbeat(peer, ack)
+
+        self._peer_inputs.append(handle)
+        self._wake.set()
+
+    def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None:
+        self._peer_inputs.append(lambda: self.node.on_heartbeat_ack(ack))
+        self._wake.set()
+
     def stats(self) -> DriverStats:
         return DriverStats(
             self.rounds,
@@ -115,7 +160,10 @@ class Driver:
     async def run(self) -> None:
         node = self.node
         while True:
-            if not (self._inbox or self._abandoned or self._ticks or node.has_work()):
+            if not (
+                self._inbox or self._abandoned or self._ticks or self._peer_inputs
+                or node.has_work()
+            ):  # fmt: skip
                 with trio.move_on_at(self.next_deadline()):
                     await self._wake.wait()
             self._wake = trio.Event()
@@ -127,6 +175,8 @@ class Driver:
 
     def _absorb(self) -> None:
         node = self.node
+        while self._peer_inputs:
+            self._peer_inputs.popleft()()
         for _ in range(self._ticks):
             node.tick()
         self._ticks = 0
@@ -183,11 +233,15 @@ class Driver:
         rnd = node.start_round()
         self.rounds += 1
         self._send(rnd.messages)
+        self._send_heartbeats(rnd)
         self.store.commit(self._write_round(rnd))
         self.rounds_written += 1
         after, completions = node.finish_round(rnd)
         self._audit(rnd)
         self._send(after)
+        cid = node.meta.cluster_id
+        if cid is not None and self.store.cluster_id is None:
+            self.store.record_cluster_id(cid)  # this broker has now joined a cluster
         for token, reply in self.handler.complete(completions):
             op = self._ops.pop(token, None)
             if op is not None:
@@ -222,6 +276,42 @@ class Driver:
                 audit.assert_durable(gid, e.index)
 
     def _send(self, envelopes: list[Envelope]) -> None:
-        """Peer messages. A single-node cluster has none; the peer transport arrives with
-        replication, until then any are counted and dropped."""
-        self.undeliverable += len(envelopes)
+        """Every message of the round for one peer goes out together (split below the
+        peer frame bound)."""
+        network = self.network
+        if network is None or not envelopes:
+            return
+        by_peer: dict[int, list[tuple[int, Message]]] = {}
+        for env in envelopes:
+            by_peer.setdefault(env.dst, []).append((env.group_id, env.message))
+        for peer, batch in by_peer.items():
+            for chunk in _chunks(batch, PEER_FRAME_BYTES // 2):
+                network.send(peer, encode_raft(chunk))
+
+    def _send_heartbeats(self, rnd: Round) -> None:
+        if self.network is not None:
+            for dst, hb in rnd.heartbeats:
+                self.network.send(dst, encode_heartbeat(hb))
+
+
+class PeerSender(Protocol):
+    """What the driver needs of the peer network."""
+
+    def send(self, peer: int, payload: bytes) -> bool: ...
+    def reply_heartbeat(self, peer: int, ack: HeartbeatAck) -> None: ...
+
+
+def _chunks(batch: list[tuple[int, Message]], max_bytes: int) -> list[list[tuple[int, Message]]]:
+    """Split a peer batch so no frame exceeds max_bytes of entry data (at least one message
+    per frame)."""
+    out: list[list[tuple[int, Message]]] = [[]]
+    size = 0
+    for item in batch:
+        entries: list[Entry] = getattr(item[1], "entries", [])
+        n = sum(len(e.data) for e in entries) + len(getattr(item[1], "data", b"")) + 64
+        if out[-1] and size + n > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += n
+    return out

@@ -34,6 +34,7 @@ class ServerStats:
     accepted: int = 0
     closed_bad_frame: int = 0
     closed_idle: int = 0
+    reset_by_client: int = 0
 
 
 class ClientServer:
@@ -72,8 +73,8 @@ class ClientServer:
                 nursery.start_soon(self._writer, stream, receive)
                 async with send:
                     await self._reader(stream, send)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away: nothing to answer
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            stats.reset_by_client += 1  # the client went away: nothing to answer
         finally:
             stats.connections -= 1
             await trio.aclose_forcefully(stream)

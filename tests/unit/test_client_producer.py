@@ -210,7 +210,9 @@ class FakeCluster:
     def start_connecting(self, *args: object, **kwargs: object) -> None:
         raise AssertionError("fake connections are always ready")
 
-    async def request_any(self, request: Request, *, timeout_s: float | None = None) -> Response:
+    async def request_controller(
+        self, request: Request, *, timeout_s: float | None = None
+    ) -> Response:
         await trio.sleep(self.broker.latency)
         assert isinstance(request, InitProducerIdRequest)
         return self.broker.init(request)

@@ -1,0 +1,270 @@
+"""Broker-to-broker links: one TCP connection per pair of brokers, carrying every group.
+
+The broker with the lower node id dials; the connection then carries frames both ways. A link
+starts with a handshake (cluster id, node id, incarnation, address): a peer of another cluster,
+or claiming our own id, is refused, so a leftover broker cannot join. Frames to a peer go
+through a bounded outbox (by bytes); a writer task sends everything queued in one `send_all`,
+so a round's messages for a peer (all its groups, heartbeats included) travel together. When
+the outbox is full, new frames are dropped and counted: Raft recovers from lost messages, and
+memory stays bounded. A dialer reconnects with exponential backoff (capped, jittered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from broker.core.peer_codec import (
+    HEARTBEAT,
+    HEARTBEAT_OK,
+    HELLO,
+    HELLO_OK,
+    PEER_LIMITS,
+    RAFT,
+    REJECT,
+    BrokerHeartbeat,
+    HeartbeatAck,
+    Hello,
+    PeerProtocolError,
+    decode_frame,
+    encode_heartbeat_ack,
+    encode_hello,
+    encode_reject,
+)
+from broker.core.raft import Message
+from broker.wire.errors import WireError
+from broker.wire.frames import FrameDecoder, encode_frame
+
+OUTBOX_BYTES = 64 << 20
+HANDSHAKE_TIMEOUT_S = 5.0
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+
+
+@dataclass
+class PeerStats:
+    links: int = 0
+    dropped_frames: int = 0
+    rejected: int = 0
+    bad_frames: int = 0
+    sent_frames: int = 0
+    received_frames: int = 0
+    broken: int = 0
+
+
+@dataclass(eq=False)
+class _Link:
+    peer: int
+    stream: trio.SocketStream
+    outbox: deque[bytes] = field(default_factory=deque)
+    outbox_bytes: int = 0
+    wake: trio.Event = field(default_factory=trio.Event)
+    closed: bool = False
+
+
+class PeerHandler(Protocol):
+    """What the network hands to the broker (the driver): every call is synchronous and only
+    queues work for the driver's loop."""
+
+    def on_hello(self, hello: Hello) -> None: ...
+    def on_raft(self, batch: list[tuple[int, Message]]) -> None: ...
+    def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None: ...
+    def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None: ...
+
+
+class PeerNetwork:
+    def __init__(
+        self,
+        node_id: int,
+        local_hello: Callable[[], Hello],
+        handler: PeerHandler,
+        addresses: Callable[[], dict[int, str]],
+    ) -> None:
+        self.node_id = node_id
+        self.local_hello = local_hello
+        self.handler = handler
+        self.addresses = addresses
+        self.links: dict[int, _Link] = {}
+        self.stats = PeerStats()
+        self._dialing: set[int] = set()
+        self._rng = random.Random()
+        self.cut: set[int] = set()
+        """Peers to refuse (tests of partitions use a proxy instead; this is for shutdown)."""
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, peer: int, payload: bytes) -> bool:
+        """Queue one frame for a peer; False (and counted) if not connected or full."""
+        link = self.links.get(peer)
+        if link is None or link.closed:
+            self.stats.dropped_frames += 1
+            return False
+        frame = encode_frame(payload)
+        if link.outbox_bytes + len(frame) > OUTBOX_BYTES:
+            self.stats.dropped_frames += 1
+            return False
+        link.outbox.append(frame)
+        link.outbox_bytes += len(frame)
+        link.wake.set()
+        return True
+
+    def connected(self) -> list[int]:
+        return sorted(p for p, link in self.links.items() if not link.closed)
+
+    # -- accepting and dialing ----------------------------------------------------------------
+
+    async def serve(self, listeners: list[trio.SocketListener]) -> None:
+        await trio.serve_listeners(self._accepted, listeners)
+
+    async def _accepted(self, stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder(PEER_LIMITS)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                kind, body = await _read_frame(stream, decoder)
+            if kind != HELLO or not isinstance(body, Hello):
+                raise PeerProtocolError("expected a hello")
+            problem = self._refusal(body)
+            if problem is not None:
+                self.stats.rejected += 1
+                await stream.send_all(encode_frame(encode_reject(problem)))
+                return
+            await stream.send_all(encode_frame(encode_hello(self.local_hello(), HELLO_OK)))
+        except (trio.TooSlowError, PeerProtocolError, WireError, trio.BrokenResourceError,
+                trio.ClosedResourceError, OSError):  # fmt: skip
+            self.stats.bad_frames += 1
+            await trio.aclose_forcefully(stream)
+            return
+        await self._run_link(body, stream, decoder)
+
+    async def dial_forever(self) -> None:
+        """Keep a link to every peer with a higher node id than ours."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                for peer in self.addresses():
+                    if peer > self.node_id and peer not in self._dialing:
+                        self._dialing.add(peer)
+                        nursery.start_soon(self._dial, peer)
+                await trio.sleep(0.2)
+
+    async def _dial(self, peer: int) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            address = self.addresses().get(peer)
+            if address is None:
+                await trio.sleep(backoff)
+                continue
+            host, _, port = address.rpartition(":")
+            try:
+                stream = await trio.open_tcp_stream(host, int(port))
+            except (OSError, ValueError):
+                await trio.sleep(backoff * (0.5 + self._rng.random()))
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            decoder = FrameDecoder(PEER_LIMITS)
+            try:
+                await stream.send_all(encode_frame(encode_hello(self.local_hello())))
+                with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                    kind, body = await _read_frame(stream, decoder)
+                if kind == REJECT:
+                    self.stats.rejected += 1
+                    raise PeerProtocolError(f"refused by {address}: {body}")
+                if kind != HELLO_OK or not isinstance(body, Hello):
+                    raise PeerProtocolError("expected a hello")
+                problem = self._refusal(body)
+                if problem is not None:
+                    raise PeerProtocolError(problem)
+            except (trio.TooSlowError, PeerProtocolError, WireError, trio.BrokenResourceError,
+                    trio.ClosedResourceError, OSError):  # fmt: skip
+                await trio.aclose_forcefully(stream)
+                await trio.sleep(backoff * (0.5 + self._rng.random()))
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            backoff = BACKOFF_MIN_S
+            await self._run_link(body, stream, decoder)
+
+    def _refusal(self, hello: Hello) -> str | None:
+        mine = self.local_hello()
+        if hello.node_id == self.node_id:
+            return f"node id {hello.node_id} is mine"
+        if mine.cluster_id and hello.cluster_id and mine.cluster_id != hello.cluster_id:
+            return f"cluster {hello.cluster_id} is not this cluster ({mine.cluster_id})"
+        return None
+
+    # -- a link -------------------------------------------------------------------------------
+
+    async def _run_link(
+        self, hello: Hello, stream: trio.SocketStream, decoder: FrameDecoder
+    ) -> None:
+        old = self.links.get(hello.node_id)
+        if old is not None:
+            old.closed = True
+            old.wake.set()
+        link = _Link(hello.node_id, stream)
+        self.links[hello.node_id] = link
+        self.stats.links += 1
+        self.handler.on_hello(hello)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, link, nursery.cancel_scope)
+                await self._reader(link, decoder)
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.stats.broken += 1  # the peer went away; the dialer (if it is us) reconnects
+        finally:
+            link.closed = True
+            if self.links.get(hello.node_id) is link:
+                del self.links[hello.node_id]
+            self.stats.links -= 1
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await trio.aclose_forcefully(stream)
+
+    async def _writer(self, link: _Link, scope: trio.CancelScope) -> None:
+        while not link.closed:
+            if not link.outbox:
+                link.wake = trio.Event()
+                await link.wake.wait()
+                continue
+            frames = list(link.outbox)
+            link.outbox.clear()
+            link.outbox_bytes = 0
+            await link.stream.send_all(b"".join(frames))
+            self.stats.sent_frames += len(frames)
+        scope.cancel()
+
+    async def _reader(self, link: _Link, decoder: FrameDecoder) -> None:
+        handler = self.handler
+        while not link.closed:
+            try:
+                kind, body = await _read_frame(link.stream, decoder)
+            except (PeerProtocolError, WireError):
+                self.stats.bad_frames += 1
+                return
+            except EOFError:
+                return
+            self.stats.received_frames += 1
+            if kind == RAFT and isinstance(body, list):
+                handler.on_raft(body)
+            elif kind == HEARTBEAT and isinstance(body, BrokerHeartbeat):
+                handler.on_heartbeat(link.peer, body)
+            elif kind == HEARTBEAT_OK and isinstance(body, HeartbeatAck):
+                handler.on_heartbeat_ack(link.peer, body)
+
+    def reply_heartbeat(self, peer: int, ack: HeartbeatAck) -> None:
+        self.send(peer, encode_heartbeat_ack(ack))
+
+
+async def _read_frame(stream: trio.SocketStream, decoder: FrameDecoder) -> tuple[int, object]:
+    while True:
+        frame = decoder.next_frame()
+        if frame is not None:
+            return decode_frame(frame)
+        data = await stream.receive_some(1 << 16)
+        if not data:
+            raise EOFError
+        decoder.receive_data(data)
