@@ -175,6 +175,18 @@ class PartitionView:
     replicas: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """One partition as `sluice cluster status` shows it."""
+
+    topic: str
+    view: PartitionView
+    caught_up: tuple[int, ...]
+    """Replicas (node ids) holding every committed entry."""
+    commit_lag: int
+    """Committed entries the slowest replica lacks; -1 when unknown to this broker."""
+
+
 @dataclass(slots=True)
 class _Waiter:
     token: int
@@ -237,8 +249,9 @@ class BrokerNode:
         self.ticks = 0
         self._last_heard: dict[int, tuple[int, int]] = {}
         """Controller only: broker id -> (tick of its last heartbeat, its incarnation)."""
-        self._caught_up: dict[int, tuple[int, ...]] = {}
-        """Controller only: partition group -> replicas its leader last reported caught up."""
+        self._caught_up: dict[int, tuple[tuple[int, ...], int]] = {}
+        """Controller only: partition group -> (replicas caught up, commit lag) as its leader
+        last reported."""
         self._led_since_tick = -1
         self._to_controller: list[tuple[int, BrokerHeartbeat]] = []
         self.metadata_group: _Group | None = None
@@ -301,7 +314,7 @@ class BrokerNode:
         for g in self.groups.values():
             if g.id != METADATA_GROUP and g.serving():
                 leaders.append((g.id, g.raft.term, self.config.node_id))
-                caught_up.append((g.id, self._caught_up_replicas(g)))
+                caught_up.append((g.id, *self._replica_lag(g)))
         hb = BrokerHeartbeat(
             a.id, a.incarnation, a.host, a.port, a.peer_host, a.peer_port, a.rack,
             tuple(leaders), tuple(caught_up),
@@ -313,15 +326,20 @@ class BrokerNode:
         targets = [controller] if controller is not None else sorted(self.seeds)
         return [t for t in targets if t != self.config.node_id], hb
 
-    def _caught_up_replicas(self, g: _Group) -> tuple[int, ...]:
+    def _replica_lag(self, g: _Group) -> tuple[tuple[int, ...], int]:
+        """Leader side: the replicas holding every committed entry, and how many committed
+        entries the slowest replica lacks."""
         commit = g.raft.commit_index
-        return tuple(
-            sorted(
-                m[0]
-                for m, pr in g.raft.progress.items()
-                if isinstance(m, tuple) and pr.match >= commit
-            )
-        )
+        caught: list[int] = []
+        lag = 0
+        for m, pr in g.raft.progress.items():
+            if not isinstance(m, tuple):
+                continue
+            if pr.match >= commit:
+                caught.append(m[0])
+            else:
+                lag = max(lag, commit - pr.match)
+        return tuple(sorted(caught)), lag
 
     def on_broker_heartbeat(self, hb: BrokerHeartbeat) -> HeartbeatAck:
         """Controller side: register the broker, keep it in the metadata group, record the
@@ -347,8 +365,8 @@ class BrokerNode:
         ]
         if stale:
             self._propose_own(f"leaders:{hb.node_id}", cmd_set_leaders(stale))
-        for g, ids in hb.caught_up:
-            self._caught_up[g] = ids
+        for g, ids, lag in hb.caught_up:
+            self._caught_up[g] = (ids, lag)
         return HeartbeatAck(registered, self.config.node_id)
 
     def _keep_member(self, mg: _Group, member: Member) -> None:
@@ -400,21 +418,20 @@ class BrokerNode:
             if self.ticks - heard > lease and self.meta.alive.get(b, False):
                 self._propose_own(f"alive:{b}", cmd_set_alive(b, False))
 
-    def describe_partitions(
-        self,
-    ) -> list[tuple[TopicInfo, PartitionInfo, PartitionView, tuple[int, ...]]]:
-        """For cluster status: every partition with its view and caught-up replicas (as the
-        controller last heard from each leader)."""
+    def describe_partitions(self) -> list[PartitionStatus]:
+        """For cluster status: every partition with its view, caught-up replicas and commit
+        lag (from this broker's own group when it leads it, else as the controller last heard
+        from the leader; unknown elsewhere: no replicas, lag -1)."""
         out = []
         for t in self.meta.topics.values():
             for pi in t.partitions:
                 view = self.partition_view(pi)
                 g = self.groups.get(pi.group_id)
                 if g is not None and g.serving():
-                    caught = self._caught_up_replicas(g)
+                    caught, lag = self._replica_lag(g)
                 else:
-                    caught = self._caught_up.get(pi.group_id, ())
-                out.append((t, pi, view, caught))
+                    caught, lag = self._caught_up.get(pi.group_id, ((), -1))
+                out.append(PartitionStatus(t.name, view, caught, lag))
         return out
 
     # ---------------------------------------------------------------------------------------

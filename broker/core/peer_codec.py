@@ -89,8 +89,9 @@ class BrokerHeartbeat:
     rack: str | None
     leaders: tuple[tuple[int, int, int], ...]
     """(group id, term, leader node id) of every partition group this broker leads."""
-    caught_up: tuple[tuple[int, tuple[int, ...]], ...] = ()
-    """(group id, node ids of the replicas within reach of the leader's log) it leads."""
+    caught_up: tuple[tuple[int, tuple[int, ...], int], ...] = ()
+    """(group id, node ids of the replicas that have every committed entry, commit lag) of
+    every group it leads; the lag is how many committed entries the slowest replica lacks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +348,7 @@ def encode_heartbeat(hb: BrokerHeartbeat) -> bytes:
             [
                 hb.node_id, hb.incarnation, hb.host, hb.port, hb.peer_host, hb.peer_port,
                 hb.rack, [list(x) for x in hb.leaders],
-                [[g, list(ids)] for g, ids in hb.caught_up],
+                [[g, list(ids), lag] for g, ids, lag in hb.caught_up],
             ],
         ]
     )  # fmt: skip
@@ -403,7 +404,7 @@ def decode_frame(payload: bytes) -> PeerFrame:
                 _int(pport),
                 rack,
                 tuple((_int(g), _int(t), _int(ld)) for g, t, ld in leaders),
-                tuple((_int(g), tuple(_int(i) for i in ids)) for g, ids in caught),
+                tuple((_int(g), tuple(_int(i) for i in ids), _int(lag)) for g, ids, lag in caught),
             )
         if kind == HEARTBEAT_OK:
             reg, ctl = body

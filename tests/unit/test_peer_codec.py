@@ -70,7 +70,7 @@ def test_every_raft_message_round_trips() -> None:
 def test_hello_and_heartbeats_round_trip() -> None:
     h = Hello("cid", 3, 99, "127.0.0.1:9093", True)
     assert decode_frame(encode_hello(h))[1] == h
-    hb = BrokerHeartbeat(3, 99, "h", 1, "p", 2, "r1", ((7, 4, 3),), ((7, (1, 3)),))
+    hb = BrokerHeartbeat(3, 99, "h", 1, "p", 2, "r1", ((7, 4, 3),), ((7, (1, 3), 12),))
     assert decode_frame(encode_heartbeat(hb))[1] == hb
     ack = HeartbeatAck(True, 0)
     assert decode_frame(encode_heartbeat_ack(ack))[1] == ack
