@@ -162,6 +162,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 heartbeat_ticks=config.heartbeat_ticks,
                 default_partitions=config.default_partitions,
                 default_replication_factor=config.default_replication_factor,
+                catchup_bytes_per_tick=-(-config.catchup_bytes_per_s * config.tick_ms // 1000),
                 partition=PartitionConfig(max_message_bytes=config.max_message_bytes),
             ),
             RocksGroupStore(store),

@@ -96,6 +96,9 @@ class BrokerConfig:
     max_message_bytes: int = 1 << 20
     default_partitions: int = 1
     default_replication_factor: int = 1
+    catchup_bytes_per_s: int = 50 << 20
+    """Replication to replicas catching up, per broker (all its leaders together); 0: no
+    throttle."""
 
     @classmethod
     def load(
@@ -148,6 +151,8 @@ class BrokerConfig:
             raise ConfigError("idle_timeout_s must be > 0")
         if self.default_partitions < 1 or self.default_replication_factor < 1:
             raise ConfigError("default_partitions and default_replication_factor must be >= 1")
+        if self.catchup_bytes_per_s < 0:
+            raise ConfigError("catchup_bytes_per_s must be >= 0 (0: unthrottled)")
         if not 1 <= self.max_message_bytes <= self.max_frame_bytes:
             raise ConfigError("max_message_bytes must be 1..max_frame_bytes")
 

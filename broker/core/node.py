@@ -64,6 +64,7 @@ from broker.core.metadata import (
 from broker.core.partition import Outcome, PartitionConfig, PartitionMachine
 from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck
 from broker.core.raft import (
+    CatchUpBudget,
     ConfChange,
     ConfChangeKind,
     ConfState,
@@ -114,6 +115,9 @@ class NodeConfig:
     broker_heartbeat_ticks: int = 5
     broker_lease_ticks: int = 40
     """The controller marks a broker failed after this many ticks without its heartbeat."""
+    catchup_bytes_per_tick: int = 0
+    """Bytes per tick this broker's leaders may send, all groups together, to replicas that
+    lack committed entries (catching up); 0: unthrottled."""
     default_partitions: int = 1
     default_replication_factor: int = 1
     partition: PartitionConfig = field(default_factory=PartitionConfig)
@@ -254,6 +258,9 @@ class BrokerNode:
         last reported."""
         self._led_since_tick = -1
         self._to_controller: list[tuple[int, BrokerHeartbeat]] = []
+        self.catchup = (
+            CatchUpBudget(config.catchup_bytes_per_tick) if config.catchup_bytes_per_tick else None
+        )
         self.metadata_group: _Group | None = None
         if store.has_group(METADATA_GROUP):
             self.metadata_group = self._open_group(METADATA_GROUP, None, applied=0)
@@ -451,7 +458,9 @@ class BrokerNode:
 
     def _open_group(self, gid: int, initial: ConfState | None, applied: int) -> _Group:
         storage = self.store.open_group(gid, initial)
-        raft = RaftNode(self._raft_config(applied), storage, self.rng)
+        # The metadata group is never throttled: every broker depends on following it.
+        catchup = None if gid == METADATA_GROUP else self.catchup
+        raft = RaftNode(self._raft_config(applied), storage, self.rng, catchup=catchup)
         g = _Group(gid, raft, storage)
         self.groups[gid] = g
         return g
@@ -499,6 +508,8 @@ class BrokerNode:
 
     def tick(self) -> None:
         self.ticks += 1
+        if self.catchup is not None:
+            self.catchup.refill()
         for g in self.groups.values():
             g.raft.tick()
         self._check_leases()

@@ -3,6 +3,7 @@
 from broker.core.raft.config import RaftConfig
 from broker.core.raft.errors import DropReason, ProposalDropped
 from broker.core.raft.node import RaftNode
+from broker.core.raft.progress import CatchUpBudget
 from broker.core.raft.storage import (
     InitialState,
     LogCompacted,
@@ -30,6 +31,7 @@ from broker.core.raft.types import (
 )
 
 __all__ = [
+    "CatchUpBudget",
     "ConfChange",
     "ConfChangeKind",
     "ConfState",

@@ -52,7 +52,7 @@ from typing import Any
 from broker.core.raft.config import RaftConfig
 from broker.core.raft.errors import DropReason, ProposalDropped
 from broker.core.raft.log import NO_TERM, RaftLog
-from broker.core.raft.progress import Progress, ProgressState, quorum_index
+from broker.core.raft.progress import CatchUpBudget, Progress, ProgressState, quorum_index
 from broker.core.raft.storage import LogStorage, SnapshotTemporarilyUnavailable
 from broker.core.raft.types import (
     AppendEntries,
@@ -116,8 +116,18 @@ class _SnapshotReceipt:
 class RaftNode:
     """One member of one Raft group. Not thread-safe; one owner drives it."""
 
-    def __init__(self, config: RaftConfig, storage: LogStorage, rng: RandomSource) -> None:
+    def __init__(
+        self,
+        config: RaftConfig,
+        storage: LogStorage,
+        rng: RandomSource,
+        *,
+        catchup: CatchUpBudget | None = None,
+    ) -> None:
         self.config = config
+        self.catchup = catchup
+        """Throttles entries to followers that lack committed entries (None: unthrottled)."""
+        self._catchup_blocked = False
         self.id: MemberId = config.id
         self._rng = rng
         init = storage.initial_state()
@@ -564,6 +574,9 @@ class RaftNode:
         self._bcast_pending = True
 
     def _tick_leader(self) -> None:
+        if self._catchup_blocked:
+            self._catchup_blocked = False
+            self._bcast_pending = True  # the budget was refilled: resume catch-up sends
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         cfg = self.config
@@ -642,7 +655,16 @@ class RaftNode:
             return False
         prev = pr.next - 1
         prev_term = log.term(prev)
-        entries = log.slice(pr.next, last + 1, self.config.max_msg_bytes)
+        limit = self.config.max_msg_bytes
+        budget = self.catchup
+        if budget is not None and pr.next <= log.committed:
+            if budget.available <= 0:
+                self._catchup_blocked = True
+                return False
+            limit = min(limit, budget.available)
+        else:
+            budget = None
+        entries = log.slice(pr.next, last + 1, limit)
         if prev_term == NO_TERM or entries is None:
             return self._send_snapshot(to, pr)
         if not entries and not send_if_empty:
@@ -650,6 +672,8 @@ class RaftNode:
         self._msgs.append(
             AppendEntries(self.id, to, self.term, prev, prev_term, entries, log.committed)
         )
+        if entries and budget is not None:
+            budget.spend(entries_size(entries))
         if entries:
             if pr.state == ProgressState.REPLICATE:
                 last_sent = entries[-1].index

@@ -147,3 +147,26 @@ def quorum_index(matches: list[int]) -> int:
         return 0
     s = sorted(matches, reverse=True)
     return s[len(s) // 2]
+
+
+class CatchUpBudget:
+    """Bytes of AppendEntries that leaders may send to followers lacking committed entries
+    (a replica catching up after being down), shared by every group of one broker and
+    refilled by its owner once per tick. Invariant: a group sends catch-up entries only while
+    `available > 0`; one message may overdraw by less than one entry (at least one entry
+    always goes), and the overdraft is repaid by later refills."""
+
+    __slots__ = ("available", "burst", "per_tick")
+
+    def __init__(self, bytes_per_tick: int, burst_ticks: int = 4) -> None:
+        if bytes_per_tick < 1 or burst_ticks < 1:
+            raise ValueError("need bytes_per_tick >= 1 and burst_ticks >= 1")
+        self.per_tick = bytes_per_tick
+        self.burst = bytes_per_tick * burst_ticks
+        self.available = self.burst
+
+    def refill(self) -> None:
+        self.available = min(self.burst, self.available + self.per_tick)
+
+    def spend(self, nbytes: int) -> None:
+        self.available -= nbytes
