@@ -377,8 +377,10 @@ class BrokerNode:
         return HeartbeatAck(registered, self.config.node_id)
 
     def _keep_member(self, mg: _Group, member: Member) -> None:
-        """The metadata group must hold every live broker: add a new one (or a new incarnation)
-        as a learner; once caught up, let a new incarnation take its old one's place."""
+        """Leader of group `mg`: make `member` a member: add it (or a new incarnation of its
+        broker) as a learner; once it holds every committed entry, let it take the old
+        incarnation's place: a voter is promoted before the old incarnation is removed, so
+        it never counts toward a quorum before it has caught up. One change at a time."""
         raft = mg.raft
         conf = raft.conf
         older = [m for m in conf.members() if isinstance(m, tuple) and m[0] == member[0]
@@ -401,6 +403,29 @@ class BrokerNode:
         # Refused while another change is uncommitted: the next heartbeat tries again.
         with contextlib.suppress(ProposalDropped):
             g.raft.propose_conf_change(change)
+
+    def _reconcile_replicas(self) -> None:
+        """Partition leaders: keep each group's members at the incarnations the metadata log
+        registers for its replicas. A broker whose data directory was lost registers a new
+        incarnation; the controller's metadata log is the decision, and the leader of every
+        group it held carries it out through `_keep_member`."""
+        brokers = self.meta.brokers
+        for g in self.by_partition.values():
+            if not g.serving() or g.topic is None:
+                continue
+            pi = self.meta.partition(g.topic, g.partition)
+            if pi is None:
+                continue
+            members = g.raft.conf.members()
+            for r in pi.replicas:
+                b = brokers.get(r)
+                if b is None:
+                    continue
+                want = (r, b.incarnation)
+                stale = any(isinstance(m, tuple) and m[0] == r and m != want for m in members)
+                if want not in members or stale:
+                    self._keep_member(g, want)
+                    break  # at most one change per group in flight
 
     def on_heartbeat_ack(self, ack: HeartbeatAck) -> None:
         """Broker side: nothing to do yet beyond learning who the controller is (the metadata
@@ -475,6 +500,10 @@ class BrokerNode:
                 return  # placement named a broker this node does not know yet
             members.append((b.id, b.incarnation))
         fresh = not self.store.has_group(pi.group_id)
+        # A group created for an earlier incarnation of this broker (its data directory was
+        # lost since): join it empty, as a non-member, until its leader adds this incarnation
+        # (`_reconcile_replicas`); the configuration arrives with the log.
+        initial = ConfState(frozenset(members) if self.config.member in members else frozenset())
         default = self.config.partition
         pconf = PartitionConfig(
             max_message_bytes=int(topic.config.get("max.message.bytes", default.max_message_bytes)),
@@ -486,9 +515,7 @@ class BrokerNode:
             machine.restore(
                 self.store.load_apply_state(pi.group_id), self.store.load_offsets(pi.group_id)
             )
-        g = self._open_group(
-            pi.group_id, ConfState(frozenset(members)) if fresh else None, machine.applied_index
-        )
+        g = self._open_group(pi.group_id, initial if fresh else None, machine.applied_index)
         g.topic, g.partition, g.machine = topic.name, pi.partition, machine
         self.by_partition[(topic.name, pi.partition)] = g
         if pi.replicas[0] == self.config.node_id:
@@ -513,6 +540,8 @@ class BrokerNode:
         for g in self.groups.values():
             g.raft.tick()
         self._check_leases()
+        if self.ticks % self.config.broker_heartbeat_ticks == 0:
+            self._reconcile_replicas()
         out = self.broker_heartbeat()
         if out is not None:
             targets, hb = out
