@@ -347,6 +347,13 @@ class Cluster:
 
         self.nursery.start_soon(connect)
 
+    def unreachable(self, broker_id: int) -> bool:
+        """The last attempt to connect to `broker_id` failed and no connection is open."""
+        b = self.metadata.brokers.get(broker_id)
+        if b is None or self.ready_connection(broker_id) is not None:
+            return False
+        return self._failures.get(b.address, 0) > 0
+
     async def connection(self, broker_id: int, lane: str = "main") -> Connection:
         """An open connection to `broker_id` (connecting if needed)."""
         b = self.metadata.brokers.get(broker_id)

@@ -93,6 +93,8 @@ KiB = 1024
 MiB = 1024 * KiB
 DEFAULT_MAX_MESSAGE_BYTES = 1 * MiB
 """The broker's default max.message.bytes when the topic's config does not name one."""
+METADATA_RETRY_MAX_S = 0.2
+"""Longest wait between metadata refreshes while a needed leader is unknown or unreachable."""
 BATCH_OVERHEAD = 64
 """Bytes a batch adds to its records (42-byte header, array head), rounded up."""
 
@@ -970,31 +972,49 @@ class Producer:
     # -- metadata ----------------------------------------------------------------------------
 
     async def _metadata_task(self) -> None:
-        """Refresh the topics the sender asked about, with backoff while leaders are
-        unknown."""
+        """Refresh the topics the sender asked about. While a topic has a partition without a
+        leader, or led by a broker the last connection attempt failed to reach (a crashed
+        leader, until the election's winner is reported), it is asked for again after a
+        backoff capped at `METADATA_RETRY_MAX_S`: the new leader is found within about that
+        much of its election, however long connection attempts to the dead one back off."""
         attempt = 0
+        cluster = self._cluster
         while True:
             await self._want_event.wait()
             self._want_event = trio.Event()
             topics, self._want_topics = self._want_topics, set()
-            resolved = True
             try:
-                await self._cluster.refresh(topics)
+                await cluster.refresh(topics)
+                failed = False
             except SluiceError:
-                resolved = False
-            meta = self._cluster.metadata
-            resolved = resolved and all(
-                meta.partition_count(t) is not None
-                and all(p.leader is not None for p in meta.topics[t].partitions)
+                failed = True
+            meta = cluster.metadata
+            pending = {
+                t
                 for t in topics
-            )
-            self._wake_sender()  # the sender asks again for what it still lacks
-            if resolved:
+                if failed
+                or meta.partition_count(t) is None
+                or any(p.leader is None or cluster.unreachable(p.leader)
+                       for p in meta.topics[t].partitions)
+            }  # fmt: skip
+            self._wake_sender()
+            if not pending:
                 attempt = 0
                 await trio.sleep(self._backoff.base_s)
-            else:
-                await trio.sleep(self._backoff.delay(attempt))
-                attempt += 1
+                continue
+            await trio.sleep(min(self._backoff.delay(attempt), METADATA_RETRY_MAX_S))
+            attempt += 1
+            for t in pending:
+                if self._has_queued(t):
+                    self._want_metadata(t)
+
+    def _has_queued(self, topic: str) -> bool:
+        """Whether records of `topic` wait to be routed, sent or retried."""
+        if topic in self._unrouted:
+            return True
+        if any(q for tp, q in self._acc.ready.items() if tp[0] == topic):
+            return True
+        return any(ps.retry for tp, ps in self._partitions.items() if tp[0] == topic)
 
 
 def _send_order(batch: Batch) -> int:

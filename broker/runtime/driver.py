@@ -169,7 +169,7 @@ class Driver:
             self._wake = trio.Event()
             self._absorb()
             while node.has_work():
-                self._round()
+                await self._round()
             self._expire_parked()
             await trio.lowlevel.checkpoint()
 
@@ -228,12 +228,16 @@ class Driver:
     def next_deadline(self) -> float:
         return min((op.deadline for op in self._parked), default=math.inf)
 
-    def _round(self) -> None:
+    async def _round(self) -> None:
         node = self.node
         rnd = node.start_round()
         self.rounds += 1
         self._send(rnd.messages)
         self._send_heartbeats(rnd)
+        if rnd.messages and any(rd.entries for _, rd in rnd.readies):
+            # Let the peer writers put the appends on the wire before this thread blocks in
+            # the sync: followers then write in parallel with the leader, not after it.
+            await trio.lowlevel.checkpoint()
         self.store.commit(self._write_round(rnd))
         self.rounds_written += 1
         after, completions = node.finish_round(rnd)

@@ -210,6 +210,9 @@ class FakeCluster:
     def start_connecting(self, *args: object, **kwargs: object) -> None:
         raise AssertionError("fake connections are always ready")
 
+    def unreachable(self, broker_id: int) -> bool:
+        return False
+
     async def request_controller(
         self, request: Request, *, timeout_s: float | None = None
     ) -> Response:
