@@ -37,6 +37,13 @@ log, and marks a broker failed when its heartbeats lapse for `broker_lease_ticks
 again when they resume). A member of an older incarnation of a broker that has come back is
 replaced in the metadata group: the new incarnation is added as a learner and, once caught
 up, takes the old one's place (a voter is promoted before the old incarnation is removed).
+
+Partition groups follow the same rule, decided by the metadata log and carried out by each
+group's leader (`_reconcile_replicas`): a replica whose broker registered a new incarnation
+(its data directory was lost) is replaced the same way. The new incarnation opens its old
+groups empty, as a non-member, and learns their configuration from the log, so it never
+votes or counts toward a quorum before it holds every committed entry. Replication to a
+replica that lacks committed entries is paced by one `CatchUpBudget` per broker.
 """
 
 from __future__ import annotations
