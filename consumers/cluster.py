@@ -65,6 +65,9 @@ TopicPartition = tuple[str, int]
 T = TypeVar("T")
 
 DEFAULT_PORT = 9092
+METADATA_RETRY_MAX_S = 0.2
+"""Longest wait between metadata refreshes while a needed partition leader is unknown or
+unreachable: after a crash, clients find the elected successor within about this much."""
 
 
 @dataclass(frozen=True, slots=True)

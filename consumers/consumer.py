@@ -65,7 +65,13 @@ from broker.wire.messages import (
     ListOffsetsResponse,
     ListOffsetsTopic,
 )
-from consumers.cluster import Backoff, Cluster, TopicPartition, needs_metadata
+from consumers.cluster import (
+    METADATA_RETRY_MAX_S,
+    Backoff,
+    Cluster,
+    TopicPartition,
+    needs_metadata,
+)
 from consumers.errors import (
     ClientClosedError,
     CorruptBatch,
@@ -511,23 +517,36 @@ class Consumer:
 
     async def _refresh(self, topics: frozenset[str]) -> None:
         """Refresh `topics`; the next refresh is allowed after a backoff that grows while
-        refreshes fail or leave assigned partitions without a leader."""
+        refreshes fail or leave assigned partitions without a reachable leader (capped at
+        METADATA_RETRY_MAX_S). A partition whose leader changed is fetched at once, without
+        waiting out the backoff its failures against the old leader had earned."""
         ok = False
+        cluster = self._cluster
+        before = {tp: cluster.metadata.leader_for(tp) for tp in self._states if tp[0] in topics}
         try:
-            await self._cluster.refresh(topics)
+            await cluster.refresh(topics)
             ok = True
         except SluiceError:
             self._want_metadata |= topics
         finally:
             now = self._metadata_at = trio.current_time()
-            meta = self._cluster.metadata
-            if ok and all(
-                meta.leader_for(tp) is not None for tp in self._states if tp[0] in topics
-            ):
+            meta = cluster.metadata
+            stale = False
+            for tp, old in before.items():
+                leader = meta.leader_for(tp)
+                state = self._states.get(tp)
+                if leader is None or cluster.unreachable(leader):
+                    stale = True
+                    self._want_metadata.add(tp[0])
+                elif leader != old and state is not None:
+                    state.retry_at = 0.0
+                    state.attempts = 0
+            if ok and not stale:
                 self._metadata_failures = 0
                 self._metadata_allowed_at = now + self._backoff.base_s
             else:
-                self._metadata_allowed_at = now + self._backoff.delay(self._metadata_failures)
+                delay = min(self._backoff.delay(self._metadata_failures), METADATA_RETRY_MAX_S)
+                self._metadata_allowed_at = now + delay
                 self._metadata_failures += 1
             self._refreshing = False
             self._apply_subscription()

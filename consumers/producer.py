@@ -72,7 +72,13 @@ from broker.wire.messages import (
 from broker.wire.partitioner import default_partition, murmur2_partition
 from broker.wire.producer import DecisionKind, ProducerSequences, ProducerState
 from consumers._accumulator import Accumulator, Batch, record_size
-from consumers.cluster import Backoff, Cluster, TopicPartition, needs_metadata
+from consumers.cluster import (
+    METADATA_RETRY_MAX_S,
+    Backoff,
+    Cluster,
+    TopicPartition,
+    needs_metadata,
+)
 from consumers.connection import Connection, Pending
 from consumers.errors import (
     BufferFull,
@@ -93,8 +99,6 @@ KiB = 1024
 MiB = 1024 * KiB
 DEFAULT_MAX_MESSAGE_BYTES = 1 * MiB
 """The broker's default max.message.bytes when the topic's config does not name one."""
-METADATA_RETRY_MAX_S = 0.2
-"""Longest wait between metadata refreshes while a needed leader is unknown or unreachable."""
 BATCH_OVERHEAD = 64
 """Bytes a batch adds to its records (42-byte header, array head), rounded up."""
 
