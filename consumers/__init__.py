@@ -21,6 +21,7 @@ from consumers.admin import (
     BrokerDescription,
     ClusterDescription,
     PartitionDescription,
+    PartitionStatus,
     TopicDescription,
 )
 from consumers.consumer import Consumer, ConsumerRecord
@@ -47,6 +48,7 @@ __all__ = [
     "Delivery",
     "GroupsNotSupported",
     "PartitionDescription",
+    "PartitionStatus",
     "Producer",
     "RecordMetadata",
     "SluiceError",

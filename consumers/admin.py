@@ -11,7 +11,10 @@ likewise UNKNOWN_TOPIC_OR_PARTITION on a retried delete.
 
 Descriptions come from METADATA; `describe_topic` adds each partition's log start offset and
 high watermark from LIST_OFFSETS at the partition's leader (None where it could not be read).
-`list_topics` does not (its offsets are None).
+`list_topics` does not (its offsets are None). `describe_cluster` comes from DESCRIBE_CLUSTER,
+asked of the controller (the only broker that hears every partition leader's replica report)
+and, when there is no controller or it cannot be reached, of any broker (whose caught-up
+replicas and commit lag are known only for the partitions it leads).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from broker.wire.messages import (
     CreateTopicsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+    DescribeClusterRequest,
+    DescribeClusterResponse,
     IsolationLevel,
     ListOffsetsPartition,
     ListOffsetsRequest,
@@ -42,7 +47,9 @@ from broker.wire.messages import (
 )
 from consumers.cluster import Backoff, Cluster
 from consumers.errors import (
+    BrokerUnavailableError,
     ClientClosedError,
+    NotControllerError,
     SluiceError,
     UnknownTopicError,
     error_for,
@@ -53,6 +60,7 @@ __all__ = [
     "BrokerDescription",
     "ClusterDescription",
     "PartitionDescription",
+    "PartitionStatus",
     "TopicDescription",
 ]
 
@@ -80,14 +88,42 @@ class BrokerDescription:
     id: int
     host: str
     port: int
-    rack: str | None = None
+    rack: str | None
+    alive: bool
+    """False once the controller marked the broker failed (its lease expired)."""
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """One partition's replication state. Unknown: `leader` None, `leader_term` -1,
+    `caught_up` empty and `commit_lag` -1."""
+
+    topic: str
+    partition: int
+    leader: int | None
+    leader_term: int
+    replicas: tuple[int, ...]
+    """The assigned replicas, the preferred leader first."""
+    caught_up: tuple[int, ...]
+    """The replicas holding every committed entry."""
+    commit_lag: int
+    """Committed entries the slowest replica lacks (0: every replica is caught up)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterDescription:
+    """Brokers sorted by id, partitions by (topic, partition)."""
+
     cluster_id: str | None
     controller: int | None
     brokers: tuple[BrokerDescription, ...]
+    partitions: tuple[PartitionStatus, ...]
 
 
 def _describe(topic: TopicInfo) -> TopicDescription:
@@ -283,13 +319,39 @@ class Admin:
         )
 
     async def describe_cluster(self) -> ClusterDescription:
-        response = await self._metadata(())
+        """Brokers (alive or failed), the controller, and every partition's leader, replicas,
+        caught-up replicas and commit lag; retried until the client's `timeout_s`."""
+        cluster = self.cluster
+        request = DescribeClusterRequest()
+
+        async def ask() -> DescribeClusterResponse:
+            try:
+                response = await cluster.request_controller(request)
+            except (NotControllerError, BrokerUnavailableError):
+                # No controller now, or it is down: any broker follows the metadata log.
+                response = await cluster.request_any(request)
+            assert isinstance(response, DescribeClusterResponse)
+            return response
+
+        response = await cluster.retry_until(self._deadline(None), ask)
         return ClusterDescription(
             cluster_id=response.cluster_id,
             controller=response.controller,
             brokers=tuple(
-                BrokerDescription(b.id, b.host, b.port, b.rack)
+                BrokerDescription(b.id, b.host, b.port, b.rack, b.alive)
                 for b in sorted(response.brokers, key=lambda b: b.id)
+            ),
+            partitions=tuple(
+                PartitionStatus(
+                    topic=p.topic,
+                    partition=p.partition,
+                    leader=p.leader,
+                    leader_term=p.leader_term,
+                    replicas=p.replicas,
+                    caught_up=p.caught_up,
+                    commit_lag=p.commit_lag,
+                )
+                for p in sorted(response.partitions, key=lambda p: (p.topic, p.partition))
             ),
         )
 

@@ -1,9 +1,9 @@
 """RequestHandler: client requests in, responses out, over a BrokerNode. Pure, like the node.
 
-A request either answers at once (metadata, fetch, list offsets, API versions, and any request
-refused up front) or starts operations on the node under a token and answers when their
-Completions have all arrived (produce: one per partition; create/delete topics: one per
-topic, and a create's second wait for its partitions' leaders; init producer id). The
+A request either answers at once (metadata, describe cluster, fetch, list offsets, API versions,
+and any request refused up front) or starts operations on the node under a token and answers
+when their Completions have all arrived (produce: one per partition; create/delete topics: one
+per topic, and a create's second wait for its partitions' leaders; init producer id). The
 runtime encodes the `Reply`, times requests out (`abandon`), and long-polls fetches (it calls
 `fetch` again when a partition's high watermark moves).
 """
@@ -26,10 +26,14 @@ from broker.wire.messages import (
     ApiVersionsRequest,
     ApiVersionsResponse,
     BrokerInfo,
+    ClusterBroker,
+    ClusterPartition,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+    DescribeClusterRequest,
+    DescribeClusterResponse,
     FetchedBatch,
     FetchPartitionResult,
     FetchRequest,
@@ -94,6 +98,8 @@ class RequestHandler:
             return Reply(header.correlation_id, ErrorCode.NONE, None, body)
         if isinstance(request, MetadataRequest):
             return Reply(header.correlation_id, ErrorCode.NONE, None, self.metadata(request))
+        if isinstance(request, DescribeClusterRequest):
+            return Reply(header.correlation_id, ErrorCode.NONE, None, self.describe_cluster())
         if isinstance(request, ListOffsetsRequest):
             return Reply(header.correlation_id, ErrorCode.NONE, None, self._list_offsets(request))
         if isinstance(request, CreateTopicsRequest):
@@ -283,6 +289,45 @@ class RequestHandler:
             controller=self.node.controller,
             brokers=brokers,
             topics=tuple(topics),
+        )
+
+    def describe_cluster(self) -> DescribeClusterResponse:
+        """Brokers (sorted by id) with the liveness the metadata log records, and every
+        partition (sorted by topic, partition) with its leader, replicas and replication
+        progress as `BrokerNode.describe_partitions` knows them. Any broker answers from its
+        own copy of the metadata log; a non-controller knows the caught-up replicas and commit
+        lag only of the groups it leads (elsewhere: none and -1)."""
+        meta = self.node.meta
+        brokers = tuple(
+            ClusterBroker(
+                id=b.id,
+                host=b.host,
+                port=b.port,
+                rack=b.rack,
+                alive=meta.alive.get(b.id, False),
+            )
+            for _, b in sorted(meta.brokers.items())
+        )
+        statuses = sorted(
+            self.node.describe_partitions(), key=lambda p: (p.topic, p.view.partition)
+        )
+        partitions = tuple(
+            ClusterPartition(
+                topic=p.topic,
+                partition=p.view.partition,
+                leader=p.view.leader,
+                leader_term=p.view.leader_term,
+                replicas=p.view.replicas,
+                caught_up=p.caught_up,
+                commit_lag=p.commit_lag,
+            )
+            for p in statuses
+        )
+        return DescribeClusterResponse(
+            cluster_id=meta.cluster_id,
+            controller=self.node.controller,
+            brokers=brokers,
+            partitions=partitions,
         )
 
     def api_versions(self) -> ApiVersionsResponse:

@@ -22,6 +22,7 @@ class ApiKey(IntEnum):
     FETCH = 5
     LIST_OFFSETS = 6
     INIT_PRODUCER_ID = 7
+    DESCRIBE_CLUSTER = 8
 
 
 VersionRange = tuple[int, int]

@@ -29,10 +29,14 @@ __all__ = [
     "ApiVersionsRequest",
     "ApiVersionsResponse",
     "BrokerInfo",
+    "ClusterBroker",
+    "ClusterPartition",
     "CreateTopicsRequest",
     "CreateTopicsResponse",
     "DeleteTopicsRequest",
     "DeleteTopicsResponse",
+    "DescribeClusterRequest",
+    "DescribeClusterResponse",
     "FetchPartition",
     "FetchPartitionResult",
     "FetchRequest",
@@ -218,7 +222,8 @@ class PartitionInfo:
     leader: int | None
     """None while the partition has no known leader."""
     leader_term: int
-    """The Raft term of `leader`: a client never steps back to an older leader."""
+    """The Raft term of `leader`: a client never steps back to an older leader. -1 when the
+    answering broker knows none (it hosts no replica and no leader was reported yet)."""
     replicas: tuple[int, ...]
     error: ErrorCode = ErrorCode.NONE
 
@@ -238,7 +243,7 @@ class PartitionInfo:
         return cls(
             partition=s.partition(b["partition"], s.at(path, "partition")),
             leader=s.opt_int32(b["leader"], s.at(path, "leader"), 0),
-            leader_term=s.int64(b["leader_term"], s.at(path, "leader_term"), 0),
+            leader_term=s.int64(b["leader_term"], s.at(path, "leader_term"), -1),
             replicas=tuple(
                 s.int32(v, s.item(replicas_path, i), 0)
                 for i, v in enumerate(s.array(b["replicas"], replicas_path, limits))
@@ -1019,6 +1024,158 @@ class InitProducerIdResponse:
         )
 
 
+# --------------------------------------------------------------------------- DESCRIBE_CLUSTER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DescribeClusterRequest:
+    """The whole cluster as the answering broker sees it (any broker answers: every broker
+    follows the metadata log; only the controller hears every leader's replica report)."""
+
+    API_KEY: ClassVar[ApiKey] = ApiKey.DESCRIBE_CLUSTER
+
+    def to_body(self) -> dict[str, object]:
+        return {}
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DescribeClusterRequest:
+        s.fields(body, "", frozenset())
+        return cls()
+
+
+_CLUSTER_BROKER = frozenset({"id", "host", "port", "rack", "alive"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterBroker:
+    """A registered broker and whether the controller holds it alive."""
+
+    id: int
+    host: str
+    port: int
+    rack: str | None
+    alive: bool
+    """False once the controller marked it failed (its lease expired without a heartbeat)."""
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "port": self.port,
+            "rack": self.rack,
+            "alive": self.alive,
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str) -> ClusterBroker:
+        b = s.fields(value, path, _CLUSTER_BROKER)
+        return cls(
+            id=s.int32(b["id"], s.at(path, "id"), 0),
+            host=s.nonempty_text(b["host"], s.at(path, "host")),
+            port=s.integer(b["port"], s.at(path, "port"), 0, PORT_MAX),
+            rack=s.opt_text(b["rack"], s.at(path, "rack")),
+            alive=s.boolean(b["alive"], s.at(path, "alive")),
+        )
+
+
+_CLUSTER_PARTITION = frozenset(
+    {"topic", "partition", "leader", "leader_term", "replicas", "caught_up", "commit_lag"}
+)
+
+
+def _node_ids(value: object, path: str, limits: Limits) -> tuple[int, ...]:
+    """A list of distinct node ids."""
+    ids = [s.int32(v, s.item(path, i), 0) for i, v in enumerate(s.array(value, path, limits))]
+    s.unique(ids, path, "node id")
+    return tuple(ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterPartition:
+    """One partition's replication state. Unknown values: `leader` None, `leader_term` -1,
+    `commit_lag` -1 (a broker knows the replica lag only of groups it leads, and the
+    controller of every group whose leader reported it)."""
+
+    topic: str
+    partition: int
+    leader: int | None
+    leader_term: int
+    replicas: tuple[int, ...]
+    """The assigned replicas, the preferred leader first."""
+    caught_up: tuple[int, ...]
+    """Replicas holding every committed entry (empty when unknown)."""
+    commit_lag: int
+    """Committed entries the slowest replica lacks (0: all caught up)."""
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "leader": self.leader,
+            "leader_term": self.leader_term,
+            "replicas": list(self.replicas),
+            "caught_up": list(self.caught_up),
+            "commit_lag": self.commit_lag,
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> ClusterPartition:
+        b = s.fields(value, path, _CLUSTER_PARTITION)
+        return cls(
+            topic=s.topic(b["topic"], s.at(path, "topic"), limits),
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            leader=s.opt_int32(b["leader"], s.at(path, "leader"), 0),
+            leader_term=s.int64(b["leader_term"], s.at(path, "leader_term"), -1),
+            replicas=_node_ids(b["replicas"], s.at(path, "replicas"), limits),
+            caught_up=_node_ids(b["caught_up"], s.at(path, "caught_up"), limits),
+            commit_lag=s.int64(b["commit_lag"], s.at(path, "commit_lag"), -1),
+        )
+
+
+_DESCRIBE_CLUSTER_RESPONSE = frozenset({"cluster_id", "controller", "brokers", "partitions"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DescribeClusterResponse:
+    """Brokers (no id twice) and partitions (no (topic, partition) twice); the broker sends
+    both sorted, brokers by id and partitions by (topic, partition)."""
+
+    API_KEY: ClassVar[ApiKey] = ApiKey.DESCRIBE_CLUSTER
+    cluster_id: str | None
+    controller: int | None
+    """The node id of the metadata group's leader, None while there is none."""
+    brokers: tuple[ClusterBroker, ...]
+    partitions: tuple[ClusterPartition, ...]
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "cluster_id": self.cluster_id,
+            "controller": self.controller,
+            "brokers": [b.to_wire() for b in self.brokers],
+            "partitions": [p.to_wire() for p in self.partitions],
+        }
+
+    @classmethod
+    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DescribeClusterResponse:
+        b = s.fields(body, "", _DESCRIBE_CLUSTER_RESPONSE)
+        brokers = tuple(
+            ClusterBroker.from_wire(v, s.item("brokers", i))
+            for i, v in enumerate(s.array(b["brokers"], "brokers", limits))
+        )
+        s.unique([br.id for br in brokers], "brokers", "broker")
+        partitions = tuple(
+            ClusterPartition.from_wire(v, s.item("partitions", i), limits)
+            for i, v in enumerate(s.array(b["partitions"], "partitions", limits))
+        )
+        s.unique([(p.topic, p.partition) for p in partitions], "partitions", "partition")
+        return cls(
+            cluster_id=s.opt_text(b["cluster_id"], "cluster_id"),
+            controller=s.opt_int32(b["controller"], "controller", 0),
+            brokers=brokers,
+            partitions=partitions,
+        )
+
+
 Request: TypeAlias = (
     ApiVersionsRequest
     | MetadataRequest
@@ -1028,6 +1185,7 @@ Request: TypeAlias = (
     | FetchRequest
     | ListOffsetsRequest
     | InitProducerIdRequest
+    | DescribeClusterRequest
 )
 
 Response: TypeAlias = (
@@ -1039,4 +1197,5 @@ Response: TypeAlias = (
     | FetchResponse
     | ListOffsetsResponse
     | InitProducerIdResponse
+    | DescribeClusterResponse
 )

@@ -34,6 +34,8 @@ from broker.wire.messages import (
     CreateTopicsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+    DescribeClusterRequest,
+    DescribeClusterResponse,
     FetchRequest,
     FetchResponse,
     InitProducerIdRequest,
@@ -70,6 +72,7 @@ REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.FETCH: FetchRequest,
     ApiKey.LIST_OFFSETS: ListOffsetsRequest,
     ApiKey.INIT_PRODUCER_ID: InitProducerIdRequest,
+    ApiKey.DESCRIBE_CLUSTER: DescribeClusterRequest,
 }
 
 RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
@@ -81,6 +84,7 @@ RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
     ApiKey.FETCH: FetchResponse,
     ApiKey.LIST_OFFSETS: ListOffsetsResponse,
     ApiKey.INIT_PRODUCER_ID: InitProducerIdResponse,
+    ApiKey.DESCRIBE_CLUSTER: DescribeClusterResponse,
 }
 assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
 assert all(t.API_KEY is k for k, t in REQUEST_TYPES.items())

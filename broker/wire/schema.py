@@ -2,9 +2,10 @@
 
 Every reader takes the decoded value and its path (`topics[2].partitions[0].offset`) and either
 returns the value with its exact type or raises WireError(INVALID_REQUEST, "<path>: <what>").
-Integers must be `int` (never bool) within their range; text is `str`; bytes is `bytes`; arrays
-are lists within `limits.max_array_items`; maps have exactly the expected text keys. The CBOR
-layer below has already bounded sizes and nesting; these readers give the values their meaning.
+Integers must be `int` (never bool) within their range; booleans `bool` (never int); text is
+`str`; bytes is `bytes`; arrays are lists within `limits.max_array_items`; maps have exactly the
+expected text keys. The CBOR layer below has already bounded sizes and nesting; these readers
+give the values their meaning.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def int64(value: object, path: str, low: int = INT64_MIN) -> int:
 
 def opt_int32(value: object, path: str, low: int = INT32_MIN) -> int | None:
     return None if value is None else int32(value, path, low)
+
+
+def boolean(value: object, path: str) -> bool:
+    if type(value) is not bool:
+        fail(path, f"expected bool, got {type_name(value)}")
+    return value
 
 
 def partition(value: object, path: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from broker.core.peer_codec import BrokerHeartbeat
 from broker.core.requests import MAX_EPOCH, RequestHandler
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
 from broker.wire.errors import ErrorCode
@@ -9,10 +10,14 @@ from broker.wire.messages import (
     ApiVersionsRequest,
     ApiVersionsResponse,
     BrokerInfo,
+    ClusterBroker,
+    ClusterPartition,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+    DescribeClusterRequest,
+    DescribeClusterResponse,
     FetchedBatch,
     FetchPartition,
     FetchRequest,
@@ -35,6 +40,7 @@ from broker.wire.messages import (
     ProduceTopic,
     TopicResult,
 )
+from broker.wire.protocol import decode_response, encode_response
 from tests.unit.broker_harness import CLUSTER_ID, Broker, batch, header
 
 
@@ -137,6 +143,76 @@ def test_metadata_reports_no_leader_until_the_partition_serves() -> None:
     assert token in b.replies
     (p,) = b.handler.metadata(MetadataRequest(topics=("t",))).topics[0].partitions
     assert (p.leader, p.error) == (0, ErrorCode.NONE)
+
+
+def describe(b: Broker) -> DescribeClusterResponse:
+    """DESCRIBE_CLUSTER through the handler, then through the wire and back."""
+    reply = b.call(DescribeClusterRequest(), correlation_id=5)
+    assert (reply.correlation_id, reply.error, reply.message) == (5, ErrorCode.NONE, None)
+    body = reply.body
+    assert isinstance(body, DescribeClusterResponse)
+    decoded = decode_response(
+        encode_response(5, ErrorCode.NONE, None, body)[4:], ApiKey.DESCRIBE_CLUSTER
+    ).body
+    assert decoded == body
+    return body
+
+
+def test_describe_cluster_on_one_broker() -> None:
+    b = booted(("b", 2), ("a", 1))
+    body = describe(b)
+    assert (body.cluster_id, body.controller) == (CLUSTER_ID, 0)
+    assert body.brokers == (
+        ClusterBroker(id=0, host="127.0.0.1", port=9092, rack=None, alive=True),
+    )
+    assert [(p.topic, p.partition) for p in body.partitions] == [("a", 0), ("b", 0), ("b", 1)]
+    for p in body.partitions:
+        assert (p.leader, p.replicas, p.caught_up, p.commit_lag) == (0, (0,), (0,), 0)
+        assert p.leader_term >= 1
+    assert describe(Broker().boot()).partitions == ()
+
+
+def test_describe_cluster_while_a_partition_is_not_led_yet() -> None:
+    b = booted()
+    token, _ = b.request(
+        CreateTopicsRequest(topics=(NewTopic(name="t", partitions=1, replication_factor=1),))
+    )
+    while "t" not in b.node.meta.topics:
+        b.round()
+    (p,) = b.handler.describe_cluster().partitions
+    assert (p.topic, p.partition, p.leader, p.replicas) == ("t", 0, None, (0,))
+    b.run()
+    assert token in b.replies
+    (p,) = b.handler.describe_cluster().partitions
+    assert (p.leader, p.caught_up, p.commit_lag) == (0, (0,), 0)
+
+
+def test_describe_cluster_shows_a_registered_broker_then_its_failure() -> None:
+    b = booted(("t", 1))
+    hb = BrokerHeartbeat(1, 7, "127.0.0.2", 9192, "127.0.0.2", 9193, "r1", leaders=())
+    b.node.on_broker_heartbeat(hb)
+    b.run()
+    body = describe(b)
+    assert body.brokers == (
+        ClusterBroker(id=0, host="127.0.0.1", port=9092, rack=None, alive=True),
+        ClusterBroker(id=1, host="127.0.0.2", port=9192, rack="r1", alive=True),
+    )
+    # Silent past its lease: the controller marks it failed; the controller stays alive.
+    b.tick(b.node.config.broker_lease_ticks + 2)
+    body = describe(b)
+    assert [(br.id, br.alive) for br in body.brokers] == [(0, True), (1, False)]
+    assert body.controller == 0
+    assert body.partitions == (
+        ClusterPartition(
+            topic="t",
+            partition=0,
+            leader=0,
+            leader_term=body.partitions[0].leader_term,
+            replicas=(0,),
+            caught_up=(0,),
+            commit_lag=0,
+        ),
+    )
 
 
 def list_offsets_req(name: str, *timestamps: int) -> ListOffsetsRequest:

@@ -20,10 +20,14 @@ from broker.wire.messages import (
     ApiVersionsRequest,
     ApiVersionsResponse,
     BrokerInfo,
+    ClusterBroker,
+    ClusterPartition,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+    DescribeClusterRequest,
+    DescribeClusterResponse,
     FetchedBatch,
     FetchPartition,
     FetchPartitionResult,
@@ -166,6 +170,7 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         producer_id=st.integers(min_value=-1, max_value=2**63 - 1),
         producer_epoch=st.integers(min_value=-1, max_value=2**15 - 1),
     ),
+    ApiKey.DESCRIBE_CLUSTER: st.just(DescribeClusterRequest()),
 }
 
 RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
@@ -208,7 +213,7 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
                         PartitionInfo,
                         partition=PARTITION,
                         leader=st.none() | NODE,
-                        leader_term=st.integers(min_value=0, max_value=2**63 - 1),
+                        leader_term=st.integers(min_value=-1, max_value=2**63 - 1),
                         replicas=_tuple(NODE),
                         error=ERROR,
                     )
@@ -294,6 +299,35 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
         InitProducerIdResponse,
         producer_id=st.integers(min_value=0, max_value=2**63 - 1),
         producer_epoch=st.integers(min_value=0, max_value=2**15 - 1),
+    ),
+    ApiKey.DESCRIBE_CLUSTER: st.builds(
+        DescribeClusterResponse,
+        cluster_id=OPT_TEXT,
+        controller=st.none() | NODE,
+        brokers=_tuple(
+            st.builds(
+                ClusterBroker,
+                id=NODE,
+                host=st.text(min_size=1, max_size=20),
+                port=st.integers(min_value=0, max_value=65535),
+                rack=OPT_TEXT,
+                alive=st.booleans(),
+            ),
+            unique_by=lambda b: b.id,
+        ),
+        partitions=_tuple(
+            st.builds(
+                ClusterPartition,
+                topic=TOPIC_NAME,
+                partition=PARTITION,
+                leader=st.none() | NODE,
+                leader_term=st.integers(min_value=-1, max_value=2**63 - 1),
+                replicas=_tuple(NODE, unique=True),
+                caught_up=_tuple(NODE, unique=True),
+                commit_lag=st.integers(min_value=-1, max_value=2**63 - 1),
+            ),
+            unique_by=lambda p: (p.topic, p.partition),
+        ),
     ),
 }
 
@@ -609,6 +643,13 @@ REJECTIONS: list[tuple[str, ApiKey, Callable[[], dict[str, Any]], Any, str]] = [
         "names[1]: duplicate topic 'a'",
     ),
     ("api versions body not empty", ApiKey.API_VERSIONS, dict, _set(["x"], 1), "body: unknown 'x'"),
+    (
+        "describe cluster body not empty",
+        ApiKey.DESCRIBE_CLUSTER,
+        dict,
+        _set(["topics"], None),
+        "body: unknown 'topics'",
+    ),
 ]
 
 
@@ -632,6 +673,105 @@ def test_bad_request_fields_are_named(
     assert info.value.code is ErrorCode.INVALID_REQUEST
     assert info.value.message.startswith(expected), info.value.message
     assert info.value.correlation_id == 11
+
+
+def test_metadata_leader_term_unknown_is_minus_one() -> None:
+    # A broker hosting no replica of a new partition, before its leader is reported, knows no
+    # term: the answer must still decode (it once failed the client with INVALID_REQUEST).
+    part = {"partition": 0, "leader": None, "leader_term": -1, "replicas": [1], "error": 5}
+    topic = {"name": "t", "error": 0, "partitions": [part], "replication_factor": 1, "config": {}}
+    body = {"cluster_id": "c", "controller": 0, "brokers": [], "topics": [topic]}
+    decoded = MetadataResponse.from_body(body)
+    assert decoded.topics[0].partitions[0].leader_term == -1
+    part["leader_term"] = -2
+    with pytest.raises(WireError, match=r"topics\[0\]\.partitions\[0\]\.leader_term: -2 is"):
+        MetadataResponse.from_body(body)
+
+
+def _describe_cluster_body() -> dict[str, Any]:
+    return {
+        "cluster_id": "c1",
+        "controller": 1,
+        "brokers": [
+            {"id": 0, "host": "10.0.0.1", "port": 9092, "rack": None, "alive": True},
+            {"id": 1, "host": "10.0.0.2", "port": 9092, "rack": "r2", "alive": False},
+        ],
+        "partitions": [
+            {
+                "topic": "t",
+                "partition": 0,
+                "leader": 0,
+                "leader_term": 3,
+                "replicas": [0, 1],
+                "caught_up": [0],
+                "commit_lag": 12,
+            },
+            {
+                "topic": "t",
+                "partition": 1,
+                "leader": None,
+                "leader_term": -1,
+                "replicas": [1, 0],
+                "caught_up": [],
+                "commit_lag": -1,
+            },
+        ],
+    }
+
+
+B1 = ["brokers", 1]
+PT0 = ["partitions", 0]
+
+DESCRIBE_CLUSTER_REJECTIONS: list[tuple[str, Any, str]] = [
+    # (id, mutation, expected message prefix)
+    ("alive as int", _set([*B1, "alive"], 1), "brokers[1].alive: expected bool, got int"),
+    ("alive missing", lambda b: b["brokers"][0].pop("alive"), "brokers[0]: missing alive"),
+    ("port beyond 65535", _set([*B1, "port"], 65536), "brokers[1].port: 65536 is outside"),
+    ("empty host", _set([*B1, "host"], ""), "brokers[1].host: must not be empty"),
+    ("duplicate broker", _set([*B1, "id"], 0), "brokers[1]: duplicate broker 0"),
+    ("negative controller", _set(["controller"], -1), "controller: -1 is outside"),
+    ("leader term -2", _set([*PT0, "leader_term"], -2), "partitions[0].leader_term: -2 is"),
+    ("commit lag -2", _set([*PT0, "commit_lag"], -2), "partitions[0].commit_lag: -2 is"),
+    ("negative leader", _set([*PT0, "leader"], -1), "partitions[0].leader: -1 is outside"),
+    (
+        "replica listed twice",
+        _set([*PT0, "replicas"], [0, 0]),
+        "partitions[0].replicas[1]: duplicate node id 0",
+    ),
+    (
+        "caught up not an array",
+        _set([*PT0, "caught_up"], 0),
+        "partitions[0].caught_up: expected an array, got int",
+    ),
+    ("bad topic", _set([*PT0, "topic"], "a/b"), "partitions[0].topic: topic name may contain"),
+    (
+        "duplicate partition",
+        _set(["partitions", 1, "partition"], 0),
+        "partitions[1]: duplicate partition ('t', 0)",
+    ),
+    ("unknown partition key", _set([*PT0, "isr"], []), "partitions[0]: unknown 'isr'"),
+    ("missing partitions", _delete("partitions"), "body: missing partitions"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [row[1:] for row in DESCRIBE_CLUSTER_REJECTIONS],
+    ids=[row[0] for row in DESCRIBE_CLUSTER_REJECTIONS],
+)
+def test_bad_describe_cluster_response_fields_are_named(
+    mutate: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    body = _describe_cluster_body()
+    good = decode_response(cbor.encode([4, 0, None, body]), ApiKey.DESCRIBE_CLUSTER).body
+    assert isinstance(good, DescribeClusterResponse)
+    assert good.to_body() == body  # the unmutated body is valid and round-trips exactly
+    mutate(body)
+    with pytest.raises(WireError) as info:
+        decode_response(cbor.encode([4, 0, None, body]), ApiKey.DESCRIBE_CLUSTER)
+    assert info.value.code is ErrorCode.INVALID_REQUEST
+    assert info.value.message.startswith(expected), info.value.message
+    assert info.value.correlation_id == 4
 
 
 def test_acks_other_than_minus_one_is_invalid_required_acks() -> None:
