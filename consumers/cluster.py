@@ -13,7 +13,9 @@ leader_term, replicas) and the controller. Its one rule: a partition's leader is
 replaced by one reported under an older Raft term (a broker that has not yet heard of the new
 leader cannot make the client step back); within one term a known leader is kept over "no
 leader". `invalidate(tp)` forgets a leader that answered NOT_LEADER (its term is kept, so only
-equal-or-newer reports are taken). A topic reported UNKNOWN_TOPIC_OR_PARTITION is dropped.
+equal-or-newer reports are taken); `hint(tp, leader, term)` takes the leader such an answer
+names, under the same rule, so the retry goes there without waiting for a refresh. A topic
+reported UNKNOWN_TOPIC_OR_PARTITION is dropped.
 
 Bootstrap: `bootstrap` is "host:port[,host:port...]" or a list; a metadata request goes to a
 live pooled connection when there is one, else to each known broker and bootstrap address in
@@ -181,6 +183,23 @@ class MetadataCache:
         self.topics[tp[0]] = TopicMeta(
             topic.name, tuple(parts), topic.replication_factor, topic.config
         )
+
+    def hint(self, tp: TopicPartition, leader: int | None, term: int) -> bool:
+        """A leader named in a NOT_LEADER answer: taken under the metadata rule (never an
+        older term; within the cached term only in place of "no leader"). Whether taken."""
+        p = self.partition(tp)
+        if p is None or leader is None or leader not in self.brokers:
+            return False
+        if term < p.leader_term or (term == p.leader_term and p.leader is not None):
+            return False
+        topic = self.topics[tp[0]]
+        parts = list(topic.partitions)
+        parts[tp[1]] = PartitionMeta(p.partition, leader, term, p.replicas, p.error)
+        self.topics[tp[0]] = TopicMeta(
+            topic.name, tuple(parts), topic.replication_factor, topic.config
+        )
+        self.version += 1
+        return True
 
     def partition_count(self, topic: str) -> int | None:
         t = self.topics.get(topic)

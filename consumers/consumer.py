@@ -730,6 +730,10 @@ class Consumer:
                 state.position = state.fetch_offset = None
                 return False
             self._retry_later(tp, error_for(result.error, result.message))
+            if result.leader is not None and self._cluster.metadata.hint(
+                tp, result.leader, result.leader_term
+            ):
+                state.retry_at = 0.0  # the answer named the new leader: fetch there at once
             return state.error is not None
         state.attempts = 0
         state.high_watermark = result.high_watermark

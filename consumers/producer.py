@@ -912,6 +912,10 @@ class Producer:
                 self._on_result(batch, ErrorCode.NETWORK_EXCEPTION, "no answer for the partition")
             else:
                 self._on_result(batch, r.error, r.message, r.base_offset)
+                if r.leader is not None and self._cluster.metadata.hint(
+                    batch.tp, r.leader, r.leader_term
+                ):
+                    self._pstate(batch.tp).retry_at = 0.0  # retry at once, on the new leader
         self._wake_sender()
 
     def _on_request_error(self, picked: list[Batch], error: SluiceError) -> None:

@@ -913,6 +913,15 @@ class BrokerNode:
                 leader = None  # its broker is known to be down: no leader to point to
         return PartitionView(pi.partition, leader, term, pi.replicas)
 
+    def leader_hint(self, topic: str, partition: int) -> tuple[int | None, int]:
+        """(leader, term) of a partition as this broker knows it, for NOT_LEADER answers;
+        (None, -1) for an unknown partition."""
+        pi = self.meta.partition(topic, partition)
+        if pi is None:
+            return None, -1
+        view = self.partition_view(pi)
+        return view.leader, view.leader_term
+
     @property
     def controller(self) -> int | None:
         mg = self.metadata_group

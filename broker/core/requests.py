@@ -10,6 +10,7 @@ runtime encodes the `Reply`, times requests out (`abandon`), and long-polls fetc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.core.metadata import (
@@ -160,7 +161,9 @@ class RequestHandler:
         corr = p.header.correlation_id
         req = p.request
         if isinstance(req, ProduceRequest):
-            return Reply(corr, ErrorCode.NONE, None, _produce_response(req, p.results))
+            return Reply(
+                corr, ErrorCode.NONE, None, _produce_response(req, p.results, self.node.leader_hint)
+            )
         if isinstance(req, CreateTopicsRequest):
             names = [t.name for t in req.topics]
             return Reply(
@@ -230,7 +233,7 @@ class RequestHandler:
                 r = self.node.fetch(
                     t.name, fp.partition, fp.offset, limit, committed, min_one=total == 0
                 )
-                parts.append(_fetch_partition(fp.partition, r))
+                parts.append(_fetch_partition(t.name, fp.partition, r, self.node.leader_hint))
                 total += r.size
                 budget -= r.size
             topics.append(FetchTopicResult(name=t.name, partitions=tuple(parts)))
@@ -444,7 +447,19 @@ def _topic_results(names: list[str], results: list[object]) -> tuple[TopicResult
     return tuple(out)
 
 
-def _produce_response(req: ProduceRequest, results: list[object]) -> ProduceResponse:
+LEADERSHIP_ERRORS = frozenset({ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.LEADER_NOT_AVAILABLE})
+"""Errors whose partition results carry the answering broker's leader hint."""
+
+LeaderHint = Callable[[str, int], tuple[int | None, int]]
+
+
+def _hint(error: ErrorCode, topic: str, partition: int, hint: LeaderHint) -> tuple[int | None, int]:
+    return hint(topic, partition) if error in LEADERSHIP_ERRORS else (None, -1)
+
+
+def _produce_response(
+    req: ProduceRequest, results: list[object], hint: LeaderHint
+) -> ProduceResponse:
     topics = []
     i = 0
     for t in req.topics:
@@ -457,6 +472,7 @@ def _produce_response(req: ProduceRequest, results: list[object]) -> ProduceResp
             base = value.base_offset if isinstance(value, ApplyResult) else -1
             if isinstance(value, ApplyResult) and value.error != ErrorCode.NONE:
                 err = value.error
+            leader, term = _hint(err, t.name, pp.partition, hint)
             parts.append(
                 ProducePartitionResult(
                     partition=pp.partition,
@@ -464,15 +480,22 @@ def _produce_response(req: ProduceRequest, results: list[object]) -> ProduceResp
                     message=msg,
                     base_offset=base,
                     log_start_offset=0,
+                    leader=leader,
+                    leader_term=term,
                 )
             )
         topics.append(ProduceTopicResult(name=t.name, partitions=tuple(parts)))
     return ProduceResponse(topics=tuple(topics))
 
 
-def _fetch_partition(partition: int, r: FetchResult) -> FetchPartitionResult:
+def _fetch_partition(
+    topic: str, partition: int, r: FetchResult, hint: LeaderHint
+) -> FetchPartitionResult:
+    leader, term = _hint(r.error, topic, partition, hint)
     return FetchPartitionResult(
         partition=partition,
+        leader=leader,
+        leader_term=term,
         error=r.error,
         message=r.message,
         high_watermark=r.high_watermark,

@@ -559,7 +559,7 @@ class ProduceRequest:
 
 
 _PRODUCE_PARTITION_RESULT = frozenset(
-    {"partition", "error", "message", "base_offset", "log_start_offset"}
+    {"partition", "error", "message", "base_offset", "log_start_offset", "leader", "leader_term"}
 )
 
 
@@ -571,6 +571,11 @@ class ProducePartitionResult:
     base_offset: int = -1
     """The offset of the batch's first record; -1 on error."""
     log_start_offset: int = -1
+    leader: int | None = None
+    """With a leadership error: the partition's leader as the answering broker knows it (a
+    hint, like Kafka's KIP-951 CurrentLeader), None if it knows none."""
+    leader_term: int = -1
+    """The Raft term of `leader`'s hint; -1 when there is no hint."""
 
     def to_wire(self) -> dict[str, object]:
         return {
@@ -579,6 +584,8 @@ class ProducePartitionResult:
             "message": self.message,
             "base_offset": self.base_offset,
             "log_start_offset": self.log_start_offset,
+            "leader": self.leader,
+            "leader_term": self.leader_term,
         }
 
     @classmethod
@@ -590,6 +597,8 @@ class ProducePartitionResult:
             message=s.opt_text(b["message"], s.at(path, "message")),
             base_offset=s.int64(b["base_offset"], s.at(path, "base_offset"), -1),
             log_start_offset=s.int64(b["log_start_offset"], s.at(path, "log_start_offset"), -1),
+            leader=s.opt_int32(b["leader"], s.at(path, "leader"), 0),
+            leader_term=s.int64(b["leader_term"], s.at(path, "leader_term"), -1),
         )
 
 
@@ -749,6 +758,8 @@ _FETCH_PARTITION_RESULT = frozenset(
         "last_stable_offset",
         "log_start_offset",
         "batches",
+        "leader",
+        "leader_term",
     }
 )
 
@@ -762,6 +773,9 @@ class FetchPartitionResult:
     last_stable_offset: int = -1
     log_start_offset: int = -1
     batches: tuple[FetchedBatch, ...] = ()
+    leader: int | None = None
+    """With a leadership error: the leader hint, as in ProducePartitionResult."""
+    leader_term: int = -1
 
     def to_wire(self) -> dict[str, object]:
         return {
@@ -772,6 +786,8 @@ class FetchPartitionResult:
             "last_stable_offset": self.last_stable_offset,
             "log_start_offset": self.log_start_offset,
             "batches": [b.to_wire() for b in self.batches],
+            "leader": self.leader,
+            "leader_term": self.leader_term,
         }
 
     @classmethod
@@ -791,6 +807,8 @@ class FetchPartitionResult:
                 FetchedBatch.from_wire(v, s.item(batches_path, i), limits)
                 for i, v in enumerate(s.array(b["batches"], batches_path, limits))
             ),
+            leader=s.opt_int32(b["leader"], s.at(path, "leader"), 0),
+            leader_term=s.int64(b["leader_term"], s.at(path, "leader_term"), -1),
         )
 
 

@@ -77,6 +77,22 @@ def test_invalidate_keeps_the_term_as_floor() -> None:
     cache.invalidate(("nope", 0))  # unknown partitions are ignored
 
 
+def test_a_not_leader_hint_is_taken_under_the_metadata_rule() -> None:
+    cache = MetadataCache()
+    cache.update(answer({0: (1, 5)}))
+    assert not cache.hint(("t", 0), 2, 4)  # an older term
+    assert not cache.hint(("t", 0), 2, 5)  # the same term, while a leader is known
+    assert not cache.hint(("t", 0), 9, 6)  # a broker the metadata does not know
+    assert not cache.hint(("nope", 0), 2, 6)
+    assert cache.leader_for(("t", 0)) == 1
+    cache.invalidate(("t", 0))
+    assert cache.hint(("t", 0), 2, 5)  # "no leader" in term 5 gives way
+    assert cache.hint(("t", 0), 0, 6)
+    assert cache.leader_for(("t", 0)) == 0
+    cache.update(answer({0: (1, 5)}))  # a stale report cannot undo the hint
+    assert cache.leader_for(("t", 0)) == 0
+
+
 def test_partitions_grow_and_unknown_topics_are_dropped() -> None:
     cache = MetadataCache()
     cache.update(answer({0: (1, 1)}))

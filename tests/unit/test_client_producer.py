@@ -69,8 +69,13 @@ class FakeBroker:
     next_pid: int = 1000
     in_flight: dict[TopicPartition, int] = field(default_factory=lambda: defaultdict(int))
     max_in_flight: dict[TopicPartition, int] = field(default_factory=lambda: defaultdict(int))
+    hints: bool = False
+    """NOT_LEADER answers name the current leader and term."""
+    reported: tuple[int, int] | None = None
+    """(leader, term) metadata reports instead of the real ones (stale metadata)."""
 
     def metadata(self) -> MetadataResponse:
+        leader, term = self.reported or (self.leader, self.term)
         return MetadataResponse(
             cluster_id="fake",
             controller=0,
@@ -79,9 +84,7 @@ class FakeBroker:
                 TopicInfo(
                     name=name,
                     partitions=tuple(
-                        PartitionInfo(
-                            partition=p, leader=self.leader, leader_term=self.term, replicas=(0, 1)
-                        )
+                        PartitionInfo(partition=p, leader=leader, leader_term=term, replicas=(0, 1))
                         for p in range(n)
                     ),
                     replication_factor=2,
@@ -114,7 +117,15 @@ class FakeBroker:
                 if broker_id != self.leader:
                     fault = ErrorCode.NOT_LEADER_OR_FOLLOWER
                 if isinstance(fault, ErrorCode):
-                    parts.append(ProducePartitionResult(partition=pp.partition, error=fault))
+                    hinted = self.hints and fault is ErrorCode.NOT_LEADER_OR_FOLLOWER
+                    parts.append(
+                        ProducePartitionResult(
+                            partition=pp.partition,
+                            error=fault,
+                            leader=self.leader if hinted else None,
+                            leader_term=self.term if hinted else -1,
+                        )
+                    )
                     continue
                 machine = self.machines.setdefault(tp, PartitionMachine())
                 self.index[tp] += 1
@@ -276,6 +287,20 @@ async def test_retry_follows_the_leader_to_a_newer_term(
     async with FakeProducer(broker, linger_ms=0) as p:
         await p.send_and_wait("t", b"a")
         broker.leader, broker.term = 1, 2  # a failover: broker 0 now answers NOT_LEADER
+        md = await p.send_and_wait("t", b"b")
+    assert md.offset == 1
+    assert [b for _, b, _ in broker.produced] == [0, 0, 1]
+    assert broker.log(("t", 0)) == [b"a", b"b"]
+
+
+async def test_not_leader_hint_moves_the_retry_even_while_metadata_is_stale(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1}, hints=True)
+    async with FakeProducer(broker, linger_ms=0) as p:
+        await p.send_and_wait("t", b"a")
+        broker.leader, broker.term = 1, 2
+        broker.reported = (0, 1)  # every broker's metadata still names the old leader
         md = await p.send_and_wait("t", b"b")
     assert md.offset == 1
     assert [b for _, b, _ in broker.produced] == [0, 0, 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.core.peer_codec import BrokerHeartbeat
+from broker.core.raft.types import AppendEntries
 from broker.core.requests import MAX_EPOCH, RequestHandler
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
 from broker.wire.errors import ErrorCode
@@ -281,6 +282,24 @@ def test_produce_per_partition_errors() -> None:
     too_big = b.call(produce_req(("small", 0, batch(1, size=200))))
     r = results(too_big.body)[("small", 0)]
     assert (r.error, r.base_offset) == (ErrorCode.MESSAGE_TOO_LARGE, -1)
+
+
+def test_not_leader_answers_carry_the_leader_hint() -> None:
+    b = booted(("t", 1))
+    g = b.node.by_partition[("t", 0)]
+    term = g.raft.term + 3
+    # Broker 7 (incarnation 1) leads term `term` now: our replica hears its append.
+    g.raft.step(AppendEntries((7, 1), g.raft.id, term, 0, 0, [], 0))
+    b.run()
+    r = results(b.call(produce_req(("t", 0, batch()))).body)[("t", 0)]
+    assert (r.error, r.leader, r.leader_term) == (ErrorCode.NOT_LEADER_OR_FOLLOWER, 7, term)
+    body = b.call(fetch_req(("t", 0, 0))).body
+    assert isinstance(body, FetchResponse)
+    f = body.topics[0].partitions[0]
+    assert (f.error, f.leader, f.leader_term) == (ErrorCode.NOT_LEADER_OR_FOLLOWER, 7, term)
+    # Other errors carry no hint.
+    r = results(b.call(produce_req(("nope", 0, batch()))).body)[("nope", 0)]
+    assert (r.leader, r.leader_term) == (None, -1)
 
 
 def test_produce_refused_everywhere_is_answered_at_once() -> None:

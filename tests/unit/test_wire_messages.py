@@ -173,6 +173,8 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
     ApiKey.DESCRIBE_CLUSTER: st.just(DescribeClusterRequest()),
 }
 
+LEADER_HINT = st.none() | st.integers(min_value=0, max_value=2**31 - 1)
+
 RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
     ApiKey.API_VERSIONS: st.builds(
         ApiVersionsResponse,
@@ -245,6 +247,8 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
                         message=OPT_TEXT,
                         base_offset=OFFSET,
                         log_start_offset=OFFSET,
+                        leader=LEADER_HINT,
+                        leader_term=OFFSET,
                     )
                 ),
             )
@@ -265,6 +269,8 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
                         high_watermark=OFFSET,
                         last_stable_offset=OFFSET,
                         log_start_offset=OFFSET,
+                        leader=LEADER_HINT,
+                        leader_term=OFFSET,
                         batches=_tuple(
                             st.builds(
                                 FetchedBatch,
