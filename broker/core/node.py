@@ -341,15 +341,17 @@ class BrokerNode:
         return [t for t in targets if t != self.config.node_id], hb
 
     def _replica_lag(self, g: _Group) -> tuple[tuple[int, ...], int]:
-        """Leader side: the replicas holding every committed entry, and how many committed
-        entries the slowest replica lacks."""
-        commit = g.raft.commit_index
+        """Leader side: the replicas holding every committed entry and heard from within the
+        last election timeout (a silent one may be dead), and how many committed entries the
+        slowest replica lacks."""
+        raft = g.raft
+        commit = raft.commit_index
         caught: list[int] = []
         lag = 0
-        for m, pr in g.raft.progress.items():
+        for m, pr in raft.progress.items():
             if not isinstance(m, tuple):
                 continue
-            if pr.match >= commit:
+            if pr.match >= commit and (m == raft.id or pr.idle_ticks < self.config.election_ticks):
                 caught.append(m[0])
             else:
                 lag = max(lag, commit - pr.match)

@@ -6,6 +6,7 @@ import pytest
 
 from broker.core.raft import ConfState, Snapshot, SnapshotMeta
 from broker.core.raft.progress import Inflights, Progress, ProgressState, quorum_index
+from tests.unit.raft_harness import Net
 
 
 def test_inflights_full_by_count() -> None:
@@ -141,3 +142,14 @@ def test_is_paused_per_state() -> None:
 )
 def test_quorum_index(matches: list[int], want: int) -> None:
     assert quorum_index(matches) == want
+
+
+def test_idle_ticks_count_since_a_follower_last_answered() -> None:
+    net = Net([1, 2, 3])
+    lead = net.elect(1)
+    net.isolate(3)
+    for _ in range(4):
+        net.tick(1)
+        net.deliver_all()
+    assert lead.progress[2].idle_ticks < 2  # answers every heartbeat (2 ticks)
+    assert lead.progress[3].idle_ticks >= 4

@@ -574,6 +574,8 @@ class RaftNode:
         self._bcast_pending = True
 
     def _tick_leader(self) -> None:
+        for pr in self.progress.values():
+            pr.idle_ticks += 1
         if self._catchup_blocked:
             self._catchup_blocked = False
             self._bcast_pending = True  # the budget was refilled: resume catch-up sends
@@ -913,6 +915,7 @@ class RaftNode:
         if pr is None:
             return
         pr.recent_active = True
+        pr.idle_ticks = 0
         if m.reject:
             next_probe = m.hint_index
             if m.hint_term > 0:
@@ -948,6 +951,7 @@ class RaftNode:
         if pr is None:
             return
         pr.recent_active = True
+        pr.idle_ticks = 0
         pr.probe_sent = False
         if pr.state == ProgressState.REPLICATE and pr.inflights.full():
             # An append may have been lost: free one slot so the pipeline cannot stall; a gap
@@ -985,6 +989,7 @@ class RaftNode:
         if pr is None:
             return
         pr.recent_active = True
+        pr.idle_ticks = 0
         snap = pr.snapshot
         if pr.state != ProgressState.SNAPSHOT or snap is None or snap.meta.index != m.index:
             return

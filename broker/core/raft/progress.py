@@ -62,6 +62,7 @@ class Inflights:
 
 class Progress:
     __slots__ = (
+        "idle_ticks",
         "inflights",
         "match",
         "next",
@@ -79,6 +80,8 @@ class Progress:
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.recent_active = False
+        self.idle_ticks = 0
+        """Leader ticks since this follower last answered (observability only)."""
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
         self.snapshot: Snapshot | None = None
         self.snapshot_offset = 0
