@@ -8,8 +8,13 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 2000
 JOBS ?= 2
 SOAK_SEEDS ?= 200000
+# The cluster simulator (whole brokers and clients): seeds of the five default profiles, and
+# CLUSTER_SEEDS/5 more with wiped-disk restarts (WIPE=0 switches those off).
+CLUSTER_SEEDS ?= 1000
+CLUSTER_SOAK_SEEDS ?= 20000
+WIPE ?= 1
 
-.PHONY: run lint unit sim test soak bench fmt clean
+.PHONY: run lint unit sim sim-cluster test soak bench fmt clean
 
 run: $(STAMP)
 	$(VENV)/bin/sluice serve
@@ -31,21 +36,29 @@ unit: $(STAMP)
 sim: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SEEDS) --jobs $(JOBS)
 
+sim-cluster: $(STAMP)
+	$(VENV_PY) -m tests.sim.cluster_run --seeds $(CLUSTER_SEEDS) --jobs $(JOBS)
+	@if [ "$(WIPE)" != 0 ]; then \
+		$(VENV_PY) -m tests.sim.cluster_run --seeds $$(( $(CLUSTER_SEEDS) / 5 )) --jobs $(JOBS) --profile wipe; \
+	fi
+
 test: lint
 	$(VENV)/bin/pytest
 	@$(MAKE) --no-print-directory sim SEEDS=5000
 
 soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)
+	@$(MAKE) --no-print-directory sim-cluster CLUSTER_SEEDS=$(CLUSTER_SOAK_SEEDS)
 
 bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.raft_bench
 	$(VENV_PY) -m tests.bench.store_bench
+	$(VENV_PY) -m tests.bench.cluster_bench
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis data build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis data data-cluster build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

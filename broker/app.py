@@ -191,6 +191,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             ),
             driver,
             node.peer_addresses,
+            frozenset(seeds),
         )
         driver.network = network
         server = ClientServer(

@@ -265,6 +265,8 @@ class BrokerNode:
         last reported."""
         self._led_since_tick = -1
         self._to_controller: list[tuple[int, BrokerHeartbeat]] = []
+        self._controller_hint: int | None = None
+        """The controller as the last heartbeat answer named it."""
         self.catchup = (
             CatchUpBudget(config.catchup_bytes_per_tick) if config.catchup_bytes_per_tick else None
         )
@@ -337,8 +339,13 @@ class BrokerNode:
         if controller == self.config.node_id:
             self.on_broker_heartbeat(hb)
             return None
-        targets = [controller] if controller is not None else sorted(self.seeds)
-        return [t for t in targets if t != self.config.node_id], hb
+        targets = {t for t in (controller, self._controller_hint) if t is not None}
+        if not targets or not self.registered:
+            # Not in the metadata log yet (so perhaps not followed by its leader, and our
+            # view of the controller may be stale): every seed answers with who leads.
+            targets |= set(self.seeds)
+        targets.discard(self.config.node_id)
+        return sorted(targets), hb
 
     def _replica_lag(self, g: _Group) -> tuple[tuple[int, ...], int]:
         """Leader side: the replicas holding every committed entry and heard from within the
@@ -437,8 +444,11 @@ class BrokerNode:
                     break  # at most one change per group in flight
 
     def on_heartbeat_ack(self, ack: HeartbeatAck) -> None:
-        """Broker side: nothing to do yet beyond learning who the controller is (the metadata
-        log itself tells us once we follow it)."""
+        """Broker side: the answering broker's view of the controller is where the next
+        heartbeats also go (ours may be stale: a broker the metadata leader does not yet
+        replicate to never hears of a new leader from the log)."""
+        if ack.controller is not None and ack.controller != self.config.node_id:
+            self._controller_hint = ack.controller
 
     def _check_leases(self) -> None:
         """Controller, every tick: a broker silent for the lease is marked failed."""
@@ -529,6 +539,11 @@ class BrokerNode:
         self.by_partition[(topic.name, pi.partition)] = g
         if pi.replicas[0] == self.config.node_id:
             g.raft.campaign()  # the preferred leader does not wait for an election timeout
+        elif fresh:
+            # Its first campaign may reach replicas that have not opened the group yet: the
+            # others wait an extra election timeout, so it also wins with its second one and
+            # initial leaders stay spread as placement chose.
+            g.raft.delay_election(2 * self.config.election_ticks)
 
     def _drop_group(self, gid: int) -> None:
         g = self.groups.pop(gid, None)

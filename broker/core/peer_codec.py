@@ -412,3 +412,14 @@ def decode_frame(payload: bytes) -> PeerFrame:
     except (ValueError, TypeError) as e:
         raise PeerProtocolError(f"bad peer frame body: {e}") from None
     raise PeerProtocolError(f"unknown peer frame kind {kind}")
+
+
+def dials(me: int, peer: int, seeds: frozenset[int] | set[int]) -> bool:
+    """Whether broker `me` opens the link to `peer` (exactly one side of a pair does). A
+    broker that is not a seed controller dials the seeds (they learn its address only from
+    the metadata log, once it has registered over such a link) and seeds never dial it;
+    otherwise the lower node id dials."""
+    me_seed, peer_seed = me in seeds, peer in seeds
+    if me_seed != peer_seed:
+        return peer_seed
+    return me < peer

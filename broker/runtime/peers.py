@@ -1,6 +1,8 @@
 """Broker-to-broker links: one TCP connection per pair of brokers, carrying every group.
 
-The broker with the lower node id dials; the connection then carries frames both ways. A link
+Exactly one side dials (`peer_codec.dials`: a plain broker dials the seed controllers, seeds
+never dial plain brokers, otherwise the lower node id); the connection carries frames both
+ways. A link
 starts with a handshake (cluster id, node id, incarnation, address): a peer of another cluster,
 or claiming our own id, is refused, so a leftover broker cannot join. Frames to a peer go
 through a bounded outbox (by bytes); a writer task sends everything queued in one `send_all`,
@@ -33,6 +35,7 @@ from broker.core.peer_codec import (
     Hello,
     PeerProtocolError,
     decode_frame,
+    dials,
     encode_heartbeat_ack,
     encode_hello,
     encode_reject,
@@ -85,8 +88,10 @@ class PeerNetwork:
         local_hello: Callable[[], Hello],
         handler: PeerHandler,
         addresses: Callable[[], dict[int, str]],
+        seeds: frozenset[int] = frozenset(),
     ) -> None:
         self.node_id = node_id
+        self.seeds = seeds
         self.local_hello = local_hello
         self.handler = handler
         self.addresses = addresses
@@ -143,11 +148,11 @@ class PeerNetwork:
         await self._run_link(body, stream, decoder)
 
     async def dial_forever(self) -> None:
-        """Keep a link to every peer with a higher node id than ours."""
+        """Keep a link to every peer this broker is the dialing side for."""
         async with trio.open_nursery() as nursery:
             while True:
                 for peer in self.addresses():
-                    if peer > self.node_id and peer not in self._dialing:
+                    if dials(self.node_id, peer, self.seeds) and peer not in self._dialing:
                         self._dialing.add(peer)
                         nursery.start_soon(self._dial, peer)
                 await trio.sleep(0.2)

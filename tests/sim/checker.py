@@ -17,8 +17,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from broker.core.raft import Entry, EntryKind
+from broker.core.raft import Entry, EntryKind, LogStorage
 from broker.core.raft.log import NO_TERM
+from broker.core.raft.types import AppendResponse, VoteResponse
 
 
 class Violation(Exception):
@@ -163,3 +164,25 @@ class Checker:
                 f"node {node_id} served a read at index {read_index}, but {floor} was "
                 f"committed before the read began",
             )
+
+
+def undurable_ack(disk: LogStorage, m: object) -> str | None:
+    """The durability audit: a vote grant or an append acknowledgement may leave only once
+    what it promises is on the sender's disk (the vote, or a later term; the acknowledged
+    entries). A description of the breach, or None."""
+    if isinstance(m, VoteResponse):
+        if m.reject or m.pre_vote:
+            return None
+        hs = disk.initial_state().hard_state
+        # A disk already in a later term is fine too: the node can never vote in m.term again
+        # (several Readies may share one write, as the broker's rounds do).
+        if hs.term < m.term or (hs.term == m.term and hs.vote != m.dst):
+            return (
+                f"node {m.src} granted its term-{m.term} vote to {m.dst}, but its disk "
+                f"holds term {hs.term} vote {hs.vote}"
+            )
+    elif isinstance(m, AppendResponse) and not m.reject and m.index > disk.last_index():
+        return (
+            f"node {m.src} acknowledged index {m.index}, but its disk ends at {disk.last_index()}"
+        )
+    return None

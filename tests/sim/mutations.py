@@ -1,12 +1,24 @@
-"""Deliberately broken Raft rules, to prove the simulator's checkers catch them.
+"""Deliberately broken rules, to prove the simulators' checkers catch them.
 
-Each is a RaftNode subclass that overrides one rule hook of the real node.
+Raft rules (the group simulator): each is a RaftNode subclass that overrides one rule hook of
+the real node. Broker rules (the cluster simulator): `BROKER_MUTATIONS`, context managers that
+monkeypatch one method of the broker's core for the duration of a run.
 """
 
 from __future__ import annotations
 
-from broker.core.raft import RaftNode
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from broker.core import node as node_module
+from broker.core.node import BrokerNode, Completion
+from broker.core.partition import ApplyResult, Outcome, PartitionMachine
+from broker.core.raft import EntryKind, RaftNode
 from broker.core.raft.types import RequestVote, VoteResponse
+from broker.wire.batch import BatchHeader, parse_header
+from broker.wire.errors import ErrorCode
 
 
 class CommitPreviousTermByCounting(RaftNode):
@@ -59,3 +71,88 @@ MUTATIONS: dict[str, type[RaftNode]] = {
     "conf-change-before-own-term-commit": ConfChangeBeforeOwnTermCommit,
     "lead-before-term-durable": LeadBeforeTermDurable,
 }
+
+
+# -- whole-broker mutations (the cluster simulator) --------------------------------------------
+# Each is a context manager that monkeypatches one rule of the broker for the duration of a
+# run (test-only; nothing under broker/ changes).
+
+
+def _patched(cls: type, name: str, fn: Callable[..., Any]) -> AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        original = cls.__dict__[name]
+        setattr(cls, name, fn)
+        try:
+            yield
+        finally:
+            setattr(cls, name, original)
+
+    return patch()
+
+
+def ack_before_commit() -> AbstractContextManager[None]:
+    """A partition leader acknowledges a produce once it has appended the batch to its own
+    log (Kafka's acks=1), with the offsets it expects the batch to take, before a quorum
+    holds it."""
+    produce = BrokerNode.produce
+
+    def mutant(
+        self: BrokerNode, token: int, slot: int, topic: str, partition: int, batch: bytes
+    ) -> tuple[ErrorCode, str | None]:
+        err, msg = produce(self, token, slot, topic, partition, batch)
+        if err != ErrorCode.NONE:
+            return err, msg
+        g = self.by_partition[(topic, partition)]
+        assert g.machine is not None
+        index = max(i for i, w in g.waiters.items() if (w.token, w.slot) == (token, slot))
+        del g.waiters[index]
+        base = g.machine.high_watermark
+        for e in g.raft.log.slice(g.raft.log.applied + 1, index) or []:
+            if e.kind == EntryKind.NORMAL and e.data:
+                base += parse_header(e.data, check_crc=False).record_count
+        n = parse_header(batch, check_crc=False).record_count
+        result = ApplyResult(Outcome.APPENDED, base, base + n - 1)
+        self._completions.append(Completion(token, slot, ErrorCode.NONE, None, result))
+        return err, msg
+
+    return _patched(BrokerNode, "produce", mutant)
+
+
+def no_dedup() -> AbstractContextManager[None]:
+    """The partition state machine appends every idempotent batch: no duplicate detection,
+    no sequence check."""
+
+    def mutant(self: PartitionMachine, raft_index: int, h: BatchHeader) -> ApplyResult:
+        return self._append(raft_index, h)
+
+    return _patched(PartitionMachine, "_apply_idempotent", mutant)
+
+
+BROKER_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    "ack-before-commit": ack_before_commit,
+    "no-dedup": no_dedup,
+}
+
+
+def _raft_mutation(mutant: type[RaftNode]) -> Callable[[], AbstractContextManager[None]]:
+    """Every Raft group of every broker runs the mutant node."""
+
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        original = getattr(node_module, "RaftNode")  # noqa: B009
+        setattr(node_module, "RaftNode", mutant)  # noqa: B010
+        try:
+            yield
+        finally:
+            setattr(node_module, "RaftNode", original)  # noqa: B010
+
+    return patch
+
+
+BROKER_MUTATIONS.update(
+    {
+        "raft-two-votes-per-term": _raft_mutation(GrantTwoVotesPerTerm),
+        "raft-vote-before-persist": _raft_mutation(VoteBeforePersist),
+    }
+)

@@ -41,7 +41,7 @@ from broker.core.raft import (
 )
 from broker.core.raft.log import NO_TERM
 from broker.core.raft.types import AppendResponse, Message, Snapshot, VoteResponse
-from tests.sim.checker import Checker, Violation
+from tests.sim.checker import Checker, Violation, undurable_ack
 
 NodeFactory = Callable[[RaftConfig, MemoryStorage, random.Random], RaftNode]
 
@@ -350,23 +350,9 @@ class World:
     def _audit_durable(self, m: VoteResponse | AppendResponse) -> None:
         """The durability audit: a vote or an append acknowledgement leaves only once what it
         promises is on the sender's disk."""
-        disk = self.nodes[m.src].disk  # type: ignore[index]
-        if isinstance(m, VoteResponse):
-            if m.reject or m.pre_vote:
-                return
-            hs = disk.hard_state
-            if hs.term != m.term or hs.vote != m.dst:
-                raise Violation(
-                    "ack-before-durable",
-                    f"node {m.src} granted its term-{m.term} vote to {m.dst}, but its disk "
-                    f"holds term {hs.term} vote {hs.vote}",
-                )
-        elif not m.reject and m.index > disk.last_index():
-            raise Violation(
-                "ack-before-durable",
-                f"node {m.src} acknowledged index {m.index}, but its disk ends at "
-                f"{disk.last_index()}",
-            )
+        problem = undurable_ack(self.nodes[m.src].disk, m)  # type: ignore[index]
+        if problem is not None:
+            raise Violation("ack-before-durable", problem)
 
     # -- disk ---------------------------------------------------------------------------------
 

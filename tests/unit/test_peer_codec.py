@@ -15,6 +15,7 @@ from broker.core.peer_codec import (
     Hello,
     PeerProtocolError,
     decode_frame,
+    dials,
     encode_heartbeat,
     encode_heartbeat_ack,
     encode_hello,
@@ -90,3 +91,15 @@ def test_bad_frames_are_protocol_errors(payload: bytes) -> None:
 def test_random_bytes_never_raise_anything_else(data: bytes) -> None:
     with contextlib.suppress(PeerProtocolError):
         decode_frame(data)
+
+
+def test_exactly_one_side_of_every_pair_dials() -> None:
+    seeds = frozenset({0, 1, 2})
+    for a in range(6):
+        for b in range(6):
+            if a != b:
+                assert dials(a, b, seeds) != dials(b, a, seeds), (a, b)
+    assert dials(0, 1, seeds) and dials(1, 2, seeds)  # seeds: the lower id
+    assert dials(3, 0, seeds) and dials(5, 2, seeds)  # plain brokers dial the seeds
+    assert not dials(0, 3, seeds)  # seeds learn plain brokers only once registered
+    assert dials(3, 4, seeds)  # plain brokers among themselves: the lower id

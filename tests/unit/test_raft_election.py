@@ -189,3 +189,13 @@ def test_check_quorum_leader_keeps_leading_with_a_quorum() -> None:
         net.tick(1)
         net.deliver_all()
     assert lead.is_leader and lead.term == 1
+
+
+def test_delay_election_postpones_a_followers_campaign() -> None:
+    net = Net([1, 2, 3])
+    n = net[2]
+    n.delay_election(30)
+    net.tick(2, 29)  # the longest randomized timeout (2 * election_ticks) plus the delay - 1
+    assert n.role == Role.FOLLOWER and n.term == 0
+    net.tick(2, 2 * n.config.election_ticks)
+    assert n.role != Role.FOLLOWER or n.term > 0

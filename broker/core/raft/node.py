@@ -214,6 +214,12 @@ class RaftNode:
                 self.election_elapsed = 0
                 self.campaign()
 
+    def delay_election(self, ticks: int) -> None:
+        """A follower lets `ticks` more pass before its election timeout runs out (the other
+        replicas of a new group give the preferred leader time to win)."""
+        if self.role == Role.FOLLOWER:
+            self.election_elapsed -= ticks
+
     def campaign(self, *, transfer: bool = False) -> None:
         """Start an election now (pre-vote first unless transferring or disabled)."""
         if not self.promotable() or self.role == Role.LEADER:

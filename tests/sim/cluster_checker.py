@@ -1,0 +1,232 @@
+"""Checkers of the cluster simulator: Raft safety per group, the durability audit, applied
+state, metadata agreement, and the client history.
+
+Per Raft group (the metadata group 0 and every partition group) one `tests.sim.checker.Checker`
+keeps the canonical committed history, fed from every broker's rounds:
+- election safety (a broker restarted and elected again in the same term counts as a second
+  leader: the checker sees (broker, process life));
+- log matching (an (index, term) names one entry and one predecessor term in every log);
+- leader completeness at each election;
+- committed entries never lost or changed (every commit a broker reports, including the
+  commit index it comes back with after a restart, is checked against the canonical history);
+- commit index monotonic within a process life;
+- state machine safety: a hash chain over each broker's applied entries of each group, in
+  order, so every broker's applied metadata is a prefix of one sequence.
+The durability audit checks every vote grant and append acknowledgement against the
+broker's `MemGroupStore` (the disk) at the moment it leaves.
+
+End of run (`final_checks`): every up broker's metadata state machine equals the others' at
+the same applied index; every replica of a partition holds the same records at the same
+offsets (fed to the History as reads, so a divergent replica is an `inconsistent`); and the
+History's problems (lost, duplicate, inconsistent, reordered, gap) plus the readers' own
+(a poll that skipped offsets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from broker.core.node import BrokerNode, Round
+from broker.core.raft import LogStorage, Message, Role
+from broker.core.raft.log import NO_TERM
+from broker.wire.batch import decode_records
+from tests.integration.history import History, Problem
+from tests.sim.checker import Checker, Violation, undurable_ack
+
+
+@contextlib.contextmanager
+def _in_group(gid: int) -> Iterator[None]:
+    """Name the Raft group in a violation raised by a group's checker."""
+    try:
+        yield
+    except Violation as v:
+        if gid >= 0 and not v.detail.startswith("group "):
+            raise Violation(v.kind, f"group {gid}: {v.detail}") from None
+        raise
+
+
+if TYPE_CHECKING:
+    from tests.sim.cluster_world import ClusterWorld
+
+
+@dataclass
+class _Replica:
+    """What the checker tracks of one group on one broker, for one process life."""
+
+    last_commit: int = 0
+    app_index: int = 0
+    app_hash: int = 0
+
+
+@dataclass
+class ClusterChecker:
+    groups: dict[int, Checker] = field(default_factory=dict)
+    replicas: dict[tuple[int, int], _Replica] = field(default_factory=dict)
+    """(broker, group) -> its tracking in the broker's current life."""
+    lives: dict[int, int] = field(default_factory=dict)
+    history: History = field(default_factory=History)
+    problems: list[Problem] = field(default_factory=list)
+    """Client-side anomalies the History does not see (a reader skipping offsets)."""
+    elections: int = 0
+    producer_ids: dict[int, str] = field(default_factory=dict)
+
+    def group(self, gid: int) -> Checker:
+        c = self.groups.get(gid)
+        if c is None:
+            c = self.groups[gid] = Checker()
+        return c
+
+    # -- per round ----------------------------------------------------------------------------
+
+    def on_start(self, bid: int, life: int, node: BrokerNode) -> None:
+        self.lives[bid] = life
+        for key in [k for k in self.replicas if k[0] == bid]:
+            del self.replicas[key]
+        self.observe(bid, node)
+
+    def _replica(self, bid: int, gid: int, node: BrokerNode) -> _Replica:
+        r = self.replicas.get((bid, gid))
+        if r is None:
+            g = node.groups[gid]
+            applied = g.raft.log.applied
+            c = self.group(gid)
+            if applied >= len(c.hashes):
+                raise Violation(
+                    "apply-uncommitted",
+                    f"broker {bid} group {gid} restored applied index {applied}, beyond the "
+                    f"committed history ({c.commit_index})",
+                )
+            r = self.replicas[(bid, gid)] = _Replica(0, applied, c.hashes[applied])
+        return r
+
+    def on_round_start(self, bid: int, life: int, node: BrokerNode, rnd: Round) -> None:
+        for gid, rd in rnd.readies:
+            g = node.groups.get(gid)
+            if g is None:
+                continue
+            c = self.group(gid)
+            self._replica(bid, gid, node)
+            log = g.raft.log
+            ss = rd.soft_state
+            with _in_group(gid):
+                if ss is not None and ss.role == Role.LEADER:
+                    self.elections += 1
+                    c.on_leader(bid, life, ss.term, log.term)
+                if rd.entries:
+                    c.on_entries(bid, log.term(rd.entries[0].index - 1), list(rd.entries))
+        self.observe(bid, node)
+
+    def on_round_done(self, bid: int, life: int, node: BrokerNode, rnd: Round) -> None:
+        for gid, rd in rnd.readies:
+            if not rd.committed_entries or gid not in node.groups:
+                continue
+            r = self._replica(bid, gid, node)
+            c = self.group(gid)
+            for e in rd.committed_entries:
+                if e.index != r.app_index + 1:
+                    raise Violation(
+                        "apply-order",
+                        f"broker {bid} group {gid} applied {e.index} after {r.app_index}",
+                    )
+                with _in_group(gid):
+                    r.app_hash = c.on_apply(bid, r.app_hash, e)
+                r.app_index = e.index
+        self.observe(bid, node)
+
+    def observe(self, bid: int, node: BrokerNode) -> None:
+        """Every group's commit index: monotonic, and naming the canonical entries."""
+        for gid, g in node.groups.items():
+            r = self._replica(bid, gid, node)
+            log = g.raft.log
+            commit = log.committed
+            if commit == r.last_commit:
+                continue
+            if commit < r.last_commit:
+                raise Violation(
+                    "commit-monotonic",
+                    f"broker {bid} group {gid} commit went {r.last_commit} -> {commit}",
+                )
+
+            def entry_at(i: int, log: object = log) -> object:
+                if log.term(i) == NO_TERM:  # type: ignore[attr-defined]
+                    return None
+                got = log.slice(i, i + 1)  # type: ignore[attr-defined]
+                return got[0] if got else None
+
+            with _in_group(gid):
+                self.group(gid).on_commit(bid, g.raft.term, r.last_commit, commit, entry_at)
+            r.last_commit = commit
+
+    def audit_durable(self, bid: int, store: object, gid: int, m: Message) -> None:
+        disk: LogStorage | None = store.logs.get(gid)  # type: ignore[attr-defined]
+        if disk is None:
+            return
+        problem = undurable_ack(disk, m)
+        if problem is not None:
+            raise Violation("ack-before-durable", f"broker {bid} group {gid}: {problem}")
+
+    def on_producer_id(self, pid: int, who: str) -> None:
+        """InitProducerId handed out a new id: never one handed out before."""
+        first = self.producer_ids.get(pid)
+        if first is not None:
+            raise Violation("producer-id-reused", f"producer id {pid} given to {first} and {who}")
+        self.producer_ids[pid] = who
+
+    # -- end of run ---------------------------------------------------------------------------
+
+    def final_checks(self, world: ClusterWorld, topic: str) -> None:
+        self.check_metadata(world)
+        self.read_replicas(world, topic)
+        problems = self.problems + self.history.check()
+        if problems:
+            kinds = sorted({p.kind for p in problems})
+            shown = "; ".join(f"{p.kind}: {p.detail}" for p in problems[:6])
+            raise Violation("history", f"{len(problems)} problems ({', '.join(kinds)}): {shown}")
+
+    def check_metadata(self, world: ClusterWorld) -> None:
+        """Brokers that applied the metadata log to the same index hold the same state."""
+        seen: dict[int, tuple[int, object]] = {}
+        for bid, b in world.brokers.items():
+            node = b.node
+            if node is None:
+                continue
+            m = node.meta
+            state = (
+                m.cluster_id,
+                sorted(m.brokers.items()),
+                sorted((k, v.partitions, v.replication_factor) for k, v in m.topics.items()),
+                sorted(m.alive.items()),
+                sorted(m.leaders.items()),
+                m.next_group_id,
+                m.next_producer_id,
+            )
+            other = seen.get(m.applied_index)
+            if other is not None and other[1] != state:
+                raise Violation(
+                    "metadata-divergence",
+                    f"brokers {other[0]} and {bid} applied the metadata log to "
+                    f"{m.applied_index} but hold different states",
+                )
+            seen[m.applied_index] = (bid, state)
+
+    def read_replicas(self, world: ClusterWorld, topic: str) -> None:
+        """Every replica's applied records, read straight from its log: one value per
+        (partition, offset) across replicas, reads and acknowledgements."""
+        for b in world.brokers.values():
+            node = b.node
+            if node is None:
+                continue
+            for (t, p), g in node.by_partition.items():
+                if t != topic or g.machine is None:
+                    continue
+                log = g.raft.log
+                for base, raft_index, _ in g.machine.index.items(0):
+                    got = log.slice(raft_index, raft_index + 1)
+                    if not got:
+                        continue
+                    for i, rec in enumerate(decode_records(got[0].data)):
+                        if rec.value is not None:
+                            self.history.read((t, p), base + i, rec.value)

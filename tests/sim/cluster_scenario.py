@@ -1,0 +1,493 @@
+"""One (seed, profile) -> one run of a whole simulated cluster, then the checks.
+
+Boot: N brokers (3-5; the first three are the seed controllers) start with empty disks and
+must form the cluster; an admin creates a topic (RF 3, 2-4 partitions) on the controller;
+producers obtain ids. Without faults this must finish within BOOT_TICKS; a quarter of the
+faulty seeds run their faults from the start instead (bootstrap, registration, topic creation
+and producer ids under faults).
+
+Faulty phase: producers send records, a reader polls every partition and the admin probes
+InitProducerId while the profile's faults run: crashes and restarts of random brokers (the
+controller and partition leaders preferred; some right after a round started, so its write is
+lost; some right after an election), power loss (every broker at once), partitions (a broker
+cut off, the cluster split in two, one-way cuts, a new leader cut off), pauses, frame loss,
+delay and reordering. `wipe` adds restarts with a wiped disk (a new incarnation), only while
+every group's members are at their brokers' current incarnations (losing a second disk before
+the first is replaced would lose data by definition).
+
+Healing: every fault ends (brokers restarted, network whole, no loss) and producers stop
+adding records. Within BOOT_TICKS + LIVENESS_TICKS every producer must have resolved every
+batch and every partition must have a serving leader; within LIVENESS_TICKS more the reader
+must have read every partition up to its high watermark, every replica and every broker's
+metadata must have caught up and every broker must be ready. Then the final checks
+(`ClusterChecker.final_checks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+
+from tests.sim.checker import Violation
+from tests.sim.cluster_clients import SimAdmin, SimProducer, SimReader
+from tests.sim.cluster_world import ClusterStats, ClusterWorld, NetOptions
+
+TOPIC = "t"
+BOOT_TICKS = 400
+LIVENESS_TICKS = 600
+PROFILES = ("quiet", "crash", "partition", "network", "mixed")
+"""The profiles `make test` cycles through (seed % len)."""
+EXTRA_PROFILES = ("wipe",)
+"""Opt-in: wiped-disk restarts (`--profile wipe`; test_cluster_sim.WIPE_SEEDS in `make test`,
+WIPE=0 switches them off in `make sim-cluster`)."""
+ALL_PROFILES = PROFILES + EXTRA_PROFILES
+
+
+def profile_for(seed: int) -> str:
+    return PROFILES[seed % len(PROFILES)]
+
+
+@dataclass
+class ClusterScenario:
+    seed: int
+    profile: str
+    brokers: int
+    partitions: int
+    producers: int
+    skew: int
+    latency_max: int
+    disk_latency_max: int
+    fault_ticks: int
+    send_rate: float
+    crash_rate: float = 0.0
+    crash_mid_round: float = 0.0
+    kill_new_leader: float = 0.0
+    power_loss: float = 0.0
+    """Per fault tick: every broker crashes at once (rounds in flight lost), all restart."""
+    partition_rate: float = 0.0
+    pause_rate: float = 0.0
+    early_faults: bool = False
+    """Faults from the start: bootstrap, registration and topic creation run under them."""
+    catchup_bytes_per_tick: int = 0
+    probe_every: int = 0
+    """Units between InitProducerId probes (new ids must never repeat); 0: none."""
+    drop: float = 0.0
+    reorder: float = 0.0
+    wipe_share: float = 0.0
+    max_down: int = 1
+    dial_rule: str = "runtime"
+    """Who dials whom on the peer network (see ClusterWorld._dials)."""
+
+    @classmethod
+    def draw(cls, seed: int, profile: str) -> ClusterScenario:
+        if profile not in ALL_PROFILES:
+            raise ValueError(f"unknown profile {profile!r} (known: {', '.join(ALL_PROFILES)})")
+        r = random.Random(seed * 1_000_003 + ALL_PROFILES.index(profile))
+        sc = cls(
+            seed=seed,
+            profile=profile,
+            brokers=r.choice([3, 3, 4, 5]),
+            partitions=r.choice([2, 3, 4]),
+            producers=r.choice([1, 2, 3]),
+            skew=r.choice([0, 1, 3]),
+            latency_max=r.choice([2, 4, 8]),
+            disk_latency_max=r.choice([1, 3, 6]),
+            fault_ticks=r.randint(150, 260),
+            send_rate=r.choice([0.2, 0.4, 0.7]),
+            catchup_bytes_per_tick=r.choice([0, 0, 300, 3000]),
+            probe_every=r.choice([0, 100, 300]),
+        )
+        if profile in ("crash", "mixed", "wipe"):
+            sc.crash_rate = r.choice([0.01, 0.02, 0.04])
+            sc.crash_mid_round = r.choice([0.0, 0.002, 0.01])
+            sc.kill_new_leader = r.choice([0.0, 0.0, 0.1, 0.3])
+            sc.power_loss = r.choice([0.0, 0.0, 0.002, 0.005])
+        if profile in ("partition", "mixed", "wipe"):
+            sc.partition_rate = r.choice([0.01, 0.02, 0.04])
+            sc.pause_rate = r.choice([0.0, 0.01, 0.02])
+        if profile != "quiet":
+            sc.early_faults = r.random() < 0.25
+        if profile in ("network", "mixed"):
+            sc.drop = r.choice([0.01, 0.05, 0.15])
+            sc.reorder = r.choice([0.0, 0.02, 0.1])
+            sc.latency_max = r.choice([4, 8, 16])
+        if profile == "wipe":
+            sc.wipe_share = 0.5
+        if sc.brokers == 5:
+            sc.max_down = r.choice([1, 2])
+        return sc
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+class ClusterDriver:
+    """Clients and faults of one scenario over a ClusterWorld."""
+
+    def __init__(self, sc: ClusterScenario) -> None:
+        self.sc = sc
+        rng = random.Random(sc.seed * 7919 + 17)
+        units = [10 + (rng.randint(-sc.skew, sc.skew) if sc.skew else 0) for _ in range(sc.brokers)]
+        self.world = ClusterWorld(
+            rng,
+            sc.brokers,
+            min(3, sc.brokers),
+            net=NetOptions(
+                latency_min=1,
+                latency_max=sc.latency_max,
+                drop=sc.drop,
+                reorder=sc.reorder,
+                reorder_max=4 * sc.latency_max + 20,
+                dial_rule=sc.dial_rule,
+            ),
+            tick_units=units,
+            disk_latency=(1, sc.disk_latency_max),
+            node_options={"catchup_bytes_per_tick": sc.catchup_bytes_per_tick},
+            seed_label=f"s{sc.seed}",
+        )
+        self.rng = rng
+        self.world.after_round_start = self._after_round_start
+        timeout = 300  # units: 1.5 s
+        self.admin = SimAdmin(self.world, TOPIC, sc.partitions, 3, timeout)
+        self.admin.probe_every = sc.probe_every
+        self.producers = [
+            SimProducer(self.world, i, TOPIC, timeout, delivery_timeout_units=1500)
+            for i in range(sc.producers)
+        ]
+        self.reader = SimReader(self.world, TOPIC, timeout)
+        self.faulty = False
+        self.sending = False
+        self.cut_active = False
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _client_loop(self) -> None:
+        w = self.world
+        w.at(w.now + 5, self._client_loop)
+        self.admin.step()
+        if not self.admin.done:
+            return
+        for p in self.producers:
+            if self.sending and self.rng.random() < self.sc.send_rate:
+                p.send(self.rng.randint(1, 3))
+            p.step()
+        self.reader.step()
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def _after_round_start(self, bid: int, elected: list[int]) -> None:
+        if not self.faulty:
+            return
+        sc, rng, w = self.sc, self.rng, self.world
+        if sc.crash_mid_round and rng.random() < sc.crash_mid_round:
+            self._crash(bid, why="mid-round")
+            return
+        if elected and sc.kill_new_leader and rng.random() < sc.kill_new_leader:
+            # Leader churn: the new leader of some group dies or is cut off right away, its
+            # no-op and first entries reaching some followers or none (Figure 8 material).
+            if rng.random() < 0.5 or not sc.partition_rate:
+                when = w.now + rng.randint(0, 10)
+                w.at(when, lambda: self._crash(bid, why=f"new leader of groups {elected}"))
+            elif not self.cut_active:
+                others = [i for i in sorted(w.brokers) if i != bid]
+                cut = rng.sample(others, rng.randint(1, len(others)))
+                for o in cut:
+                    w.cut(bid, o)
+                w.log(f"fault: new leader b{bid} of groups {elected} cut from {cut}")
+                self._heal_later(rng.randint(20, 200))
+
+    def _fault_loop(self) -> None:
+        w = self.world
+        w.at(w.now + 10, self._fault_loop)
+        if not self.faulty:
+            return
+        sc, rng = self.sc, self.rng
+        if sc.crash_rate and rng.random() < sc.crash_rate:
+            self._crash(self._victim())
+        if sc.power_loss and rng.random() < sc.power_loss:
+            self._power_loss()
+        if sc.partition_rate and not self.cut_active and rng.random() < sc.partition_rate:
+            self._partition()
+        if sc.pause_rate and rng.random() < sc.pause_rate:
+            victim = self._victim()
+            et = 6
+            ticks = rng.randint(3, 40) if rng.random() < 0.5 else rng.randint(2 * et, 5 * et)
+            self.world.pause(victim, ticks * 10)
+
+    def _power_loss(self) -> None:
+        """Every broker dies at the same instant; they come back one by one."""
+        w, rng = self.world, self.rng
+        w.log("fault: power loss, every broker crashes")
+        for bid in sorted(w.brokers):
+            w.crash(bid)
+        for bid in sorted(w.brokers):
+            w.at(w.now + rng.randint(5, 200), functools.partial(w.restart, bid))
+
+    def _victim(self) -> int:
+        """Mostly the controller or a partition leader: failover is what is interesting."""
+        w, rng = self.world, self.rng
+        pick = rng.random()
+        if pick < 0.35:
+            c = w.controller()
+            if c is not None:
+                return c
+        elif pick < 0.75:
+            leaders = sorted(set(w.partition_leaders().values()))
+            if leaders:
+                return rng.choice(leaders)
+        return rng.choice(sorted(w.brokers))
+
+    def _crash(self, bid: int, why: str = "") -> None:
+        w, rng = self.world, self.rng
+        if not self.faulty or w.brokers[bid].node is None:
+            return
+        if len(w.brokers) - len(w.up()) >= self.sc.max_down:
+            return
+        if why:
+            w.log(f"fault: crash b{bid} {why}")
+        w.crash(bid)
+        delay = rng.randint(0, 10) if rng.random() < 0.4 else rng.randint(20, 400)
+        wipe = self.sc.wipe_share and rng.random() < self.sc.wipe_share and self._may_wipe(bid)
+
+        def restart() -> None:
+            if w.brokers[bid].node is None:
+                w.restart(bid, wipe=bool(wipe) and self.faulty)
+
+        w.at(w.now + delay, restart)
+
+    def _may_wipe(self, bid: int) -> bool:
+        """Losing a disk is survivable only while the other replicas hold everything: no
+        wipe while a broker is down or an earlier wiped broker's old incarnation is still a
+        member of some group (its replacement is not finished)."""
+        w = self.world
+        if len(w.up()) < len(w.brokers) - 1:
+            return False
+        current = {i: b.disk.incarnation for i, b in w.brokers.items()}
+        for b in w.brokers.values():
+            if b.node is None:
+                continue
+            for g in b.node.groups.values():
+                for m in g.raft.conf.members():
+                    if isinstance(m, tuple) and current.get(m[0]) != m[1]:
+                        return False
+        return True
+
+    def _partition(self) -> None:
+        w, rng = self.world, self.rng
+        ids = sorted(w.brokers)
+        kind = rng.randrange(3)
+        if kind == 0:
+            c = w.controller()
+            victim = c if c is not None and rng.random() < 0.5 else rng.choice(ids)
+            w.isolate(victim)
+            w.log(f"fault: isolate b{victim}")
+        elif kind == 1:
+            side = set(rng.sample(ids, rng.randint(1, len(ids) // 2)))
+            for a in side:
+                for b in ids:
+                    if b not in side:
+                        w.cut(a, b)
+            w.log(f"fault: split {sorted(side)} | {sorted(set(ids) - side)}")
+        else:
+            cuts = []
+            for _ in range(rng.randint(1, 3)):
+                a, b = rng.sample(ids, 2)
+                w.cut(a, b, one_way=True)
+                cuts.append(f"{a}->{b}")
+            w.log(f"fault: one-way cuts {', '.join(cuts)}")
+        self._heal_later(rng.randint(30, 400))
+
+    def _heal_later(self, units: int) -> None:
+        w = self.world
+        w.stats.partitions += 1
+        self.cut_active = True
+
+        def heal() -> None:
+            self.cut_active = False
+            w.heal()
+            w.log("fault: network healed")
+
+        w.at(w.now + units, heal)
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        w, sc = self.world, self.sc
+        w.at(1, self._client_loop)
+        w.at(1, self._fault_loop)
+        if sc.early_faults:
+            w.log("faults from the start")
+        else:
+            self._until(BOOT_TICKS, self._booted, "boot")
+            w.log("booted: topic created, producers have ids")
+        self.faulty = True
+        self.sending = True
+        w.run_until(w.now + sc.fault_ticks * 10)
+        if w.stats.faults() == 0 and (sc.crash_rate or sc.partition_rate or sc.pause_rate):
+            self._crash(self._victim(), why="(forced: no fault yet)")
+            w.run_until(w.now + 50 * 10)
+        self._heal()
+        self._until(BOOT_TICKS + LIVENESS_TICKS, self._settled, "producers settle, partitions lead")
+        self._until(LIVENESS_TICKS, self._converged, "reads and replicas converge")
+        for p in self.producers:
+            for _, _, tp, offset, value in sorted(p.acked):
+                w.checker.history.ack(tp, offset, value, producer=p.index)
+        w.checker.final_checks(w, TOPIC)
+
+    def _booted(self) -> bool:
+        return self.admin.done and all(p.seq is not None for p in self.producers)
+
+    def _heal(self) -> None:
+        w = self.world
+        self.faulty = False
+        self.sending = False
+        w.heal()
+        w.net.drop = 0.0
+        w.net.reorder = 0.0
+        for bid in sorted(w.brokers):
+            if w.brokers[bid].node is None:
+                w.restart(bid)
+        w.log("healed: every broker up, network whole, producers stop adding records")
+
+    def _until(self, ticks: int, done: Callable[[], bool], what: str) -> None:
+        w = self.world
+        deadline = w.now + ticks * 10
+        while w.now < deadline:
+            w.run_until(w.now + 50)
+            if done():
+                return
+        raise Violation("liveness", f"{what}: not within {ticks} ticks; {self.report()}")
+
+    def _settled(self) -> bool:
+        if not self._booted() or any(p.pending() or p.fatal for p in self.producers):
+            return False
+        return self._all_led()
+
+    def _all_led(self) -> bool:
+        w = self.world
+        if w.controller() is None:
+            return False
+        leaders = w.partition_leaders()
+        b = w.brokers[w.controller() or 0].node
+        assert b is not None
+        topic = b.meta.topics.get(TOPIC)
+        return topic is not None and all(pi.group_id in leaders for pi in topic.partitions)
+
+    def _converged(self) -> bool:
+        w = self.world
+        if not self._all_led():
+            return False
+        c = w.controller()
+        assert c is not None
+        cnode = w.brokers[c].node
+        assert cnode is not None
+        mcommit = cnode.metadata_group.raft.commit_index  # type: ignore[union-attr]
+        for b in w.brokers.values():
+            if b.node is None or b.node.meta.applied_index < mcommit or not b.node.is_ready():
+                return False
+        hws = {}
+        leaders = w.partition_leaders()
+        topic = cnode.meta.topics[TOPIC]
+        for pi in topic.partitions:
+            lnode = w.brokers[leaders[pi.group_id]].node
+            assert lnode is not None
+            lg = lnode.groups[pi.group_id]
+            commit = lg.raft.commit_index
+            for r in pi.replicas:
+                node = w.brokers[r].node
+                g = node.groups.get(pi.group_id) if node is not None else None
+                if g is None or g.raft.log.applied < commit:
+                    return False
+            assert lg.machine is not None
+            hws[(TOPIC, pi.partition)] = lg.machine.high_watermark
+        return self.reader.caught_up(hws)
+
+    def report(self) -> str:
+        w = self.world
+        parts = [f"controller={w.controller()}", f"leaders={w.partition_leaders()}"]
+        for p in self.producers:
+            seq = p.seq
+            parts.append(
+                f"{p.name}: pending={p.pending()} acked={len(p.acked)} failed={p.failed} "
+                f"state={seq.state.value if seq else None} fatal={p.fatal}"
+            )
+        for bid, b in w.brokers.items():
+            node = b.node
+            if node is None:
+                parts.append(f"b{bid}: down")
+                continue
+            groups = " ".join(
+                f"g{gid}:{g.raft.role.name[0]}t{g.raft.term}c{g.raft.commit_index}"
+                f"a{g.raft.log.applied}"
+                for gid, g in sorted(node.groups.items())
+            )
+            parts.append(f"b{bid}: meta@{node.meta.applied_index} {groups}")
+        return "; ".join(parts)
+
+
+@dataclass
+class ClusterResult:
+    seed: int
+    profile: str
+    stats: ClusterStats
+    acked: int
+    read: int
+    elections: int
+    violation: Violation | None
+    scenario: ClusterScenario
+    trace: list[str]
+
+    def repro(self, mutation: str | None = None) -> str:
+        cmd = f"python -m tests.sim.cluster_run --seed {self.seed} --profile {self.profile}"
+        if self.scenario.dial_rule != "runtime":
+            cmd += f" --dial-rule {self.scenario.dial_rule}"
+        return cmd + (f" --mutation {mutation}" if mutation else "")
+
+
+Mutation = Callable[[], AbstractContextManager[None]]
+
+
+def run_cluster_seed(
+    seed: int,
+    profile: str | None = None,
+    mutation: Mutation | None = None,
+    *,
+    dial_rule: str = "runtime",
+) -> ClusterResult:
+    profile = profile or profile_for(seed)
+    sc = ClusterScenario.draw(seed, profile)
+    sc.dial_rule = dial_rule
+    drv = ClusterDriver(sc)
+    violation: Violation | None = None
+    with mutation() if mutation is not None else _nothing():
+        try:
+            drv.run()
+        except Violation as v:
+            violation = v
+        except Exception as e:  # a bug of the simulator or an assertion of the core
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            violation = Violation("sim-error", f"{e!r} at {tb.filename}:{tb.lineno}")
+    w = drv.world
+    if violation is not None:
+        w.log(f"VIOLATION {violation}")
+    return ClusterResult(
+        seed,
+        profile,
+        w.stats,
+        sum(len(p.acked) for p in drv.producers),
+        drv.reader.records,
+        w.checker.elections,
+        violation,
+        sc,
+        list(w.trace),
+    )
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield

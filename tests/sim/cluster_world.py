@@ -1,0 +1,662 @@
+"""A deterministic world of whole brokers: BrokerNodes over in-memory disks, a peer network,
+client connections and per-broker clocks, all driven by one seeded `random.Random`.
+
+Everything happens on one event heap ordered by (time, sequence); time is in units and each
+broker ticks every `tick_units` of its own (clock skew: brokers tick at different rates). No
+wall clock, no real I/O, no Trio: a run is a pure function of its seed and options.
+
+Brokers are driven exactly as `broker/runtime/driver.py` drives them. Inputs (peer frames,
+ticks, client requests) queue while the broker is busy; when it is free it absorbs them all
+(peer inputs, then ticks, then requests, then timed-out requests), then runs rounds while the
+node has work: `start_round()`, the round's messages leave at once, the write takes a drawn
+disk latency, then `MemGroupStore.write_round` + `finish_round()`, the persisted messages leave
+and completions answer the clients. A crash loses the round being written and everything
+queued; what completed rounds wrote stays (the `MemGroupStore` is the disk). A plain restart
+is a new BrokerNode over the same disk and incarnation; a wiped-disk restart is a fresh disk
+with a new incarnation.
+
+Peer network (as `broker/runtime/peers.py`): one connection per pair of brokers, dialed by the
+side `peer_codec.dials` names (plain brokers dial the seeds, otherwise the lower id) among the
+peers in `node.peer_addresses()`, opened by a handshake
+(hello / hello-ok, refused across cluster ids) that calls `on_peer_hello` on both sides, in
+order per direction; a crash or a two-way cut breaks the connection (what was in flight is
+lost) and the dialer redials with backoff. Faults: per-frame loss (a full outbox), delay,
+reordering within a bound (a long delay overtakes later frames), two-way and one-way cuts (a
+one-way cut blackholes one direction of a live connection).
+
+Checkers run on every round (`cluster_checker.py`): per-group Raft safety over the metadata
+group and every partition group, a durability audit of every vote grant and append
+acknowledgement, and the applied-state hash chain (which makes every broker's applied metadata
+a prefix of one sequence).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker.core.metadata import BrokerInfo
+from broker.core.node import BrokerNode, Envelope, NodeConfig, Round
+from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck, Hello, dials
+from broker.core.raft import Message, Role
+from broker.core.requests import Reply, RequestHandler
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import Request
+from broker.wire.protocol import RequestHeader
+from tests.sim.checker import Violation
+from tests.sim.cluster_checker import ClusterChecker
+from tests.unit.broker_harness import MemGroupStore
+
+ReplyFn = Callable[[Reply], None]
+MS_PER_UNIT = 5
+"""Simulated milliseconds per time unit (a 10-unit tick is the runtime's 50 ms tick)."""
+
+
+@dataclass
+class NetOptions:
+    latency_min: int = 1
+    latency_max: int = 4
+    drop: float = 0.0
+    reorder: float = 0.0
+    reorder_max: int = 40
+    client_latency_max: int = 3
+    dial_rule: str = "runtime"
+    """Who dials whom: "runtime" (`peer_codec.dials`, as peers.py) or "lower-id" (the rule
+    peers.py once had, which strands plain brokers: kept to show the liveness check fails)."""
+
+
+@dataclass
+class ClusterStats:
+    ticks: int = 0
+    rounds: int = 0
+    frames: int = 0
+    dropped: int = 0
+    handshakes: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    wipes: int = 0
+    partitions: int = 0
+    pauses: int = 0
+    requests: int = 0
+    timeouts: int = 0
+
+    def faults(self) -> int:
+        return self.crashes + self.partitions + self.wipes + self.pauses
+
+
+@dataclass
+class SimDisk:
+    """What survives a crash: the group store plus the identity the RocksStore keeps in its
+    `meta` column family (incarnation, and the cluster id once joined)."""
+
+    store: MemGroupStore
+    incarnation: int
+    cluster_id: str | None = None
+
+
+@dataclass
+class _Op:
+    client: ReplyFn
+    correlation_id: int
+    expires_at: int
+
+
+@dataclass
+class SimBroker:
+    id: int
+    disk: SimDisk
+    tick_units: int
+    disk_latency: tuple[int, int]
+    node: BrokerNode | None = None
+    handler: RequestHandler | None = None
+    life: int = 0
+    """Bumped at every start and crash: events of an older life are void."""
+    peer_inputs: deque[Callable[[], None]] = field(default_factory=deque)
+    requests: deque[tuple[RequestHeader, Request, ReplyFn, int]] = field(default_factory=deque)
+    ticks_due: int = 0
+    writing: Round | None = None
+    wake_pending: bool = False
+    ops: dict[int, _Op] = field(default_factory=dict)
+    tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    dialing: set[int] = field(default_factory=set)
+    paused_until: int = 0
+    """SIGSTOP: no ticks, no rounds until then (inputs queue as in socket buffers)."""
+
+    @property
+    def up(self) -> bool:
+        return self.node is not None
+
+
+def advertised(node_id: int, incarnation: int) -> BrokerInfo:
+    return BrokerInfo(node_id, incarnation, f"b{node_id}", 9092, f"b{node_id}", 9093, None)
+
+
+class ClusterWorld:
+    def __init__(
+        self,
+        rng: random.Random,
+        n_brokers: int,
+        n_seeds: int,
+        *,
+        net: NetOptions | None = None,
+        tick_units: list[int] | None = None,
+        disk_latency: tuple[int, int] = (1, 3),
+        node_options: dict[str, int] | None = None,
+        seed_label: str = "sim",
+    ) -> None:
+        self.rng = rng
+        self.now = 0
+        self._seq = 0
+        self.events: list[tuple[int, int, Callable[[], None]]] = []
+        self.net = net or NetOptions()
+        self.node_options = dict(node_options or {})
+        self.label = seed_label
+        self.stats = ClusterStats()
+        self.trace: deque[str] = deque(maxlen=80)
+        self.checker = ClusterChecker()
+        self.after_round_start: Callable[[int, list[int]], None] | None = None
+        """Hook for fault injection: a broker's round has started (its messages left, its
+        write is in flight); with the groups it just became leader of."""
+        self.seeds = {i: f"b{i}:9093" for i in range(n_seeds)}
+        units = tick_units or [10] * n_brokers
+        self.brokers: dict[int, SimBroker] = {}
+        for i in range(n_brokers):
+            disk = SimDisk(MemGroupStore(), self._new_incarnation())
+            self.brokers[i] = SimBroker(i, disk, units[i], disk_latency)
+        # Peer connections: pair (lo, hi) -> epoch; a side's open link is the epoch it holds.
+        self.epoch: dict[tuple[int, int], int] = {}
+        self.side: dict[tuple[int, int], int] = {}
+        """(a, b) -> epoch of the connection a holds open towards b."""
+        self.link_clock: dict[tuple[int, int, int], int] = {}
+        self.blocked: set[tuple[int, int]] = set()
+        self.client_clock: dict[tuple[object, int], int] = {}
+        for b in self.brokers.values():
+            self._start(b)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def at(self, when: int, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (max(when, self.now), self._seq, fn))
+
+    def run_until(self, t_end: int) -> None:
+        events = self.events
+        while events and events[0][0] <= t_end:
+            at, _, fn = heapq.heappop(events)
+            self.now = at
+            fn()
+        self.now = max(self.now, t_end)
+
+    def log(self, line: str) -> None:
+        self.trace.append(f"t={self.now} {line}")
+
+    def _new_incarnation(self) -> int:
+        return self.rng.getrandbits(40) + 1
+
+    # -- broker lives -------------------------------------------------------------------------
+
+    def _start(self, b: SimBroker) -> None:
+        disk = b.disk
+        cluster_id = disk.cluster_id
+        if cluster_id is None and b.id in self.seeds:
+            # As app.py: a seed without a cluster id proposes a fresh one; the first applied
+            # wins and every broker records it.
+            cluster_id = f"{self.label}-{b.id}-{self.rng.getrandbits(24):06x}"
+        b.life += 1
+        b.node = BrokerNode(
+            NodeConfig(node_id=b.id, incarnation=disk.incarnation, **self.node_options),  # type: ignore[arg-type]
+            disk.store,
+            random.Random(self.rng.getrandbits(64)),
+            bootstrap_cluster_id=cluster_id,
+            controllers=dict(self.seeds),
+            advertised=advertised(b.id, disk.incarnation),
+        )
+        b.handler = RequestHandler(b.node)
+        b.peer_inputs.clear()
+        b.requests.clear()
+        b.ticks_due = 0
+        b.writing = None
+        b.wake_pending = False
+        b.ops.clear()
+        b.dialing.clear()
+        b.paused_until = 0
+        self.checker.on_start(b.id, b.life, b.node)
+        life = b.life
+        self.at(self.now + self.rng.randint(1, b.tick_units), lambda: self._tick(b, life))
+        self.at(self.now + self.rng.randint(1, 5), lambda: self._dial_loop(b, life))
+
+    def crash(self, bid: int) -> None:
+        b = self.brokers[bid]
+        if b.node is None:
+            return
+        self.stats.crashes += 1
+        self.log(f"crash b{bid}" + (" (round in flight lost)" if b.writing else ""))
+        b.node = None
+        b.handler = None
+        b.writing = None
+        b.paused_until = 0
+        b.life += 1
+        for op in b.ops.values():
+            self._client_error(op.client, op.correlation_id, bid, "connection reset")
+        b.ops.clear()
+        for _, _, reply_fn, corr in b.requests:
+            self._client_error(reply_fn, corr, bid, "connection reset")
+        b.requests.clear()
+        b.peer_inputs.clear()
+        for other in self.brokers:
+            if other != bid:
+                self._break(bid, other)
+
+    def restart(self, bid: int, *, wipe: bool = False) -> None:
+        b = self.brokers[bid]
+        if b.node is not None:
+            return
+        if wipe:
+            self.stats.wipes += 1
+            b.disk = SimDisk(MemGroupStore(), self._new_incarnation())
+            self.log(f"restart b{bid} with a wiped disk (incarnation {b.disk.incarnation})")
+        else:
+            self.stats.restarts += 1
+            self.log(f"restart b{bid}")
+        self._start(b)
+
+    def pause(self, bid: int, units: int) -> None:
+        """SIGSTOP for `units`: the broker ticks, writes and answers nothing meanwhile (its
+        peers' connections stay up; what they send waits in the socket buffers)."""
+        b = self.brokers[bid]
+        if b.node is None or b.paused_until > self.now:
+            return
+        self.stats.pauses += 1
+        b.paused_until = self.now + units
+        self.log(f"pause b{bid} for {units}")
+
+    def _tick(self, b: SimBroker, life: int) -> None:
+        if b.life != life:
+            return
+        if b.paused_until > self.now:
+            # The ticker is stopped too; it does not catch up on the missed ticks.
+            self.at(b.paused_until, lambda: self._tick(b, life))
+            return
+        self.at(self.now + b.tick_units, lambda: self._tick(b, life))
+        self.stats.ticks += 1
+        b.ticks_due += 1
+        self._wake(b)
+
+    def _wake(self, b: SimBroker) -> None:
+        """Something queued: the driver loop runs once the current write is done."""
+        if b.node is None or b.writing is not None or b.wake_pending:
+            return
+        b.wake_pending = True
+        life = b.life
+        self.at(self.now, lambda: self._loop(b, life))
+
+    def _loop(self, b: SimBroker, life: int) -> None:
+        if b.life != life or b.node is None:
+            return
+        if b.paused_until > self.now:
+            self.at(b.paused_until, lambda: self._loop(b, life))
+            return
+        b.wake_pending = False
+        if b.writing is not None:
+            return
+        self._absorb(b)
+        self._next_round(b)
+
+    def _absorb(self, b: SimBroker) -> None:
+        node, handler = b.node, b.handler
+        assert node is not None and handler is not None
+        life = b.life
+        while b.peer_inputs and b.life == life:
+            b.peer_inputs.popleft()()
+        for _ in range(b.ticks_due):
+            node.tick()
+        b.ticks_due = 0
+        while b.requests:
+            header, req, reply_fn, corr = b.requests.popleft()
+            token = next(b.tokens)
+            reply = handler.handle(token, header, req)
+            if reply is not None:
+                self._client_reply(reply_fn, b.id, reply)
+            else:
+                timeout_ms = getattr(req, "timeout_ms", None)
+                expires = self.now + (timeout_ms // MS_PER_UNIT if timeout_ms else 10**9)
+                b.ops[token] = _Op(reply_fn, corr, expires)
+        for token, op in list(b.ops.items()):
+            if op.expires_at <= self.now:
+                del b.ops[token]
+                reply = handler.abandon(token)
+                if reply is not None:
+                    self._client_reply(op.client, b.id, reply)
+
+    def _next_round(self, b: SimBroker) -> None:
+        node = b.node
+        assert node is not None
+        if not node.has_work():
+            if b.peer_inputs or b.requests or b.ticks_due:
+                self._absorb(b)
+                if not node.has_work():
+                    return
+            else:
+                return
+        rnd = node.start_round()
+        self.stats.rounds += 1
+        self.checker.on_round_start(b.id, b.life, node, rnd)
+        b.writing = rnd
+        elected = [
+            gid
+            for gid, rd in rnd.readies
+            if rd.soft_state is not None and rd.soft_state.role == Role.LEADER
+        ]
+        self._send_envelopes(b, rnd.messages)
+        for dst, hb in rnd.heartbeats:
+            self._send_frame(b.id, dst, ("hb", hb))
+        lo, hi = b.disk_latency
+        life = b.life
+        self.at(self.now + self.rng.randint(lo, hi), lambda: self._written(b, life, rnd))
+        if elected:
+            terms = ", ".join(f"g{g} t{node.groups[g].raft.term}" for g in elected)
+            self.log(f"b{b.id} leads {terms}")
+        if self.after_round_start is not None:
+            self.after_round_start(b.id, elected)
+
+    def _written(self, b: SimBroker, life: int, rnd: Round) -> None:
+        if b.life != life or b.writing is not rnd:
+            return
+        if b.paused_until > self.now:
+            self.at(b.paused_until, lambda: self._written(b, life, rnd))
+            return
+        node, handler = b.node, b.handler
+        assert node is not None and handler is not None
+        b.disk.store.write_round(rnd)
+        b.writing = None
+        after, completions = node.finish_round(rnd)
+        self.checker.on_round_done(b.id, b.life, node, rnd)
+        self._send_envelopes(b, after)
+        cid = node.meta.cluster_id
+        if cid is not None and b.disk.cluster_id is None:
+            b.disk.cluster_id = cid
+        for token, reply in handler.complete(completions):
+            op = b.ops.pop(token, None)
+            if op is not None:
+                self._client_reply(op.client, b.id, reply)
+        self._next_round(b)
+
+    # -- peer network -------------------------------------------------------------------------
+
+    def _send_envelopes(self, b: SimBroker, envelopes: list[Envelope]) -> None:
+        if not envelopes:
+            return
+        store = b.disk.store
+        by_peer: dict[int, list[tuple[int, Message]]] = {}
+        for env in envelopes:
+            self.checker.audit_durable(b.id, store, env.group_id, env.message)
+            by_peer.setdefault(env.dst, []).append((env.group_id, env.message))
+        for peer, batch in by_peer.items():
+            self._send_frame(b.id, peer, ("raft", batch))
+
+    def _send_frame(self, src: int, dst: int, frame: tuple[str, object]) -> None:
+        """PeerNetwork.send: dropped unless `src` holds an open connection to `dst`."""
+        ep = self.side.get((src, dst))
+        if ep is None or dst not in self.brokers:
+            self.stats.dropped += 1
+            return
+        net, rng = self.net, self.rng
+        if net.drop and rng.random() < net.drop:
+            self.stats.dropped += 1
+            return
+        self.stats.frames += 1
+        at = self.now + rng.randint(net.latency_min, net.latency_max)
+        key = (src, dst, ep)
+        if net.reorder and rng.random() < net.reorder:
+            at += rng.randint(1, net.reorder_max)  # overtaken by later frames
+        else:
+            at = max(at, self.link_clock.get(key, 0))  # in order, as on one connection
+            self.link_clock[key] = at
+        self.at(at, lambda: self._deliver(src, dst, ep, frame))
+
+    def _pair(self, a: int, b: int) -> tuple[int, int]:
+        return (a, b) if a < b else (b, a)
+
+    def _deliver(self, src: int, dst: int, ep: int, frame: tuple[str, object]) -> None:
+        if self.epoch.get(self._pair(src, dst), 0) != ep or (src, dst) in self.blocked:
+            self.stats.dropped += 1
+            return
+        b = self.brokers[dst]
+        node = b.node
+        if node is None:
+            return
+        kind, body = frame
+        if kind == "raft":
+            batch: list[tuple[int, Message]] = body  # type: ignore[assignment]
+
+            def deliver() -> None:
+                assert b.node is not None
+                for g, m in batch:
+                    b.node.step(g, m)
+
+            b.peer_inputs.append(deliver)
+        elif kind == "hb":
+            hb: BrokerHeartbeat = body  # type: ignore[assignment]
+
+            def handle() -> None:
+                assert b.node is not None
+                ack = b.node.on_broker_heartbeat(hb)
+                self._send_frame(dst, src, ("ack", ack))
+
+            b.peer_inputs.append(handle)
+        elif kind == "ack":
+            ack: HeartbeatAck = body  # type: ignore[assignment]
+            b.peer_inputs.append(lambda: b.node.on_heartbeat_ack(ack))  # type: ignore[union-attr]
+        self._wake(b)
+
+    def _hello(self, b: SimBroker) -> Hello:
+        node = b.node
+        assert node is not None
+        return Hello(
+            b.disk.cluster_id or node.meta.cluster_id,
+            b.id,
+            b.disk.incarnation,
+            f"b{b.id}:9093",
+            node.bootstrapped,
+        )
+
+    def _refusal(self, b: SimBroker, hello: Hello) -> str | None:
+        mine = self._hello(b)
+        if hello.node_id == b.id:
+            return "same node id"
+        if mine.cluster_id and hello.cluster_id and mine.cluster_id != hello.cluster_id:
+            return f"cluster {hello.cluster_id} is not {mine.cluster_id}"
+        return None
+
+    def _dial_loop(self, b: SimBroker, life: int) -> None:
+        """PeerNetwork.dial_forever: keep a connection to every known peer with a higher id."""
+        if b.life != life or b.node is None:
+            return
+        self.at(self.now + 2 * b.tick_units, lambda: self._dial_loop(b, life))
+        if b.paused_until > self.now:
+            return
+        for peer in b.node.peer_addresses():
+            if (
+                self._dials(b.id, peer)
+                and peer in self.brokers
+                and (b.id, peer) not in self.side
+                and peer not in b.dialing
+            ):
+                b.dialing.add(peer)
+                self._dial(b, life, peer, 5)
+
+    def _dials(self, a: int, b: int) -> bool:
+        """Does broker a dial broker b? With "lower-id" a broker that is not a seed and has a
+        higher id than every seed never joins: a seed learns a plain broker's address only
+        once it has registered, which needs a connection."""
+        if self.net.dial_rule == "lower-id":
+            return b > a
+        return dials(a, b, frozenset(self.seeds))
+
+    def _dial(self, b: SimBroker, life: int, peer: int, backoff: int) -> None:
+        if b.life != life or b.node is None:
+            return
+        if (b.id, peer) in self.side:
+            b.dialing.discard(peer)
+            return
+        net, rng = self.net, self.rng
+        hello = self._hello(b)
+        a = self.brokers[peer]
+        retry = min(backoff * 2, 200)
+
+        def failed() -> None:
+            wait = backoff // 2 + rng.randint(0, backoff)
+            self.at(self.now + wait, lambda: self._dial(b, life, peer, retry))
+
+        def at_acceptor() -> None:
+            a_life = a.life
+            if (
+                a.node is None
+                or a.paused_until > self.now
+                or (b.id, peer) in self.blocked
+                or (peer, b.id) in self.blocked
+            ):
+                failed()
+                return
+            if self._refusal(a, hello) is not None:
+                failed()
+                return
+            reply = self._hello(a)
+            pair = self._pair(b.id, peer)
+            ep = self.epoch.get(pair, 0) + 1
+            self.epoch[pair] = ep  # replaces any older connection of the pair
+            self.side.pop((b.id, peer), None)
+            self.side[(peer, b.id)] = ep
+            a.peer_inputs.append(
+                lambda: a.node.on_peer_hello(  # type: ignore[union-attr]
+                    hello.node_id, hello.incarnation, hello.cluster_id, hello.bootstrapped
+                )
+            )
+            self._wake(a)
+
+            def at_dialer() -> None:
+                if (
+                    b.life != life
+                    or a.life != a_life
+                    or self.epoch.get(pair) != ep
+                    or (peer, b.id) in self.blocked
+                ):
+                    failed()
+                    return
+                if self._refusal(b, reply) is not None:
+                    self._break(b.id, peer)
+                    failed()
+                    return
+                self.side[(b.id, peer)] = ep
+                b.dialing.discard(peer)
+                self.stats.handshakes += 1
+                b.peer_inputs.append(
+                    lambda: b.node.on_peer_hello(  # type: ignore[union-attr]
+                        reply.node_id, reply.incarnation, reply.cluster_id, reply.bootstrapped
+                    )
+                )
+                self._wake(b)
+
+            at = self.now + rng.randint(net.latency_min, net.latency_max)
+            self.link_clock[(peer, b.id, ep)] = at
+            self.at(at, at_dialer)
+
+        self.at(self.now + rng.randint(net.latency_min, net.latency_max), at_acceptor)
+
+    def _break(self, a: int, b: int) -> None:
+        """The connection between a and b breaks: frames in flight are lost; the dialer
+        notices and redials (its dial loop)."""
+        pair = self._pair(a, b)
+        if (a, b) not in self.side and (b, a) not in self.side:
+            return
+        self.epoch[pair] = self.epoch.get(pair, 0) + 1
+        self.side.pop((a, b), None)
+        self.side.pop((b, a), None)
+
+    def cut(self, a: int, b: int, *, one_way: bool = False) -> None:
+        """Block a -> b (and b -> a unless one_way). A two-way cut breaks the connection; a
+        one-way cut blackholes one direction of a connection that stays up."""
+        self.blocked.add((a, b))
+        if not one_way:
+            self.blocked.add((b, a))
+            self._break(a, b)
+
+    def isolate(self, bid: int) -> None:
+        for other in self.brokers:
+            if other != bid:
+                self.cut(bid, other)
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def client_send(
+        self, client: object, bid: int, request: Request, correlation_id: int, reply_fn: ReplyFn
+    ) -> None:
+        """A client request over its connection to broker `bid` (in order per connection)."""
+        self.stats.requests += 1
+        b = self.brokers[bid]
+        at = self._client_time(client, bid)
+        life = b.life
+        header = RequestHeader(
+            api_key=request.API_KEY, api_version=0, correlation_id=correlation_id, client_id="sim"
+        )
+
+        def arrive() -> None:
+            if b.node is None or b.life != life:
+                self._client_error(reply_fn, correlation_id, bid, "connection refused")
+                return
+            b.requests.append((header, request, reply_fn, correlation_id))
+            self._wake(b)
+
+        self.at(at, arrive)
+
+    def _client_time(self, client: object, bid: int) -> int:
+        at = self.now + self.rng.randint(1, self.net.client_latency_max)
+        key = (client, bid)
+        at = max(at, self.client_clock.get(key, 0))
+        self.client_clock[key] = at
+        return at
+
+    def _client_reply(self, reply_fn: ReplyFn, bid: int, reply: Reply) -> None:
+        at = self.now + self.rng.randint(1, self.net.client_latency_max)
+        self.at(at, lambda: reply_fn(reply))
+
+    def _client_error(self, reply_fn: ReplyFn, corr: int, bid: int, why: str) -> None:
+        reply = Reply(corr, ErrorCode.NETWORK_EXCEPTION, f"broker {bid}: {why}", None)
+        self._client_reply(reply_fn, bid, reply)
+
+    # -- views --------------------------------------------------------------------------------
+
+    def up(self) -> list[int]:
+        return [i for i, b in self.brokers.items() if b.node is not None]
+
+    def controller(self) -> int | None:
+        """The up broker leading the metadata group with the highest term, if any."""
+        best: tuple[int, int] | None = None
+        for i, b in self.brokers.items():
+            node = b.node
+            mg = node.metadata_group if node is not None else None
+            if mg is not None and mg.serving() and (best is None or mg.raft.term > best[0]):
+                best = (mg.raft.term, i)
+        return None if best is None else best[1]
+
+    def partition_leaders(self) -> dict[int, int]:
+        """Partition group id -> the up broker serving it with the highest term."""
+        best: dict[int, tuple[int, int]] = {}
+        for i, b in self.brokers.items():
+            node = b.node
+            if node is None:
+                continue
+            for gid, g in node.groups.items():
+                if gid and g.serving() and (gid not in best or g.raft.term > best[gid][0]):
+                    best[gid] = (g.raft.term, i)
+        return {g: i for g, (_, i) in best.items()}
+
+    def raise_violation(self, kind: str, detail: str) -> None:
+        raise Violation(kind, f"{detail} (t={self.now})")
