@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.cluster import Cluster
 from tests.integration.harness import BrokerProcess
 
 
@@ -22,3 +23,21 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
     yield make
     for b in started:
         b.kill()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """`make(size=3, **config)`: a started cluster, every broker ready, the durability audit
+    on (config overrides it and any other TOML option). Every process and proxy is stopped at
+    teardown, whatever the test did."""
+    made: list[Cluster] = []
+
+    def make(size: int = 3, **config: object) -> Cluster:
+        c = Cluster(tmp_path / f"cluster-{len(made)}", size, **config)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    for c in made:
+        c.close()
