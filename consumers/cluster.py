@@ -70,6 +70,9 @@ DEFAULT_PORT = 9092
 METADATA_RETRY_MAX_S = 0.2
 """Longest wait between metadata refreshes while a needed partition leader is unknown or
 unreachable: after a crash, clients find the elected successor within about this much."""
+METADATA_ATTEMPT_S = 2.0
+"""Time one broker gets to connect and answer a metadata request before the next is asked
+(a paused broker accepts connections but answers nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,15 +476,44 @@ class Cluster:
     # -- metadata ----------------------------------------------------------------------------
 
     async def refresh(self, topics: Iterable[str] | None = None) -> MetadataResponse:
-        """Ask any broker for metadata (`topics=None`: all topics) and merge it."""
+        """Ask a broker for metadata (`topics=None`: all topics) and merge it.
+
+        Successive refreshes ask the known brokers in turn (those whose last connection
+        attempt failed last), each within `METADATA_ATTEMPT_S`, so a client whose broker is
+        cut off from the cluster (and so answers with a stale view) hears from the others
+        within a few refreshes instead of asking the same stale broker forever."""
         wanted = None if topics is None else tuple(dict.fromkeys(topics))
+        request = MetadataRequest(topics=wanted)
         async with self._refresh_lock:
-            response = await self.request_any(MetadataRequest(topics=wanted))
-            assert isinstance(response, MetadataResponse)
-            self.metadata.update(response)
-            self.changed.set()
-            self.changed = trio.Event()
-            return response
+            last: SluiceError | None = None
+            candidates = self._metadata_sources()
+            for host, port in candidates:
+                with trio.move_on_after(METADATA_ATTEMPT_S):
+                    try:
+                        conn = await self._connect(host, port, "main")
+                        response = await conn.request(request, timeout_s=METADATA_ATTEMPT_S)
+                    except SluiceError as e:
+                        if not e.retriable:
+                            raise
+                        last = e
+                        continue
+                    assert isinstance(response, MetadataResponse)
+                    self.metadata.update(response)
+                    self.changed.set()
+                    self.changed = trio.Event()
+                    return response
+                last = RequestTimedOutError(f"{host}:{port} did not answer metadata in time")
+            names = ", ".join(f"{h}:{p}" for h, p in candidates)
+            raise BrokerUnavailableError(f"no broker answered metadata ({names}): {last}")
+
+    def _metadata_sources(self) -> list[tuple[str, int]]:
+        """Known brokers and bootstrap addresses, rotated by one per call; addresses whose
+        last connection attempt failed go last."""
+        candidates = [(b.host, b.port) for _, b in sorted(self.metadata.brokers.items())]
+        candidates += [a for a in self.bootstrap if a not in candidates]
+        self._rotation = (self._rotation + 1) % len(candidates)
+        rotated = candidates[self._rotation :] + candidates[: self._rotation]
+        return sorted(rotated, key=lambda a: self._failures.get(f"{a[0]}:{a[1]}", 0) > 0)
 
     async def topic(self, name: str, deadline: float) -> TopicMeta:
         """The topic's metadata, refreshing (with backoff) until it is known or the

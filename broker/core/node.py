@@ -912,7 +912,8 @@ class BrokerNode:
     def partition_view(self, pi: PartitionInfo) -> PartitionView:
         """Leader and term as this broker knows them: its own group when it holds a replica
         (a leader counts only once it serves), else the leader last reported in the
-        metadata log; the newer term wins, so a client never steps back."""
+        metadata log; the newer term wins, so a client never steps back. A report naming this
+        broker is ignored: a deposed leader must not point clients at itself."""
         g = self.groups.get(pi.group_id)
         leader: int | None = None
         term = -1
@@ -922,8 +923,10 @@ class BrokerNode:
             if isinstance(lead, tuple) and (lead != self.config.member or g.serving()):
                 leader = lead[0]
         reported = self.meta.leaders.get(pi.group_id)
-        if reported is not None and (
-            reported[0] > term or (leader is None and reported[0] >= term)
+        if (
+            reported is not None
+            and reported[1] != self.config.member[0]  # about itself its own group knows best
+            and (reported[0] > term or (leader is None and reported[0] >= term))
         ):
             term, leader = reported
             if not self.meta.alive.get(leader, False):

@@ -9,9 +9,17 @@ import trio
 import trio.testing
 
 from broker.wire.errors import ErrorCode
-from broker.wire.messages import BrokerInfo, MetadataResponse, PartitionInfo, TopicInfo
+from broker.wire.messages import (
+    BrokerInfo,
+    MetadataRequest,
+    MetadataResponse,
+    PartitionInfo,
+    TopicInfo,
+)
+from broker.wire.protocol import RequestHeader
 from consumers.cluster import Backoff, Cluster, MetadataCache, parse_bootstrap
 from consumers.errors import BackpressureError, InvalidConfigError, RequestTimedOutError
+from tests.unit.test_client_connection import Handler, Send, serve
 
 
 def answer(
@@ -215,3 +223,37 @@ async def test_reconnects_to_a_dead_broker_back_off() -> None:
         await trio.sleep(0.6)
         assert cluster.ready_connection(0) is None
     assert 2 <= attempts <= 10  # backed off, not a busy loop
+
+
+async def test_refreshes_ask_every_broker_in_turn_and_skip_dead_ones(
+    nursery: trio.Nursery,
+) -> None:
+    """A client whose first broker is cut off from the cluster (so its answers are stale)
+    must hear from the others: successive refreshes rotate over the known brokers, and a
+    broker that refuses connections is passed over within the same refresh."""
+    asked: list[int] = []
+    ports: dict[int, int] = {}
+
+    def handler(node: int) -> Handler:
+        async def handle(header: RequestHeader, request: object, send: Send) -> None:
+            assert isinstance(request, MetadataRequest)
+            asked.append(node)
+            brokers = tuple(BrokerInfo(id=i, host="127.0.0.1", port=p) for i, p in ports.items())
+            body = MetadataResponse(cluster_id="c", controller=0, brokers=brokers, topics=())
+            await send(header.correlation_id, ErrorCode.NONE, None, body)
+
+        return handle
+
+    ports[0] = await serve(nursery, handler(0))
+    ports[1] = await serve(nursery, handler(1))
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    ports[2] = listeners[0].socket.getsockname()[1]
+    for listener in listeners:
+        await listener.aclose()  # broker 2 is down
+    async with Cluster(f"127.0.0.1:{ports[0]}") as cluster:
+        for _ in range(6):
+            await cluster.refresh(())
+    assert asked[0] == 0  # the bootstrap broker first: nothing else is known yet
+    assert set(asked) == {0, 1}
+    assert asked.count(1) >= 2  # not only after everything else failed
+    assert len(asked) == 6  # one answer per refresh; the dead broker cost no refresh
