@@ -7,6 +7,9 @@ to its partition's ready queue, oldest first) when the next record would push it
 encoded size past the batch limit (the record starts a new batch), when it reaches the limit,
 when it has lingered `linger_s` since its first record, or on `seal_all` (flush). A sealed
 batch is encoded once, when the sender assigns its sequence; a retry resends those bytes.
+Until it is encoded, the newest sealed batch of a partition still takes records (when they
+fit, within half its delivery timeout) before a new batch is opened, as Kafka's accumulator
+does: a backlog behind an unavailable leader becomes a few full batches.
 
 Partition choice (`choose_partition`): an explicit partition is honoured; a keyed record goes
 to `partitioner(key, n)` (the pinned hash of broker.wire.partitioner); a keyless record goes
@@ -183,16 +186,34 @@ class Accumulator:
             self._seal(batch)
             batch = None
         if batch is None:
+            batch = self._unsent_tail(tp, size, limit, now)
+        if batch is None:
             batch = Batch(tp, now, now + self.delivery_timeout_s)
             self.open[tp] = batch
             changed = True
         index = len(batch.records)
         batch.records.append(record)
         batch.size += size
-        if batch.size >= limit:
+        if batch.size >= limit and self.open.get(tp) is batch:
             self._seal(batch)
             changed = True
         return batch, index, changed
+
+    def _unsent_tail(self, tp: TopicPartition, size: int, limit: int, now: float) -> Batch | None:
+        """The newest sealed batch of `tp` if it was never sent (not yet encoded), has room
+        for `size` more bytes and used at most half its delivery timeout: while a partition
+        cannot be sent to (its leader is being elected), its backlog grows into full batches
+        rather than a long queue of lingered small ones that would drain one round trip
+        each."""
+        queue = self.ready.get(tp)
+        if not queue:
+            return None
+        tail = queue[-1]
+        if tail.data is not None or tail.size + size > limit:
+            return None
+        if now - tail.created > self.delivery_timeout_s / 2:
+            return None
+        return tail
 
     def _seal(self, batch: Batch) -> None:
         tp = batch.tp

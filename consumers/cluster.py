@@ -288,6 +288,8 @@ class Cluster:
         self._scheduled: set[tuple[str, str]] = set()
         self._failures: dict[str, int] = {}
         """Consecutive failed connection attempts per address (reset by a success)."""
+        self._failed_at: dict[str, float] = {}
+        """When the last of them failed (Trio clock)."""
         self._refresh_lock = trio.Lock()
         self._rotation = 0
         self._nursery: trio.Nursery | None = None
@@ -361,7 +363,10 @@ class Cluster:
             try:
                 failures = self._failures.get(b.address, 0)
                 if failures:
-                    await trio.sleep(self.backoff.delay(failures - 1))
+                    # Backoff counts from the last failure: a broker that failed long ago
+                    # (and has since restarted, say) is tried at once.
+                    since = self._failed_at.get(b.address, 0.0)
+                    await trio.sleep_until(since + self.backoff.delay(failures - 1))
                 await self._connect(b.host, b.port, lane)
             except SluiceError:
                 pass
@@ -414,6 +419,7 @@ class Cluster:
                 await self.nursery.start(conn.run)
             except SluiceError:
                 self._failures[key[0]] = self._failures.get(key[0], 0) + 1
+                self._failed_at[key[0]] = trio.current_time()
                 raise
             self._failures.pop(key[0], None)
             self._conns[key] = conn

@@ -186,13 +186,16 @@ class _Unrouted:
 
 
 class _PartitionState:
-    __slots__ = ("in_flight", "retry", "retry_at")
+    __slots__ = ("failed_on", "in_flight", "retry", "retry_at")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.retry: list[Batch] = []
         """Batches answered RETRY, oldest (send order) first."""
         self.retry_at = 0.0
+        self.failed_on: tuple[int | None, int] = (None, -1)
+        """(leader, term) in the metadata when the last retry was decided: a refresh that
+        names another one ends the backoff (the retry goes to the new leader at once)."""
 
 
 def _bytes_or_none(value: object, what: str) -> bytes | None:
@@ -961,6 +964,9 @@ class Producer:
             ps.retry.append(batch)
             ps.retry.sort(key=_send_order)
             ps.retry_at = max(ps.retry_at, now + self._backoff.delay(batch.attempts - 1))
+            current = self._cluster.metadata.partition(tp)
+            if current is not None:
+                ps.failed_on = (current.leader, current.leader_term)
             if needs_metadata(failure):
                 if isinstance(failure, LeadershipError):
                     self._cluster.metadata.invalidate(tp)
@@ -997,6 +1003,7 @@ class Producer:
             except SluiceError:
                 failed = True
             meta = cluster.metadata
+            self._end_backoff_on_new_leaders()
             pending = {
                 t
                 for t in topics
@@ -1015,6 +1022,17 @@ class Producer:
             for t in pending:
                 if self._has_queued(t):
                     self._want_metadata(t)
+
+    def _end_backoff_on_new_leaders(self) -> None:
+        """Retries waiting out a backoff go now to a partition whose metadata names a
+        leader other than the one they failed on (the election ended)."""
+        meta = self._cluster.metadata
+        for tp, ps in self._partitions.items():
+            if not ps.retry or ps.retry_at == 0.0:
+                continue
+            p = meta.partition(tp)
+            if p is not None and p.leader is not None and (p.leader, p.leader_term) != ps.failed_on:
+                ps.retry_at = 0.0
 
     def _has_queued(self, topic: str) -> bool:
         """Whether records of `topic` wait to be routed, sent or retried."""

@@ -88,6 +88,29 @@ def test_seals_by_linger() -> None:
     assert acc.next_linger_deadline() is None
 
 
+def test_an_unsent_sealed_batch_keeps_taking_records() -> None:
+    """Behind an unavailable leader, lingered batches are not sent: new records join the
+    newest sealed batch while it is unencoded and has room, so the backlog is a few full
+    batches, not one per linger."""
+    acc = make(batch_bytes=100, linger_s=0.001)
+    tp = ("t", 0)
+    now = 0.0
+    for _ in range(25):
+        acc.append(tp, rec(b"x"), 10, now=now)
+        now += 0.002
+        acc.seal_expired(now)
+    assert [len(b.records) for b in acc.ready[tp]] == [10, 10, 5]
+    acc.ready[tp][-1].data = b"encoded"  # the sender took it
+    batch, index, changed = acc.append(tp, rec(b"y"), 10, now=now)
+    assert changed and index == 0 and acc.open[tp] is batch
+    # Half the delivery timeout after its creation, a sealed batch takes no more records.
+    acc.seal_all()
+    late = now + acc.delivery_timeout_s / 2 + 1
+    acc.append(tp, rec(b"z"), 10, now=late)
+    assert [len(b.records) for b in acc.ready[tp]] == [10, 10, 5, 1]
+    assert len(acc.open[tp].records) == 1
+
+
 def test_seal_all_and_seal_one() -> None:
     acc = make()
     b0, _, _ = acc.append(("t", 0), rec(b"a"), 10, now=0.0)

@@ -18,7 +18,12 @@ from broker.wire.messages import (
 )
 from broker.wire.protocol import RequestHeader
 from consumers.cluster import Backoff, Cluster, MetadataCache, parse_bootstrap
-from consumers.errors import BackpressureError, InvalidConfigError, RequestTimedOutError
+from consumers.errors import (
+    BackpressureError,
+    InvalidConfigError,
+    RequestTimedOutError,
+    SluiceError,
+)
 from tests.unit.test_client_connection import Handler, Send, serve
 
 
@@ -257,3 +262,41 @@ async def test_refreshes_ask_every_broker_in_turn_and_skip_dead_ones(
     assert set(asked) == {0, 1}
     assert asked.count(1) >= 2  # not only after everything else failed
     assert len(asked) == 6  # one answer per refresh; the dead broker cost no refresh
+
+
+async def test_reconnect_backoff_counts_from_the_last_failure(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    """A broker that refused a connection long ago (it was down, and has since restarted:
+    now it is the new leader) is tried at once, not after a backoff counted from now."""
+    mock_clock.autojump_threshold = 1.0  # only a task waiting on the clock would jump it
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    for listener in listeners:
+        await listener.aclose()
+    async with Cluster(f"127.0.0.1:{port}", backoff=Backoff(5.0, 10.0)) as cluster:
+        cluster.metadata.update(
+            MetadataResponse(
+                cluster_id="c",
+                controller=0,
+                brokers=(BrokerInfo(id=0, host="127.0.0.1", port=port),),
+                topics=(),
+            )
+        )
+        for _ in range(3):
+            with pytest.raises(SluiceError):
+                await cluster.connection(0)
+        assert cluster.unreachable(0)
+        mock_clock.jump(60)
+
+        async def handle(header: RequestHeader, request: object, send: Send) -> None:
+            raise AssertionError("no request is sent")
+
+        await serve(nursery, handle, port=port)
+        started = trio.current_time()
+        attempted = trio.Event()
+        cluster.start_connecting(0, on_done=attempted.set)
+        await attempted.wait()
+        assert cluster.ready_connection(0) is not None
+        assert trio.current_time() == started  # no backoff was slept
+        assert not cluster.unreachable(0)

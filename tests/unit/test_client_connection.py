@@ -47,8 +47,9 @@ def metadata(tag: int) -> MetadataResponse:
     return MetadataResponse(cluster_id=str(tag), controller=None, brokers=(), topics=())
 
 
-async def serve(nursery: trio.Nursery, handler: Handler) -> int:
-    """A fake broker: answers API_VERSIONS, hands every other request to `handler`."""
+async def serve(nursery: trio.Nursery, handler: Handler, port: int = 0) -> int:
+    """A fake broker (on `port`, 0: any free one): answers API_VERSIONS, hands every other
+    request to `handler`."""
 
     async def connection(stream: trio.SocketStream) -> None:
         decoder = FrameDecoder()
@@ -71,7 +72,7 @@ async def serve(nursery: trio.Nursery, handler: Handler) -> int:
                     else:
                         tasks.start_soon(handler, header, request, send)
 
-    listeners = await nursery.start(trio.serve_tcp, connection, 0)
+    listeners = await nursery.start(trio.serve_tcp, connection, port)
     return int(listeners[0].socket.getsockname()[1])
 
 

@@ -307,6 +307,29 @@ async def test_not_leader_hint_moves_the_retry_even_while_metadata_is_stale(
     assert broker.log(("t", 0)) == [b"a", b"b"]
 
 
+async def test_a_refresh_naming_a_new_leader_ends_the_retry_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A batch refused many times (an election in progress) has backed off to seconds; once
+    a refresh names the elected leader, the retry goes there at once."""
+    broker = FakeBroker({"t": 1})
+    tp = ("t", 0)
+    async with FakeProducer(broker, linger_ms=0, retry_backoff_max_ms=5000) as p:
+        await p.send_and_wait("t", b"a")
+        broker.always[tp] = ErrorCode.LEADER_NOT_AVAILABLE
+        d = await p.send("t", b"b")
+        while len(batches_sent(broker, tp)) < 8:  # attempts 2..7: backoff grows to seconds
+            await trio.sleep(0.01)
+        del broker.always[tp]
+        broker.leader, broker.term = 1, 2
+        elected = trio.current_time()
+        md = await d.wait()
+        waited = trio.current_time() - elected
+    assert md.offset == 1
+    assert waited < 0.5, f"the retry waited {waited:.2f}s after the new leader was known"
+    assert broker.log(tp) == [b"a", b"b"]
+
+
 async def test_lost_answer_is_resent_and_deduplicated(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
