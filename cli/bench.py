@@ -45,10 +45,12 @@ def _percentile(sorted_ms: list[float], p: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * p))]
 
 
-async def _ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float) -> None:
+async def _ensure_topic(
+    bootstrap: str, topic: str, partitions: int, replication_factor: int, timeout: float
+) -> None:
     async with admin(bootstrap, timeout) as a:
         try:
-            await a.create_topic(topic, partitions, 1, timeout_s=timeout)
+            await a.create_topic(topic, partitions, replication_factor, timeout_s=timeout)
         except TopicAlreadyExistsError:
             return
 
@@ -68,6 +70,12 @@ def bench_produce(
         float, typer.Option("--rate", min=0, help="Records/s to offer in total (0: flat out).")
     ] = 0.0,
     partitions: Annotated[int, typer.Option("--partitions", min=1)] = 4,
+    replication_factor: Annotated[
+        int,
+        typer.Option(
+            "--replication-factor", min=1, help="Replicas of a topic this command creates."
+        ),
+    ] = 1,
     topic: Topic = "sluice-bench",
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
@@ -77,7 +85,7 @@ def bench_produce(
     value = os.urandom(record_size)
 
     async def go() -> dict[str, float]:
-        await _ensure_topic(bootstrap, topic, partitions, timeout)
+        await _ensure_topic(bootstrap, topic, partitions, replication_factor, timeout)
         latencies: list[float] = []
         per = [records // concurrency + (i < records % concurrency) for i in range(concurrency)]
         with _progress(records, "produce", as_json) as progress:
@@ -97,7 +105,7 @@ def bench_produce(
                             if interval:
                                 next_at += interval
                                 await trio.sleep_until(next_at)
-                            sent = time.perf_counter()
+                            sent = trio.current_time()
                             try:
                                 d = p.send_nowait(topic, value)
                             except BufferFull:
@@ -135,8 +143,9 @@ async def _settle(
     progress: Progress,
     task: TaskID,
 ) -> None:
-    """Await acknowledgements in send order as they come: each latency is taken when its
-    record's batch is acknowledged (records of one batch resolve together)."""
+    """Await acknowledgements in send order; each latency runs from `send` to the moment the
+    producer received its batch's acknowledgement (`Delivery.settled_at`), so a slow record
+    does not inflate the figures of those after it."""
     async with receive:
         while True:
             try:
@@ -152,7 +161,9 @@ async def _settle(
             if not d.done:
                 await d.wait()
             d.result()  # raises the record's error
-            latencies.append((time.perf_counter() - sent) * 1000)
+            settled = d.settled_at
+            assert settled is not None
+            latencies.append((settled - sent) * 1000)
 
 
 @app.command("consume")

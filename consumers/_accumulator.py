@@ -87,6 +87,7 @@ class Batch:
         "last_error",
         "order",
         "records",
+        "settled_at",
         "size",
         "tp",
     )
@@ -109,6 +110,8 @@ class Batch:
         self.done = trio.Event()
         self.base_offset = -1
         self.error: SluiceError | None = None
+        self.settled_at: float | None = None
+        """Trio time at which the outcome arrived."""
 
     def __repr__(self) -> str:
         return (
@@ -116,14 +119,16 @@ class Batch:
             f"attempts={self.attempts})"
         )
 
-    def complete(self, base_offset: int) -> None:
+    def complete(self, base_offset: int, now: float) -> None:
         if not self.done.is_set():
             self.base_offset = base_offset
+            self.settled_at = now
             self.done.set()
 
-    def fail(self, error: SluiceError) -> None:
+    def fail(self, error: SluiceError, now: float) -> None:
         if not self.done.is_set():
             self.error = error
+            self.settled_at = now
             self.done.set()
 
 

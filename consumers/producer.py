@@ -145,6 +145,12 @@ class Delivery:
             return True
         return self._batch is not None and self._batch.done.is_set()
 
+    @property
+    def settled_at(self) -> float | None:
+        """Trio time at which the record's acknowledgement (or its batch's failure) arrived;
+        None while pending or when it failed before it was routed."""
+        return None if self._batch is None else self._batch.settled_at
+
     async def wait(self) -> RecordMetadata:
         """The record's metadata once acknowledged; raises its typed error if it failed."""
         if self._batch is None and self._error is None:
@@ -616,14 +622,14 @@ class Producer:
         self._incomplete.discard(batch)
         if not batch.done.is_set():
             self._release(batch.size)
-            batch.complete(base_offset)
+            batch.complete(base_offset, trio.current_time())
 
     def _failed(self, batch: Batch, error: SluiceError) -> None:
         self._incomplete.discard(batch)
         if not batch.done.is_set():
             self._release(batch.size)
             self._note_failure(error)
-            batch.fail(error)
+            batch.fail(error, trio.current_time())
 
     def _fail_everything(self, error: SluiceError) -> None:
         """Fail every record not yet acknowledged (fenced, or closing)."""
