@@ -137,7 +137,19 @@ class ClusterChecker:
         self.observe(bid, node)
 
     def observe(self, bid: int, node: BrokerNode) -> None:
-        """Every group's commit index: monotonic, and naming the canonical entries."""
+        """Every group's commit index: monotonic, and naming the canonical entries. A broker
+        names itself a partition's leader (to clients) only while its replica serves."""
+        for topic in node.meta.topics.values():
+            for pi in topic.partitions:
+                if node.partition_view(pi).leader != bid:
+                    continue
+                own = node.groups.get(pi.group_id)
+                if own is None or not own.serving():
+                    raise Violation(
+                        "self-named-leader",
+                        f"broker {bid} names itself leader of {topic.name}[{pi.partition}] "
+                        "but its replica does not serve",
+                    )
         for gid, g in node.groups.items():
             r = self._replica(bid, gid, node)
             log = g.raft.log
