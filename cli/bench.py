@@ -24,6 +24,11 @@ from consumers.errors import TopicAlreadyExistsError
 
 app = typer.Typer(no_args_is_help=True, help="Measure throughput and latency.")
 
+PACE_STEP_S = 0.001
+"""`--rate` paces in steps of this much: the sender sleeps only once it is that far ahead of
+schedule (Kafka's ThroughputThrottler does the same in 2 ms steps), so at 5,000 records/s it
+wakes 1,000 times a second, not 5,000, and its own CPU does not crowd the brokers'."""
+
 Records = Annotated[int, typer.Option("--records", min=1, help="Records to send or read.")]
 Topic = Annotated[str, typer.Option("--topic", help="Topic (created if missing).")]
 
@@ -104,7 +109,8 @@ def bench_produce(
                         for i in range(n):
                             if interval:
                                 next_at += interval
-                                await trio.sleep_until(next_at)
+                                if next_at - trio.current_time() >= PACE_STEP_S:
+                                    await trio.sleep_until(next_at)
                             sent = trio.current_time()
                             try:
                                 d = p.send_nowait(topic, value)

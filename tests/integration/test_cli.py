@@ -91,3 +91,34 @@ def test_json_shapes_and_exit_codes(broker_factory: Callable[..., BrokerProcess]
     assert time.monotonic() - started < 15
     r = sluice(b, "consume", "k", "--timeout", "2", "--bootstrap", "127.0.0.1:1")
     assert r.returncode == 1
+
+
+def test_bench_produce_and_consume_report_what_was_acknowledged(
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    """`bench produce` at an offered rate creates its topic, sends exactly --records and
+    reports percentiles of acknowledged latency; `bench consume` reads them all back; a
+    replication factor the brokers cannot place fails (exit 1) once --timeout has passed
+    (brokers of a starting cluster may still register meanwhile)."""
+    b = broker_factory()
+    b.start()
+    b.wait_ready()
+    r = sluice(b, "bench", "produce", "--records", "3000", "--rate", "3000", "--topic", "bt",
+               "--partitions", "2", "--linger-ms", "1", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    produced = json.loads(r.stdout)
+    assert produced["records"] == 3000
+    assert 0 < produced["latency_p50_ms"] <= produced["latency_p99_ms"]
+    assert produced["latency_p99_ms"] <= produced["latency_p999_ms"]
+    assert produced["seconds"] >= 0.9  # 3000 records offered at 3000/s take about a second
+    r = sluice(b, "topic", "describe", "bt", "--json")
+    assert r.returncode == 0, r.stderr
+    described = json.loads(r.stdout)
+    assert sum(p["high_watermark"] for p in described["partitions"]) == 3000
+    r = sluice(b, "bench", "consume", "--records", "3000", "--topic", "bt", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["records"] == 3000
+    r = sluice(b, "bench", "produce", "--records", "10", "--topic", "bt3",
+               "--replication-factor", "3", "--timeout", "2")  # fmt: skip
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert b"NOT_ENOUGH_REPLICAS" in r.stderr and b"1 registered" in r.stderr, r.stderr
