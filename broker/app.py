@@ -230,11 +230,21 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
 
 
 async def _ticker(driver: Driver, tick_ms: int) -> None:
+    """One Raft tick per period. Ticks missed while the process was stalled (a paused
+    process, a starved CPU, a long blocking call) are dropped, not delivered in a burst: a
+    burst would run out every election and check-quorum timer before the driver had read
+    the heartbeats and acknowledgements waiting in its sockets, and the broker would depose
+    healthy leaders (itself included). A stall of two ticks or more is logged."""
     period = tick_ms / 1000
     deadline = trio.current_time()
     while True:
         deadline += period
         await trio.sleep_until(deadline)
+        late = trio.current_time() - deadline
+        if late >= 2 * period:
+            log.warning("event loop stalled for %.0f ms; %d ticks skipped", late * 1000,
+                        int(late / period))  # fmt: skip
+            deadline = trio.current_time()
         driver.tick()
 
 

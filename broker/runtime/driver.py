@@ -18,6 +18,7 @@ too).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from broker.runtime.store import RocksStore, WriteRound
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchRequest, Request
 from broker.wire.protocol import RequestHeader
+
+log = logging.getLogger("sluice.driver")
 
 
 @dataclass(eq=False)
@@ -242,6 +245,7 @@ class Driver:
         self.rounds_written += 1
         after, completions = node.finish_round(rnd)
         self._audit(rnd)
+        self._log_roles(rnd)
         self._send(after)
         cid = node.meta.cluster_id
         if cid is not None and self.store.cluster_id is None:
@@ -254,6 +258,17 @@ class Driver:
             self.hw_moved.set()
             self.hw_moved = trio.Event()
             self._expire_parked()
+
+    @staticmethod
+    def _log_roles(rnd: Round) -> None:
+        """A line per Raft role change (elections are rare in a healthy cluster, and the
+        first thing an operator asks about after a hiccup)."""
+        for gid, rd in rnd.readies:
+            ss = rd.soft_state
+            if ss is not None and log.isEnabledFor(logging.INFO):
+                leader = ss.leader[0] if isinstance(ss.leader, tuple) else None
+                log.info("group %d: term %d, %s, leader %s", gid, ss.term,
+                         ss.role.name.lower(), leader)  # fmt: skip
 
     def _write_round(self, rnd: Round) -> WriteRound:
         store = self.store
