@@ -1,6 +1,6 @@
 """Three real brokers, replicated partitions, faults injected while idempotent producers
 stream: SIGKILL, SIGSTOP, network isolation through the peer proxies, rolling restarts, a
-wiped data directory, and none at all.
+wiped data directory, a stall of every broker at once, and none at all.
 
 Every test keeps a History (tests/integration/history.py): every produced value is unique, an
 acknowledgement is recorded with the offset its Delivery reported, and after the faults are
@@ -608,3 +608,36 @@ def test_steady_load_changes_no_leader(cluster_factory: MakeCluster) -> None:
     assert not w.failed, w.failed
     check(cluster, history, w)
     assert sum(w.acked.values()) >= STEADY_S * 500
+
+
+# -- 7. the whole machine stalls ------------------------------------------------------------
+
+
+def test_a_stall_of_every_broker_changes_no_leader(cluster_factory: MakeCluster) -> None:
+    """Every broker is stopped for a second at once (SIGSTOP: a VM pause, a host swapping)
+    and resumed under load: no partition changes leader or term and the controller stays put.
+    Each broker wakes to a second of missed ticks and unread heartbeats; delivering the
+    ticks first would expire every timer and depose the leaders."""
+    cluster = cluster_factory(3)
+    history = History()
+    snapshots: list[list[View]] = []
+
+    async def scenario(w: Workload) -> None:
+        snapshots.append(sorted(await cluster.wait_stable(TOPIC), key=lambda v: v.broker))
+        for i in range(cluster.size):
+            cluster.pause(i)
+        await trio.sleep(1.0)  # the stall's length, not a wait for a condition
+        for i in range(cluster.size):
+            cluster.resume(i)
+        await w.progress(30)
+        snapshots.append(sorted(await cluster.views(TOPIC), key=lambda v: v.broker))
+
+    async def main() -> Workload:
+        await create_topic(cluster)
+        return await run_with_workload(cluster, history, scenario, rate=1000.0)
+
+    w = trio.run(main)
+    before, after = snapshots
+    print(f"\nacked {sum(w.acked.values())}, failed {w.failed}")
+    assert after == before, f"leaders changed after a stall: {before} -> {after}"
+    check(cluster, history, w)
