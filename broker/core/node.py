@@ -243,6 +243,11 @@ class BrokerNode:
         self.groups: dict[int, _Group] = {}
         self.by_partition: dict[tuple[str, int], _Group] = {}
         self._completions: list[Completion] = []
+        self._touched: set[int] = set()
+        """Groups that may have work for the next round: every group after a tick, and any
+        group given a message, a proposal or a campaign, or part of the last round. Rounds
+        look only at these, so an idle broker with thousands of groups does not scan them
+        all on every loop (a group missed here is still seen at the next tick)."""
         self._dropped: list[int] = []
         self._pending_creates: dict[tuple[int, int], str] = {}
         """(token, slot) -> topic of create_topic requests waiting for their leaders."""
@@ -417,6 +422,7 @@ class BrokerNode:
 
     def _propose_conf(self, g: _Group, change: ConfChange) -> None:
         # Refused while another change is uncommitted: the next heartbeat tries again.
+        self._touched.add(g.id)
         with contextlib.suppress(ProposalDropped):
             g.raft.propose_conf_change(change)
 
@@ -507,6 +513,7 @@ class BrokerNode:
         raft = RaftNode(self._raft_config(applied), storage, self.rng, catchup=catchup)
         g = _Group(gid, raft, storage)
         self.groups[gid] = g
+        self._touched.add(gid)
         return g
 
     def _open_partition(self, topic: TopicInfo, pi: PartitionInfo) -> None:
@@ -563,6 +570,7 @@ class BrokerNode:
             self.catchup.refill()
         for g in self.groups.values():
             g.raft.tick()
+        self._touched.update(self.groups)
         self._check_leases()
         if self.ticks % self.config.broker_heartbeat_ticks == 0:
             self._reconcile_replicas()
@@ -575,21 +583,34 @@ class BrokerNode:
         g = self.groups.get(group_id)
         if g is not None:
             g.raft.step(message)
+            self._touched.add(group_id)
 
     # ---------------------------------------------------------------------------------------
     # Rounds
 
     def has_work(self) -> bool:
-        return bool(self._completions or self._dropped or self._to_controller) or any(
-            g.raft.has_ready() or g.dirty for g in self.groups.values()
-        )
+        if self._completions or self._dropped or self._to_controller:
+            return True
+        idle: list[int] = []
+        for gid in self._touched:
+            g = self.groups.get(gid)
+            if g is not None and (g.dirty or g.raft.has_ready()):
+                self._touched.difference_update(idle)
+                return True
+            idle.append(gid)
+        self._touched.clear()
+        return False
 
     def start_round(self) -> Round:
         readies: list[tuple[int, Ready]] = []
         messages: list[Envelope] = []
         apply_states: list[tuple[int, bytes]] = []
         new_offsets: list[tuple[int, int, int, int]] = []
-        for gid, g in self.groups.items():
+        touched, self._touched = sorted(self._touched), set()
+        for gid in touched:
+            g = self.groups.get(gid)
+            if g is None:
+                continue
             if g.dirty and g.machine is not None:
                 apply_states.append((gid, g.machine.state_bytes()))
                 new_offsets.extend((gid, b, i, t) for b, i, t in g.new_offsets)
@@ -610,6 +631,7 @@ class BrokerNode:
             g = self.groups.get(gid)
             if g is None:
                 continue
+            self._touched.add(gid)
             g.raft.persisted(rd.number)
             after.extend(self._envelopes(gid, rd.persisted_messages))
             if rd.soft_state is not None and rd.soft_state.role != Role.LEADER:
@@ -729,7 +751,9 @@ class BrokerNode:
         if self.metadata_group is None:
             return None
         try:
-            return self.metadata_group.raft.propose(data)
+            index = self.metadata_group.raft.propose(data)
+            self._touched.add(METADATA_GROUP)
+            return index
         except ProposalDropped:
             return None
 
@@ -760,6 +784,7 @@ class BrokerNode:
     ) -> tuple[ErrorCode, str | None]:
         try:
             index = g.raft.propose(data)
+            self._touched.add(g.id)
         except ProposalDropped as e:
             if e.reason == DropReason.BACKPRESSURE:
                 return ErrorCode.BACKPRESSURE, "too many uncommitted bytes; retry"
