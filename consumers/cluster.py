@@ -445,10 +445,7 @@ class Cluster:
         for (_, lane), c in self._conns.items():
             if lane == "main" and not c.closed:
                 return c
-        candidates = [(b.host, b.port) for b in self.metadata.brokers.values()]
-        candidates += [a for a in self.bootstrap if a not in candidates]
-        self._rotation = (self._rotation + 1) % len(candidates)
-        candidates = candidates[self._rotation :] + candidates[: self._rotation]
+        candidates = self._metadata_sources()
         last: SluiceError | None = None
         for host, port in candidates:
             try:
@@ -513,8 +510,8 @@ class Cluster:
             raise BrokerUnavailableError(f"no broker answered metadata ({names}): {last}")
 
     def _metadata_sources(self) -> list[tuple[str, int]]:
-        """Known brokers and bootstrap addresses, rotated by one per call; addresses whose
-        last connection attempt failed go last."""
+        """Known brokers and bootstrap addresses, rotated by one per call (so successive
+        callers spread over them); addresses whose last connection attempt failed go last."""
         candidates = [(b.host, b.port) for _, b in sorted(self.metadata.brokers.items())]
         candidates += [a for a in self.bootstrap if a not in candidates]
         self._rotation = (self._rotation + 1) % len(candidates)

@@ -591,14 +591,11 @@ class BrokerNode:
     def has_work(self) -> bool:
         if self._completions or self._dropped or self._to_controller:
             return True
-        idle: list[int] = []
-        for gid in self._touched:
+        for gid in list(self._touched):
             g = self.groups.get(gid)
             if g is not None and (g.dirty or g.raft.has_ready()):
-                self._touched.difference_update(idle)
                 return True
-            idle.append(gid)
-        self._touched.clear()
+            self._touched.discard(gid)  # nothing to do: forget it until touched again
         return False
 
     def start_round(self) -> Round:

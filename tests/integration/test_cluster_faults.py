@@ -580,6 +580,31 @@ def test_wiped_broker_rejoins_as_new_incarnation(cluster_factory: MakeCluster) -
     check(cluster, history, w)
 
 
+def views_around(
+    cluster: Cluster,
+    history: History,
+    middle: Callable[[Workload], Awaitable[None]],
+    *,
+    budget_s: float = 150.0,
+) -> tuple[Workload, list[View], list[View]]:
+    """Under a 1,000 records/s workload on a fresh topic: what every broker reports (leaders,
+    terms, controller) once stable, then `middle`, then what they report after it."""
+    snapshots: list[list[View]] = []
+
+    async def scenario(w: Workload) -> None:
+        snapshots.append(sorted(await cluster.wait_stable(TOPIC), key=lambda v: v.broker))
+        await middle(w)
+        snapshots.append(sorted(await cluster.views(TOPIC), key=lambda v: v.broker))
+
+    async def main() -> Workload:
+        await create_topic(cluster)
+        return await run_with_workload(cluster, history, scenario, rate=1000.0, budget_s=budget_s)
+
+    w = trio.run(main)
+    before, after = snapshots
+    return w, before, after
+
+
 # -- 6. steady load, no faults -----------------------------------------------------------------
 
 
@@ -588,21 +613,11 @@ def test_steady_load_changes_no_leader(cluster_factory: MakeCluster) -> None:
     controller stays put (as every broker reports it, before and after)."""
     cluster = cluster_factory(3)
     history = History()
-    snapshots: list[list[View]] = []
 
-    async def scenario(w: Workload) -> None:
-        snapshots.append(sorted(await cluster.wait_stable(TOPIC), key=lambda v: v.broker))
+    async def steady(w: Workload) -> None:
         await trio.sleep(STEADY_S)  # the load's duration, not a wait for a condition
-        snapshots.append(sorted(await cluster.views(TOPIC), key=lambda v: v.broker))
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(
-            cluster, history, scenario, rate=1000.0, budget_s=STEADY_S + 90
-        )
-
-    w = trio.run(main)
-    before, after = snapshots
+    w, before, after = views_around(cluster, history, steady, budget_s=STEADY_S + 90)
     print(f"\n{STEADY_S}s steady: acked {sum(w.acked.values())}, failed {w.failed}")
     assert after == before, f"leaders changed under steady load: {before} -> {after}"
     assert not w.failed, w.failed
@@ -620,24 +635,16 @@ def test_a_stall_of_every_broker_changes_no_leader(cluster_factory: MakeCluster)
     ticks first would expire every timer and depose the leaders."""
     cluster = cluster_factory(3)
     history = History()
-    snapshots: list[list[View]] = []
 
-    async def scenario(w: Workload) -> None:
-        snapshots.append(sorted(await cluster.wait_stable(TOPIC), key=lambda v: v.broker))
+    async def stall(w: Workload) -> None:
         for i in range(cluster.size):
             cluster.pause(i)
         await trio.sleep(1.0)  # the stall's length, not a wait for a condition
         for i in range(cluster.size):
             cluster.resume(i)
         await w.progress(30)
-        snapshots.append(sorted(await cluster.views(TOPIC), key=lambda v: v.broker))
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(cluster, history, scenario, rate=1000.0)
-
-    w = trio.run(main)
-    before, after = snapshots
+    w, before, after = views_around(cluster, history, stall)
     print(f"\nacked {sum(w.acked.values())}, failed {w.failed}")
     assert after == before, f"leaders changed after a stall: {before} -> {after}"
     check(cluster, history, w)
