@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -19,10 +20,35 @@ ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"sluice: listening clients=(\S+) peers=(\S+) http=(\S+)")
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+EPHEMERAL_LOW = _ephemeral_low()
+_handed_out: set[int] = set()
+_ports = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, chosen before the broker that will listen on it starts.
+    It is taken below the kernel's ephemeral range: a port from that range (what binding
+    port 0 gives) can become the source port of some outgoing connection before the broker
+    binds it ("Address already in use", seen in CI). Never the same port twice per run."""
+    for _ in range(1000):
+        port = _ports.randrange(10_000, EPHEMERAL_LOW)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port found in 10000..{EPHEMERAL_LOW}")
 
 
 @dataclass

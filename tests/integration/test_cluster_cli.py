@@ -22,17 +22,18 @@ from typing import IO, Any
 
 import pytest
 
-from tests.integration.harness import ROOT
+from tests.integration.harness import EPHEMERAL_LOW, ROOT
 
 SPAN = 24
 """Ports P..P+23: three brokers at P+10i, P+10i+1, P+10i+3."""
 
 
 def free_base_port(span: int = SPAN) -> int:
-    """A base port P such that P..P+span-1 are all free on 127.0.0.1 right now."""
+    """A base port P such that P..P+span-1 are all free on 127.0.0.1 right now, below the
+    kernel's ephemeral range (see harness.free_port)."""
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20_000, 60_000)
+        base = rng.randrange(10_000, EPHEMERAL_LOW - span)
         socks: list[socket.socket] = []
         try:
             for port in range(base, base + span):
