@@ -543,16 +543,23 @@ class Cluster:
     ) -> T:
         """`await fn()` until it succeeds; retriable errors are retried with backoff (after a
         metadata refresh of `refresh_topics` when the error says metadata may be stale) while
-        the next attempt would start before `deadline`; the last error is raised."""
+        the next attempt would start before `deadline`; the last error is raised. An attempt
+        cut off by the deadline raises RequestTimedOutError (its outcome is unknown), naming the
+        error of the attempt before it, if any, as the reason the operation had not succeeded."""
         attempt = 0
         topics = None if refresh_topics is None else tuple(refresh_topics)
+        last: SluiceError | None = None
         while True:
             try:
                 with trio.fail_after(max(0.0, deadline - trio.current_time())):
                     return await fn()
             except trio.TooSlowError:
-                raise RequestTimedOutError("gave up: the operation's timeout passed") from None
+                reason = "" if last is None else f" (before that: {last})"
+                raise RequestTimedOutError(
+                    f"gave up: the operation's timeout passed{reason}"
+                ) from last
             except SluiceError as e:
+                last = e
                 if not e.retriable:
                     raise
                 delay = self.backoff.delay(attempt)

@@ -203,6 +203,27 @@ async def test_retry_until_bounds_a_hanging_call(autojump_clock: trio.testing.Mo
     assert trio.current_time() - start == pytest.approx(5)
 
 
+async def test_retry_until_names_the_previous_error_when_the_last_attempt_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The deadline cuts the second attempt: the timeout says why the first one failed."""
+    cluster = Cluster("127.0.0.1:1", backoff=Backoff(0.1, 1.0, rng=lambda: 1.0))
+    calls = 0
+
+    async def refused_then_hang() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BackpressureError("3 replicas needed, 1 registered")
+        await trio.sleep_forever()
+
+    with pytest.raises(RequestTimedOutError) as raised:
+        await cluster.retry_until(trio.current_time() + 1, refused_then_hang)
+    assert calls == 2
+    assert "1 registered" in str(raised.value)
+    assert isinstance(raised.value.__cause__, BackpressureError)
+
+
 async def test_reconnects_to_a_dead_broker_back_off() -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
