@@ -9,9 +9,12 @@ batched across all groups:
 1. `start_round()` takes a Ready from every group that has one (and the state-machine writes
    left by the previous round's applies) and returns a `Round`: messages that may leave at
    once, and everything to persist, which the runtime writes in ONE synced write;
-2. `finish_round(round)` is called once that write is durable: each group hears
-   `persisted(n)`, the messages that had to wait for it are returned, committed entries are
-   applied to the state machines, and the operations waiting on them complete.
+2. `apply_committed(round)` (optional, before the write) applies the partitions' committed
+   entries, which are durable already, and completes the produces waiting on them, so an
+   acknowledgement does not wait for the sync of the next batch appended in the same round;
+3. `finish_round(round)` is called once that write is durable: each group hears
+   `persisted(n)`, the messages that had to wait for it are returned, the remaining committed
+   entries are applied to the state machines, and the operations waiting on them complete.
 
 Client operations enter as calls (`produce`, `create_topic`, ...) carrying an opaque token;
 those that wait for a commit complete later as `Completion`s of a round. Reads (`fetch`,
@@ -153,6 +156,8 @@ class Round:
     dropped_groups: list[int]
     heartbeats: list[tuple[int, BrokerHeartbeat]]
     """Reports for the controller: (destination broker, heartbeat)."""
+    applied_early: set[int] = field(default_factory=set)
+    """Groups whose committed entries `apply_committed` applied before the round's write."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,6 +626,27 @@ class BrokerNode:
         heartbeats, self._to_controller = self._to_controller, []
         return Round(readies, messages, apply_states, new_offsets, dropped, heartbeats)
 
+    def apply_committed(self, rnd: Round) -> list[Completion]:
+        """Apply the round's committed partition entries before its write, and complete the
+        produces waiting on them.
+
+        Safe because a Ready's committed entries never run ahead of the local log's persisted
+        index: they are durable here and on a quorum already. So an acknowledgement does not
+        wait for the sync of entries appended in the same round (a leader's round usually
+        carries both: the followers' acknowledgements of one batch and the next batch). The
+        metadata group, and a Ready that installs a snapshot, still apply in `finish_round`.
+        Optional: a runtime that skips it gets the same results from `finish_round`."""
+        for gid, rd in rnd.readies:
+            g = self.groups.get(gid)
+            if gid == METADATA_GROUP or g is None or rd.snapshot is not None:
+                continue
+            rnd.applied_early.add(gid)
+            for e in rd.committed_entries:
+                self._apply_partition(g, e)
+            g.raft.advance(rd)
+        done, self._completions = self._completions, []
+        return done
+
     def finish_round(self, rnd: Round) -> tuple[list[Envelope], list[Completion]]:
         """The round's write is durable: release acknowledgements, apply, complete."""
         after: list[Envelope] = []
@@ -633,6 +659,8 @@ class BrokerNode:
             after.extend(self._envelopes(gid, rd.persisted_messages))
             if rd.soft_state is not None and rd.soft_state.role != Role.LEADER:
                 self._fail_waiters(g, ErrorCode.NOT_LEADER_OR_FOLLOWER, "leadership lost")
+            if gid in rnd.applied_early:
+                continue
             for e in rd.committed_entries:
                 if gid == METADATA_GROUP:
                     self._apply_metadata(g, e)

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import trio
 
-from broker.core.node import BrokerNode, Envelope, Round
+from broker.core.node import BrokerNode, Completion, Envelope, Round
 from broker.core.peer_codec import (
     PEER_FRAME_BYTES,
     BrokerHeartbeat,
@@ -237,27 +237,39 @@ class Driver:
         self.rounds += 1
         self._send(rnd.messages)
         self._send_heartbeats(rnd)
-        if rnd.messages and any(rd.entries for _, rd in rnd.readies):
-            # Let the peer writers put the appends on the wire before this thread blocks in
-            # the sync: followers then write in parallel with the leader, not after it.
+        self._audit(rnd)
+        early = node.apply_committed(rnd)
+        self._resolve(early)
+        if rnd.applied_early:
+            self._high_watermarks_moved()
+        if early or (rnd.messages and any(rd.entries for _, rd in rnd.readies)):
+            # Let the connection and peer writers put acknowledgements and appends on the
+            # wire before this thread blocks in the sync: followers then write in parallel
+            # with the leader, and no acknowledgement waits for the next batch's sync.
             await trio.lowlevel.checkpoint()
         self.store.commit(self._write_round(rnd))
         self.rounds_written += 1
         after, completions = node.finish_round(rnd)
-        self._audit(rnd)
         self._log_roles(rnd)
         self._send(after)
         cid = node.meta.cluster_id
         if cid is not None and self.store.cluster_id is None:
             self.store.record_cluster_id(cid)  # this broker has now joined a cluster
+        self._resolve(completions)
+        if any(rd.committed_entries for gid, rd in rnd.readies if gid not in rnd.applied_early):
+            self._high_watermarks_moved()
+
+    def _resolve(self, completions: list[Completion]) -> None:
         for token, reply in self.handler.complete(completions):
             op = self._ops.pop(token, None)
             if op is not None:
                 op.resolve(reply)
-        if any(rd.committed_entries for _, rd in rnd.readies):
-            self.hw_moved.set()
-            self.hw_moved = trio.Event()
-            self._expire_parked()
+
+    def _high_watermarks_moved(self) -> None:
+        """Wake long polls (parked fetches and anything waiting on `hw_moved`)."""
+        self.hw_moved.set()
+        self.hw_moved = trio.Event()
+        self._expire_parked()
 
     @staticmethod
     def _log_roles(rnd: Round) -> None:
@@ -285,8 +297,8 @@ class Driver:
         return wr
 
     def _audit(self, rnd: Round) -> None:
-        """Every entry applied this round (and so every acknowledgement it causes) and every
-        vote sent after it must be durable now."""
+        """Every entry the round will apply (and so every acknowledgement it causes) must be
+        durable before its write: committed entries never run ahead of the persisted log."""
         audit = self.audit
         if audit is None:
             return

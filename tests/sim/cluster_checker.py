@@ -119,9 +119,37 @@ class ClusterChecker:
                     c.on_entries(bid, log.term(rd.entries[0].index - 1), list(rd.entries))
         self.observe(bid, node)
 
+    def on_applied_early(self, bid: int, store: object, node: BrokerNode, rnd: Round) -> None:
+        """Entries applied (and acknowledged) before the round's write: each must already be
+        on this broker's disk, as written, and they are checked like any applied entry."""
+        logs: dict[int, LogStorage] = store.logs  # type: ignore[attr-defined]
+        for gid, rd in rnd.readies:
+            if gid not in rnd.applied_early:
+                continue
+            disk = logs.get(gid)
+            for e in rd.committed_entries:
+                if (
+                    disk is None
+                    or e.index > disk.last_index()
+                    or (e.index >= disk.first_index() and disk.term(e.index) != e.term)
+                ):
+                    raise Violation(
+                        "apply-before-durable",
+                        f"broker {bid} group {gid} applied {e.index} (term {e.term}) before "
+                        "its disk held it",
+                    )
+        self._applied(bid, node, rnd, early=True)
+        self.observe(bid, node)
+
     def on_round_done(self, bid: int, life: int, node: BrokerNode, rnd: Round) -> None:
+        self._applied(bid, node, rnd, early=False)
+        self.observe(bid, node)
+
+    def _applied(self, bid: int, node: BrokerNode, rnd: Round, *, early: bool) -> None:
         for gid, rd in rnd.readies:
             if not rd.committed_entries or gid not in node.groups:
+                continue
+            if (gid in rnd.applied_early) != early:
                 continue
             r = self._replica(bid, gid, node)
             c = self.group(gid)
@@ -134,7 +162,6 @@ class ClusterChecker:
                 with _in_group(gid):
                     r.app_hash = c.on_apply(bid, r.app_hash, e)
                 r.app_index = e.index
-        self.observe(bid, node)
 
     def observe(self, bid: int, node: BrokerNode) -> None:
         """Every group's commit index: monotonic, and naming the canonical entries. A broker

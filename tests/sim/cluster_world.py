@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.core.metadata import BrokerInfo
-from broker.core.node import BrokerNode, Envelope, NodeConfig, Round
+from broker.core.node import BrokerNode, Completion, Envelope, NodeConfig, Round
 from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck, Hello, dials
 from broker.core.raft import Message, Role
 from broker.core.requests import Reply, RequestHandler
@@ -354,6 +354,9 @@ class ClusterWorld:
         self._send_envelopes(b, rnd.messages)
         for dst, hb in rnd.heartbeats:
             self._send_frame(b.id, dst, ("hb", hb))
+        early = node.apply_committed(rnd)
+        self.checker.on_applied_early(b.id, b.disk.store, node, rnd)
+        self._complete(b, early)
         lo, hi = b.disk_latency
         life = b.life
         self.at(self.now + self.rng.randint(lo, hi), lambda: self._written(b, life, rnd))
@@ -379,11 +382,16 @@ class ClusterWorld:
         cid = node.meta.cluster_id
         if cid is not None and b.disk.cluster_id is None:
             b.disk.cluster_id = cid
+        self._complete(b, completions)
+        self._next_round(b)
+
+    def _complete(self, b: SimBroker, completions: list[Completion]) -> None:
+        handler = b.handler
+        assert handler is not None
         for token, reply in handler.complete(completions):
             op = b.ops.pop(token, None)
             if op is not None:
                 self._client_reply(op.client, b.id, reply)
-        self._next_round(b)
 
     # -- peer network -------------------------------------------------------------------------
 

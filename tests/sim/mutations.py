@@ -15,7 +15,8 @@ from typing import Any
 from broker.core import node as node_module
 from broker.core.node import BrokerNode, Completion
 from broker.core.partition import ApplyResult, Outcome, PartitionMachine
-from broker.core.raft import EntryKind, RaftNode
+from broker.core.raft import Entry, EntryKind, RaftNode
+from broker.core.raft.log import RaftLog
 from broker.core.raft.types import RequestVote, VoteResponse
 from broker.wire.batch import BatchHeader, parse_header
 from broker.wire.errors import ErrorCode
@@ -129,9 +130,23 @@ def no_dedup() -> AbstractContextManager[None]:
     return _patched(PartitionMachine, "_apply_idempotent", mutant)
 
 
+def apply_before_durable() -> AbstractContextManager[None]:
+    """Raft hands committed entries to the application before they are durable locally (a
+    follower learns the leader's commit index in the AppendEntries that carries the entries),
+    so the broker applies them, and answers for them, before its own write."""
+
+    def mutant(self: RaftLog, max_bytes: int | None) -> list[Entry]:
+        if self.unstable_snapshot is not None or self.committed <= self.applied:
+            return []
+        return self.slice(self.applied + 1, self.committed + 1, max_bytes)
+
+    return _patched(RaftLog, "next_committed", mutant)
+
+
 BROKER_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     "ack-before-commit": ack_before_commit,
     "no-dedup": no_dedup,
+    "apply-before-durable": apply_before_durable,
 }
 
 

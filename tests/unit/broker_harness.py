@@ -5,10 +5,11 @@ Raft group plus dicts for the partition machines' apply state and offset index: 
 "disk". `Broker` drives a node in rounds exactly as `broker/runtime/driver.py` does:
 
     rnd = node.start_round()
+    node.apply_committed(rnd)   # committed partition entries, durable already
     write every Ready into its group's MemoryStorage (snapshot, entries, hard state), the
     round's apply states and new offsets into the dicts, and delete dropped groups
     node.finish_round(rnd)      # the write is durable
-    hand the completions to the RequestHandler
+    hand both rounds of completions to the RequestHandler
 
 Nothing is written except by a round, so `restart()` (a new BrokerNode over the same store)
 sees exactly what a crashed broker would find on disk. `crash_mid_round()` takes a round
@@ -167,8 +168,10 @@ class Broker:
         """One round, exactly as the driver runs it. Returns the round's completions."""
         node = self.node
         rnd = node.start_round()
+        early = node.apply_committed(rnd)
         self.store.write_round(rnd)
         _after, done = node.finish_round(rnd)
+        done = early + done
         self.rounds += 1
         for gid, rd in rnd.readies:
             self.applied.extend(Applied(gid, e) for e in rd.committed_entries)

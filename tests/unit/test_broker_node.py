@@ -152,8 +152,9 @@ def test_delete_topic_drops_groups_and_fails_waiters() -> None:
     b = booted(partitions=2)
     node = b.node
     groups = {gid(b, "t", 0), gid(b, "t", 1)}
-    assert b.node.produce(1, 0, "t", 0, batch(2)) == (ErrorCode.NONE, None)
     assert node.delete_topic(2, 0, "t") == (ErrorCode.NONE, None)
+    b.round()  # the deletion is appended; it commits in the next round, with the produce
+    assert b.node.produce(1, 0, "t", 0, batch(2)) == (ErrorCode.NONE, None)  # not committed
     b.run()
     (failed,) = b.completions_for(1)
     assert failed.error == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
@@ -491,6 +492,26 @@ def test_unwritten_round_is_lost_and_was_never_acknowledged() -> None:
     r = b.restart()
     assert fetch_all(r.node).high_watermark == 2
     assert r.produce("t", 0, idem(0, 3)).value == ApplyResult(Outcome.APPENDED, 2, 4)
+
+
+def test_acknowledgement_does_not_wait_for_the_next_batchs_write() -> None:
+    """A round carrying the commit of one batch and the append of the next acknowledges the
+    first before its write (the entry is durable already); a crash during that write loses
+    only the second, which was never acknowledged."""
+    b = booted()
+    node = b.node
+    assert node.produce(1, 0, "t", 0, batch(2)) == (ErrorCode.NONE, None)
+    b.round()  # appends and persists the first batch; it commits in the next round
+    assert b.completions_for(1) == []
+    assert node.produce(2, 0, "t", 0, batch(3)) == (ErrorCode.NONE, None)
+    rnd = node.start_round()
+    assert any(rd.entries and rd.committed_entries for _, rd in rnd.readies)
+    early = node.apply_committed(rnd)
+    assert [(c.token, c.value.base_offset, c.value.last_offset) for c in early] == [(1, 0, 1)]
+    assert node.high_watermark("t", 0) == 2
+    r = b.restart()  # the round's write never happened
+    assert fetch_all(r.node).high_watermark == 2
+    assert r.produce("t", 0, batch(1)).value == ApplyResult(Outcome.APPENDED, 2, 2)
 
 
 def test_restart_expiry_config_is_kept() -> None:
