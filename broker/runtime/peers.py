@@ -49,6 +49,18 @@ HANDSHAKE_TIMEOUT_S = 5.0
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 
+_HANDSHAKE_FAILED = (
+    trio.TooSlowError,
+    PeerProtocolError,
+    WireError,
+    EOFError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
+"""How a handshake can fail on either side: timeout, a bad or unexpected frame, the peer
+closing the connection (killed mid-handshake, a port scanner), a broken socket."""
+
 
 @dataclass
 class PeerStats:
@@ -140,8 +152,7 @@ class PeerNetwork:
                 await stream.send_all(encode_frame(encode_reject(problem)))
                 return
             await stream.send_all(encode_frame(encode_hello(self.local_hello(), HELLO_OK)))
-        except (trio.TooSlowError, PeerProtocolError, WireError, trio.BrokenResourceError,
-                trio.ClosedResourceError, OSError):  # fmt: skip
+        except _HANDSHAKE_FAILED:
             self.stats.bad_frames += 1
             await trio.aclose_forcefully(stream)
             return
@@ -184,8 +195,7 @@ class PeerNetwork:
                 problem = self._refusal(body)
                 if problem is not None:
                     raise PeerProtocolError(problem)
-            except (trio.TooSlowError, PeerProtocolError, WireError, trio.BrokenResourceError,
-                    trio.ClosedResourceError, OSError):  # fmt: skip
+            except _HANDSHAKE_FAILED:
                 await trio.aclose_forcefully(stream)
                 await trio.sleep(backoff * (0.5 + self._rng.random()))
                 backoff = min(backoff * 2, BACKOFF_MAX_S)

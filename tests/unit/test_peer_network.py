@@ -1,0 +1,109 @@
+"""PeerNetwork over real loopback TCP: a handshake that fails in any way (the other side
+closes mid-handshake, sends garbage, or says nothing) costs that connection only; the broker's
+accept loop and dialer keep going and a well-behaved peer still links."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import trio
+
+from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck, Hello
+from broker.core.raft import Message
+from broker.runtime import peers
+from broker.runtime.peers import PeerNetwork
+from broker.wire.frames import encode_frame
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.hellos: list[Hello] = []
+
+    def on_hello(self, hello: Hello) -> None:
+        self.hellos.append(hello)
+
+    def on_raft(self, batch: list[tuple[int, Message]]) -> None:
+        pass
+
+    def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None:
+        pass
+
+    def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None:
+        pass
+
+
+def network(node_id: int, addresses: dict[int, str]) -> tuple[PeerNetwork, Handler]:
+    handler = Handler()
+    hello = Hello("c1", node_id, 1, f"127.0.0.1:{node_id}", True)
+    return PeerNetwork(node_id, lambda: hello, handler, lambda: addresses), handler
+
+
+async def listen(nursery: trio.Nursery, net: PeerNetwork) -> int:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(net.serve, listeners)
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    with trio.move_on_after(10):
+        while not condition():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_accept_side_survives_failed_handshakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers, "HANDSHAKE_TIMEOUT_S", 0.2)  # the silent client's turn
+    async with trio.open_nursery() as nursery:
+        server, server_handler = network(1, {})
+        port = await listen(nursery, server)
+        # Closes at once; sends half a frame and closes; sends garbage; says nothing.
+        for payload in (b"", encode_frame(b"\xa1\x01\x02")[:3], b"\xff" * 64, None):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            if payload:
+                await stream.send_all(payload)
+            if payload is None:
+                await trio.sleep(0.4)  # past the handshake timeout
+            await stream.aclose()
+        await wait_for(lambda: server.stats.bad_frames >= 4, "four failed handshakes")
+        # A real peer still links.
+        client, _ = network(0, {1: f"127.0.0.1:{port}"})
+        nursery.start_soon(client.dial_forever)
+        await wait_for(lambda: server.connected() == [0], "the link")
+        assert [h.node_id for h in server_handler.hellos] == [0]
+        nursery.cancel_scope.cancel()
+
+
+async def test_dialer_survives_a_peer_that_closes_mid_handshake() -> None:
+    """The peer accepts and closes before answering the hello (killed mid-handshake): the
+    dialer backs off and tries again; once a real peer listens there, it links."""
+    accepted = 0
+
+    async def close_at_once(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        await stream.receive_some(1 << 16)  # the hello
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        rude_scope = trio.CancelScope()
+
+        async def rude() -> None:
+            with rude_scope:
+                await trio.serve_listeners(close_at_once, listeners)
+
+        nursery.start_soon(rude)
+        addresses = {1: f"127.0.0.1:{port}"}
+        client, _ = network(0, addresses)
+        nursery.start_soon(client.dial_forever)
+        await wait_for(lambda: accepted >= 3, "three refused handshakes")
+        assert client.connected() == []
+        server, _ = network(1, {})
+        addresses[1] = f"127.0.0.1:{await listen(nursery, server)}"
+        await wait_for(lambda: client.connected() == [1], "the link")
+        rude_scope.cancel()
+        nursery.cancel_scope.cancel()
