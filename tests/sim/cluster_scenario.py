@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
+from broker.core.raft import ConfState
 from tests.sim.checker import Violation
 from tests.sim.cluster_clients import SimAdmin, SimProducer, SimReader
 from tests.sim.cluster_world import ClusterStats, ClusterWorld, NetOptions
@@ -263,19 +264,24 @@ class ClusterDriver:
     def _may_wipe(self, bid: int) -> bool:
         """Losing a disk is survivable only while the other replicas hold everything: no
         wipe while a broker is down or an earlier wiped broker's old incarnation is still a
-        member of some group (its replacement is not finished)."""
+        member of some group (its replacement is not finished). Membership is read from
+        every broker's memory and disk: a broker that has just restarted has not opened its
+        groups yet, and a wiped one has not learned them."""
         w = self.world
         if len(w.up()) < len(w.brokers) - 1:
             return False
         current = {i: b.disk.incarnation for i, b in w.brokers.items()}
+        confs: list[ConfState] = []
         for b in w.brokers.values():
-            if b.node is None:
-                continue
-            for g in b.node.groups.values():
-                for m in g.raft.conf.members():
-                    if isinstance(m, tuple) and current.get(m[0]) != m[1]:
-                        return False
-        return True
+            if b.node is not None:
+                confs.extend(g.raft.conf for g in b.node.groups.values())
+            for st in b.disk.store.logs.values():
+                confs.extend(conf for _, conf in st.initial_state().confs)
+        return not any(
+            isinstance(m, tuple) and current.get(m[0]) != m[1]
+            for conf in confs
+            for m in conf.members()
+        )
 
     def _partition(self) -> None:
         w, rng = self.world, self.rng
