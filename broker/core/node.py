@@ -590,6 +590,16 @@ class BrokerNode:
             g.raft.step(message)
             self._touched.add(group_id)
 
+    def peer_lost(self, node_id: int) -> None:
+        """The connection to broker `node_id` broke (its process died, or the link did):
+        every group it leads here times out soon instead of after a full election timeout
+        (`RaftNode.leader_unreachable`), so a killed leader is replaced in about a tick."""
+        for gid, g in self.groups.items():
+            leader = g.raft.leader
+            if isinstance(leader, tuple) and leader[0] == node_id:
+                g.raft.leader_unreachable(leader)
+                self._touched.add(gid)
+
     # ---------------------------------------------------------------------------------------
     # Rounds
 

@@ -136,6 +136,10 @@ class Driver:
         self._peer_inputs.append(deliver)
         self._wake.set()
 
+    def on_link_lost(self, peer: int) -> None:
+        self._peer_inputs.append(lambda: self.node.peer_lost(peer))
+        self._wake.set()
+
     def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None:
         def handle() -> None:
             ack = self.node.on_broker_heartbeat(hb)

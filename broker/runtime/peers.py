@@ -91,6 +91,9 @@ class PeerHandler(Protocol):
     def on_raft(self, batch: list[tuple[int, Message]]) -> None: ...
     def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None: ...
     def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None: ...
+    def on_link_lost(self, peer: int) -> None:
+        """The link to `peer` closed and no newer link replaced it."""
+        ...
 
 
 class PeerNetwork:
@@ -233,9 +236,10 @@ class PeerNetwork:
             self.stats.broken += 1  # the peer went away; the dialer (if it is us) reconnects
         finally:
             link.closed = True
+            self.stats.links -= 1
             if self.links.get(hello.node_id) is link:
                 del self.links[hello.node_id]
-            self.stats.links -= 1
+                self.handler.on_link_lost(hello.node_id)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await trio.aclose_forcefully(stream)
 

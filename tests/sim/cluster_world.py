@@ -584,6 +584,21 @@ class ClusterWorld:
         self.epoch[pair] = self.epoch.get(pair, 0) + 1
         self.side.pop((a, b), None)
         self.side.pop((b, a), None)
+        for here, there in ((a, b), (b, a)):
+            self._link_lost(self.brokers[here], there)
+
+    def _link_lost(self, b: SimBroker, peer: int) -> None:
+        """PeerNetwork's on_link_lost, as the driver queues it."""
+        if b.node is None:
+            return
+        life = b.life
+
+        def lost() -> None:
+            if b.life == life and b.node is not None:
+                b.node.peer_lost(peer)
+
+        b.peer_inputs.append(lost)
+        self._wake(b)
 
     def cut(self, a: int, b: int, *, one_way: bool = False) -> None:
         """Block a -> b (and b -> a unless one_way). A two-way cut breaks the connection; a

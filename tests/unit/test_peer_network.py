@@ -19,6 +19,7 @@ from broker.wire.frames import encode_frame
 class Handler:
     def __init__(self) -> None:
         self.hellos: list[Hello] = []
+        self.lost: list[int] = []
 
     def on_hello(self, hello: Hello) -> None:
         self.hellos.append(hello)
@@ -31,6 +32,9 @@ class Handler:
 
     def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None:
         pass
+
+    def on_link_lost(self, peer: int) -> None:
+        self.lost.append(peer)
 
 
 def network(node_id: int, addresses: dict[int, str]) -> tuple[PeerNetwork, Handler]:
@@ -106,4 +110,25 @@ async def test_dialer_survives_a_peer_that_closes_mid_handshake() -> None:
         addresses[1] = f"127.0.0.1:{await listen(nursery, server)}"
         await wait_for(lambda: client.connected() == [1], "the link")
         rude_scope.cancel()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_closed_link_is_reported_lost_on_both_sides() -> None:
+    """The driver hears of it (so followers of a leader on that broker time out at once)."""
+    async with trio.open_nursery() as nursery:
+        server, server_handler = network(1, {})
+        port = await listen(nursery, server)
+        client, client_handler = network(0, {1: f"127.0.0.1:{port}"})
+        dial_scope = trio.CancelScope()
+
+        async def dial() -> None:
+            with dial_scope:
+                await client.dial_forever()
+
+        nursery.start_soon(dial)
+        await wait_for(lambda: server.connected() == [0], "the link")
+        assert server_handler.lost == [] and client_handler.lost == []
+        dial_scope.cancel()  # the client broker goes away
+        await wait_for(lambda: server_handler.lost == [0], "the server to notice")
+        assert client_handler.lost == [1]
         nursery.cancel_scope.cancel()

@@ -199,3 +199,67 @@ def test_delay_election_postpones_a_followers_campaign() -> None:
     assert n.role == Role.FOLLOWER and n.term == 0
     net.tick(2, 2 * n.config.election_ticks)
     assert n.role != Role.FOLLOWER or n.term > 0
+
+
+def test_leader_unreachable_replaces_a_dead_leader_within_a_few_ticks() -> None:
+    """Both followers lost the link to the leader's broker: the first in rank (voters other
+    than the leader, rotated by term) campaigns at the next tick, where a plain election
+    timeout would take at least six."""
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.isolate(1)  # killed
+    for nid in (2, 3):
+        net[nid].leader_unreachable(1)
+    net.tick(3)  # rank 0 in term 1 (node 2 is rank 1 and would wait 1 + 3 ticks)
+    net.tick(2)
+    net.deliver_all()
+    assert (net[3].role, net[3].term) == (Role.LEADER, 2)
+    assert (net[2].role, net[2].leader, net[2].term) == (Role.FOLLOWER, 3, 2)
+
+
+def test_leader_unreachable_falls_back_to_the_next_in_rank() -> None:
+    """The first in rank cannot win (its own link loss arrived, the other's has not, so the
+    other still holds the lease and ignores it): the next in rank campaigns after 1 + 3
+    ticks, still before a plain timeout."""
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.isolate(1)
+    net[3].leader_unreachable(1)
+    net.tick(3)
+    net.deliver_all()
+    assert net[3].role == Role.PRE_CANDIDATE and net[2].term == 1  # ignored: in lease
+    net[2].leader_unreachable(1)
+    for _ in range(4):
+        net.tick(2)
+        net.tick(3)
+        net.deliver_all()
+    assert (net[2].role, net[2].term) == (Role.LEADER, 2)
+
+
+def test_a_lost_link_to_a_live_leader_changes_nothing() -> None:
+    """Only one follower's link broke; the leader still reaches the other, which keeps its
+    lease and ignores the pre-vote: same leader, same term, after healing too."""
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.drop(lambda m: {m.src, m.dst} == {1, 2})
+    net[2].leader_unreachable(1)
+    for _ in range(12):
+        net.tick(1)
+        net.tick(2)
+        net.tick(3)
+        net.deliver_all()
+    assert (net[1].role, net[1].term, net[3].term, net[3].leader) == (Role.LEADER, 1, 1, 1)
+    net.heal()
+    for _ in range(4):
+        net.tick(1)
+        net.deliver_all()
+    assert (net[1].role, net[1].term, net[2].leader, net[2].term) == (Role.LEADER, 1, 1, 1)
+
+
+def test_leader_unreachable_ignores_other_leaders_and_leaders() -> None:
+    net = Net([1, 2, 3])
+    net.elect(1)
+    before = (net[2].election_elapsed, net[1].election_elapsed)
+    net[2].leader_unreachable(3)  # not its leader
+    net[1].leader_unreachable(1)  # a leader has no leader to lose
+    assert (net[2].election_elapsed, net[1].election_elapsed) == before

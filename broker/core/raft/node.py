@@ -220,6 +220,26 @@ class RaftNode:
         if self.role == Role.FOLLOWER:
             self.election_elapsed -= ticks
 
+    def leader_unreachable(self, leader: MemberId) -> None:
+        """The runtime lost its connection to `leader`'s broker (the process died, or the link
+        broke). A follower of it ends its lease at once (so it grants pre-votes) and times out
+        after 1 + rank * election_ticks/2 ticks instead of a full randomized timeout, where
+        rank orders the other voters (rotated by term, so the next leader varies): the first
+        campaigns at the next tick, the next only if that has not produced a leader. Only
+        timers change, so safety does not depend on it; pre-vote keeps a leader in place that
+        a quorum still hears from."""
+        if self.role != Role.FOLLOWER or self.leader != leader or not self.promotable():
+            return
+        others = sorted(
+            (v for v in self.conf.voters if v != leader), key=repr
+        )  # any order all agree on
+        if self.id not in others:
+            return
+        rank = (others.index(self.id) - self.term) % len(others)
+        et = self.config.election_ticks
+        self.election_elapsed = max(self.election_elapsed, et)
+        self._randomized_timeout = self.election_elapsed + 1 + rank * max(1, et // 2)
+
     def campaign(self, *, transfer: bool = False) -> None:
         """Start an election now (pre-vote first unless transferring or disabled)."""
         if not self.promotable() or self.role == Role.LEADER:
