@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 The node does no I/O and reads no clock or RNG of its own. Inputs are `step(message)`,
-`tick()`, `propose*()`, `propose_conf_change()`, `read_index()` and
-`transfer_leadership()`; outputs accumulate until the caller takes them as a numbered
-`Ready` (see `types.Ready` for the caller's procedure), reports `persisted(number)` once that
-Ready's writes are durable, and calls `advance(ready)` once it has applied it.
+`tick()`, `propose*()`, `propose_conf_change()`, `read_index()`, `transfer_leadership()` and
+`leader_unreachable()` (the runtime lost its link to the leader); outputs accumulate until
+the caller takes them as a numbered `Ready` (see `types.Ready` for the caller's procedure),
+reports `persisted(number)` once that Ready's writes are durable, and calls `advance(ready)`
+once it has applied it.
 
 Durability rules the node keeps (each guards a classic bug):
 - A vote, an append acknowledgement and a snapshot acknowledgement are put in
@@ -230,9 +231,8 @@ class RaftNode:
         a quorum still hears from."""
         if self.role != Role.FOLLOWER or self.leader != leader or not self.promotable():
             return
-        others = sorted(
-            (v for v in self.conf.voters if v != leader), key=repr
-        )  # any order all agree on
+        # Member ids are hashable, not ordered: any order every replica computes alike.
+        others = sorted((v for v in self.conf.voters if v != leader), key=repr)
         if self.id not in others:
             return
         rank = (others.index(self.id) - self.term) % len(others)
