@@ -263,3 +263,22 @@ def test_leader_unreachable_ignores_other_leaders_and_leaders() -> None:
     net[2].leader_unreachable(3)  # not its leader
     net[1].leader_unreachable(1)  # a leader has no leader to lose
     assert (net[2].election_elapsed, net[1].election_elapsed) == before
+
+
+def test_a_follower_past_its_lease_campaigns_when_a_behind_pre_candidate_asks() -> None:
+    """The first in rank after a link loss is a few entries behind: the other survivor
+    rejects its pre-vote and campaigns at once, rather than after its own 1 + 3 ticks."""
+    net = Net([1, 2, 3])
+    net.elect(1)
+    rule = net.drop(lambda m: m.dst == 3 and isinstance(m, AppendEntries))
+    net.propose(1, b"x")
+    net.deliver_all()
+    net.drop_rules.remove(rule)
+    assert net[2].log.last_index() > net[3].log.last_index()
+    net.isolate(1)
+    for nid in (2, 3):
+        net[nid].leader_unreachable(1)
+    net.tick(3)  # rank 0 in term 1, but behind
+    net.deliver_all()
+    assert (net[2].role, net[2].term) == (Role.LEADER, 2)
+    assert net[3].leader == 2

@@ -1035,6 +1035,16 @@ class RaftNode:
                 self._send_vote_granted(m)
         else:
             self._msgs.append(VoteResponse(self.id, m.src, self.term, m.pre_vote, True))
+            if (
+                m.pre_vote
+                and self.role == Role.FOLLOWER
+                and self.election_elapsed >= self.config.election_ticks
+                and not self.log.is_up_to_date(m.last_index, m.last_term)
+            ):
+                # Our lease is over and the one asking cannot win against our log: we would
+                # be the candidate anyway, so campaign now instead of waiting out our timer
+                # (after a leader's link loss, the first in rank may be a few entries behind).
+                self.campaign()
 
     def _on_vote_response(self, m: VoteResponse) -> None:
         if m.pre_vote:
