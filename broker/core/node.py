@@ -157,7 +157,8 @@ class Round:
     heartbeats: list[tuple[int, BrokerHeartbeat]]
     """Reports for the controller: (destination broker, heartbeat)."""
     applied_early: set[int] = field(default_factory=set)
-    """Groups whose committed entries `apply_committed` applied before the round's write."""
+    """Groups whose committed entries `apply_committed` applied before the round's write
+    (empty when it applied nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,7 +649,12 @@ class BrokerNode:
         Optional: a runtime that skips it gets the same results from `finish_round`."""
         for gid, rd in rnd.readies:
             g = self.groups.get(gid)
-            if gid == METADATA_GROUP or g is None or rd.snapshot is not None:
+            if (
+                gid == METADATA_GROUP
+                or g is None
+                or not rd.committed_entries
+                or rd.snapshot is not None
+            ):
                 continue
             rnd.applied_early.add(gid)
             for e in rd.committed_entries:
