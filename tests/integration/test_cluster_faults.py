@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -167,6 +168,21 @@ async def run_with_workload(
     return w
 
 
+def run_scenario(
+    cluster: Cluster,
+    history: History,
+    scenario: Callable[[Workload], Awaitable[None]],
+    **options: Any,
+) -> Workload:
+    """Create the test topic, then `run_with_workload` (same options) in a fresh Trio run."""
+
+    async def main() -> Workload:
+        await create_topic(cluster)
+        return await run_with_workload(cluster, history, scenario, **options)
+
+    return trio.run(main)
+
+
 async def read_back(cluster: Cluster, history: History, timeout: float = 60.0) -> dict[int, int]:
     """Every partition from offset 0 to its high watermark, into `history`; returns the high
     watermarks."""
@@ -295,11 +311,7 @@ def test_repeated_sigkill_of_random_brokers(cluster_factory: MakeCluster) -> Non
             await cluster.wait_leaders(TOPIC)
             await w.progress(20)
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(cluster, history, scenario)
-
-    w = trio.run(main)
+    w = run_scenario(cluster, history, scenario)
     print(f"\nseed {SEED}: killed {kills}; acked {sum(w.acked.values())}, failed {w.failed}")
     check(cluster, history, w)
     assert sum(w.acked.values()) > 1000
@@ -349,11 +361,7 @@ def test_paused_leader_refuses_after_resume(cluster_factory: MakeCluster) -> Non
         await cluster.wait_stable(TOPIC)
         await w.progress(20)
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(cluster, history, scenario)
-
-    w = trio.run(main)
+    w = run_scenario(cluster, history, scenario)
     print(f"\nold leader answered {answers}; acked {sum(w.acked.values())}, failed {w.failed}")
     assert answers == [ErrorCode.NOT_LEADER_OR_FOLLOWER], (
         f"the resumed old leader answered {answers}; logs in {cluster.root}"
@@ -445,11 +453,7 @@ def test_leader_with_outgoing_links_blackholed_is_replaced(cluster_factory: Make
         await cluster.wait_stable(TOPIC)
         await w.progress(20)
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(cluster, history, scenario)
-
-    w = trio.run(main)
+    w = run_scenario(cluster, history, scenario)
     print(f"\nacked {sum(w.acked.values())}, failed {w.failed}")
     check(cluster, history, w)
 
@@ -471,11 +475,7 @@ def test_rolling_restart_under_load(cluster_factory: MakeCluster) -> None:
             await cluster.wait_leaders(TOPIC)
             await w.progress(20)
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(cluster, history, scenario)
-
-    w = trio.run(main)
+    w = run_scenario(cluster, history, scenario)
     print(f"\nacked {sum(w.acked.values())}, failed {w.failed}")
     check(cluster, history, w)
 
@@ -570,11 +570,7 @@ def test_wiped_broker_rejoins_as_new_incarnation(cluster_factory: MakeCluster) -
                 attempts.append((other, n, round(trio.current_time() - ready_at, 1)))
         await cluster.wait_stable(TOPIC)
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(cluster, history, scenario, budget_s=170)
-
-    w = trio.run(main)
+    w = run_scenario(cluster, history, scenario, budget_s=170)
     acked = sum(w.acked.values())
     print(f"\n(paused, attempts, s after ready) {attempts}; acked {acked}, failed {w.failed}")
     check(cluster, history, w)
@@ -596,11 +592,7 @@ def views_around(
         await middle(w)
         snapshots.append(sorted(await cluster.views(TOPIC), key=lambda v: v.broker))
 
-    async def main() -> Workload:
-        await create_topic(cluster)
-        return await run_with_workload(cluster, history, scenario, rate=1000.0, budget_s=budget_s)
-
-    w = trio.run(main)
+    w = run_scenario(cluster, history, scenario, rate=1000.0, budget_s=budget_s)
     before, after = snapshots
     return w, before, after
 
