@@ -61,8 +61,57 @@ class FrameDecoder:
 
     @property
     def at_boundary(self) -> bool:
-        """True when no partial frame is buffered: an end of stream here is a clean close."""
-        return self.buffered_bytes == 0
+        """True when no part of a frame is buffered, its length prefix included: an end of
+        stream here is a clean close."""
+        return self._need == 0 and self.buffered_bytes == 0
+
+    @property
+    def frame_bytes(self) -> int:
+        """Declared payload length of the frame being received; 0 until its header is read
+        (`next_frame` reads it)."""
+        return self._need
+
+    @property
+    def frame_missing(self) -> int:
+        """Bytes still to receive for the frame being received; 0 until its header is read."""
+        if self._need == 0:
+            return 0
+        return max(0, self._need - (len(self._buf) - self._start))
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._limits.max_frame_bytes
+
+    def missing_after(self, data: bytes | bytearray | memoryview = b"") -> int:
+        """Bytes the frame left incomplete at the end of the stream would still lack after
+        `receive_data(data)`: 0 when the stream would end at a frame boundary, inside a
+        length prefix, or at a length out of bounds (which `next_frame` will reject). A
+        reader uses it to reserve memory for a whole frame before reading its payload."""
+        if self._error is not None:
+            return 0
+        start, need = self._start, self._need
+        buffered = len(self._buf) - start
+        if need and buffered + len(data) < need:
+            return need - buffered - len(data)
+        if need and buffered < need:
+            blob: bytes | memoryview = memoryview(data)[need - buffered :]
+        else:
+            tail = start + need  # need is 0 unless the header of a complete frame was read
+            blob = bytes(self._buf[tail:]) + bytes(data)
+        pos, end_of_data, bound = 0, len(blob), self._limits.max_frame_bytes
+        while end_of_data - pos >= HEADER_BYTES:
+            size: int = _LENGTH.unpack_from(blob, pos)[0]
+            if size == 0 or size > bound:
+                return 0
+            pos += HEADER_BYTES + size
+            if pos > end_of_data:
+                return pos - end_of_data
+        return 0
+
+    def set_limits(self, limits: Limits) -> None:
+        """Bound the frames whose header is not read yet by `limits` (a handshake reads its
+        first frame under tighter limits than the link that follows)."""
+        self._limits = limits
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes read from the peer."""
