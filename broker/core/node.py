@@ -304,13 +304,15 @@ class BrokerNode:
         self, node_id: int, incarnation: int, cluster_id: str | None, bootstrapped: bool
     ) -> None:
         """A peer's handshake. A seed controller without a metadata group decides here
-        whether to create the cluster (every seed heard, none bootstrapped) or to join it."""
-        self.peers[node_id] = (incarnation, cluster_id, bootstrapped)
+        whether to create the cluster (every seed heard, none bootstrapped) or to join it.
+        Only seeds' hellos are kept (any peer can say hello: nothing grows with them)."""
         if self.metadata_group is not None or self.config.node_id not in self.seeds:
             return
-        if any(boot or cid is not None for _, cid, boot in self.peers.values()):
+        if bootstrapped or cluster_id is not None:
             self._create_metadata_group(frozenset())
             return
+        if node_id in self.seeds:
+            self.peers[node_id] = (incarnation, cluster_id, bootstrapped)
         others = [n for n in self.seeds if n != self.config.node_id]
         if all(n in self.peers for n in others):
             voters = {self.config.member} | {(n, self.peers[n][0]) for n in others}
@@ -586,8 +588,10 @@ class BrokerNode:
             self._to_controller.extend((t, hb) for t in targets)
 
     def step(self, group_id: int, message: Message) -> None:
+        """A Raft message from a peer. One addressed to another member (an earlier
+        incarnation of this broker, or a confused peer) is dropped."""
         g = self.groups.get(group_id)
-        if g is not None:
+        if g is not None and message.dst == g.raft.id:
             g.raft.step(message)
             self._touched.add(group_id)
 

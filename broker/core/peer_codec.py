@@ -11,7 +11,12 @@ A peer frame is a CBOR array `[kind, body]`:
 Messages are arrays whose first item names the type; members are `[node_id, incarnation]`;
 entries `[index, term, kind, data, conf]`; configurations `[[voters], [learners]]`. Decoding
 peer input is as strict as client input: shapes and types are checked, and anything wrong
-raises `PeerProtocolError` (the connection is dropped; Raft tolerates lost messages).
+raises `PeerProtocolError` (the connection is dropped; Raft tolerates lost messages), never
+another exception. A decoded Raft message also holds what the Raft core takes for granted
+of any message: terms and indices in [0, MAX_INDEX], no entry term above the message's
+term, entries numbered from `prev_index + 1` in order with terms that never decrease, a
+configuration entry carrying a configuration (and only such an entry), no member both
+voter and learner, a snapshot chunk inside the snapshot.
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ PEER_LIMITS = Limits(
 """Peers are authenticated by the handshake, but still bounded."""
 
 
+MAX_INDEX = (1 << 62) - 1
+"""Largest term, index or offset a peer may send (room to count up in 64-bit storage)."""
+MAX_NODE_ID = (1 << 31) - 1
+MAX_INCARNATION = (1 << 64) - 1
+
+
 class PeerProtocolError(Exception):
     """A peer sent something this code cannot accept."""
 
@@ -109,9 +120,9 @@ def _member(m: object) -> list[int]:
 
 
 def _read_member(v: object) -> Member:
-    if not (isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)):
+    if not (isinstance(v, list) and len(v) == 2):
         raise PeerProtocolError(f"bad member {v!r}")
-    return (v[0], v[1])
+    return (_node(v[0]), _incarnation(v[1]))
 
 
 def _conf(c: ConfState) -> list[list[list[int]]]:
@@ -121,9 +132,11 @@ def _conf(c: ConfState) -> list[list[list[int]]]:
 def _read_conf(v: object) -> ConfState:
     if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, list) for x in v)):
         raise PeerProtocolError("bad configuration")
-    return ConfState(
-        frozenset(_read_member(m) for m in v[0]), frozenset(_read_member(m) for m in v[1])
-    )
+    voters = frozenset(_read_member(m) for m in v[0])
+    learners = frozenset(_read_member(m) for m in v[1])
+    if voters & learners:
+        raise PeerProtocolError("a member is both voter and learner")
+    return ConfState(voters, learners)
 
 
 def _entry(e: Entry) -> list[object]:
@@ -134,13 +147,17 @@ def _read_entry(v: object) -> Entry:
     if not (isinstance(v, list) and len(v) == 5):
         raise PeerProtocolError("bad entry")
     index, term, kind, data, conf = v
-    if type(index) is not int or type(term) is not int or not isinstance(data, bytes):
-        raise PeerProtocolError("bad entry fields")
-    try:
-        k = EntryKind(kind)
-    except ValueError:
-        raise PeerProtocolError(f"bad entry kind {kind!r}") from None
-    return Entry(index, term, k, data, None if conf is None else _read_conf(conf))
+    if not isinstance(data, bytes):
+        raise PeerProtocolError("entry data must be bytes")
+    if type(kind) is not int or kind not in _ENTRY_KINDS:
+        raise PeerProtocolError(f"bad entry kind {kind!r}")
+    k = EntryKind(kind)
+    if (k == EntryKind.CONF) != (conf is not None):
+        raise PeerProtocolError("a configuration entry, and only one, carries a configuration")
+    return Entry(_count(index), _count(term), k, data, None if conf is None else _read_conf(conf))
+
+
+_ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
 
 
 def _meta(m: SnapshotMeta) -> list[object]:
@@ -150,13 +167,58 @@ def _meta(m: SnapshotMeta) -> list[object]:
 def _read_meta(v: object) -> SnapshotMeta:
     if not (isinstance(v, list) and len(v) == 3):
         raise PeerProtocolError("bad snapshot meta")
-    return SnapshotMeta(_int(v[0]), _int(v[1]), _read_conf(v[2]))
+    return SnapshotMeta(_count(v[0]), _count(v[1]), _read_conf(v[2]))
 
 
 def _int(v: object) -> int:
     if type(v) is not int:
         raise PeerProtocolError(f"expected an int, got {type(v).__name__}")
     return v
+
+
+def _count(v: object) -> int:
+    """A term, index, offset or size: an int in [0, MAX_INDEX]."""
+    if type(v) is not int or not 0 <= v <= MAX_INDEX:
+        raise PeerProtocolError(f"expected an int in [0, {MAX_INDEX}], got {v!r}")
+    return v
+
+
+def _node(v: object) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_NODE_ID:
+        raise PeerProtocolError(f"expected a node id, got {v!r}")
+    return v
+
+
+def _incarnation(v: object) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_INCARNATION:
+        raise PeerProtocolError(f"expected an incarnation, got {v!r}")
+    return v
+
+
+def _port(v: object) -> int:
+    if type(v) is not int or not 0 <= v <= 65535:
+        raise PeerProtocolError(f"expected a port, got {v!r}")
+    return v
+
+
+def _list(v: object) -> list[object]:
+    if not isinstance(v, list):
+        raise PeerProtocolError(f"expected an array, got {type(v).__name__}")
+    return v
+
+
+def _rows(v: object, width: int) -> list[list[object]]:
+    """An array of arrays of `width` items each."""
+    rows = _list(v)
+    for row in rows:
+        if not isinstance(row, list) or len(row) != width:
+            raise PeerProtocolError(f"expected arrays of {width} items")
+    return rows  # type: ignore[return-value]
+
+
+def _term_at_most(term: int, limit: int, what: str) -> None:
+    if term > limit:
+        raise PeerProtocolError(f"{what} {term} is above the message's term {limit}")
 
 
 def _bool(v: object) -> bool:
@@ -221,7 +283,7 @@ def decode_message(v: object) -> Message:
     if not (isinstance(v, list) and len(v) >= 4):
         raise PeerProtocolError("bad message")
     tag, src, dst, term, *rest = v
-    s, d, t = _read_member(src), _read_member(dst), _int(term)
+    s, d, t = _read_member(src), _read_member(dst), _count(term)
     try:
         return _DECODERS[_int(tag)](s, d, t, rest)
     except KeyError:
@@ -239,19 +301,27 @@ def _d_append(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     _arity(r, 4)
     if not isinstance(r[2], list):
         raise PeerProtocolError("entries must be a list")
-    return AppendEntries(
-        s, d, t, _int(r[0]), _int(r[1]), [_read_entry(e) for e in r[2]], _int(r[3])
-    )
+    prev_index, prev_term = _count(r[0]), _count(r[1])
+    _term_at_most(prev_term, t, "previous term")
+    entries = [_read_entry(e) for e in r[2]]
+    last_term = prev_term
+    for i, e in enumerate(entries):
+        if e.index != prev_index + 1 + i:
+            raise PeerProtocolError("entries must follow prev_index in order")
+        if not last_term <= e.term <= t:
+            raise PeerProtocolError("entry terms must not decrease nor pass the message's")
+        last_term = e.term
+    return AppendEntries(s, d, t, prev_index, prev_term, entries, _count(r[3]))
 
 
 def _d_append_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     _arity(r, 4)
-    return AppendResponse(s, d, t, _int(r[0]), _bool(r[1]), _int(r[2]), _int(r[3]))
+    return AppendResponse(s, d, t, _count(r[0]), _bool(r[1]), _count(r[2]), _count(r[3]))
 
 
 def _d_heartbeat(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     _arity(r, 2)
-    return Heartbeat(s, d, t, _int(r[0]), _opt_bytes(r[1]))
+    return Heartbeat(s, d, t, _count(r[0]), _opt_bytes(r[1]))
 
 
 def _d_heartbeat_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
@@ -261,7 +331,9 @@ def _d_heartbeat_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
 
 def _d_vote(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     _arity(r, 4)
-    return RequestVote(s, d, t, _int(r[0]), _int(r[1]), _bool(r[2]), _bool(r[3]))
+    last_index, last_term = _count(r[0]), _count(r[1])
+    _term_at_most(last_term, t, "last log term")
+    return RequestVote(s, d, t, last_index, last_term, _bool(r[2]), _bool(r[3]))
 
 
 def _d_vote_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
@@ -274,12 +346,16 @@ def _d_snapshot(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     data = r[2]
     if not isinstance(data, bytes):
         raise PeerProtocolError("snapshot data must be bytes")
-    return InstallSnapshot(s, d, t, _read_meta(r[0]), _int(r[1]), data, _int(r[3]))
+    meta, offset, total = _read_meta(r[0]), _count(r[1]), _count(r[3])
+    _term_at_most(meta.term, t, "snapshot term")
+    if offset + len(data) > total:
+        raise PeerProtocolError("snapshot chunk ends past the snapshot")
+    return InstallSnapshot(s, d, t, meta, offset, data, total)
 
 
 def _d_snapshot_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     _arity(r, 2)
-    return SnapshotResponse(s, d, t, _int(r[0]), _int(r[1]))
+    return SnapshotResponse(s, d, t, _count(r[0]), _count(r[1]))
 
 
 def _d_timeout_now(s: Member, d: Member, t: int, r: list[Any]) -> Message:
@@ -300,7 +376,7 @@ def _d_read_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     ctx = r[0]
     if not isinstance(ctx, bytes):
         raise PeerProtocolError("read context must be bytes")
-    return ReadIndexResponse(s, d, t, ctx, _int(r[1]))
+    return ReadIndexResponse(s, d, t, ctx, _count(r[1]))
 
 
 def _d_transfer(s: Member, d: Member, t: int, r: list[Any]) -> Message:
@@ -382,13 +458,13 @@ def decode_frame(payload: bytes) -> PeerFrame:
                 raise PeerProtocolError("cluster id must be text")
             if not isinstance(addr, str):
                 raise PeerProtocolError("peer address must be text")
-            return kind, Hello(cid, _int(nid), _int(inc), addr, _bool(boot))
+            return kind, Hello(cid, _node(nid), _incarnation(inc), addr, _bool(boot))
         if kind == REJECT:
             return kind, str(body)
         if kind == RAFT:
             if not isinstance(body, list):
                 raise PeerProtocolError("raft batch must be a list")
-            return kind, [(_int(g), decode_message(m)) for g, m in body]
+            return kind, [(_count(g), decode_message(m)) for g, m in body]
         if kind == HEARTBEAT:
             nid, inc, host, port, phost, pport, rack, leaders, caught = body
             if not all(isinstance(x, str) for x in (host, phost)):
@@ -396,22 +472,37 @@ def decode_frame(payload: bytes) -> PeerFrame:
             if rack is not None and not isinstance(rack, str):
                 raise PeerProtocolError("rack must be text or null")
             return kind, BrokerHeartbeat(
-                _int(nid),
-                _int(inc),
+                _node(nid),
+                _incarnation(inc),
                 host,
-                _int(port),
+                _port(port),
                 phost,
-                _int(pport),
+                _port(pport),
                 rack,
-                tuple((_int(g), _int(t), _int(ld)) for g, t, ld in leaders),
-                tuple((_int(g), tuple(_int(i) for i in ids), _int(lag)) for g, ids, lag in caught),
+                tuple((_count(g), _count(t), _node(ld)) for g, t, ld in _rows(leaders, 3)),
+                tuple(
+                    (_count(g), tuple(_node(i) for i in _list(ids)), _count(lag))
+                    for g, ids, lag in _rows(caught, 3)
+                ),
             )
         if kind == HEARTBEAT_OK:
             reg, ctl = body
-            return kind, HeartbeatAck(_bool(reg), None if ctl is None else _int(ctl))
+            return kind, HeartbeatAck(_bool(reg), None if ctl is None else _node(ctl))
     except (ValueError, TypeError) as e:
         raise PeerProtocolError(f"bad peer frame body: {e}") from None
     raise PeerProtocolError(f"unknown peer frame kind {kind}")
+
+
+def addressed(batch: list[tuple[int, Message]], peer: int, me: int) -> list[tuple[int, Message]]:
+    """The messages of a decoded RAFT batch that broker `peer` may send to broker `me`: from
+    one of its members, to one of ours (a link never carries another broker's messages)."""
+    out = []
+    for g, m in batch:
+        src, dst = m.src, m.dst
+        assert isinstance(src, tuple) and isinstance(dst, tuple), "decoded members are pairs"
+        if src[0] == peer and dst[0] == me:
+            out.append((g, m))
+    return out
 
 
 def dials(me: int, peer: int, seeds: frozenset[int] | set[int]) -> bool:

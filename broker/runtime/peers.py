@@ -9,11 +9,23 @@ through a bounded outbox (by bytes); a writer task sends everything queued in on
 so a round's messages for a peer (all its groups, heartbeats included) travel together. When
 the outbox is full, new frames are dropped and counted: Raft recovers from lost messages, and
 memory stays bounded. A dialer reconnects with exponential backoff (capped, jittered).
+
+Bad input costs its connection only: whatever goes wrong in a handshake or a link (a bad
+frame, a stall, an unexpected exception) closes that connection, is counted in `PeerStats`
+(an unexpected exception is logged with its traceback once per kind), and the accept loop
+and dialers go on. Before the handshake a frame may be at most `HELLO_FRAME_BYTES`, and at
+most `MAX_HANDSHAKES` connections may be in their handshake at once (more are closed at
+once), so unauthenticated connections cannot hold much memory. Links read through one
+ByteBudget (`PEER_BUDGET_BYTES`; frame bytes are held until decoded and queued for the
+driver). A Raft message whose sender is not the linked broker, or whose addressee is not
+this broker, is dropped and counted. The peer port trusts brokers that pass the handshake
+(peer authentication comes with TLS); it must not be reachable by clients.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +46,7 @@ from broker.core.peer_codec import (
     HeartbeatAck,
     Hello,
     PeerProtocolError,
+    addressed,
     decode_frame,
     dials,
     encode_heartbeat_ack,
@@ -41,13 +54,27 @@ from broker.core.peer_codec import (
     encode_reject,
 )
 from broker.core.raft import Message
+from broker.runtime.budget import ByteBudget
+from broker.runtime.frame_reader import FrameReader, Received
 from broker.wire.errors import WireError
 from broker.wire.frames import FrameDecoder, encode_frame
+from broker.wire.limits import KiB, Limits
+
+log = logging.getLogger("sluice.peers")
 
 OUTBOX_BYTES = 64 << 20
 HANDSHAKE_TIMEOUT_S = 5.0
+HELLO_FRAME_BYTES = 64 * KiB
+"""A handshake frame's bound (a hello is about a hundred bytes)."""
+MAX_HANDSHAKES = 64
+"""Accepted connections in their handshake at once; more are closed at once."""
+PEER_BUDGET_BYTES = 4 * PEER_LIMITS.max_frame_bytes
+STALL_TIMEOUT_S = 30.0
+"""A link silent this long in the middle of a frame, or whose peer does not read, closes."""
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
+
+_HELLO_LIMITS = Limits(max_frame_bytes=HELLO_FRAME_BYTES, max_array_items=16, max_nesting=4)
 
 _HANDSHAKE_FAILED = (
     trio.TooSlowError,
@@ -65,12 +92,21 @@ closing the connection (killed mid-handshake, a port scanner), a broken socket."
 @dataclass
 class PeerStats:
     links: int = 0
+    handshakes: int = 0
+    """Accepted connections in their handshake now."""
     dropped_frames: int = 0
     rejected: int = 0
+    refused: int = 0
+    """Accepted connections closed at once: too many handshakes at the same time."""
     bad_frames: int = 0
     sent_frames: int = 0
     received_frames: int = 0
     broken: int = 0
+    stalled: int = 0
+    errors: int = 0
+    """Links or handshakes ended by an unexpected exception (a bug)."""
+    misaddressed: int = 0
+    """Raft messages dropped: not from the linked broker, or not for this one."""
 
 
 @dataclass(eq=False)
@@ -114,6 +150,8 @@ class PeerNetwork:
         self.stats = PeerStats()
         self._dialing: set[int] = set()
         self._rng = random.Random()
+        self.budget = ByteBudget(PEER_BUDGET_BYTES, PEER_BUDGET_BYTES // 4)
+        self._errors_logged: set[str] = set()
         self.cut: set[int] = set()
         """Peers to refuse (tests of partitions use a proxy instead; this is for shutdown)."""
 
@@ -143,23 +181,55 @@ class PeerNetwork:
         await trio.serve_listeners(self._accepted, listeners)
 
     async def _accepted(self, stream: trio.SocketStream) -> None:
-        decoder = FrameDecoder(PEER_LIMITS)
+        stats = self.stats
+        if stats.handshakes >= MAX_HANDSHAKES:
+            stats.refused += 1
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            stats.handshakes += 1
+            try:
+                hello, decoder = await self._answer_hello(stream)
+            finally:
+                stats.handshakes -= 1
+            if hello is not None:
+                await self._run_link(hello, stream, decoder)
+        except* Exception as group:
+            self._contain(group)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _answer_hello(self, stream: trio.SocketStream) -> tuple[Hello | None, FrameDecoder]:
+        """The accepting side's handshake: the peer's hello, or None when it failed or was
+        refused (counted)."""
+        decoder = FrameDecoder(_HELLO_LIMITS)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT_S):
                 kind, body = await _read_frame(stream, decoder)
-            if kind != HELLO or not isinstance(body, Hello):
-                raise PeerProtocolError("expected a hello")
-            problem = self._refusal(body)
-            if problem is not None:
-                self.stats.rejected += 1
-                await stream.send_all(encode_frame(encode_reject(problem)))
-                return
-            await stream.send_all(encode_frame(encode_hello(self.local_hello(), HELLO_OK)))
+                if kind != HELLO or not isinstance(body, Hello):
+                    raise PeerProtocolError("expected a hello")
+                problem = self._refusal(body)
+                if problem is not None:
+                    self.stats.rejected += 1
+                    await stream.send_all(encode_frame(encode_reject(problem)))
+                    return None, decoder
+                await stream.send_all(encode_frame(encode_hello(self.local_hello(), HELLO_OK)))
         except _HANDSHAKE_FAILED:
             self.stats.bad_frames += 1
-            await trio.aclose_forcefully(stream)
+            return None, decoder
+        decoder.set_limits(PEER_LIMITS)
+        return body, decoder
+
+    def _contain(self, group: BaseExceptionGroup[Exception]) -> None:
+        """An unexpected exception in one connection: counted, logged once per kind."""
+        self.stats.errors += 1
+        kinds = ",".join(sorted({type(e).__name__ for e in group.exceptions}))
+        if kinds in self._errors_logged:
+            log.warning("peer connection closed on an unexpected %s (%d such so far)",
+                        kinds, self.stats.errors)  # fmt: skip
             return
-        await self._run_link(body, stream, decoder)
+        self._errors_logged.add(kinds)
+        log.error("peer connection closed on an unexpected %s", kinds, exc_info=group)
 
     async def dial_forever(self) -> None:
         """Keep a link to every peer this broker is the dialing side for."""
@@ -172,20 +242,33 @@ class PeerNetwork:
                 await trio.sleep(0.2)
 
     async def _dial(self, peer: int) -> None:
+        """Keep one link to `peer`: dial, handshake, run the link, back off, again. A failure
+        of any kind ends that attempt only."""
         backoff = BACKOFF_MIN_S
         while True:
-            address = self.addresses().get(peer)
-            if address is None:
-                await trio.sleep(backoff)
-                continue
-            host, _, port = address.rpartition(":")
+            linked = False
             try:
-                stream = await trio.open_tcp_stream(host, int(port))
-            except (OSError, ValueError):
-                await trio.sleep(backoff * (0.5 + self._rng.random()))
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                linked = await self._dial_once(peer)
+            except* Exception as group:
+                self._contain(group)
+            if linked:
+                backoff = BACKOFF_MIN_S
                 continue
-            decoder = FrameDecoder(PEER_LIMITS)
+            await trio.sleep(backoff * (0.5 + self._rng.random()))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _dial_once(self, peer: int) -> bool:
+        """One attempt; True if it linked (and the link has ended since)."""
+        address = self.addresses().get(peer)
+        if address is None:
+            return False
+        host, _, port = address.rpartition(":")
+        try:
+            stream = await trio.open_tcp_stream(host, int(port))
+        except (OSError, ValueError):
+            return False
+        try:
+            decoder = FrameDecoder(_HELLO_LIMITS)
             try:
                 await stream.send_all(encode_frame(encode_hello(self.local_hello())))
                 with trio.fail_after(HANDSHAKE_TIMEOUT_S):
@@ -199,12 +282,12 @@ class PeerNetwork:
                 if problem is not None:
                     raise PeerProtocolError(problem)
             except _HANDSHAKE_FAILED:
-                await trio.aclose_forcefully(stream)
-                await trio.sleep(backoff * (0.5 + self._rng.random()))
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-                continue
-            backoff = BACKOFF_MIN_S
+                return False
+            decoder.set_limits(PEER_LIMITS)
             await self._run_link(body, stream, decoder)
+            return True
+        finally:
+            await trio.aclose_forcefully(stream)
 
     def _refusal(self, hello: Hello) -> str | None:
         mine = self.local_hello()
@@ -227,21 +310,21 @@ class PeerNetwork:
         self.links[hello.node_id] = link
         self.stats.links += 1
         self.handler.on_hello(hello)
+        reader = FrameReader(stream, decoder, self.budget)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, link, nursery.cancel_scope)
-                await self._reader(link, decoder)
+                await self._reader(link, reader)
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.stats.broken += 1  # the peer went away; the dialer (if it is us) reconnects
         finally:
+            reader.close()
             link.closed = True
             self.stats.links -= 1
             if self.links.get(hello.node_id) is link:
                 del self.links[hello.node_id]
                 self.handler.on_link_lost(hello.node_id)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await trio.aclose_forcefully(stream)
 
     async def _writer(self, link: _Link, scope: trio.CancelScope) -> None:
         while not link.closed:
@@ -252,25 +335,49 @@ class PeerNetwork:
             frames = list(link.outbox)
             link.outbox.clear()
             link.outbox_bytes = 0
-            await link.stream.send_all(b"".join(frames))
+            with trio.move_on_after(STALL_TIMEOUT_S) as sending:
+                await link.stream.send_all(b"".join(frames))
+            if sending.cancelled_caught:
+                self.stats.stalled += 1  # the peer does not read
+                break
             self.stats.sent_frames += len(frames)
         scope.cancel()
 
-    async def _reader(self, link: _Link, decoder: FrameDecoder) -> None:
+    async def _reader(self, link: _Link, reader: FrameReader) -> None:
         handler = self.handler
+        stats = self.stats
+        me = self.node_id
         while not link.closed:
             try:
-                kind, body = await _read_frame(link.stream, decoder)
+                frame = reader.next_buffered()
+                if frame is None:
+                    mid_frame = not reader.decoder.at_boundary
+                    got = await reader.receive(STALL_TIMEOUT_S if mid_frame else math.inf)
+                    if got is Received.TIMEOUT:
+                        stats.stalled += 1
+                        return
+                    if got is Received.EOF:
+                        return
+                    continue
+                try:
+                    kind, body = decode_frame(frame)
+                finally:
+                    reader.budget.release(len(frame))
             except (PeerProtocolError, WireError):
-                self.stats.bad_frames += 1
+                stats.bad_frames += 1
                 return
-            except EOFError:
-                return
-            self.stats.received_frames += 1
+            stats.received_frames += 1
             if kind == RAFT and isinstance(body, list):
-                handler.on_raft(body)
+                mine = addressed(body, link.peer, me)
+                if len(mine) != len(body):
+                    stats.misaddressed += len(body) - len(mine)
+                if mine:
+                    handler.on_raft(mine)
             elif kind == HEARTBEAT and isinstance(body, BrokerHeartbeat):
-                handler.on_heartbeat(link.peer, body)
+                if body.node_id == link.peer:
+                    handler.on_heartbeat(link.peer, body)
+                else:
+                    stats.misaddressed += 1
             elif kind == HEARTBEAT_OK and isinstance(body, HeartbeatAck):
                 handler.on_heartbeat_ack(link.peer, body)
 

@@ -41,7 +41,21 @@ from dataclasses import dataclass, field
 
 from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, Completion, Envelope, NodeConfig, Round
-from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck, Hello, dials
+from broker.core.peer_codec import (
+    HEARTBEAT,
+    HEARTBEAT_OK,
+    RAFT,
+    BrokerHeartbeat,
+    HeartbeatAck,
+    Hello,
+    PeerProtocolError,
+    addressed,
+    decode_frame,
+    dials,
+    encode_heartbeat,
+    encode_heartbeat_ack,
+    encode_raft,
+)
 from broker.core.raft import Message, Role
 from broker.core.requests import Reply, RequestHandler
 from broker.wire.errors import ErrorCode
@@ -353,7 +367,7 @@ class ClusterWorld:
         ]
         self._send_envelopes(b, rnd.messages)
         for dst, hb in rnd.heartbeats:
-            self._send_frame(b.id, dst, ("hb", hb))
+            self._send_frame(b.id, dst, encode_heartbeat(hb))
         early = node.apply_committed(rnd)
         self.checker.on_applied_early(b.id, b.disk.store, node, rnd)
         self._complete(b, early)
@@ -404,10 +418,11 @@ class ClusterWorld:
             self.checker.audit_durable(b.id, store, env.group_id, env.message)
             by_peer.setdefault(env.dst, []).append((env.group_id, env.message))
         for peer, batch in by_peer.items():
-            self._send_frame(b.id, peer, ("raft", batch))
+            self._send_frame(b.id, peer, encode_raft(batch))
 
-    def _send_frame(self, src: int, dst: int, frame: tuple[str, object]) -> None:
-        """PeerNetwork.send: dropped unless `src` holds an open connection to `dst`."""
+    def _send_frame(self, src: int, dst: int, frame: bytes) -> None:
+        """PeerNetwork.send: dropped unless `src` holds an open connection to `dst`. Frames
+        are the peer codec's bytes, so every message the brokers send passes its checks."""
         ep = self.side.get((src, dst))
         if ep is None or dst not in self.brokers:
             self.stats.dropped += 1
@@ -429,7 +444,7 @@ class ClusterWorld:
     def _pair(self, a: int, b: int) -> tuple[int, int]:
         return (a, b) if a < b else (b, a)
 
-    def _deliver(self, src: int, dst: int, ep: int, frame: tuple[str, object]) -> None:
+    def _deliver(self, src: int, dst: int, ep: int, frame: bytes) -> None:
         if self.epoch.get(self._pair(src, dst), 0) != ep or (src, dst) in self.blocked:
             self.stats.dropped += 1
             return
@@ -437,9 +452,14 @@ class ClusterWorld:
         node = b.node
         if node is None:
             return
-        kind, body = frame
-        if kind == "raft":
-            batch: list[tuple[int, Message]] = body  # type: ignore[assignment]
+        try:
+            kind, body = decode_frame(frame)
+        except PeerProtocolError as e:
+            self.raise_violation("peer-codec", f"broker {src} -> {dst}: {e}")
+        if kind == RAFT:
+            batch = addressed(body, src, dst)  # type: ignore[arg-type]
+            if len(batch) != len(body):  # type: ignore[arg-type]
+                self.raise_violation("peer-codec", f"misaddressed message {src} -> {dst}")
 
             def deliver() -> None:
                 assert b.node is not None
@@ -447,16 +467,16 @@ class ClusterWorld:
                     b.node.step(g, m)
 
             b.peer_inputs.append(deliver)
-        elif kind == "hb":
+        elif kind == HEARTBEAT:
             hb: BrokerHeartbeat = body  # type: ignore[assignment]
 
             def handle() -> None:
                 assert b.node is not None
                 ack = b.node.on_broker_heartbeat(hb)
-                self._send_frame(dst, src, ("ack", ack))
+                self._send_frame(dst, src, encode_heartbeat_ack(ack))
 
             b.peer_inputs.append(handle)
-        elif kind == "ack":
+        elif kind == HEARTBEAT_OK:
             ack: HeartbeatAck = body  # type: ignore[assignment]
             b.peer_inputs.append(lambda: b.node.on_heartbeat_ack(ack))  # type: ignore[union-attr]
         self._wake(b)

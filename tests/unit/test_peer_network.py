@@ -9,8 +9,16 @@ from collections.abc import Callable
 import pytest
 import trio
 
-from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck, Hello
+from broker.core.peer_codec import (
+    HELLO_OK,
+    BrokerHeartbeat,
+    HeartbeatAck,
+    Hello,
+    encode_hello,
+    encode_raft,
+)
 from broker.core.raft import Message
+from broker.core.raft.types import Heartbeat
 from broker.runtime import peers
 from broker.runtime.peers import PeerNetwork
 from broker.wire.frames import encode_frame
@@ -20,12 +28,13 @@ class Handler:
     def __init__(self) -> None:
         self.hellos: list[Hello] = []
         self.lost: list[int] = []
+        self.raft: list[tuple[int, Message]] = []
 
     def on_hello(self, hello: Hello) -> None:
         self.hellos.append(hello)
 
     def on_raft(self, batch: list[tuple[int, Message]]) -> None:
-        pass
+        self.raft.extend(batch)
 
     def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None:
         pass
@@ -131,4 +140,35 @@ async def test_a_closed_link_is_reported_lost_on_both_sides() -> None:
         dial_scope.cancel()  # the client broker goes away
         await wait_for(lambda: server_handler.lost == [0], "the server to notice")
         assert client_handler.lost == [1]
+        nursery.cancel_scope.cancel()
+
+
+async def test_frames_sent_with_the_handshake_answer_are_accounted_and_delivered() -> None:
+    """The accepting broker may send frames right behind its HELLO_OK: the dialer read them
+    during the handshake; they are delivered, and the link's budget ends at zero (they were
+    once released without having been taken, which failed every such link)."""
+    good = Heartbeat((1, 7), (0, 1), 3, 5, None)
+    stranger = Heartbeat((2, 7), (0, 1), 3, 5, None)  # not from the linked broker
+    served = trio.Event()
+
+    async def fake_peer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(1 << 16)  # the hello
+        hello = encode_hello(Hello("c1", 1, 7, "127.0.0.1:1", True), HELLO_OK)
+        raft = encode_raft([(4, good), (4, stranger)])
+        await stream.send_all(encode_frame(hello) + encode_frame(raft))
+        await served.wait()
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, fake_peer, listeners)
+        client, handler = network(0, {1: f"127.0.0.1:{port}"})
+        nursery.start_soon(client.dial_forever)
+        await wait_for(lambda: handler.raft == [(4, good)], "the frame behind the hello")
+        assert client.stats.misaddressed == 1 and client.stats.errors == 0
+        assert client.budget.in_use == 0
+        served.set()
+        await wait_for(lambda: 1 in handler.lost, "the link to end")
+        assert client.budget.in_use == 0
         nursery.cancel_scope.cancel()
