@@ -8,6 +8,7 @@ a grace period), writes the last round and closes the store.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -30,9 +31,9 @@ from broker.core.partition import PartitionConfig
 from broker.core.peer_codec import Hello
 from broker.runtime.driver import Driver
 from broker.runtime.groups import RocksGroupStore
-from broker.runtime.http import HttpEndpoint
+from broker.runtime.http import JSON, TEXT, HttpEndpoint
 from broker.runtime.peers import PeerNetwork
-from broker.runtime.server import ClientServer
+from broker.runtime.server import ClientServer, request_budget
 from broker.runtime.store import RocksStore, StoreError, StoreIdentityError, StoreLockedError
 from broker.wire.limits import Limits
 
@@ -180,6 +181,8 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             ),
         )
         driver = Driver(node, store)
+        budget = request_budget(config.request_budget_bytes)
+        driver.budget = budget
         network = PeerNetwork(
             config.node_id,
             lambda: Hello(
@@ -201,11 +204,16 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             idle_timeout_s=config.idle_timeout_s,
             max_connections=config.max_connections,
             max_request_timeout_ms=config.request_timeout_ms_max,
+            budget=budget,
+            stall_timeout_s=config.stall_timeout_s,
         )
         http = HttpEndpoint(
             {
-                "/healthz": lambda: (200, "ok\n"),
-                "/readyz": lambda: (200, "ready\n") if node.is_ready() else (503, "not ready\n"),
+                "/healthz": lambda: (200, "ok\n", TEXT),
+                "/readyz": lambda: (
+                    (200, "ready\n", TEXT) if node.is_ready() else (503, "not ready\n", TEXT)
+                ),
+                "/stats": lambda: (200, stats_json(server, network, driver), JSON),
             }
         )
         stop = trio.Event()
@@ -227,6 +235,27 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+def stats_json(server: ClientServer, network: PeerNetwork, driver: Driver) -> str:
+    """The broker's counters (GET /stats): client server with its byte budget, peer
+    network with its own, driver and node."""
+    peer_budget = network.budget
+    return json.dumps(
+        {
+            "server": dataclasses.asdict(server.stats),
+            "peers": {
+                **dataclasses.asdict(network.stats),
+                "budget_bytes": peer_budget.limit,
+                "budget_in_use": peer_budget.in_use,
+                "budget_peak": peer_budget.peak,
+                "budget_waiting": peer_budget.waiting,
+            },
+            "driver": dataclasses.asdict(driver.stats()),
+            "node": driver.node.stats(),
+        },
+        indent=1,
+    )
 
 
 async def _ticker(driver: Driver, tick_ms: int) -> None:

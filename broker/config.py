@@ -90,6 +90,13 @@ class BrokerConfig:
     max_inflight_per_connection: int = 64
     max_connections: int = 20_000
     idle_timeout_s: float = 600.0
+    request_budget_bytes: int = 128 << 20
+    """Bytes of client requests (received, partly received, or waiting for their answer)
+    and of answers not yet sent, all connections together; when spent, no connection is
+    read until answers free room. A quarter is kept for requests of at most 64 KiB."""
+    stall_timeout_s: float = 30.0
+    """A connection silent this long in the middle of a frame, or not reading its
+    answers, is closed."""
     request_timeout_ms_max: int = 300_000
     sync_mode: str = "inline"
     durability_audit: bool = False
@@ -149,6 +156,15 @@ class BrokerConfig:
             raise ConfigError("max_inflight_per_connection and max_connections must be >= 1")
         if self.idle_timeout_s <= 0:
             raise ConfigError("idle_timeout_s must be > 0")
+        if self.stall_timeout_s <= 0:
+            raise ConfigError("stall_timeout_s must be > 0")
+        need = -(-(self.max_frame_bytes + (64 << 10)) * 4 // 3)
+        if self.request_budget_bytes < need:
+            raise ConfigError(
+                f"request_budget_bytes must be >= {need} with max_frame_bytes "
+                f"{self.max_frame_bytes}: a quarter is kept for small requests, and a "
+                "frame of max_frame_bytes must fit in the rest"
+            )
         if self.default_partitions < 1 or self.default_replication_factor < 1:
             raise ConfigError("default_partitions and default_replication_factor must be >= 1")
         if self.catchup_bytes_per_s < 0:
@@ -185,7 +201,7 @@ def _convert(key: str, raw: Any) -> Any:
             if text not in ("1", "0", "true", "false", "yes", "no"):
                 raise ConfigError(f"{key}: expected true or false, got {raw!r}")
             return text in ("1", "true", "yes")
-        if key == "idle_timeout_s":
+        if key in ("idle_timeout_s", "stall_timeout_s"):
             return float(raw)
         if isinstance(raw, bool):
             raise ConfigError(f"{key}: expected a number, got {raw!r}")

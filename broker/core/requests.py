@@ -219,9 +219,11 @@ class RequestHandler:
 
     # -- fetch ------------------------------------------------------------------------------
 
-    def fetch(self, req: FetchRequest) -> tuple[FetchResponse, int]:
-        """The response and the bytes it carries (the runtime long-polls below min_bytes)."""
-        budget = req.max_bytes
+    def fetch(self, req: FetchRequest, cap: int | None = None) -> tuple[FetchResponse, int]:
+        """The response and the bytes it carries (the runtime long-polls below min_bytes).
+        `cap` narrows the request's max_bytes (the runtime's memory budget); the first batch
+        is returned whatever the limits, so a consumer always makes progress."""
+        budget = req.max_bytes if cap is None else min(req.max_bytes, cap)
         total = 0
         topics = []
         committed = req.isolation == IsolationLevel.READ_COMMITTED

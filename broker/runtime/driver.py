@@ -38,6 +38,7 @@ from broker.core.peer_codec import (
 )
 from broker.core.raft import Entry, Message
 from broker.core.requests import Reply, RequestHandler
+from broker.runtime.budget import ByteBudget
 from broker.runtime.groups import encode_offset_value
 from broker.runtime.store import RocksStore, WriteRound
 from broker.wire.errors import ErrorCode
@@ -60,10 +61,17 @@ class Op:
     """Absolute Trio time until which a parked fetch may wait for data."""
     expires_at: float = math.inf
     """Absolute Trio time after which a produce or topic request is answered REQUEST_TIMED_OUT."""
+    held: int = 0
+    """Bytes of the connection's byte budget this request holds until it is answered."""
+    reply_bytes: int = 0
+    """Record bytes its answer carries (a fetch), accounted through `account` on resolve."""
+    account: Callable[[int], None] | None = None
 
     def resolve(self, reply: Reply) -> None:
         if self.reply is None:
             self.reply = reply
+            if self.reply_bytes and self.account is not None:
+                self.account(self.reply_bytes)
             self.done.set()
 
 
@@ -74,6 +82,10 @@ class DriverStats:
     ops: int
     parked_fetches: int
     pending: int
+    request_errors: int
+    """Requests answered UNKNOWN_SERVER_ERROR because handling them raised (a bug)."""
+    peer_input_errors: int
+    """Peer messages dropped because handling them raised (a bug, or a lying peer)."""
 
 
 class Driver:
@@ -99,6 +111,11 @@ class Driver:
         self.hw_moved = trio.Event()
         self.network: PeerSender | None = None
         self._peer_inputs: deque[Callable[[], None]] = deque()
+        self.budget: ByteBudget | None = None
+        """The client servers' byte budget: fetch answers shrink to the room left in it."""
+        self.request_errors = 0
+        self.peer_input_errors = 0
+        self._errors_logged: set[str] = set()
 
     # -- inputs (from other tasks) ------------------------------------------------------------
 
@@ -160,6 +177,8 @@ class Driver:
             self.ops_started,
             len(self._parked),
             self.handler.pending,
+            self.request_errors,
+            self.peer_input_errors,
         )
 
     # -- the loop -----------------------------------------------------------------------------
@@ -183,7 +202,12 @@ class Driver:
     def _absorb(self) -> None:
         node = self.node
         while self._peer_inputs:
-            self._peer_inputs.popleft()()
+            handle = self._peer_inputs.popleft()
+            try:
+                handle()
+            except Exception as e:
+                self.peer_input_errors += 1
+                self._log_error("peer input", e)
         for _ in range(self._ticks):
             node.tick()
         self._ticks = 0
@@ -197,20 +221,47 @@ class Driver:
                     op.resolve(reply)
 
     def _start(self, op: Op) -> None:
+        """Start one request. A request whose handling raises is answered
+        UNKNOWN_SERVER_ERROR (as Kafka does): one request's bug never stops the broker."""
         self.ops_started += 1
         req = op.request
-        if isinstance(req, FetchRequest):
-            self._fetch(op, req, final=req.max_wait_ms <= 0)
+        try:
+            if isinstance(req, FetchRequest):
+                self._fetch(op, req, final=req.max_wait_ms <= 0)
+                return
+            reply = self.handler.handle(op.token, op.header, req)
+        except Exception as e:
+            self._failed(op, e)
             return
-        reply = self.handler.handle(op.token, op.header, req)
         if reply is not None:
             op.resolve(reply)
         else:
             self._ops[op.token] = op
 
+    def _failed(self, op: Op, e: Exception) -> None:
+        self.request_errors += 1
+        self._log_error(f"{op.header.api_key.name} request", e)
+        self._ops.pop(op.token, None)
+        op.resolve(
+            Reply(op.header.correlation_id, ErrorCode.UNKNOWN_SERVER_ERROR,
+                  f"the broker failed to handle this request: {type(e).__name__}", None)
+        )  # fmt: skip
+
+    def _log_error(self, what: str, e: Exception) -> None:
+        """The first error of each kind with its traceback, later ones in one line."""
+        kind = f"{what}: {type(e).__name__}"
+        if kind in self._errors_logged:
+            log.warning("%s failed again: %s", what, e)
+            return
+        self._errors_logged.add(kind)
+        log.error("%s failed", what, exc_info=e)
+
     def _fetch(self, op: Op, req: FetchRequest, *, final: bool) -> bool:
-        body, size = self.handler.fetch(req)
+        budget = self.budget
+        cap = None if budget is None else max(0, budget.limit - budget.in_use)
+        body, size = self.handler.fetch(req, cap)
         if final or size >= req.min_bytes or self.handler.fetch_has_error(body):
+            op.reply_bytes = size
             op.resolve(Reply(op.header.correlation_id, ErrorCode.NONE, None, body))
             return True
         if op.deadline == math.inf:
@@ -228,8 +279,11 @@ class Driver:
                 continue
             req = op.request
             assert isinstance(req, FetchRequest)
-            if not self._fetch(op, req, final=now >= op.deadline):
-                keep.append(op)
+            try:
+                if not self._fetch(op, req, final=now >= op.deadline):
+                    keep.append(op)
+            except Exception as e:
+                self._failed(op, e)
         self._parked = keep
 
     def next_deadline(self) -> float:

@@ -1,8 +1,8 @@
-"""A small HTTP/1.1 endpoint for orchestrators: /healthz, /readyz (and later /metrics).
+"""A small HTTP/1.1 endpoint for orchestrators: /healthz, /readyz, /stats (and later /metrics).
 
-One request per connection, bounded (8 KiB of request head, 5 s to send it); answers are
-plain text. /healthz is 200 while the process serves; /readyz is 200 once the broker has
-caught up with the metadata log and every partition it hosts has a leader, else 503.
+One request per connection, bounded (8 KiB of request head, 5 s to send it). /healthz is 200
+while the process serves; /readyz is 200 once the broker has caught up with the metadata log
+and every partition it hosts has a leader, else 503; /stats is the broker's counters as JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import trio
 MAX_HEAD_BYTES = 8 * 1024
 HEAD_TIMEOUT_S = 5.0
 
-Route = Callable[[], tuple[int, str]]
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+
+Route = Callable[[], tuple[int, str, str]]
+"""Answers (status, body, content type)."""
 
 _REASONS = {
     200: "OK",
@@ -35,10 +39,10 @@ class HttpEndpoint:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         try:
-            status, body = await self._respond(stream)
+            status, body, content_type = await self._respond(stream)
             head = (
                 f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                f"Content-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Type: {content_type}\r\n"
                 f"Content-Length: {len(body.encode())}\r\nConnection: close\r\n\r\n"
             )
             await stream.send_all(head.encode() + body.encode())
@@ -48,7 +52,7 @@ class HttpEndpoint:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await trio.aclose_forcefully(stream)
 
-    async def _respond(self, stream: trio.SocketStream) -> tuple[int, str]:
+    async def _respond(self, stream: trio.SocketStream) -> tuple[int, str, str]:
         buf = b""
         with trio.move_on_after(HEAD_TIMEOUT_S):
             while b"\r\n\r\n" not in buf and len(buf) < MAX_HEAD_BYTES:
@@ -59,11 +63,11 @@ class HttpEndpoint:
         line = buf.split(b"\r\n", 1)[0].decode("latin-1")
         parts = line.split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            return 400, "bad request\n"
+            return 400, "bad request\n", TEXT
         method, target = parts[0], parts[1].split("?", 1)[0]
         route = self.routes.get(target)
         if route is None:
-            return 404, "not found\n"
+            return 404, "not found\n", TEXT
         if method not in ("GET", "HEAD"):
-            return 405, "use GET\n"
+            return 405, "use GET\n", TEXT
         return route()

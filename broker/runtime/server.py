@@ -1,40 +1,113 @@
-"""The client listener: one task per connection, pipelined requests, responses in order.
+"""The client listener: pipelined requests per connection, answers in order, every fault
+contained in its connection, and one byte budget for the whole broker.
 
-Each connection has a reader (frames in, requests decoded and handed to the driver) and a
-writer (responses out in request order, several coalesced into one send). A bounded channel
-between them caps the requests in flight per connection: a client that sends faster than the
-broker answers is slowed down by TCP, not buffered without bound. A frame that cannot be
-decoded gets an error response when its correlation id can be read, else the connection is
-closed. Idle connections are closed after `idle_timeout_s`.
+A connection is *quiet* until bytes arrive: one task waiting for the socket to be readable,
+no buffer, no decoder, no channel (an idle connection costs about 5 KiB). When bytes arrive
+it becomes *active*: a reader (frames in, requests decoded and handed to the driver) and a
+writer (answers out in request order, several coalesced into one send), joined by a bounded
+channel that caps the requests in flight. After `QUIET_AFTER_S` with nothing in flight and
+nothing buffered it is quiet again.
+
+Invariants:
+- Only the writer sends on a connection's stream; an error frame for broken framing is
+  queued behind the answers already owed and sent by the writer, then the connection closes.
+- Whatever goes wrong inside a connection (a bad frame, a client that stops reading or stalls
+  half-way through a frame, an unexpected exception) ends that connection only: it is
+  counted in `ServerStats`, logged (an unexpected exception with its traceback, once per
+  kind), and never reaches the listener.
+- The bytes of requests received and not yet answered (partial frames included), plus the
+  answers built and not yet sent, are accounted in one ByteBudget. While it is spent no
+  connection reads (TCP pushes back on clients); fetch answers shrink to what fits.
+- A frame must keep arriving: a connection silent for `stall_timeout_s` in the middle of a
+  frame, or not reading its answers for as long, is closed. A quiet connection is closed
+  after `idle_timeout_s`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
+import math
+import os
 from dataclasses import dataclass
 
 import trio
 
 from broker.core.requests import Reply
+from broker.runtime.budget import ByteBudget
 from broker.runtime.driver import Driver, Op
+from broker.runtime.frame_reader import FrameReader, Received
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
 from broker.wire.limits import Limits
 from broker.wire.messages import CreateTopicsRequest, DeleteTopicsRequest, ProduceRequest
 from broker.wire.protocol import decode_request, encode_response
 
-RECEIVE_BYTES = 64 * 1024
+log = logging.getLogger("sluice.server")
+
+QUIET_AFTER_S = 1.0
+"""An active connection with nothing in flight and nothing buffered for this long drops its
+reader state and writer task."""
+
+_ERROR_QUEUE_TIMEOUT_S = 5.0
+
+
+def request_budget(limit: int) -> ByteBudget:
+    """The broker-wide budget for client requests: a quarter kept for small requests."""
+    return ByteBudget(limit, limit // 4)
 
 
 @dataclass
 class ServerStats:
     connections: int = 0
+    active_connections: int = 0
+    """Connections with a reader and a writer (the rest are quiet: one waiting task)."""
     inflight: int = 0
     """Requests read but not yet answered."""
     accepted: int = 0
+    refused: int = 0
+    """Connections closed at once: over `max_connections`, or the broker draining."""
     closed_bad_frame: int = 0
     closed_idle: int = 0
+    closed_stalled: int = 0
+    """Silent in the middle of a frame, or not reading answers, for `stall_timeout_s`."""
+    closed_error: int = 0
+    """Ended by an unexpected exception (a bug): logged, contained in the connection."""
     reset_by_client: int = 0
+    budget_bytes: int = 0
+    """The request budget's limit."""
+    budget_in_use: int = 0
+    budget_peak: int = 0
+    budget_waiting: int = 0
+    """Connections not being read right now because the budget is spent."""
+    budget_waits: int = 0
+
+
+class _Active:
+    """The state of an active connection (dropped when it goes quiet)."""
+
+    __slots__ = ("budget", "closed", "held", "inflight", "reader", "stalled")
+
+    def __init__(self, reader: FrameReader, budget: ByteBudget) -> None:
+        self.reader = reader
+        self.budget = budget
+        self.inflight = 0
+        self.held = 0
+        """Budget bytes of this connection's requests and answers not yet sent."""
+        self.stalled = False
+        self.closed = False
+
+    def account_answer(self, nbytes: int) -> None:
+        """The driver built an answer of `nbytes` for one of this connection's requests
+        (after the connection ended, nobody will send it: nothing to account)."""
+        if not self.closed:
+            self.budget.force(nbytes)
+            self.held += nbytes
+
+    def close(self) -> None:
+        self.closed = True
+        self.budget.release(self.held)
+        self.held = 0
+        self.reader.close()
 
 
 class ClientServer:
@@ -47,6 +120,8 @@ class ClientServer:
         idle_timeout_s: float,
         max_connections: int,
         max_request_timeout_ms: int,
+        budget: ByteBudget,
+        stall_timeout_s: float,
     ) -> None:
         self.driver = driver
         self.limits = limits
@@ -54,69 +129,142 @@ class ClientServer:
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
         self.max_request_timeout_ms = max_request_timeout_ms
-        self.stats = ServerStats()
+        self.budget = budget
+        self.stall_timeout_s = stall_timeout_s
+        self._stats = ServerStats()
+        self._errors_logged: set[str] = set()
         self.draining = False
+
+    @property
+    def stats(self) -> ServerStats:
+        s = self._stats
+        b = self.budget
+        s.budget_bytes, s.budget_in_use, s.budget_peak = b.limit, b.in_use, b.peak
+        s.budget_waiting, s.budget_waits = b.waiting, b.waits
+        return s
 
     async def serve(self, listeners: list[trio.SocketListener]) -> None:
         await trio.serve_listeners(self.handle, listeners)
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        stats = self.stats
+        """One connection, start to end; nothing it does escapes to the listener."""
+        stats = self._stats
         if stats.connections >= self.max_connections or self.draining:
+            stats.refused += 1
             await trio.aclose_forcefully(stream)
             return
         stats.connections += 1
         stats.accepted += 1
         try:
-            send, receive = trio.open_memory_channel[Op](self.max_inflight)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, stream, receive)
-                async with send:
-                    await self._reader(stream, send)
+            await self._serve(stream)
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             stats.reset_by_client += 1  # the client went away: nothing to answer
+        except* Exception as group:
+            stats.closed_error += 1
+            self._log_error(group)
         finally:
             stats.connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _reader(self, stream: trio.SocketStream, send: trio.MemorySendChannel[Op]) -> None:
-        decoder = FrameDecoder(self.limits)
-        driver = self.driver
+    def _log_error(self, group: BaseExceptionGroup[Exception]) -> None:
+        kinds = ",".join(sorted({type(e).__name__ for e in group.exceptions}))
+        if kinds in self._errors_logged:
+            log.warning("client connection closed on an unexpected %s (%d such so far)",
+                        kinds, self._stats.closed_error)  # fmt: skip
+            return
+        self._errors_logged.add(kinds)
+        log.error("client connection closed on an unexpected %s", kinds, exc_info=group)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
         while not self.draining:
             with trio.move_on_after(self.idle_timeout_s) as idle:
-                data = await stream.receive_some(RECEIVE_BYTES)
+                await trio.lowlevel.wait_readable(stream.socket)
             if idle.cancelled_caught:
-                self.stats.closed_idle += 1
+                self._stats.closed_idle += 1
                 return
-            if not data:
-                return
-            try:
-                decoder.receive_data(data)
-                while (frame := decoder.next_frame()) is not None:
-                    op = self._decode(frame)
-                    if op is None:
-                        self.stats.closed_bad_frame += 1
-                        return
-                    if op.reply is None:
-                        driver.submit(op)
-                    self.stats.inflight += 1
-                    await send.send(op)
-            except WireError as e:
-                # The framing itself is broken (length out of bounds): nothing can follow.
-                self.stats.closed_bad_frame += 1
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await stream.send_all(_error_frame(e, 0))
+            if not await self._active(stream):
                 return
 
+    async def _active(self, stream: trio.SocketStream) -> bool:
+        """Serve until the connection is quiet (True) or over (False)."""
+        stats = self._stats
+        conn = _Active(FrameReader(stream, FrameDecoder(self.limits), self.budget), self.budget)
+        stats.active_connections += 1
+        send, receive = trio.open_memory_channel[Op](self.max_inflight)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, stream, conn, receive, nursery.cancel_scope)
+                async with send:
+                    quiet = await self._read_requests(conn, send)
+                    conn.reader.close()  # a partial frame is dropped now, not after the answers
+            return quiet and not conn.stalled
+        finally:
+            stats.active_connections -= 1
+            stats.inflight -= conn.inflight
+            conn.close()
+
+    async def _read_requests(self, conn: _Active, send: trio.MemorySendChannel[Op]) -> bool:
+        reader = conn.reader
+        stats = self._stats
+        driver = self.driver
+        while not self.draining:
+            try:
+                frame = reader.next_buffered()
+            except WireError as e:
+                # The framing itself is broken (length out of bounds): nothing can follow.
+                stats.closed_bad_frame += 1
+                await self._queue(conn, send, _error_op(e), _ERROR_QUEUE_TIMEOUT_S)
+                return False
+            if frame is None:
+                mid_frame = not reader.decoder.at_boundary
+                timeout = self.stall_timeout_s if mid_frame else QUIET_AFTER_S
+                got = await reader.receive(timeout)
+                if got is Received.EOF:
+                    return False
+                if got is Received.TIMEOUT:
+                    if mid_frame:
+                        stats.closed_stalled += 1
+                        return False
+                    if conn.inflight == 0:
+                        return True
+                continue
+            conn.held += len(frame)  # from here on released with the answer, or at close
+            op = self._decode(frame)
+            if op is None:
+                stats.closed_bad_frame += 1  # not even a correlation id: cannot answer
+                return False
+            op.held = len(frame)
+            op.account = conn.account_answer
+            if op.reply is None:
+                driver.submit(op)
+            await self._queue(conn, send, op, math.inf)
+        return False
+
+    async def _queue(
+        self, conn: _Active, send: trio.MemorySendChannel[Op], op: Op, timeout: float
+    ) -> None:
+        """Hand `op` to the writer (waiting while `max_inflight` are in flight), or give up
+        after `timeout`."""
+        conn.inflight += 1
+        self._stats.inflight += 1
+        if timeout == math.inf:
+            await send.send(op)
+            return
+        with trio.move_on_after(timeout):
+            await send.send(op)
+            return
+        conn.inflight -= 1
+        self._stats.inflight -= 1
+
     def _decode(self, frame: bytes) -> Op | None:
+        """The request as an Op; an Op already answered when the request is bad but names
+        its correlation id; None when it does not."""
         try:
             header, request = decode_request(frame, self.limits)
         except WireError as e:
             if e.correlation_id is None:
                 return None
-            op = Op(header=None, request=None)  # type: ignore[arg-type]
-            op.resolve(Reply(e.correlation_id, e.code, e.message, None))
-            return op
+            return _error_op(e)
         op = Op(header, request)
         timeout_ms = _timeout_ms(request)
         if timeout_ms is not None:
@@ -125,24 +273,53 @@ class ClientServer:
         return op
 
     async def _writer(
-        self, stream: trio.SocketStream, receive: trio.MemoryReceiveChannel[Op]
+        self,
+        stream: trio.SocketStream,
+        conn: _Active,
+        receive: trio.MemoryReceiveChannel[Op],
+        scope: trio.CancelScope,
     ) -> None:
+        """Sends answers in request order; answers already due go out in one send, and an
+        answer never waits for a later request's. It is the only task that writes on the
+        stream."""
+        stats = self._stats
+        budget = self.budget
+        fd = stream.socket.fileno()
+        nxt: Op | None = None
         async with receive:
-            async for op in receive:
-                await self._answered(op)
-                out = [_encode(op)]
-                # Coalesce every further answer that is already due into one send.
+            while True:
+                if nxt is None:
+                    try:
+                        nxt = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                ops = [nxt]
+                nxt = None
+                await self._answered(ops[0])
                 while True:
                     try:
-                        nxt = receive.receive_nowait()
+                        op = receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    await self._answered(nxt)
-                    out.append(_encode(nxt))
-                try:
-                    await stream.send_all(b"".join(out))
-                finally:
-                    self.stats.inflight -= len(out)
+                    if op.reply is None:
+                        nxt = op
+                        break
+                    ops.append(op)
+                payload = b"".join([_encode(op) for op in ops])
+                sent = _write_nowait(fd, payload)
+                if sent < len(payload):
+                    with trio.move_on_after(self.stall_timeout_s) as sending:
+                        await stream.send_all(memoryview(payload)[sent:])
+                    if sending.cancelled_caught:
+                        stats.closed_stalled += 1  # the client does not read its answers
+                        conn.stalled = True
+                        scope.cancel()
+                        return
+                done = sum(op.held + op.reply_bytes for op in ops)
+                conn.held -= done
+                budget.release(done)
+                conn.inflight -= len(ops)
+                stats.inflight -= len(ops)
 
     async def _answered(self, op: Op) -> None:
         if op.reply is not None:
@@ -152,6 +329,17 @@ class ClientServer:
         if op.reply is None:
             self.driver.abandon(op)
             await op.done.wait()
+
+
+def _write_nowait(fd: int, payload: bytes) -> int:
+    """Bytes of `payload` the socket took at once (0 when its buffer is full): answers
+    usually leave in one system call, with no trip through the scheduler."""
+    try:
+        return os.write(fd, payload)
+    except BlockingIOError:
+        return 0
+    except OSError as e:  # the client reset the connection, and the like
+        raise trio.BrokenResourceError(f"write failed: {e}") from e
 
 
 def _timeout_ms(request: object) -> int | None:
@@ -169,10 +357,10 @@ def _encode(op: Op) -> bytes:
         return encode_response(r.correlation_id, ErrorCode.UNKNOWN_SERVER_ERROR, str(e), None)
 
 
-def _error_frame(e: WireError, correlation_id: int) -> bytes:
-    return encode_response(
-        e.correlation_id if e.correlation_id is not None else correlation_id,
-        e.code,
-        e.message,
-        None,
-    )
+def _error_op(e: WireError) -> Op:
+    """An answered Op carrying the error of broken framing (correlation id 0 when the
+    frame could not name one)."""
+    op = Op(header=None, request=None)  # type: ignore[arg-type]
+    op.resolve(Reply(e.correlation_id if e.correlation_id is not None else 0, e.code,
+                     e.message, None))  # fmt: skip
+    return op

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"sluice: listening clients=(\S+) peers=(\S+) http=(\S+)")
@@ -135,6 +137,21 @@ class BrokerProcess:
     @property
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+    def stats(self) -> dict[str, Any]:
+        """The broker's counters (GET /stats on its HTTP port)."""
+        url = f"http://127.0.0.1:{self.http_port}/stats"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            out: dict[str, Any] = json.loads(r.read())
+            return out
+
+    def rss_bytes(self) -> int:
+        """The broker process's resident set size now."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
 
     def log_tail(self, n: int = 2000) -> str:
         try:
