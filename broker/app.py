@@ -183,6 +183,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
         driver = Driver(node, store)
         budget = request_budget(config.request_budget_bytes)
         driver.budget = budget
+        driver.max_wait_s = config.request_timeout_ms_max / 1000
         network = PeerNetwork(
             config.node_id,
             lambda: Hello(

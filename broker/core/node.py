@@ -400,10 +400,22 @@ class BrokerNode:
             and t >= self.meta.leaders.get(g, (-1, -1))[0]
         ]
         if stale:
+            # A broker leads only partitions it holds a replica of, and reports only itself.
+            replicas = self._group_replicas()
+            stale = [
+                (g, t, ld)
+                for g, t, ld in stale
+                if ld == hb.node_id and hb.node_id in replicas.get(g, ())
+            ]
+        if stale:
             self._propose_own(f"leaders:{hb.node_id}", cmd_set_leaders(stale))
         for g, ids, lag in hb.caught_up:
             self._caught_up[g] = (ids, lag)
         return HeartbeatAck(registered, self.config.node_id)
+
+    def _group_replicas(self) -> dict[int, tuple[int, ...]]:
+        """Partition group id -> the brokers holding its replicas, per the metadata log."""
+        return {pi.group_id: pi.replicas for t in self.meta.topics.values() for pi in t.partitions}
 
     def _keep_member(self, mg: _Group, member: Member) -> None:
         """Leader of group `mg`: make `member` a member: add it (or a new incarnation of its
@@ -906,6 +918,14 @@ class BrokerNode:
             if size >= max_bytes:
                 break
         return FetchResult(ErrorCode.NONE, hw, hw, m.log_start_offset, tuple(batches))
+
+    def fetch_watch(self, topic: str, partition: int) -> tuple[int, int, bool]:
+        """(high watermark, Raft term, serving) of a hosted partition; (-1, -1, False) for
+        one this broker does not host."""
+        g = self.by_partition.get((topic, partition))
+        if g is None or g.machine is None:
+            return (-1, -1, False)
+        return (g.machine.high_watermark, g.raft.term, g.serving())
 
     def high_watermark(self, topic: str, partition: int) -> int:
         g = self.by_partition.get((topic, partition))

@@ -69,6 +69,8 @@ PEER_LIMITS = Limits(
 
 MAX_INDEX = (1 << 62) - 1
 """Largest term, index or offset a peer may send (room to count up in 64-bit storage)."""
+MAX_TERM = MAX_INDEX - (1 << 32)
+"""Highest term a broker takes from a peer's message (see `accepted`)."""
 MAX_NODE_ID = (1 << 31) - 1
 MAX_INCARNATION = (1 << 64) - 1
 
@@ -198,6 +200,17 @@ def _incarnation(v: object) -> int:
 def _port(v: object) -> int:
     if type(v) is not int or not 0 <= v <= 65535:
         raise PeerProtocolError(f"expected a port, got {v!r}")
+    return v
+
+
+MAX_NAME = 255
+
+
+def _name(v: object, what: str) -> str:
+    """A host or rack a broker registers: 1..MAX_NAME characters (METADATA answers carry
+    them to every client, which refuses an empty host)."""
+    if not isinstance(v, str) or not 0 < len(v) <= MAX_NAME:
+        raise PeerProtocolError(f"{what} must be 1..{MAX_NAME} characters of text")
     return v
 
 
@@ -467,18 +480,14 @@ def decode_frame(payload: bytes) -> PeerFrame:
             return kind, [(_count(g), decode_message(m)) for g, m in body]
         if kind == HEARTBEAT:
             nid, inc, host, port, phost, pport, rack, leaders, caught = body
-            if not all(isinstance(x, str) for x in (host, phost)):
-                raise PeerProtocolError("hosts must be text")
-            if rack is not None and not isinstance(rack, str):
-                raise PeerProtocolError("rack must be text or null")
             return kind, BrokerHeartbeat(
                 _node(nid),
                 _incarnation(inc),
-                host,
+                _name(host, "host"),
                 _port(port),
-                phost,
+                _name(phost, "peer host"),
                 _port(pport),
-                rack,
+                None if rack is None else _name(rack, "rack"),
                 tuple((_count(g), _count(t), _node(ld)) for g, t, ld in _rows(leaders, 3)),
                 tuple(
                     (_count(g), tuple(_node(i) for i in _list(ids)), _count(lag))
@@ -493,14 +502,16 @@ def decode_frame(payload: bytes) -> PeerFrame:
     raise PeerProtocolError(f"unknown peer frame kind {kind}")
 
 
-def addressed(batch: list[tuple[int, Message]], peer: int, me: int) -> list[tuple[int, Message]]:
-    """The messages of a decoded RAFT batch that broker `peer` may send to broker `me`: from
-    one of its members, to one of ours (a link never carries another broker's messages)."""
+def accepted(batch: list[tuple[int, Message]], peer: int, me: int) -> list[tuple[int, Message]]:
+    """The messages of a decoded RAFT batch that this broker (`me`) takes from broker
+    `peer`: from one of its members, to one of ours (a link never carries another broker's
+    messages), at a term no higher than MAX_TERM (so that a term adopted from a peer leaves
+    room for 2**32 elections before the codec's bound)."""
     out = []
     for g, m in batch:
         src, dst = m.src, m.dst
         assert isinstance(src, tuple) and isinstance(dst, tuple), "decoded members are pairs"
-        if src[0] == peer and dst[0] == me:
+        if src[0] == peer and dst[0] == me and m.term <= MAX_TERM:
             out.append((g, m))
     return out
 

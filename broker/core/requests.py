@@ -241,6 +241,14 @@ class RequestHandler:
             topics.append(FetchTopicResult(name=t.name, partitions=tuple(parts)))
         return FetchResponse(topics=tuple(topics)), total
 
+    def fetch_watch(self, req: FetchRequest) -> tuple[tuple[int, int, bool], ...]:
+        """What a fetch's answer depends on, per partition: (high watermark, term,
+        serving). A parked fetch need not run again while this stays the same."""
+        node = self.node
+        return tuple(
+            node.fetch_watch(t.name, fp.partition) for t in req.topics for fp in t.partitions
+        )
+
     def fetch_has_error(self, resp: FetchResponse) -> bool:
         return any(p.error != ErrorCode.NONE for t in resp.topics for p in t.partitions)
 

@@ -7,8 +7,9 @@ the node it is durable, send the acknowledgements that had to wait, apply, and a
 round it checkpoints, so connection tasks can queue more: requests that arrive while a round
 is being written go together into the next one (group commit, across partitions and clients).
 
-Fetches that do not yet have `min_bytes` are parked and re-run after every round that moved a
-high watermark, until they have enough or their `max_wait_ms` passes.
+Fetches that do not yet have `min_bytes` are parked, and re-run after a round only when one of
+their partitions changed (high watermark, term, serving), until they have enough or their
+`max_wait_ms` (capped at `max_wait_s`) passes, or their client goes away.
 
 With the durability audit on (tests), every committed entry a round applies, and so every
 acknowledgement it causes, is checked to be durable first (the store checks its own writes
@@ -66,6 +67,8 @@ class Op:
     reply_bytes: int = 0
     """Record bytes its answer carries (a fetch), accounted through `account` on resolve."""
     account: Callable[[int], None] | None = None
+    watch: tuple[tuple[int, int, bool], ...] = ()
+    """A parked fetch's partitions as it last saw them (`RequestHandler.fetch_watch`)."""
 
     def resolve(self, reply: Reply) -> None:
         if self.reply is None:
@@ -111,6 +114,8 @@ class Driver:
         self.hw_moved = trio.Event()
         self.network: PeerSender | None = None
         self._peer_inputs: deque[Callable[[], None]] = deque()
+        self.max_wait_s = 300.0
+        """Longest a fetch stays parked, whatever its max_wait_ms asks."""
         self.budget: ByteBudget | None = None
         """The client servers' byte budget: fetch answers shrink to the room left in it."""
         self.request_errors = 0
@@ -125,7 +130,8 @@ class Driver:
         self._wake.set()
 
     def abandon(self, op: Op) -> None:
-        """The request's time is up: answer with what is done (REQUEST_TIMED_OUT for the rest)."""
+        """The request's time is up, or its client gone: answer with what is done
+        (REQUEST_TIMED_OUT for the rest; a parked fetch with the data there is)."""
         self._abandoned.append(op)
         self._wake.set()
 
@@ -215,7 +221,11 @@ class Driver:
             self._start(self._inbox.popleft())
         while self._abandoned:
             op = self._abandoned.popleft()
-            if op.reply is None and self._ops.pop(op.token, None) is not None:
+            if op.reply is not None:
+                continue
+            if isinstance(op.request, FetchRequest):
+                op.deadline = -math.inf  # a parked fetch: answered with what there is
+            elif self._ops.pop(op.token, None) is not None:
                 reply = self.handler.abandon(op.token)
                 if reply is not None:
                     op.resolve(reply)
@@ -264,12 +274,16 @@ class Driver:
             op.reply_bytes = size
             op.resolve(Reply(op.header.correlation_id, ErrorCode.NONE, None, body))
             return True
+        op.watch = self.handler.fetch_watch(req)
         if op.deadline == math.inf:
-            op.deadline = trio.current_time() + req.max_wait_ms / 1000
+            op.deadline = trio.current_time() + min(req.max_wait_ms / 1000, self.max_wait_s)
             self._parked.append(op)
         return False
 
     def _expire_parked(self) -> None:
+        """Answer the parked fetches whose wait is over, and re-run those whose partitions
+        changed (high watermark, leadership) since they last ran: a parked fetch costs
+        nothing while its partitions are still."""
         if not self._parked:
             return
         now = trio.current_time()
@@ -279,8 +293,10 @@ class Driver:
                 continue
             req = op.request
             assert isinstance(req, FetchRequest)
+            final = now >= op.deadline
             try:
-                if not self._fetch(op, req, final=now >= op.deadline):
+                still = not final and self.handler.fetch_watch(req) == op.watch
+                if still or not self._fetch(op, req, final=final):
                     keep.append(op)
             except Exception as e:
                 self._failed(op, e)

@@ -110,7 +110,11 @@ class FrameReader:
         ahead = CHUNK_BYTES + decoder.max_frame_bytes
         if not budget.try_acquire(ahead, large=True):
             return None
-        data = self._read(CHUNK_BYTES)
+        try:
+            data = self._read(CHUNK_BYTES)
+        except BaseException:
+            budget.release(ahead)  # a reset: this room was never used
+            raise
         if data is None:
             budget.release(ahead)
             return None

@@ -46,7 +46,7 @@ from broker.core.peer_codec import (
     HeartbeatAck,
     Hello,
     PeerProtocolError,
-    addressed,
+    accepted,
     decode_frame,
     dials,
     encode_heartbeat_ack,
@@ -105,8 +105,9 @@ class PeerStats:
     stalled: int = 0
     errors: int = 0
     """Links or handshakes ended by an unexpected exception (a bug)."""
-    misaddressed: int = 0
-    """Raft messages dropped: not from the linked broker, or not for this one."""
+    dropped_messages: int = 0
+    """Raft messages dropped: not from the linked broker, not for this one, or at a term
+    no real cluster reaches (`peer_codec.accepted`); and heartbeats naming another broker."""
 
 
 @dataclass(eq=False)
@@ -368,16 +369,16 @@ class PeerNetwork:
                 return
             stats.received_frames += 1
             if kind == RAFT and isinstance(body, list):
-                mine = addressed(body, link.peer, me)
+                mine = accepted(body, link.peer, me)
                 if len(mine) != len(body):
-                    stats.misaddressed += len(body) - len(mine)
+                    stats.dropped_messages += len(body) - len(mine)
                 if mine:
                     handler.on_raft(mine)
             elif kind == HEARTBEAT and isinstance(body, BrokerHeartbeat):
                 if body.node_id == link.peer:
                     handler.on_heartbeat(link.peer, body)
                 else:
-                    stats.misaddressed += 1
+                    stats.dropped_messages += 1
             elif kind == HEARTBEAT_OK and isinstance(body, HeartbeatAck):
                 handler.on_heartbeat_ack(link.peer, body)
 

@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -39,7 +40,12 @@ from broker.runtime.frame_reader import FrameReader, Received
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
 from broker.wire.limits import Limits
-from broker.wire.messages import CreateTopicsRequest, DeleteTopicsRequest, ProduceRequest
+from broker.wire.messages import (
+    CreateTopicsRequest,
+    DeleteTopicsRequest,
+    FetchRequest,
+    ProduceRequest,
+)
 from broker.wire.protocol import decode_request, encode_response
 
 log = logging.getLogger("sluice.server")
@@ -49,6 +55,32 @@ QUIET_AFTER_S = 1.0
 reader state and writer task."""
 
 _ERROR_QUEUE_TIMEOUT_S = 5.0
+_LINGER_S = 1.0
+_LINGER_BYTES = 1 << 20
+
+
+class _After(enum.Enum):
+    """How an active period of a connection ended."""
+
+    QUIET = "quiet"
+    CLOSE = "close"
+    LINGER = "linger"
+    """Close after `_linger`: an error frame must reach the client."""
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Send our end of stream, then read and drop what the client still sends (a little,
+    briefly) until it closes too: closing with its bytes unread would make the kernel
+    reset the connection, and a reset can destroy the answers and the error frame the
+    client has not read yet."""
+    dropped = 0
+    with trio.move_on_after(_LINGER_S):
+        await stream.send_eof()
+        while dropped < _LINGER_BYTES:
+            data = await stream.receive_some(64 * 1024)
+            if not data:
+                return
+            dropped += len(data)
 
 
 def request_budget(limit: int) -> ByteBudget:
@@ -85,16 +117,20 @@ class ServerStats:
 class _Active:
     """The state of an active connection (dropped when it goes quiet)."""
 
-    __slots__ = ("budget", "closed", "held", "inflight", "reader", "stalled")
+    __slots__ = ("budget", "closed", "held", "inflight", "linger", "ops", "reader", "stalled")
 
     def __init__(self, reader: FrameReader, budget: ByteBudget) -> None:
         self.reader = reader
         self.budget = budget
         self.inflight = 0
+        self.ops: set[Op] = set()
+        """Requests handed to the writer and not yet sent."""
         self.held = 0
         """Budget bytes of this connection's requests and answers not yet sent."""
         self.stalled = False
         self.closed = False
+        self.linger = False
+        """An error frame was the last thing sent: close gently, so the client reads it."""
 
     def account_answer(self, nbytes: int) -> None:
         """The driver built an answer of `nbytes` for one of this connection's requests
@@ -182,11 +218,14 @@ class ClientServer:
             if idle.cancelled_caught:
                 self._stats.closed_idle += 1
                 return
-            if not await self._active(stream):
+            after = await self._active(stream)
+            if after is _After.LINGER:
+                await _linger(stream)
+            if after is not _After.QUIET:
                 return
 
-    async def _active(self, stream: trio.SocketStream) -> bool:
-        """Serve until the connection is quiet (True) or over (False)."""
+    async def _active(self, stream: trio.SocketStream) -> _After:
+        """Serve until the connection is quiet or over."""
         stats = self._stats
         conn = _Active(FrameReader(stream, FrameDecoder(self.limits), self.budget), self.budget)
         stats.active_connections += 1
@@ -197,8 +236,11 @@ class ClientServer:
                 async with send:
                     quiet = await self._read_requests(conn, send)
                     conn.reader.close()  # a partial frame is dropped now, not after the answers
-            return quiet and not conn.stalled
+            if conn.linger:
+                return _After.LINGER
+            return _After.QUIET if quiet and not conn.stalled else _After.CLOSE
         finally:
+            self._abandon(conn, fetches_only=False)  # ended early: nobody will read them
             stats.active_connections -= 1
             stats.inflight -= conn.inflight
             conn.close()
@@ -214,12 +256,16 @@ class ClientServer:
                 # The framing itself is broken (length out of bounds): nothing can follow.
                 stats.closed_bad_frame += 1
                 await self._queue(conn, send, _error_op(e), _ERROR_QUEUE_TIMEOUT_S)
+                conn.linger = True
                 return False
             if frame is None:
                 mid_frame = not reader.decoder.at_boundary
                 timeout = self.stall_timeout_s if mid_frame else QUIET_AFTER_S
                 got = await reader.receive(timeout)
                 if got is Received.EOF:
+                    # The client is done sending: what it asked is answered, but a parked
+                    # fetch is answered now, with what there is, not after its wait.
+                    self._abandon(conn, fetches_only=True)
                     return False
                 if got is Received.TIMEOUT:
                     if mid_frame:
@@ -247,14 +293,22 @@ class ClientServer:
         after `timeout`."""
         conn.inflight += 1
         self._stats.inflight += 1
+        conn.ops.add(op)
         if timeout == math.inf:
             await send.send(op)
             return
         with trio.move_on_after(timeout):
             await send.send(op)
             return
+        conn.ops.discard(op)
         conn.inflight -= 1
         self._stats.inflight -= 1
+
+    def _abandon(self, conn: _Active, *, fetches_only: bool) -> None:
+        """Tell the driver to stop waiting on this connection's unanswered requests."""
+        for op in conn.ops:
+            if op.reply is None and (not fetches_only or isinstance(op.request, FetchRequest)):
+                self.driver.abandon(op)
 
     def _decode(self, frame: bytes) -> Op | None:
         """The request as an Op; an Op already answered when the request is bad but names
@@ -316,6 +370,7 @@ class ClientServer:
                         scope.cancel()
                         return
                 done = sum(op.held + op.reply_bytes for op in ops)
+                conn.ops.difference_update(ops)
                 conn.held -= done
                 budget.release(done)
                 conn.inflight -= len(ops)

@@ -51,6 +51,7 @@ from broker.wire.messages import (
 )
 
 __all__ = [
+    "MAX_ERROR_MESSAGE",
     "REQUEST_TYPES",
     "RESPONSE_TYPES",
     "RequestHeader",
@@ -62,6 +63,10 @@ __all__ = [
     "request_correlation_id",
     "response_correlation_id",
 ]
+
+MAX_ERROR_MESSAGE = 4096
+"""Characters of an error message in a response (at most 16 KiB of UTF-8: within every
+client's text limit)."""
 
 REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.API_VERSIONS: ApiVersionsRequest,
@@ -130,10 +135,13 @@ def encode_request(
 def encode_response(
     correlation_id: int, error: ErrorCode, message: str | None, response: Response | None
 ) -> bytes:
-    """The whole frame carrying a response: a body on success, None with an error."""
+    """The whole frame carrying a response: a body on success, None with an error. A
+    message is cut to MAX_ERROR_MESSAGE characters (any client's text limit holds it)."""
     _check_correlation_id(correlation_id)
     if (error is ErrorCode.NONE) != (response is not None):
         raise ValueError("a response carries a body exactly when its error is NONE")
+    if message is not None and len(message) > MAX_ERROR_MESSAGE:
+        message = message[: MAX_ERROR_MESSAGE - 3] + "..."
     body = None if response is None else response.to_body()
     return encode_frame(cbor.encode([correlation_id, int(error), message, body]))
 

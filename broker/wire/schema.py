@@ -60,14 +60,21 @@ def fields(value: object, path: str, keys: Collection[str]) -> dict[str, object]
         fail(path, f"expected a map, got {type_name(value)}")
     if value.keys() != keys:
         missing = sorted(k for k in keys if k not in value)
-        unknown = sorted(repr(k) for k in value if k not in keys)
+        unknown = sorted(_shown(k) for k in value if k not in keys)
         problems = []
         if missing:
             problems.append("missing " + ", ".join(missing))
         if unknown:
-            problems.append("unknown " + ", ".join(unknown))
+            more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+            problems.append("unknown " + ", ".join(unknown[:8]) + more)
         fail(path, "; ".join(problems))
     return value
+
+
+def _shown(value: object) -> str:
+    """A value from the peer as an error message may quote it: at most 64 characters."""
+    text = repr(value)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def integer(value: object, path: str, low: int, high: int) -> int:

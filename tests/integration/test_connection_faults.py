@@ -10,13 +10,14 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from broker.app import Broker, embedded
 from broker.config import BrokerConfig, HostPort
-from broker.core.peer_codec import Hello, encode_hello
+from broker.core.peer_codec import BrokerHeartbeat, Hello, encode_heartbeat, encode_hello
 from broker.runtime import peers, server
 from broker.wire.errors import ErrorCode
 from broker.wire.frames import FrameDecoder, encode_frame
@@ -38,7 +39,7 @@ MAX_FRAME = 1 * MiB
 BUDGET = 2 * MiB
 
 
-def config(data_dir: Path, stall_timeout_s: float = 0.5) -> BrokerConfig:
+def config(data_dir: Path, **changes: Any) -> BrokerConfig:
     return BrokerConfig(
         data_dir=data_dir,
         listen=HostPort("127.0.0.1", 0),
@@ -46,8 +47,8 @@ def config(data_dir: Path, stall_timeout_s: float = 0.5) -> BrokerConfig:
         http_listen=HostPort("127.0.0.1", 0),
         max_frame_bytes=MAX_FRAME,
         request_budget_bytes=BUDGET,
-        stall_timeout_s=stall_timeout_s,
-    )
+        stall_timeout_s=0.5,
+    ).replace(**changes)
 
 
 @pytest.fixture
@@ -252,3 +253,114 @@ def _fetch(topic: str, max_bytes: int) -> FetchRequest:
         max_bytes=max_bytes,
         isolation=IsolationLevel.READ_COMMITTED,
     )
+
+
+def _parked_fetch(topic: str, max_wait_ms: int) -> FetchRequest:
+    return FetchRequest(
+        topics=(FetchTopic(name=topic, partitions=(FetchPartition(partition=0, offset=0),)),),
+        max_wait_ms=max_wait_ms,
+        min_bytes=1 << 30,
+        max_bytes=1 << 20,
+        isolation=IsolationLevel.READ_COMMITTED,
+    )
+
+
+async def test_parked_fetches_end_with_their_client_and_within_the_wait_cap(
+    tmp_path: Path,
+) -> None:
+    """A fetch waiting for data its client will never read is answered when the client
+    hangs up (it kept the connection and its budget for up to max_wait_ms, 24 days at
+    most); and no fetch waits longer than request_timeout_ms_max."""
+    async with embedded(config(tmp_path, request_timeout_ms_max=1000)) as b:
+        async with Admin(str(b.addresses.clients)) as admin:
+            await admin.create_topic("quiet", partitions=1)
+        port = b.addresses.clients.port
+        gone = [await RawClient.connect("127.0.0.1", port) for _ in range(5)]
+        for c in gone:
+            await c.send_raw(encode_request(_parked_fetch("quiet", 3_600_000), 1, "gone"))
+        await wait_until(lambda: b.driver.stats().parked_fetches == 5, "five parked fetches")
+        for c in gone:
+            await c.aclose()
+        await wait_until(lambda: b.driver.stats().parked_fetches == 0, "the fetches released", 0.9)
+        await wait_until(lambda: b.server.stats.connections == 0, "the connections closed", 0.9)
+        c = await RawClient.connect("127.0.0.1", port)
+        start = trio.current_time()
+        r = await c.call(_parked_fetch("quiet", 3_600_000))  # capped at 1 s
+        assert r.error == ErrorCode.NONE and trio.current_time() - start < 5
+        await c.aclose()
+
+
+async def test_a_parked_fetch_runs_again_only_when_its_partitions_change(
+    b: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = b.driver.handler
+    real = handler.fetch
+    runs: list[str] = []
+
+    def counting(req: FetchRequest, cap: int | None = None) -> object:
+        runs.append(req.topics[0].name)
+        return real(req, cap)
+
+    monkeypatch.setattr(handler, "fetch", counting)
+    async with Admin(str(b.addresses.clients)) as admin:
+        await admin.create_topic("watched", partitions=1)
+        await admin.create_topic("busy", partitions=1)
+    c = await RawClient.connect("127.0.0.1", b.addresses.clients.port)
+    await c.send_raw(encode_request(_parked_fetch("watched", 60_000), 1, "w"))
+    await wait_until(lambda: b.driver.stats().parked_fetches == 1, "the parked fetch")
+    async with Producer(str(b.addresses.clients), linger_ms=0) as p:
+        for i in range(50):
+            await p.send_and_wait("busy", b"%d" % i, partition=0)
+        assert runs.count("watched") == 1  # 50 rounds moved another partition only
+        await p.send_and_wait("watched", b"x", partition=0)
+    await wait_until(lambda: runs.count("watched") == 2, "a run after its own partition moved")
+    assert b.driver.stats().parked_fetches == 1  # still short of min_bytes
+    await c.aclose()
+
+
+def _reset(stream: trio.SocketStream) -> None:
+    """Close with a reset (SO_LINGER 0), as a crashed or hostile peer does."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stream.socket.close()
+
+
+async def test_connections_reset_mid_read_give_back_all_their_room(b: Broker) -> None:
+    """A reset seen by a read gave back nothing of the room taken for it: 16 MiB of the
+    request budget and 64 MiB of the peer budget leaked per reset (found by the live
+    fuzzer)."""
+    hello = encode_frame(encode_hello(Hello(None, 1002, 5, "127.0.0.1:1", False)))
+    for i in range(20):
+        c = await trio.open_tcp_stream("127.0.0.1", b.addresses.clients.port)
+        await c.send_all(encode_request(ApiVersionsRequest(), i, "r")[: 3 + i % 5])
+        p = await trio.open_tcp_stream("127.0.0.1", b.addresses.peers.port)
+        await p.send_all(hello + struct.pack(">I", 1000)[: 1 + i % 4])
+        await trio.sleep(0.01)  # let the broker read what was sent before the reset
+        _reset(c)
+        _reset(p)
+    await wait_until(
+        lambda: b.server.stats.connections == 0 and b.network.stats.links == 0, "the resets"
+    )
+    assert b.server.stats.budget_in_use == 0
+    assert b.network.budget.in_use == 0
+    await served(b)
+
+
+async def test_a_peer_cannot_claim_leadership_of_partitions_it_does_not_hold(b: Broker) -> None:
+    """A heartbeat from a broker that registered a moment ago claiming a partition at a huge
+    term: the controller records only leaders reported by a replica of the partition about
+    itself (such a claim hid the real leader from every client, found by the live fuzzer)."""
+    async with Admin(str(b.addresses.clients)) as admin:
+        await admin.create_topic("led", partitions=1)
+    gid = b.node.meta.topics["led"].partitions[0].group_id
+    s = await trio.open_tcp_stream("127.0.0.1", b.addresses.peers.port)
+    hb = BrokerHeartbeat(1003, 5, "127.0.0.1", 1, "127.0.0.1", 2, None, ((gid, 1 << 40, 1003),))
+    await s.send_all(
+        encode_frame(encode_hello(Hello(None, 1003, 5, "127.0.0.1:2", False)))
+        + encode_frame(encode_heartbeat(hb)) * 3
+    )
+    await wait_until(lambda: 1003 in b.node.meta.brokers, "the fake broker's registration")
+    await s.aclose()
+    async with Admin(str(b.addresses.clients)) as admin:
+        described = await admin.describe_topic("led")
+    assert described.partitions[0].leader == 0
+    assert gid not in b.node.meta.leaders or b.node.meta.leaders[gid][1] != 1003

@@ -49,7 +49,7 @@ from broker.core.peer_codec import (
     HeartbeatAck,
     Hello,
     PeerProtocolError,
-    addressed,
+    accepted,
     decode_frame,
     dials,
     encode_heartbeat,
@@ -457,9 +457,9 @@ class ClusterWorld:
         except PeerProtocolError as e:
             self.raise_violation("peer-codec", f"broker {src} -> {dst}: {e}")
         if kind == RAFT:
-            batch = addressed(body, src, dst)  # type: ignore[arg-type]
+            batch = accepted(body, src, dst)  # type: ignore[arg-type]
             if len(batch) != len(body):  # type: ignore[arg-type]
-                self.raise_violation("peer-codec", f"misaddressed message {src} -> {dst}")
+                self.raise_violation("peer-codec", f"a message the receiver refuses {src} -> {dst}")
 
             def deliver() -> None:
                 assert b.node is not None

@@ -531,7 +531,7 @@ PEER_SEEDS: list[bytes] = [
             3, 99, "h", 1, "p", 65535, "r1", ((7, 4, 3), (8, 1, 3)), ((7, (1, 3), 12), (8, (), 0))
         )
     ),
-    encode_heartbeat(BrokerHeartbeat(0, 0, "", 0, "", 0, None, ())),
+    encode_heartbeat(BrokerHeartbeat(0, 0, "h", 0, "p", 0, None, ())),
     encode_heartbeat_ack(HeartbeatAck(True, 0)),
     encode_heartbeat_ack(HeartbeatAck(False, None)),
 ]

@@ -166,7 +166,7 @@ async def test_frames_sent_with_the_handshake_answer_are_accounted_and_delivered
         client, handler = network(0, {1: f"127.0.0.1:{port}"})
         nursery.start_soon(client.dial_forever)
         await wait_for(lambda: handler.raft == [(4, good)], "the frame behind the hello")
-        assert client.stats.misaddressed == 1 and client.stats.errors == 0
+        assert client.stats.dropped_messages == 1 and client.stats.errors == 0
         assert client.budget.in_use == 0
         served.set()
         await wait_for(lambda: 1 in handler.lost, "the link to end")

@@ -60,6 +60,7 @@ from broker.wire.messages import (
     TopicResult,
 )
 from broker.wire.protocol import (
+    MAX_ERROR_MESSAGE,
     RESPONSE_TYPES,
     RequestHeader,
     decode_request,
@@ -892,3 +893,15 @@ def test_fuzz_mutated_requests_raise_only_wire_errors(
         decode_request(bytes(payload))
     except WireError as exc:
         assert exc.correlation_id in (None, 3) or isinstance(exc.correlation_id, int)
+
+
+def test_an_error_quoting_a_huge_key_still_fits_every_clients_text_limit() -> None:
+    """An unknown 64 KiB key in a request body: the error names it shortened, and any
+    message is cut so the answer decodes with default limits (found by the live fuzzer)."""
+    payload = cbor.encode([int(ApiKey.INIT_PRODUCER_ID), 0, 5, "c", {"x" * 65536: 0}])
+    with pytest.raises(WireError) as caught:
+        decode_request(payload, Limits())
+    assert caught.value.correlation_id == 5 and len(caught.value.message) < 300
+    frame = encode_response(5, ErrorCode.INVALID_REQUEST, "y" * 100_000, None)
+    envelope = decode_response(frame[4:], ApiKey.INIT_PRODUCER_ID, Limits())
+    assert envelope.message is not None and len(envelope.message) == MAX_ERROR_MESSAGE
