@@ -13,6 +13,8 @@ SOAK_SEEDS ?= 200000
 CLUSTER_SEEDS ?= 1000
 CLUSTER_SOAK_SEEDS ?= 20000
 WIPE ?= 1
+# Frames the live fuzzer sends to a broker process in `make soak` (both ports together).
+FUZZ_SOAK_FRAMES ?= 1000000
 
 .PHONY: run lint unit sim sim-cluster test soak bench fmt clean
 
@@ -50,6 +52,7 @@ soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)
 	@$(MAKE) --no-print-directory sim-cluster CLUSTER_SEEDS=$(CLUSTER_SOAK_SEEDS)
 	SLUICE_STEADY_S=60 $(VENV)/bin/pytest -q tests/integration/test_cluster_faults.py -k steady
+	$(VENV_PY) -m tests.fuzz.live --frames $(FUZZ_SOAK_FRAMES)
 
 bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.raft_bench

@@ -1,0 +1,1 @@
+"""Structured fuzzing of a live broker process over real TCP (`python -m tests.fuzz.live`)."""
