@@ -40,6 +40,7 @@ from broker.core.peer_codec import (
 from broker.core.raft import Entry, Message
 from broker.core.requests import Reply, RequestHandler
 from broker.runtime.budget import ByteBudget
+from broker.runtime.fault_log import FaultLog
 from broker.runtime.groups import encode_offset_value
 from broker.runtime.store import RocksStore, WriteRound
 from broker.wire.errors import ErrorCode
@@ -120,7 +121,7 @@ class Driver:
         """The client servers' byte budget: fetch answers shrink to the room left in it."""
         self.request_errors = 0
         self.peer_input_errors = 0
-        self._errors_logged: set[str] = set()
+        self._faults = FaultLog(log)
 
     # -- inputs (from other tasks) ------------------------------------------------------------
 
@@ -213,7 +214,7 @@ class Driver:
                 handle()
             except Exception as e:
                 self.peer_input_errors += 1
-                self._log_error("peer input", e)
+                self._faults.report("peer input", e)
         for _ in range(self._ticks):
             node.tick()
         self._ticks = 0
@@ -250,21 +251,12 @@ class Driver:
 
     def _failed(self, op: Op, e: Exception) -> None:
         self.request_errors += 1
-        self._log_error(f"{op.header.api_key.name} request", e)
+        self._faults.report(f"{op.header.api_key.name} request", e)
         self._ops.pop(op.token, None)
         op.resolve(
             Reply(op.header.correlation_id, ErrorCode.UNKNOWN_SERVER_ERROR,
                   f"the broker failed to handle this request: {type(e).__name__}", None)
         )  # fmt: skip
-
-    def _log_error(self, what: str, e: Exception) -> None:
-        """The first error of each kind with its traceback, later ones in one line."""
-        kind = f"{what}: {type(e).__name__}"
-        if kind in self._errors_logged:
-            log.warning("%s failed again: %s", what, e)
-            return
-        self._errors_logged.add(kind)
-        log.error("%s failed", what, exc_info=e)
 
     def _fetch(self, op: Op, req: FetchRequest, *, final: bool) -> bool:
         budget = self.budget

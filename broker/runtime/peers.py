@@ -55,6 +55,7 @@ from broker.core.peer_codec import (
 )
 from broker.core.raft import Message
 from broker.runtime.budget import ByteBudget
+from broker.runtime.fault_log import FaultLog
 from broker.runtime.frame_reader import FrameReader, Received
 from broker.wire.errors import WireError
 from broker.wire.frames import FrameDecoder, encode_frame
@@ -152,7 +153,7 @@ class PeerNetwork:
         self._dialing: set[int] = set()
         self._rng = random.Random()
         self.budget = ByteBudget(PEER_BUDGET_BYTES, PEER_BUDGET_BYTES // 4)
-        self._errors_logged: set[str] = set()
+        self._faults = FaultLog(log)
         self.cut: set[int] = set()
         """Peers to refuse (tests of partitions use a proxy instead; this is for shutdown)."""
 
@@ -222,15 +223,9 @@ class PeerNetwork:
         return body, decoder
 
     def _contain(self, group: BaseExceptionGroup[Exception]) -> None:
-        """An unexpected exception in one connection: counted, logged once per kind."""
+        """An unexpected exception in one connection: counted, reported (see FaultLog)."""
         self.stats.errors += 1
-        kinds = ",".join(sorted({type(e).__name__ for e in group.exceptions}))
-        if kinds in self._errors_logged:
-            log.warning("peer connection closed on an unexpected %s (%d such so far)",
-                        kinds, self.stats.errors)  # fmt: skip
-            return
-        self._errors_logged.add(kinds)
-        log.error("peer connection closed on an unexpected %s", kinds, exc_info=group)
+        self._faults.report("peer connection", group)
 
     async def dial_forever(self) -> None:
         """Keep a link to every peer this broker is the dialing side for."""

@@ -36,6 +36,7 @@ import trio
 from broker.core.requests import Reply
 from broker.runtime.budget import ByteBudget
 from broker.runtime.driver import Driver, Op
+from broker.runtime.fault_log import FaultLog
 from broker.runtime.frame_reader import FrameReader, Received
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
@@ -168,7 +169,7 @@ class ClientServer:
         self.budget = budget
         self.stall_timeout_s = stall_timeout_s
         self._stats = ServerStats()
-        self._errors_logged: set[str] = set()
+        self._faults = FaultLog(log)
         self.draining = False
 
     @property
@@ -197,19 +198,10 @@ class ClientServer:
             stats.reset_by_client += 1  # the client went away: nothing to answer
         except* Exception as group:
             stats.closed_error += 1
-            self._log_error(group)
+            self._faults.report("client connection", group)
         finally:
             stats.connections -= 1
             await trio.aclose_forcefully(stream)
-
-    def _log_error(self, group: BaseExceptionGroup[Exception]) -> None:
-        kinds = ",".join(sorted({type(e).__name__ for e in group.exceptions}))
-        if kinds in self._errors_logged:
-            log.warning("client connection closed on an unexpected %s (%d such so far)",
-                        kinds, self._stats.closed_error)  # fmt: skip
-            return
-        self._errors_logged.add(kinds)
-        log.error("client connection closed on an unexpected %s", kinds, exc_info=group)
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         while not self.draining:
