@@ -8,7 +8,7 @@ heartbeats and their acks. Both draw only from the RNG they are given.
 What they name is chosen so that a *valid* request cannot damage what the live run checks:
 writes (produce, create, delete) go to the fuzzer's own topics (`FUZZ_TOPICS`), reads may
 also name the checked topics; the fuzzer re-checks every mutated input the same way
-(`live.py`), since a mutation can turn one name into another.
+(`client_frames.py`, `peer_frames.py`), since a mutation can turn one name into another.
 """
 
 from __future__ import annotations
