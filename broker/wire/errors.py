@@ -101,6 +101,18 @@ _INFO: dict[ErrorCode, tuple[bool, str]] = {
 assert set(_INFO) == set(ErrorCode), "every ErrorCode needs a row in _INFO"
 
 
+MAX_ERROR_MESSAGE = 4096
+"""Characters of an error message on the wire (at most 16 KiB of UTF-8: within every
+client's text limit, whatever the message quotes)."""
+
+
+def short_message(message: str | None) -> str | None:
+    """`message` cut to MAX_ERROR_MESSAGE characters, for the wire."""
+    if message is None or len(message) <= MAX_ERROR_MESSAGE:
+        return message
+    return message[: MAX_ERROR_MESSAGE - 3] + "..."
+
+
 class CodedError(Exception):
     """An error that is a value: a code and a message (the message names what was wrong)."""
 

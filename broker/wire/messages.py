@@ -21,7 +21,7 @@ from typing import ClassVar, TypeAlias
 
 from broker.wire import schema as s
 from broker.wire.api import ApiKey
-from broker.wire.errors import ErrorCode
+from broker.wire.errors import ErrorCode, short_message
 from broker.wire.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
@@ -395,7 +395,7 @@ class TopicResult:
     message: str | None = None
 
     def to_wire(self) -> dict[str, object]:
-        return {"name": self.name, "error": int(self.error), "message": self.message}
+        return {"name": self.name, "error": int(self.error), "message": short_message(self.message)}
 
     @classmethod
     def from_wire(cls, value: object, path: str, limits: Limits) -> TopicResult:
@@ -581,7 +581,7 @@ class ProducePartitionResult:
         return {
             "partition": self.partition,
             "error": int(self.error),
-            "message": self.message,
+            "message": short_message(self.message),
             "base_offset": self.base_offset,
             "log_start_offset": self.log_start_offset,
             "leader": self.leader,
@@ -781,7 +781,7 @@ class FetchPartitionResult:
         return {
             "partition": self.partition,
             "error": int(self.error),
-            "message": self.message,
+            "message": short_message(self.message),
             "high_watermark": self.high_watermark,
             "last_stable_offset": self.last_stable_offset,
             "log_start_offset": self.log_start_offset,

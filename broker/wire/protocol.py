@@ -24,7 +24,7 @@ from typing import NamedTuple, NoReturn
 
 from broker.wire import cbor, schema
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
-from broker.wire.errors import ErrorCode, WireError
+from broker.wire.errors import MAX_ERROR_MESSAGE, ErrorCode, WireError, short_message
 from broker.wire.frames import encode_frame
 from broker.wire.limits import DEFAULT_LIMITS, INT32_MAX, INT32_MIN, Limits, client_id_problem
 from broker.wire.messages import (
@@ -63,10 +63,6 @@ __all__ = [
     "request_correlation_id",
     "response_correlation_id",
 ]
-
-MAX_ERROR_MESSAGE = 4096
-"""Characters of an error message in a response (at most 16 KiB of UTF-8: within every
-client's text limit)."""
 
 REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.API_VERSIONS: ApiVersionsRequest,
@@ -136,12 +132,12 @@ def encode_response(
     correlation_id: int, error: ErrorCode, message: str | None, response: Response | None
 ) -> bytes:
     """The whole frame carrying a response: a body on success, None with an error. A
-    message is cut to MAX_ERROR_MESSAGE characters (any client's text limit holds it)."""
+    message is cut to MAX_ERROR_MESSAGE characters (any client's text limit holds it), as
+    every per-topic and per-partition message is."""
     _check_correlation_id(correlation_id)
     if (error is ErrorCode.NONE) != (response is not None):
         raise ValueError("a response carries a body exactly when its error is NONE")
-    if message is not None and len(message) > MAX_ERROR_MESSAGE:
-        message = message[: MAX_ERROR_MESSAGE - 3] + "..."
+    message = short_message(message)
     body = None if response is None else response.to_body()
     return encode_frame(cbor.encode([correlation_id, int(error), message, body]))
 

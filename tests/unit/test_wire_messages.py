@@ -905,3 +905,14 @@ def test_an_error_quoting_a_huge_key_still_fits_every_clients_text_limit() -> No
     frame = encode_response(5, ErrorCode.INVALID_REQUEST, "y" * 100_000, None)
     envelope = decode_response(frame[4:], ApiKey.INIT_PRODUCER_ID, Limits())
     assert envelope.message is not None and len(envelope.message) == MAX_ERROR_MESSAGE
+
+
+def test_per_topic_and_per_partition_messages_are_cut_too() -> None:
+    """A CreateTopics result quoting a 64 KiB config key (found by the live fuzzer after the
+    top-level message was cut): every message a response carries fits a client's limits."""
+    result = TopicResult(name="t", error=ErrorCode.INVALID_CONFIG, message="k" * 70_000)
+    frame = encode_response(3, ErrorCode.NONE, None, CreateTopicsResponse(topics=(result,)))
+    envelope = decode_response(frame[4:], ApiKey.CREATE_TOPICS, Limits())
+    assert isinstance(envelope.body, CreateTopicsResponse)
+    message = envelope.body.topics[0].message
+    assert message is not None and len(message) == MAX_ERROR_MESSAGE
