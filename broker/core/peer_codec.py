@@ -16,7 +16,7 @@ another exception. A decoded Raft message also holds what the Raft core takes fo
 of any message: terms and indices in [0, MAX_INDEX], no entry term above the message's
 term, entries numbered from `prev_index + 1` in order with terms that never decrease, a
 configuration entry carrying a configuration (and only such an entry), no member both
-voter and learner, a snapshot chunk inside the snapshot.
+voter and learner, a snapshot chunk inside the snapshot, a snapshot refusal at offset 0.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def encode_message(m: Message) -> list[object]:
     if isinstance(m, InstallSnapshot):
         return [*head, _meta(m.meta), m.offset, m.data, m.total_bytes]
     if isinstance(m, SnapshotResponse):
-        return [*head, m.index, m.next_offset]
+        return [*head, m.index, m.next_offset, m.reject]
     if isinstance(m, TimeoutNow):
         return head
     if isinstance(m, ReadIndexRequest):
@@ -367,8 +367,11 @@ def _d_snapshot(s: Member, d: Member, t: int, r: list[Any]) -> Message:
 
 
 def _d_snapshot_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
-    _arity(r, 2)
-    return SnapshotResponse(s, d, t, _count(r[0]), _count(r[1]))
+    _arity(r, 3)
+    index, next_offset, reject = _count(r[0]), _count(r[1]), _bool(r[2])
+    if reject and next_offset != 0:
+        raise PeerProtocolError("a refused snapshot must answer next_offset 0")
+    return SnapshotResponse(s, d, t, index, next_offset, reject)
 
 
 def _d_timeout_now(s: Member, d: Member, t: int, r: list[Any]) -> Message:

@@ -341,6 +341,8 @@ class PeerCorpus:
             data = r.randbytes(r.randint(0, min(512, total - offset)))
             return InstallSnapshot(me, dst, term, meta, offset, data, total)
         if kind == 7:
+            if r.random() < 0.1:  # a refusal
+                return SnapshotResponse(me, dst, term, _index(r), 0, True)
             return SnapshotResponse(me, dst, term, _index(r), r.randint(0, 4096))
         if kind == 8:
             return TimeoutNow(me, dst, term)

@@ -515,6 +515,7 @@ RAFT_MESSAGES: list[Message] = [
     VoteResponse(B, A, 4, True, False),
     InstallSnapshot(A, B, 3, SnapshotMeta(9, 3, CONF), 16, b"chunk", 64),
     SnapshotResponse(B, A, 3, 9, 21),
+    SnapshotResponse(B, A, 3, 9, 0, True),
     TimeoutNow(A, B, 3),
     ReadIndexRequest(B, A, 3, b"r1"),
     ReadIndexResponse(A, B, 3, b"r1", 6),
@@ -841,6 +842,9 @@ def raft_promise_violations(group: object, m: object) -> list[str]:
     elif isinstance(m, SnapshotResponse):
         count(m.index, "index")
         count(m.next_offset, "next_offset")
+        boolean(m.reject, "reject")
+        if m.reject is True and m.next_offset != 0:
+            out.append(f"a refusal at next_offset {m.next_offset!r}")
     elif isinstance(m, ReadIndexRequest | ReadIndexResponse):
         if type(m.context) is not bytes:
             out.append("read context is not bytes")
@@ -984,7 +988,9 @@ def raft_messages(draw: st.DrawFn) -> Message:
         meta = SnapshotMeta(draw(_counts), draw(st.integers(0, term)), draw(_confs()))
         return InstallSnapshot(src, dst, term, meta, offset, data, min(total, MAX_INDEX))
     if kind == 7:
-        return SnapshotResponse(src, dst, term, draw(_counts), draw(_counts))
+        reject = draw(st.booleans())
+        offset = 0 if reject else draw(_counts)
+        return SnapshotResponse(src, dst, term, draw(_counts), offset, reject)
     if kind == 8:
         return TimeoutNow(src, dst, term)
     if kind == 9:

@@ -57,6 +57,7 @@ MESSAGES = [
     VoteResponse(B, A, 4, True, False),
     InstallSnapshot(A, B, 3, SnapshotMeta(9, 3, CONF), 16, b"chunk", 64),
     SnapshotResponse(B, A, 3, 9, 21),
+    SnapshotResponse(B, A, 3, 9, 0, True),
     TimeoutNow(A, B, 3),
     ReadIndexRequest(B, A, 3, b"r1"),
     ReadIndexResponse(A, B, 3, b"r1", 6),
@@ -131,3 +132,12 @@ def test_a_heartbeat_with_a_host_no_client_could_use_is_refused(host: str) -> No
     hb = BrokerHeartbeat(3, 99, host, 1, "p", 2, None, (), ())
     with pytest.raises(PeerProtocolError):
         decode_frame(encode_heartbeat(hb))
+
+
+def test_a_snapshot_refusal_must_be_at_offset_zero() -> None:
+    """A refusal ends the transfer: it cannot also claim to hold part of the snapshot."""
+    good = encode_raft([(1, SnapshotResponse(B, A, 3, 9, 0, True))])
+    assert decode_frame(good)[1] == [(1, SnapshotResponse(B, A, 3, 9, 0, True))]
+    bad = encode_raft([(1, SnapshotResponse(B, A, 3, 9, 16, True))])
+    with pytest.raises(PeerProtocolError, match="refused snapshot"):
+        decode_frame(bad)

@@ -46,3 +46,30 @@ def test_committed_entries_are_handed_out_up_to_max_applying_bytes() -> None:
     assert not lead.has_ready()
     lead.advance(first)
     assert [e.index for e in lead.ready().committed_entries] == [4]
+
+
+def test_the_proposal_itself_counts_against_max_uncommitted_bytes() -> None:
+    """A proposal is refused if it would take the uncommitted bytes past the limit (before,
+    only the bytes already uncommitted were compared, so one proposal overshot it without
+    bound), except when nothing is uncommitted: a proposal larger than the whole budget
+    still goes through, alone (etcd's rule)."""
+    net = Net([1, 2, 3], max_uncommitted_bytes=100)
+    lead = net.elect(1)
+    net.isolate(2)
+    net.isolate(3)
+    net.propose(1, b"x" * (60 - ENTRY_OVERHEAD_BYTES))  # 0 before: accepted, 60
+    with pytest.raises(ProposalDropped) as exc:
+        lead.propose(b"x" * (60 - ENTRY_OVERHEAD_BYTES))  # 120 > 100
+    assert exc.value.reason == DropReason.BACKPRESSURE
+    with pytest.raises(ProposalDropped):
+        lead.propose_many([b""] * 2)  # a batch counts whole: 60 + 64 > 100
+    net.propose(1, b"x" * (40 - ENTRY_OVERHEAD_BYTES))  # exactly 100: accepted
+    net.heal()
+    net.tick(1, lead.config.heartbeat_ticks)
+    net.deliver_all()
+    assert lead.commit_index == lead.log.last_index()
+    big = net.propose(1, b"x" * 1000)  # nothing uncommitted: it goes through alone
+    with pytest.raises(ProposalDropped):
+        lead.propose(b"")
+    net.deliver_all()
+    assert lead.commit_index == big

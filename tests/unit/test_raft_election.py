@@ -282,3 +282,23 @@ def test_a_follower_past_its_lease_campaigns_when_a_behind_pre_candidate_asks() 
     net.deliver_all()
     assert (net[2].role, net[2].term) == (Role.LEADER, 2)
     assert net[3].leader == 2
+
+
+def test_campaign_outside_tick_restarts_the_election_timer() -> None:
+    """campaign() called from outside tick (by the runtime, or when a behind pre-candidate
+    asks a follower past its lease) starts an election as a timeout does: the timer
+    restarts, so the campaigner does not time out at the next tick and throw away the round
+    it just began (here the timer had run out after a link loss: 1 tick left)."""
+    net = Net([1, 2, 3])
+    net.elect(1)
+    n = net[3]
+    et = n.config.election_ticks
+    net.isolate(1)
+    net.isolate(2)
+    n.leader_unreachable(1)  # rank 0 in term 1: would campaign at the next tick
+    n.campaign()
+    net.process(3)
+    assert (n.role, n.election_elapsed) == (Role.PRE_CANDIDATE, 0)
+    rounds = len(net.sent_of(RequestVote, src=3))
+    net.tick(3, et - 1)  # less than any randomized timeout
+    assert len(net.sent_of(RequestVote, src=3)) == rounds

@@ -134,3 +134,37 @@ def test_restart_replays_committed_entries_after_applied() -> None:
     assert [e.index for e in rd.committed_entries] == [3, 4, 5]
     assert rd.hard_state is None and list(rd.entries) == [] and not rd.must_sync
     assert node.conf == C3 and node.role == Role.FOLLOWER
+
+
+def test_replies_that_promise_nothing_new_leave_at_once_while_the_disk_stalls() -> None:
+    """A rejection, and a reply to an append below our commit index whose committed entries
+    are already durable, promise nothing the disk does not hold: they leave with `messages`,
+    so a stalled disk does not stall the leader's probing. An acknowledgement of entries not
+    yet durable still waits for the write, even when it answers an append below commit."""
+    net = Net([1, 2, 3])
+    lead = net.elect(1)
+    net.propose(1, b"a")
+    net.propose(1, b"b")
+    net.deliver_all()
+    net.tick(1, lead.config.heartbeat_ticks)
+    net.deliver_all()
+    f = net[2]
+    assert (f.commit_index, f.log.persisted_index()) == (3, 3)
+    net.inbox.clear()
+    net.hold(2)
+    # A gap: rejected with a hint, at once.
+    net.step(AppendEntries(1, 2, 1, 9, 1, [], 3))
+    assert list(net.inbox) == [AppendResponse(2, 1, 1, 9, True, 3, 1)]
+    net.inbox.clear()
+    # Below our (durable) commit index: we hold everything up to it, at once.
+    net.step(AppendEntries(1, 2, 1, 1, 1, [], 3))
+    assert list(net.inbox) == [AppendResponse(2, 1, 1, 3)]
+    net.inbox.clear()
+    # New entries: acknowledged only once durable.
+    net.step(AppendEntries(1, 2, 1, 3, 1, [Entry(4, 1, data=b"c")], 4))
+    assert not net.inbox and f.commit_index == 4
+    # Below a commit index that covers the entry still unsynced: that reply waits as well.
+    net.step(AppendEntries(1, 2, 1, 2, 1, [], 4))
+    assert not net.inbox
+    net.release(2)
+    assert list(net.inbox) == [AppendResponse(2, 1, 1, 4), AppendResponse(2, 1, 1, 4)]

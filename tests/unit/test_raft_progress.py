@@ -104,6 +104,21 @@ def test_become_probe_after_a_snapshot_resumes_past_the_snapshot() -> None:
     assert pr.next == 26
 
 
+def test_a_refused_snapshot_frees_it_and_pauses_probing_from_match() -> None:
+    pr = Progress(20, 8, 1 << 20)
+    pr.match = 4
+    pr.become_snapshot(Snapshot(SnapshotMeta(15, 2, ConfState(frozenset({1}))), b"x" * 100))
+    pr.snapshot_refused(6)
+    assert (pr.state, pr.snapshot, pr.next, pr.pause_ticks) == (ProgressState.PROBE, None, 5, 6)
+    assert pr.is_paused() and pr.snapshot_refusals == 1
+    pr.pause_ticks = 0
+    assert not pr.is_paused()
+    pr.snapshot_refused(12)
+    assert pr.snapshot_refusals == 2
+    pr.maybe_update(7)  # progress: the next refusal pauses from the start again
+    assert pr.snapshot_refusals == 0
+
+
 def test_maybe_update_moves_match_and_next_forward_only() -> None:
     pr = Progress(5, 256, 1 << 20)
     pr.probe_sent = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.core.raft import ConfState, EntryKind, HardState, ProposalDropped
+from broker.core.raft import ConfState, Entry, EntryKind, HardState, ProposalDropped
 from broker.core.raft.errors import DropReason
 from broker.core.raft.progress import ProgressState
 from broker.core.raft.types import AppendEntries, AppendResponse, Message
@@ -198,8 +198,31 @@ def test_inflight_window_limits_outstanding_appends() -> None:
 def test_follower_rejects_append_with_a_mismatching_prev_entry() -> None:
     net = Net([1, 2], storages={2: make_storage(ConfState(frozenset({1, 2})), [1, 1])})
     net.step(AppendEntries(1, 2, 2, 2, 2, [], 0))
-    (resp,) = [m for rd in net.readies[2] for m in rd.persisted_messages]
+    # A rejection promises nothing durable: it leaves with `messages`, without waiting.
+    assert [m for rd in net.readies[2] for m in rd.persisted_messages] == []
+    (resp,) = [m for rd in net.readies[2] for m in rd.messages]
     assert resp == AppendResponse(2, 1, 2, 2, reject=True, hint_index=2, hint_term=1)
+
+
+def test_follower_commits_no_further_than_the_last_new_entry() -> None:
+    """Figure 2, AppendEntries step 5: commit = min(leader commit, index of the last new
+    entry). Node 2 holds (3, term 2) and (4, term 2), which the term-3 leader does not; the
+    leader has committed 1..5 and its append vouches only for index 2. Node 2 must commit 2,
+    not its unverified suffix (bounding by its own last index would commit index 4)."""
+    c2 = ConfState(frozenset({1, 2}))
+    stale = make_storage(c2, [1, 1, 2, 2], hard_state=HardState(2, None, 1))
+    net = Net([1, 2], storages={2: stale})
+    follower = net[2]
+    net.step(AppendEntries(1, 2, 3, 1, 1, [Entry(2, 1)], 5))
+    assert follower.commit_index == 2
+    assert [follower.log.term(i) for i in range(1, 5)] == [1, 1, 2, 2]  # suffix kept, uncommitted
+    assert [(e.index, e.term) for e in net.applied[2]] == [(1, 1), (2, 1)]
+    acks = [m for rd in net.readies[2] for m in rd.persisted_messages]
+    assert acks[-1] == AppendResponse(2, 1, 3, 2)
+    # After a conflict the suffix is replaced; the commit again stops at the last new entry.
+    net.step(AppendEntries(1, 2, 3, 2, 1, [Entry(3, 3)], 5))
+    assert (follower.commit_index, follower.log.last_index(), follower.log.term(3)) == (3, 3, 3)
+    assert [(e.index, e.term) for e in net.applied[2]] == [(1, 1), (2, 1), (3, 3)]
 
 
 def test_propose_at_a_follower_is_refused_with_a_leader_hint() -> None:

@@ -22,7 +22,10 @@ class RaftConfig:
     max_inflight_msgs: int = 256
     max_inflight_bytes: int = 32 << 20
     max_uncommitted_bytes: int = 64 << 20
-    """A leader refuses proposals (BACKPRESSURE) while this many bytes are uncommitted."""
+    """A leader refuses a proposal (BACKPRESSURE) that would take its uncommitted bytes past
+    this, counting the proposal itself, unless nothing is uncommitted: then a proposal larger
+    than the limit still goes through, alone (etcd's rule). The no-op a new leader appends
+    counts until it commits."""
     max_applying_bytes: int = 16 << 20
     """Committed entries handed out but not yet acknowledged by advance()."""
     max_snapshot_chunk_bytes: int = 1 << 20

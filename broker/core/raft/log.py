@@ -26,7 +26,10 @@ from broker.core.raft.storage import (
 from broker.core.raft.types import ENTRY_OVERHEAD_BYTES, Entry, Snapshot, entries_size
 
 NO_TERM = -1
-"""term() of an index that is compacted or beyond the log."""
+"""term() of an index it cannot answer for, which means one of two opposite things: the index
+is compacted (below first_index() - 1: the snapshot holds it) or beyond the log (above
+last_index(): the log lacks it). A caller asking whether the log holds an entry must tell
+them apart: `RaftLog.compacted(index)` or `index > last_index()`."""
 
 
 class RaftLog:
@@ -73,7 +76,8 @@ class RaftLog:
         return self.term(self.last_index())
 
     def term(self, index: int) -> int:
-        """The term at `index`, or NO_TERM when it is compacted or beyond the log."""
+        """The term at `index`, or NO_TERM when it is compacted or beyond the log (see
+        NO_TERM: `compacted()` tells the two apart)."""
         off = self.offset
         if index >= off:
             i = index - off
@@ -85,6 +89,12 @@ class RaftLog:
             return self.storage.term(index)
         except (LogCompacted, LogUnavailable):
             return NO_TERM
+
+    def compacted(self, index: int) -> bool:
+        """Is `index` compacted into the snapshot? term() answers NO_TERM for it, as for an
+        index beyond the log, but this log holds it: the snapshot (at first_index() - 1,
+        whose term term() still answers) covers it."""
+        return index < self.first_index() - 1
 
     def match_term(self, index: int, term: int) -> bool:
         return self.term(index) == term

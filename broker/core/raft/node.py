@@ -12,6 +12,9 @@ once it has applied it.
 Durability rules the node keeps (each guards a classic bug):
 - A vote, an append acknowledgement and a snapshot acknowledgement are put in
   `persisted_messages`: they leave only after the Ready that made them true is durable.
+  Replies that promise nothing the disk does not already hold leave at once, so a stalled
+  disk does not stall the leader's probing: append rejections, and answers to an append or
+  snapshot at or below a commit index whose entries are all durable already.
 - A candidate counts its own vote, and a leader its own log, only after `persisted`; so a
   single-voter group never reports an entry committed before it is durable. A candidate
   becomes leader only once its term is durable, even if others' votes already make a quorum
@@ -40,7 +43,10 @@ Protocol rules (Raft paper, dissertation and etcd's lessons):
 - ReadIndex: the leader records its commit index, confirms it still leads with a quorum of
   heartbeat acknowledgements, then releases the read; followers forward reads to it.
 - Snapshots: the application snapshots and compacts its storage when it chooses; a follower
-  whose next entry is compacted away receives the storage's snapshot in chunks.
+  whose next entry is compacted away receives the storage's snapshot in chunks. A follower
+  that will not take it (over its max_snapshot_bytes) refuses it outright; the leader then
+  drops the snapshot, counts the failure (`snapshots_refused`) and probes that follower
+  again only after a pause (etcd's ReportSnapshot failure).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from broker.core.raft.log import NO_TERM, RaftLog
 from broker.core.raft.progress import CatchUpBudget, Progress, ProgressState, quorum_index
 from broker.core.raft.storage import LogStorage, SnapshotTemporarilyUnavailable
 from broker.core.raft.types import (
+    ENTRY_OVERHEAD_BYTES,
     AppendEntries,
     AppendResponse,
     ConfChange,
@@ -77,6 +84,7 @@ from broker.core.raft.types import (
     RequestVote,
     Role,
     Snapshot,
+    SnapshotMeta,
     SnapshotResponse,
     SoftState,
     TimeoutNow,
@@ -103,6 +111,11 @@ class _PendingRead:
     index: int
     requester: MemberId
     acks: set[MemberId]
+
+
+_MAX_REFUSAL_BACKOFF = 5
+"""After a refused snapshot a leader waits one election timeout before probing that follower
+again, doubling with each refusal in a row up to 2**5 election timeouts."""
 
 
 @dataclass(slots=True)
@@ -169,6 +182,9 @@ class RaftNode:
         self._prev_hs = HardState(self.term, self.vote, self.log.committed)
         self._prev_ss = SoftState(None, Role.FOLLOWER, self.term)
         self.elections_won = 0
+        self.snapshots_refused = 0
+        """Snapshot transfers this node, as leader, ended because the follower refused them
+        (larger than its max_snapshot_bytes): for the runtime to count or log."""
 
     # ---------------------------------------------------------------------------------------
     # Introspection
@@ -241,7 +257,8 @@ class RaftNode:
         self._randomized_timeout = self.election_elapsed + 1 + rank * max(1, et // 2)
 
     def campaign(self, *, transfer: bool = False) -> None:
-        """Start an election now (pre-vote first unless transferring or disabled)."""
+        """Start an election now (pre-vote first unless transferring or disabled). Like an
+        election timeout, it restarts the election timer with a new randomized timeout."""
         if not self.promotable() or self.role == Role.LEADER:
             return
         if self.config.pre_vote and not transfer:
@@ -256,7 +273,7 @@ class RaftNode:
     def _send_vote_requests(self, term: int, *, pre_vote: bool, transfer: bool) -> None:
         last = self.log.last_index()
         last_term = self.log.term(last)
-        for v in self.conf.voters:
+        for v in self._election_quorum():
             if v != self.id:
                 self._msgs.append(
                     RequestVote(self.id, v, term, last, last_term, pre_vote, transfer)
@@ -268,19 +285,20 @@ class RaftNode:
 
     def propose_many(self, datas: Iterable[bytes]) -> int:
         """Append entries (one per item); returns the index of the first. All or nothing."""
-        self._check_can_propose()
         term = self.term
         first = self.log.last_index() + 1
         normal = EntryKind.NORMAL
         entries = [Entry(i, term, normal, d) for i, d in enumerate(datas, first)]
         if not entries:
             raise ValueError("propose_many needs at least one entry")
-        self._append_leader(entries, entries_size(entries), scan_conf=False)
+        nbytes = entries_size(entries)
+        self._check_can_propose(nbytes)
+        self._append_leader(entries, nbytes, scan_conf=False)
         return first
 
     def propose_conf_change(self, change: ConfChange) -> int:
         """Append a configuration entry; returns its index."""
-        self._check_can_propose()
+        self._check_can_propose(ENTRY_OVERHEAD_BYTES)  # its size: no data
         if not self._conf_change_allowed():
             raise ProposalDropped(DropReason.CONF_CHANGE_PENDING, self.leader)
         new = _apply_change(self.conf, change)
@@ -467,9 +485,7 @@ class RaftNode:
         self.lead_transferee = None
         self._votes = {}
         self.progress = {}
-        self._reads.clear()
-        self._reads_waiting.clear()
-        self._read_hb_pending = False
+        self._drop_pending_reads()
         self._bcast_pending = False
         self._commit_bcast = False
         self._uncommitted.clear()
@@ -493,10 +509,14 @@ class RaftNode:
         self.election_elapsed = elapsed
 
     def _become_pre_candidate(self) -> None:
-        # Term and vote stay: a pre-vote changes nothing durable.
+        # Term and vote stay: a pre-vote changes nothing durable. The election timer restarts
+        # with a new randomized timeout, as for a candidate (_reset): campaign() may be called
+        # outside tick with the timer run out, and must not time out again at the next tick.
         self._votes = {}
         self.leader = None
         self.role = Role.PRE_CANDIDATE
+        self.election_elapsed = 0
+        self._reset_randomized_timeout()
 
     def _become_candidate(self) -> None:
         self._reset(self.term + 1)
@@ -525,7 +545,7 @@ class RaftNode:
 
     def _tally(self) -> bool:
         """Count votes; act on a won or lost election. True if the election ended."""
-        voters = self.conf.voters
+        voters = self._election_quorum()
         granted = rejected = 0
         for v, ok in self._votes.items():
             if v in voters:
@@ -579,15 +599,55 @@ class RaftNode:
         committed = self.log.committed
         return committed >= self.term_start_index and self._confs[-1][0] <= committed
 
+    def _merge_entries(self, entries: Sequence[Entry]) -> None:
+        """Append a leader's entries from the first whose term differs, truncating ours there."""
+        tail = entries[-1]
+        if self.log.term(tail.index) != tail.term:
+            for i, e in enumerate(entries):
+                if self.log.term(e.index) != e.term:
+                    self._append(entries[i:] if i else entries)
+                    break
+
+    def _append_commit(self, leader_commit: int, last_new: int) -> int:
+        """A follower commits the leader's commit index, but never past this append's last entry."""
+        return min(leader_commit, last_new)
+
+    def _log_ok(self, m: RequestVote) -> bool:
+        """Is the (pre-)candidate's log at least as up to date as ours (Raft §5.4.1)?"""
+        return self.log.is_up_to_date(m.last_index, m.last_term)
+
+    def _election_quorum(self) -> frozenset[MemberId]:
+        """Who is asked for (pre-)votes and whose votes count: voters, never learners."""
+        return self.conf.voters
+
+    def _commit_quorum(self) -> frozenset[MemberId]:
+        """Whose acknowledgements count to commit, confirm a read or keep leading: voters only."""
+        return self.conf.voters
+
+    def _drop_pending_reads(self) -> None:
+        """On every role change, drop pending ReadIndex reads: their term's confirmation is void."""
+        self._reads.clear()
+        self._reads_waiting.clear()
+        self._read_hb_pending = False
+
+    def _snapshot_matches(self, meta: SnapshotMeta) -> bool:
+        """Does our log hold the snapshot's last entry (same index and term), so it can stay?"""
+        return self.log.match_term(meta.index, meta.term)
+
     # ---------------------------------------------------------------------------------------
     # Leader
 
-    def _check_can_propose(self) -> None:
+    def _check_can_propose(self, nbytes: int) -> None:
+        """May we append a proposal of `nbytes` accounted bytes? Not past
+        max_uncommitted_bytes, counting the proposal itself, unless nothing is uncommitted:
+        then it goes through alone, however large (etcd's rule), so no proposal is refused
+        for ever. The uncommitted bytes include this term's no-op until it commits."""
         if self.role != Role.LEADER:
             raise ProposalDropped(DropReason.NOT_LEADER, self.leader)
         if self.lead_transferee is not None:
             raise ProposalDropped(DropReason.TRANSFERRING, self.leader)
-        if self._uncommitted_bytes >= self.config.max_uncommitted_bytes:
+        uncommitted = self._uncommitted_bytes
+        if uncommitted and uncommitted + nbytes > self.config.max_uncommitted_bytes:
             raise ProposalDropped(DropReason.BACKPRESSURE, self.leader)
 
     def _append_leader(self, entries: list[Entry], nbytes: int, *, scan_conf: bool) -> None:
@@ -602,6 +662,8 @@ class RaftNode:
     def _tick_leader(self) -> None:
         for pr in self.progress.values():
             pr.idle_ticks += 1
+            if pr.pause_ticks:
+                pr.pause_ticks -= 1
         if self._catchup_blocked:
             self._catchup_blocked = False
             self._bcast_pending = True  # the budget was refilled: resume catch-up sends
@@ -632,7 +694,7 @@ class RaftNode:
                     self._maybe_send_append(member, True)
 
     def _quorum_active(self) -> bool:
-        voters = self.conf.voters
+        voters = self._commit_quorum()
         active = 0
         for v in voters:
             if v == self.id:
@@ -735,7 +797,7 @@ class RaftNode:
         )
 
     def _maybe_commit(self) -> bool:
-        voters = self.conf.voters
+        voters = self._commit_quorum()
         progress = self.progress
         matches = [progress[v].match for v in voters if v in progress]
         if len(matches) < len(voters):
@@ -868,25 +930,22 @@ class RaftNode:
             return
         log = self.log
         if m.prev_index < log.committed:
-            self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.committed))
+            self._answer_committed(m.src)
             return
         if not log.match_term(m.prev_index, m.prev_term):
             hint = min(m.prev_index, log.last_index())
             hint_index, hint_term = log.find_conflict_by_term(hint, m.prev_term)
-            self._msgs_after.append(
+            # A rejection promises nothing durable: it leaves at once, so a slow disk does not
+            # slow the leader's probing.
+            self._msgs.append(
                 AppendResponse(self.id, m.src, self.term, m.prev_index, True, hint_index, hint_term)
             )
             return
         entries = m.entries
         if entries:
-            tail = entries[-1]
-            if log.term(tail.index) != tail.term:
-                for i, e in enumerate(entries):
-                    if log.term(e.index) != e.term:
-                        self._append(entries[i:] if i else entries)
-                        break
+            self._merge_entries(entries)
         last_new = m.prev_index + len(entries)
-        log.commit_to(min(m.commit, last_new))
+        log.commit_to(self._append_commit(m.commit, last_new))
         self._msgs_after.append(AppendResponse(self.id, m.src, self.term, last_new))
 
     def _on_heartbeat(self, m: Heartbeat) -> None:
@@ -902,13 +961,18 @@ class RaftNode:
         log = self.log
         if meta.index <= log.committed:
             self._snap_receipt = None
-            self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.committed))
+            self._answer_committed(m.src)
             return
         rc = self._snap_receipt
         key = (m.src, m.term, meta.index, meta.term, m.total_bytes)
         if rc is None or rc.key != key:
-            if m.offset != 0 or m.total_bytes > self.config.max_snapshot_bytes:
+            if m.offset != 0:  # we hold nothing of this transfer: start over
                 self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, 0))
+                return
+            if m.total_bytes > self.config.max_snapshot_bytes:
+                # Refused whatever is resent: say so, so the leader ends the transfer instead
+                # of resending it for ever.
+                self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, 0, True))
                 return
             rc = self._snap_receipt = _SnapshotReceipt(key, m.total_bytes, bytearray())
         if m.offset == len(rc.data) and len(rc.data) + len(m.data) <= rc.total:
@@ -917,22 +981,48 @@ class RaftNode:
             self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, len(rc.data)))
             return
         self._snap_receipt = None
-        restored = self._restore(Snapshot(meta, bytes(rc.data)))
-        index = log.last_index() if restored else log.committed
-        self._msgs_after.append(AppendResponse(self.id, m.src, self.term, index))
+        if self._restore(Snapshot(meta, bytes(rc.data))):
+            # Promises the snapshot: leaves once it is durable.
+            self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.last_index()))
+        else:
+            self._answer_committed(m.src)
 
     def _restore(self, snap: Snapshot) -> bool:
+        """Install a received snapshot: True if the log is now the snapshot; False if we
+        hold it already (it is at or below our commit index, or our log has its last entry,
+        whose commit we adopt; the log stays).
+
+        A snapshot whose configuration does not contain this node is installed all the same.
+        etcd refuses it ("attempted to restore snapshot but it is not in the ConfState";
+        there it cannot happen, a member being added on apply and sent a snapshot made at
+        the applied index). Here a configuration takes effect on append, so a leader sends
+        its latest snapshot to a member it added after it, the normal way to catch one up;
+        refusing it left that member stalled until the application snapshotted again
+        (DECISIONS.md)."""
         meta = snap.meta
         log = self.log
         if meta.index <= log.committed:
             return False
-        if log.match_term(meta.index, meta.term):
+        if self._snapshot_matches(meta):
             log.commit_to(meta.index)
             return False
         log.restore(snap)
         self._confs = [(meta.index, meta.conf)]
         self._set_conf(meta.conf)
         return True
+
+    def _answer_committed(self, to: MemberId) -> None:
+        """Answer an append or snapshot at or below our commit index with that index: it tells
+        the leader we hold every entry up to it. That promises nothing new when those entries
+        are durable already, so it leaves at once (a stalled disk does not stall the leader's
+        probing); if some are not (a commit index learned along with unsynced entries), it
+        waits for the write like any acknowledgement."""
+        log = self.log
+        ack = AppendResponse(self.id, to, self.term, log.committed)
+        if log.committed <= log.persisted_index():
+            self._msgs.append(ack)
+        else:
+            self._msgs_after.append(ack)
 
     def _on_append_response(self, m: AppendResponse) -> None:
         if self.role != Role.LEADER:
@@ -997,7 +1087,7 @@ class RaftNode:
         if read is None:
             return
         read.acks.add(m.src)
-        voters = self.conf.voters
+        voters = self._commit_quorum()
         if sum(1 for a in read.acks if a in voters) < len(voters) // 2 + 1:
             return
         # This context and every read queued before it are confirmed.
@@ -1019,14 +1109,22 @@ class RaftNode:
         snap = pr.snapshot
         if pr.state != ProgressState.SNAPSHOT or snap is None or snap.meta.index != m.index:
             return
+        if m.reject:
+            # The follower will never take it: end the transfer (freeing the snapshot), count
+            # the failure, and probe again after a pause that doubles with each refusal in a
+            # row (from one election timeout up to 2**_MAX_REFUSAL_BACKOFF of them).
+            pause = self.config.election_ticks << min(pr.snapshot_refusals, _MAX_REFUSAL_BACKOFF)
+            pr.snapshot_refused(pause)
+            self.snapshots_refused += 1
+            return
         if m.next_offset == pr.snapshot_offset:
-            return  # no progress (a refusal or a duplicate): idle heartbeats resend, paced
+            return  # no progress (a lost chunk or a duplicate): idle heartbeats resend, paced
         pr.snapshot_offset = min(m.next_offset, len(snap.data))
         if pr.snapshot_offset < len(snap.data):
             self._send_snapshot_chunk(m.src, pr)
 
     def _on_request_vote(self, m: RequestVote) -> None:
-        if self._can_vote(m) and self.log.is_up_to_date(m.last_index, m.last_term):
+        if self._can_vote(m) and self._log_ok(m):
             if m.pre_vote:
                 self._msgs.append(VoteResponse(self.id, m.src, m.term, True, False))
             else:

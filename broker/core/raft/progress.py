@@ -2,7 +2,8 @@
 
 States (etcd's tracker): PROBE sends one AppendEntries at a time until the follower's match
 is found; REPLICATE streams optimistically, bounded by `Inflights` (messages and bytes);
-SNAPSHOT sends a snapshot in chunks and appends nothing until the follower has it.
+SNAPSHOT sends a snapshot in chunks and appends nothing until the follower has it. A follower
+that refuses the snapshot goes back to PROBE, paused for a while (`snapshot_refused`).
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ class Progress:
         "inflights",
         "match",
         "next",
+        "pause_ticks",
         "probe_sent",
         "recent_active",
         "snapshot",
         "snapshot_idle",
         "snapshot_offset",
+        "snapshot_refusals",
         "state",
     )
 
@@ -86,6 +89,10 @@ class Progress:
         self.snapshot: Snapshot | None = None
         self.snapshot_offset = 0
         self.snapshot_idle = 0
+        self.pause_ticks = 0
+        """Leader ticks left before probing again after a refused snapshot."""
+        self.snapshot_refusals = 0
+        """Snapshots refused in a row, without progress since (the pause doubles each time)."""
 
     def _reset(self, state: ProgressState) -> None:
         self.state = state
@@ -93,6 +100,7 @@ class Progress:
         self.snapshot = None
         self.snapshot_offset = 0
         self.snapshot_idle = 0
+        self.pause_ticks = 0
         self.inflights.reset()
 
     def become_probe(self) -> None:
@@ -112,6 +120,15 @@ class Progress:
         self._reset(ProgressState.SNAPSHOT)
         self.snapshot = snapshot
 
+    def snapshot_refused(self, pause_ticks: int) -> None:
+        """The follower will not take the snapshot: drop it (freeing the memory it held) and
+        probe again from match + 1, but only after `pause_ticks` leader ticks (etcd's
+        ReportSnapshot failure, which also falls back to probing)."""
+        self._reset(ProgressState.PROBE)
+        self.next = self.match + 1
+        self.pause_ticks = pause_ticks
+        self.snapshot_refusals += 1
+
     def maybe_update(self, index: int) -> bool:
         """An acknowledgement up to `index`: True if match advanced."""
         updated = False
@@ -119,6 +136,7 @@ class Progress:
             self.match = index
             updated = True
             self.probe_sent = False
+            self.snapshot_refusals = 0
         if self.next < index + 1:
             self.next = index + 1
         return updated
@@ -138,7 +156,7 @@ class Progress:
 
     def is_paused(self) -> bool:
         if self.state == ProgressState.PROBE:
-            return self.probe_sent
+            return self.probe_sent or self.pause_ticks > 0
         if self.state == ProgressState.REPLICATE:
             return self.inflights.full()
         return True

@@ -216,13 +216,19 @@ class InstallSnapshot:
 
 @dataclass(slots=True)
 class SnapshotResponse:
-    """Chunk flow control: the receiver holds bytes [0, next_offset) of snapshot `index`."""
+    """Chunk flow control: the receiver holds bytes [0, next_offset) of snapshot `index`
+    (next_offset 0 without `reject`: it holds nothing of this transfer, start over).
+
+    `reject`: the receiver will not take this snapshot at all, however often it is resent
+    (it is larger than the receiver's `max_snapshot_bytes`); next_offset is then 0. The
+    leader ends the transfer and probes again after a pause."""
 
     src: MemberId
     dst: MemberId
     term: int
     index: int
     next_offset: int
+    reject: bool = False
 
 
 @dataclass(slots=True)
