@@ -1,5 +1,10 @@
 """Run simulator seeds: `python -m tests.sim.run --seeds N [--jobs J]`, or one seed verbosely
-with `--seed S`. Ends with the line `N seeds, V violations`; exits 1 on any violation."""
+with `--seed S`. Ends with the line `N seeds, V violations`; exits 1 on any violation.
+
+`--liveness` also prints how long the liveness phase took, per seed in election timeouts
+(the measurement behind `scenario.LIVENESS_BOUND_ELECTIONS`): median, p90, p99, p99.9, max
+and the slowest seeds, for the first step (leader and pending proposals committed) and for
+convergence (everything applied everywhere), both counted from healing."""
 
 from __future__ import annotations
 
@@ -27,6 +32,31 @@ def _results(seeds: range, mutation: str | None, jobs: int) -> Iterator[SeedResu
         yield from pool.imap_unordered(_run, work, chunksize=8)
 
 
+def _percentile(sorted_values: list[int], q: float) -> int:
+    """The nearest-rank q-quantile of already sorted values."""
+    if not sorted_values:
+        return 0
+    rank = max(1, -(-len(sorted_values) * q // 1))
+    return sorted_values[min(len(sorted_values), int(rank)) - 1]
+
+
+def liveness_report(samples: list[tuple[int, int, int]]) -> list[str]:
+    """Lines describing (seed, election timeouts to recover, to converge) samples."""
+    out = []
+    for label, k in (("recover", 1), ("converge", 2)):
+        values = sorted(s[k] for s in samples)
+        if not values:
+            continue
+        slowest = sorted(samples, key=lambda s: -s[k])[:5]
+        out.append(
+            f"liveness {label} (election timeouts after healing, {len(values)} seeds): "
+            f"median={_percentile(values, 0.5)} p90={_percentile(values, 0.9)} "
+            f"p99={_percentile(values, 0.99)} p99.9={_percentile(values, 0.999)} "
+            f"max={values[-1]}; slowest seeds " + ", ".join(f"{s[0]}:{s[k]}" for s in slowest)
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=100)
@@ -34,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="run this one seed and describe it")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--mutation", choices=sorted(MUTATIONS), help="break a rule on purpose")
+    ap.add_argument(
+        "--liveness", action="store_true", help="print the liveness phase's duration per seed"
+    )
+    ap.add_argument(
+        "--liveness-out", metavar="PATH", help="write `seed recover converge` lines there"
+    )
     args = ap.parse_args(argv)
     seeds = (
         range(args.seed, args.seed + 1)
@@ -44,11 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     totals: dict[str, int] = {}
     violations = 0
     n = 0
+    liveness: list[tuple[int, int, int]] = []
     for res in _results(seeds, args.mutation, args.jobs):
         n += 1
         for k, v in vars(res.stats).items():
             totals[k] = totals.get(k, 0) + v
         totals["commits"] = totals.get("commits", 0) + res.commits
+        if res.violation is None:
+            et = res.scenario.election_ticks
+            st = res.stats
+            liveness.append((res.seed, st.liveness_ticks // et, st.converge_ticks // et))
         if args.seed is not None:
             print(f"scenario: {res.scenario.describe()}")
             print("stats: " + " ".join(f"{k}={v}" for k, v in vars(res.stats).items()))
@@ -60,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"VIOLATION seed {res.seed}: {res.violation}", flush=True)
             print(f"  reproduce: {repro}", flush=True)
     elapsed = time.monotonic() - started
+    if args.liveness:
+        for line in liveness_report(liveness):
+            print(line)
+    if args.liveness_out:
+        with open(args.liveness_out, "w") as f:
+            f.writelines(f"{s} {r} {c}\n" for s, r, c in sorted(liveness))
     print(
         "totals: "
         + " ".join(f"{k}={v}" for k, v in sorted(totals.items()))

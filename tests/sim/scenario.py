@@ -6,9 +6,10 @@ transfer leadership; faults crash (losing unsynced writes), restart, pause, part
 (symmetric and asymmetric) and disturb the network (loss, duplication, reordering). Checkers
 run after every event.
 
-Liveness phase: heal everything (restart, resume, reconnect, a clean network); within a bound
-a leader must emerge, every pending proposal must commit and every read complete; then every
-member must converge on the same applied state.
+Liveness phase: heal everything (restart, resume, reconnect, a clean network); within
+LIVENESS_BOUND_ELECTIONS election timeouts of healing a leader must emerge and every pending
+proposal commit; within CONVERGE_BOUND_ELECTIONS more every read must complete and every
+member converge on the same applied state. Either bound missed is a "liveness" violation.
 """
 
 from __future__ import annotations
@@ -33,8 +34,33 @@ MIN_COMMITS = 20
 CHURN_SHARE = 0.35
 MEMBERSHIP_SHARE = 0.2
 """The shares of seeds drawn with the leader-churn and membership-churn fault profiles."""
-LIVENESS_BOUND_ELECTIONS = 60
-"""Each liveness step must finish within this many election timeouts after healing."""
+LIVENESS_BOUND_ELECTIONS = 48
+"""Recovery: within this many election timeouts of healing, a leader must lead and every
+proposal pending at healing must have committed (`Stats.liveness_ticks`; checked once per
+election timeout, so it is a whole number of them).
+
+Measured with `python -m tests.sim.run --seeds 50000 --jobs 2 --liveness` (the committed Raft
+core, before this bound: seeds that failed no check), in election timeouts after healing:
+median 6, p90 10, p99 15, p99.9 22, max 45 (seed 32508); over seeds 0-19999 alone max 38
+(seeds 14191, 10718, 1170: 38, 37, 36). The same 20,000 seeds with the Raft core's liveness
+fixes in progress: median 6, p99 15, p99.9 21, max 36. The bound is the largest of the 20,000
+seeds `make`'s runs and the acceptance use, plus 25 % (38 * 1.25 = 47.5), which also covers
+the largest of the 50,000. The tail is sporadic, not tied to one timing: slow disks (writes
+up to 30 units, half an election timeout) give p99.9 32 against 18-22 for the others, and the
+slowest seeds churn membership (conf_rate 0.5) or run without pre-vote and check-quorum
+(repeated split votes, a removed voter disrupting). Two of the 50,000 seeds (28431, 38035)
+failed even the earlier bound of 60 (a livelock, and a member never caught up): defects, not
+slow recoveries, and not in the measurement."""
+CONVERGE_BOUND_ELECTIONS = 60
+"""Convergence: within this many election timeouts after recovery (LIVENESS_BOUND_ELECTIONS),
+every pending proposal and read must be done and every member of the leader's configuration
+must have applied the leader's commit index (`Stats.converge_ticks` counts from healing).
+
+Measured with the same runs, convergence minus recovery: median 2, p99 10, p99.9 19, max 51
+(seed 18915, 46 seed 13185; 44 with the liveness fixes in progress). So 51 + 18 %, which is
+no tighter than before: what takes long here is catch-up, not elections (in seed 18915 a
+learner 800 entries behind, with 100-byte messages and a 30-unit disk, applies about 10
+entries per election timeout), and it grows with how much the safety phase committed."""
 
 
 @dataclass
@@ -545,36 +571,41 @@ class RandomDriver(World):
         self.proposing = True
         self.pending_reads.clear()  # reads of the faulty phase may be lost; clients gave up
         start_ops = set(self.pending_ops)
-        bound = LIVENESS_BOUND_ELECTIONS * sc.election_ticks
+        # Checked once per election timeout, so a step's time is a whole number of them.
+        et = sc.election_ticks
         healed_at = self.now
-        deadline = self.now + bound * self.tick_units
-        while self.now < deadline:
-            self.run_ticks(sc.election_ticks, self._liveness_tick)
+        bound = LIVENESS_BOUND_ELECTIONS * et
+        while True:
+            self.run_ticks(et, self._liveness_tick)
+            elapsed = (self.now - healed_at) // self.tick_units
             lead = self.leader()
             if lead is not None and not (start_ops & self.pending_ops.keys()):
-                self.stats.liveness_ticks = (self.now - healed_at) // self.tick_units
+                self.stats.liveness_ticks = elapsed
                 break
-        else:
-            lead = self.leader()
-            raise Violation(
-                "liveness",
-                f"after {bound} healed ticks: leader={lead.id if lead else None}, "
-                f"{len(start_ops & self.pending_ops.keys())} proposals still pending",
-            )
+            if elapsed >= bound:
+                raise Violation(
+                    "liveness",
+                    f"after {elapsed} healed ticks ({LIVENESS_BOUND_ELECTIONS} election "
+                    f"timeouts): leader={lead.id if lead else None}, "
+                    f"{len(start_ops & self.pending_ops.keys())} proposals still pending",
+                )
         # Stop new work; every pending op and read must finish and all members converge.
         self.proposing = False
-        deadline = self.now + bound * self.tick_units
-        while self.now < deadline:
-            self.run_ticks(sc.election_ticks, self._liveness_tick)
+        recovered_at = self.now
+        bound = CONVERGE_BOUND_ELECTIONS * et
+        while True:
+            self.run_ticks(et, self._liveness_tick)
             if not self.pending_ops and not self.pending_reads and self._converged():
                 self.stats.converge_ticks = (self.now - healed_at) // self.tick_units
                 break
-        else:
-            raise Violation(
-                "liveness",
-                f"not converged after {bound} more ticks: {len(self.pending_ops)} ops, "
-                f"{len(self.pending_reads)} reads pending; {self._convergence_report()}",
-            )
+            elapsed = (self.now - recovered_at) // self.tick_units
+            if elapsed >= bound:
+                raise Violation(
+                    "liveness",
+                    f"not converged {elapsed} ticks after recovery ({CONVERGE_BOUND_ELECTIONS} "
+                    f"election timeouts): {len(self.pending_ops)} ops, "
+                    f"{len(self.pending_reads)} reads pending; {self._convergence_report()}",
+                )
         if self.checker.commit_index < MIN_COMMITS:
             raise Violation(
                 "too-little-work", f"only {self.checker.commit_index} entries committed"

@@ -103,6 +103,9 @@ class SimNode:
     app_hash: int = 0
     app_conf: ConfState | None = None
     read_waits: list[tuple[int, bytes]] = field(default_factory=list)
+    ack_terms: dict[int, tuple[AppendResponse, int]] = field(default_factory=dict)
+    """id of an append acknowledgement waiting for its Ready's write -> (it, the term its
+    node's log had at the acknowledged index when the Ready was handed out)."""
 
     @property
     def up(self) -> bool:
@@ -233,6 +236,7 @@ class World:
         sn.node = self.node_factory(cfg, disk, self.rng)
         sn.incarnation += 1
         sn.pending.clear()
+        sn.ack_terms.clear()
         sn.disk_busy_until = self.now
         sn.last_commit = sn.node.log.committed
         sn.read_waits = []
@@ -248,6 +252,7 @@ class World:
             for _ in range(keep):
                 _write(sn.disk, sn.pending.popleft())
         sn.pending.clear()
+        sn.ack_terms.clear()
         sn.node = None
         sn.paused_until = sn.disk_stalled_until = 0
         sn.incarnation += 1
@@ -348,9 +353,20 @@ class World:
         self.process(sn)
 
     def _audit_durable(self, m: VoteResponse | AppendResponse) -> None:
-        """The durability audit: a vote or an append acknowledgement leaves only once what it
-        promises is on the sender's disk."""
-        problem = undurable_ack(self.nodes[m.src].disk, m)  # type: ignore[index]
+        """The durability audit (`checker.undurable_ack`): a vote or an append
+        acknowledgement leaves only once what it promises is on the sender's disk. An
+        acknowledgement is about the entry its node's log held when the Ready carrying it was
+        handed out (noted then, in `process`); one sent at once (a message that did not wait
+        for the write) is about the log as it is now, which is still that log."""
+        sn = self.nodes[m.src]  # type: ignore[index]
+        acked_term = None
+        if isinstance(m, AppendResponse) and not m.reject and m.index > 0:
+            noted = sn.ack_terms.pop(id(m), None)
+            if noted is not None:
+                acked_term = noted[1]
+            elif sn.node is not None:
+                acked_term = sn.node.log.term(m.index)
+        problem = undurable_ack(sn.disk, m, acked_term)
         if problem is not None:
             raise Violation("ack-before-durable", problem)
 
@@ -377,6 +393,9 @@ class World:
         _write(sn.disk, rd)
         node = sn.node
         node.persisted(rd.number)
+        # A commit the leader decided on its own write is reported at once: a hook below may
+        # crash it, and the checker needs the deciding leader's term (Checker.commit_terms).
+        self.observe(sn)
         for m in rd.persisted_messages:
             self.send(m)
         if rd.snapshot is not None:
@@ -396,8 +415,13 @@ class World:
             ss = rd.soft_state
             if ss is not None and ss.role == Role.LEADER:
                 self.stats.elections += 1
-                self.checker.on_leader(sn.id, sn.incarnation, ss.term, node.log.term)
+                self.checker.on_leader(sn.id, sn.incarnation, ss.term, node.log)
                 self.on_leader_elected(sn)
+            elif ss is not None and ss.role == Role.CANDIDATE:
+                self.checker.on_campaign(sn.id, sn.incarnation, ss.term)
+            for m in rd.persisted_messages:
+                if isinstance(m, AppendResponse) and not m.reject and m.index > 0:
+                    sn.ack_terms[id(m)] = (m, node.log.term(m.index))
             if rd.entries:
                 self.checker.on_entries(sn.id, node.log.term(rd.entries[0].index - 1), rd.entries)
                 if node.is_leader and any(
@@ -469,7 +493,9 @@ class World:
             return got[0] if got else None
 
         before = self.checker.commit_index
-        self.checker.on_commit(sn.id, node.term, sn.last_commit, c, entry_at)
+        self.checker.on_commit(
+            sn.id, node.term, sn.last_commit, c, entry_at, leader=node.role == Role.LEADER
+        )
         sn.last_commit = c
         if self.checker.commit_index > before:
             c = self.checker.commit_index
