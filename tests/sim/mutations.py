@@ -8,7 +8,7 @@ monkeypatch one method of the broker's core for the duration of a run.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -16,8 +16,8 @@ from broker.core import node as node_module
 from broker.core.node import BrokerNode, Completion
 from broker.core.partition import ApplyResult, Outcome, PartitionMachine
 from broker.core.raft import Entry, EntryKind, RaftNode
-from broker.core.raft.log import RaftLog
-from broker.core.raft.types import RequestVote, VoteResponse
+from broker.core.raft.log import NO_TERM, RaftLog
+from broker.core.raft.types import MemberId, RequestVote, SnapshotMeta, VoteResponse
 from broker.wire.batch import BatchHeader, parse_header
 from broker.wire.errors import ErrorCode
 
@@ -64,6 +64,76 @@ class LeadBeforeTermDurable(RaftNode):
         return True
 
 
+class KeepConflictingSuffix(RaftNode):
+    """A follower appends only the leader's entries beyond its own last index: a suffix of its
+    log that conflicts with the leader's is kept, never truncated (Raft §5.3)."""
+
+    def _merge_entries(self, entries: Sequence[Entry]) -> None:
+        last = self.log.last_index()
+        new = [e for e in entries if e.index > last]
+        if new:
+            self._append(new)
+
+
+class CommitPastLastNewEntry(RaftNode):
+    """A follower commits up to the leader's commit index bounded by its own last index, not by
+    the last entry the append vouched for (so an unrepaired suffix beyond it can commit)."""
+
+    def _append_commit(self, leader_commit: int, last_new: int) -> int:
+        return min(leader_commit, self.log.last_index())
+
+
+class VoteIgnoresLog(RaftNode):
+    """Grants real votes whatever the candidate's log (pre-votes still check it)."""
+
+    def _log_ok(self, m: RequestVote) -> bool:
+        return True if not m.pre_vote else super()._log_ok(m)
+
+
+class PreVoteIgnoresLog(RaftNode):
+    """Grants pre-votes whatever the candidate's log (real votes still check it)."""
+
+    def _log_ok(self, m: RequestVote) -> bool:
+        return True if m.pre_vote else super()._log_ok(m)
+
+
+class AllVotesIgnoreLog(RaftNode):
+    """Grants pre-votes and real votes whatever the candidate's log."""
+
+    def _log_ok(self, m: RequestVote) -> bool:
+        return True
+
+
+class LearnersCountForCommit(RaftNode):
+    """Counts learners' acknowledgements toward commit, read confirmation and check-quorum."""
+
+    def _commit_quorum(self) -> frozenset[MemberId]:
+        return self.conf.members()
+
+
+class LearnersVote(RaftNode):
+    """Asks learners for (pre-)votes and counts them toward the election quorum."""
+
+    def _election_quorum(self) -> frozenset[MemberId]:
+        return self.conf.members()
+
+
+class KeepReadsAfterStepDown(RaftNode):
+    """A leader that steps down keeps its pending ReadIndex reads, and releases them (at the
+    index recorded in its old term) once a later term of its own confirms leadership."""
+
+    def _drop_pending_reads(self) -> None:
+        pass
+
+
+class SnapshotMatchesAnyTerm(RaftNode):
+    """A follower that holds any entry at the snapshot's index treats the snapshot as matched:
+    it commits up to there and keeps its own, possibly conflicting, log."""
+
+    def _snapshot_matches(self, meta: SnapshotMeta) -> bool:
+        return self.log.term(meta.index) != NO_TERM
+
+
 MUTATIONS: dict[str, type[RaftNode]] = {
     "commit-previous-term": CommitPreviousTermByCounting,
     "two-votes-per-term": GrantTwoVotesPerTerm,
@@ -71,6 +141,15 @@ MUTATIONS: dict[str, type[RaftNode]] = {
     "read-without-quorum": ReadWithoutQuorum,
     "conf-change-before-own-term-commit": ConfChangeBeforeOwnTermCommit,
     "lead-before-term-durable": LeadBeforeTermDurable,
+    "keep-conflicting-suffix": KeepConflictingSuffix,
+    "commit-past-last-new-entry": CommitPastLastNewEntry,
+    "vote-ignores-log": VoteIgnoresLog,
+    "pre-vote-ignores-log": PreVoteIgnoresLog,
+    "all-votes-ignore-log": AllVotesIgnoreLog,
+    "learners-count-for-commit": LearnersCountForCommit,
+    "learners-vote": LearnersVote,
+    "keep-reads-after-step-down": KeepReadsAfterStepDown,
+    "snapshot-matches-any-term": SnapshotMatchesAnyTerm,
 }
 
 

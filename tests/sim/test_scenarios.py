@@ -1,7 +1,9 @@
 """Named Raft scenarios, each a scripted run of the simulated world with its checkers on.
 
 Every scenario runs against the real RaftNode and must hold; the Figure 8 and membership
-scenarios also run against a deliberately broken node and must then be caught.
+scenarios, and those of the rules random seeds rarely or never expose (see
+tests/sim/test_mutations.py), also run against a deliberately broken node and must then be
+caught.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from broker.core.raft import (
     RaftNode,
     Role,
 )
+from broker.core.raft.progress import ProgressState
 from broker.core.raft.types import (
     AppendEntries,
+    AppendResponse,
     Heartbeat,
     InstallSnapshot,
     Message,
@@ -28,9 +32,15 @@ from broker.core.raft.types import (
 )
 from tests.sim.checker import Violation
 from tests.sim.mutations import (
+    CommitPastLastNewEntry,
     CommitPreviousTermByCounting,
     ConfChangeBeforeOwnTermCommit,
+    KeepReadsAfterStepDown,
     LeadBeforeTermDurable,
+    LearnersVote,
+    PreVoteIgnoresLog,
+    SnapshotMatchesAnyTerm,
+    VoteIgnoresLog,
 )
 from tests.sim.world import NetOptions, NodeFactory, World
 
@@ -468,3 +478,235 @@ def test_candidate_leads_only_once_its_term_is_durable() -> None:
 def test_leading_before_the_term_is_durable_is_caught() -> None:
     with pytest.raises(Violation, match="election-safety"):
         lead_twice_scenario(LeadBeforeTermDurable)
+
+
+# --- rules random seeds rarely or never expose (tests/sim/test_mutations.py) ------------------
+
+
+def commit_bounded_by_append(node_factory: NodeFactory | None) -> World:
+    """A follower commits min(leader commit, last new entry) on an append (Figure 2). With
+    fast backtracking a correct leader's first accepted append always reaches the follower's
+    first conflicting entry, so this leader probes from further back: Raft allows any
+    nextIndex at or below the true one (it is only a hint; a leader may probe from its commit
+    index after a restart, or bisect). Node 2 holds M1 M2 (which the leader holds too), then
+    S1 S2 (which it does not); the leader's append carries M1 alone and a commit index past
+    S1's index. Committing by the follower's own last index would commit S1."""
+    w = make_world(5, node_factory=node_factory, max_msg_bytes=40)  # one entry per append
+    elect(w, 0)
+    commit_all(w, 0, 2, "base")
+    t = node(w, 0).term
+    # M1, M2 reach nodes 1-3, but no acknowledgement returns: they stay uncommitted.
+    w.blocked.add((0, 4))
+    w.drop_if = lambda m: isinstance(m, AppendResponse) and m.dst == 0
+    m1 = w.propose(0, [b"M1"])
+    m2 = w.propose(0, [b"M2"])
+    assert m1 is not None and m2 == m1 + 1
+    wait_for(w, lambda: all(entry_term(w, i, m2) == t for i in (1, 2, 3)))
+    # S1, S2 reach node 2 only.
+    w.blocked |= {(0, 1), (0, 3)}
+    s1 = w.propose(0, [b"S1"])
+    assert s1 == m2 + 1 and w.propose(0, [b"S2"]) == s1 + 1
+    wait_for(w, lambda: entry_term(w, 2, s1 + 1) == t)
+    w.crash(0)
+    w.heal()
+    w.drop_if = None
+    w.isolate(2)
+    # Node 1 or 3 leads the next term; its no-op takes S1's index and commits.
+    wait_for(w, lambda: leader_id(w) in (1, 3))
+    lead = leader_id(w)
+    assert lead is not None
+    commit_all(w, lead, 2, "new", among=(1, 3, 4))
+    leader = node(w, lead)
+    assert leader.log.term(s1) == leader.term and leader.commit_index > s1
+    pr = leader.progress[2]
+    assert pr.state == ProgressState.PROBE and pr.match < m1
+    pr.next = m1  # probe node 2 from M1: its first append carries M1 and nothing more
+    w.rejoin(2)
+    wait_for(w, lambda: w.nodes[2].app_index >= w.checker.commit_index)
+    commit_all(w, lead, 2, "after", among=(1, 2, 3, 4))
+    return w
+
+
+def test_follower_commit_is_bounded_by_the_append() -> None:
+    commit_bounded_by_append(None)
+
+
+def test_commit_past_the_last_new_entry_is_caught() -> None:
+    with pytest.raises(Violation, match="state-machine-safety"):
+        commit_bounded_by_append(CommitPastLastNewEntry)
+
+
+def snapshot_over_conflicting_log(node_factory: NodeFactory | None) -> World:
+    """A follower keeps its log past a snapshot only if it holds the snapshot's last entry
+    with the same term. Node 0, a deposed leader, holds eight uncommitted entries of its term
+    at the indices where the next leader wrote and then compacted its own: the snapshot it
+    receives ends at an index where node 0 holds an entry of another term."""
+    w = make_world(3, node_factory=node_factory)
+    elect(w, 0)
+    commit_all(w, 0, 2, "base")
+    t = node(w, 0).term
+    w.isolate(0)
+    first = w.propose(0, [b"x%d" % k for k in range(8)])
+    assert first is not None
+    wait_for(w, lambda: leader_id(w) in (1, 2))
+    lead = leader_id(w)
+    assert lead is not None
+    commit_all(w, lead, 2, "new", among=(1, 2))
+    for nid in (1, 2):
+        w.snapshot(nid, keep=0, pad=10)
+    snap = w.nodes[lead].disk.snapshot().meta
+    assert first <= snap.index <= node(w, 0).log.last_index()
+    assert entry_term(w, 0, snap.index) == t != snap.term
+    w.heal()
+    wait_for(w, lambda: w.nodes[0].app_index >= w.checker.commit_index)
+    assert w.stats.snapshots_installed >= 1
+    commit_all(w, lead, 2, "after")
+    return w
+
+
+def test_snapshot_replaces_a_conflicting_log() -> None:
+    snapshot_over_conflicting_log(None)
+
+
+def test_snapshot_matched_by_any_term_is_caught() -> None:
+    with pytest.raises(Violation, match="state-machine-safety"):
+        snapshot_over_conflicting_log(SnapshotMatchesAnyTerm)
+
+
+def read_across_terms(node_factory: NodeFactory | None) -> World:
+    """A leader cut off (without check-quorum, so it keeps believing it leads) takes a read
+    after the others elected a new leader and committed more: the read waits for a quorum
+    that never comes. It must be dropped when the node steps down; kept, it would be released
+    at its stale index once the node leads again and a quorum answers its heartbeats."""
+    w = make_world(3, node_factory=node_factory, check_quorum=False)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    w.isolate(0)
+    wait_for(w, lambda: node(w, 1).is_leader or node(w, 2).is_leader)
+    lead = 1 if node(w, 1).is_leader else 2
+    commit_all(w, lead, 3, "b", among=(1, 2))
+    assert node(w, 0).is_leader
+    assert w.read(0, b"stale")
+    w.heal()
+    wait_for(w, lambda: not node(w, 0).is_leader)
+    wait_for(w, lambda: w.nodes[0].app_index >= w.checker.commit_index)
+    w.transfer(lead, 0)
+    wait_for(
+        w, lambda: leader_id(w) == 0 and node(w, 0).commit_index >= node(w, 0).term_start_index
+    )
+    commit_all(w, 0, 2, "c")
+    w.run_ticks(ELECTION)  # heartbeat rounds of the new term
+    return w
+
+
+def test_pending_reads_die_with_the_term() -> None:
+    w = read_across_terms(None)
+    assert b"stale" in w.read_floor  # never served (its client times out and retries)
+
+
+def test_reads_kept_across_terms_are_caught() -> None:
+    with pytest.raises(Violation, match="linearizable-read"):
+        read_across_terms(KeepReadsAfterStepDown)
+
+
+def learners_outvote(node_factory: NodeFactory | None) -> World:
+    """Three voters and two learners split {0, 1} | {2, 3, 4}; voters 0 and 1 commit more.
+    Node 2 with the two learners is three of five members but one of three voters: it must
+    not win an election there."""
+    w = make_world(3, learners=2, node_factory=node_factory)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    for a in (0, 1):
+        for b in (2, 3, 4):
+            w.blocked |= {(a, b), (b, a)}
+    commit_all(w, 0, 3, "b", among=(0, 1))
+    w.run_ticks(6 * ELECTION)
+    w.heal()
+    wait_for(w, lambda: leader_id(w) is not None)
+    commit_all(w, leader_id(w) or 0, 2, "c")
+    return w
+
+
+def test_learners_do_not_vote() -> None:
+    learners_outvote(None)
+
+
+def test_learner_votes_counted_are_caught() -> None:
+    with pytest.raises(Violation, match="leader-completeness"):
+        learners_outvote(LearnersVote)
+
+
+def stale_pre_candidate(node_factory: NodeFactory | None) -> World:
+    """A node that missed committed entries asks for pre-votes once the leader is gone. Its
+    log is behind, so no pre-vote may be granted and it must not raise the term. No safety
+    property depends on it (the real vote checks the log again), so what catches a pre-vote
+    granted regardless of the log is this scenario's check: the stale node's term."""
+    w = make_world(3, node_factory=node_factory)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    w.isolate(2)
+    commit_all(w, 0, 3, "b", among=(0, 1))
+    term = node(w, 0).term
+    w.crash(0)
+    w.heal()
+    # Node 1's lease runs out, but its own (pre-)vote requests are lost.
+    w.drop_if = lambda m: isinstance(m, RequestVote) and m.src == 1
+    w.run_ticks(ELECTION)
+    node(w, 2).campaign()
+    w.process(w.nodes[2])
+    w.run_ticks(2)
+    assert node(w, 2).term == term, f"stale node 2 raised the term to {node(w, 2).term}"
+    w.drop_if = None
+    wait_for(w, lambda: leader_id(w) == 1)
+    assert node(w, 1).term == term + 1
+    return w
+
+
+def test_stale_node_passes_no_pre_vote() -> None:
+    stale_pre_candidate(None)
+
+
+def test_pre_vote_granted_regardless_of_log_is_caught() -> None:
+    with pytest.raises(AssertionError, match="raised the term"):
+        stale_pre_candidate(PreVoteIgnoresLog)
+
+
+def vote_after_log_grew(node_factory: NodeFactory | None) -> World:
+    """Pre-vote on, check-quorum off: node 2, cut off from leader 0 only, passes pre-vote at
+    node 1 while their logs are equal; its vote request is delayed until node 1 has helped
+    commit one more entry. The real vote must check the log again."""
+    w = make_world(3, node_factory=node_factory, check_quorum=False)
+    elect(w, 0)
+    commit_all(w, 0, 2, "a")
+    w.blocked |= {(0, 2), (2, 0)}
+    held: list[Message] = []
+
+    def hold_vote_requests(m: Message) -> bool:
+        if isinstance(m, RequestVote) and not m.pre_vote and m.src == 2:
+            held.append(m)
+            return True
+        return False
+
+    w.drop_if = hold_vote_requests
+    node(w, 2).campaign()
+    w.process(w.nodes[2])
+    wait_for(w, lambda: bool(held))
+    w.drop_if = lambda m: isinstance(m, RequestVote) and m.src == 2
+    commit_all(w, 0, 1, "b", among=(0, 1))
+    w.drop_if = None
+    for m in held:
+        w.send(m)  # the delayed copy arrives
+    w.run_ticks(ELECTION)
+    w.heal()
+    wait_for(w, lambda: leader_id(w) is not None)
+    commit_all(w, leader_id(w) or 0, 2, "c")
+    return w
+
+
+def test_real_vote_checks_the_log_again() -> None:
+    vote_after_log_grew(None)
+
+
+def test_vote_granted_regardless_of_log_is_caught() -> None:
+    with pytest.raises(Violation, match="leader-completeness"):
+        vote_after_log_grew(VoteIgnoresLog)
