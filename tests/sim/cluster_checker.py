@@ -13,7 +13,16 @@ keeps the canonical committed history, fed from every broker's rounds:
 - state machine safety: a hash chain over each broker's applied entries of each group, in
   order, so every broker's applied metadata is a prefix of one sequence.
 The durability audit checks every vote grant and append acknowledgement against the
-broker's `MemGroupStore` (the disk) at the moment it leaves.
+broker's `MemGroupStore` (the disk) at the moment it leaves (`checker.undurable_ack`): an
+acknowledgement must find on disk, at its index, the term its group's log had there when the
+round carrying it started (`note_acks`), not only a log that long.
+
+The fetch rule (`check_fetch`, on every fetch answer a reader gets): a fetch is served by
+any replica that believes it leads, without a ReadIndex round, so a deposed leader may
+answer until it learns; what it serves must still be committed. A reference partition
+machine per group applies the canonical committed entries (the same `PartitionMachine`), and
+every fetched record must be at an offset below the reference's high watermark with the
+reference's value there, and the answer's high watermark at most the reference's.
 
 End of run (`final_checks`): every up broker's metadata state machine equals the others' at
 the same applied index; every replica of a partition holds the same records at the same
@@ -25,14 +34,17 @@ History's problems (lost, duplicate, inconsistent, reordered, gap) plus the read
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.core.node import BrokerNode, Round
-from broker.core.raft import LogStorage, Message, Role
+from broker.core.partition import Outcome, PartitionConfig, PartitionMachine
+from broker.core.raft import Entry, EntryKind, LogStorage, Message, Role
 from broker.core.raft.log import NO_TERM
+from broker.core.raft.types import AppendResponse
 from broker.wire.batch import decode_records
+from broker.wire.messages import FetchPartitionResult
 from tests.integration.history import History, Problem
 from tests.sim.checker import Checker, Violation, undurable_ack
 
@@ -62,6 +74,15 @@ class _Replica:
 
 
 @dataclass
+class _Reference:
+    """The committed state of one partition group, rebuilt from its canonical history."""
+
+    machine: PartitionMachine
+    applied: int = 0
+    values: dict[int, bytes | None] = field(default_factory=dict)
+
+
+@dataclass
 class ClusterChecker:
     groups: dict[int, Checker] = field(default_factory=dict)
     replicas: dict[tuple[int, int], _Replica] = field(default_factory=dict)
@@ -72,6 +93,11 @@ class ClusterChecker:
     """Client-side anomalies the History does not see (a reader skipping offsets)."""
     elections: int = 0
     producer_ids: dict[int, str] = field(default_factory=dict)
+    ack_terms: dict[int, tuple[int, Message, int]] = field(default_factory=dict)
+    """id of an append acknowledgement waiting for its round's write -> (broker, it, the term
+    its group's log had at the acknowledged index when the round started)."""
+    references: dict[int, _Reference] = field(default_factory=dict)
+    fetches_checked: int = 0
 
     def group(self, gid: int) -> Checker:
         c = self.groups.get(gid)
@@ -85,6 +111,8 @@ class ClusterChecker:
         self.lives[bid] = life
         for key in [k for k in self.replicas if k[0] == bid]:
             del self.replicas[key]
+        for key in [k for k, v in self.ack_terms.items() if v[0] == bid]:
+            del self.ack_terms[key]  # lost with the round the crash cut short
         self.observe(bid, node)
 
     def _replica(self, bid: int, gid: int, node: BrokerNode) -> _Replica:
@@ -114,10 +142,20 @@ class ClusterChecker:
             with _in_group(gid):
                 if ss is not None and ss.role == Role.LEADER:
                     self.elections += 1
-                    c.on_leader(bid, life, ss.term, log.term)
+                    c.on_leader(bid, life, ss.term, log)
+                elif ss is not None and ss.role == Role.CANDIDATE:
+                    c.on_campaign(bid, life, ss.term)
                 if rd.entries:
                     c.on_entries(bid, log.term(rd.entries[0].index - 1), list(rd.entries))
+            self.note_acks(bid, log, rd.persisted_messages)
         self.observe(bid, node)
+
+    def note_acks(self, bid: int, log: object, msgs: Iterable[Message]) -> None:
+        """The durability audit's half at hand-out: what each append acknowledgement of a
+        round is about (the term at its index in the log that built it)."""
+        for m in msgs:
+            if isinstance(m, AppendResponse) and not m.reject and m.index > 0:
+                self.ack_terms[id(m)] = (bid, m, log.term(m.index))  # type: ignore[attr-defined]
 
     def on_applied_early(self, bid: int, store: object, node: BrokerNode, rnd: Round) -> None:
         """Entries applied (and acknowledged) before the round's write: each must already be
@@ -196,16 +234,53 @@ class ClusterChecker:
                 return got[0] if got else None
 
             with _in_group(gid):
-                self.group(gid).on_commit(bid, g.raft.term, r.last_commit, commit, entry_at)
+                self.group(gid).on_commit(
+                    bid, g.raft.term, r.last_commit, commit, entry_at, leader=g.raft.is_leader
+                )
             r.last_commit = commit
 
     def audit_durable(self, bid: int, store: object, gid: int, m: Message) -> None:
+        noted = self.ack_terms.pop(id(m), None)
         disk: LogStorage | None = store.logs.get(gid)  # type: ignore[attr-defined]
         if disk is None:
             return
-        problem = undurable_ack(disk, m)
+        problem = undurable_ack(disk, m, noted[2] if noted is not None else None)
         if problem is not None:
             raise Violation("ack-before-durable", f"broker {bid} group {gid}: {problem}")
+
+    def check_fetch(
+        self, bid: int, gid: int, config: PartitionConfig, part: FetchPartitionResult
+    ) -> None:
+        """A fetch answer from broker `bid` for partition group `gid` serves only committed
+        records, with their committed values, and no high watermark past the committed one."""
+        ref = self.references.get(gid)
+        if ref is None:
+            ref = self.references[gid] = _Reference(PartitionMachine(config))
+        c = self.group(gid)
+        for i in range(ref.applied + 1, c.commit_index + 1):
+            kind, data, _ = c.idents[i]  # type: ignore[misc]
+            result = ref.machine.apply(Entry(i, c.terms[i], EntryKind(kind), data))
+            if result.outcome == Outcome.APPENDED:
+                for k, rec in enumerate(decode_records(data)):
+                    ref.values[result.base_offset + k] = rec.value
+            ref.applied = i
+        hw = ref.machine.high_watermark
+        self.fetches_checked += 1
+        if part.high_watermark > hw:
+            raise Violation(
+                "fetch-past-commit",
+                f"broker {bid} group {gid} answered a fetch with high watermark "
+                f"{part.high_watermark}; the group committed {hw}",
+            )
+        for fb in part.batches:
+            for k, rec in enumerate(decode_records(fb.data)):
+                offset = fb.base_offset + k
+                if offset >= hw or ref.values.get(offset, b"") != rec.value:
+                    raise Violation(
+                        "fetch-uncommitted",
+                        f"broker {bid} group {gid} served {rec.value!r} at offset {offset}; "
+                        f"committed: {ref.values.get(offset)!r} (high watermark {hw})",
+                    )
 
     def on_producer_id(self, pid: int, who: str) -> None:
         """InitProducerId handed out a new id: never one handed out before."""

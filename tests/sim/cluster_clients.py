@@ -509,12 +509,14 @@ class SimReader(SimClient):
                 max_bytes=1 << 16,
             )
             self.busy.add(tp)
-            self.request(leader, req, functools.partial(self._fetched, tp=tp, offset=offset))
+            self.request(
+                leader, req, functools.partial(self._fetched, tp=tp, offset=offset, bid=leader)
+            )
 
     def caught_up(self, high_watermarks: dict[TP, int]) -> bool:
         return all(self.position.get(tp, 0) >= hw for tp, hw in high_watermarks.items())
 
-    def _fetched(self, reply: Reply, *, tp: TP, offset: int) -> None:
+    def _fetched(self, reply: Reply, *, tp: TP, offset: int, bid: int) -> None:
         self.busy.discard(tp)
         body = reply.body
         err = reply.error
@@ -531,6 +533,7 @@ class SimReader(SimClient):
             return
         if self.position.get(tp, 0) != offset:
             return  # an answer to an older position (cannot happen: one fetch in flight)
+        self.world.check_fetch(bid, tp, part)
         self.high_watermark[tp] = max(self.high_watermark.get(tp, 0), part.high_watermark)
         history = self.world.checker.history
         pos = offset

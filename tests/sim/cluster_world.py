@@ -59,7 +59,7 @@ from broker.core.peer_codec import (
 from broker.core.raft import Message, Role
 from broker.core.requests import Reply, RequestHandler
 from broker.wire.errors import ErrorCode
-from broker.wire.messages import Request
+from broker.wire.messages import FetchPartitionResult, Request
 from broker.wire.protocol import RequestHeader
 from tests.sim.checker import Violation
 from tests.sim.cluster_checker import ClusterChecker
@@ -700,6 +700,18 @@ class ClusterWorld:
                 if gid and g.serving() and (gid not in best or g.raft.term > best[gid][0]):
                     best[gid] = (g.raft.term, i)
         return {g: i for g, (_, i) in best.items()}
+
+    def check_fetch(self, bid: int, tp: tuple[str, int], part: FetchPartitionResult) -> None:
+        """The fetch rule (ClusterChecker.check_fetch) on an answer broker `bid` gave."""
+        b = self.brokers.get(bid)
+        node = b.node if b is not None else None
+        if node is None:
+            return  # it answered, then crashed: the answer was checked by nothing else
+        topic = node.meta.topics.get(tp[0])
+        if topic is None or not 0 <= tp[1] < len(topic.partitions):
+            return
+        gid = topic.partitions[tp[1]].group_id
+        self.checker.check_fetch(bid, gid, node.config.partition, part)
 
     def raise_violation(self, kind: str, detail: str) -> None:
         raise Violation(kind, f"{detail} (t={self.now})")
