@@ -15,6 +15,11 @@ Commands: init (the cluster id, first entry of a new cluster), register_broker, 
 brokers that lead them, with their Raft terms: a report of an older term never replaces a
 newer one), create_topic, delete_topic, alloc_producer_ids. Each apply returns a `MetaResult`
 (an error code and, where there is one, a value) for the request waiting on that entry.
+
+Snapshots (KRaft's metadata snapshots): `state_bytes()` is the whole state at
+`applied_index`; `restore()` replaces the state with one, after which only the commands
+after that index are applied. A restored machine equals one that applied every command up to
+the same index (same dict orders too, so placement cannot differ).
 """
 
 from __future__ import annotations
@@ -26,12 +31,18 @@ from typing import Any
 from broker.wire.cbor import decode as cbor_decode
 from broker.wire.cbor import encode as cbor_encode
 from broker.wire.errors import ErrorCode, WireError
-from broker.wire.limits import Limits
+from broker.wire.limits import MAX_FRAME_BYTES_CEILING, Limits
 
 METADATA_GROUP = 0
 """The metadata Raft group's id; partition groups are numbered from 1 at apply."""
 
 PRODUCER_ID_BLOCK = 1000
+STATE_LIMITS = Limits(
+    max_frame_bytes=MAX_FRAME_BYTES_CEILING,
+    max_array_items=10_000_000,
+    max_frame_items=100_000_000,
+)
+"""Decoding our own snapshots: trusted, but still bounded."""
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 INTERNAL_PREFIX = "__"
 
@@ -284,6 +295,69 @@ class MetadataMachine:
         start = self.next_producer_id
         self.next_producer_id += PRODUCER_ID_BLOCK
         return MetaResult(value=(broker, start, PRODUCER_ID_BLOCK))
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def state_bytes(self) -> bytes:
+        """The whole state at `applied_index` (a Raft snapshot of the metadata group)."""
+        return cbor_encode(
+            {
+                "v": 1,
+                "applied": self.applied_index,
+                "cluster_id": self.cluster_id,
+                "brokers": [
+                    [b.id, b.incarnation, b.host, b.port, b.peer_host, b.peer_port, b.rack]
+                    for b in self.brokers.values()
+                ],
+                "alive": [[b, a] for b, a in self.alive.items()],
+                "topics": [
+                    [
+                        t.name,
+                        t.replication_factor,
+                        [[k, v] for k, v in t.config.items()],
+                        [[p.partition, p.group_id, list(p.replicas)] for p in t.partitions],
+                    ]
+                    for t in self.topics.values()
+                ],
+                "leaders": [[g, term, ld] for g, (term, ld) in self.leaders.items()],
+                "next_group_id": self.next_group_id,
+                "next_producer_id": self.next_producer_id,
+            }
+        )
+
+    def restore(self, state: bytes) -> None:
+        """Replace the whole state with `state_bytes()` output; `limits` stay."""
+        d = cbor_decode(state, STATE_LIMITS)
+        assert isinstance(d, dict) and d.get("v") == 1, "unknown metadata snapshot format"
+        cid = d["cluster_id"]
+        self.cluster_id = None if cid is None else str(cid)
+        self.brokers = {}
+        for bid, inc, host, port, peer_host, peer_port, rack in d["brokers"]:
+            self.brokers[int(bid)] = BrokerInfo(
+                int(bid),
+                int(inc),
+                str(host),
+                int(port),
+                str(peer_host),
+                int(peer_port),
+                None if rack is None else str(rack),
+            )
+        self.alive = {int(b): bool(a) for b, a in d["alive"]}
+        self.topics = {}
+        for name, rf, config, partitions in d["topics"]:
+            self.topics[str(name)] = TopicInfo(
+                str(name),
+                tuple(
+                    PartitionInfo(int(p), int(g), tuple(int(r) for r in replicas))
+                    for p, g, replicas in partitions
+                ),
+                int(rf),
+                {str(k): str(v) for k, v in config},
+            )
+        self.leaders = {int(g): (int(t), int(ld)) for g, t, ld in d["leaders"]}
+        self.next_group_id = int(d["next_group_id"])
+        self.next_producer_id = int(d["next_producer_id"])
+        self.applied_index = int(d["applied"])
 
     # -- placement --------------------------------------------------------------------------
 

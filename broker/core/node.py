@@ -47,6 +47,35 @@ group's leader (`_reconcile_replicas`): a replica whose broker registered a new 
 groups empty, as a non-member, and learns their configuration from the log, so it never
 votes or counts toward a quorum before it holds every committed entry. Replication to a
 replica that lacks committed entries is paced by one `CatchUpBudget` per broker.
+
+Snapshots and compaction. The node decides; the runtime writes what a round lists in
+`Round.compactions` (record the snapshot, then drop the log prefix) once the round's other
+writes are durable, so the apply state the round carries is on disk before the entries
+behind it are dropped. A follower whose next entry is compacted away receives the snapshot
+(RaftNode sends the storage's latest one).
+- Metadata group: every `metadata_snapshot_entries` applied entries the node snapshots the
+  `MetadataMachine` at the entry just applied and compacts the log up to
+  `snapshot_catchup_entries` behind it (KRaft's metadata snapshots; etcd's
+  SnapshotCatchUpEntries keeps slightly lagging followers on appends).
+- Partition groups: compaction deletes records (the Raft log is the partition log), so it is
+  retention, off unless `partition_retention_entries` is set: each replica captures its
+  machine's snapshot as it applies an entry, and once that entry is that many entries behind
+  the applied index, compacts the log exactly up to it and moves the log start offset to the
+  snapshot's next offset (`PartitionMachine.retain_from`; the round deletes the offset-index
+  records below it). A partition snapshot's index is its compaction point, so a replica that
+  installs it receives every retained entry after it by append: its log start offset is the
+  leader's. Retention by time or size (the topic's retention.ms / retention.bytes) and its
+  CLI are a later issue.
+- Install: when a Ready carries a snapshot, `finish_round` (after the write made it durable)
+  restores the group's machine from it: the metadata state (then opens or drops partition
+  groups to match it), or the partition machine with no records (log start = next offset);
+  the next round persists the partition's new apply state and drops its stale offset index.
+  Proposals covered by the snapshot fail (NOT_LEADER_OR_FOLLOWER: their outcome is unknown
+  here; an idempotent retry is answered as a duplicate).
+- Restart: the metadata machine restores from its group's snapshot and replays only the
+  entries after it; a partition machine restores from its apply state, or from its group's
+  snapshot when that is newer (a compaction may have been written before a crash lost the
+  apply state that followed it).
 """
 
 from __future__ import annotations
@@ -89,6 +118,7 @@ from broker.core.raft import (
     RandomSource,
     Ready,
     Role,
+    Snapshot,
 )
 from broker.wire.batch import BatchError
 from broker.wire.errors import ErrorCode
@@ -131,6 +161,18 @@ class NodeConfig:
     default_partitions: int = 1
     default_replication_factor: int = 1
     partition: PartitionConfig = field(default_factory=PartitionConfig)
+    metadata_snapshot_entries: int = 10_000
+    """Snapshot the metadata state machine every this many applied entries and compact its
+    log behind the snapshot; 0: never."""
+    snapshot_catchup_entries: int = 5_000
+    """Entries a metadata compaction keeps behind its snapshot: a follower lagging by fewer
+    catches up by append, not by snapshot."""
+    partition_retention_entries: int = 0
+    """Retention of every partition replica, in Raft entries: the log keeps between this many
+    and twice as many entries behind the applied index; older records are deleted (the log
+    start offset moves). 0: records are kept for ever."""
+    max_snapshot_chunk_bytes: int = 1 << 20
+    """Snapshot bytes per InstallSnapshot message."""
 
     @property
     def member(self) -> Member:
@@ -146,6 +188,21 @@ class Envelope:
     message: Message
 
 
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """Group `group_id`'s state machine as a snapshot at Raft index `index` (`conf`: the
+    configuration in effect there), and the log prefix to drop behind it. The runtime, once
+    the round's other writes are durable: `create_snapshot(index, conf, data)`, then
+    `compact(compact_to)` (compact_to <= index; an index the storage already passed, by an
+    installed snapshot or an earlier compaction, is a no-op)."""
+
+    group_id: int
+    index: int
+    conf: ConfState
+    data: bytes
+    compact_to: int
+
+
 @dataclass(slots=True)
 class Round:
     readies: list[tuple[int, Ready]]
@@ -159,6 +216,12 @@ class Round:
     applied_early: set[int] = field(default_factory=set)
     """Groups whose committed entries `apply_committed` applied before the round's write
     (empty when it applied nothing)."""
+    log_starts: list[tuple[int, int]] = field(default_factory=list)
+    """(group, log start offset): retention or a snapshot install moved the partition's log
+    start; its offset-index records below it are deleted in this round's write (its
+    `apply_states` carry the same log start)."""
+    compactions: list[Compaction] = field(default_factory=list)
+    """Written after the rest of the round is durable (see Compaction)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +274,15 @@ class _Waiter:
     term: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    """A partition machine's snapshot as it applied `index`: the next retention point."""
+
+    index: int
+    data: bytes
+    next_offset: int
+
+
 @dataclass(slots=True)
 class _Group:
     id: int
@@ -223,6 +295,14 @@ class _Group:
     dirty: bool = False
     """Applied entries since its state was last handed out for persistence."""
     new_offsets: list[tuple[int, int, int]] = field(default_factory=list)
+    log_start_moved: bool = False
+    """The partition's log start moved since its state was last handed out."""
+    snapshot_index: int = 0
+    """Index of the group's latest snapshot, on disk or listed in a Compaction."""
+    compacted_to: int = 0
+    """The log is compacted up to here, on disk or by a listed Compaction."""
+    capture: _Capture | None = None
+    """Partition retention: the snapshot the next compaction will use."""
 
     def serving(self) -> bool:
         """Leader with its term's no-op committed: may serve produce, fetch and metadata."""
@@ -255,6 +335,7 @@ class BrokerNode:
         look only at these, so an idle broker with thousands of groups does not scan them
         all on every loop (a group missed here is still seen at the next tick)."""
         self._dropped: list[int] = []
+        self._compactions: list[Compaction] = []
         self._pending_creates: dict[tuple[int, int], str] = {}
         """(token, slot) -> topic of create_topic requests waiting for their leaders."""
         self._pid_next = 0
@@ -283,13 +364,26 @@ class BrokerNode:
         )
         self.metadata_group: _Group | None = None
         if store.has_group(METADATA_GROUP):
-            self.metadata_group = self._open_group(METADATA_GROUP, None, applied=0)
+            self.metadata_group = self._reopen_metadata_group()
             if not self.seeds and self.metadata_group.raft.promotable():
                 self.metadata_group.raft.campaign()
         elif not self.seeds:
             self._create_metadata_group(frozenset({config.member}))
         elif config.node_id not in self.seeds:
             self._create_metadata_group(frozenset())
+
+    def _reopen_metadata_group(self) -> _Group:
+        """Restart: the metadata machine restores from the group's snapshot, if it has one,
+        and the group replays only the entries after it; the partition groups the restored
+        state names open at once (the others open as their topics are replayed)."""
+        storage = self.store.open_group(METADATA_GROUP, None)
+        snap = storage.snapshot()
+        if snap.meta.index > 0:
+            self.meta.restore(snap.data)
+        g = self._open_group(METADATA_GROUP, None, snap.meta.index, storage)
+        g.snapshot_index = snap.meta.index
+        self._sync_partitions()
+        return g
 
     def _create_metadata_group(self, voters: frozenset[Member]) -> None:
         """Bootstrap (voters: the seed controllers) or join (no voters: wait to be added)."""
@@ -523,15 +617,23 @@ class BrokerNode:
             max_msg_bytes=c.max_msg_bytes,
             max_inflight_msgs=c.max_inflight_msgs,
             max_uncommitted_bytes=c.max_uncommitted_bytes,
+            max_snapshot_chunk_bytes=c.max_snapshot_chunk_bytes,
             applied=applied,
         )
 
-    def _open_group(self, gid: int, initial: ConfState | None, applied: int) -> _Group:
-        storage = self.store.open_group(gid, initial)
+    def _open_group(
+        self,
+        gid: int,
+        initial: ConfState | None,
+        applied: int,
+        storage: LogStorage | None = None,
+    ) -> _Group:
+        if storage is None:
+            storage = self.store.open_group(gid, initial)
         # The metadata group is never throttled: every broker depends on following it.
         catchup = None if gid == METADATA_GROUP else self.catchup
         raft = RaftNode(self._raft_config(applied), storage, self.rng, catchup=catchup)
-        g = _Group(gid, raft, storage)
+        g = _Group(gid, raft, storage, compacted_to=storage.first_index() - 1)
         self.groups[gid] = g
         self._touched.add(gid)
         return g
@@ -556,13 +658,27 @@ class BrokerNode:
             producer_expiry_ms=default.producer_expiry_ms,
             limits=default.limits,
         )
+        storage = self.store.open_group(pi.group_id, initial if fresh else None)
         machine = PartitionMachine(pconf)
+        snapshot_index = 0
+        from_snapshot = False
         if not fresh:
             machine.restore(
                 self.store.load_apply_state(pi.group_id), self.store.load_offsets(pi.group_id)
             )
-        g = self._open_group(pi.group_id, initial if fresh else None, machine.applied_index)
+            snap = storage.snapshot()
+            snapshot_index = snap.meta.index
+            if snapshot_index > machine.applied_index:
+                # Compacted past the persisted apply state (a crash between the two writes,
+                # or an install whose apply state was not written yet): the snapshot it is.
+                machine = PartitionMachine(pconf)
+                machine.restore_snapshot(snap.data)
+                from_snapshot = True
+        g = self._open_group(pi.group_id, None, machine.applied_index, storage)
         g.topic, g.partition, g.machine = topic.name, pi.partition, machine
+        g.snapshot_index = snapshot_index
+        # Persist the restored state, and drop offset-index records it no longer lists.
+        g.dirty = g.log_start_moved = from_snapshot
         self.by_partition[(topic.name, pi.partition)] = g
         if pi.replicas[0] == self.config.node_id:
             g.raft.campaign()  # the preferred leader does not wait for an election timeout
@@ -579,7 +695,21 @@ class BrokerNode:
         if g.topic is not None:
             self.by_partition.pop((g.topic, g.partition), None)
         self._fail_waiters(g, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "topic deleted")
+        self._compactions = [c for c in self._compactions if c.group_id != gid]
         self._dropped.append(gid)
+
+    def _sync_partitions(self) -> None:
+        """Open every partition group the metadata state gives this broker a replica of, and
+        drop every open one whose topic it no longer holds (after a snapshot replaced the
+        state without the commands that would have done so one by one)."""
+        wanted: set[int] = set()
+        for topic in self.meta.topics.values():
+            for pi in topic.partitions:
+                wanted.add(pi.group_id)
+                if self.config.node_id in pi.replicas:
+                    self._open_partition(topic, pi)
+        for gid in [gid for gid in self.groups if gid != METADATA_GROUP and gid not in wanted]:
+            self._drop_group(gid)
 
     # ---------------------------------------------------------------------------------------
     # Inputs
@@ -621,7 +751,7 @@ class BrokerNode:
     # Rounds
 
     def has_work(self) -> bool:
-        if self._completions or self._dropped or self._to_controller:
+        if self._completions or self._dropped or self._to_controller or self._compactions:
             return True
         for gid in list(self._touched):
             g = self.groups.get(gid)
@@ -635,6 +765,7 @@ class BrokerNode:
         messages: list[Envelope] = []
         apply_states: list[tuple[int, bytes]] = []
         new_offsets: list[tuple[int, int, int, int]] = []
+        log_starts: list[tuple[int, int]] = []
         touched, self._touched = sorted(self._touched), set()
         for gid in touched:
             g = self.groups.get(gid)
@@ -642,6 +773,9 @@ class BrokerNode:
                 continue
             if g.dirty and g.machine is not None:
                 apply_states.append((gid, g.machine.state_bytes()))
+                if g.log_start_moved:
+                    log_starts.append((gid, g.machine.log_start_offset))
+                    g.log_start_moved = False
                 new_offsets.extend((gid, b, i, t) for b, i, t in g.new_offsets)
                 g.new_offsets = []
                 g.dirty = False
@@ -651,7 +785,17 @@ class BrokerNode:
                 messages.extend(self._envelopes(gid, rd.messages))
         dropped, self._dropped = self._dropped, []
         heartbeats, self._to_controller = self._to_controller, []
-        return Round(readies, messages, apply_states, new_offsets, dropped, heartbeats)
+        compactions, self._compactions = self._compactions, []
+        return Round(
+            readies,
+            messages,
+            apply_states,
+            new_offsets,
+            dropped,
+            heartbeats,
+            log_starts=log_starts,
+            compactions=compactions,
+        )
 
     def apply_committed(self, rnd: Round) -> list[Completion]:
         """Apply the round's committed partition entries before its write, and complete the
@@ -691,6 +835,8 @@ class BrokerNode:
             after.extend(self._envelopes(gid, rd.persisted_messages))
             if rd.soft_state is not None and rd.soft_state.role != Role.LEADER:
                 self._fail_waiters(g, ErrorCode.NOT_LEADER_OR_FOLLOWER, "leadership lost")
+            if rd.snapshot is not None:
+                self._install(g, rd.snapshot)
             if gid in rnd.applied_early:
                 continue
             for e in rd.committed_entries:
@@ -721,6 +867,8 @@ class BrokerNode:
         if res.outcome == Outcome.APPENDED:
             g.new_offsets.append(machine.last_indexed())
         g.dirty = True
+        if self.config.partition_retention_entries:
+            self._retain(g, e.index)
         w = g.waiters.pop(e.index, None)
         if w is None:
             return
@@ -742,6 +890,9 @@ class BrokerNode:
             # Applied, or lost to a new leader (another entry holds its index): either way
             # the next round may propose again if it is still needed.
             del self._own[purpose]
+        every = self.config.metadata_snapshot_entries
+        if every and e.index - g.snapshot_index >= every:
+            self._snapshot_metadata(g, e.index)
         w = g.waiters.pop(e.index, None)
         if w is None or res is None:
             return
@@ -749,6 +900,75 @@ class BrokerNode:
             self._complete(w, ErrorCode.NOT_LEADER_OR_FOLLOWER, "proposal lost to a new leader")
         else:
             self._complete(w, res.error, res.message, res.value)
+
+    # ---------------------------------------------------------------------------------------
+    # Snapshots, compaction and retention
+
+    def _conf_at(self, g: _Group, index: int) -> ConfState:
+        """The configuration in effect at `index`, which the storage holds (applied entries
+        are durable, and nothing at or after its first index - 1 is compacted)."""
+        confs = g.storage.initial_state().confs
+        conf = confs[0][1]
+        for i, c in confs:
+            if i > index:
+                break
+            conf = c
+        return conf
+
+    def _snapshot_metadata(self, g: _Group, index: int) -> None:
+        """The metadata state just applied `index`: snapshot it, compact behind it."""
+        compact_to = max(g.compacted_to, index - self.config.snapshot_catchup_entries)
+        data = self.meta.state_bytes()
+        self._compactions.append(Compaction(g.id, index, self._conf_at(g, index), data, compact_to))
+        g.snapshot_index, g.compacted_to = index, compact_to
+
+    def _retain(self, g: _Group, index: int) -> None:
+        """Partition retention, as the machine has just applied `index` (see the module doc):
+        compact to the captured snapshot once it is `partition_retention_entries` behind,
+        and capture the next one once the log holds that many entries past the compaction
+        point. So the log keeps between that many and twice as many entries."""
+        keep = self.config.partition_retention_entries
+        machine = g.machine
+        assert machine is not None
+        cap = g.capture
+        if cap is not None and index - cap.index >= keep:
+            g.capture = None
+            machine.retain_from(cap.next_offset)
+            g.new_offsets = [o for o in g.new_offsets if o[0] >= cap.next_offset]
+            g.log_start_moved = True
+            conf = self._conf_at(g, cap.index)
+            self._compactions.append(Compaction(g.id, cap.index, conf, cap.data, cap.index))
+            g.snapshot_index = g.compacted_to = cap.index
+        if g.capture is None and index - g.compacted_to >= keep:
+            g.capture = _Capture(index, machine.snapshot_bytes(), machine.next_offset)
+
+    def _install(self, g: _Group, snap: Snapshot) -> None:
+        """A snapshot received from the leader is durable: restore the group's machine from
+        it (the Raft log is now the snapshot; entries after it follow by append)."""
+        index = snap.meta.index
+        for i in sorted(i for i in g.waiters if i <= index):
+            self._complete(
+                g.waiters.pop(i),
+                ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                "proposal covered by a snapshot from the leader; its outcome is unknown here",
+            )
+        g.snapshot_index = g.compacted_to = index
+        g.capture = None
+        self._compactions = [c for c in self._compactions if c.group_id != g.id]
+        if g.id == METADATA_GROUP:
+            self.meta.restore(snap.data)
+            for purpose in [p for p, (i, _) in self._own.items() if i <= index]:
+                del self._own[purpose]
+            self._sync_partitions()
+            return
+        old = g.machine
+        assert old is not None
+        machine = PartitionMachine(old.config)
+        machine.restore_snapshot(snap.data)
+        assert machine.applied_index == index, "a partition snapshot is its state at its index"
+        g.machine = machine
+        g.new_offsets = []
+        g.dirty = g.log_start_moved = True
 
     def _on_metadata_applied(self, res: MetaResult, position: tuple[int, int]) -> None:
         value = res.value
@@ -888,7 +1108,9 @@ class BrokerNode:
     ) -> FetchResult:
         """Whole batches from `offset` up to the high watermark (read_committed: the last
         stable offset, equal to it until transactions exist), within max_bytes; with
-        `min_one`, the first batch even if it alone is larger (so a consumer never stalls)."""
+        `min_one`, the first batch even if it alone is larger (so a consumer never stalls).
+        OFFSET_OUT_OF_RANGE outside [log start offset, high watermark] (below it: deleted by
+        retention; the answer carries the log start offset to move to)."""
         err, g = self._partition_group(topic, partition)
         if g is None:
             return FetchResult(err)
@@ -899,7 +1121,11 @@ class BrokerNode:
         err, pos = m.locate(offset)
         if err != ErrorCode.NONE:
             return FetchResult(
-                err, hw, hw, m.log_start_offset, message=f"offset {offset} not in [0, {hw}]"
+                err,
+                hw,
+                hw,
+                m.log_start_offset,
+                message=f"offset {offset} not in [{m.log_start_offset}, {hw}]",
             )
         if pos < 0:
             return base
@@ -909,7 +1135,7 @@ class BrokerNode:
         for base_offset, raft_index, _ in m.index.items(pos):
             got = log.slice(raft_index, raft_index + 1)
             if not got:
-                break  # compacted away under us (retention)
+                break  # cannot happen: the index lists only batches the log holds
             data = got[0].data
             if (batches or not min_one) and size + len(data) > max_bytes:
                 break

@@ -26,6 +26,14 @@ replica expires the same producers at the same entry) are forgotten.
 
 The offset index maps each accepted batch's base offset to its Raft index (sorted arrays, binary
 search). Fetch walks it from the batch that contains the requested offset.
+
+Retention and snapshots. Deleting records is compacting the Raft log: the log start offset
+moves forward to a batch boundary (`retain_from`) and the index forgets the batches below it,
+as Kafka's log start offset does; a fetch below it is OFFSET_OUT_OF_RANGE. Invariant: every
+batch the index lists is in this replica's Raft log (so every offset in [log start, high
+watermark) can be served). A Raft snapshot of the machine (`snapshot_bytes`) is its state at
+its applied index with no records: a replica installing it holds none of the entries it
+covers, so its log start offset is the snapshot's next offset and its index starts empty.
 """
 
 from __future__ import annotations
@@ -136,6 +144,14 @@ class OffsetIndex:
 
     def base_at(self, position: int) -> int:
         return self._bases[position]
+
+    def drop_before(self, offset: int) -> None:
+        """Forget every batch whose base offset is below `offset`."""
+        cut = bisect.bisect_left(self._bases, offset)
+        if cut:
+            del self._bases[:cut]
+            del self._indexes[:cut]
+            del self._max_ts[:cut]
 
 
 class PartitionMachine:
@@ -267,6 +283,14 @@ class PartitionMachine:
 
     def state_bytes(self) -> bytes:
         """Everything but the offset index (persisted incrementally beside it)."""
+        return self._encode(self.log_start_offset)
+
+    def snapshot_bytes(self) -> bytes:
+        """The machine as a Raft snapshot at `applied_index`: `state_bytes` with the log start
+        offset at the next offset (a snapshot carries no records; see the module doc)."""
+        return self._encode(self.next_offset)
+
+    def _encode(self, log_start: int) -> bytes:
         producers = [
             [
                 pid,
@@ -282,17 +306,31 @@ class PartitionMachine:
                 "v": 1,
                 "applied": self.applied_index,
                 "next": self.next_offset,
-                "start": self.log_start_offset,
+                "start": log_start,
                 "max_ts": self.max_timestamp,
                 "producers": producers,
             }
         )
 
     def restore(self, state: bytes | None, offsets: Iterable[tuple[int, int, int]]) -> None:
-        """Rebuild from persisted state and index; the caller replays entries after
+        """Rebuild from persisted state and index (records below the state's log start
+        offset, or applied after it, are not indexed); the caller replays entries after
         `applied_index`."""
         if state is None:
             return
+        self._decode(state)
+        for base, raft_index, max_ts in offsets:
+            if raft_index <= self.applied_index and base >= self.log_start_offset:
+                self.index.append(base, raft_index, max_ts)
+
+    def restore_snapshot(self, data: bytes) -> None:
+        """Rebuild from `snapshot_bytes` (an installed snapshot, or this replica's own at
+        restart): no records, so the log start offset is the next offset, the index empty."""
+        self._decode(data)
+        self.log_start_offset = self.next_offset
+        self.index = OffsetIndex()
+
+    def _decode(self, state: bytes) -> None:
         d = cbor_decode(state, STATE_LIMITS)
         assert isinstance(d, dict) and d.get("v") == 1, "unknown partition state format"
         self.applied_index = int(d["applied"])
@@ -305,6 +343,16 @@ class PartitionMachine:
             for first, last, base, last_off in batches:
                 st.batches.append(_CachedBatch(first, last, base, last_off))
             self.producers[int(pid)] = st
-        for base, raft_index, max_ts in offsets:
-            if raft_index <= self.applied_index:
-                self.index.append(base, raft_index, max_ts)
+
+    # -- retention --------------------------------------------------------------------------
+
+    def retain_from(self, offset: int) -> None:
+        """Delete the records below `offset`, which must be a batch boundary at or below the
+        log end (the caller compacts the Raft log behind them): the log start offset moves
+        there (never back) and the index forgets the batches below it."""
+        assert offset <= self.next_offset, "retention cannot pass the log end"
+        if offset <= self.log_start_offset:
+            return
+        self.log_start_offset = offset
+        self.index.drop_before(offset)
+        assert not len(self.index) or self.index.base_at(0) == offset, "not a batch boundary"

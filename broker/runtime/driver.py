@@ -41,8 +41,8 @@ from broker.core.raft import Entry, Message
 from broker.core.requests import Reply, RequestHandler
 from broker.runtime.budget import ByteBudget
 from broker.runtime.fault_log import FaultLog
-from broker.runtime.groups import encode_offset_value
-from broker.runtime.store import RocksStore, WriteRound
+from broker.runtime.groups import round_writes, write_compactions
+from broker.runtime.store import RocksStore
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchRequest, Request
 from broker.wire.protocol import RequestHeader
@@ -313,7 +313,8 @@ class Driver:
             # wire before this thread blocks in the sync: followers then write in parallel
             # with the leader, and no acknowledgement waits for the next batch's sync.
             await trio.lowlevel.checkpoint()
-        self.store.commit(self._write_round(rnd))
+        self.store.commit(round_writes(self.store, rnd))
+        write_compactions(self.store, rnd)
         self.rounds_written += 1
         after, completions = node.finish_round(rnd)
         self._log_roles(rnd)
@@ -347,20 +348,6 @@ class Driver:
                 leader = ss.leader[0] if isinstance(ss.leader, tuple) else None
                 log.info("group %d: term %d, %s, leader %s", gid, ss.term,
                          ss.role.name.lower(), leader)  # fmt: skip
-
-    def _write_round(self, rnd: Round) -> WriteRound:
-        store = self.store
-        wr = WriteRound()
-        for gid, rd in rnd.readies:
-            wr.add_ready(store.group(gid), rd)
-        for gid, state in rnd.apply_states:
-            wr.put_apply(gid, state)
-        for gid, base, raft_index, max_ts in rnd.new_offsets:
-            wr.put_offset(gid, base, encode_offset_value(raft_index, max_ts))
-        for gid in rnd.dropped_groups:
-            if store.has_group(gid):
-                store.delete_group(gid)
-        return wr
 
     def _audit(self, rnd: Round) -> None:
         """Every entry the round will apply (and so every acknowledgement it causes) must be

@@ -8,6 +8,10 @@ Every produced value is unique. Problems reported (as Jepsen's queue checkers do
 - reordered: two values one producer sent, in that order, to one partition, read in the other
   order;
 - gap: offsets read in a partition are not contiguous from the first read offset.
+
+Retention: offsets a reader found deleted before it read them (`delete`, after the checker
+verified the broker's log start offset) are exempt: an acknowledged value there that no read
+returned is not lost, and a missing read there is not a gap.
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ class History:
     """Per (producer, partition), (offset, value) in the order that producer sent them."""
     reads: dict[TP, dict[int, bytes]] = field(default_factory=lambda: defaultdict(dict))
     conflicts: list[Problem] = field(default_factory=list)
+    deleted: dict[TP, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    """Per partition, offset ranges [lo, hi) deleted by retention before they were read."""
+
+    def delete(self, tp: TP, lo: int, hi: int) -> None:
+        """Offsets [lo, hi) of `tp` were deleted by retention before anyone read them."""
+        if lo < hi:
+            self.deleted[tp].append((lo, hi))
+
+    def _deleted(self, tp: TP, offset: int) -> bool:
+        return any(lo <= offset < hi for lo, hi in self.deleted.get(tp, ()))
 
     def ack(self, tp: TP, offset: int, value: bytes, producer: object = 0) -> None:
         self.acked[(producer, tp)].append((offset, value))
@@ -49,8 +63,13 @@ class History:
         for tp, by_offset in self.reads.items():
             offsets = sorted(by_offset)
             if offsets and offsets != list(range(offsets[0], offsets[0] + len(offsets))):
-                missing = sorted(set(range(offsets[0], offsets[-1] + 1)) - set(offsets))
-                problems.append(Problem("gap", f"{tp} offsets missing: {missing[:10]}"))
+                missing = sorted(
+                    o
+                    for o in set(range(offsets[0], offsets[-1] + 1)) - set(offsets)
+                    if not self._deleted(tp, o)
+                )
+                if missing:
+                    problems.append(Problem("gap", f"{tp} offsets missing: {missing[:10]}"))
             where: dict[bytes, int] = {}
             for off in offsets:
                 v = by_offset[off]
@@ -68,6 +87,8 @@ class History:
             last_pos = -1
             last_val: bytes | None = None
             for off, v in acks:
+                if v not in where and self._deleted(tp, off):
+                    continue  # deleted by retention before anyone read it
                 if v not in where:
                     problems.append(Problem("lost", f"{tp} acknowledged {v!r} at {off}, not read"))
                     continue

@@ -23,6 +23,17 @@ answer until it learns; what it serves must still be committed. A reference part
 machine per group applies the canonical committed entries (the same `PartitionMachine`), and
 every fetched record must be at an offset below the reference's high watermark with the
 reference's value there, and the answer's high watermark at most the reference's.
+Retention: the answer's log start offset is a batch boundary of the committed history at
+most the committed next offset `partition_retention_entries` entries behind the commit
+(0 with retention off); a fetch below it is OFFSET_OUT_OF_RANGE, one in [log start, high
+watermark) is answered with the batch holding the offset (what retention kept must read
+back), and OFFSET_OUT_OF_RANGE is never the answer inside that range.
+
+Snapshots (`on_round_done` for installs; for a group opened at a restart with its machine
+restored from the group's snapshot, when the checker first sees it): the snapshot's index
+must be committed with the snapshot's term, and the restored machine (metadata or
+partition) must equal a machine that applied the canonical committed entries up to that
+index; the replica's hash chain continues from it.
 
 End of run (`final_checks`): every up broker's metadata state machine equals the others' at
 the same applied index; every replica of a partition holds the same records at the same
@@ -38,12 +49,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from broker.core.metadata import METADATA_GROUP, MetadataMachine
 from broker.core.node import BrokerNode, Round
 from broker.core.partition import Outcome, PartitionConfig, PartitionMachine
 from broker.core.raft import Entry, EntryKind, LogStorage, Message, Role
 from broker.core.raft.log import NO_TERM
 from broker.core.raft.types import AppendResponse
 from broker.wire.batch import decode_records
+from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchPartitionResult
 from tests.integration.history import History, Problem
 from tests.sim.checker import Checker, Violation, undurable_ack
@@ -80,6 +93,31 @@ class _Reference:
     machine: PartitionMachine
     applied: int = 0
     values: dict[int, bytes | None] = field(default_factory=dict)
+    next_at: list[int] = field(default_factory=lambda: [0])
+    """The committed next offset after each Raft index."""
+    bases: set[int] = field(default_factory=set)
+    """Base offsets of the committed batches."""
+
+
+@dataclass
+class _Replay:
+    """A machine replaying the canonical committed entries of one group, forward only."""
+
+    machine: PartitionMachine | MetadataMachine
+    applied: int = 0
+
+
+def meta_state(m: MetadataMachine) -> object:
+    """What two metadata machines at one applied index must agree on."""
+    return (
+        m.cluster_id,
+        sorted(m.brokers.items()),
+        sorted((k, v.partitions, v.replication_factor, v.config) for k, v in m.topics.items()),
+        sorted(m.alive.items()),
+        sorted(m.leaders.items()),
+        m.next_group_id,
+        m.next_producer_id,
+    )
 
 
 @dataclass
@@ -98,6 +136,8 @@ class ClusterChecker:
     its group's log had at the acknowledged index when the round started)."""
     references: dict[int, _Reference] = field(default_factory=dict)
     fetches_checked: int = 0
+    replays: dict[int, _Replay] = field(default_factory=dict)
+    restores_checked: int = 0
 
     def group(self, gid: int) -> Checker:
         c = self.groups.get(gid)
@@ -128,6 +168,10 @@ class ClusterChecker:
                     f"committed history ({c.commit_index})",
                 )
             r = self.replicas[(bid, gid)] = _Replica(0, applied, c.hashes[applied])
+            machine = node.meta if g.machine is None else g.machine
+            if g.snapshot_index and machine.applied_index == g.snapshot_index:
+                # Opened (at a restart) with its machine restored from the group's snapshot.
+                self.check_restored(bid, node, gid, g.snapshot_index)
         return r
 
     def on_round_start(self, bid: int, life: int, node: BrokerNode, rnd: Round) -> None:
@@ -180,8 +224,64 @@ class ClusterChecker:
         self.observe(bid, node)
 
     def on_round_done(self, bid: int, life: int, node: BrokerNode, rnd: Round) -> None:
+        for gid, rd in rnd.readies:
+            snap = rd.snapshot
+            if snap is None or gid not in node.groups:
+                continue
+            index, c = snap.meta.index, self.group(gid)
+            if index > c.commit_index or c.terms[index] != snap.meta.term:
+                raise Violation(
+                    "snapshot-uncommitted",
+                    f"broker {bid} group {gid} installed a snapshot at {index} term "
+                    f"{snap.meta.term}; the committed history ends at {c.commit_index}",
+                )
+            r = self._replica(bid, gid, node)
+            r.app_index, r.app_hash = index, c.hashes[index]
+            self.check_restored(bid, node, gid, index)
         self._applied(bid, node, rnd, early=False)
         self.observe(bid, node)
+
+    def check_restored(self, bid: int, node: BrokerNode, gid: int, index: int) -> None:
+        """Group `gid`'s machine on broker `bid` was restored from a snapshot at `index`: it
+        must equal the canonical committed entries replayed up to `index`."""
+        self.restores_checked += 1
+        if gid == METADATA_GROUP:
+            ref = self._replay(gid, index, None).machine
+            assert isinstance(ref, MetadataMachine)
+            got = node.meta
+            same = got.applied_index == index and meta_state(got) == meta_state(ref)
+        else:
+            g = node.groups[gid]
+            assert g.machine is not None
+            ref = self._replay(gid, index, g.machine.config).machine
+            assert isinstance(ref, PartitionMachine)
+            same = g.machine.snapshot_bytes() == ref.snapshot_bytes()
+        if not same:
+            raise Violation(
+                "snapshot-restore",
+                f"broker {bid} group {gid} restored from its snapshot at {index} a state "
+                "machine that differs from the committed history replayed to that index",
+            )
+
+    def _replay(self, gid: int, index: int, config: PartitionConfig | None) -> _Replay:
+        """The canonical committed entries of `gid` applied up to `index` (replayed from
+        scratch when an earlier index than the last one asked is asked)."""
+        rp = self.replays.get(gid)
+        if rp is None or rp.applied > index:
+            machine = MetadataMachine() if config is None else PartitionMachine(config)
+            rp = self.replays[gid] = _Replay(machine)
+        c = self.group(gid)
+        for i in range(rp.applied + 1, index + 1):
+            kind, data, _ = c.idents[i]  # type: ignore[misc]
+            m = rp.machine
+            if isinstance(m, PartitionMachine):
+                m.apply(Entry(i, c.terms[i], EntryKind(kind), data))
+            elif kind == EntryKind.NORMAL and data:
+                m.apply(i, data)
+            else:
+                m.applied_index = i
+        rp.applied = index
+        return rp
 
     def _applied(self, bid: int, node: BrokerNode, rnd: Round, *, early: bool) -> None:
         for gid, rd in rnd.readies:
@@ -249,10 +349,20 @@ class ClusterChecker:
             raise Violation("ack-before-durable", f"broker {bid} group {gid}: {problem}")
 
     def check_fetch(
-        self, bid: int, gid: int, config: PartitionConfig, part: FetchPartitionResult
+        self,
+        bid: int,
+        gid: int,
+        config: PartitionConfig,
+        offset: int,
+        part: FetchPartitionResult,
+        retention_entries: int,
     ) -> None:
-        """A fetch answer from broker `bid` for partition group `gid` serves only committed
-        records, with their committed values, and no high watermark past the committed one."""
+        """A fetch answer from broker `bid` for partition group `gid` at `offset` serves only
+        committed records, with their committed values, and no high watermark past the
+        committed one; its log start offset is one retention may have reached, and the
+        answer agrees with it (see the module doc)."""
+        if part.error not in (ErrorCode.NONE, ErrorCode.OFFSET_OUT_OF_RANGE):
+            return
         ref = self.references.get(gid)
         if ref is None:
             ref = self.references[gid] = _Reference(PartitionMachine(config))
@@ -261,16 +371,50 @@ class ClusterChecker:
             kind, data, _ = c.idents[i]  # type: ignore[misc]
             result = ref.machine.apply(Entry(i, c.terms[i], EntryKind(kind), data))
             if result.outcome == Outcome.APPENDED:
+                ref.bases.add(result.base_offset)
                 for k, rec in enumerate(decode_records(data)):
                     ref.values[result.base_offset + k] = rec.value
+            ref.next_at.append(ref.machine.next_offset)
             ref.applied = i
         hw = ref.machine.high_watermark
         self.fetches_checked += 1
+        where = f"broker {bid} group {gid} answered a fetch at {offset}"
         if part.high_watermark > hw:
             raise Violation(
                 "fetch-past-commit",
-                f"broker {bid} group {gid} answered a fetch with high watermark "
-                f"{part.high_watermark}; the group committed {hw}",
+                f"{where} with high watermark {part.high_watermark}; the group committed {hw}",
+            )
+        start = part.log_start_offset
+        limit = ref.next_at[max(0, ref.applied - retention_entries)] if retention_entries else 0
+        if start > limit or start > part.high_watermark:
+            raise Violation(
+                "log-start-ahead",
+                f"{where} with log start offset {start} (high watermark "
+                f"{part.high_watermark}): retention of {retention_entries} entries may "
+                f"delete only below {limit}",
+            )
+        if start and start != hw and start not in ref.bases:
+            raise Violation(
+                "log-start-boundary", f"{where} with log start offset {start}, not a batch"
+            )
+        in_range = start <= offset <= part.high_watermark
+        if part.error == ErrorCode.OFFSET_OUT_OF_RANGE:
+            if in_range:
+                raise Violation(
+                    "fetch-out-of-range",
+                    f"{where} with OFFSET_OUT_OF_RANGE, inside its range "
+                    f"[{start}, {part.high_watermark}]",
+                )
+            return
+        if offset < start:
+            raise Violation("fetch-below-log-start", f"{where}, below its log start offset {start}")
+        if offset < part.high_watermark and (
+            not part.batches or part.batches[0].base_offset > offset
+        ):
+            raise Violation(
+                "fetch-retained-missing",
+                f"{where} without the batch holding it (log start {start}, high watermark "
+                f"{part.high_watermark})",
             )
         for fb in part.batches:
             for k, rec in enumerate(decode_records(fb.data)):
@@ -308,15 +452,7 @@ class ClusterChecker:
             if node is None:
                 continue
             m = node.meta
-            state = (
-                m.cluster_id,
-                sorted(m.brokers.items()),
-                sorted((k, v.partitions, v.replication_factor) for k, v in m.topics.items()),
-                sorted(m.alive.items()),
-                sorted(m.leaders.items()),
-                m.next_group_id,
-                m.next_producer_id,
-            )
+            state = meta_state(m)
             other = seen.get(m.applied_index)
             if other is not None and other[1] != state:
                 raise Violation(

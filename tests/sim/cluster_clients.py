@@ -17,7 +17,11 @@ delivery timeout is abandoned. At most 5 batches per partition in flight.
 
 Reader: per partition, FETCH (no long poll) from the leader the metadata names, from its
 position up to the high watermark; every record read goes to the History; a batch that starts
-beyond the position is a skipped poll.
+beyond the position is a skipped poll. OFFSET_OUT_OF_RANGE below the answer's log start
+offset (retention deleted the records first) moves the position to the log start, as a
+Kafka consumer with auto.offset.reset=earliest does; the skipped offsets are recorded in the
+History as deleted (an acknowledged value there that nobody read is not lost), once the
+checker has verified the answer (its log start within what retention may delete).
 """
 
 from __future__ import annotations
@@ -524,16 +528,24 @@ class SimReader(SimClient):
         if isinstance(body, FetchResponse):
             part = body.topics[0].partitions[0]
             err = part.error
+        if err == ErrorCode.OFFSET_OUT_OF_RANGE and part is not None:
+            self.out_of_range += 1
+            self.world.check_fetch(bid, tp, offset, part)
+            start = part.log_start_offset
+            if offset < start and self.position.get(tp, 0) == offset:
+                self.world.checker.history.delete(tp, offset, start)
+                self.world.stats.retention_skipped += start - offset
+                self.world.log(f"reader: {tp} offsets [{offset}, {start}) deleted by retention")
+                self.position[tp] = start
+                return
         if err != ErrorCode.NONE or part is None:
-            if err == ErrorCode.OFFSET_OUT_OF_RANGE:
-                self.out_of_range += 1
             self.meta.invalidate(tp)
             self.refresh()
             self.retry_at[tp] = self.world.now + self.backoff(2)
             return
         if self.position.get(tp, 0) != offset:
             return  # an answer to an older position (cannot happen: one fetch in flight)
-        self.world.check_fetch(bid, tp, part)
+        self.world.check_fetch(bid, tp, offset, part)
         self.high_watermark[tp] = max(self.high_watermark.get(tp, 0), part.high_watermark)
         history = self.world.checker.history
         pos = offset

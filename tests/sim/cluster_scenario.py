@@ -15,6 +15,13 @@ delay and reordering. `wipe` adds restarts with a wiped disk (a new incarnation)
 every group's members are at their brokers' current incarnations (losing a second disk before
 the first is replaced would lose data by definition).
 
+Snapshots: every profile but `quiet` draws small thresholds for most seeds (a run's metadata
+log holds only some 10-40 entries): a metadata snapshot every 2 or 5 entries (with 0-4
+entries kept behind it), partition retention of 4 or 12 entries per replica, snapshot
+chunks of 64 B to 1 MiB. A broker that is down or cut
+off while the others compact past it comes back through InstallSnapshot; the reader may find
+records deleted before it got to them (it moves to the log start offset).
+
 Healing: every fault ends (brokers restarted, network whole, no loss) and producers stop
 adding records. Within BOOT_TICKS + LIVENESS_TICKS every producer must have resolved every
 batch and every partition must have a serving leader; within LIVENESS_TICKS more the reader
@@ -83,6 +90,10 @@ class ClusterScenario:
     max_down: int = 1
     dial_rule: str = "runtime"
     """Who dials whom on the peer network (see ClusterWorld._dials)."""
+    metadata_snapshot_entries: int = 10_000
+    snapshot_catchup_entries: int = 5_000
+    retention_entries: int = 0
+    snapshot_chunk_bytes: int = 1 << 20
 
     @classmethod
     def draw(cls, seed: int, profile: str) -> ClusterScenario:
@@ -121,7 +132,22 @@ class ClusterScenario:
             sc.wipe_share = 0.5
         if sc.brokers == 5:
             sc.max_down = r.choice([1, 2])
+        if profile != "quiet":
+            sc.metadata_snapshot_entries = r.choice([10_000, 2, 5])
+            sc.snapshot_catchup_entries = r.choice([0, 1, 4])
+            sc.retention_entries = r.choice([0, 4, 12])
+            sc.snapshot_chunk_bytes = r.choice([64, 512, 1 << 20])
         return sc
+
+    def node_options(self) -> dict[str, int]:
+        """NodeConfig fields the scenario sets."""
+        return {
+            "catchup_bytes_per_tick": self.catchup_bytes_per_tick,
+            "metadata_snapshot_entries": self.metadata_snapshot_entries,
+            "snapshot_catchup_entries": self.snapshot_catchup_entries,
+            "partition_retention_entries": self.retention_entries,
+            "max_snapshot_chunk_bytes": self.snapshot_chunk_bytes,
+        }
 
     def describe(self) -> str:
         return " ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -148,7 +174,7 @@ class ClusterDriver:
             ),
             tick_units=units,
             disk_latency=(1, sc.disk_latency_max),
-            node_options={"catchup_bytes_per_tick": sc.catchup_bytes_per_tick},
+            node_options=sc.node_options(),
             seed_label=f"s{sc.seed}",
         )
         self.rng = rng

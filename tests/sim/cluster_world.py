@@ -26,8 +26,13 @@ one-way cut blackholes one direction of a live connection).
 
 Checkers run on every round (`cluster_checker.py`): per-group Raft safety over the metadata
 group and every partition group, a durability audit of every vote grant and append
-acknowledgement, and the applied-state hash chain (which makes every broker's applied metadata
-a prefix of one sequence).
+acknowledgement, the applied-state hash chain (which makes every broker's applied metadata
+a prefix of one sequence), and every state machine restored from a snapshot (installed, or
+read back at a restart) against the committed history replayed to the snapshot's index.
+
+Snapshots run as in the runtime: a round's `compactions` are written by `write_round` after
+the rest of the round (so a crash mid-round loses them with it). The stats count snapshots
+taken, compactions that shortened a log, InstallSnapshot chunks sent and snapshots installed.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from broker.core.peer_codec import (
     encode_raft,
 )
 from broker.core.raft import Message, Role
+from broker.core.raft.types import InstallSnapshot
 from broker.core.requests import Reply, RequestHandler
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchPartitionResult, Request
@@ -97,6 +103,14 @@ class ClusterStats:
     pauses: int = 0
     requests: int = 0
     timeouts: int = 0
+    snapshots_created: int = 0
+    compactions: int = 0
+    """Snapshots whose compaction shortened the log (the others only recorded a snapshot)."""
+    snapshot_chunks: int = 0
+    snapshots_installed: int = 0
+    retention_skipped: int = 0
+    """Offsets the reader found deleted by retention before it read them (it moved on to the
+    log start offset)."""
 
     def faults(self) -> int:
         return self.crashes + self.partitions + self.wipes + self.pauses
@@ -388,6 +402,7 @@ class ClusterWorld:
             return
         node, handler = b.node, b.handler
         assert node is not None and handler is not None
+        self._count_snapshots(b, rnd)
         b.disk.store.write_round(rnd)
         b.writing = None
         after, completions = node.finish_round(rnd)
@@ -398,6 +413,15 @@ class ClusterWorld:
             b.disk.cluster_id = cid
         self._complete(b, completions)
         self._next_round(b)
+
+    def _count_snapshots(self, b: SimBroker, rnd: Round) -> None:
+        stats, logs = self.stats, b.disk.store.logs
+        stats.snapshots_installed += sum(1 for _, rd in rnd.readies if rd.snapshot is not None)
+        for c in rnd.compactions:
+            stats.snapshots_created += 1
+            st = logs.get(c.group_id)
+            if st is not None and c.compact_to >= st.first_index():
+                stats.compactions += 1
 
     def _complete(self, b: SimBroker, completions: list[Completion]) -> None:
         handler = b.handler
@@ -416,6 +440,8 @@ class ClusterWorld:
         by_peer: dict[int, list[tuple[int, Message]]] = {}
         for env in envelopes:
             self.checker.audit_durable(b.id, store, env.group_id, env.message)
+            if isinstance(env.message, InstallSnapshot):
+                self.stats.snapshot_chunks += 1
             by_peer.setdefault(env.dst, []).append((env.group_id, env.message))
         for peer, batch in by_peer.items():
             self._send_frame(b.id, peer, encode_raft(batch))
@@ -701,8 +727,11 @@ class ClusterWorld:
                     best[gid] = (g.raft.term, i)
         return {g: i for g, (_, i) in best.items()}
 
-    def check_fetch(self, bid: int, tp: tuple[str, int], part: FetchPartitionResult) -> None:
-        """The fetch rule (ClusterChecker.check_fetch) on an answer broker `bid` gave."""
+    def check_fetch(
+        self, bid: int, tp: tuple[str, int], offset: int, part: FetchPartitionResult
+    ) -> None:
+        """The fetch rule (ClusterChecker.check_fetch) on an answer broker `bid` gave to a
+        fetch at `offset`."""
         b = self.brokers.get(bid)
         node = b.node if b is not None else None
         if node is None:
@@ -711,7 +740,10 @@ class ClusterWorld:
         if topic is None or not 0 <= tp[1] < len(topic.partitions):
             return
         gid = topic.partitions[tp[1]].group_id
-        self.checker.check_fetch(bid, gid, node.config.partition, part)
+        config = node.config
+        self.checker.check_fetch(
+            bid, gid, config.partition, offset, part, config.partition_retention_entries
+        )
 
     def raise_violation(self, kind: str, detail: str) -> None:
         raise Violation(kind, f"{detail} (t={self.now})")

@@ -7,7 +7,8 @@ Raft group plus dicts for the partition machines' apply state and offset index: 
     rnd = node.start_round()
     node.apply_committed(rnd)   # committed partition entries, durable already
     write every Ready into its group's MemoryStorage (snapshot, entries, hard state), the
-    round's apply states and new offsets into the dicts, and delete dropped groups
+    round's apply states, offset-index deletions (log starts) and new offsets into the
+    dicts, delete dropped groups, then the round's compactions (snapshot, compact)
     node.finish_round(rnd)      # the write is durable
     hand both rounds of completions to the RequestHandler
 
@@ -80,11 +81,21 @@ class MemGroupStore:
                 st.set_hard_state(rd.hard_state)
         for gid, state in rnd.apply_states:
             self.apply[gid] = state
+        for gid, start in rnd.log_starts:
+            index = self.offsets.get(gid, {})
+            for base in [b for b in index if b < start]:
+                del index[base]
         for gid, base, raft_index, max_ts in rnd.new_offsets:
             self.offsets.setdefault(gid, {})[base] = (raft_index, max_ts)
         for gid in rnd.dropped_groups:
             if gid in self.logs:
                 self.delete_group(gid)
+        # After everything else is durable, as the runtime does (see Compaction).
+        for c in rnd.compactions:
+            st = self.logs.get(c.group_id)
+            if st is not None:
+                st.create_snapshot(c.index, c.conf, c.data)
+                st.compact(c.compact_to)
 
     def delete_group(self, gid: int) -> None:
         self.logs.pop(gid, None)
@@ -140,6 +151,7 @@ class Broker:
         cluster_id: str | None = CLUSTER_ID,
         partition: PartitionConfig | None = None,
         rack: str | None = None,
+        options: dict[str, int] | None = None,
     ) -> None:
         self.store = store if store is not None else MemGroupStore()
         self.node_id = node_id
@@ -148,8 +160,15 @@ class Broker:
         self.cluster_id = cluster_id
         self.partition_config = partition or PartitionConfig()
         self.rack = rack
+        self.options = dict(options or {})
+        """Further NodeConfig fields (snapshot and retention thresholds)."""
         self.node = BrokerNode(
-            NodeConfig(node_id=node_id, incarnation=incarnation, partition=self.partition_config),
+            NodeConfig(
+                node_id=node_id,
+                incarnation=incarnation,
+                partition=self.partition_config,
+                **self.options,  # type: ignore[arg-type]
+            ),
             self.store,
             random.Random(seed),
             bootstrap_cluster_id=cluster_id,
@@ -218,6 +237,7 @@ class Broker:
             cluster_id=self.cluster_id,
             partition=self.partition_config,
             rack=self.rack,
+            options=self.options,
         )
         return b.boot() if boot else b
 
