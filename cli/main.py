@@ -46,7 +46,7 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """Sluice: a transactional message-queue broker."""
+    """Sluice: a Raft-replicated message-queue broker."""
 
 
 def main(argv: list[str] | None = None) -> int:

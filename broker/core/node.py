@@ -371,6 +371,8 @@ class BrokerNode:
             self._create_metadata_group(frozenset({config.member}))
         elif config.node_id not in self.seeds:
             self._create_metadata_group(frozenset())
+        else:
+            self._bootstrap_if_every_seed_heard()  # a seed list naming only this broker
 
     def _reopen_metadata_group(self) -> _Group:
         """Restart: the metadata machine restores from the group's snapshot, if it has one,
@@ -407,6 +409,12 @@ class BrokerNode:
             return
         if node_id in self.seeds:
             self.peers[node_id] = (incarnation, cluster_id, bootstrapped)
+        self._bootstrap_if_every_seed_heard()
+
+    def _bootstrap_if_every_seed_heard(self) -> None:
+        """A seed controller creates the cluster once every other seed said hello without a
+        cluster: the metadata group's voters are the seeds (this one alone when the seed
+        list names only itself, which is then a single-node cluster)."""
         others = [n for n in self.seeds if n != self.config.node_id]
         if all(n in self.peers for n in others):
             voters = {self.config.member} | {(n, self.peers[n][0]) for n in others}

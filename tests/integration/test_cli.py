@@ -122,3 +122,25 @@ def test_bench_produce_and_consume_report_what_was_acknowledged(
                "--replication-factor", "3", "--timeout", "2")  # fmt: skip
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert b"NOT_ENOUGH_REPLICAS" in r.stderr and b"1 registered" in r.stderr, r.stderr
+
+
+def test_broker_naming_only_itself_as_controller_serves_alone(
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    """`--controllers` naming only this broker (as a one-replica deployment's config would)
+    is a single-node cluster like the default: it elects itself, becomes ready, creates a
+    topic and keeps what it acknowledged across a restart."""
+    b = broker_factory()
+    b.config["controllers"] = f"0@127.0.0.1:{b.peer_port}"
+    b.start()
+    b.wait_ready()
+    r = sluice(b, "topic", "create", "solo", "--partitions", "2")
+    assert r.returncode == 0, r.stderr
+    r = sluice(b, "produce", "solo", stdin=b"a\nb\nc\n")
+    assert r.returncode == 0, r.stderr
+    b.stop()
+    b.start()
+    b.wait_ready()
+    r = sluice(b, "consume", "solo", "--from-beginning", "--max-messages", "3")
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == [b"a", b"b", b"c"]
