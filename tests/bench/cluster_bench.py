@@ -35,7 +35,7 @@ import trio
 
 from consumers import Admin, Consumer, Producer
 from consumers.cluster import Cluster
-from tests.integration.harness import ROOT, BrokerProcess, free_port
+from tests.support.harness import ROOT, BrokerProcess, free_port
 
 
 def start_cluster(base: Path, n: int = 3) -> list[BrokerProcess]:

@@ -31,7 +31,7 @@ from consumers import Admin, Consumer, ConsumerRecord, Producer
 from consumers.errors import SluiceError
 from tests.fuzz.stats import Stats
 from tests.fuzz.target import CHECKED_PARTITIONS, CHECKED_TOPIC, RAFT_TOPIC, RESPONSE_LIMITS
-from tests.integration.harness import BrokerProcess
+from tests.support.harness import BrokerProcess
 
 PROBE_INTERVAL_S = 0.05
 PROBE_TIMEOUT_S = 10.0

@@ -112,7 +112,7 @@ from tests.fuzz.target import (
     api_versions,
     learn_peer_identity,
 )
-from tests.integration.harness import BrokerProcess
+from tests.support.harness import BrokerProcess
 
 MAX_FRAME_BYTES = 4 * MiB
 REQUEST_BUDGET_BYTES = 32 * MiB

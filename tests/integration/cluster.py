@@ -39,8 +39,8 @@ import trio
 from broker.wire.messages import MetadataRequest, MetadataResponse
 from consumers.cluster import Cluster as ClientCluster
 from consumers.errors import SluiceError
-from tests.integration.harness import BrokerProcess, free_port
 from tests.integration.proxy import Direction, Proxy, owner_pid
+from tests.support.harness import BrokerProcess, free_port
 
 Leaders = dict[int, tuple[int | None, int]]
 """partition -> (leader, leader_term)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cluster import Cluster
-from tests.integration.harness import BrokerProcess
+from tests.support.harness import BrokerProcess
 
 
 @pytest.fixture

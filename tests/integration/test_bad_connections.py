@@ -21,8 +21,8 @@ from broker.wire.messages import (
 )
 from broker.wire.protocol import decode_response, encode_request
 from consumers import Admin, Producer
-from tests.integration.harness import BrokerProcess
 from tests.integration.wire_client import RawClient
+from tests.support.harness import BrokerProcess
 
 BIG_FETCH_BYTES = 12 * MiB
 

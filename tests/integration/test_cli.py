@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from tests.integration.harness import ROOT, BrokerProcess
+from tests.support.harness import ROOT, BrokerProcess
 
 RECORDS = 100_000
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.integration.harness import EPHEMERAL_LOW, ROOT
+from tests.support.harness import EPHEMERAL_LOW, ROOT
 
 SPAN = 24
 """Ports P..P+23: three brokers at P+10i, P+10i+1, P+10i+3."""

@@ -2,7 +2,7 @@
 stream: SIGKILL, SIGSTOP, network isolation through the peer proxies, rolling restarts, a
 wiped data directory, a stall of every broker at once, and none at all.
 
-Every test keeps a History (tests/integration/history.py): every produced value is unique, an
+Every test keeps a History (tests/support/history.py): every produced value is unique, an
 acknowledgement is recorded with the offset its Delivery reported, and after the faults are
 healed every partition is read from offset 0 to its high watermark. The durability audit is on
 in every broker; a test fails if any broker logged a violation or exited without being told
@@ -40,8 +40,8 @@ from consumers import Admin, Consumer, Producer
 from consumers.errors import SluiceError
 from consumers.producer import Delivery
 from tests.integration.cluster import Cluster, View
-from tests.integration.history import History
 from tests.integration.wire_client import RawClient
+from tests.support.history import History
 
 TOPIC = "faults"
 PARTITIONS = 3

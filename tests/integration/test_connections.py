@@ -24,8 +24,8 @@ from broker.wire.messages import (
     ProduceRequest,
     ProduceTopic,
 )
-from tests.integration.harness import BrokerProcess
 from tests.integration.wire_client import RawClient
+from tests.support.harness import BrokerProcess
 
 CONNECTIONS = 10_000
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import trio
 
 from consumers import Consumer, Producer
-from tests.integration.harness import BrokerProcess
-from tests.integration.history import History
+from tests.support.harness import BrokerProcess
+from tests.support.history import History
 
 TOPIC = "crash"
 PARTITIONS = 3

@@ -32,8 +32,8 @@ from broker.wire.messages import (
     ProduceRequest,
     ProduceTopic,
 )
-from tests.integration.harness import BrokerProcess
 from tests.integration.wire_client import RawClient
+from tests.support.harness import BrokerProcess
 
 HOLDERS = 150
 DECLARED = 16 * MiB

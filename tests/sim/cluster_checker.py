@@ -45,9 +45,9 @@ History's problems (lost, duplicate, inconsistent, reordered, gap) plus the read
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from broker.core.metadata import METADATA_GROUP, MetadataMachine
 from broker.core.node import BrokerNode, Round
@@ -58,8 +58,8 @@ from broker.core.raft.types import AppendResponse
 from broker.wire.batch import decode_records
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchPartitionResult
-from tests.integration.history import History, Problem
 from tests.sim.checker import Checker, Violation, undurable_ack
+from tests.support.history import History, Problem
 
 
 @contextlib.contextmanager
@@ -73,8 +73,16 @@ def _in_group(gid: int) -> Iterator[None]:
         raise
 
 
-if TYPE_CHECKING:
-    from tests.sim.cluster_world import ClusterWorld
+class HostsNode(Protocol):
+    @property
+    def node(self) -> BrokerNode | None: ...
+
+
+class BrokerWorld(Protocol):
+    """What the end-of-run checks read of a world (`ClusterWorld` is one): its brokers."""
+
+    @property
+    def brokers(self) -> Mapping[int, HostsNode]: ...
 
 
 @dataclass
@@ -435,7 +443,7 @@ class ClusterChecker:
 
     # -- end of run ---------------------------------------------------------------------------
 
-    def final_checks(self, world: ClusterWorld, topic: str) -> None:
+    def final_checks(self, world: BrokerWorld, topic: str) -> None:
         self.check_metadata(world)
         self.read_replicas(world, topic)
         problems = self.problems + self.history.check()
@@ -444,7 +452,7 @@ class ClusterChecker:
             shown = "; ".join(f"{p.kind}: {p.detail}" for p in problems[:6])
             raise Violation("history", f"{len(problems)} problems ({', '.join(kinds)}): {shown}")
 
-    def check_metadata(self, world: ClusterWorld) -> None:
+    def check_metadata(self, world: BrokerWorld) -> None:
         """Brokers that applied the metadata log to the same index hold the same state."""
         seen: dict[int, tuple[int, object]] = {}
         for bid, b in world.brokers.items():
@@ -462,7 +470,7 @@ class ClusterChecker:
                 )
             seen[m.applied_index] = (bid, state)
 
-    def read_replicas(self, world: ClusterWorld, topic: str) -> None:
+    def read_replicas(self, world: BrokerWorld, topic: str) -> None:
         """Every replica's applied records, read straight from its log: one value per
         (partition, offset) across replicas, reads and acknowledgements."""
         for b in world.brokers.values():

@@ -57,8 +57,8 @@ from broker.wire.messages import (
 )
 from broker.wire.producer import DecisionKind, ProducerSequences, ProducerState
 from consumers.cluster import MetadataCache
-from tests.integration.history import Problem
 from tests.sim.cluster_world import MS_PER_UNIT
+from tests.support.history import Problem
 
 if TYPE_CHECKING:
     from tests.sim.cluster_world import ClusterWorld

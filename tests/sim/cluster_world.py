@@ -69,7 +69,7 @@ from broker.wire.messages import FetchPartitionResult, Request
 from broker.wire.protocol import RequestHeader
 from tests.sim.checker import Violation
 from tests.sim.cluster_checker import ClusterChecker
-from tests.unit.broker_harness import MemGroupStore
+from tests.support.broker_harness import MemGroupStore
 
 ReplyFn = Callable[[Reply], None]
 MS_PER_UNIT = 5

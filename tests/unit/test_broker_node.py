@@ -13,7 +13,7 @@ from broker.core.raft import EntryKind, Role
 from broker.core.raft.types import Heartbeat
 from broker.wire.batch import decode_records
 from broker.wire.errors import ErrorCode
-from tests.unit.broker_harness import (
+from tests.support.broker_harness import (
     CLUSTER_ID,
     Broker,
     advertised,

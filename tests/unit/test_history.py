@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.integration.history import History
+from tests.support.history import History
 
 TP = ("t", 0)
 

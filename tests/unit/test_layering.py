@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.import_graph import check_graph
 from tests.layering import Violation, check_imports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -251,3 +252,85 @@ def test_clean_tree_reports_nothing(tmp_path: Path) -> None:
     )
     violations = check_imports(tmp_path)
     assert violations == [], "\n".join(map(str, violations))
+
+
+# -- rules on the whole import graph (tests/import_graph.py) -----------------------------------
+
+GRAPH_PLANTED: dict[str, tuple[dict[str, str], list[str]]] = {
+    "a cycle through a function-level import": (
+        {
+            "broker/__init__.py": "",
+            "broker/runtime/__init__.py": "",
+            "broker/runtime/a.py": "from broker.runtime import b\n",
+            "broker/runtime/b.py": "def f() -> None:\n    from broker.runtime.a import x\n",
+        },
+        ["import cycle: broker.runtime.a -> broker.runtime.b -> broker.runtime.a"],
+    ),
+    "a cycle through TYPE_CHECKING": (
+        {
+            "broker/__init__.py": "",
+            "broker/runtime/__init__.py": "",
+            "broker/runtime/a.py": "import broker.runtime.b\n",
+            "broker/runtime/b.py": """
+                from typing import TYPE_CHECKING
+                if TYPE_CHECKING:
+                    from broker.runtime.a import A
+            """,
+        },
+        ["import cycle: broker.runtime.a -> broker.runtime.b -> broker.runtime.a"],
+    ),
+    "raft imports the broker core": (
+        {
+            "broker/__init__.py": "",
+            "broker/core/__init__.py": "",
+            "broker/core/partition.py": "",
+            "broker/core/raft/__init__.py": "",
+            "broker/core/raft/node.py": "from ..partition import PartitionMachine\n",
+        },
+        ["raft imports the broker core: broker.core.raft.node imports broker.core.partition"],
+    ),
+    "one suite imports another": (
+        {
+            "tests/__init__.py": "",
+            "tests/unit/__init__.py": "",
+            "tests/unit/helpers.py": "",
+            "tests/sim/__init__.py": "",
+            "tests/sim/world.py": "from tests.unit.helpers import h\n",
+        },
+        ["one test suite imports another: tests.sim.world imports tests.unit.helpers"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRAPH_PLANTED))
+def test_planted_graph_violation_is_reported(tmp_path: Path, case: str) -> None:
+    files, expected = GRAPH_PLANTED[case]
+    _plant(tmp_path, files)
+    assert [str(v) for v in check_graph(tmp_path)] == expected
+
+
+def test_graph_rules_allow_what_they_should(tmp_path: Path) -> None:
+    """A package importing its own submodules, raft importing itself and the wire, a suite
+    importing tests.support and the project: no violation."""
+    _plant(
+        tmp_path,
+        {
+            "broker/__init__.py": "",
+            "broker/wire/__init__.py": "from broker.wire.errors import ErrorCode\n",
+            "broker/wire/errors.py": "from broker.wire import limits\n",
+            "broker/wire/limits.py": "",
+            "broker/core/__init__.py": "",
+            "broker/core/raft/__init__.py": "from broker.core.raft.node import RaftNode\n",
+            "broker/core/raft/node.py": "from broker.wire.errors import ErrorCode\n",
+            "broker/core/node.py": "from broker.core.raft import RaftNode\n",
+            "tests/__init__.py": "",
+            "tests/support/__init__.py": "",
+            "tests/support/harness.py": "from broker.core.node import x\n",
+            "tests/unit/__init__.py": "",
+            "tests/unit/test_a.py": "from tests.support.harness import y\n",
+            "tests/sim/__init__.py": "",
+            "tests/sim/test_b.py": "from tests.support import harness\nfrom tests.sim import c\n",
+            "tests/sim/c.py": "",
+        },
+    )
+    assert check_graph(tmp_path) == []

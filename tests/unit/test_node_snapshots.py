@@ -10,7 +10,7 @@ from broker.core.partition import Outcome, PartitionMachine
 from broker.core.raft import Entry, EntryKind
 from broker.wire.batch import decode_records
 from broker.wire.errors import ErrorCode
-from tests.unit.broker_harness import Broker, batch, entry_indexes
+from tests.support.broker_harness import Broker, batch, entry_indexes
 
 BIG = 1 << 20
 

@@ -16,7 +16,7 @@ from broker.core.raft import ConfState, Entry, EntryKind
 from broker.wire.batch import BatchError
 from broker.wire.errors import ErrorCode
 from broker.wire.limits import Limits
-from tests.unit.broker_harness import batch
+from tests.support.broker_harness import batch
 
 PID = 42
 

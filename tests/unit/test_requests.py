@@ -42,7 +42,7 @@ from broker.wire.messages import (
     TopicResult,
 )
 from broker.wire.protocol import decode_response, encode_response
-from tests.unit.broker_harness import CLUSTER_ID, Broker, batch, header
+from tests.support.broker_harness import CLUSTER_ID, Broker, batch, header
 
 
 def booted(*topics: tuple[str, int]) -> Broker:

@@ -20,7 +20,7 @@ from broker.core.peer_codec import BrokerHeartbeat
 from broker.runtime.groups import RocksGroupStore, round_writes, write_compactions
 from broker.runtime.store import RocksStore
 from broker.wire.errors import ErrorCode
-from tests.unit.broker_harness import batch
+from tests.support.broker_harness import batch
 
 SEEDS = {i: f"b{i}:9093" for i in range(3)}
 OPTIONS = {
