@@ -103,7 +103,7 @@ def test_sigkill_loses_no_acknowledged_round(tmp_path: Path, rep: int) -> None:
     acked = run_and_kill(tmp_path, rng)
     assert acked > 0, "the child acknowledged nothing before it was killed"
     with RocksStore.open(tmp_path, 0, create_if_missing=False, entry_cache_bytes=0) as store:
-        assert store.group_ids() == list(GROUPS)
+        assert all(store.has_group(gid) for gid in GROUPS)
         applied = store.read_apply(GROUPS[0])
         assert applied is not None
         rounds = int(applied)

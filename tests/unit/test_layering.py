@@ -334,3 +334,8 @@ def test_graph_rules_allow_what_they_should(tmp_path: Path) -> None:
         },
     )
     assert check_graph(tmp_path) == []
+
+
+def test_real_tree_import_graph_is_clean() -> None:
+    violations = check_graph(REPO)
+    assert violations == [], "import graph violations:\n" + "\n".join(map(str, violations))

@@ -2,7 +2,8 @@
 
 Each test runs against:
 - `memory`: MemoryStorage, the reference;
-- `rocks`: a GroupStorage with the default entry cache;
+- `rocks`: a GroupStorage with the default entry cache (written through `RocksLog`: each
+  write a one-operation round);
 - `rocks-nocache`: a GroupStorage whose cache keeps only the last entry (reads hit RocksDB);
 - `rocks-reopen`: a GroupStorage whose store is closed and reopened after every write, so
   every observation is of what was recovered from disk.
@@ -33,6 +34,7 @@ from broker.core.raft import (
 )
 from broker.core.raft.types import ENTRY_OVERHEAD_BYTES
 from broker.runtime.store import GroupStorage, RocksStore, StoreError
+from tests.support.store_helpers import RocksLog
 
 C0 = ConfState(frozenset({1, 2, 3}))
 C1 = ConfState(frozenset({1, 2, 3}), frozenset({4}))
@@ -59,52 +61,45 @@ class Storage(Protocol):
     def compact(self, index: int) -> None: ...
 
 
-class Reopening:
-    """A GroupStorage whose store is closed and reopened after every write."""
+class Reopening(RocksLog):
+    """A RocksLog whose store is closed and reopened after every write."""
 
     def __init__(self, path: Path, conf: ConfState) -> None:
         self._path = path
-        self._store = RocksStore.open(path, 0, audit=True)
-        self._group = self._store.create_group(1, conf)
+        store = RocksStore.open(path, 0, audit=True)
+        super().__init__(store, store.create_group(1, conf))
 
     def _reopen(self) -> None:
-        self._store.close()
-        self._store = RocksStore.open(self._path, 0, create_if_missing=False, audit=True)
-        self._group = self._store.group(1)
+        self.store.close()
+        self.store = RocksStore.open(self._path, 0, create_if_missing=False, audit=True)
+        self.group = self.store.group(1)
 
     def close(self) -> None:
-        self._store.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._group, name)
-
-    @property
-    def hard_state(self) -> HardState:
-        return self._group.hard_state
+        self.store.close()
 
     def set_hard_state(self, hs: HardState) -> None:
-        self._group.set_hard_state(hs)
+        super().set_hard_state(hs)
         self._reopen()
 
     def append(self, entries: Sequence[Entry]) -> None:
         try:
-            self._group.append(entries)
+            super().append(entries)
         finally:
             self._reopen()
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
-        self._group.apply_snapshot(snapshot)
+        super().apply_snapshot(snapshot)
         self._reopen()
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
         try:
-            return self._group.create_snapshot(index, conf, data)
+            return super().create_snapshot(index, conf, data)
         finally:
             self._reopen()
 
     def compact(self, index: int) -> None:
         try:
-            self._group.compact(index)
+            super().compact(index)
         finally:
             self._reopen()
 
@@ -131,7 +126,7 @@ class Factory:
         cache = 0 if self.kind == "rocks-nocache" else 1 << 20
         store = RocksStore.open(path, 0, entry_cache_bytes=cache, audit=True)
         self._closers.append(store)
-        return store.create_group(1, conf)
+        return RocksLog(store, store.create_group(1, conf))
 
     def close(self) -> None:
         for c in self._closers:

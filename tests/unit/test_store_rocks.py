@@ -41,6 +41,7 @@ from broker.runtime.store import (
     StoreNotFoundError,
     WriteRound,
 )
+from tests.support.store_helpers import append, apply_snapshot, set_hard_state
 
 C0 = ConfState(frozenset({(0, 1), (1, 2), (2, 3)}))
 C1 = ConfState(frozenset({(0, 1), (1, 2), (2, 3)}), frozenset({(3, 4)}))
@@ -85,6 +86,16 @@ def raw_db(path: Path) -> Iterator[dict[str, Rdict]]:
         db.close()
 
 
+def raw_meta_u64(path: Path, key: bytes) -> int:
+    """An identity record (a sealed u64: crc32, then the value) straight from RocksDB."""
+    with raw_db(path) as views:
+        value = views["meta"][key]
+    assert isinstance(value, bytes) and len(value) == 12
+    crc, number = struct.unpack(">IQ", value)
+    assert crc == zlib.crc32(value[4:])
+    return int(number)
+
+
 def raw_keys(path: Path, cf: str, group: int) -> list[int]:
     """The indexes of `group`'s keys in an indexed column family, straight from RocksDB."""
     with raw_db(path) as views:
@@ -120,7 +131,7 @@ def test_reopen_recovers_everything(tmp_path: Path) -> None:
 
     store = RocksStore.open(tmp_path, 1, create_if_missing=False, audit=True)
     try:
-        assert store.group_ids() == [10, 11]
+        assert store.has_group(10) and store.has_group(11)
         assert {g: observe(store.group(g)) for g in (10, 11)} == before
         assert {g: store.group(g).hard_state for g in (10, 11)} == hard
         assert store.group(10).initial_state().confs == [(4, C0), (6, C1)]
@@ -154,7 +165,9 @@ def test_the_log_grows_past_the_cache_and_reads_come_back_from_disk(tmp_path: Pa
 
 def test_identity_is_recorded_at_creation_and_checked_at_open(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 3, new_incarnation=lambda: 42, clock=lambda: 1234.5) as s:
-        assert (s.node_id, s.incarnation, s.created_at, s.cluster_id) == (3, 42, 1234.5, None)
+        assert (s.incarnation, s.cluster_id) == (42, None)
+    recorded = [raw_meta_u64(tmp_path, k) for k in (b"node_id", b"incarnation", b"created_at")]
+    assert recorded == [3, 42, 1234500]  # created_at in milliseconds
     with pytest.raises(StoreIdentityError, match="belongs to node 3, but this broker is node 4"):
         RocksStore.open(tmp_path, 4)
     with RocksStore.open(tmp_path, 3, new_incarnation=lambda: 7) as s:
@@ -217,7 +230,7 @@ def test_a_second_open_in_the_same_process_is_refused_until_close(tmp_path: Path
     first.close()
     first.close()  # idempotent
     with RocksStore.open(tmp_path, 0) as again:
-        assert again.group_ids() == [1]
+        assert again.has_group(1)
 
 
 def test_a_second_open_from_another_process_is_refused(tmp_path: Path) -> None:
@@ -245,7 +258,7 @@ def test_close_releases_the_lock_even_after_a_refused_write(tmp_path: Path) -> N
     store = RocksStore.open(tmp_path, 0)
     g = store.create_group(1, C0)
     try:
-        g.append(ents(5, 6, 1))  # a gap: refused before anything is written
+        append(store, g, ents(5, 6, 1))  # a gap: refused before anything is written
     except StoreError as exc:
         kept = exc  # a live traceback must not keep the database locked
     store.close()
@@ -267,7 +280,7 @@ def _flip(path: Path, cf: str, key: bytes, offset: int = -1) -> None:
 
 def test_a_flipped_byte_in_an_entry_is_detected_on_read(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
-        s.create_group(5, C0).append(ents(1, 11, 1, b"payload"))
+        append(s, s.create_group(5, C0), ents(1, 11, 1, b"payload"))
     _flip(tmp_path, "raft_log", struct.pack(">QQ", 5, 4))
     with RocksStore.open(tmp_path, 0, entry_cache_bytes=0) as s:
         g = s.group(5)
@@ -282,7 +295,7 @@ def test_a_flipped_byte_in_an_entry_is_detected_on_read(tmp_path: Path) -> None:
 
 def test_a_corrupt_term_or_kind_is_detected_too(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
-        s.create_group(5, C0).append(ents(1, 4, 1))
+        append(s, s.create_group(5, C0), ents(1, 4, 1))
     _flip(tmp_path, "raft_log", struct.pack(">QQ", 5, 2), offset=7)  # low byte of the term
     with RocksStore.open(tmp_path, 0, entry_cache_bytes=0) as s, pytest.raises(CorruptEntryError):
         s.group(5).term(2)
@@ -290,7 +303,7 @@ def test_a_corrupt_term_or_kind_is_detected_too(tmp_path: Path) -> None:
 
 def test_a_corrupt_last_entry_is_detected_at_open(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
-        s.create_group(5, C0).append(ents(1, 4, 1))
+        append(s, s.create_group(5, C0), ents(1, 4, 1))
     _flip(tmp_path, "raft_log", struct.pack(">QQ", 5, 3))
     with pytest.raises(CorruptEntryError, match="group 5: log entry 3") as info:
         RocksStore.open(tmp_path, 0)
@@ -302,7 +315,7 @@ def test_a_corrupt_last_entry_is_detected_at_open(tmp_path: Path) -> None:
 
 def test_a_missing_entry_is_reported_as_corruption(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
-        s.create_group(5, C0).append(ents(1, 6, 1))
+        append(s, s.create_group(5, C0), ents(1, 6, 1))
     with raw_db(tmp_path) as views:
         del views["raft_log"][struct.pack(">QQ", 5, 3)]
     with (
@@ -314,7 +327,7 @@ def test_a_missing_entry_is_reported_as_corruption(tmp_path: Path) -> None:
 
 def test_a_corrupt_hard_state_is_detected_at_open(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
-        s.create_group(5, C0).set_hard_state(HardState(4, (1, 2), 0))
+        set_hard_state(s, s.create_group(5, C0), HardState(4, (1, 2), 0))
     _flip(tmp_path, "raft_state", struct.pack(">Q", 5))
     with pytest.raises(CorruptRecordError, match="group 5 hard state"):
         RocksStore.open(tmp_path, 0)
@@ -327,8 +340,8 @@ def test_suffix_replacement_leaves_no_stale_keys(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
         g = s.create_group(2, C0)
         other = s.create_group(3, C0)
-        other.append(ents(1, 20, 1))
-        g.append([*ents(1, 6, 1), Entry(6, 1, EntryKind.CONF, b"", C1), *ents(7, 11, 1)])
+        append(s, other, ents(1, 20, 1))
+        append(s, g, [*ents(1, 6, 1), Entry(6, 1, EntryKind.CONF, b"", C1), *ents(7, 11, 1)])
         # Two Readies in one round: the second truncates what the first wrote.
         rnd = WriteRound()
         rnd.add_ready(g, ready(1, [Entry(11, 1), Entry(12, 1)]))
@@ -344,7 +357,7 @@ def test_suffix_replacement_leaves_no_stale_keys(tmp_path: Path) -> None:
 def test_compaction_deletes_the_prefix_and_moves_the_base(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
         g = s.create_group(2, C0)
-        g.append([*ents(1, 4, 1), Entry(4, 1, EntryKind.CONF, b"", C1), *ents(5, 10, 1)])
+        append(s, g, [*ents(1, 4, 1), Entry(4, 1, EntryKind.CONF, b"", C1), *ents(5, 10, 1)])
         g.create_snapshot(6, C1, b"s")
         g.compact(6)
     assert raw_keys(tmp_path, "raft_log", 2) == [7, 8, 9]
@@ -357,7 +370,7 @@ def test_compaction_deletes_the_prefix_and_moves_the_base(tmp_path: Path) -> Non
 def test_installing_a_snapshot_deletes_the_whole_log(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0) as s:
         g = s.create_group(2, C0)
-        g.append([*ents(1, 3, 1), Entry(3, 1, EntryKind.CONF, b"", C1)])
+        append(s, g, [*ents(1, 3, 1), Entry(3, 1, EntryKind.CONF, b"", C1)])
         rnd = WriteRound()
         snap = Snapshot(SnapshotMeta(50, 3, C1), b"leader")
         rnd.add_ready(g, Ready(1, snapshot=snap, entries=ents(51, 53, 3), must_sync=True))
@@ -387,8 +400,8 @@ def test_a_round_is_one_write_across_groups(tmp_path: Path) -> None:
 def test_a_commit_index_only_round_is_written_without_a_sync(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0, audit=True) as s:
         g = s.create_group(1, C0)
-        g.append(ents(1, 3, 1))
-        g.set_hard_state(HardState(1, None, 0))
+        append(s, g, ents(1, 3, 1))
+        set_hard_state(s, g, HardState(1, None, 0))
         audit = s.audit
         assert audit is not None
         synced = audit.synced_seq
@@ -431,7 +444,7 @@ async def test_writes_are_refused_while_a_commit_is_in_flight(tmp_path: Path) ->
             while not s.commit_in_flight:
                 await trio.lowlevel.checkpoint()
             with pytest.raises(StoreError, match="in flight") as info:
-                g.append(ents(2, 3, 1))
+                append(s, g, ents(2, 3, 1))
             refused.append(str(info.value))
             assert g.last_index() == 0  # the in-flight round is not visible yet
 
@@ -476,13 +489,10 @@ def test_offset_index_records(tmp_path: Path) -> None:
             rnd.put_offset(7, key, b"k%d" % key)
         rnd.put_offset(8, 5, b"other group")
         s.commit(rnd)
-        assert s.read_offset(7, 10) == b"k10"
-        assert s.read_offset(7, 11) is None
-        assert s.offset_floor(7, 25) == (20, b"k20")
-        assert s.offset_floor(7, 20) == (20, b"k20")
-        assert s.offset_floor(8, 4) is None
-        assert s.offset_floor(9, 100) is None
+        assert s.scan_offsets(7, 10, 12) == [(10, b"k10")]
+        assert s.scan_offsets(9) == []
         assert [k for k, _ in s.scan_offsets(7, 5, 31)] == [10, 20, 30]
+        assert s.scan_offsets(7, 2**64 - 1) == [(2**64 - 1, b"k%d" % (2**64 - 1))]
         assert [k for k, _ in s.scan_offsets(7, limit=2)] == [0, 10]
         rnd = WriteRound()
         rnd.delete_offsets_range(7, 0, 20)
@@ -503,7 +513,7 @@ def test_delete_group_removes_every_record(tmp_path: Path) -> None:
         rnd.put_offset(4, 1, b"o")
         s.commit(rnd)
         s.delete_group(4)
-        assert s.group_ids() == [5]
+        assert (s.has_group(4), s.has_group(5)) == (False, True)
         with pytest.raises(StoreError, match="no Raft group 4"):
             s.group(4)
         with pytest.raises(StoreError, match="already exists"):
@@ -513,7 +523,7 @@ def test_delete_group_removes_every_record(tmp_path: Path) -> None:
             rnd.append(g, ents(4, 5, 1))
             s.commit(rnd)
     with RocksStore.open(tmp_path, 0) as s:
-        assert s.group_ids() == [5]
+        assert (s.has_group(4), s.has_group(5)) == (False, True)
         assert (s.read_apply(4), s.scan_offsets(4)) == (None, [])
         recreated = s.create_group(4, C0)
         assert (recreated.last_index(), recreated.hard_state) == (0, HardState())
@@ -523,9 +533,8 @@ def test_delete_group_removes_every_record(tmp_path: Path) -> None:
 def test_a_closed_store_refuses_use(tmp_path: Path) -> None:
     s = RocksStore.open(tmp_path, 0, entry_cache_bytes=0)
     g = s.create_group(1, C0)
-    g.append(ents(1, 4, 1))
+    append(s, g, ents(1, 4, 1))
     s.close()
-    assert s.closed
     with pytest.raises(StoreClosedError):
         g.entries(1, 3)
     with pytest.raises(StoreClosedError):
@@ -539,7 +548,7 @@ def test_a_closed_store_refuses_use(tmp_path: Path) -> None:
 def test_an_empty_round_writes_nothing(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0, audit=True) as s:
         g = s.create_group(1, C0)
-        g.apply_snapshot(Snapshot(SnapshotMeta(5, 1, C0), b""))
+        apply_snapshot(s, g, Snapshot(SnapshotMeta(5, 1, C0), b""))
         assert s.audit is not None
         seq = s.audit.returned_seq
         s.commit(WriteRound())
@@ -555,7 +564,7 @@ def test_create_group_clears_leftover_records(tmp_path: Path) -> None:
         views["raft_log"][struct.pack(">QQ", 9, 1)] = b"junk"
         views["apply"][struct.pack(">Q", 9)] = b"junk"
     with RocksStore.open(tmp_path, 0) as s:
-        assert s.group_ids() == []
+        assert not s.has_group(9)  # the leftover keys do not make a group
         g = s.create_group(9, C0)
         assert (g.last_index(), s.read_apply(9)) == (0, None)
     assert raw_keys(tmp_path, "raft_log", 9) == []
@@ -578,4 +587,5 @@ async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> N
         rnd.append(g, ents(1, 2, 1))
         await s.commit_async(rnd)
     s.close()
-    assert s.closed
+    with pytest.raises(StoreClosedError):
+        s.read_apply(1)

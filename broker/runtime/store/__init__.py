@@ -3,10 +3,24 @@
 `RocksStore.open(data_dir, node_id)` opens (or creates) `<data_dir>/db`; `store.group(id)` /
 `store.create_group(id, conf)` give each Raft group a `GroupStorage` (a LogStorage with
 MemoryStorage's semantics); the driver persists each loop round with one `WriteRound` and
-`store.commit(round)` / `await store.commit_async(round)`. Module map: `db` (the store),
-`group` (GroupStorage), `round` (WriteRound), `plan` (a round's batch, validated), `codec`
-(column families, keys and record encodings), `errors`; the durability audit is
-`broker.runtime.audit`.
+`store.commit(round)` (`await store.commit_async(round)` is the same from a Trio task, its
+sync in a worker thread). The durability audit is `broker.runtime.audit`.
+
+Modules, in dependency order: each imports only modules listed before it (and no module
+reads another's private names):
+1. `errors`: the exceptions;
+2. `codec`: column families, keys, record encodings, the MemberCodec protocol;
+3. `group`: GroupStorage (a group's in-memory views and reads) and `GroupBackend`, the
+   protocol of what it needs from its store (reads, the snapshot and compaction writes, the
+   member codec); it knows neither the store nor the round;
+4. `round`: WriteRound and the typed operations it records (`SnapshotOp`, `EntriesOp`,
+   `HardStateOp` on a GroupStorage; `ApplyOp`, `OffsetPut`, `OffsetDeleteRange`);
+5. `plan`: commit pass 1, a round's operations as one validated WriteBatch (`build_plan`
+   takes the store as an opaque owner identity, plus its codec and column families);
+6. `db`: RocksStore, which implements GroupBackend, checks that it is writable and marks the
+   round committed before planning, writes the batch, makes it durable, then tells each group
+   (`GroupStorage.on_durable_*`);
+and this package's `__init__`, which re-exports the public names.
 """
 
 from broker.runtime.store.codec import (

@@ -10,7 +10,8 @@ Column families (names and keys in codec.py; commit planning in plan.py):
   group + 1 -> snapshot data;
 - `apply`      group -> the state machine's opaque apply state;
 - `offsets`    group + u64 key -> the partition's opaque offset-index records;
-- `meta`       identity: node_id, format_version, cluster_id, incarnation, created_at.
+- `meta`       identity: node_id, format_version, cluster_id, incarnation, created_at (ms
+  since the epoch, a record for operators: the store never reads it back).
 
 Durability: `commit(round)` / `await commit_async(round)` do ONE `db.write(WriteBatch)` and make
 it durable before the groups' in-memory views change and before they return. Mode `inline`
@@ -70,7 +71,7 @@ from broker.runtime.store.errors import (
 )
 from broker.runtime.store.group import GroupStorage
 from broker.runtime.store.plan import Plan, build_plan, put_snapshot
-from broker.runtime.store.round import OP_ENTRIES, OP_HARD_STATE, WriteRound
+from broker.runtime.store.round import EntriesOp, HardStateOp, SnapshotOp, WriteRound
 
 FORMAT_VERSION = 1
 """On-disk format version, recorded at creation; a store of another version is refused."""
@@ -144,9 +145,7 @@ class RocksStore:
         self._wo_sync.sync = True
         self._wo_nosync = WriteOptions()
         self._wo_nosync.sync = False
-        self._node_id = node_id
         self._incarnation = 0
-        self._created_at = 0.0
         self._cluster_id: str | None = None
         try:
             self._open(node_id, create_if_missing, new_incarnation, clock)
@@ -251,7 +250,7 @@ class RocksStore:
                 self._views.popitem()[1].close()
         self._handles.clear()
         for group in self._groups.values():
-            group._deleted = True
+            group.detach()
         self._groups.clear()
         db, self._db = self._db, None
         if db is not None:
@@ -271,10 +270,6 @@ class RocksStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._db is None
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -326,19 +321,9 @@ class RocksStore:
                 f"{self._path} belongs to node {stored}, but this broker is node {node_id}: "
                 "start it with that node id or use another data directory"
             )
-        self._node_id = stored
         self._incarnation = self._meta_int(b"incarnation") or 0
-        self._created_at = (self._meta_int(b"created_at") or 0) / 1000.0
         raw = self._get(CF_META, b"cluster_id")
         self._cluster_id = c.unseal(raw, "meta cluster_id").decode() if raw is not None else None
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def node_id(self) -> int:
-        return self._node_id
 
     @property
     def incarnation(self) -> int:
@@ -347,17 +332,8 @@ class RocksStore:
         return self._incarnation
 
     @property
-    def created_at(self) -> float:
-        """Creation time, seconds since the epoch (millisecond precision)."""
-        return self._created_at
-
-    @property
     def cluster_id(self) -> str | None:
         return self._cluster_id
-
-    @property
-    def durability(self) -> Durability:
-        return self._durability
 
     @property
     def audit(self) -> DurabilityAudit | None:
@@ -402,7 +378,7 @@ class RocksStore:
             group = self._load_group(g, meta)
             self._groups[g] = group
             if self._audit is not None:
-                self._audit.seed(g, group._last, group._hs)
+                self._audit.seed(g, group.last_index(), group.hard_state)
 
     def _load_group(self, g: int, meta: SnapshotMeta) -> GroupStorage:
         records = self._range(CF_CONFS, c.group_key(g), c.group_end(g))
@@ -443,9 +419,6 @@ class RocksStore:
             cache_limit=self._cache_limit,
             tail=tail,
         )
-
-    def group_ids(self) -> list[int]:
-        return sorted(self._groups)
 
     def has_group(self, group_id: int) -> bool:
         return group_id in self._groups
@@ -499,7 +472,7 @@ class RocksStore:
         wb = WriteBatch(raw_mode=True)
         self._delete_group_records(wb, group_id)
         self._write_now(wb)
-        group._deleted = True
+        group.detach()
         del self._groups[group_id]
 
     def _delete_group_records(self, wb: WriteBatch, group_id: int) -> None:
@@ -512,16 +485,6 @@ class RocksStore:
     def read_apply(self, group_id: int) -> bytes | None:
         """The group's apply state as of the last commit that wrote one (None: never)."""
         return self._get(CF_APPLY, c.group_key(group_id))
-
-    def read_offset(self, group_id: int, key: int) -> bytes | None:
-        return self._get(CF_OFFSETS, c.indexed_key(group_id, key))
-
-    def offset_floor(self, group_id: int, key: int) -> tuple[int, bytes] | None:
-        """The group's offset-index record with the greatest key <= `key`, if any."""
-        found = self._seek(CF_OFFSETS, c.indexed_key(group_id, key), backwards=True)
-        if found is None or found[0][:8] != c.group_key(group_id):
-            return None
-        return c.index_of(found[0]), found[1]
 
     def scan_offsets(
         self, group_id: int, lo: int = 0, hi: int = c.MAX_U64 + 1, limit: int | None = None
@@ -599,8 +562,11 @@ class RocksStore:
             raise StoreError(f"flush_wal failed; the store is now failed: {exc}") from exc
 
     def _prepare(self, rnd: WriteRound) -> Plan:
-        """Pass 1 (plan.py): the round's batch, validated; nothing written, no view changed."""
-        return build_plan(rnd, self, self._codec, self._handles)
+        """Pass 1 (plan.py): the round's batch, validated; nothing written, no view changed.
+        Marks the round committed (it cannot be reused, even if it is refused)."""
+        self._check_writable()
+        rnd.mark_committed()
+        return build_plan(rnd.ops, self, self._codec, self._handles)
 
     def _write_plan(self, plan: Plan, *, sync: bool) -> None:
         updates = [
@@ -637,13 +603,14 @@ class RocksStore:
     def _acknowledge(self, plan: Plan) -> None:
         """Pass 2, once the round is durable: update the views; the audit (when on) checks
         that everything this commit now reports is durable."""
-        for op, group, payload in plan.installs:
-            if op == OP_ENTRIES:
-                group._v_append(payload)
-            elif op == OP_HARD_STATE:
-                group._v_set_hard_state(payload)
-            else:
-                group._v_apply_snapshot(payload)
+        for op in plan.installs:
+            match op:
+                case EntriesOp():
+                    op.group.on_durable_append(op.entries)
+                case HardStateOp():
+                    op.group.on_durable_hard_state(op.hard_state)
+                case SnapshotOp():
+                    op.group.on_durable_snapshot(op.snapshot.meta)
         audit = self._audit
         if audit is not None:
             for g, d in plan.drafts.items():
@@ -663,19 +630,26 @@ class RocksStore:
         if self._in_flight:
             raise StoreError("a commit is in flight; writes are sequential")
 
-    # -- helpers for GroupStorage -------------------------------------------------------------
+    # -- GroupBackend (group.py): for GroupStorage only ---------------------------------------
+    # Each GroupStorage reaches its store through these. The writes change no view: callers
+    # use GroupStorage.create_snapshot / compact, which keep the group's view in step.
 
-    def _write_snapshot(self, group: GroupStorage, meta: SnapshotMeta, data: bytes) -> None:
+    @property
+    def member_codec(self) -> c.MemberCodec:
+        return self._codec
+
+    def write_snapshot(self, group_id: int, meta: SnapshotMeta, data: bytes) -> None:
+        """Record a snapshot of the group (metadata and data; synced)."""
         self._check_writable()
         wb = WriteBatch(raw_mode=True)
-        put_snapshot(wb, self._handles[CF_SNAPSHOTS], self._codec, group.group_id, meta, data)
+        put_snapshot(wb, self._handles[CF_SNAPSHOTS], self._codec, group_id, meta, data)
         self._write_now(wb)
 
-    def _write_compaction(
-        self, group: GroupStorage, index: int, term: int, conf: ConfState
-    ) -> None:
+    def write_compaction(self, group_id: int, index: int, term: int, conf: ConfState) -> None:
+        """Delete the group's log and configuration records up to `index` and record the new
+        base configuration (`index`, `term`, `conf`) (synced)."""
         self._check_writable()
-        g = group.group_id
+        g = group_id
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(c.group_key(g), c.indexed_key(g, index + 1), self._handles[CF_LOG])
         wb.delete_range(c.group_key(g), c.indexed_key(g, index + 1), self._handles[CF_CONFS])
@@ -683,7 +657,10 @@ class RocksStore:
         wb.put(c.indexed_key(g, index), record, self._handles[CF_CONFS])
         self._write_now(wb)
 
-    def _snapshot_data(self, g: int, meta: SnapshotMeta) -> bytes:
+    def read_snapshot_data(self, group_id: int, meta: SnapshotMeta) -> bytes:
+        """The data of the group's snapshot whose metadata is `meta` (CorruptRecordError if
+        it is missing or corrupt)."""
+        g = group_id
         value = self._get(CF_SNAPSHOTS, c.SNAP_KEY.pack(g, c.SNAP_DATA))
         if value is None:
             raise CorruptRecordError(f"group {g} snapshot {meta.index} data", "missing")
@@ -692,8 +669,10 @@ class RocksStore:
     # Readers never bind a CF view, handle or iterator to a local name: a traceback that
     # outlives the call would keep it alive, and with it RocksDB's LOCK after close().
 
-    def _log_range(self, g: int, lo: int, hi: int) -> Iterator[tuple[bytes, bytes]]:
-        """Log records [lo, hi) of group g, read lazily (the caller may stop early)."""
+    def read_log_range(self, group_id: int, lo: int, hi: int) -> Iterator[tuple[bytes, bytes]]:
+        """The group's raw log records (key, value) with indexes in [lo, hi), read lazily
+        (the caller may stop early)."""
+        g = group_id
         self._check_open()
         ro = ReadOptions()
         ro.set_iterate_upper_bound(c.indexed_key(g, hi))

@@ -11,14 +11,16 @@ with an upper-bound iterator and are CRC-checked. Invariants, as MemoryStorage:
 - confs[0] is the configuration in effect at first_index() - 1 (its index is `offset`),
   followed by every CONF entry of the log in index order.
 
-Writes go through a WriteRound; `append`, `set_hard_state` and `apply_snapshot` here are
-one-operation rounds committed synchronously (the tests' and tools' path, not the driver's).
+Writes: the log and the hard state change only through a WriteRound committed by the store,
+which calls `on_durable_*` here once the round is durable; `create_snapshot` and `compact`
+are synced writes of their own. GroupStorage reaches its store only through `GroupBackend`,
+so this module imports neither the store nor the round (see the package docstring).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from broker.core.raft import (
     ConfState,
@@ -33,12 +35,35 @@ from broker.core.raft import (
 )
 from broker.core.raft.storage import limit_size
 from broker.core.raft.types import ENTRY_OVERHEAD_BYTES, entries_size
-from broker.runtime.store.codec import decode_entry, index_of
+from broker.runtime.store.codec import MemberCodec, decode_entry, index_of
 from broker.runtime.store.errors import CorruptEntryError, StoreError
-from broker.runtime.store.round import WriteRound
 
-if TYPE_CHECKING:
-    from broker.runtime.store.db import RocksStore
+
+class GroupBackend(Protocol):
+    """What a GroupStorage needs from the store that holds it (RocksStore implements it).
+    The writes are synced and change no view: GroupStorage updates its own once they return."""
+
+    @property
+    def member_codec(self) -> MemberCodec:
+        """The codec of configuration members, to decode CONF entries."""
+        ...
+
+    def read_log_range(self, group_id: int, lo: int, hi: int) -> Iterator[tuple[bytes, bytes]]:
+        """The group's raw log records (key, value) with indexes in [lo, hi), lazily."""
+        ...
+
+    def read_snapshot_data(self, group_id: int, meta: SnapshotMeta) -> bytes:
+        """The data of the group's latest snapshot (whose metadata is `meta`)."""
+        ...
+
+    def write_snapshot(self, group_id: int, meta: SnapshotMeta, data: bytes) -> None:
+        """Record a snapshot the application took (metadata and data)."""
+        ...
+
+    def write_compaction(self, group_id: int, index: int, term: int, conf: ConfState) -> None:
+        """Delete the log and configuration records up to `index`; the base configuration
+        becomes (`index`, `term`, `conf`)."""
+        ...
 
 
 class GroupStorage:
@@ -62,7 +87,7 @@ class GroupStorage:
 
     def __init__(
         self,
-        store: RocksStore,
+        store: GroupBackend,
         group_id: int,
         *,
         offset: int,
@@ -146,9 +171,9 @@ class GroupStorage:
     def snapshot(self) -> Snapshot:
         """The latest snapshot; its data is read from RocksDB on each call."""
         meta = self._snap_meta
-        return Snapshot(meta, self._store._snapshot_data(self.group_id, meta))
+        return Snapshot(meta, self._store.read_snapshot_data(self.group_id, meta))
 
-    # -- writes (the caller's side, as MemoryStorage) -----------------------------------------
+    # -- the views' state (read by the store's commit planning too) ---------------------------
 
     @property
     def hard_state(self) -> HardState:
@@ -158,22 +183,17 @@ class GroupStorage:
     def snapshot_meta(self) -> SnapshotMeta:
         return self._snap_meta
 
-    def set_hard_state(self, hs: HardState) -> None:
-        rnd = WriteRound()
-        rnd.set_hard_state(self, hs)
-        self._store.commit(rnd)
+    @property
+    def last_conf_index(self) -> int:
+        """The index of the newest configuration record: the last CONF entry's, else the
+        base configuration's (first_index() - 1)."""
+        return self._confs[-1][0]
 
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Append, replacing any stored entries from entries[0].index on."""
-        rnd = WriteRound()
-        rnd.append(self, entries)
-        self._store.commit(rnd)
+    def belongs_to(self, store: object) -> bool:
+        """Whether this is a live group of `store` (neither deleted nor closed with it)."""
+        return self._store is store and not self._deleted
 
-    def apply_snapshot(self, snapshot: Snapshot) -> None:
-        """Install a snapshot received from the leader: it replaces the whole log."""
-        rnd = WriteRound()
-        rnd.apply_snapshot(self, snapshot)
-        self._store.commit(rnd)
+    # -- writes of their own (synced) ---------------------------------------------------------
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
         """Record the application's snapshot at `index` (which must be in the log); a synced
@@ -183,7 +203,7 @@ class GroupStorage:
         if index > self._last:
             raise StoreError(f"group {self.group_id}: cannot snapshot {index} > {self._last}")
         meta = SnapshotMeta(index, self.term(index), conf)
-        self._store._write_snapshot(self, meta, bytes(data))
+        self._store.write_snapshot(self.group_id, meta, bytes(data))
         self._snap_meta = meta
         return Snapshot(meta, bytes(data))
 
@@ -203,8 +223,8 @@ class GroupStorage:
             if idx > index:
                 break
             conf = c
-        self._store._write_compaction(self, index, term, conf)
-        self._v_compact(index, term, conf)
+        self._store.write_compaction(self.group_id, index, term, conf)
+        self._compact_view(index, term, conf)
 
     # -- reads from RocksDB -------------------------------------------------------------------
 
@@ -212,15 +232,16 @@ class GroupStorage:
         """Entries [lo, hi) from RocksDB, at least one, then within max_bytes; and their
         accounted size. A missing or corrupt entry raises CorruptEntryError."""
         store = self._store
+        codec = store.member_codec
         g = self.group_id
         out: list[Entry] = []
         total = 0
         expect = lo
-        for key, value in store._log_range(g, lo, hi):
+        for key, value in store.read_log_range(g, lo, hi):
             index = index_of(key)
             if index != expect:
                 raise CorruptEntryError(g, expect, "missing")
-            e = decode_entry(store._codec, g, index, value)
+            e = decode_entry(codec, g, index, value)
             total += len(e.data) + ENTRY_OVERHEAD_BYTES
             if max_bytes is not None and total > max_bytes and out:
                 total -= len(e.data) + ENTRY_OVERHEAD_BYTES
@@ -231,9 +252,12 @@ class GroupStorage:
             raise CorruptEntryError(g, expect, "missing")
         return out, total
 
-    # -- view updates, applied once a write is durable ----------------------------------------
+    # -- for the store: view updates, applied once a round is durable ------------------------
+    # The store calls these after its commit, in the round's order, with what its planning
+    # validated against these views (and kept after dropping what the snapshot covers).
 
-    def _v_apply_snapshot(self, meta: SnapshotMeta) -> None:
+    def on_durable_snapshot(self, meta: SnapshotMeta) -> None:
+        """A snapshot install: it replaced the whole log (now empty, its offset meta.index)."""
         self._snap_meta = meta
         self._offset = self._last = meta.index
         self._offset_term = meta.term
@@ -242,8 +266,9 @@ class GroupStorage:
         self._cache_lo = meta.index + 1
         self._cache_bytes = 0
 
-    def _v_append(self, entries: Sequence[Entry]) -> None:
-        """entries: non-empty, contiguous, first index in (offset, last + 1] (checked)."""
+    def on_durable_append(self, entries: Sequence[Entry]) -> None:
+        """An append replacing the suffix from entries[0].index. `entries`: non-empty,
+        contiguous, the first index in (first_index() - 1, last_index() + 1]."""
         first = entries[0].index
         confs = self._confs
         while len(confs) > 1 and confs[-1][0] >= first:
@@ -282,10 +307,15 @@ class GroupStorage:
         self._cache_lo += drop
         self._cache_bytes = size
 
-    def _v_set_hard_state(self, hs: HardState) -> None:
+    def on_durable_hard_state(self, hs: HardState) -> None:
         self._hs = hs
 
-    def _v_compact(self, index: int, term: int, conf: ConfState) -> None:
+    def detach(self) -> None:
+        """The group was deleted, or its store closed: rounds naming it are refused from now
+        on (see belongs_to)."""
+        self._deleted = True
+
+    def _compact_view(self, index: int, term: int, conf: ConfState) -> None:
         self._offset = index
         self._offset_term = term
         self._confs = [(index, conf), *[(i, c) for i, c in self._confs if i > index]]

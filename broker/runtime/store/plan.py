@@ -1,22 +1,25 @@
-"""Commit pass 1: a WriteRound becomes one WriteBatch, validated against the groups' views.
+"""Commit pass 1: a round's operations become one WriteBatch, validated against the groups' views.
 
 `build_plan` reads the views (it never changes them) and keeps, per group touched, a Draft of
 the log bounds as the round leaves them, so that several Readies of one group in one round
 compose (a later append may truncate what an earlier one wrote). It decides the range
 deletes: a suffix replacement deletes the group's log and configuration keys from the first
-replaced index on; a snapshot install deletes all of them. `installs` lists the view updates
-to apply, in order, once the batch is durable; `needs_sync` is false when the round only
-moves commit indexes or writes state-machine data. On any error nothing has been written.
+replaced index on; a snapshot install deletes all of them. `installs` lists the group
+operations whose view updates the store applies, in order, once the batch is durable;
+`needs_sync` is false when the round only moves commit indexes or writes state-machine data.
+On any error nothing has been written. The store checks that it is writable and marks the
+round committed before it calls `build_plan`, which knows the store only as an identity (the
+`owner` every group of the round must belong to) plus its codec and column families.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import assert_never
 
 from rocksdict import ColumnFamily, WriteBatch
 
-from broker.core.raft import Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from broker.core.raft import Entry, EntryKind, HardState, SnapshotMeta
 from broker.runtime.store import codec as c
 from broker.runtime.store.codec import (
     CF_APPLY,
@@ -29,17 +32,15 @@ from broker.runtime.store.codec import (
 from broker.runtime.store.errors import StoreError
 from broker.runtime.store.group import GroupStorage
 from broker.runtime.store.round import (
-    OP_APPLY,
-    OP_ENTRIES,
-    OP_HARD_STATE,
-    OP_OFFSET_DELETE_RANGE,
-    OP_OFFSET_PUT,
-    OP_SNAPSHOT,
-    WriteRound,
+    ApplyOp,
+    EntriesOp,
+    GroupOp,
+    HardStateOp,
+    OffsetDeleteRange,
+    OffsetPut,
+    Op,
+    SnapshotOp,
 )
-
-if TYPE_CHECKING:
-    from broker.runtime.store.db import RocksStore
 
 
 class Draft:
@@ -49,10 +50,10 @@ class Draft:
 
     def __init__(self, group: GroupStorage) -> None:
         self.group = group
-        self.snap_index = group._snap_meta.index
-        self.offset = group._offset
-        self.last = group._last
-        self.last_conf = group._confs[-1][0]
+        self.snap_index = group.snapshot_meta.index
+        self.offset = group.first_index() - 1
+        self.last = group.last_index()
+        self.last_conf = group.last_conf_index
         """An upper bound of the last configuration key's index."""
         self.hs: HardState | None = None
         """The hard state this round writes (None: none)."""
@@ -66,29 +67,33 @@ class Plan:
     def __init__(self, batch: WriteBatch) -> None:
         self.batch = batch
         self.drafts: dict[int, Draft] = {}
-        self.installs: list[tuple[int, GroupStorage, Any]] = []
+        self.installs: list[GroupOp] = []
+        """The group operations to show in the views once durable (entries: those kept)."""
         self.needs_sync = False
 
 
 def build_plan(
-    rnd: WriteRound, store: RocksStore, codec: c.MemberCodec, handles: Mapping[str, ColumnFamily]
+    ops: Sequence[Op],
+    owner: object,
+    codec: c.MemberCodec,
+    handles: Mapping[str, ColumnFamily],
 ) -> Plan:
-    """Validate `rnd` and build its batch. Marks the round committed (it cannot be reused).
-    No local here may hold a CF handle: a traceback keeping this frame alive would keep
-    RocksDB's LOCK held after close() (`handles` is the store's dict, emptied by close())."""
-    store._check_writable()
-    rnd._mark_committed()
+    """Validate `ops` (a round's, whose groups must all be live groups of `owner`) and build
+    their batch. No local here may hold a CF handle: a traceback keeping this frame alive
+    would keep RocksDB's LOCK held after close() (`handles` is the store's dict, emptied by
+    close())."""
     plan = Plan(WriteBatch(raw_mode=True))
     wb = plan.batch
     drafts = plan.drafts
     key2 = c.KEY2.pack
     conf_kind = EntryKind.CONF
-    for op, a, b, d in rnd.ops:
-        if op == OP_ENTRIES:
-            group = _own(store, a)
+    for op in ops:
+        # An isinstance chain, the most frequent first (measured 2x faster than `match`).
+        if isinstance(op, EntriesOp):
+            group = _own(owner, op.group)
             g = group.group_id
             draft = drafts.get(g) or drafts.setdefault(g, Draft(group))
-            ents: Sequence[Entry] = b
+            ents: Sequence[Entry] = op.entries
             if ents[0].index <= draft.offset:
                 ents = [e for e in ents if e.index > draft.offset]
                 if not ents:
@@ -113,54 +118,56 @@ def build_plan(
             if draft.first_touched is None or first < draft.first_touched:
                 draft.first_touched = first
             plan.needs_sync = True
-            plan.installs.append((OP_ENTRIES, group, ents))
-        elif op == OP_HARD_STATE:
-            group = _own(store, a)
+            plan.installs.append(op if ents is op.entries else EntriesOp(group, ents))
+        elif isinstance(op, HardStateOp):
+            group = _own(owner, op.group)
             g = group.group_id
             draft = drafts.get(g) or drafts.setdefault(g, Draft(group))
-            hs: HardState = b
-            prev = draft.hs if draft.hs is not None else group._hs
+            hs = op.hard_state
+            prev = draft.hs if draft.hs is not None else group.hard_state
             if hs.term != prev.term or hs.vote != prev.vote:
                 plan.needs_sync = True
             wb.put(c.group_key(g), c.encode_hard_state(codec, hs), handles[CF_STATE])
             draft.hs = hs
-            plan.installs.append((OP_HARD_STATE, group, hs))
-        elif op == OP_SNAPSHOT:
-            group = _own(store, a)
+            plan.installs.append(op)
+        elif isinstance(op, ApplyOp):
+            c.check_u64(op.group_id, "group id")
+            wb.put(c.group_key(op.group_id), op.state, handles[CF_APPLY])
+        elif isinstance(op, OffsetPut):
+            c.check_u64(op.group_id, "group id")
+            c.check_u64(op.key, "offset key")
+            wb.put(key2(op.group_id, op.key), op.value, handles[CF_OFFSETS])
+        elif isinstance(op, OffsetDeleteRange):
+            a, lo, hi = op.group_id, op.lo, op.hi
+            c.check_u64(a, "group id")
+            c.check_u64(lo, "offset key")
+            if lo < hi:
+                end = key2(a, hi) if hi <= c.MAX_U64 else c.group_end(a)
+                wb.delete_range(key2(a, lo), end, handles[CF_OFFSETS])
+        elif isinstance(op, SnapshotOp):
+            group = _own(owner, op.group)
             g = group.group_id
             draft = drafts.get(g) or drafts.setdefault(g, Draft(group))
-            snap: Snapshot = b
-            meta = snap.meta
+            meta = op.snapshot.meta
             if meta.index <= draft.snap_index:
                 continue
-            lo, hi = c.group_key(g), c.group_end(g)
-            wb.delete_range(lo, hi, handles[CF_LOG])
-            wb.delete_range(lo, hi, handles[CF_CONFS])
+            lo_key, hi_key = c.group_key(g), c.group_end(g)
+            wb.delete_range(lo_key, hi_key, handles[CF_LOG])
+            wb.delete_range(lo_key, hi_key, handles[CF_CONFS])
             record = c.encode_conf_record(codec, meta.term, meta.conf)
             wb.put(key2(g, meta.index), record, handles[CF_CONFS])
-            put_snapshot(wb, handles[CF_SNAPSHOTS], codec, g, meta, snap.data)
+            put_snapshot(wb, handles[CF_SNAPSHOTS], codec, g, meta, op.snapshot.data)
             draft.snap_index = draft.offset = draft.last = draft.last_conf = meta.index
             draft.first_touched = 0
             plan.needs_sync = True
-            plan.installs.append((OP_SNAPSHOT, group, meta))
-        elif op == OP_APPLY:
-            c.check_u64(a, "group id")
-            wb.put(c.group_key(a), b, handles[CF_APPLY])
-        elif op == OP_OFFSET_PUT:
-            c.check_u64(a, "group id")
-            c.check_u64(b, "offset key")
-            wb.put(key2(a, b), d, handles[CF_OFFSETS])
-        elif op == OP_OFFSET_DELETE_RANGE:
-            c.check_u64(a, "group id")
-            c.check_u64(b, "offset key")
-            if b < d:
-                end = key2(a, d) if d <= c.MAX_U64 else c.group_end(a)
-                wb.delete_range(key2(a, b), end, handles[CF_OFFSETS])
+            plan.installs.append(op)
+        else:
+            assert_never(op)
     return plan
 
 
-def _own(store: RocksStore, group: object) -> GroupStorage:
-    if not isinstance(group, GroupStorage) or group._store is not store or group._deleted:
+def _own(owner: object, group: object) -> GroupStorage:
+    if not isinstance(group, GroupStorage) or not group.belongs_to(owner):
         raise StoreError(f"{group!r} is not a live group of this store")
     return group
 
