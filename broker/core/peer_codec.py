@@ -16,7 +16,8 @@ another exception. A decoded Raft message also holds what the Raft core takes fo
 of any message: terms and indices in [0, MAX_INDEX], no entry term above the message's
 term, entries numbered from `prev_index + 1` in order with terms that never decrease, a
 configuration entry carrying a configuration (and only such an entry), no member both
-voter and learner, a snapshot chunk inside the snapshot, a snapshot refusal at offset 0.
+voter and learner (also in a snapshot's vouched configuration), a snapshot chunk inside the
+snapshot, a snapshot refusal at offset 0.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from broker.core.raft import ConfState, Entry, EntryKind
 from broker.core.raft.types import (
     AppendEntries,
     AppendResponse,
+    ConfVouch,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -172,6 +174,18 @@ def _read_meta(v: object) -> SnapshotMeta:
     return SnapshotMeta(_count(v[0]), _count(v[1]), _read_conf(v[2]))
 
 
+def _vouch(v: ConfVouch | None) -> list[object] | None:
+    return None if v is None else [v.index, _conf(v.conf)]
+
+
+def _read_vouch(v: object) -> ConfVouch | None:
+    if v is None:
+        return None
+    if not (isinstance(v, list) and len(v) == 2):
+        raise PeerProtocolError("bad configuration vouch")
+    return ConfVouch(_count(v[0]), _read_conf(v[1]))
+
+
 def _int(v: object) -> int:
     if type(v) is not int:
         raise PeerProtocolError(f"expected an int, got {type(v).__name__}")
@@ -279,7 +293,7 @@ def encode_message(m: Message) -> list[object]:
     if isinstance(m, VoteResponse):
         return [*head, m.pre_vote, m.reject]
     if isinstance(m, InstallSnapshot):
-        return [*head, _meta(m.meta), m.offset, m.data, m.total_bytes]
+        return [*head, _meta(m.meta), m.offset, m.data, m.total_bytes, _vouch(m.vouch)]
     if isinstance(m, SnapshotResponse):
         return [*head, m.index, m.next_offset, m.reject]
     if isinstance(m, TimeoutNow):
@@ -355,7 +369,7 @@ def _d_vote_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
 
 
 def _d_snapshot(s: Member, d: Member, t: int, r: list[Any]) -> Message:
-    _arity(r, 4)
+    _arity(r, 5)
     data = r[2]
     if not isinstance(data, bytes):
         raise PeerProtocolError("snapshot data must be bytes")
@@ -363,7 +377,7 @@ def _d_snapshot(s: Member, d: Member, t: int, r: list[Any]) -> Message:
     _term_at_most(meta.term, t, "snapshot term")
     if offset + len(data) > total:
         raise PeerProtocolError("snapshot chunk ends past the snapshot")
-    return InstallSnapshot(s, d, t, meta, offset, data, total)
+    return InstallSnapshot(s, d, t, meta, offset, data, total, _read_vouch(r[4]))
 
 
 def _d_snapshot_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:

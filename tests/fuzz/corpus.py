@@ -35,6 +35,7 @@ from broker.core.raft import ConfState, Entry, EntryKind, Message
 from broker.core.raft.types import (
     AppendEntries,
     AppendResponse,
+    ConfVouch,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -339,7 +340,10 @@ class PeerCorpus:
             total = r.randint(0, 4096)
             offset = r.randint(0, total)
             data = r.randbytes(r.randint(0, min(512, total - offset)))
-            return InstallSnapshot(me, dst, term, meta, offset, data, total)
+            vouch = None
+            if r.random() < 0.3:  # a member added after the snapshot
+                vouch = ConfVouch(r.choice((meta.index + 1, _index(r))), self._conf(me))
+            return InstallSnapshot(me, dst, term, meta, offset, data, total, vouch)
         if kind == 7:
             if r.random() < 0.1:  # a refusal
                 return SnapshotResponse(me, dst, term, _index(r), 0, True)

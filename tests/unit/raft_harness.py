@@ -96,17 +96,20 @@ class Net:
     def process(self, nid: int) -> None:
         node = self.nodes[nid]
         while node.has_ready():
-            rd = node.ready()
-            self.readies[nid].append(rd)
-            for m in rd.messages:
-                self._send(m)
-            if nid in self.held or self.unpersisted[nid]:
-                self.unpersisted[nid].append(rd)
-            else:
-                self._persist(nid, [rd])
-            self.applied[nid].extend(rd.committed_entries)
-            self.read_states[nid].extend(rd.read_states)
-            node.advance(rd)
+            self.handle_ready(nid, node.ready())
+
+    def handle_ready(self, nid: int, rd: Ready) -> None:
+        """What the runtime does with one Ready: send, persist (or hold), apply, advance."""
+        self.readies[nid].append(rd)
+        for m in rd.messages:
+            self._send(m)
+        if nid in self.held or self.unpersisted[nid]:
+            self.unpersisted[nid].append(rd)
+        else:
+            self._persist(nid, [rd])
+        self.applied[nid].extend(rd.committed_entries)
+        self.read_states[nid].extend(rd.read_states)
+        self.nodes[nid].advance(rd)
 
     def _persist(self, nid: int, readies: list[Ready]) -> None:
         st = self.storage[nid]

@@ -88,6 +88,7 @@ from broker.core.raft import ConfState, Entry, EntryKind
 from broker.core.raft.types import (
     AppendEntries,
     AppendResponse,
+    ConfVouch,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -514,6 +515,7 @@ RAFT_MESSAGES: list[Message] = [
     RequestVote(A, B, 4, 7, 3, True, False),
     VoteResponse(B, A, 4, True, False),
     InstallSnapshot(A, B, 3, SnapshotMeta(9, 3, CONF), 16, b"chunk", 64),
+    InstallSnapshot(A, C, 3, SnapshotMeta(9, 3, CONF), 0, b"c", 1, ConfVouch(12, CONF)),
     SnapshotResponse(B, A, 3, 9, 21),
     SnapshotResponse(B, A, 3, 9, 0, True),
     TimeoutNow(A, B, 3),
@@ -748,7 +750,8 @@ def raft_promise_violations(group: object, m: object) -> list[str]:
     """What a decoded RAFT batch item breaks of the promises in broker.core.peer_codec's
     docstring: terms and indices in [0, MAX_INDEX], no entry term above the message's term,
     entries numbered from prev_index + 1 with terms that never decrease, a CONF entry carrying
-    a configuration (and only such an entry), no member both voter and learner, a snapshot
+    a configuration (and only such an entry), no member both voter and learner (in a
+    snapshot's vouched configuration too), a snapshot
     chunk inside the snapshot; plus the types and ranges of every other field, and the term
     bounds the Raft core assumes (prev_term, last_term and a snapshot's term not above the
     message's). Empty when the message keeps them all."""
@@ -829,6 +832,12 @@ def raft_promise_violations(group: object, m: object) -> list[str]:
         count(m.meta.term, "meta.term")
         not_above_term(m.meta.term, t, "meta.term")
         out += _conf_problems(m.meta.conf, "meta.conf")
+        vouch: object = m.vouch
+        if vouch is not None:
+            if not isinstance(vouch, ConfVouch):
+                return [*out, "vouch is not a ConfVouch or None"]
+            count(vouch.index, "vouch.index")
+            out += _conf_problems(vouch.conf, "vouch.conf")
         count(m.offset, "offset")
         count(m.total_bytes, "total_bytes")
         if type(m.data) is not bytes:
@@ -986,7 +995,8 @@ def raft_messages(draw: st.DrawFn) -> Message:
         offset = draw(st.one_of(st.integers(0, 100), st.integers(0, MAX_INDEX - len(data))))
         total = draw(st.one_of(st.just(offset + len(data)), st.integers(offset + len(data))))
         meta = SnapshotMeta(draw(_counts), draw(st.integers(0, term)), draw(_confs()))
-        return InstallSnapshot(src, dst, term, meta, offset, data, min(total, MAX_INDEX))
+        vouch = draw(st.none() | st.builds(ConfVouch, _counts, _confs()))
+        return InstallSnapshot(src, dst, term, meta, offset, data, min(total, MAX_INDEX), vouch)
     if kind == 7:
         reject = draw(st.booleans())
         offset = 0 if reject else draw(_counts)
@@ -1048,6 +1058,16 @@ VIOLATIONS: dict[str, tuple[int, object]] = {
     "member both voter and learner": (
         0,
         InstallSnapshot(A, B, 3, SnapshotMeta(1, 1, _BOTH), 0, b"", 0),
+    ),
+    "vouched member both voter and learner": (
+        0,
+        InstallSnapshot(A, B, 3, SnapshotMeta(1, 1, CONF), 0, b"", 0, ConfVouch(2, _BOTH)),
+    ),
+    "vouch index above MAX_INDEX": (
+        0,
+        InstallSnapshot(
+            A, B, 3, SnapshotMeta(1, 1, CONF), 0, b"", 0, ConfVouch(MAX_INDEX + 1, CONF)
+        ),
     ),
     "snapshot chunk past the end": (
         0,

@@ -27,6 +27,7 @@ from broker.core.raft import ConfState, Entry, EntryKind
 from broker.core.raft.types import (
     AppendEntries,
     AppendResponse,
+    ConfVouch,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -42,6 +43,7 @@ from broker.core.raft.types import (
 
 A, B = (0, 11), (1, 22)
 CONF = ConfState(frozenset({A, B}), frozenset({(2, 33)}))
+CONF3 = ConfState(frozenset({A, B}), frozenset({(2, 33), (3, 44)}))
 ENTRIES = [
     Entry(5, 2, EntryKind.NORMAL, b"batch"),
     Entry(6, 2, EntryKind.NOOP),
@@ -56,6 +58,7 @@ MESSAGES = [
     RequestVote(A, B, 4, 7, 3, True, False),
     VoteResponse(B, A, 4, True, False),
     InstallSnapshot(A, B, 3, SnapshotMeta(9, 3, CONF), 16, b"chunk", 64),
+    InstallSnapshot(A, (3, 44), 3, SnapshotMeta(9, 3, CONF), 0, b"c", 1, ConfVouch(12, CONF3)),
     SnapshotResponse(B, A, 3, 9, 21),
     SnapshotResponse(B, A, 3, 9, 0, True),
     TimeoutNow(A, B, 3),
@@ -141,3 +144,17 @@ def test_a_snapshot_refusal_must_be_at_offset_zero() -> None:
     bad = encode_raft([(1, SnapshotResponse(B, A, 3, 9, 16, True))])
     with pytest.raises(PeerProtocolError, match="refused snapshot"):
         decode_frame(bad)
+
+
+def test_a_snapshot_vouch_is_checked_like_a_configuration() -> None:
+    """The configuration a leader vouches for with a snapshot holds the promises of any
+    configuration: members are pairs, and none is both voter and learner."""
+    meta = SnapshotMeta(9, 3, CONF)
+    both = ConfState(frozenset({A}))
+    object.__setattr__(both, "learners", frozenset({A}))
+    bad = InstallSnapshot(A, B, 3, meta, 0, b"", 0, ConfVouch(12, both))
+    with pytest.raises(PeerProtocolError, match="both voter and learner"):
+        decode_frame(encode_raft([(1, bad)]))
+    negative = InstallSnapshot(A, B, 3, meta, 0, b"", 0, ConfVouch(-1, CONF))
+    with pytest.raises(PeerProtocolError):
+        decode_frame(encode_raft([(1, negative)]))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from broker.core.raft import ConfChange, ConfChangeKind, ConfState, Snapshot, SnapshotMeta
-from broker.core.raft.progress import ProgressState
+from broker.core.raft.progress import Progress, ProgressState
 from broker.core.raft.types import (
     AppendResponse,
+    ConfVouch,
     Heartbeat,
     InstallSnapshot,
     SnapshotResponse,
@@ -186,10 +187,10 @@ def test_a_refused_snapshot_ends_the_transfer_and_is_retried_only_after_a_pause(
 
 
 def test_a_snapshot_from_before_the_receiver_was_added_is_installed() -> None:
-    """etcd refuses a snapshot whose configuration lacks the receiver; here it is how a
-    member added after the leader's latest snapshot catches up (configurations take effect
-    on append): refusing it stalled such members in 5 % of the simulator's seeds. The
-    entries after the snapshot bring the configuration that adds it."""
+    """A member added after the leader's latest snapshot (configurations take effect on
+    append) gets that snapshot, which lacks it, with the leader's vouch: the configuration
+    at the index of the entry adding it. It installs it (refusing it stalled such members in
+    5 % of the simulator's seeds), and the entries after it bring that configuration."""
     net = Net([1, 2], spares=[3])
     lead = net.elect(1)
     net.propose(1, b"a")
@@ -203,10 +204,86 @@ def test_a_snapshot_from_before_the_receiver_was_added_is_installed() -> None:
     net.heal()
     net.tick(1, lead.config.heartbeat_ticks)
     net.deliver_all()
+    want = ConfVouch(idx, ConfState(frozenset({1, 2}), frozenset({3})))
+    assert {m.vouch for m in net.sent_of(InstallSnapshot, dst=3)} == {want}
     assert [s.meta.index for s in net.restored[3]] == [2]
     assert net.sent_of(SnapshotResponse, src=3, reject=True) == []
     assert net[3].log.last_index() == idx and 3 in net[3].conf.learners
     assert (lead.progress[3].state, lead.progress[3].match) == (ProgressState.REPLICATE, idx)
+
+
+def test_a_second_voter_catches_up_from_a_snapshot_of_the_single_voter_group() -> None:
+    """One voter adds a second: the entry adding it commits only once the new voter holds
+    it, and the only way there is the leader's snapshot, made before the entry. Installed
+    on the leader's vouch, then the change commits."""
+    net = Net([1], spares=[2], max_snapshot_chunk_bytes=16)
+    lead = net.elect(1)
+    net.propose(1, b"a")
+    net.storage[1].create_snapshot(2, net.conf, DATA)  # {1}
+    net.storage[1].compact(2)
+    idx = lead.propose_conf_change(ConfChange(ConfChangeKind.ADD_VOTER, 2))
+    net.process(1)
+    net.tick(1, lead.config.heartbeat_ticks)
+    net.deliver_all()
+    chunks = net.sent_of(InstallSnapshot, dst=2)
+    assert len(chunks) == 4
+    assert all(m.vouch == ConfVouch(idx, ConfState(frozenset({1, 2}))) for m in chunks)
+    assert [s.meta.index for s in net.restored[2]] == [2]
+    assert lead.commit_index == idx and net[2].conf.voters == {1, 2}
+    assert net[2].snapshots_declined == 0 and lead.snapshots_refused == 0
+
+
+def test_a_snapshot_of_a_group_without_the_receiver_is_refused() -> None:
+    """etcd's rule ("attempted to restore snapshot but it is not in the ConfState"): no
+    vouch, a vouch for a configuration that lacks the receiver too, or one that is not after
+    the snapshot: refused at the first chunk, the log untouched (before, it was installed
+    and the node held the state of a group it is not in)."""
+    net = Net([1, 2, 3])
+    without3 = ConfState(frozenset({1, 2}))
+    meta = SnapshotMeta(10, 1, without3)
+    f = net[3]
+    for n, vouch in enumerate(
+        [None, ConfVouch(12, without3), ConfVouch(10, C3), ConfVouch(9, C3)], start=1
+    ):
+        net.step(InstallSnapshot(1, 3, 1, meta, 0, DATA[:16], len(DATA), vouch))
+        assert net.take(SnapshotResponse) == [SnapshotResponse(3, 1, 1, 10, 0, True)]
+        assert f.snapshots_declined == n
+    assert net.restored[3] == [] and f.log.last_index() == 0 and f.conf == C3
+    # The same snapshot, vouched for by a configuration after it that has this node.
+    for off in range(0, len(DATA), 16):
+        chunk = DATA[off : off + 16]
+        net.step(InstallSnapshot(1, 3, 1, meta, off, chunk, len(DATA), ConfVouch(12, C3)))
+    assert [s.meta for s in net.restored[3]] == [meta]
+    assert f.snapshots_declined == 4
+
+
+def test_a_removed_node_refuses_a_stale_leaders_snapshot() -> None:
+    """Node 3 was removed, and its removal compacted into the leader's snapshot; a leader
+    that still sends it that snapshot (no configuration of its log has node 3 after it, so
+    no vouch) is refused, and the leader ends the transfer and counts the refusal."""
+    net = Net([1, 2, 3])
+    lead = net.elect(1)
+    net.isolate(3)
+    idx = lead.propose_conf_change(ConfChange(ConfChangeKind.REMOVE, 3))
+    net.process(1)
+    net.deliver_all()
+    net.propose(1, b"a")
+    net.deliver_all()
+    assert lead.commit_index == idx + 1
+    net.storage[1].create_snapshot(idx + 1, lead.conf, DATA)
+    net.storage[1].compact(idx + 1)
+    # A leader that has not dropped node 3's progress (a rule broken on purpose).
+    lead.progress[3] = pr = Progress(1, 16, 1 << 20)
+    pr.recent_active = True
+    net.heal()
+    lead._maybe_send_append(3, True)
+    net.process(1)
+    net.deliver_all()
+    (chunk,) = net.sent_of(InstallSnapshot, dst=3)
+    assert chunk.vouch is None and 3 not in chunk.meta.conf.members()
+    assert net.sent_of(SnapshotResponse, src=3) == [SnapshotResponse(3, 1, 1, idx + 1, 0, True)]
+    assert net.restored[3] == [] and net[3].snapshots_declined == 1
+    assert lead.snapshots_refused == 1 and pr.snapshot is None
 
 
 def test_the_leader_keeps_heartbeating_a_follower_that_refused() -> None:

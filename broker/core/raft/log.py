@@ -171,21 +171,6 @@ class RaftLog:
         if self.handed >= after:
             self.handed = after - 1
 
-    def maybe_append(
-        self, prev_index: int, prev_term: int, commit: int, entries: list[Entry]
-    ) -> int | None:
-        """AppendEntries consistency check; returns the last index now known to match the
-        leader, or None if (prev_index, prev_term) does not match."""
-        if not self.match_term(prev_index, prev_term):
-            return None
-        last_new = prev_index + len(entries)
-        for i, e in enumerate(entries):
-            if self.term(e.index) != e.term:
-                self.append(entries[i:] if i else entries)
-                break
-        self.commit_to(min(commit, last_new))
-        return last_new
-
     def commit_to(self, index: int) -> bool:
         if index > self.committed:
             assert index <= self.last_index(), "commit beyond the log"
@@ -206,8 +191,15 @@ class RaftLog:
 
     # -- persistence and application ----------------------------------------------------------
 
+    def has_unstable(self) -> bool:
+        """Does take_unstable() have anything to hand out? Its two tests, joined."""
+        return self.handed < self.offset + len(self.unstable) - 1 or (
+            self.unstable_snapshot is not None and not self.snapshot_handed
+        )
+
     def take_unstable(self) -> tuple[Snapshot | None, list[Entry]]:
-        """What to hand out for persistence next (each thing exactly once)."""
+        """What to hand out for persistence next (each thing exactly once): the unstable
+        snapshot if not yet handed out, and the unstable entries after `handed`."""
         snap = None
         if self.unstable_snapshot is not None and not self.snapshot_handed:
             snap = self.unstable_snapshot
@@ -241,13 +233,18 @@ class RaftLog:
             return 0
         return self.offset - 1
 
+    def has_next_committed(self) -> bool:
+        """Does next_committed() have entries to return? Its test."""
+        return self.unstable_snapshot is None and self.applied < min(
+            self.committed, self.offset - 1
+        )
+
     def next_committed(self, max_bytes: int | None) -> list[Entry]:
-        """Committed, durable entries not yet handed to the application."""
-        if self.unstable_snapshot is not None:
+        """Committed, durable entries not yet handed to the application (none while a
+        received snapshot is not durable: it comes first)."""
+        if not self.has_next_committed():
             return []
         hi = min(self.committed, self.offset - 1)
-        if hi <= self.applied:
-            return []
         out = self.slice(self.applied + 1, hi + 1, max_bytes)
         assert out, "committed entries must be readable"
         return out

@@ -43,10 +43,13 @@ Protocol rules (Raft paper, dissertation and etcd's lessons):
 - ReadIndex: the leader records its commit index, confirms it still leads with a quorum of
   heartbeat acknowledgements, then releases the read; followers forward reads to it.
 - Snapshots: the application snapshots and compacts its storage when it chooses; a follower
-  whose next entry is compacted away receives the storage's snapshot in chunks. A follower
-  that will not take it (over its max_snapshot_bytes) refuses it outright; the leader then
-  drops the snapshot, counts the failure (`snapshots_refused`) and probes that follower
-  again only after a pause (etcd's ReportSnapshot failure).
+  whose next entry is compacted away receives the storage's snapshot in chunks. A node
+  installs a snapshot only if it is a member of the snapshot's configuration or of the
+  configuration the leader vouches for (`InstallSnapshot.vouch`: its latest, at an index
+  after the snapshot's, sent to a member added after the snapshot); see `_restore`. A
+  follower that will not take it (over its max_snapshot_bytes, or not its group) refuses it
+  outright; the leader then drops the snapshot, counts the failure (`snapshots_refused`) and
+  probes that follower again only after a pause (etcd's ReportSnapshot failure).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from broker.core.raft.config import RaftConfig
@@ -68,6 +72,7 @@ from broker.core.raft.types import (
     ConfChange,
     ConfChangeKind,
     ConfState,
+    ConfVouch,
     Entry,
     EntryKind,
     HardState,
@@ -116,6 +121,17 @@ class _PendingRead:
 _MAX_REFUSAL_BACKOFF = 5
 """After a refused snapshot a leader waits one election timeout before probing that follower
 again, doubling with each refusal in a row up to 2**5 election timeouts."""
+
+
+class _Restore(IntEnum):
+    """What `RaftNode._restore` did with a received snapshot."""
+
+    INSTALLED = 0
+    """The log is now the snapshot."""
+    HELD = 1
+    """We hold it already (at or below our commit index, or its last entry): the log stays."""
+    REFUSED = 2
+    """A member of neither its configuration nor a vouched one: not ours to install."""
 
 
 @dataclass(slots=True)
@@ -184,7 +200,10 @@ class RaftNode:
         self.elections_won = 0
         self.snapshots_refused = 0
         """Snapshot transfers this node, as leader, ended because the follower refused them
-        (larger than its max_snapshot_bytes): for the runtime to count or log."""
+        (SnapshotResponse.reject): for the runtime to count or log."""
+        self.snapshots_declined = 0
+        """Snapshots this node refused (over max_snapshot_bytes, or not a member of their
+        configuration nor of a vouched one): for the runtime to count or log."""
 
     # ---------------------------------------------------------------------------------------
     # Introspection
@@ -362,25 +381,28 @@ class RaftNode:
     # Outputs
 
     def has_ready(self) -> bool:
+        """Would ready() hand out anything? One test per part of a Ready, each the one that
+        part is decided by: messages queued (or broadcasts ready() flushes first), read
+        states, what `log.take_unstable()` hands out (`log.has_unstable()`), committed
+        entries within the applying budget (`log.has_next_committed()`), and a hard or soft
+        state other than the last handed out (ready() hands out a soft state on a term
+        change too, which always comes with a hard state)."""
         log = self.log
+        hs = self._prev_hs
+        ss = self._prev_ss
         return bool(
             self._msgs
             or self._msgs_after
             or self._read_states
             or self._bcast_pending
             or self._read_hb_pending
-            or log.handed < log.last_index()
-            or (log.unstable_snapshot is not None and not log.snapshot_handed)
-            or (
-                log.applied < min(log.committed, log.offset - 1)
-                and log.unstable_snapshot is None
-                and self._applying_bytes < self.config.max_applying_bytes
-            )
-            or self._prev_hs.term != self.term
-            or self._prev_hs.vote != self.vote
-            or self._prev_hs.commit != log.committed
-            or self._prev_ss.leader != self.leader
-            or self._prev_ss.role != self.role
+            or hs.term != self.term
+            or hs.vote != self.vote
+            or hs.commit != log.committed
+            or ss.leader != self.leader
+            or ss.role != self.role
+            or log.has_unstable()
+            or (self._applying_bytes < self.config.max_applying_bytes and log.has_next_committed())
         )
 
     def ready(self) -> Ready:
@@ -792,8 +814,16 @@ class RaftNode:
         off = pr.snapshot_offset
         chunk = snap.data[off : off + self.config.max_snapshot_chunk_bytes]
         pr.snapshot_idle = 0
+        meta = snap.meta
+        vouch = None
+        if not meta.conf.is_member(to):
+            # Added after the snapshot: our latest configuration has it (it has a Progress),
+            # at the index of the entry that made it, after the snapshot's.
+            index, conf = self._confs[-1]
+            if conf.is_member(to):
+                vouch = ConfVouch(index, conf)
         self._msgs.append(
-            InstallSnapshot(self.id, to, self.term, snap.meta, off, chunk, len(snap.data))
+            InstallSnapshot(self.id, to, self.term, meta, off, chunk, len(snap.data), vouch)
         )
 
     def _maybe_commit(self) -> bool:
@@ -969,10 +999,12 @@ class RaftNode:
             if m.offset != 0:  # we hold nothing of this transfer: start over
                 self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, 0))
                 return
-            if m.total_bytes > self.config.max_snapshot_bytes:
+            if m.total_bytes > self.config.max_snapshot_bytes or not self._may_install(
+                meta, m.vouch
+            ):
                 # Refused whatever is resent: say so, so the leader ends the transfer instead
                 # of resending it for ever.
-                self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, 0, True))
+                self._refuse_snapshot(m)
                 return
             rc = self._snap_receipt = _SnapshotReceipt(key, m.total_bytes, bytearray())
         if m.offset == len(rc.data) and len(rc.data) + len(m.data) <= rc.total:
@@ -981,35 +1013,56 @@ class RaftNode:
             self._msgs.append(SnapshotResponse(self.id, m.src, self.term, meta.index, len(rc.data)))
             return
         self._snap_receipt = None
-        if self._restore(Snapshot(meta, bytes(rc.data))):
+        done = self._restore(Snapshot(meta, bytes(rc.data)), m.vouch)
+        if done == _Restore.INSTALLED:
             # Promises the snapshot: leaves once it is durable.
             self._msgs_after.append(AppendResponse(self.id, m.src, self.term, log.last_index()))
-        else:
+        elif done == _Restore.HELD:
             self._answer_committed(m.src)
+        else:
+            self._refuse_snapshot(m)
 
-    def _restore(self, snap: Snapshot) -> bool:
-        """Install a received snapshot: True if the log is now the snapshot; False if we
-        hold it already (it is at or below our commit index, or our log has its last entry,
-        whose commit we adopt; the log stays).
+    def _refuse_snapshot(self, m: InstallSnapshot) -> None:
+        self.snapshots_declined += 1
+        self._msgs.append(SnapshotResponse(self.id, m.src, self.term, m.meta.index, 0, True))
 
-        A snapshot whose configuration does not contain this node is installed all the same.
-        etcd refuses it ("attempted to restore snapshot but it is not in the ConfState";
-        there it cannot happen, a member being added on apply and sent a snapshot made at
-        the applied index). Here a configuration takes effect on append, so a leader sends
-        its latest snapshot to a member it added after it, the normal way to catch one up;
-        refusing it left that member stalled until the application snapshotted again
-        (DECISIONS.md)."""
+    def _may_install(self, meta: SnapshotMeta, vouch: ConfVouch | None) -> bool:
+        """Is this node a member of the snapshot's configuration, or of the configuration
+        the leader vouches its log holds after the snapshot's index?"""
+        me = self.id
+        return meta.conf.is_member(me) or (
+            vouch is not None and vouch.index > meta.index and vouch.conf.is_member(me)
+        )
+
+    def _restore(self, snap: Snapshot, vouch: ConfVouch | None) -> _Restore:
+        """Install a received snapshot (INSTALLED: the log is now the snapshot), unless we
+        hold it already (HELD: it is at or below our commit index, or our log has its last
+        entry, whose commit we adopt; the log stays) or it is not ours (REFUSED).
+
+        Ours means: this node is a member of the snapshot's configuration, or of `vouch`,
+        the configuration the sending leader's log holds at an index after the snapshot's
+        (`_may_install`). Like etcd ("attempted to restore snapshot but it is not in the
+        ConfState"), a node never installs the state of a group it does not belong to: a
+        removed node fed a stale snapshot, a misrouted one. Unlike etcd, membership may come
+        from the vouch: a configuration takes effect here on append, so a leader catches a
+        member it has just added up with its latest snapshot, which predates the entry
+        adding it (that entry may not even commit without the new member: one voter adding
+        a second). Refusing that snapshot stalled such members (DECISIONS.md); with the
+        vouch the entries after the snapshot bring the configuration that adds the member,
+        which until then cannot campaign (`promotable`)."""
         meta = snap.meta
         log = self.log
         if meta.index <= log.committed:
-            return False
+            return _Restore.HELD
         if self._snapshot_matches(meta):
             log.commit_to(meta.index)
-            return False
+            return _Restore.HELD
+        if not self._may_install(meta, vouch):
+            return _Restore.REFUSED
         log.restore(snap)
         self._confs = [(meta.index, meta.conf)]
         self._set_conf(meta.conf)
-        return True
+        return _Restore.INSTALLED
 
     def _answer_committed(self, to: MemberId) -> None:
         """Answer an append or snapshot at or below our commit index with that index: it tells

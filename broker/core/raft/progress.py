@@ -84,7 +84,9 @@ class Progress:
         self.probe_sent = False
         self.recent_active = False
         self.idle_ticks = 0
-        """Leader ticks since this follower last answered (observability only)."""
+        """Leader ticks since this follower last answered anything (an append, heartbeat or
+        snapshot response). Not a Raft rule: the broker reports a replica caught up only if
+        it answered within an election timeout (`BrokerNode._replica_lag`)."""
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
         self.snapshot: Snapshot | None = None
         self.snapshot_offset = 0

@@ -47,10 +47,8 @@ class ConfState:
         return self.voters | self.learners
 
     def is_member(self, member: MemberId) -> bool:
+        """Is `member` a voter or a learner (members() without building the union)?"""
         return member in self.voters or member in self.learners
-
-
-EMPTY_CONF = ConfState(frozenset())
 
 
 @dataclass(slots=True)
@@ -201,9 +199,24 @@ class VoteResponse:
     reject: bool
 
 
+@dataclass(slots=True, frozen=True)
+class ConfVouch:
+    """A leader's word, sent with a snapshot whose configuration lacks the recipient: its
+    log holds, at `index` (after the snapshot's), the configuration `conf`, of which the
+    recipient is a member; so the entries that follow the snapshot add the recipient."""
+
+    index: int
+    conf: ConfState
+
+
 @dataclass(slots=True)
 class InstallSnapshot:
-    """One chunk of a snapshot: bytes [offset, offset+len(data)) of `total_bytes`."""
+    """One chunk of a snapshot: bytes [offset, offset+len(data)) of `total_bytes`.
+
+    `vouch` is set when the recipient is not a member of meta.conf (a member added after the
+    leader's latest snapshot): the leader's latest configuration, which has every member the
+    leader replicates to, and its index. A recipient installs a snapshot only if it is a
+    member of meta.conf or of a vouched configuration after it (RaftNode._restore)."""
 
     src: MemberId
     dst: MemberId
@@ -212,6 +225,7 @@ class InstallSnapshot:
     offset: int
     data: bytes
     total_bytes: int
+    vouch: ConfVouch | None = None
 
 
 @dataclass(slots=True)
@@ -220,8 +234,9 @@ class SnapshotResponse:
     (next_offset 0 without `reject`: it holds nothing of this transfer, start over).
 
     `reject`: the receiver will not take this snapshot at all, however often it is resent
-    (it is larger than the receiver's `max_snapshot_bytes`); next_offset is then 0. The
-    leader ends the transfer and probes again after a pause."""
+    (it is larger than the receiver's `max_snapshot_bytes`, or the receiver is a member of
+    neither its configuration nor the vouched one); next_offset is then 0. The leader ends
+    the transfer and probes again after a pause."""
 
     src: MemberId
     dst: MemberId
