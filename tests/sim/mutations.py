@@ -8,12 +8,13 @@ monkeypatch one method of the broker's core for the duration of a run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from broker.core import node as node_module
-from broker.core.node import BrokerNode, Completion
+from broker.core.node import BrokerNode, Completion, FetchResult
 from broker.core.partition import ApplyResult, Outcome, PartitionMachine
 from broker.core.raft import Entry, EntryKind, RaftNode
 from broker.core.raft.log import NO_TERM, RaftLog
@@ -222,8 +223,41 @@ def apply_before_durable() -> AbstractContextManager[None]:
     return _patched(RaftLog, "next_committed", mutant)
 
 
+def fetch_uncommitted() -> AbstractContextManager[None]:
+    """A fetch also returns the batches the replica holds beyond its high watermark (appended,
+    not yet committed or applied), at the offsets they would take if they committed."""
+    fetch = BrokerNode.fetch
+
+    def mutant(
+        self: BrokerNode,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int,
+        read_committed: bool,
+        *,
+        min_one: bool = True,
+    ) -> FetchResult:
+        r = fetch(self, topic, partition, offset, max_bytes, read_committed, min_one=min_one)
+        g = self.by_partition.get((topic, partition))
+        if r.error != ErrorCode.NONE or g is None or g.machine is None:
+            return r
+        log = g.raft.log
+        extra = []
+        base = g.machine.high_watermark
+        for e in log.slice(log.applied + 1, log.last_index() + 1) or []:
+            if e.kind == EntryKind.NORMAL and e.data:
+                if base >= offset:
+                    extra.append((base, e.data))
+                base += parse_header(e.data, check_crc=False).record_count
+        return dataclasses.replace(r, batches=r.batches + tuple(extra))
+
+    return _patched(BrokerNode, "fetch", mutant)
+
+
 BROKER_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     "ack-before-commit": ack_before_commit,
+    "fetch-uncommitted": fetch_uncommitted,
     "no-dedup": no_dedup,
     "apply-before-durable": apply_before_durable,
 }

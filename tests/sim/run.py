@@ -1,5 +1,10 @@
 """Run simulator seeds: `python -m tests.sim.run --seeds N [--jobs J]`, or one seed verbosely
-with `--seed S`. Ends with the line `N seeds, V violations`; exits 1 on any violation.
+with `--seed S`. Ends with a `totals:` line (every Stats field summed) and the line
+`N seeds, V violations`; exits 1 on any violation.
+
+Before those, one line per fault profile (scenario.PROFILES): its seeds, violations, how many
+seeds installed at least one snapshot, and its snapshot counts. `--profile P` runs only the
+seeds, among those asked for, that draw profile P.
 
 `--liveness` also prints how long the liveness phase took, per seed in election timeouts
 (the measurement behind `scenario.LIVENESS_BOUND_ELECTIONS`): median, p90, p99, p99.9, max
@@ -12,10 +17,11 @@ import argparse
 import multiprocessing
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from tests.sim.mutations import MUTATIONS
-from tests.sim.scenario import SeedResult, run_seed
+from tests.sim.scenario import PROFILES, Scenario, SeedResult, run_seed
 
 
 def _run(args: tuple[int, str | None]) -> SeedResult:
@@ -23,7 +29,7 @@ def _run(args: tuple[int, str | None]) -> SeedResult:
     return run_seed(seed, MUTATIONS[mutation] if mutation else None)
 
 
-def _results(seeds: range, mutation: str | None, jobs: int) -> Iterator[SeedResult]:
+def _results(seeds: Iterable[int], mutation: str | None, jobs: int) -> Iterator[SeedResult]:
     work = [(s, mutation) for s in seeds]
     if jobs <= 1:
         yield from map(_run, work)
@@ -38,6 +44,41 @@ def _percentile(sorted_values: list[int], q: float) -> int:
         return 0
     rank = max(1, -(-len(sorted_values) * q // 1))
     return sorted_values[min(len(sorted_values), int(rank)) - 1]
+
+
+@dataclass
+class ProfileTotals:
+    """One fault profile's share of a run."""
+
+    seeds: int = 0
+    violations: int = 0
+    installing: int = 0
+    """Seeds in which at least one snapshot was installed."""
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
+    snapshots_refused: int = 0
+    snapshots_vouched: int = 0
+
+    def add(self, res: SeedResult) -> None:
+        st = res.stats
+        self.seeds += 1
+        self.violations += res.violation is not None
+        self.installing += st.snapshots_installed > 0
+        self.snapshots_taken += st.snapshots_taken
+        self.snapshots_installed += st.snapshots_installed
+        self.snapshots_refused += st.snapshots_refused
+        self.snapshots_vouched += st.snapshots_vouched
+
+    def line(self, name: str) -> str:
+        share = 100 * self.installing / self.seeds if self.seeds else 0.0
+        return (
+            f"profile {name}: {self.seeds} seeds, {self.violations} violations, "
+            f"{self.installing} installed a snapshot ({share:.0f} %); "
+            f"snapshots_taken={self.snapshots_taken} "
+            f"snapshots_installed={self.snapshots_installed} "
+            f"snapshots_refused={self.snapshots_refused} "
+            f"snapshots_vouched={self.snapshots_vouched}"
+        )
 
 
 def liveness_report(samples: list[tuple[int, int, int]]) -> list[str]:
@@ -64,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="run this one seed and describe it")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--mutation", choices=sorted(MUTATIONS), help="break a rule on purpose")
+    ap.add_argument("--profile", choices=PROFILES, help="only the seeds drawn with this profile")
     ap.add_argument(
         "--liveness", action="store_true", help="print the liveness phase's duration per seed"
     )
@@ -71,13 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         "--liveness-out", metavar="PATH", help="write `seed recover converge` lines there"
     )
     args = ap.parse_args(argv)
-    seeds = (
+    seeds: Iterable[int] = (
         range(args.seed, args.seed + 1)
         if args.seed is not None
         else range(args.start, args.start + args.seeds)
     )
+    if args.profile is not None:
+        seeds = [s for s in seeds if Scenario.draw(s).profile == args.profile]
     started = time.monotonic()
     totals: dict[str, int] = {}
+    profiles = {name: ProfileTotals() for name in PROFILES}
     violations = 0
     n = 0
     liveness: list[tuple[int, int, int]] = []
@@ -86,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in vars(res.stats).items():
             totals[k] = totals.get(k, 0) + v
         totals["commits"] = totals.get("commits", 0) + res.commits
+        profiles[res.scenario.profile].add(res)
         if res.violation is None:
             et = res.scenario.election_ticks
             st = res.stats
@@ -107,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.liveness_out:
         with open(args.liveness_out, "w") as f:
             f.writelines(f"{s} {r} {c}\n" for s, r, c in sorted(liveness))
+    for name, pt in profiles.items():
+        if pt.seeds:
+            print(pt.line(name))
     print(
         "totals: "
         + " ".join(f"{k}={v}" for k, v in sorted(totals.items()))

@@ -6,10 +6,15 @@ transfer leadership; faults crash (losing unsynced writes), restart, pause, part
 (symmetric and asymmetric) and disturb the network (loss, duplication, reordering). Checkers
 run after every event.
 
-Liveness phase: heal everything (restart, resume, reconnect, a clean network); within
-LIVENESS_BOUND_ELECTIONS election timeouts of healing a leader must emerge and every pending
-proposal commit; within CONVERGE_BOUND_ELECTIONS more every read must complete and every
-member converge on the same applied state. Either bound missed is a "liveness" violation.
+Liveness phase: heal everything (restart, resume, reconnect, a clean network, no snapshot
+size limits; without pre-vote and check-quorum, stop the servers removed without knowing
+it); within LIVENESS_BOUND_ELECTIONS election timeouts of healing a leader must emerge and
+every pending proposal commit; within CONVERGE_BOUND_ELECTIONS more every read must complete
+and every member converge on the same applied state. Either bound missed is a "liveness"
+violation.
+
+Profiles (drawn per seed): mixed; churn (short-lived leaders); membership (changes racing
+leader changes); snapshot (compaction racing followers that fall behind).
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from tests.sim.world import NetOptions, NodeFactory, SimNode, Stats, World, is_g
 MIN_COMMITS = 20
 CHURN_SHARE = 0.35
 MEMBERSHIP_SHARE = 0.2
-"""The shares of seeds drawn with the leader-churn and membership-churn fault profiles."""
+SNAPSHOT_SHARE = 0.15
+"""The shares of seeds drawn with the leader-churn, membership-churn and snapshot-heavy fault
+profiles (the rest: mixed)."""
+PROFILES = ("mixed", "churn", "membership", "snapshot")
 LIVENESS_BOUND_ELECTIONS = 48
 """Recovery: within this many election timeouts of healing, a leader must lead and every
 proposal pending at healing must have committed (`Stats.liveness_ticks`; checked once per
@@ -102,6 +110,18 @@ class Scenario:
     """If set, one node's writes take up to this many units (a slow disk)."""
     isolate_new_leader: float = 0.5
     """Of the new leaders hit by kill_new_leader, the share cut off rather than crashed."""
+    pause_leader: float = 0.7
+    """The share of pauses that stop the leader (the rest stop a random node)."""
+    snapshot_keep: int = 5
+    """A snapshot compacts the log up to its index minus 0..snapshot_keep entries."""
+    snapshot_pad: int = 120
+    """The application state's size in a snapshot: 0..snapshot_pad bytes after (index, hash)."""
+    snapshot_at_leader: float = 0.0
+    """The share of snapshots taken at the leader (the rest at a random node)."""
+    snapshot_limit: int = 0
+    snapshot_limited: tuple[int, ...] = ()
+    """If snapshot_limit is set, the max_snapshot_bytes of these nodes until healing (then,
+    like every other node's, the default)."""
     profile: str = "mixed"
 
     @classmethod
@@ -151,7 +171,44 @@ class Scenario:
             sc.churn(r)
         elif pick < CHURN_SHARE + MEMBERSHIP_SHARE:
             sc.membership_churn(r)
+        elif pick < CHURN_SHARE + MEMBERSHIP_SHARE + SNAPSHOT_SHARE:
+            sc.snapshot_heavy(r)
         return sc
+
+    def snapshot_heavy(self, r: random.Random) -> None:
+        """Compaction racing followers that fall behind: the application (mostly the
+        leader's) snapshots every few ticks and keeps at most two entries, while followers
+        are down, cut off, paused or on a slow disk; snapshots travel in many small chunks,
+        so leaders change in mid-transfer; some nodes refuse snapshots over a size limit
+        that some exceed; members are added after the leader's latest snapshot (caught up
+        with it on the leader's vouch); leaders cut off right after a proposal leave
+        divergent tails that a snapshot may end inside."""
+        self.profile = "snapshot"
+        self.voters = r.choice([2, 3, 3, 4, 5])
+        self.learners = r.choice([0, 1])
+        self.spares = r.choice([1, 2])
+        self.snapshot_rate = r.choice([0.2, 0.35, 0.5])
+        self.snapshot_keep = r.choice([0, 1, 2])
+        self.snapshot_pad = r.choice([40, 120, 200])
+        self.snapshot_at_leader = 0.7
+        self.snapshot_chunk_bytes = r.choice([8, 16, 32])
+        self.conf_rate = r.choice([0.0, 0.02, 0.05])
+        self.crash_rate = r.choice([0.02, 0.05])
+        self.quick_restart = r.choice([0.2, 0.4])
+        self.partition_rate = r.choice([0.02, 0.05])
+        self.pause_rate = r.choice([0.02, 0.05])
+        self.pause_leader = 0.3
+        self.stall_rate = r.choice([0.0, 0.02])
+        self.slow_disk_latency = r.choice([0, 0, 60])
+        self.isolate_after_propose = r.choice([0.05, 0.2])
+        self.kill_new_leader = r.choice([0.1, 0.3])
+        self.propose_rate = r.choice([0.6, 1.0])
+        self.crash_after_grant = r.choice([0.0, 0.02])
+        if r.random() < 0.5:
+            # Some snapshots (index, hash and up to snapshot_pad bytes) exceed this.
+            total = self.voters + self.learners + self.spares
+            self.snapshot_limit = 16 + self.snapshot_pad // 2
+            self.snapshot_limited = tuple(r.sample(range(total), r.randint(1, 2)))
 
     def membership_churn(self, r: random.Random) -> None:
         """Membership changes racing leader changes: the operator changes the configuration
@@ -224,6 +281,9 @@ class RandomDriver(World):
                 "max_msg_bytes": sc.max_msg_bytes,
                 "max_uncommitted_bytes": sc.max_uncommitted_bytes,
                 "max_snapshot_chunk_bytes": sc.snapshot_chunk_bytes,
+            },
+            raft_per_node={
+                n: {"max_snapshot_bytes": sc.snapshot_limit} for n in sc.snapshot_limited
             },
             tick_units=10,
             drift=sc.drift,
@@ -509,14 +569,15 @@ class RandomDriver(World):
                 if voters:
                     self.transfer(lead.id, rng.choice(voters))  # type: ignore[arg-type]
         if sc.snapshot_rate and rng.random() < sc.snapshot_rate:
-            self.snapshot(rng.choice(self.ids), rng.randint(0, 5), rng.randint(0, 120))
+            self._snapshot(sc.snapshot_pad)
         up = [i for i in self.ids if self.nodes[i].up]
         if sc.crash_rate and up and rng.random() < sc.crash_rate:
             self._crash(rng.choice(up))
         if sc.pause_rate and up and rng.random() < sc.pause_rate:
             # Mostly the leader: a stopped leader that wakes up still believes it leads.
             lead = self.leader()
-            victim = lead.id if lead is not None and rng.random() < 0.7 else rng.choice(up)
+            stop_leader = lead is not None and rng.random() < sc.pause_leader
+            victim = lead.id if lead is not None and stop_leader else rng.choice(up)
             et = sc.election_ticks
             ticks = rng.randint(3, 40) if rng.random() < 0.5 else rng.randint(2 * et, 5 * et)
             self.pause(victim, ticks * self.tick_units)
@@ -525,8 +586,28 @@ class RandomDriver(World):
         if sc.stall_rate and up and rng.random() < sc.stall_rate:
             self.stall_disk(rng.choice(up), rng.randint(2, 30) * self.tick_units)
 
+    def _snapshot(self, pad: int) -> None:
+        """The application snapshots at one node (the leader, snapshot_at_leader of the
+        time) with up to `pad` bytes of state, and compacts all but 0..snapshot_keep."""
+        sc, rng = self.sc, self.rng
+        if not sc.snapshot_at_leader:
+            self.snapshot(
+                rng.choice(self.ids), rng.randint(0, sc.snapshot_keep), rng.randint(0, pad)
+            )
+            return
+        lead = self.leader()
+        if lead is not None and rng.random() < sc.snapshot_at_leader:
+            nid = lead.id
+        else:
+            nid = rng.choice(self.ids)
+        self.snapshot(nid, rng.randint(0, sc.snapshot_keep), rng.randint(0, pad))
+
     def _liveness_tick(self) -> None:
         rng = self.rng
+        sc = self.sc
+        if sc.profile == "snapshot" and rng.random() < sc.snapshot_rate / 2:
+            # The application goes on snapshotting while the nodes that were down catch up.
+            self._snapshot(sc.snapshot_pad)
         stale = [c for c, t in self.pending_reads.items() if self.now - t >= self.retry_units]
         for ctx in stale:
             # The client times out and asks the leader again; the read still must complete.
@@ -568,6 +649,12 @@ class RandomDriver(World):
                 self.restart(nid)
             sn.paused_until = sn.disk_stalled_until = 0
             sn.disk_latency = None  # a disk slower than the election timeout is a fault too
+        for nid in sc.snapshot_limited:
+            # A limit below the state's size is a fault too: a voter that refuses every
+            # snapshot its leader has may leave no quorum. Lifted (the default, now).
+            self.reset_node_options(nid)
+        if not (sc.pre_vote or sc.check_quorum):
+            self._decommission_removed()
         self.proposing = True
         self.pending_reads.clear()  # reads of the faulty phase may be lost; clients gave up
         start_ops = set(self.pending_ops)
@@ -610,6 +697,36 @@ class RandomDriver(World):
             raise Violation(
                 "too-little-work", f"only {self.checker.commit_index} entries committed"
             )
+
+    def _decommission_removed(self) -> None:
+        """The operator stops the servers removed from the group that do not know it: not
+        in the committed configuration nor in any other node's latest one, yet members of
+        their own. Without pre-vote or check-quorum such a server campaigns for ever and each
+        of its ever higher terms deposes the leader (dissertation §4.2.3), so a group run
+        that way relies on removed servers being stopped (seed 6036: a voter removed while
+        it was down deposed every leader of the liveness phase)."""
+        committed = self._committed_conf()
+        for nid, sn in self.nodes.items():
+            n = sn.node
+            if n is None or committed.is_member(nid) or not n.conf.is_member(nid):
+                continue
+            others = (o.node for o in self.nodes.values() if o.node is not None and o.id != nid)
+            if not any(o.conf.is_member(nid) for o in others):
+                self.crash(nid)
+
+    def _committed_conf(self) -> ConfState:
+        """The configuration of the committed history (the initial one if none committed)."""
+        idents = self.checker.idents
+        for i in range(self.checker.commit_index, 0, -1):
+            ident = idents[i]
+            if ident is not None and ident[2] is not None:
+                voters, learners = ident[2]  # type: ignore[misc]
+                return ConfState(frozenset(voters), frozenset(learners))
+        sc = self.sc
+        return ConfState(
+            frozenset(self.ids[: sc.voters]),
+            frozenset(self.ids[sc.voters : sc.voters + sc.learners]),
+        )
 
     def _converged(self) -> bool:
         lead = self.leader()

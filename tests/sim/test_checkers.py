@@ -57,6 +57,7 @@ def _world(voters: int, node_factory: NodeFactory | None = None, cls: type = Wor
         disk_latency=(1, 1),
         crash_keeps_prefix=0.0,
         node_factory=node_factory,
+        audit_rules=False,  # the consequence checkers are under test here
     )
     return w
 

@@ -42,6 +42,7 @@ from tests.sim.mutations import (
     SnapshotMatchesAnyTerm,
     VoteIgnoresLog,
 )
+from tests.sim.scenario import Scenario, run_seed
 from tests.sim.world import NetOptions, NodeFactory, World
 
 ELECTION = 10
@@ -56,6 +57,9 @@ def make_world(
     node_factory: NodeFactory | None = None,
     **raft: object,
 ) -> World:
+    """A scripted world. The rule audits are on for the correct core and off with a mutant
+    (`node_factory`): a named scenario shows a consequence checker catching the broken rule,
+    which the audits would report first (tests/sim/test_rule_audit.py covers them)."""
     raft.setdefault("election_ticks", ELECTION)
     raft.setdefault("heartbeat_ticks", 2)
     ids = list(range(voters + learners + spares))
@@ -69,6 +73,7 @@ def make_world(
         disk_latency=(1, 1),
         crash_keeps_prefix=0.0,
         node_factory=node_factory,
+        audit_rules=node_factory is None,
     )
 
 
@@ -411,6 +416,36 @@ def test_snapshot_install_to_far_behind_follower() -> None:
     assert w.stats.snapshots_installed == 1
     assert len({m.offset for m in chunks if isinstance(m, InstallSnapshot)}) > 3
     commit_all(w, 0, 3, "b")
+
+
+def test_a_second_voter_catches_up_from_a_snapshot_made_before_it_was_added() -> None:
+    """A single voter compacts, then adds a second voter: that entry commits only once the
+    new voter holds it, and the leader's only snapshot predates it (its configuration lacks
+    the new voter). The new voter installs it on the leader's vouch and the change commits;
+    nothing is refused."""
+    w = make_world(1, spares=1, max_snapshot_chunk_bytes=8)
+    elect(w, 0)
+    commit_all(w, 0, 10, "a")
+    w.snapshot(0, keep=0, pad=40)
+    assert 1 not in w.nodes[0].disk.snapshot().meta.conf.members()
+    idx = w.conf_change(0, ConfChange(ConfChangeKind.ADD_VOTER, 1))
+    assert idx is not None
+    wait_for(w, lambda: node(w, 0).commit_index >= idx)
+    assert (w.stats.snapshots_installed, w.stats.snapshots_vouched) == (1, 1)
+    assert w.stats.snapshots_refused == 0
+    commit_all(w, 0, 3, "b")
+
+
+def test_the_snapshot_profile_installs_snapshots_in_most_seeds() -> None:
+    """The snapshot-heavy profile does what it is drawn for (scenario.snapshot_heavy): most
+    of its seeds install a snapshot, and among a few dozen some install one on a vouch and
+    some refuse one for its size."""
+    seeds = [s for s in range(400) if Scenario.draw(s).profile == "snapshot"][:24]
+    results = [run_seed(s) for s in seeds]
+    assert [r.violation for r in results] == [None] * len(seeds)
+    assert sum(r.stats.snapshots_installed > 0 for r in results) >= 0.6 * len(seeds)
+    assert sum(r.stats.snapshots_vouched for r in results) > 0
+    assert sum(r.stats.snapshots_refused for r in results) > 0
 
 
 def test_leadership_transfer_under_load() -> None:

@@ -19,6 +19,7 @@ run is a pure function of its seed and options. Time is in units; a node ticks e
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import random
@@ -40,8 +41,15 @@ from broker.core.raft import (
     Role,
 )
 from broker.core.raft.log import NO_TERM
-from broker.core.raft.types import AppendResponse, Message, Snapshot, VoteResponse
+from broker.core.raft.types import (
+    AppendResponse,
+    Message,
+    Snapshot,
+    SnapshotResponse,
+    VoteResponse,
+)
 from tests.sim.checker import Checker, Violation, undurable_ack
+from tests.sim.rule_audit import NoRuleAudit, RuleAudit
 
 NodeFactory = Callable[[RaftConfig, MemoryStorage, random.Random], RaftNode]
 
@@ -73,6 +81,12 @@ class Stats:
     conf_changes: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
+    """Snapshots received from a leader and restored by the application."""
+    snapshots_refused: int = 0
+    """Snapshot transfers a receiver refused (SnapshotResponse.reject sent)."""
+    snapshots_vouched: int = 0
+    """Of snapshots_installed, those whose configuration lacks the installing node (a member
+    added after the snapshot, installed on the leader's vouch)."""
     transfers: int = 0
     reads: int = 0
     acked_ops: int = 0
@@ -150,12 +164,14 @@ class World:
         *,
         net: NetOptions | None = None,
         raft: dict[str, object] | None = None,
+        raft_per_node: dict[int, dict[str, object]] | None = None,
         tick_units: int = 10,
         drift: int = 0,
         disk_latency: tuple[int, int] = (1, 4),
         crash_keeps_prefix: float = 0.5,
         crash_loses_in_flight: float = 0.0,
         node_factory: NodeFactory | None = None,
+        audit_rules: bool = True,
     ) -> None:
         self.rng = rng
         self.now = 0
@@ -163,6 +179,8 @@ class World:
         self.events: list[tuple[int, int, int, object, int]] = []
         self.net = net or NetOptions()
         self.raft_options = dict(raft or {})
+        self.raft_per_node = raft_per_node or {}
+        """RaftConfig options of single nodes, over `raft` (e.g. a smaller max_snapshot_bytes)."""
         self.disk_latency = disk_latency
         self.crash_keeps_prefix = crash_keeps_prefix
         self.crash_loses_in_flight = crash_loses_in_flight
@@ -170,6 +188,8 @@ class World:
         self.blocked: set[tuple[int, int]] = set()
         self.link_clock: dict[tuple[int, int], int] = {}
         self.checker = Checker()
+        self.audit = RuleAudit() if audit_rules else NoRuleAudit()
+        """The rule audits (rule_audit.py); off for tests of the consequence checkers."""
         self.stats = Stats()
         self.tick_units = tick_units
         learners = learners or []
@@ -232,7 +252,8 @@ class World:
         sn.app_index = snap.meta.index
         sn.app_hash = _snapshot_hash(snap)
         sn.app_conf = snap.meta.conf
-        cfg = RaftConfig(sn.id, applied=snap.meta.index, **self.raft_options)  # type: ignore[arg-type]
+        options = {**self.raft_options, **self.raft_per_node.get(sn.id, {})}
+        cfg = RaftConfig(sn.id, applied=snap.meta.index, **options)  # type: ignore[arg-type]
         sn.node = self.node_factory(cfg, disk, self.rng)
         sn.incarnation += 1
         sn.pending.clear()
@@ -253,6 +274,7 @@ class World:
                 _write(sn.disk, sn.pending.popleft())
         sn.pending.clear()
         sn.ack_terms.clear()
+        self.audit.forget((sn.id, sn.incarnation))
         sn.node = None
         sn.paused_until = sn.disk_stalled_until = 0
         sn.incarnation += 1
@@ -265,6 +287,17 @@ class World:
         self.stats.restarts += 1
         self._start(sn)
         self.observe(sn)
+
+    def reset_node_options(self, nid: int) -> None:
+        """Drop `nid`'s own RaftConfig options, now (a configuration reload) and for its
+        restarts: it runs with the world's options."""
+        own = self.raft_per_node.pop(nid, {})
+        sn = self.nodes[nid]
+        if own and sn.node is not None:
+            shared = RaftConfig(nid, **self.raft_options)  # type: ignore[arg-type]
+            sn.node.config = dataclasses.replace(
+                sn.node.config, **{k: getattr(shared, k) for k in own}
+            )
 
     def pause(self, nid: int, duration: int) -> None:
         sn = self.nodes[nid]
@@ -305,6 +338,9 @@ class World:
         assert isinstance(src, int) and isinstance(dst, int)
         if isinstance(m, (VoteResponse, AppendResponse)):
             self._audit_durable(m)
+        elif isinstance(m, SnapshotResponse) and m.reject:
+            self.stats.snapshots_refused += 1
+        self.audit.on_send((src, self.nodes[src].incarnation), m)
         if (
             (src, dst) in self.blocked
             or dst not in self.nodes
@@ -349,7 +385,10 @@ class World:
             self._push(sn.paused_until, DELIVER, m, src_incarnation)
             return
         self.stats.delivered += 1
-        sn.node.step(m)
+        node = sn.node
+        before = self.audit.before_step((sn.id, sn.incarnation), node, m)
+        node.step(m)
+        self.audit.after_step(node, m, before)
         self.process(sn)
 
     def _audit_durable(self, m: VoteResponse | AppendResponse) -> None:
@@ -416,6 +455,7 @@ class World:
             if ss is not None and ss.role == Role.LEADER:
                 self.stats.elections += 1
                 self.checker.on_leader(sn.id, sn.incarnation, ss.term, node.log)
+                self.audit.on_leader((sn.id, sn.incarnation), node, ss.term, sn.disk)
                 self.on_leader_elected(sn)
             elif ss is not None and ss.role == Role.CANDIDATE:
                 self.checker.on_campaign(sn.id, sn.incarnation, ss.term)
@@ -492,6 +532,8 @@ class World:
             got = log.slice(i, i + 1)
             return got[0] if got else None
 
+        if node.role == Role.LEADER:
+            self.audit.on_leader_commit((sn.id, sn.incarnation), node, sn.last_commit, sn.disk)
         before = self.checker.commit_index
         self.checker.on_commit(
             sn.id, node.term, sn.last_commit, c, entry_at, leader=node.role == Role.LEADER
@@ -553,6 +595,8 @@ class World:
 
     def _restore_app(self, sn: SimNode, snap: Snapshot) -> None:
         self.stats.snapshots_installed += 1
+        if not snap.meta.conf.is_member(sn.id):
+            self.stats.snapshots_vouched += 1
         h = _snapshot_hash(snap)
         self.checker.on_restore(sn.id, snap.meta.index, h)
         sn.app_index = snap.meta.index
