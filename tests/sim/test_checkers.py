@@ -181,6 +181,18 @@ class _LyingVoter(RaftNode):
         super().step(m)
 
 
+def _node_2_misses_three_commits(w: World) -> None:
+    """Node 0 leads and commits 1; node 2, cut off, misses 2..4, which 0 and 1 commit; then
+    node 0 crashes and node 2 rejoins: only node 1 holds every committed entry."""
+    _campaign(w, 0)
+    _wait(w, lambda: w.checker.commit_index >= 1 and _node(w, 2).log.committed >= 1)
+    _cut(w, 2, [0, 1])
+    w.propose(0, [b"a", b"b", b"c"])
+    _wait(w, lambda: w.checker.commit_index >= 4)
+    w.crash(0)
+    w.rejoin(2)
+
+
 def test_world_catches_a_leader_elected_without_committed_entries() -> None:
     """A tiny world: node 2 is cut off while 0 and 1 commit entries 2..4; then node 1, a
     voter that ignores logs, elects node 2. The election itself must be the violation.
@@ -191,13 +203,7 @@ def test_world_catches_a_leader_elected_without_committed_entries() -> None:
         return (_LyingVoter if cfg.id == 1 else RaftNode)(cfg, disk, rng)
 
     w = _world(3, factory)
-    _campaign(w, 0)
-    _wait(w, lambda: w.checker.commit_index >= 1 and _node(w, 2).log.committed >= 1)
-    _cut(w, 2, [0, 1])
-    w.propose(0, [b"a", b"b", b"c"])
-    _wait(w, lambda: w.checker.commit_index >= 4)
-    w.crash(0)
-    w.rejoin(2)
+    _node_2_misses_three_commits(w)
     assert _node(w, 2).log.last_index() < w.checker.commit_index - 1
     with pytest.raises(Violation) as got:
         _campaign(w, 2)
@@ -210,16 +216,12 @@ def test_world_catches_a_leader_elected_without_committed_entries() -> None:
 
 def test_world_passes_the_same_election_with_an_honest_voter() -> None:
     w = _world(3)
-    _campaign(w, 0)
-    _wait(w, lambda: w.checker.commit_index >= 1 and _node(w, 2).log.committed >= 1)
-    _cut(w, 2, [0, 1])
-    w.propose(0, [b"a", b"b", b"c"])
-    _wait(w, lambda: w.checker.commit_index >= 4)
-    w.crash(0)
-    w.rejoin(2)
+    _node_2_misses_three_commits(w)
     _campaign(w, 2)  # node 1 refuses: node 2 stays a candidate
     _campaign(w, 1)  # node 1 holds everything and wins
     _wait(w, lambda: _node(w, 1).is_leader)
+    assert _node(w, 1).is_leader and not _node(w, 2).is_leader
+    assert _node(w, 1).log.last_index() >= w.checker.commit_index >= 4
 
 
 # -- 2. The durability audit ---------------------------------------------------------------------

@@ -77,6 +77,13 @@ def make_world(
     )
 
 
+def checked_clean(w: World) -> None:
+    """A control scenario with the correct core: it did real work, and the checkers and rule
+    audits that ran on every event of it (any of them raises a Violation) checked it."""
+    assert w.checker.commit_index > 0, "nothing committed: the scenario checked nothing"
+    assert w.audit.checks > 0, "the rule audits checked nothing"
+
+
 def node(w: World, nid: int) -> RaftNode:
     n = w.nodes[nid].node
     assert n is not None, f"node {nid} is down"
@@ -390,7 +397,7 @@ def ongaro(node_factory: NodeFactory | None) -> World:
 
 
 def test_single_member_changes_keep_committed_changes() -> None:
-    ongaro(None)
+    checked_clean(ongaro(None))
 
 
 def test_ongaro_bug_caught_when_rule_is_broken() -> None:
@@ -563,7 +570,7 @@ def commit_bounded_by_append(node_factory: NodeFactory | None) -> World:
 
 
 def test_follower_commit_is_bounded_by_the_append() -> None:
-    commit_bounded_by_append(None)
+    checked_clean(commit_bounded_by_append(None))
 
 
 def test_commit_past_the_last_new_entry_is_caught() -> None:
@@ -600,7 +607,7 @@ def snapshot_over_conflicting_log(node_factory: NodeFactory | None) -> World:
 
 
 def test_snapshot_replaces_a_conflicting_log() -> None:
-    snapshot_over_conflicting_log(None)
+    checked_clean(snapshot_over_conflicting_log(None))
 
 
 def test_snapshot_matched_by_any_term_is_caught() -> None:
@@ -663,7 +670,7 @@ def learners_outvote(node_factory: NodeFactory | None) -> World:
 
 
 def test_learners_do_not_vote() -> None:
-    learners_outvote(None)
+    checked_clean(learners_outvote(None))
 
 
 def test_learner_votes_counted_are_caught() -> None:
@@ -698,7 +705,7 @@ def stale_pre_candidate(node_factory: NodeFactory | None) -> World:
 
 
 def test_stale_node_passes_no_pre_vote() -> None:
-    stale_pre_candidate(None)
+    checked_clean(stale_pre_candidate(None))
 
 
 def test_pre_vote_granted_regardless_of_log_is_caught() -> None:
@@ -739,7 +746,7 @@ def vote_after_log_grew(node_factory: NodeFactory | None) -> World:
 
 
 def test_real_vote_checks_the_log_again() -> None:
-    vote_after_log_grew(None)
+    checked_clean(vote_after_log_grew(None))
 
 
 def test_vote_granted_regardless_of_log_is_caught() -> None:

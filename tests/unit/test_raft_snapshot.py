@@ -111,16 +111,7 @@ def test_snapshot_at_or_below_commit_is_acknowledged_without_a_transfer() -> Non
 
 
 def test_snapshot_refused_for_its_size_is_not_resent_in_a_tight_loop() -> None:
-    net = Net([1, 2, 3], max_snapshot_bytes=32, max_snapshot_chunk_bytes=16)
-    lead = net.elect(1)
-    net.isolate(3)
-    net.propose(1, b"a")
-    net.deliver_all()
-    net.storage[1].create_snapshot(2, C3, DATA)  # 50 bytes > 32
-    net.storage[1].compact(2)
-    net.heal()
-    net.tick(1, lead.config.heartbeat_ticks)
-    net.deliver_all(max_steps=200)  # the harness asserts when the inbox never drains
+    net = _refusing_follower(max_steps=200)  # the harness asserts when the inbox never drains
     assert len(net.sent_of(InstallSnapshot)) <= 2
 
 
@@ -139,8 +130,9 @@ def test_snapshot_below_a_durable_commit_is_acknowledged_while_the_disk_stalls()
     assert list(net.inbox) == [AppendResponse(2, 1, 1, 2)]
 
 
-def _refusing_follower() -> Net:
-    """Leader 1 holds a 50-byte snapshot at 2 for follower 3, whose limit is 32 bytes."""
+def _refusing_follower(max_steps: int = 10_000) -> Net:
+    """Leader 1 holds a 50-byte snapshot at 2 for follower 3, whose limit is 32 bytes; the
+    first transfer is delivered (at most `max_steps` messages)."""
     net = Net([1, 2, 3], max_snapshot_bytes=32, max_snapshot_chunk_bytes=16)
     lead = net.elect(1)
     net.isolate(3)
@@ -150,7 +142,7 @@ def _refusing_follower() -> Net:
     net.storage[1].compact(2)
     net.heal()
     net.tick(1, lead.config.heartbeat_ticks)
-    net.deliver_all()
+    net.deliver_all(max_steps=max_steps)
     return net
 
 
