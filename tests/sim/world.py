@@ -50,6 +50,7 @@ from broker.core.raft.types import (
 )
 from tests.sim.checker import Checker, Violation, undurable_ack
 from tests.sim.rule_audit import NoRuleAudit, RuleAudit
+from tests.support.ready import write_ready
 
 NodeFactory = Callable[[RaftConfig, MemoryStorage, random.Random], RaftNode]
 
@@ -271,7 +272,7 @@ class World:
         if sn.pending and self.rng.random() < self.crash_keeps_prefix:
             keep = self.rng.randint(0, len(sn.pending))
             for _ in range(keep):
-                _write(sn.disk, sn.pending.popleft())
+                write_ready(sn.disk, sn.pending.popleft())
         sn.pending.clear()
         sn.ack_terms.clear()
         self.audit.forget((sn.id, sn.incarnation))
@@ -429,7 +430,7 @@ class World:
             self._push(wake, DISK, nid, inc)
             return
         rd = sn.pending.popleft()
-        _write(sn.disk, rd)
+        write_ready(sn.disk, rd)
         node = sn.node
         node.persisted(rd.number)
         # A commit the leader decided on its own write is reported at once: a hook below may
@@ -695,15 +696,6 @@ class World:
 
     def heal(self) -> None:
         self.blocked.clear()
-
-
-def _write(disk: MemoryStorage, rd: Ready) -> None:
-    if rd.snapshot is not None:
-        disk.apply_snapshot(rd.snapshot)
-    if rd.entries:
-        disk.append(rd.entries)
-    if rd.hard_state is not None:
-        disk.set_hard_state(rd.hard_state)
 
 
 def _snapshot_hash(snap: Snapshot) -> int:

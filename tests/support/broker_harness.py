@@ -33,6 +33,7 @@ from broker.wire.api import ApiKey
 from broker.wire.batch import Record, encode_batch
 from broker.wire.messages import Request
 from broker.wire.protocol import RequestHeader
+from tests.support.ready import write_ready
 
 CLUSTER_ID = "test-cluster"
 
@@ -73,12 +74,7 @@ class MemGroupStore:
             st = self.logs.get(gid)
             if st is None:
                 continue
-            if rd.snapshot is not None:
-                st.apply_snapshot(rd.snapshot)
-            if rd.entries:
-                st.append(list(rd.entries))
-            if rd.hard_state is not None:
-                st.set_hard_state(rd.hard_state)
+            write_ready(st, rd)
         for gid, state in rnd.apply_states:
             self.apply[gid] = state
         for gid, start in rnd.log_starts:

@@ -31,6 +31,7 @@ from broker.core.raft import (
     Snapshot,
 )
 from broker.core.raft.types import Message
+from tests.support.ready import write_ready
 
 Pred = Callable[[Message], bool]
 M = TypeVar("M")
@@ -114,12 +115,7 @@ class Net:
     def _persist(self, nid: int, readies: list[Ready]) -> None:
         st = self.storage[nid]
         for rd in readies:
-            if rd.snapshot is not None:
-                st.apply_snapshot(rd.snapshot)
-            if rd.entries:
-                st.append(list(rd.entries))
-            if rd.hard_state is not None:
-                st.set_hard_state(rd.hard_state)
+            write_ready(st, rd)
         self.nodes[nid].persisted(readies[-1].number)
         for rd in readies:
             for m in rd.persisted_messages:
