@@ -25,9 +25,12 @@ the same index (same dict orders too, so placement cannot differ).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.core.machine import NOTHING_APPLIED, Applied
+from broker.core.raft import Entry, EntryKind
 from broker.wire.cbor import decode as cbor_decode
 from broker.wire.cbor import encode as cbor_encode
 from broker.wire.errors import ErrorCode, WireError
@@ -121,6 +124,13 @@ def validate_topic_name(name: str) -> str | None:
     return None
 
 
+def internal_name_error(name: str) -> str:
+    return (
+        f"topic {name!r}: names starting with {INTERNAL_PREFIX!r} are reserved for the "
+        "broker's internal topics"
+    )
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -153,17 +163,25 @@ def cmd_set_leaders(reports: list[tuple[int, int, int]]) -> bytes:
 
 
 def cmd_create_topic(
-    name: str, partitions: int, replication_factor: int, config: dict[str, str]
+    name: str,
+    partitions: int,
+    replication_factor: int,
+    config: dict[str, str],
+    *,
+    internal: bool = False,
 ) -> bytes:
-    return cbor_encode(
-        {
-            "op": "create_topic",
-            "name": name,
-            "partitions": partitions,
-            "replication_factor": replication_factor,
-            "config": dict(config),
-        }
-    )
+    """`internal`: a `__` topic the controller creates on first need; its replication
+    factor is capped at the live brokers at apply (a user topic's is refused instead)."""
+    cmd: dict[str, Any] = {
+        "op": "create_topic",
+        "name": name,
+        "partitions": partitions,
+        "replication_factor": replication_factor,
+        "config": dict(config),
+    }
+    if internal:
+        cmd["internal"] = True
+    return cbor_encode(cmd)
 
 
 def cmd_delete_topic(name: str) -> bytes:
@@ -205,6 +223,32 @@ class MetadataMachine:
             return handler(self, cmd)
         except (KeyError, TypeError, ValueError) as e:
             return MetaResult(ErrorCode.INVALID_REQUEST, f"malformed {op}: {e!r}")
+
+    # -- the StateMachine protocol (broker/core/machine.py) ---------------------------------
+
+    def apply_entry(self, entry: Entry) -> Applied:
+        """No-ops and configuration entries change nothing but the applied index."""
+        if entry.kind != EntryKind.NORMAL or not entry.data:
+            self.applied_index = entry.index
+            return NOTHING_APPLIED
+        res = self.apply(entry.index, entry.data)
+        return Applied(res.error, res.message, res.value)
+
+    def take_writes(self) -> None:
+        """Nothing but the log and its snapshots: a restart replays after the snapshot."""
+        return None
+
+    def snapshot(self) -> bytes:
+        return self.state_bytes()
+
+    def restore_snapshot(self, data: bytes) -> None:
+        self.restore(data)
+
+    def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
+        return None
+
+    def leader_tick(self) -> list[bytes]:
+        return []
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -260,11 +304,16 @@ class MetadataMachine:
         bad = validate_topic_name(name)
         if bad is not None:
             return MetaResult(ErrorCode.INVALID_TOPIC, bad)
+        internal = cmd.get("internal") is True
+        if internal != name.startswith(INTERNAL_PREFIX):
+            return MetaResult(ErrorCode.INVALID_TOPIC, internal_name_error(name))
         if not 1 <= partitions <= 10_000:
             return MetaResult(ErrorCode.INVALID_PARTITIONS, "partitions must be 1..10000")
         if rf < 1:
             return MetaResult(ErrorCode.INVALID_REPLICATION_FACTOR, "replication factor >= 1")
         live = self.live_brokers()
+        if internal:
+            rf = max(1, min(rf, len(live)))
         if rf > len(live):
             return MetaResult(
                 ErrorCode.NOT_ENOUGH_REPLICAS,
@@ -283,6 +332,10 @@ class MetadataMachine:
 
     def _delete_topic(self, cmd: dict[str, Any]) -> MetaResult:
         name = str(cmd["name"])
+        if name.startswith(INTERNAL_PREFIX):
+            return MetaResult(
+                ErrorCode.INVALID_TOPIC, f"topic {name!r} is internal: it cannot be deleted"
+            )
         topic = self.topics.pop(name, None)
         if topic is None:
             return MetaResult(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")

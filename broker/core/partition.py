@@ -34,17 +34,25 @@ batch the index lists is in this replica's Raft log (so every offset in [log sta
 watermark) can be served). A Raft snapshot of the machine (`snapshot_bytes`) is its state at
 its applied index with no records: a replica installing it holds none of the entries it
 covers, so its log start offset is the snapshot's next offset and its index starts empty.
+
+Persistence (the `StateMachine` protocol of broker/core/machine.py): the offset index is
+written incrementally, one record per accepted batch (key: base offset; value: Raft index and
+max timestamp, two big-endian int64), and deleted below a moved log start; the rest of the
+state (offsets, producers: bounded by the producers active within `producer_expiry_ms`) is
+the apply state, rewritten in the round after an apply changed it.
 """
 
 from __future__ import annotations
 
 import bisect
+import struct
 from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from broker.core.machine import Applied, MachineWrites
 from broker.core.raft import Entry, EntryKind
 from broker.wire.batch import BatchError, BatchHeader, parse_header
 from broker.wire.cbor import decode as cbor_decode
@@ -60,6 +68,8 @@ STATE_LIMITS = Limits(
 )
 """Decoding our own persisted state: trusted, but still bounded."""
 SEQUENCE_MODULUS = 1 << 31
+_INDEX_RECORD = struct.Struct(">qq")
+"""An offset-index record's value: (Raft index, max timestamp)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +168,8 @@ class PartitionMachine:
     """One partition's state, rebuilt by applying its committed Raft entries in order."""
 
     __slots__ = (
+        "_new_records",
+        "_start_moved",
         "applied_index",
         "config",
         "index",
@@ -175,6 +187,10 @@ class PartitionMachine:
         self.max_timestamp = -1
         self.index = OffsetIndex()
         self.producers: dict[int, ProducerState] = {}
+        self._new_records: list[tuple[int, bytes]] = []
+        """Offset-index records added since the writes were last taken."""
+        self._start_moved = False
+        """The log start offset moved since the writes were last taken."""
 
     @property
     def high_watermark(self) -> int:
@@ -262,6 +278,30 @@ class PartitionMachine:
         for pid in stale:
             del self.producers[pid]
 
+    # -- the StateMachine protocol (broker/core/machine.py) ---------------------------------
+
+    def apply_entry(self, entry: Entry) -> Applied:
+        res = self.apply(entry)
+        if res.outcome == Outcome.APPENDED:
+            base, raft_index, max_ts = self.index.last()
+            self._new_records.append((base, _INDEX_RECORD.pack(raft_index, max_ts)))
+        return Applied(res.error, None, res)
+
+    def take_writes(self) -> MachineWrites:
+        records, self._new_records = tuple(self._new_records), []
+        moved, self._start_moved = self._start_moved, False
+        return MachineWrites(self.state_bytes(), self.log_start_offset if moved else None, records)
+
+    def snapshot(self) -> bytes:
+        return self.snapshot_bytes()
+
+    def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
+        """Rebuild from what `take_writes` persisted (see `restore`)."""
+        self.restore(state, ((k, *_INDEX_RECORD.unpack(v)) for k, v in records))
+
+    def leader_tick(self) -> list[bytes]:
+        return []
+
     # -- reads ------------------------------------------------------------------------------
 
     def locate(self, offset: int) -> tuple[ErrorCode, int]:
@@ -329,6 +369,8 @@ class PartitionMachine:
         self._decode(data)
         self.log_start_offset = self.next_offset
         self.index = OffsetIndex()
+        self._new_records = []
+        self._start_moved = True
 
     def _decode(self, state: bytes) -> None:
         d = cbor_decode(state, STATE_LIMITS)
@@ -355,4 +397,6 @@ class PartitionMachine:
             return
         self.log_start_offset = offset
         self.index.drop_before(offset)
+        self._new_records = [r for r in self._new_records if r[0] >= offset]
+        self._start_moved = True
         assert not len(self.index) or self.index.base_at(0) == offset, "not a batch boundary"

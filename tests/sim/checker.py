@@ -60,7 +60,10 @@ class LogView(Protocol):
 def ident(e: Entry) -> Ident:
     conf = None
     if e.conf is not None:
-        conf = (tuple(sorted(e.conf.voters)), tuple(sorted(e.conf.learners)))  # type: ignore[type-var]
+        # Plain tuples: a member decoded from the wire and a typed Member print differently.
+        voters = sorted(tuple(m) if isinstance(m, tuple) else m for m in e.conf.voters)  # type: ignore[type-var]
+        learners = sorted(tuple(m) if isinstance(m, tuple) else m for m in e.conf.learners)  # type: ignore[type-var]
+        conf = (tuple(voters), tuple(learners))
     return (int(e.kind), e.data, conf)
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from broker.core import node as node_module
-from broker.core.node import BrokerNode, Completion, FetchResult
+from broker.core import host as host_module
+from broker.core.node import BrokerNode, FetchResult
 from broker.core.partition import ApplyResult, Outcome, PartitionMachine
 from broker.core.raft import Entry, EntryKind, RaftNode
 from broker.core.raft.log import NO_TERM, RaftLog
@@ -194,7 +194,7 @@ def ack_before_commit() -> AbstractContextManager[None]:
                 base += parse_header(e.data, check_crc=False).record_count
         n = parse_header(batch, check_crc=False).record_count
         result = ApplyResult(Outcome.APPENDED, base, base + n - 1)
-        self._completions.append(Completion(token, slot, ErrorCode.NONE, None, result))
+        self.host.complete(token, slot, ErrorCode.NONE, None, result)
         return err, msg
 
     return _patched(BrokerNode, "produce", mutant)
@@ -268,12 +268,12 @@ def _raft_mutation(mutant: type[RaftNode]) -> Callable[[], AbstractContextManage
 
     @contextlib.contextmanager
     def patch() -> Iterator[None]:
-        original = getattr(node_module, "RaftNode")  # noqa: B009
-        setattr(node_module, "RaftNode", mutant)  # noqa: B010
+        original = getattr(host_module, "RaftNode")  # noqa: B009
+        setattr(host_module, "RaftNode", mutant)  # noqa: B010
         try:
             yield
         finally:
-            setattr(node_module, "RaftNode", original)  # noqa: B010
+            setattr(host_module, "RaftNode", original)  # noqa: B010
 
     return patch
 

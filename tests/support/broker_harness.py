@@ -1,13 +1,13 @@
 """A deterministic in-memory harness for BrokerNode and RequestHandler unit tests.
 
 `MemGroupStore` implements the node's `GroupStore` protocol over one `MemoryStorage` per
-Raft group plus dicts for the partition machines' apply state and offset index: it is the
+Raft group plus dicts for the machines' apply states and keyed records: it is the
 "disk". `Broker` drives a node in rounds exactly as `broker/runtime/driver.py` does:
 
     rnd = node.start_round()
     node.apply_committed(rnd)   # committed partition entries, durable already
     write every Ready into its group's MemoryStorage (snapshot, entries, hard state), the
-    round's apply states, offset-index deletions (log starts) and new offsets into the
+    machines' writes (apply state, records deleted below a key, new records) into the
     dicts, delete dropped groups, then the round's compactions (snapshot, compact)
     node.finish_round(rnd)      # the write is durable
     hand both rounds of completions to the RequestHandler
@@ -44,8 +44,10 @@ class MemGroupStore:
     def __init__(self) -> None:
         self.logs: dict[int, MemoryStorage] = {}
         self.apply: dict[int, bytes] = {}
-        self.offsets: dict[int, dict[int, tuple[int, int]]] = {}
-        """group -> base offset -> (raft index, max timestamp), as the offsets column family."""
+        self.records: dict[int, dict[int, bytes]] = {}
+        """group -> key -> value of the machines' keyed records (the partition log's offset
+        index: base offset -> packed Raft index and max timestamp), as the offsets column
+        family."""
         self.deleted: list[int] = []
 
     # -- GroupStore ---------------------------------------------------------------------------
@@ -63,9 +65,8 @@ class MemGroupStore:
     def load_apply_state(self, group_id: int) -> bytes | None:
         return self.apply.get(group_id)
 
-    def load_offsets(self, group_id: int) -> Iterable[tuple[int, int, int]]:
-        index = self.offsets.get(group_id, {})
-        return [(base, i, ts) for base, (i, ts) in sorted(index.items())]
+    def load_records(self, group_id: int) -> Iterable[tuple[int, bytes]]:
+        return sorted(self.records.get(group_id, {}).items())
 
     # -- the driver's write -------------------------------------------------------------------
 
@@ -75,14 +76,14 @@ class MemGroupStore:
             if st is None:
                 continue
             write_ready(st, rd)
-        for gid, state in rnd.apply_states:
-            self.apply[gid] = state
-        for gid, start in rnd.log_starts:
-            index = self.offsets.get(gid, {})
-            for base in [b for b in index if b < start]:
-                del index[base]
-        for gid, base, raft_index, max_ts in rnd.new_offsets:
-            self.offsets.setdefault(gid, {})[base] = (raft_index, max_ts)
+        for gid, w in rnd.writes:
+            if w.state is not None:
+                self.apply[gid] = w.state
+            records = self.records.setdefault(gid, {})
+            if w.delete_below is not None:
+                for key in [k for k in records if k < w.delete_below]:
+                    del records[key]
+            records.update(w.records)
         for gid in rnd.dropped_groups:
             if gid in self.logs:
                 self.delete_group(gid)
@@ -96,7 +97,7 @@ class MemGroupStore:
     def delete_group(self, gid: int) -> None:
         self.logs.pop(gid, None)
         self.apply.pop(gid, None)
-        self.offsets.pop(gid, None)
+        self.records.pop(gid, None)
         self.deleted.append(gid)
 
 

@@ -453,14 +453,14 @@ def test_restart_before_apply_state_is_written_replays_and_recovers_offsets() ->
     assert b.node.has_work()
     applied = stored_applied_index(b, group)
     assert applied < b.store.logs[group].last_index()
-    assert len(b.store.offsets[group]) == 2
+    assert len(b.store.records[group]) == 2
     before = fetch_all(b.node)
 
     r = b.restart()
     replayed = entry_indexes(r.applied, group)
     assert min(replayed) == applied + 1
     assert fetch_all(r.node).batches == before.batches
-    assert sorted(r.store.offsets[group]) == [0, 2, 5]
+    assert sorted(r.store.records[group]) == [0, 2, 5]
     # Dedup survived, including for the batch only the replay re-applied.
     assert r.produce("t", 0, idem(5, 4)).value == ApplyResult(Outcome.DUPLICATE, 5, 8)
     assert r.produce("t", 0, idem(0, 2)).value == ApplyResult(Outcome.DUPLICATE, 0, 1)

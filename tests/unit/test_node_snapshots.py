@@ -92,7 +92,7 @@ def test_partition_retention_moves_the_log_start_and_compacts_behind_it() -> Non
     assert b.node.list_offset("t", 0, -2) == (ErrorCode.NONE, m.log_start_offset)
     assert b.node.list_offset("t", 0, -1) == (ErrorCode.NONE, 20)
     # What the rounds persisted: no offset-index record below the log start.
-    assert min(b.store.offsets[g.id]) == m.log_start_offset
+    assert min(b.store.records[g.id]) == m.log_start_offset
     stored = PartitionMachine()
     stored.restore(b.store.apply[g.id], [])
     assert stored.log_start_offset == m.log_start_offset
@@ -118,7 +118,7 @@ def test_restart_restores_from_a_snapshot_newer_than_the_apply_state() -> None:
     b = booted(partition_retention_entries=4)
     g = b.node.by_partition[("t", 0)].id
     produce_n(b, 3)
-    old_apply, old_offsets = b.store.apply[g], dict(b.store.offsets[g])
+    old_apply, old_offsets = b.store.apply[g], dict(b.store.records[g])
     produce_n(b, 20, start=3)
     snap = b.store.logs[g].snapshot()
     old = PartitionMachine()
@@ -126,7 +126,7 @@ def test_restart_restores_from_a_snapshot_newer_than_the_apply_state() -> None:
     assert snap.meta.index > old.applied_index
     before = b.node.fetch("t", 0, 0, BIG, False)
     # The apply state written after the compaction is lost: the disk has the old one.
-    b.store.apply[g], b.store.offsets[g] = old_apply, old_offsets
+    b.store.apply[g], b.store.records[g] = old_apply, old_offsets
 
     r = b.restart()
     m = r.node.by_partition[("t", 0)].machine
@@ -138,7 +138,7 @@ def test_restart_restores_from_a_snapshot_newer_than_the_apply_state() -> None:
     assert m.log_start_offset == before.log_start_offset
     assert values(r, m.log_start_offset) == [b"r%d" % i for i in range(m.log_start_offset, 23)]
     # The restored state was persisted, and the stale offset records dropped.
-    assert min(r.store.offsets[g]) >= m.log_start_offset
+    assert min(r.store.records[g]) >= m.log_start_offset
     stored = PartitionMachine()
     stored.restore(r.store.apply[g], [])
     assert stored.applied_index >= snap.meta.index

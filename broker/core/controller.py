@@ -1,0 +1,181 @@
+"""Controller: cluster membership as the metadata log decides it, from both sides.
+
+Every broker heartbeats the controller (the metadata group's serving leader) with its
+addresses and the partition leaders it holds. The controller registers it, adds it to the
+metadata group as a learner (so every broker follows the metadata log), records reported
+leaders in the log, and marks a broker failed when its heartbeats lapse for
+`broker_lease_ticks` (alive again when they resume). A member of an older incarnation of a
+broker that came back is replaced (`keep_member`). Only the serving controller proposes;
+others answer a heartbeat with who they think leads.
+
+Internal topics (`__consumer_offsets`, `__transaction_state`) are created by the controller on
+first need (`ensure_internal_topic`), with the configured partition count and replication
+factor (capped at the live brokers at apply).
+"""
+
+from __future__ import annotations
+
+from broker.core.context import NodeContext
+from broker.core.ids import Member, ProposalKey, Purpose
+from broker.core.membership import keep_member
+from broker.core.metadata import (
+    BrokerInfo,
+    cmd_create_topic,
+    cmd_init,
+    cmd_register_broker,
+    cmd_set_alive,
+    cmd_set_leaders,
+)
+from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck
+from broker.core.views import ClusterView
+
+INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+
+
+class Controller:
+    def __init__(
+        self, ctx: NodeContext, views: ClusterView, seeds: dict[int, str], cluster_id: str | None
+    ) -> None:
+        self.ctx = ctx
+        self.views = views
+        self.seeds = seeds
+        """Seed controllers: node id -> peer address (empty: a single-node cluster)."""
+        self._bootstrap_cluster_id = cluster_id
+        self._last_heard: dict[int, tuple[int, int]] = {}
+        """Controller only: broker id -> (tick of its last heartbeat, its incarnation)."""
+        self._led_since_tick = -1
+        self.hint: int | None = None
+        """The controller as the last heartbeat answer named it."""
+
+    # -- the broker side --------------------------------------------------------------------
+
+    def heartbeat(
+        self, hosted_leaders: list[tuple[int, int]]
+    ) -> tuple[list[int], BrokerHeartbeat] | None:
+        """Every `broker_heartbeat_ticks`: this broker's report and the brokers to send it to
+        (the controller if known, else every seed). The controller handles its own.
+        `hosted_leaders`: (group, term) of every partition group this broker serves."""
+        ctx = self.ctx
+        if ctx.ticks % ctx.config.broker_heartbeat_ticks:
+            return None
+        a = ctx.advertised
+        me = ctx.config.node_id
+        leaders = tuple((gid, term, me) for gid, term in hosted_leaders)
+        caught_up = tuple(
+            (gid, *self.views.replica_lag(ctx.host.groups[gid])) for gid, _ in hosted_leaders
+        )
+        hb = BrokerHeartbeat(
+            a.id, a.incarnation, a.host, a.port, a.peer_host, a.peer_port, a.rack,
+            leaders, caught_up,
+        )  # fmt: skip
+        controller = ctx.controller()
+        if controller == me:
+            self.on_heartbeat(hb)
+            return None
+        targets = {t for t in (controller, self.hint) if t is not None}
+        if not targets or not ctx.registered:
+            # Not in the metadata log yet (so perhaps not followed by its leader, and our
+            # view of the controller may be stale): every seed answers with who leads.
+            targets |= set(self.seeds)
+        targets.discard(me)
+        return sorted(targets), hb
+
+    def on_ack(self, ack: HeartbeatAck) -> None:
+        """The answering broker's view of the controller is where the next heartbeats also go
+        (ours may be stale: a broker the metadata leader does not yet replicate to never
+        hears of a new leader from the log)."""
+        if ack.controller is not None and ack.controller != self.ctx.config.node_id:
+            self.hint = ack.controller
+
+    # -- the controller side ----------------------------------------------------------------
+
+    def on_heartbeat(self, hb: BrokerHeartbeat) -> HeartbeatAck:
+        """Register the broker, keep it in the metadata group, record the leaders it
+        reports. Only the serving metadata leader acts; others point to it."""
+        ctx = self.ctx
+        mg = ctx.metadata_group
+        if mg is None or not mg.serving() or ctx.meta.cluster_id is None:
+            return HeartbeatAck(False, ctx.controller())
+        meta = ctx.meta
+        self._last_heard[hb.node_id] = (ctx.ticks, hb.incarnation)
+        info = BrokerInfo(
+            hb.node_id, hb.incarnation, hb.host, hb.port, hb.peer_host, hb.peer_port, hb.rack
+        )
+        registered = meta.brokers.get(hb.node_id) == info
+        if not registered:
+            ctx.propose_own(ProposalKey(Purpose.REGISTER, hb.node_id), cmd_register_broker(info))
+        elif not meta.alive.get(hb.node_id, False):
+            ctx.propose_own(ProposalKey(Purpose.ALIVE, hb.node_id), cmd_set_alive(hb.node_id, True))
+        keep_member(ctx.host, mg, Member(hb.node_id, hb.incarnation))
+        unknown = (-1, -1)
+        stale = [
+            (g, t, ld)
+            for g, t, ld in hb.leaders
+            if meta.leaders.get(g, unknown) != (t, ld) and t >= meta.leaders.get(g, unknown)[0]
+        ]
+        if stale:
+            # A broker leads only partitions it holds a replica of, and reports only itself.
+            replicas = {
+                pi.group_id: pi.replicas for t in meta.topics.values() for pi in t.partitions
+            }
+            stale = [
+                (g, t, ld)
+                for g, t, ld in stale
+                if ld == hb.node_id and hb.node_id in replicas.get(g, ())
+            ]
+        if stale:
+            ctx.propose_own(ProposalKey(Purpose.LEADERS, hb.node_id), cmd_set_leaders(stale))
+        for g, ids, lag in hb.caught_up:
+            self.views.caught_up[g] = (ids, lag)
+        return HeartbeatAck(registered, ctx.config.node_id)
+
+    def check_leases(self) -> None:
+        """Every tick, on the controller: a broker silent for the lease is marked failed."""
+        ctx = self.ctx
+        mg = ctx.metadata_group
+        if mg is None or not mg.serving():
+            self._led_since_tick = -1
+            return
+        if self._led_since_tick < 0:
+            # Newly in charge: nobody is late yet, whatever the previous controller saw.
+            self._led_since_tick = ctx.ticks
+            self._last_heard = {b: (ctx.ticks, i.incarnation) for b, i in ctx.meta.brokers.items()}
+        self._last_heard[ctx.config.node_id] = (ctx.ticks, ctx.config.incarnation)
+        lease = ctx.config.broker_lease_ticks
+        for b in ctx.meta.brokers:
+            heard = self._last_heard.get(b, (self._led_since_tick, 0))[0]
+            if ctx.ticks - heard > lease and ctx.meta.alive.get(b, False):
+                ctx.propose_own(ProposalKey(Purpose.ALIVE, b), cmd_set_alive(b, False))
+
+    def after_apply(self) -> None:
+        """A new cluster's first command: its id, proposed by its first controller."""
+        ctx = self.ctx
+        mg = ctx.metadata_group
+        if (
+            mg is not None
+            and mg.serving()
+            and ctx.meta.cluster_id is None
+            and self._bootstrap_cluster_id is not None
+        ):
+            ctx.propose_own(ProposalKey(Purpose.INIT), cmd_init(self._bootstrap_cluster_id))
+
+    def ensure_internal_topic(self, name: str) -> bool:
+        """True once internal topic `name` exists; on the serving controller, proposes its
+        creation (once at a time) when it does not. Other brokers only answer False."""
+        ctx = self.ctx
+        if name not in INTERNAL_TOPICS:
+            raise ValueError(f"{name!r} is not an internal topic")
+        if name in ctx.meta.topics:
+            return True
+        mg = ctx.metadata_group
+        if mg is not None and mg.serving() and ctx.meta.cluster_id is not None:
+            c = ctx.config
+            cmd = cmd_create_topic(
+                name,
+                c.internal_topic_partitions,
+                c.internal_topic_replication_factor,
+                {},
+                internal=True,
+            )
+            ctx.propose_own(ProposalKey(Purpose.INTERNAL_TOPIC, name), cmd)
+        return False

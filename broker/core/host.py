@@ -1,0 +1,433 @@
+"""GroupHost: every Raft group of one broker, each with its state machine, driven in rounds.
+
+Rounds (the runtime calls them in this order, and nothing else writes):
+
+1. `start_round()` takes a Ready from every group that has one and every machine's keyed
+   writes left by the previous round's applies, and returns a `Round`: messages that may
+   leave at once, and everything to persist, which the runtime writes in ONE synced write;
+2. `apply_committed(round)` (optional, before the write) applies the committed entries of
+   kinds that allow it (`MachineKind.apply_early`): they are durable here and on a quorum
+   already, so a produce is acknowledged without waiting for the sync of the next batch
+   appended in the same round;
+3. `finish_round(round)` once that write is durable: each group hears `persisted(n)`, the
+   messages that waited for it are returned, a received snapshot is installed, the remaining
+   committed entries are applied, and the operations waiting on them complete.
+
+Invariants:
+- A group's machine applies each committed entry once, in order; the proposer of an entry is
+  answered with the machine's result only if the entry applied at its index has the term it
+  was proposed in (otherwise a new leader overwrote it: NOT_LEADER_OR_FOLLOWER).
+- Rounds look only at groups "touched" since (a tick touches all; a message, proposal or
+  campaign touches one), so an idle broker with thousands of groups does not scan them all.
+- Snapshots and compactions a policy decides are listed in the round and written after its
+  other writes are durable, so the apply state behind them is on disk first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from broker.core.ids import Member
+from broker.core.machine import Applied, MachineKind, StateMachine
+from broker.core.peer_codec import BrokerHeartbeat
+from broker.core.raft import (
+    CatchUpBudget,
+    ConfChange,
+    ConfState,
+    DropReason,
+    Entry,
+    LogStorage,
+    Message,
+    ProposalDropped,
+    RaftConfig,
+    RaftNode,
+    RandomSource,
+    Ready,
+    Role,
+    Snapshot,
+)
+from broker.core.rounds import Compaction, Completion, Envelope, Round
+from broker.wire.errors import ErrorCode
+
+
+@dataclass(slots=True)
+class Waiter:
+    """A proposal of this broker waiting to be applied: its operation and the term it was
+    proposed in."""
+
+    token: int
+    slot: int
+    term: int
+
+
+class SnapshotPolicy(Protocol):
+    """When a group snapshots its machine and compacts its log."""
+
+    def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
+        """The machine just applied `index`: a snapshot and compaction to write, if due."""
+        ...
+
+    def on_install(self, group: HostedGroup) -> None:
+        """A snapshot from the leader replaced the machine."""
+        ...
+
+
+class NoSnapshots:
+    """The group's log is never compacted (nor its machine snapshotted)."""
+
+    def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
+        return None
+
+    def on_install(self, group: HostedGroup) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class HostedGroup:
+    id: int
+    raft: RaftNode
+    storage: LogStorage
+    kind: MachineKind
+    machine: StateMachine
+    policy: SnapshotPolicy
+    topic: str | None = None
+    partition: int = -1
+    waiters: dict[int, Waiter] = field(default_factory=dict)
+    dirty: bool = False
+    """Applied entries (or a restore) since its machine's writes were last taken."""
+    snapshot_index: int = 0
+    """Index of the group's latest snapshot, on disk or listed in a Compaction."""
+    compacted_to: int = 0
+    """The log is compacted up to here, on disk or by a listed Compaction."""
+    on_applied: Callable[[Entry, Applied], None] | None = None
+    """Called after each entry the machine applied (the metadata group opens partitions)."""
+    on_installed: Callable[[int], None] | None = None
+    """Called after a snapshot from the leader replaced the machine (its index)."""
+
+    def serving(self) -> bool:
+        """Leader with its term's no-op committed: may serve reads and writes."""
+        r = self.raft
+        return r.role == Role.LEADER and r.commit_index >= r.term_start_index
+
+    def conf_at(self, index: int) -> ConfState:
+        """The configuration in effect at `index`, which the storage holds (applied entries
+        are durable, and nothing at or after its first index - 1 is compacted)."""
+        confs = self.storage.initial_state().confs
+        conf = confs[0][1]
+        for i, c in confs:
+            if i > index:
+                break
+            conf = c
+        return conf
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSettings:
+    """The Raft settings every group of this broker shares."""
+
+    member: Member
+    election_ticks: int
+    heartbeat_ticks: int
+    max_msg_bytes: int
+    max_inflight_msgs: int
+    max_uncommitted_bytes: int
+    max_snapshot_chunk_bytes: int
+
+
+class GroupHost:
+    def __init__(
+        self, settings: RaftSettings, rng: RandomSource, catchup: CatchUpBudget | None
+    ) -> None:
+        self.settings = settings
+        self.rng = rng
+        self.catchup = catchup
+        self.groups: dict[int, HostedGroup] = {}
+        self._touched: set[int] = set()
+        self._timed: set[int] = set()
+        """Groups whose machine kind has leader timers."""
+        self._dropped: list[int] = []
+        self._compactions: list[Compaction] = []
+        self.completions: list[Completion] = []
+
+    # -- groups -----------------------------------------------------------------------------
+
+    def open(
+        self,
+        gid: int,
+        storage: LogStorage,
+        kind: MachineKind,
+        machine: StateMachine,
+        policy: SnapshotPolicy,
+        *,
+        throttled: bool = True,
+    ) -> HostedGroup:
+        """Host group `gid` over `storage`, its machine restored to `machine.applied_index`
+        (the Raft node starts applying after it). `throttled`: its catch-up traffic counts
+        against the broker's CatchUpBudget."""
+        s = self.settings
+        config = RaftConfig(
+            id=s.member,
+            election_ticks=s.election_ticks,
+            heartbeat_ticks=s.heartbeat_ticks,
+            max_msg_bytes=s.max_msg_bytes,
+            max_inflight_msgs=s.max_inflight_msgs,
+            max_uncommitted_bytes=s.max_uncommitted_bytes,
+            max_snapshot_chunk_bytes=s.max_snapshot_chunk_bytes,
+            applied=machine.applied_index,
+        )
+        raft = RaftNode(config, storage, self.rng, catchup=self.catchup if throttled else None)
+        g = HostedGroup(gid, raft, storage, kind, machine, policy)
+        g.compacted_to = storage.first_index() - 1
+        g.snapshot_index = storage.snapshot().meta.index
+        self.groups[gid] = g
+        self._touched.add(gid)
+        if kind.has_timers:
+            self._timed.add(gid)
+        return g
+
+    def drop(self, gid: int, error: ErrorCode, message: str) -> HostedGroup | None:
+        """Stop hosting `gid` (its storage is deleted in the next round's write); its waiting
+        proposals fail with `error`."""
+        g = self.groups.pop(gid, None)
+        if g is None:
+            return None
+        self._timed.discard(gid)
+        self.fail_waiters(g, error, message)
+        self._compactions = [c for c in self._compactions if c.group_id != gid]
+        self._dropped.append(gid)
+        return g
+
+    def touch(self, gid: int) -> None:
+        self._touched.add(gid)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        for g in self.groups.values():
+            g.raft.tick()
+        self._touched.update(self.groups)
+        for gid in self._timed:
+            g = self.groups[gid]
+            if g.serving():
+                for command in g.machine.leader_tick():
+                    self.propose(g, command)
+
+    def step(self, gid: int, message: Message) -> None:
+        """A Raft message from a peer; one addressed to another member (an earlier
+        incarnation of this broker, or a confused peer) is dropped."""
+        g = self.groups.get(gid)
+        if g is not None and message.dst == g.raft.id:
+            g.raft.step(message)
+            self._touched.add(gid)
+
+    def propose(self, g: HostedGroup, data: bytes) -> int | None:
+        """Propose a command nobody waits on; its index, or None when dropped."""
+        try:
+            index = g.raft.propose(data)
+        except ProposalDropped:
+            return None
+        self._touched.add(g.id)
+        return index
+
+    def propose_waiting(
+        self, g: HostedGroup, data: bytes, token: int, slot: int
+    ) -> tuple[ErrorCode, str | None]:
+        """Propose; NONE means a Completion with the machine's result will follow."""
+        try:
+            index = g.raft.propose(data)
+        except ProposalDropped as e:
+            if e.reason == DropReason.BACKPRESSURE:
+                return ErrorCode.BACKPRESSURE, "too many uncommitted bytes; retry"
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, str(e)
+        self._touched.add(g.id)
+        g.waiters[index] = Waiter(token, slot, g.raft.term)
+        return ErrorCode.NONE, None
+
+    def propose_conf(self, g: HostedGroup, change: ConfChange) -> None:
+        """Refused while another change is uncommitted: the caller tries again later."""
+        self._touched.add(g.id)
+        with contextlib.suppress(ProposalDropped):
+            g.raft.propose_conf_change(change)
+
+    def cancel(self, token: int) -> None:
+        """The runtime gave up on an operation (timeout, connection closed)."""
+        for g in self.groups.values():
+            for index in [i for i, w in g.waiters.items() if w.token == token]:
+                del g.waiters[index]
+
+    def complete(
+        self,
+        token: int,
+        slot: int,
+        error: ErrorCode,
+        message: str | None = None,
+        value: object = None,
+    ) -> None:
+        self.completions.append(Completion(token, slot, error, message, value))
+
+    def fail_waiters(self, g: HostedGroup, error: ErrorCode, message: str) -> None:
+        for w in g.waiters.values():
+            self.complete(w.token, w.slot, error, message)
+        g.waiters.clear()
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        if self.completions or self._dropped or self._compactions:
+            return True
+        for gid in list(self._touched):
+            g = self.groups.get(gid)
+            if g is not None and (g.dirty or g.raft.has_ready()):
+                return True
+            self._touched.discard(gid)  # nothing to do: forget it until touched again
+        return False
+
+    def start_round(self, heartbeats: list[tuple[int, BrokerHeartbeat]]) -> Round:
+        readies: list[tuple[int, Ready]] = []
+        messages: list[Envelope] = []
+        writes = []
+        touched, self._touched = sorted(self._touched), set()
+        for gid in touched:
+            g = self.groups.get(gid)
+            if g is None:
+                continue
+            if g.dirty:
+                g.dirty = False
+                w = g.machine.take_writes()
+                if w is not None:
+                    writes.append((gid, w))
+            if g.raft.has_ready():
+                rd = g.raft.ready()
+                readies.append((gid, rd))
+                messages.extend(_envelopes(gid, rd.messages))
+        dropped, self._dropped = self._dropped, []
+        compactions, self._compactions = self._compactions, []
+        return Round(readies, messages, writes, dropped, heartbeats, compactions=compactions)
+
+    def apply_committed(self, rnd: Round) -> list[Completion]:
+        """Apply the round's committed entries of early-applying kinds before its write.
+
+        Safe because a Ready's committed entries never run ahead of the local log's persisted
+        index: they are durable here and on a quorum already. A Ready that installs a
+        snapshot still applies in `finish_round`. Optional: a runtime that skips it gets the
+        same results from `finish_round`."""
+        for gid, rd in rnd.readies:
+            g = self.groups.get(gid)
+            if g is None or not g.kind.apply_early or not rd.committed_entries or rd.snapshot:
+                continue
+            rnd.applied_early.add(gid)
+            for e in rd.committed_entries:
+                self._apply(g, e)
+            g.raft.advance(rd)
+        done, self.completions = self.completions, []
+        return done
+
+    def finish_round(self, rnd: Round) -> list[Envelope]:
+        """The round's write is durable: release acknowledgements, install, apply. The
+        caller takes the completions (`take_completions`) after its own reactions."""
+        after: list[Envelope] = []
+        for gid, rd in rnd.readies:
+            g = self.groups.get(gid)
+            if g is None:
+                continue
+            self._touched.add(gid)
+            g.raft.persisted(rd.number)
+            after.extend(_envelopes(gid, rd.persisted_messages))
+            if rd.soft_state is not None and rd.soft_state.role != Role.LEADER:
+                self.fail_waiters(g, ErrorCode.NOT_LEADER_OR_FOLLOWER, "leadership lost")
+            if rd.snapshot is not None:
+                self._install(g, rd.snapshot)
+            if gid in rnd.applied_early:
+                continue
+            for e in rd.committed_entries:
+                self._apply(g, e)
+            g.raft.advance(rd)
+        return after
+
+    def take_completions(self) -> list[Completion]:
+        done, self.completions = self.completions, []
+        return done
+
+    # -- apply, snapshots -------------------------------------------------------------------
+
+    def _apply(self, g: HostedGroup, e: Entry) -> None:
+        res = g.machine.apply_entry(e)
+        g.dirty = True
+        if g.on_applied is not None:
+            g.on_applied(e, res)
+        compaction = g.policy.after_apply(g, e.index)
+        if compaction is not None:
+            self._compactions.append(compaction)
+            g.snapshot_index = compaction.index
+            g.compacted_to = compaction.compact_to
+        w = g.waiters.pop(e.index, None)
+        if w is None:
+            return
+        if w.term != e.term:
+            self.complete(w.token, w.slot, ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                          "proposal lost to a new leader")  # fmt: skip
+            return
+        self.complete(w.token, w.slot, res.error, res.message, res.value)
+
+    def _install(self, g: HostedGroup, snap: Snapshot) -> None:
+        """A snapshot received from the leader is durable: restore the group's machine from
+        it (the Raft log is now the snapshot; entries after it follow by append). Proposals
+        it covers fail: their outcome is unknown here (an idempotent retry is answered as a
+        duplicate)."""
+        index = snap.meta.index
+        for i in sorted(i for i in g.waiters if i <= index):
+            w = g.waiters.pop(i)
+            self.complete(
+                w.token,
+                w.slot,
+                ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                "proposal covered by a snapshot from the leader; its outcome is unknown here",
+            )
+        g.snapshot_index = g.compacted_to = index
+        self._compactions = [c for c in self._compactions if c.group_id != g.id]
+        g.machine.restore_snapshot(snap.data)
+        assert g.machine.applied_index == index, "a snapshot is its machine's state at its index"
+        g.dirty = True
+        g.policy.on_install(g)
+        if g.on_installed is not None:
+            g.on_installed(index)
+
+    def leader_unreachable(self, node_id: int) -> None:
+        """Every group led by broker `node_id` times out soon (its link broke)."""
+        for gid, g in self.groups.items():
+            lead = g.raft.leader
+            if isinstance(lead, tuple) and lead[0] == node_id:
+                g.raft.leader_unreachable(lead)
+                self._touched.add(gid)
+
+
+def _envelopes(gid: int, msgs: Iterable[Message]) -> list[Envelope]:
+    out = []
+    for m in msgs:
+        dst = m.dst
+        assert isinstance(dst, tuple)
+        out.append(Envelope(dst[0], gid, m))
+    return out
+
+
+class PeriodicSnapshots:
+    """Snapshot the machine every `every` applied entries and compact its log up to `keep`
+    entries behind the snapshot (KRaft's metadata snapshots; etcd's SnapshotCatchUpEntries
+    keeps slightly lagging followers on appends). `every` 0: never."""
+
+    def __init__(self, every: int, keep: int) -> None:
+        self.every = every
+        self.keep = keep
+
+    def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
+        if not self.every or index - group.snapshot_index < self.every:
+            return None
+        compact_to = max(group.compacted_to, index - self.keep)
+        data = group.machine.snapshot()
+        return Compaction(group.id, index, group.conf_at(index), data, compact_to)
+
+    def on_install(self, group: HostedGroup) -> None:
+        return None

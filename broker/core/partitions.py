@@ -1,0 +1,348 @@
+"""PartitionService: the partition groups this broker holds replicas of, and their data path.
+
+A partition group is opened when the metadata log gives this broker a replica of it (its
+first replica campaigns at once) and dropped when its topic is deleted. Its machine is the
+kind the registry names for its topic (the partition log unless another kind claims the
+topic). Produce proposes a batch to the partition's serving leader; fetch and list offsets
+answer at once from the applied state; a leader whose term's no-op has not committed serves
+nothing (LEADER_NOT_AVAILABLE), so the high watermark it reports never goes back.
+
+Retention (`partition_retention_entries`, off by default): deleting records is compacting
+the Raft log. Each replica captures its machine's snapshot as it applies an entry; once that
+entry is that many entries behind the applied index, it compacts the log exactly up to it and
+moves the log start offset to the snapshot's next offset. A partition snapshot's index is its
+compaction point, so a replica that installs it receives every retained entry after it by
+append: its log start offset is the leader's. Retention by time or size is a later issue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from broker.core.context import NodeContext
+from broker.core.host import HostedGroup, NoSnapshots, PeriodicSnapshots, SnapshotPolicy
+from broker.core.ids import NO_OFFSET, Member
+from broker.core.machine import GroupContext, MachineKind, MachineRegistry
+from broker.core.membership import keep_member, stale_incarnation
+from broker.core.metadata import INTERNAL_PREFIX, METADATA_GROUP, PartitionInfo, TopicInfo
+from broker.core.partition import PartitionConfig, PartitionMachine
+from broker.core.raft import ConfState, LogStorage, Role
+from broker.core.rounds import Compaction
+from broker.wire.batch import BatchError
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+
+
+class GroupStore(Protocol):
+    """The runtime's storage as the node sees it: read-only, like LogStorage."""
+
+    def open_group(self, group_id: int, initial: ConfState | None) -> LogStorage:
+        """The group's log storage; `initial` seeds a group that has none on disk."""
+        ...
+
+    def has_group(self, group_id: int) -> bool: ...
+
+    def load_apply_state(self, group_id: int) -> bytes | None: ...
+
+    def load_records(self, group_id: int) -> Iterable[tuple[int, bytes]]:
+        """The machine's keyed records (key ascending), as its writes left them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    error: ErrorCode
+    high_watermark: int = NO_OFFSET
+    last_stable_offset: int = NO_OFFSET
+    log_start_offset: int = NO_OFFSET
+    batches: tuple[tuple[int, bytes], ...] = ()
+    message: str | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(len(b) for _, b in self.batches)
+
+
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    """A partition machine's snapshot as it applied `index`: the next retention point."""
+
+    index: int
+    data: bytes
+    next_offset: int
+
+
+class RetentionPolicy:
+    """Partition retention in Raft entries (see the module doc): the log keeps between `keep`
+    and 2 x `keep` entries behind the applied index."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.capture: _Capture | None = None
+
+    def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
+        machine = group.machine
+        assert isinstance(machine, PartitionMachine)
+        cap = self.capture
+        out = None
+        if cap is not None and index - cap.index >= self.keep:
+            self.capture = None
+            machine.retain_from(cap.next_offset)
+            out = Compaction(group.id, cap.index, group.conf_at(cap.index), cap.data, cap.index)
+            compacted_to = cap.index
+        else:
+            compacted_to = group.compacted_to
+        if self.capture is None and index - compacted_to >= self.keep:
+            self.capture = _Capture(index, machine.snapshot_bytes(), machine.next_offset)
+        return out
+
+    def on_install(self, group: HostedGroup) -> None:
+        self.capture = None
+
+
+def log_kind(defaults: PartitionConfig) -> MachineKind:
+    """The partition log: records in, offsets out (broker/core/partition.py)."""
+
+    def create(gc: GroupContext) -> PartitionMachine:
+        max_bytes = gc.config.get("max.message.bytes")
+        return PartitionMachine(
+            PartitionConfig(
+                max_message_bytes=(
+                    int(max_bytes) if max_bytes is not None else defaults.max_message_bytes
+                ),
+                producer_expiry_ms=defaults.producer_expiry_ms,
+                limits=defaults.limits,
+            )
+        )
+
+    return MachineKind("partition-log", create)
+
+
+class PartitionService:
+    def __init__(self, ctx: NodeContext, store: GroupStore, registry: MachineRegistry) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.registry = registry
+        self.by_partition: dict[tuple[str, int], HostedGroup] = {}
+
+    # -- groups -----------------------------------------------------------------------------
+
+    def open(self, topic: TopicInfo, pi: PartitionInfo) -> None:
+        """Open the replica of `pi` this broker holds (no-op if open, or if placement named a
+        broker this node does not know yet)."""
+        ctx = self.ctx
+        if pi.group_id in ctx.host.groups:
+            return
+        members = []
+        for r in pi.replicas:
+            b = ctx.meta.brokers.get(r)
+            if b is None:
+                return
+            members.append(Member(b.id, b.incarnation))
+        fresh = not self.store.has_group(pi.group_id)
+        # A group created for an earlier incarnation of this broker (its data directory was
+        # lost since): join it empty, as a non-member, until its leader adds this incarnation
+        # (`reconcile`); the configuration arrives with the log.
+        mine = ctx.config.member in members
+        initial = ConfState(frozenset(members) if mine else frozenset())
+        storage = self.store.open_group(pi.group_id, initial if fresh else None)
+        kind = self.registry.kind_for(topic.name)
+        gc = GroupContext(pi.group_id, topic.name, pi.partition, topic.config)
+        machine = kind.create(gc)
+        from_snapshot = False
+        if not fresh:
+            machine.load(
+                self.store.load_apply_state(pi.group_id), self.store.load_records(pi.group_id)
+            )
+            snap = storage.snapshot()
+            if snap.meta.index > machine.applied_index:
+                # Compacted past the persisted apply state (a crash between the two writes,
+                # or an install whose apply state was not written yet): the snapshot it is.
+                machine = kind.create(gc)
+                machine.restore_snapshot(snap.data)
+                from_snapshot = True
+        g = ctx.host.open(pi.group_id, storage, kind, machine, self._policy(kind))
+        g.topic, g.partition = topic.name, pi.partition
+        g.dirty = from_snapshot  # persist the restored state, drop the records it lacks
+        self.by_partition[(topic.name, pi.partition)] = g
+        if pi.replicas[0] == ctx.config.node_id:
+            g.raft.campaign()  # the preferred leader does not wait for an election timeout
+        elif fresh:
+            # Its first campaign may reach replicas that have not opened the group yet: the
+            # others wait an extra election timeout, so it also wins with its second one and
+            # initial leaders stay spread as placement chose.
+            g.raft.delay_election(2 * ctx.config.election_ticks)
+
+    def _policy(self, kind: MachineKind) -> SnapshotPolicy:
+        c = self.ctx.config
+        if kind is not self.registry.default:
+            return PeriodicSnapshots(c.metadata_snapshot_entries, c.snapshot_catchup_entries)
+        if c.partition_retention_entries:
+            return RetentionPolicy(c.partition_retention_entries)
+        return NoSnapshots()
+
+    def drop(self, gid: int) -> None:
+        g = self.ctx.host.drop(gid, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "topic deleted")
+        if g is not None and g.topic is not None:
+            self.by_partition.pop((g.topic, g.partition), None)
+
+    def on_topic(self, topic: TopicInfo) -> None:
+        """A create or delete of `topic` applied."""
+        if topic.name in self.ctx.meta.topics:
+            for pi in topic.partitions:
+                if self.ctx.config.node_id in pi.replicas:
+                    self.open(topic, pi)
+        else:
+            for pi in topic.partitions:
+                self.drop(pi.group_id)
+
+    def sync(self) -> None:
+        """Open every partition group the metadata state gives this broker a replica of, and
+        drop every open one whose topic it no longer holds (after a snapshot replaced the
+        state without the commands that would have done so one by one)."""
+        ctx = self.ctx
+        wanted: set[int] = set()
+        for topic in ctx.meta.topics.values():
+            for pi in topic.partitions:
+                wanted.add(pi.group_id)
+                if ctx.config.node_id in pi.replicas:
+                    self.open(topic, pi)
+        stale = [gid for gid in ctx.host.groups if gid != METADATA_GROUP and gid not in wanted]
+        for gid in stale:
+            self.drop(gid)
+
+    def reconcile(self) -> None:
+        """Partition leaders: keep each group's members at the incarnations the metadata log
+        registers for its replicas (a broker whose data directory was lost registers a new
+        incarnation; the leader of every group it held carries out the replacement)."""
+        ctx = self.ctx
+        brokers = ctx.meta.brokers
+        for g in self.by_partition.values():
+            if not g.serving() or g.topic is None:
+                continue
+            pi = ctx.meta.partition(g.topic, g.partition)
+            if pi is None:
+                continue
+            for r in pi.replicas:
+                b = brokers.get(r)
+                if b is None:
+                    continue
+                want = Member(r, b.incarnation)
+                if stale_incarnation(g, want):
+                    keep_member(ctx.host, g, want)
+                    break  # at most one change per group in flight
+
+    def hosted(self) -> list[tuple[str, int]]:
+        return list(self.by_partition)
+
+    # -- the data path ----------------------------------------------------------------------
+
+    def _log(self, topic: str, partition: int) -> tuple[ErrorCode, str | None, HostedGroup | None]:
+        """The serving leader's group of a partition log, or why there is none."""
+        if self.ctx.meta.partition(topic, partition) is None:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None, None
+        g = self.by_partition.get((topic, partition))
+        if g is None or g.raft.role != Role.LEADER:
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, None, None
+        if not g.serving():
+            return ErrorCode.LEADER_NOT_AVAILABLE, None, None
+        if not isinstance(g.machine, PartitionMachine):
+            return ErrorCode.INVALID_TOPIC, f"{topic!r} runs {g.kind.name}, not a log", None
+        return ErrorCode.NONE, None, g
+
+    def produce(
+        self, token: int, slot: int, topic: str, partition: int, batch: bytes
+    ) -> tuple[ErrorCode, str | None]:
+        """Propose one batch; NONE means a Completion with its ApplyResult will follow."""
+        if topic.startswith(INTERNAL_PREFIX):
+            return ErrorCode.INVALID_TOPIC, f"topic {topic!r} is internal: clients cannot write it"
+        err, msg, g = self._log(topic, partition)
+        if g is None:
+            return err, msg
+        assert isinstance(g.machine, PartitionMachine)
+        try:
+            g.machine.validate(batch)
+        except BatchError as e:
+            return e.code, e.message
+        return self.ctx.host.propose_waiting(g, batch, token, slot)
+
+    def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int,
+        read_committed: bool,
+        *,
+        min_one: bool = True,
+    ) -> FetchResult:
+        """Whole batches from `offset` up to the high watermark (read_committed: the last
+        stable offset, equal to it until transactions exist), within max_bytes; with
+        `min_one`, the first batch even if it alone is larger (so a consumer never stalls).
+        OFFSET_OUT_OF_RANGE outside [log start offset, high watermark] (below it: deleted by
+        retention; the answer carries the log start offset to move to)."""
+        err, msg, g = self._log(topic, partition)
+        if g is None:
+            return FetchResult(err, message=msg)
+        m = g.machine
+        assert isinstance(m, PartitionMachine)
+        hw = m.high_watermark
+        err, pos = m.locate(offset)
+        if err != ErrorCode.NONE:
+            return FetchResult(
+                err,
+                hw,
+                hw,
+                m.log_start_offset,
+                message=f"offset {offset} not in [{m.log_start_offset}, {hw}]",
+            )
+        if pos < 0:
+            return FetchResult(ErrorCode.NONE, hw, hw, m.log_start_offset)
+        batches: list[tuple[int, bytes]] = []
+        size = 0
+        log = g.raft.log
+        for base_offset, raft_index, _ in m.index.items(pos):
+            got = log.slice(raft_index, raft_index + 1)
+            if not got:
+                break  # cannot happen: the index lists only batches the log holds
+            data = got[0].data
+            if (batches or not min_one) and size + len(data) > max_bytes:
+                break
+            batches.append((base_offset, data))
+            size += len(data)
+            if size >= max_bytes:
+                break
+        return FetchResult(ErrorCode.NONE, hw, hw, m.log_start_offset, tuple(batches))
+
+    def _machine(self, topic: str, partition: int) -> tuple[HostedGroup, PartitionMachine] | None:
+        g = self.by_partition.get((topic, partition))
+        if g is None or not isinstance(g.machine, PartitionMachine):
+            return None
+        return g, g.machine
+
+    def fetch_watch(self, topic: str, partition: int) -> tuple[int, int, bool]:
+        """(high watermark, Raft term, serving) of a hosted partition; (NO_OFFSET, NO_TERM,
+        False) for one this broker does not host."""
+        found = self._machine(topic, partition)
+        if found is None:
+            return (NO_OFFSET, -1, False)
+        g, m = found
+        return (m.high_watermark, g.raft.term, g.serving())
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        found = self._machine(topic, partition)
+        return NO_OFFSET if found is None else found[1].high_watermark
+
+    def list_offset(self, topic: str, partition: int, timestamp: int) -> tuple[ErrorCode, int]:
+        err, _, g = self._log(topic, partition)
+        if g is None:
+            return err, NO_OFFSET
+        m = g.machine
+        assert isinstance(m, PartitionMachine)
+        if timestamp == LATEST_TIMESTAMP:
+            return ErrorCode.NONE, m.high_watermark
+        if timestamp == EARLIEST_TIMESTAMP:
+            return ErrorCode.NONE, m.log_start_offset
+        return ErrorCode.NONE, m.offset_for_timestamp(timestamp)
