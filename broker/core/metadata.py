@@ -55,9 +55,20 @@ TOPIC_CONFIG_KEYS: dict[str, str] = {
     "retention.bytes": "int>=-1",
     "cleanup.policy": "delete|compact",
 }
+"""The keys a topic's configuration may hold, and the syntax of their values."""
+NOT_YET_ENFORCED: dict[str, str] = {
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+}
+"""Keys whose only value the broker accepts today is the one it enforces: records are kept
+until a partition's entry-count retention (a broker setting) deletes them, and never compacted
+by key. A new topic with any other value is refused (time and size retention are a later
+step). The metadata log still applies any syntactically valid value, so a log written before
+is replayed unchanged."""
 DEFAULT_TOPIC_CONFIG: dict[str, str] = {
     "max.message.bytes": str(1 << 20),
-    "retention.ms": str(7 * 24 * 3600 * 1000),
+    "retention.ms": "-1",
     "retention.bytes": "-1",
     "cleanup.policy": "delete",
 }
@@ -100,7 +111,25 @@ class MetaResult:
 
 
 def validate_topic_config(config: dict[str, str]) -> str | None:
-    """An error message for the first bad key or value, or None."""
+    """For a new topic: an error message for the first bad key or value, or for a value the
+    broker would not enforce (NOT_YET_ENFORCED), or None."""
+    bad = validate_topic_config_syntax(config)
+    if bad is not None:
+        return bad
+    for key, value in config.items():
+        enforced = NOT_YET_ENFORCED.get(key)
+        given = str(int(value)) if TOPIC_CONFIG_KEYS[key].startswith("int") else value
+        if enforced is not None and given != enforced:
+            return (
+                f"{key}={value!r} is not enforced by this broker yet: only {enforced!r} is "
+                "accepted (records are kept until the broker's retention deletes them)"
+            )
+    return None
+
+
+def validate_topic_config_syntax(config: dict[str, str]) -> str | None:
+    """An error message for the first unknown key or malformed value, or None (what the
+    metadata machine checks at apply)."""
     for key, value in config.items():
         rule = TOPIC_CONFIG_KEYS.get(key)
         if rule is None:
@@ -319,7 +348,7 @@ class MetadataMachine:
                 ErrorCode.NOT_ENOUGH_REPLICAS,
                 f"replication factor {rf} exceeds the {len(live)} live brokers",
             )
-        bad = validate_topic_config(config)
+        bad = validate_topic_config_syntax(config)
         if bad is not None:
             return MetaResult(ErrorCode.INVALID_CONFIG, bad)
         infos = []

@@ -146,7 +146,7 @@ class ClientCorpus:
 
     def create_topics(self) -> Request:
         r = self.rng
-        config = r.choice(({}, {"retention.ms": "60000"}, {"max.message.bytes": "4096"}))
+        config = r.choice(({}, {"retention.ms": "-1"}, {"max.message.bytes": "4096"}))
         topic = NewTopic(
             name=r.choice(FUZZ_TOPICS),
             partitions=r.choice((-1, 1, 2)),
@@ -190,7 +190,13 @@ class ClientCorpus:
         return ProduceRequest(
             topics=(ProduceTopic(name=r.choice(FUZZ_TOPICS), partitions=parts),),
             timeout_ms=r.randint(100, 2_000),
+            trace_context=r.choice((None, self.traceparent())),
         )
+
+    def traceparent(self) -> str:
+        """A valid W3C traceparent (sent only at PRODUCE v1: version 0 leaves it out)."""
+        r = self.rng
+        return f"00-{r.randrange(1, 1 << 128):032x}-{r.randrange(1, 1 << 64):016x}-01"
 
     def fetch(self) -> Request:
         r = self.rng

@@ -29,6 +29,7 @@ from consumers.errors import (
     TransactionsNotSupported,
     UnknownTopicError,
 )
+from tests.support.wait import poll_records
 
 
 def config(data_dir: Path, port: int = 0) -> BrokerConfig:
@@ -50,27 +51,19 @@ def address(b: Broker) -> str:
     return str(b.addresses.clients)
 
 
-async def consume(consumer: Consumer, count: int, *, timeout: float = 10.0) -> list[ConsumerRecord]:
-    records: list[ConsumerRecord] = []
-    with trio.fail_after(timeout):
-        while len(records) < count:
-            records.extend(await consumer.poll(timeout=1.0))
-    return records
-
-
 # --------------------------------------------------------------------------- admin
 
 
 async def test_admin_topic_lifecycle(broker: Broker) -> None:
     async with Admin(address(broker)) as admin:
-        await admin.create_topic("orders", partitions=3, config={"retention.ms": "60000"})
+        await admin.create_topic("orders", partitions=3, config={"max.message.bytes": "65536"})
         # Returns once led: every partition has a leader at once.
         described = await admin.describe_topic("orders")
         assert [p.partition for p in described.partitions] == [0, 1, 2]
         assert all(p.leader == 0 and p.replicas == (0,) for p in described.partitions)
         assert all(p.log_start_offset == 0 and p.high_watermark == 0 for p in described.partitions)
         assert described.replication_factor == 1
-        assert described.config.get("retention.ms") == "60000"
+        assert described.config.get("max.message.bytes") == "65536"
         await admin.create_topic("audit")
         assert [t.name for t in await admin.list_topics()] == ["audit", "orders"]
         with pytest.raises(TopicAlreadyExistsError):
@@ -156,7 +149,7 @@ async def test_produce_then_consume_with_assign_and_subscribe(broker: Broker) ->
 
     async with Consumer(addr) as c:
         c.assign([("events", p) for p in range(4)])
-        records = await consume(c, TOTAL)
+        records = await poll_records(c, TOTAL)
         check_exactly_once_in_order(records)
         assert await c.poll(timeout=0.2) == []  # nothing more, nothing twice
         for p in range(4):
@@ -189,7 +182,7 @@ async def test_send_and_wait_offset_reads_back_and_seek(broker: Broker) -> None:
     async with Consumer(addr) as c:
         c.assign([("t", 1)])
         c.seek(("t", 1), md.offset)
-        [first, *_] = await consume(c, 1)
+        [first, *_] = await poll_records(c, 1)
         assert (first.offset, first.key, first.value, first.headers) == (
             10,
             b"n",
@@ -198,7 +191,7 @@ async def test_send_and_wait_offset_reads_back_and_seek(broker: Broker) -> None:
         )
         assert first.timestamp == md.timestamp
         c.seek(("t", 1), 3)
-        again = await consume(c, 13)
+        again = await poll_records(c, 13)
         assert [r.offset for r in again] == list(range(3, 16))
         assert await c.position(("t", 1)) == 16
 
@@ -233,12 +226,12 @@ async def test_auto_offset_reset_latest(broker: Broker) -> None:
             for i in range(3):
                 await p.send("late", b"new-%d" % i)
             await p.flush()
-            records = await consume(c, 3)
+            records = await poll_records(c, 3)
             assert [r.value for r in records] == [b"new-0", b"new-1", b"new-2"]
             assert [r.offset for r in records] == [5, 6, 7]
     async with Consumer(addr, auto_offset_reset="earliest") as c:
         c.assign([("late", 0)])
-        assert len(await consume(c, 8)) == 8
+        assert len(await poll_records(c, 8)) == 8
 
 
 async def test_subscribe_picks_up_a_topic_created_later(broker: Broker) -> None:
@@ -252,7 +245,7 @@ async def test_subscribe_picks_up_a_topic_created_later(broker: Broker) -> None:
             for partition in range(3):
                 await p.send("fresh", b"hello-%d" % partition, partition=partition)
             await p.flush()
-        records = await consume(c, 3)
+        records = await poll_records(c, 3)
         assert sorted(r.value for r in records) == [b"hello-0", b"hello-1", b"hello-2"]  # type: ignore[type-var]
         assert c.assignment() == {("fresh", p) for p in range(3)}
 
@@ -295,7 +288,7 @@ async def test_corrupt_batch_is_raised_with_its_offsets_and_can_be_skipped(
 
     async with Consumer(addr) as c:
         c.assign([("bad", 0)])
-        before = await consume(c, 3)
+        before = await poll_records(c, 3)
         assert [r.value for r in before] == [b"good-0", b"good-1", b"good-2"]
         for _ in range(2):  # raised again until skipped: the position stays at the batch
             with pytest.raises(CorruptBatch) as caught:
@@ -305,7 +298,7 @@ async def test_corrupt_batch_is_raised_with_its_offsets_and_can_be_skipped(
             assert "record 0" in e.reason
             assert await c.position(("bad", 0)) == 3
         assert c.skip_corrupt(("bad", 0)) == 5
-        after = await consume(c, 3)
+        after = await poll_records(c, 3)
         assert [(r.offset, r.value) for r in after] == [
             (5, b"good-3"),
             (6, b"good-4"),
@@ -321,7 +314,7 @@ async def test_corrupt_batch_is_raised_with_its_offsets_and_can_be_skipped(
                 seen.append(record.offset)
         assert seen == [2]
         c.seek(("bad", 0), 5)
-        assert (await consume(c, 1))[0].offset == 5
+        assert (await poll_records(c, 1))[0].offset == 5
 
 
 # --------------------------------------------------------------------------- restart
@@ -362,7 +355,7 @@ async def test_idempotent_producer_resumes_across_a_broker_restart(tmp_path: Pat
                 acked[i] = (md.partition, md.offset)
         async with Consumer(addr) as c:
             c.assign([("durable", p) for p in range(4)])
-            records = await consume(c, total, timeout=20)
+            records = await poll_records(c, total, timeout=20)
             assert await c.poll(timeout=0.3) == []
         second_stop.set()
     values = [int(r.value) for r in records]  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from broker.core.machine import MachineRegistry
 from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, Completion, NodeConfig, Round
 from broker.core.partition import PartitionConfig
@@ -149,8 +150,10 @@ class Broker:
         partition: PartitionConfig | None = None,
         rack: str | None = None,
         options: dict[str, int] | None = None,
+        registry: MachineRegistry | None = None,
     ) -> None:
         self.store = store if store is not None else MemGroupStore()
+        self.registry = registry
         self.node_id = node_id
         self.incarnation = incarnation
         self.seed = seed
@@ -170,6 +173,7 @@ class Broker:
             random.Random(seed),
             bootstrap_cluster_id=cluster_id,
             advertised=advertised(node_id, incarnation, rack),
+            registry=registry,
         )
         self.handler = RequestHandler(self.node)
         self.completions: list[Completion] = []
@@ -235,6 +239,7 @@ class Broker:
             partition=self.partition_config,
             rack=self.rack,
             options=self.options,
+            registry=self.registry,
         )
         return b.boot() if boot else b
 

@@ -20,9 +20,13 @@ from broker.core.metadata import (
     cmd_delete_topic,
     cmd_init,
     cmd_register_broker,
+    validate_topic_config,
+    validate_topic_config_syntax,
 )
 from broker.wire.cbor import encode as cbor_encode
 from broker.wire.errors import ErrorCode
+from broker.wire.messages import CreateTopicsRequest, CreateTopicsResponse, NewTopic
+from tests.support.broker_harness import Broker
 
 
 def broker(i: int, rack: str | None = None, incarnation: int = 1) -> BrokerInfo:
@@ -363,3 +367,45 @@ def test_two_machines_applying_the_same_commands_are_equal() -> None:
     for c in reordered:
         other.apply(c)
     assert other.m.topics == machines[0].m.topics
+
+
+# -- honest configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("retention.ms", "60000"), ("retention.bytes", "1048576"), ("cleanup.policy", "compact")],
+)
+def test_a_setting_the_broker_does_not_enforce_is_refused_for_a_new_topic(
+    key: str, value: str
+) -> None:
+    bad = validate_topic_config({key: value})
+    assert bad is not None and key in bad and "not enforced" in bad
+    # The metadata log still applies it (a log written before is replayed unchanged).
+    assert validate_topic_config_syntax({key: value}) is None
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"retention.ms": "-1"}, {"retention.bytes": "-1"}, {"cleanup.policy": "delete"}, {}],
+)
+def test_the_enforced_values_are_accepted(config: dict[str, str]) -> None:
+    assert validate_topic_config(config) is None
+
+
+def test_a_create_request_with_an_unenforced_setting_gets_invalid_config() -> None:
+    b = Broker().boot()
+    req = CreateTopicsRequest(
+        topics=(
+            NewTopic(
+                name="t", partitions=1, replication_factor=1, config={"retention.ms": "60000"}
+            ),
+        ),
+        timeout_ms=1000,
+    )
+    reply = b.call(req)
+    assert isinstance(reply.body, CreateTopicsResponse)
+    (result,) = reply.body.topics
+    assert result.error == ErrorCode.INVALID_CONFIG
+    assert "retention.ms" in (result.message or "")
+    assert "t" not in b.node.meta.topics
