@@ -3,19 +3,19 @@
 Run with `python -m tests.bench.store_bench` (`--help` lists the flags). A benchmark: it prints
 figures and never asserts timing.
 
-For each durability mode (`inline`: write(sync=True) on the loop thread; `flush_wal_thread`:
-write(sync=False) then flush_wal(True) in a worker thread) and each shape (E entries of 100 B
+For each durability mode (`inline`: write(sync=True); `flush_wal_thread`: write(sync=False)
+then flush_wal(True), which releases the GIL while it syncs) and each shape (E entries of 100 B
 per round, spread over min(E, G) of G groups, rotating, each touched group also writing a
-hard state, as a Ready would), one writer task commits rounds back to back with
-`await store.commit_async(round)` for `--seconds`, on a fresh store. Reported: rounds/s,
+hard state, as a Ready would), one writer task commits rounds back to back as the broker's
+driver does (`store.commit(round)` on the loop thread, then a checkpoint) for `--seconds`, on
+a fresh store. Reported: rounds/s,
 entries/s, round latency p50/p99 (build + commit, microseconds), and the event-loop lag seen
 by a concurrent task that sleeps 1 ms in a loop (p99 and max overshoot, milliseconds). An idle
 loop's lag is printed first as the baseline.
 
 `--load` adds a third task that burns the CPU in 50 us slices between checkpoints, as the rest
 of a broker would (parsing, Raft stepping, sending): its column `bg %` is the share of wall
-time it got. Holding the GIL through a sync (inline) takes that time away from it; a flush in
-a worker thread (flush_wal_thread) leaves it to the loop.
+time it got.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ async def run_case(
                     rnd.add_ready(
                         g, Ready(rounds, hard_state=HardState(1, None, last), entries=ents)
                     )
-                await store.commit_async(rnd)
+                store.commit(rnd)
+                await trio.lowlevel.checkpoint()
                 latencies.append(time.perf_counter() - t0)
                 start = (start + touched) % n_groups
             stop.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trio
 
 from broker.core.raft import ConfState, Entry, HardState, Ready
 from broker.runtime.audit import DurabilityAudit, DurabilityViolation
@@ -107,11 +106,13 @@ def test_the_audit_rejects_impossible_reports() -> None:
 class EarlyAckStore(RocksStore):
     """Fault (a): makes the round visible (acknowledges) before its flush has completed."""
 
-    async def commit_async(self, rnd: WriteRound) -> None:
+    def commit(self, rnd: WriteRound) -> None:
         plan = self._prepare(rnd)
         self._write_plan(plan, sync=False)
         self._acknowledge(plan)
-        await self._flush_async()
+        token = self._flush_started()
+        self._flush_wal()
+        self._flush_completed(token)
 
 
 class NoSyncStore(RocksStore):
@@ -124,31 +125,23 @@ class NoSyncStore(RocksStore):
 
 
 class StaleFlushStore(RocksStore):
-    """Fault (b): relies on a flush that started (in a worker thread) before its write
-    returned, e.g. piggybacking on a flush already running for the previous round."""
+    """Fault (b): relies on a flush that started before its write returned, e.g.
+    piggybacking on a flush already running for the previous round."""
 
-    async def commit_async(self, rnd: WriteRound) -> None:
+    def commit(self, rnd: WriteRound) -> None:
         plan = self._prepare(rnd)
-        started = trio.Event()
-
-        async def flush() -> None:
-            token = self._flush_started()
-            started.set()
-            await trio.to_thread.run_sync(self._flush_wal)
-            self._flush_completed(token)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(flush)
-            await started.wait()
-            self._write_plan(plan, sync=False)  # returns after the flush started
+        token = self._flush_started()
+        self._write_plan(plan, sync=False)  # returns after the flush started
+        self._flush_wal()
+        self._flush_completed(token)
         self._acknowledge(plan)
 
 
-async def test_acknowledging_before_the_flush_completes_is_caught(tmp_path: Path) -> None:
+def test_acknowledging_before_the_flush_completes_is_caught(tmp_path: Path) -> None:
     store = open_store(tmp_path, EarlyAckStore, "flush_wal_thread")
     try:
         with pytest.raises(DurabilityViolation, match="index 1 acknowledged"):
-            await store.commit_async(round_for(store, 1))
+            store.commit(round_for(store, 1))
     finally:
         store.close()
 
@@ -162,22 +155,20 @@ def test_acknowledging_an_unsynced_write_is_caught(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_a_flush_that_started_before_the_write_is_caught(tmp_path: Path) -> None:
+def test_a_flush_that_started_before_the_write_is_caught(tmp_path: Path) -> None:
     store = open_store(tmp_path, StaleFlushStore, "flush_wal_thread")
     try:
         with pytest.raises(DurabilityViolation, match="index 1 acknowledged"):
-            await store.commit_async(round_for(store, 1))
+            store.commit(round_for(store, 1))
     finally:
         store.close()
 
 
 @pytest.mark.parametrize("mode", ["inline", "flush_wal_thread"])
-async def test_the_correct_paths_pass(tmp_path: Path, mode: str) -> None:
+def test_the_correct_paths_pass(tmp_path: Path, mode: str) -> None:
     store = open_store(tmp_path, RocksStore, mode)
     try:
-        for n in range(1, 4):
-            await store.commit_async(round_for(store, n))
-        for n in range(4, 7):
+        for n in range(1, 7):
             store.commit(round_for(store, n))
         audit = store.audit
         assert audit is not None

@@ -418,20 +418,20 @@ def test_a_commit_index_only_round_is_written_without_a_sync(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("mode", ["inline", "flush_wal_thread"])
-async def test_commit_async_makes_the_round_durable_then_visible(tmp_path: Path, mode: str) -> None:
+def test_commit_makes_the_round_durable_then_visible(tmp_path: Path, mode: str) -> None:
     with RocksStore.open(tmp_path, 0, durability=mode, audit=True) as s:  # type: ignore[arg-type]
         g = s.create_group(1, C0)
         for n in range(1, 6):
             rnd = WriteRound()
             rnd.add_ready(g, ready(n, ents(n, n + 1, 1), HardState(1, (0, 1), n - 1)))
-            await s.commit_async(rnd)
+            s.commit(rnd)
             assert g.last_index() == n
             assert s.audit is not None
             s.audit.assert_durable(1, n)
         assert s.audit is not None and s.audit.checks >= 10
         rnd = WriteRound()
         rnd.append(g, ents(6, 7, 1))
-        s.commit(rnd)  # the synchronous path of the same mode
+        s.commit(rnd)
         assert g.last_index() == 6
 
 
@@ -441,7 +441,7 @@ async def test_writes_are_refused_while_a_commit_is_in_flight(tmp_path: Path) ->
         refused: list[str] = []
 
         async def meddle() -> None:
-            while not s.commit_in_flight:
+            while not s._in_flight:  # the guard's own flag: a commit in another thread
                 await trio.lowlevel.checkpoint()
             with pytest.raises(StoreError, match="in flight") as info:
                 append(s, g, ents(2, 3, 1))
@@ -453,7 +453,7 @@ async def test_writes_are_refused_while_a_commit_is_in_flight(tmp_path: Path) ->
             await trio.lowlevel.checkpoint()
             rnd = WriteRound()
             rnd.append(g, ents(1, 2, 1))
-            await s.commit_async(rnd)
+            await trio.to_thread.run_sync(s.commit, rnd)
         assert refused and g.last_index() == 1
 
 
@@ -575,7 +575,7 @@ async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> N
     g = s.create_group(1, C0)
 
     async def try_close() -> None:
-        while not s.commit_in_flight:
+        while not s._in_flight:  # the guard's own flag: a commit in another thread
             await trio.lowlevel.checkpoint()
         with pytest.raises(StoreError, match="in flight"):
             s.close()
@@ -585,7 +585,7 @@ async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> N
         await trio.lowlevel.checkpoint()
         rnd = WriteRound()
         rnd.append(g, ents(1, 2, 1))
-        await s.commit_async(rnd)
+        await trio.to_thread.run_sync(s.commit, rnd)
     s.close()
     with pytest.raises(StoreClosedError):
         s.read_apply(1)

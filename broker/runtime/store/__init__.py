@@ -3,8 +3,7 @@
 `RocksStore.open(data_dir, node_id)` opens (or creates) `<data_dir>/db`; `store.group(id)` /
 `store.create_group(id, conf)` give each Raft group a `GroupStorage` (a LogStorage with
 MemoryStorage's semantics); the driver persists each loop round with one `WriteRound` and
-`store.commit(round)` (`await store.commit_async(round)` is the same from a Trio task, its
-sync in a worker thread). The durability audit is `broker.runtime.audit`.
+`store.commit(round)`. The durability audit is `broker.runtime.audit`.
 
 Modules, in dependency order: each imports only modules listed before it (and no module
 reads another's private names):

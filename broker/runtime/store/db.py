@@ -13,11 +13,11 @@ Column families (names and keys in codec.py; commit planning in plan.py):
 - `meta`       identity: node_id, format_version, cluster_id, incarnation, created_at (ms
   since the epoch, a record for operators: the store never reads it back).
 
-Durability: `commit(round)` / `await commit_async(round)` do ONE `db.write(WriteBatch)` and make
-it durable before the groups' in-memory views change and before they return. Mode `inline`
-writes with sync=True on the calling thread (holding the GIL, so it stalls the event loop for
-the sync); mode `flush_wal_thread` writes with sync=False, then runs `flush_wal(True)` in a
-worker thread (the GIL is released while it syncs). A round whose only change is a higher
+Durability: `commit(round)` does ONE `db.write(WriteBatch)` and makes it durable before the
+groups' in-memory views change and before it returns. Mode `inline` writes with sync=True
+(rocksdict holds the GIL through the sync); mode `flush_wal_thread` writes with sync=False,
+then calls `flush_wal(True)`, which releases the GIL while it syncs, so the broker's other
+threads run meanwhile. A round whose only change is a higher
 commit index or state-machine data is written without a sync (Ready.must_sync semantics).
 A failed write leaves the store failed: every later write raises (fail-stop). At most one
 commit is in flight; reads are allowed meanwhile and see the views as of the last durable
@@ -36,7 +36,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-import trio
 from rocksdict import (
     ColumnFamily,
     DbClosedError,
@@ -339,11 +338,6 @@ class RocksStore:
     def audit(self) -> DurabilityAudit | None:
         return self._audit
 
-    @property
-    def commit_in_flight(self) -> bool:
-        """A commit wrote its batch and waits for its sync (writes are refused meanwhile)."""
-        return self._in_flight
-
     def record_cluster_id(self, cluster_id: str) -> None:
         """Record the cluster this broker joined (write once, synced). Recording the same id
         again is a no-op; another id raises StoreIdentityError."""
@@ -512,37 +506,6 @@ class RocksStore:
         finally:
             self._in_flight = False
         self._acknowledge(plan)
-
-    async def commit_async(self, rnd: WriteRound) -> None:
-        """As commit(); in flush_wal_thread mode the flush runs in a worker thread while the
-        event loop keeps running. Not cancellable once the write is issued (the views must
-        match the disk)."""
-        if self._durability == "inline":
-            self.commit(rnd)
-            # A checkpoint, as every Trio async call is one, but not a cancellation point:
-            # the round is committed and the caller must learn so.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        plan = self._prepare(rnd)
-        if plan.batch.is_empty():
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        self._in_flight = True
-        try:
-            with trio.CancelScope(shield=True):
-                self._write_plan(plan, sync=False)
-                if plan.needs_sync:
-                    await self._flush_async()
-        finally:
-            self._in_flight = False
-        self._acknowledge(plan)
-
-    async def _flush_async(self) -> None:
-        """flush_wal(True) in a worker thread; the audit counts only writes that had
-        returned when the flush started."""
-        token = self._flush_started()
-        await trio.to_thread.run_sync(self._flush_wal)
-        self._flush_completed(token)
 
     def _flush_started(self) -> int:
         return self._audit.flush_started() if self._audit is not None else self._seq

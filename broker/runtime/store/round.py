@@ -1,12 +1,11 @@
 """WriteRound: everything one driver loop round must persist, across all groups.
 
 The driver adds each group's Readies (snapshot, entries, hard state, in Ready order), the state
-machines' apply state and offset-index changes, then calls `store.commit(round)` or
-`await store.commit_async(round)`: one `db.write(WriteBatch)`, made durable once, after which
-the groups' in-memory views show the writes. A round records typed operations only (the `*Op`
-classes below, in `ops`); keys, range deletes and encodings are computed at commit (plan.py),
-against the views as they are then (so a round may be filled while the previous one is still
-syncing). A round is committed at most once.
+machines' apply state and keyed records, then calls `store.commit(round)`: one
+`db.write(WriteBatch)`, made durable once, after which the groups' in-memory views show the
+writes. A round records typed operations only (the `*Op` classes below, in `ops`); keys, range
+deletes and encodings are computed at commit (plan.py), against the views as they are then. A
+round is committed at most once.
 """
 
 from __future__ import annotations
