@@ -5,12 +5,15 @@ A round has the shape of the Raft Ready protocol batched across every group of t
 (Readies, the machines' keyed writes, dropped groups), snapshots and compactions to write once
 that write is durable, and the node's reports for the controller. Operations started by client
 or peer calls complete as `Completion`s of a round.
+
+`begin_round` and `end_round` are the one sequence every runtime follows (the Trio driver, the
+unit harness and the cluster simulator differ only in how they send, write and complete).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from broker.core.machine import MachineWrites
 from broker.core.peer_codec import BrokerHeartbeat
@@ -67,3 +70,45 @@ class Round:
     (empty when it applied nothing)."""
     compactions: list[Compaction] = field(default_factory=list)
     """Written after the rest of the round is durable (see Compaction)."""
+
+
+class RoundIO(Protocol):
+    """What a round needs of whoever runs it (the Trio driver, the unit harness, the cluster
+    simulator): sending, and handing completions to the request layer."""
+
+    def send(self, envelopes: list[Envelope]) -> None:
+        """Raft messages to peers (grouped per broker by the caller)."""
+        ...
+
+    def send_heartbeats(self, heartbeats: list[tuple[int, BrokerHeartbeat]]) -> None: ...
+
+    def complete(self, completions: list[Completion]) -> None: ...
+
+
+class RoundNode(Protocol):
+    """The node as a round sees it."""
+
+    def start_round(self) -> Round: ...
+
+    def apply_committed(self, rnd: Round) -> list[Completion]: ...
+
+    def finish_round(self, rnd: Round) -> tuple[list[Envelope], list[Completion]]: ...
+
+
+def begin_round(node: RoundNode, io: RoundIO) -> Round:
+    """The first half of every round, the same for every runtime: take the round, send what
+    may leave before the write, apply what is durable already and complete it. The caller
+    then writes the round (ONE synced write, then its compactions) and calls `end_round`."""
+    rnd = node.start_round()
+    io.send(rnd.messages)
+    io.send_heartbeats(rnd.heartbeats)
+    io.complete(node.apply_committed(rnd))
+    return rnd
+
+
+def end_round(node: RoundNode, rnd: Round, io: RoundIO) -> None:
+    """The second half, once the round's write is durable: release what waited for it,
+    apply the rest, complete."""
+    after, done = node.finish_round(rnd)
+    io.send(after)
+    io.complete(done)

@@ -28,8 +28,10 @@ from broker.core.machine import MachineRegistry
 from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, Completion, NodeConfig, Round
 from broker.core.partition import PartitionConfig
+from broker.core.peer_codec import BrokerHeartbeat
 from broker.core.raft import ConfState, Entry, MemoryStorage
 from broker.core.requests import Reply, RequestHandler
+from broker.core.rounds import Envelope, begin_round, end_round
 from broker.wire.api import ApiKey
 from broker.wire.batch import Record, encode_batch
 from broker.wire.messages import Request
@@ -185,20 +187,16 @@ class Broker:
     # -- driving ------------------------------------------------------------------------------
 
     def round(self) -> list[Completion]:
-        """One round, exactly as the driver runs it. Returns the round's completions."""
-        node = self.node
-        rnd = node.start_round()
-        early = node.apply_committed(rnd)
+        """One round, exactly as the driver runs it (begin_round, the write, end_round).
+        Returns the round's completions."""
+        io = _HarnessIO(self)
+        rnd = begin_round(self.node, io)
         self.store.write_round(rnd)
-        _after, done = node.finish_round(rnd)
-        done = early + done
+        end_round(self.node, rnd, io)
         self.rounds += 1
         for gid, rd in rnd.readies:
             self.applied.extend(Applied(gid, e) for e in rd.committed_entries)
-        self.completions.extend(done)
-        for token, reply in self.handler.complete(done):
-            self.replies[token] = reply
-        return done
+        return io.done
 
     def run(self, max_rounds: int = 200) -> list[Completion]:
         """Rounds while the node has work; every completion of those rounds."""
@@ -293,6 +291,27 @@ class Broker:
         self.run()
         assert token in self.replies, "request not answered after the node went idle"
         return self.replies[token]
+
+
+class _HarnessIO:
+    """A single broker sends nothing; completions go to the RequestHandler."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.done: list[Completion] = []
+
+    def send(self, envelopes: list[Envelope]) -> None:
+        return None
+
+    def send_heartbeats(self, heartbeats: list[tuple[int, BrokerHeartbeat]]) -> None:
+        return None
+
+    def complete(self, completions: list[Completion]) -> None:
+        b = self.broker
+        self.done.extend(completions)
+        b.completions.extend(completions)
+        for token, reply in b.handler.complete(completions):
+            b.replies[token] = reply
 
 
 def entry_indexes(applied: Sequence[Applied], group_id: int) -> list[int]:

@@ -17,6 +17,7 @@ from broker.core.metadata import METADATA_GROUP, BrokerInfo
 from broker.core.node import BrokerNode, Completion, Envelope, NodeConfig
 from broker.core.partition import PartitionMachine
 from broker.core.peer_codec import BrokerHeartbeat
+from broker.core.rounds import begin_round, end_round
 from broker.runtime.groups import RocksGroupStore, round_writes, write_compactions
 from broker.runtime.store import RocksStore
 from broker.wire.errors import ErrorCode
@@ -55,6 +56,26 @@ class RocksBroker:
         self.store.close()
         self.store = RocksStore.open(self.path, self.id, audit=True)
         self.node = self._new_node()
+
+
+class _ClusterIO:
+    """Broker `src`'s sends go to the cluster's inbox; its completions to the record."""
+
+    def __init__(self, cluster: MiniCluster, src: int) -> None:
+        self.cluster = cluster
+        self.src = src
+
+    def send(self, envelopes: list[Envelope]) -> None:
+        self.cluster._send(self.src, envelopes)
+
+    def send_heartbeats(self, heartbeats: list[tuple[int, BrokerHeartbeat]]) -> None:
+        c = self.cluster
+        for dst, hb in heartbeats:
+            if dst in c.up:
+                c.inbox.append((dst, functools.partial(c._heartbeat, self.src, dst, hb)))
+
+    def complete(self, completions: list[Completion]) -> None:
+        self.cluster.completions.extend(completions)
 
 
 class MiniCluster:
@@ -97,21 +118,15 @@ class MiniCluster:
     def _rounds(self, i: int) -> None:
         b = self.brokers[i]
         node, store = b.node, b.store
+        io = _ClusterIO(self, i)
         while node.has_work():
-            rnd = node.start_round()
-            self._send(i, rnd.messages)
-            for dst, hb in rnd.heartbeats:
-                if dst in self.up:
-                    self.inbox.append((dst, functools.partial(self._heartbeat, i, dst, hb)))
-            early = node.apply_committed(rnd)
+            rnd = begin_round(node, io)
             store.commit(round_writes(store, rnd))
             write_compactions(store, rnd)
             self.installs.extend((i, gid) for gid, rd in rnd.readies if rd.snapshot is not None)
-            after, done = node.finish_round(rnd)
-            self._send(i, after)
+            end_round(node, rnd, io)
             if node.meta.cluster_id is not None and store.cluster_id is None:
                 store.record_cluster_id(node.meta.cluster_id)
-            self.completions.extend(early + done)
 
     def settle(self) -> None:
         for _ in range(10_000):
