@@ -30,8 +30,10 @@ class CorruptionError(StoreError):
 
 
 class CorruptEntryError(CorruptionError):
-    """The log entry at (group, index) is corrupt or missing. The replica stops serving and
-    voting for the group and repairs it from the leader."""
+    """The log entry at (group, index) is corrupt or missing (its CRC does not match, or a
+    key is absent). Raised to the reader: a request that hits it is answered
+    UNKNOWN_SERVER_ERROR; inside a round it stops the broker (fail-stop). Repairing the entry
+    from the leader is not built."""
 
     def __init__(self, group: int, index: int, reason: str = "checksum mismatch") -> None:
         super().__init__(f"group {group}: log entry {index} is corrupt ({reason})")
