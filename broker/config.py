@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from broker.wire.api import ApiKey, VersionRange, capped
 
 
 class ConfigError(ValueError):
@@ -106,6 +109,11 @@ class BrokerConfig:
     catchup_bytes_per_s: int = 50 << 20
     """Replication to replicas catching up, per broker (all its leaders together); 0: no
     throttle."""
+    max_api_versions: Mapping[ApiKey, int] = field(default_factory=dict)
+    """Per API, the newest client-protocol version this broker serves (TOML: a table of API
+    names, `[max_api_versions]` `fetch = 0`): it advertises no more and refuses newer
+    requests with UNSUPPORTED_VERSION. For a rolling upgrade (serve the old versions until
+    every broker runs the new code) or to switch off a faulty version. Default: all."""
 
     @classmethod
     def load(
@@ -171,6 +179,15 @@ class BrokerConfig:
             raise ConfigError("catchup_bytes_per_s must be >= 0 (0: unthrottled)")
         if not 1 <= self.max_message_bytes <= self.max_frame_bytes:
             raise ConfigError("max_message_bytes must be 1..max_frame_bytes")
+        try:
+            capped(self.max_api_versions)
+        except ValueError as e:
+            raise ConfigError(f"max_api_versions: {e}") from None
+
+    @property
+    def api_versions(self) -> dict[ApiKey, VersionRange]:
+        """The version range of each client API this broker serves."""
+        return capped(self.max_api_versions)
 
     @property
     def is_single_node(self) -> bool:
@@ -203,6 +220,8 @@ def _convert(key: str, raw: Any) -> Any:
             return text in ("1", "true", "yes")
         if key in ("idle_timeout_s", "stall_timeout_s"):
             return float(raw)
+        if key == "max_api_versions":
+            return _api_caps(raw)
         if isinstance(raw, bool):
             raise ConfigError(f"{key}: expected a number, got {raw!r}")
         return int(raw)
@@ -210,3 +229,19 @@ def _convert(key: str, raw: Any) -> Any:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{key}: bad value {raw!r}") from None
+
+
+def _api_caps(raw: Any) -> dict[ApiKey, int]:
+    """`{"fetch": 0, ...}` (API names in any case) as {ApiKey.FETCH: 0, ...}."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"max_api_versions: expected a table of API names, got {raw!r}")
+    caps: dict[ApiKey, int] = {}
+    for name, version in raw.items():
+        key = ApiKey.__members__.get(str(name).upper())
+        if key is None:
+            known = ", ".join(k.name.lower() for k in ApiKey)
+            raise ConfigError(f"max_api_versions: unknown API {name!r} (known: {known})")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ConfigError(f"max_api_versions.{name}: expected a version number")
+        caps[key] = version
+    return caps

@@ -3,9 +3,12 @@
 Theory of operation
 -------------------
 `Connection.run` (started with `nursery.start`) connects within `connect_timeout_s`, sends
-API_VERSIONS, negotiates a version for every API this client speaks (a broker that lacks one,
-or answers UNSUPPORTED_VERSION, is refused with UnsupportedVersionError), reports itself
-started, and then reads frames until the connection ends.
+API_VERSIONS (at this client's newest version), negotiates per API the highest version both
+sides speak (`versions`; a broker refusing that API_VERSIONS with UNSUPPORTED_VERSION lists its
+ranges in the refusal, which serve as well; a broker that lacks an API, or refuses without
+ranges, is refused with UnsupportedVersionError), reports itself started, and then reads
+frames until the connection ends. Every request goes out, and its answer is read, at the
+version negotiated for its API on this connection.
 
 A request is `submit`ted (a slot of the in-flight limit is taken, a correlation id allocated,
 the frame written under a FIFO lock: frames leave in submit order, which the producer relies
@@ -59,6 +62,7 @@ class Pending:
     connection: Connection
     correlation_id: int
     api_key: ApiKey
+    api_version: int
     deadline: float
     event: trio.Event = field(default_factory=trio.Event)
     payload: bytes | None = None
@@ -99,6 +103,7 @@ class Connection:
         """The broker's node id, from its API_VERSIONS answer."""
         self.cluster_id: str | None = None
         self.versions: dict[ApiKey, int] = {}
+        """The version of each API this connection speaks: the highest both sides support."""
         self._stream: trio.SocketStream | None = None
         self._slots = trio.Semaphore(max_in_flight)
         self._send_lock = trio.StrictFIFOLock()
@@ -169,7 +174,12 @@ class Connection:
             raise BrokerUnavailableError(f"cannot connect to {where}: {e}") from None
         stream = self._stream
         decoder = self._decoder
-        frame = encode_request(ApiVersionsRequest(), 0, self.client_id)
+        frame = encode_request(
+            ApiVersionsRequest(),
+            0,
+            self.client_id,
+            api_version=SUPPORTED_VERSIONS[ApiKey.API_VERSIONS][1],
+        )
         try:
             with trio.fail_after(self.connect_timeout_s):
                 await stream.send_all(frame)
@@ -190,10 +200,9 @@ class Connection:
             env = decode_response(payload, ApiKey.API_VERSIONS, self.limits)
         except WireError as e:
             raise BrokerUnavailableError(f"handshake with {where}: {e}") from None
-        if env.error is not ErrorCode.NONE:
-            raise error_for(env.error, env.message)
         body = env.body
-        assert isinstance(body, ApiVersionsResponse)
+        if not isinstance(body, ApiVersionsResponse):  # a refusal without the ranges
+            raise error_for(env.error, env.message)
         chosen = negotiate(SUPPORTED_VERSIONS, body.versions())
         missing = sorted(k.name for k in SUPPORTED_VERSIONS if k not in chosen)
         if missing:
@@ -278,9 +287,10 @@ class Connection:
             self._ids = itertools.count(2)
             cid = 1
         timeout = self.request_timeout_s if timeout_s is None else timeout_s
-        slot = Pending(self, cid, api_key, trio.current_time() + timeout)
+        version = self.versions[api_key]
+        slot = Pending(self, cid, api_key, version, trio.current_time() + timeout)
         try:
-            frame = encode_request(request, cid, self.client_id, api_version=self.versions[api_key])
+            frame = encode_request(request, cid, self.client_id, api_version=version)
         except BaseException:
             self._release(slot)
             raise
@@ -331,7 +341,7 @@ class Connection:
         payload = slot.payload
         assert payload is not None
         try:
-            env = decode_response(payload, slot.api_key, self.limits)
+            env = decode_response(payload, slot.api_key, self.limits, api_version=slot.api_version)
         except WireError as e:
             raise InvalidRequestError(
                 f"malformed {slot.api_key.name} response from {self.address}: {e.message}",

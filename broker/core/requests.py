@@ -4,15 +4,23 @@ A request either answers at once (metadata, describe cluster, fetch, list offset
 and any request refused up front) or starts operations on the node under a token and answers
 when their Completions have all arrived (produce: one per partition; create/delete topics: one
 per topic, and a create's second wait for its partitions' leaders; init producer id). The
-runtime encodes the `Reply`, times requests out (`abandon`), and long-polls fetches (it calls
-`fetch` again when a partition's high watermark moves).
+runtime encodes the `Reply` at the request's version, times requests out (`abandon`), and
+long-polls fetches (it calls `fetch` again when a partition's high watermark moves).
+
+Dispatch is by table: `_ROUTES` maps every ApiKey to its handler, `_FINISHERS` every API that
+waits on Completions to the method that builds its answer. Bodies are built whole (every field
+of the newest version); encoding leaves out what the request's version lacks. `versions` is
+the table the broker serves (SUPPORTED_VERSIONS, or less with `max_api_versions`): API_VERSIONS
+lists it, and refuses a version outside it with UNSUPPORTED_VERSION and the ranges.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from broker.core.cluster_answers import describe_cluster_response, metadata_response
 from broker.core.metadata import (
     TopicInfo,
     validate_topic_config,
@@ -20,15 +28,14 @@ from broker.core.metadata import (
 )
 from broker.core.node import BrokerNode, Completion, FetchResult
 from broker.core.partition import ApplyResult
-from broker.wire.api import SUPPORTED_VERSIONS
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
+from broker.wire.batch import BatchError, parse_header
 from broker.wire.errors import ErrorCode
+from broker.wire.limits import INT32_MAX, MAX_FRAME_BYTES_CEILING, Limits
 from broker.wire.messages import (
     ApiVersionRange,
     ApiVersionsRequest,
     ApiVersionsResponse,
-    BrokerInfo,
-    ClusterBroker,
-    ClusterPartition,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteTopicsRequest,
@@ -36,6 +43,7 @@ from broker.wire.messages import (
     DescribeClusterRequest,
     DescribeClusterResponse,
     FetchedBatch,
+    FetchPartition,
     FetchPartitionResult,
     FetchRequest,
     FetchResponse,
@@ -49,7 +57,6 @@ from broker.wire.messages import (
     ListOffsetsTopicResult,
     MetadataRequest,
     MetadataResponse,
-    PartitionInfo,
     ProducePartitionResult,
     ProduceRequest,
     ProduceResponse,
@@ -58,7 +65,6 @@ from broker.wire.messages import (
     Response,
     TopicResult,
 )
-from broker.wire.messages import TopicInfo as WireTopicInfo
 from broker.wire.protocol import RequestHeader
 
 MAX_EPOCH = (1 << 15) - 1
@@ -84,33 +90,19 @@ class _Pending:
 
 
 class RequestHandler:
-    def __init__(self, node: BrokerNode) -> None:
+    def __init__(
+        self, node: BrokerNode, versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS
+    ) -> None:
         self.node = node
+        self.versions = versions
+        """The version ranges this broker serves (at most SUPPORTED_VERSIONS)."""
         self._pending: dict[int, _Pending] = {}
 
     # ---------------------------------------------------------------------------------------
 
     def handle(self, token: int, header: RequestHeader, request: Request) -> Reply | None:
         """A Reply now, or None: `complete` will produce it later under `token`."""
-        if isinstance(request, ProduceRequest):
-            return self._produce(token, header, request)
-        if isinstance(request, FetchRequest):
-            body, _ = self.fetch(request)
-            return Reply(header.correlation_id, ErrorCode.NONE, None, body)
-        if isinstance(request, MetadataRequest):
-            return Reply(header.correlation_id, ErrorCode.NONE, None, self.metadata(request))
-        if isinstance(request, DescribeClusterRequest):
-            return Reply(header.correlation_id, ErrorCode.NONE, None, self.describe_cluster())
-        if isinstance(request, ListOffsetsRequest):
-            return Reply(header.correlation_id, ErrorCode.NONE, None, self._list_offsets(request))
-        if isinstance(request, CreateTopicsRequest):
-            return self._create_topics(token, header, request)
-        if isinstance(request, DeleteTopicsRequest):
-            return self._delete_topics(token, header, request)
-        if isinstance(request, InitProducerIdRequest):
-            return self._init_producer_id(token, header, request)
-        assert isinstance(request, ApiVersionsRequest)
-        return Reply(header.correlation_id, ErrorCode.NONE, None, self.api_versions())
+        return _ROUTES[request.API_KEY](self, token, header, request)
 
     def complete(self, completions: list[Completion]) -> list[tuple[int, Reply]]:
         done: list[tuple[int, Reply]] = []
@@ -158,36 +150,36 @@ class RequestHandler:
         return p.waiting == 0
 
     def _finish(self, p: _Pending) -> Reply:
-        corr = p.header.correlation_id
-        req = p.request
-        if isinstance(req, ProduceRequest):
-            return Reply(
-                corr, ErrorCode.NONE, None, _produce_response(req, p.results, self.node.leader_hint)
-            )
-        if isinstance(req, CreateTopicsRequest):
-            names = [t.name for t in req.topics]
-            return Reply(
-                corr,
-                ErrorCode.NONE,
-                None,
-                CreateTopicsResponse(topics=_topic_results(names, p.results)),
-            )
-        if isinstance(req, DeleteTopicsRequest):
-            return Reply(
-                corr,
-                ErrorCode.NONE,
-                None,
-                DeleteTopicsResponse(topics=_topic_results(list(req.names), p.results)),
-            )
-        if isinstance(req, InitProducerIdRequest):
-            first = p.results[0]
-            assert isinstance(first, tuple)
-            err, msg, pid = first
-            if err != ErrorCode.NONE:
-                return Reply(corr, err, msg, None)
-            body = InitProducerIdResponse(producer_id=pid, producer_epoch=0)
-            return Reply(corr, ErrorCode.NONE, None, body)
-        return Reply(corr, ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected pending request", None)
+        return _FINISHERS[p.request.API_KEY](self, p.header.correlation_id, p.request, p.results)
+
+    def _produce_done(self, corr: int, req: ProduceRequest, results: list[object]) -> Reply:
+        body = _produce_response(req, results, self.node.leader_hint)
+        return Reply(corr, ErrorCode.NONE, None, body)
+
+    def _create_topics_done(
+        self, corr: int, req: CreateTopicsRequest, results: list[object]
+    ) -> Reply:
+        names = [t.name for t in req.topics]
+        body = CreateTopicsResponse(topics=_topic_results(names, results))
+        return Reply(corr, ErrorCode.NONE, None, body)
+
+    def _delete_topics_done(
+        self, corr: int, req: DeleteTopicsRequest, results: list[object]
+    ) -> Reply:
+        body = DeleteTopicsResponse(topics=_topic_results(list(req.names), results))
+        return Reply(corr, ErrorCode.NONE, None, body)
+
+    def _init_producer_id_done(
+        self, corr: int, req: InitProducerIdRequest, results: list[object]
+    ) -> Reply:
+        first = results[0]
+        assert isinstance(first, tuple)
+        err, msg, pid = first
+        if err != ErrorCode.NONE:
+            return Reply(corr, err, msg, None)
+        return Reply(
+            corr, ErrorCode.NONE, None, InitProducerIdResponse(producer_id=pid, producer_epoch=0)
+        )
 
     def _park(
         self, token: int, header: RequestHeader, req: Request, results: list[object]
@@ -235,7 +227,7 @@ class RequestHandler:
                 r = self.node.fetch(
                     t.name, fp.partition, fp.offset, limit, committed, min_one=total == 0
                 )
-                parts.append(_fetch_partition(t.name, fp.partition, r, self.node.leader_hint))
+                parts.append(_fetch_partition(t.name, fp, r, self.node.leader_hint))
                 total += r.size
                 budget -= r.size
             topics.append(FetchTopicResult(name=t.name, partitions=tuple(parts)))
@@ -255,101 +247,32 @@ class RequestHandler:
     # -- metadata and offsets ---------------------------------------------------------------
 
     def metadata(self, req: MetadataRequest) -> MetadataResponse:
-        meta = self.node.meta
-        brokers = tuple(
-            BrokerInfo(id=b.id, host=b.host, port=b.port, rack=b.rack)
-            for _, b in sorted(meta.brokers.items())
-        )
-        names = sorted(meta.topics) if req.topics is None else list(req.topics)
-        topics = []
-        for name in names:
-            t = meta.topics.get(name)
-            if t is None:
-                topics.append(
-                    WireTopicInfo(
-                        name=name,
-                        error=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                        partitions=(),
-                        replication_factor=0,
-                        config={},
-                    )
-                )
-                continue
-            parts = []
-            for pi in t.partitions:
-                v = self.node.partition_view(pi)
-                err = ErrorCode.NONE if v.leader is not None else ErrorCode.LEADER_NOT_AVAILABLE
-                parts.append(
-                    PartitionInfo(
-                        partition=pi.partition,
-                        leader=v.leader,
-                        leader_term=v.leader_term,
-                        replicas=v.replicas,
-                        error=err,
-                    )
-                )
-            topics.append(
-                WireTopicInfo(
-                    name=name,
-                    error=ErrorCode.NONE,
-                    partitions=tuple(parts),
-                    replication_factor=t.replication_factor,
-                    config=dict(t.config),
-                )
-            )
-        return MetadataResponse(
-            cluster_id=meta.cluster_id,
-            controller=self.node.controller,
-            brokers=brokers,
-            topics=tuple(topics),
-        )
+        return metadata_response(self.node, req)
 
     def describe_cluster(self) -> DescribeClusterResponse:
-        """Brokers (sorted by id) with the liveness the metadata log records, and every
-        partition (sorted by topic, partition) with its leader, replicas and replication
-        progress as `BrokerNode.describe_partitions` knows them. Any broker answers from its
-        own copy of the metadata log; a non-controller knows the caught-up replicas and commit
-        lag only of the groups it leads (elsewhere: none and -1)."""
-        meta = self.node.meta
-        brokers = tuple(
-            ClusterBroker(
-                id=b.id,
-                host=b.host,
-                port=b.port,
-                rack=b.rack,
-                alive=meta.alive.get(b.id, False),
-            )
-            for _, b in sorted(meta.brokers.items())
-        )
-        statuses = sorted(
-            self.node.describe_partitions(), key=lambda p: (p.topic, p.view.partition)
-        )
-        partitions = tuple(
-            ClusterPartition(
-                topic=p.topic,
-                partition=p.view.partition,
-                leader=p.view.leader,
-                leader_term=p.view.leader_term,
-                replicas=p.view.replicas,
-                caught_up=p.caught_up,
-                commit_lag=p.commit_lag,
-            )
-            for p in statuses
-        )
-        return DescribeClusterResponse(
-            cluster_id=meta.cluster_id,
-            controller=self.node.controller,
-            brokers=brokers,
-            partitions=partitions,
-        )
+        return describe_cluster_response(self.node)
 
     def api_versions(self) -> ApiVersionsResponse:
         apis = tuple(
             ApiVersionRange(api_key=int(k), min_version=lo, max_version=hi)
-            for k, (lo, hi) in SUPPORTED_VERSIONS.items()
+            for k, (lo, hi) in self.versions.items()
         )
         return ApiVersionsResponse(
             apis=apis, node_id=self.node.config.node_id, cluster_id=self.node.meta.cluster_id
+        )
+
+    def _api_versions(self, token: int, header: RequestHeader, req: ApiVersionsRequest) -> Reply:
+        """The ranges; at a version outside API_VERSIONS' own range, the ranges with
+        UNSUPPORTED_VERSION (Kafka's rule: the client downgrades and asks again)."""
+        low, high = self.versions[ApiKey.API_VERSIONS]
+        if low <= header.api_version <= high:
+            return Reply(header.correlation_id, ErrorCode.NONE, None, self.api_versions())
+        message = (
+            f"API_VERSIONS version {header.api_version} is not supported by this broker, "
+            f"which speaks versions {low} to {high}; the ranges of every API follow"
+        )
+        return Reply(
+            header.correlation_id, ErrorCode.UNSUPPORTED_VERSION, message, self.api_versions()
         )
 
     def _list_offsets(self, req: ListOffsetsRequest) -> ListOffsetsResponse:
@@ -499,11 +422,13 @@ def _produce_response(
 
 
 def _fetch_partition(
-    topic: str, partition: int, r: FetchResult, hint: LeaderHint
+    topic: str, fp: FetchPartition, r: FetchResult, hint: LeaderHint
 ) -> FetchPartitionResult:
-    leader, term = _hint(r.error, topic, partition, hint)
+    """One partition's answer. `aborted_transactions` stays empty: there are no
+    transactions yet."""
+    leader, term = _hint(r.error, topic, fp.partition, hint)
     return FetchPartitionResult(
-        partition=partition,
+        partition=fp.partition,
         leader=leader,
         leader_term=term,
         error=r.error,
@@ -512,4 +437,90 @@ def _fetch_partition(
         last_stable_offset=r.last_stable_offset,
         log_start_offset=r.log_start_offset,
         batches=tuple(FetchedBatch(base_offset=b, data=d) for b, d in r.batches),
+        next_offset=_next_offset(fp.offset, r.batches),
     )
+
+
+_STORED = Limits(max_batch_bytes=MAX_FRAME_BYTES_CEILING, max_batch_records=INT32_MAX)
+"""Stored batches were checked against their partition's limits on the way in; reading one
+back for its record count checks only its shape."""
+
+
+def _next_offset(requested: int, batches: tuple[tuple[int, bytes], ...]) -> int:
+    """One past the last batch's last offset, or `requested` when there is no batch. A last
+    batch whose header does not parse (a damaged disk) ends at its base offset: the reader
+    stops at it."""
+    if not batches:
+        return requested
+    base, data = batches[-1]
+    try:
+        count = parse_header(data, _STORED, check_crc=False).record_count
+    except BatchError:
+        count = 0
+    return max(requested, base + count)
+
+
+_R = TypeVar("_R", bound=Request)
+_Route = Callable[[RequestHandler, int, RequestHeader, Request], Reply | None]
+_Finisher = Callable[[RequestHandler, int, Request, list[object]], Reply]
+
+
+def _handler(
+    kind: type[_R], method: Callable[[RequestHandler, int, RequestHeader, _R], Reply | None]
+) -> tuple[ApiKey, _Route]:
+    """`kind`'s API key and its handler: a Reply now, or None (answered by `complete`)."""
+
+    def route(h: RequestHandler, token: int, header: RequestHeader, req: Request) -> Reply | None:
+        assert isinstance(req, kind)
+        return method(h, token, header, req)
+
+    return kind.API_KEY, route
+
+
+def _answer(
+    kind: type[_R], method: Callable[[RequestHandler, _R], Response]
+) -> tuple[ApiKey, _Route]:
+    """`kind`'s API key and a handler that answers at once with `method`'s body."""
+
+    def route(h: RequestHandler, token: int, header: RequestHeader, req: Request) -> Reply:
+        assert isinstance(req, kind)
+        return Reply(header.correlation_id, ErrorCode.NONE, None, method(h, req))
+
+    return kind.API_KEY, route
+
+
+def _finisher(
+    kind: type[_R], method: Callable[[RequestHandler, int, _R, list[object]], Reply]
+) -> tuple[ApiKey, _Finisher]:
+    """`kind`'s API key and the method that answers it once its Completions are in."""
+
+    def finish(h: RequestHandler, corr: int, req: Request, results: list[object]) -> Reply:
+        assert isinstance(req, kind)
+        return method(h, corr, req, results)
+
+    return kind.API_KEY, finish
+
+
+_ROUTES: Mapping[ApiKey, _Route] = dict(
+    (
+        _handler(ApiVersionsRequest, RequestHandler._api_versions),
+        _answer(MetadataRequest, RequestHandler.metadata),
+        _handler(CreateTopicsRequest, RequestHandler._create_topics),
+        _handler(DeleteTopicsRequest, RequestHandler._delete_topics),
+        _handler(ProduceRequest, RequestHandler._produce),
+        _answer(FetchRequest, lambda h, req: h.fetch(req)[0]),
+        _answer(ListOffsetsRequest, RequestHandler._list_offsets),
+        _handler(InitProducerIdRequest, RequestHandler._init_producer_id),
+        _answer(DescribeClusterRequest, lambda h, _: h.describe_cluster()),
+    )
+)
+assert set(_ROUTES) == set(ApiKey)
+
+_FINISHERS: Mapping[ApiKey, _Finisher] = dict(
+    (
+        _finisher(ProduceRequest, RequestHandler._produce_done),
+        _finisher(CreateTopicsRequest, RequestHandler._create_topics_done),
+        _finisher(DeleteTopicsRequest, RequestHandler._delete_topics_done),
+        _finisher(InitProducerIdRequest, RequestHandler._init_producer_id_done),
+    )
+)

@@ -21,6 +21,9 @@ Invariants:
 - A frame must keep arriving: a connection silent for `stall_timeout_s` in the middle of a
   frame, or not reading its answers for as long, is closed. A quiet connection is closed
   after `idle_timeout_s`.
+- Requests are decoded against the version ranges the broker serves (`versions`, the same
+  table its API_VERSIONS answer lists); one outside them is answered UNSUPPORTED_VERSION and
+  the connection goes on. Every answer is written at its request's version.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import enum
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import trio
@@ -38,6 +42,7 @@ from broker.runtime.budget import ByteBudget
 from broker.runtime.driver import Driver, Op
 from broker.runtime.fault_log import FaultLog
 from broker.runtime.frame_reader import FrameReader, Received
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
 from broker.wire.limits import Limits
@@ -159,9 +164,12 @@ class ClientServer:
         max_request_timeout_ms: int,
         budget: ByteBudget,
         stall_timeout_s: float,
+        versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS,
     ) -> None:
         self.driver = driver
         self.limits = limits
+        self.versions = versions
+        """The API versions this broker accepts (as its API_VERSIONS answer lists them)."""
         self.max_inflight = max_inflight
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
@@ -306,7 +314,7 @@ class ClientServer:
         """The request as an Op; an Op already answered when the request is bad but names
         its correlation id; None when it does not."""
         try:
-            header, request = decode_request(frame, self.limits)
+            header, request = decode_request(frame, self.limits, self.versions)
         except WireError as e:
             if e.correlation_id is None:
                 return None
@@ -396,10 +404,12 @@ def _timeout_ms(request: object) -> int | None:
 
 
 def _encode(op: Op) -> bytes:
+    """The answer's frame, its body at the request's version."""
     r = op.reply
     assert r is not None
+    version = 0 if op.header is None else op.header.api_version
     try:
-        return encode_response(r.correlation_id, r.error, r.message, r.body)
+        return encode_response(r.correlation_id, r.error, r.message, r.body, api_version=version)
     except ValueError as e:
         return encode_response(r.correlation_id, ErrorCode.UNKNOWN_SERVER_ERROR, str(e), None)
 

@@ -7,7 +7,7 @@ record-batch format), `partitioner` (key -> partition), `producer` (idempotent s
 Only the standard library and cbor2 are imported; nothing here reads a clock or does I/O.
 """
 
-from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange, negotiate
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange, capped, negotiate
 from broker.wire.batch import (
     HEADER_BYTES as BATCH_HEADER_BYTES,
 )
@@ -24,6 +24,7 @@ from broker.wire.errors import BatchError, CodedError, CorruptBatchError, ErrorC
 from broker.wire.frames import FrameDecoder, encode_frame
 from broker.wire.limits import DEFAULT_LIMITS, Limits
 from broker.wire.messages import (
+    AbortedTransaction,
     ApiVersionRange,
     ApiVersionsRequest,
     ApiVersionsResponse,
@@ -91,6 +92,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "SLUICE_MAGIC",
     "SUPPORTED_VERSIONS",
+    "AbortedTransaction",
     "ApiKey",
     "ApiVersionRange",
     "ApiVersionsRequest",
@@ -152,6 +154,7 @@ __all__ = [
     "TopicResult",
     "VersionRange",
     "WireError",
+    "capped",
     "decode_records",
     "decode_request",
     "decode_response",

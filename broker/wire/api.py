@@ -2,7 +2,12 @@
 
 A client sends API_VERSIONS first; the broker answers with the [key, min, max] ranges it
 supports, and `negotiate` picks, per API both sides know, the highest version in both ranges.
-Every API is at version 0 today; a change to a body's shape is a new version.
+A message gains fields only in a new version (`messages.py` says which field exists from which
+version); every version in a range stays readable and writable.
+
+Versions past 0: FETCH v1 (per partition `next_offset` and `aborted_transactions`), PRODUCE v1
+(an optional W3C `trace_context`). A broker may serve less than SUPPORTED_VERSIONS (`capped`:
+the `max_api_versions` option), never more.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import IntEnum
 
-__all__ = ["SUPPORTED_VERSIONS", "ApiKey", "VersionRange", "negotiate"]
+__all__ = ["SUPPORTED_VERSIONS", "ApiKey", "VersionRange", "capped", "negotiate"]
 
 
 class ApiKey(IntEnum):
@@ -28,7 +33,17 @@ class ApiKey(IntEnum):
 VersionRange = tuple[int, int]
 """(min_version, max_version), both inclusive."""
 
-SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {key: (0, 0) for key in ApiKey}
+SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
+    ApiKey.API_VERSIONS: (0, 0),
+    ApiKey.METADATA: (0, 0),
+    ApiKey.CREATE_TOPICS: (0, 0),
+    ApiKey.DELETE_TOPICS: (0, 0),
+    ApiKey.PRODUCE: (0, 1),
+    ApiKey.FETCH: (0, 1),
+    ApiKey.LIST_OFFSETS: (0, 0),
+    ApiKey.INIT_PRODUCER_ID: (0, 0),
+    ApiKey.DESCRIBE_CLUSTER: (0, 0),
+}
 """The versions of each API this code can encode and decode."""
 
 _KNOWN_KEYS = frozenset(int(key) for key in ApiKey)
@@ -36,6 +51,21 @@ _KNOWN_KEYS = frozenset(int(key) for key in ApiKey)
 
 VersionTable = Mapping[ApiKey, VersionRange] | Mapping[int, VersionRange]
 """API key -> (min, max); keys may be plain ints (a peer lists APIs this code may not know)."""
+
+
+def capped(
+    caps: Mapping[ApiKey, int], table: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS
+) -> dict[ApiKey, VersionRange]:
+    """`table` with the max version of each API in `caps` lowered to its cap (a broker that
+    must not speak a newer version yet: a rolling upgrade, a version found faulty). A cap
+    outside the API's range raises ValueError naming the API and the range."""
+    out = dict(table)
+    for key, cap in caps.items():
+        low, high = table[key]
+        if not low <= cap <= high:
+            raise ValueError(f"{key.name}: version cap {cap} is outside [{low}, {high}]")
+        out[key] = (low, cap)
+    return out
 
 
 def negotiate(client: VersionTable, server: VersionTable) -> dict[ApiKey, int]:

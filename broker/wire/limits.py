@@ -29,6 +29,10 @@ INT64_MAX = (1 << 63) - 1
 
 _TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]+")
 
+TRACEPARENT_CHARS = 55
+"""A W3C traceparent: VERSION-TRACEID-PARENTID-FLAGS, 2-32-16-2 lowercase hex digits."""
+_TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
@@ -94,6 +98,25 @@ def client_id_problem(client_id: str, limits: Limits = DEFAULT_LIMITS) -> str | 
     """Why `client_id` is too long, or None when it fits (any text is allowed)."""
     if len(client_id.encode("utf-8", "surrogatepass")) > limits.max_client_id:
         return f"client id longer than {limits.max_client_id} UTF-8 bytes"
+    return None
+
+
+def traceparent_problem(text: str) -> str | None:
+    """Why `text` is not a W3C traceparent value (trace context level 1), or None when it is:
+    at most TRACEPARENT_CHARS characters, lowercase hex fields of 2, 32, 16 and 2 digits
+    joined by '-', version not ff, trace id and parent id not all zeros."""
+    if len(text) > TRACEPARENT_CHARS:
+        return f"traceparent longer than {TRACEPARENT_CHARS} characters"
+    match = _TRACEPARENT_RE.fullmatch(text)
+    if match is None:
+        return "not a W3C traceparent (VERSION-TRACEID-PARENTID-FLAGS, 2-32-16-2 lowercase hex)"
+    version, trace_id, parent_id = match.groups()
+    if version == "ff":
+        return "traceparent version ff is invalid"
+    if trace_id == "0" * 32:
+        return "traceparent trace id is all zeros"
+    if parent_id == "0" * 16:
+        return "traceparent parent id is all zeros"
     return None
 
 

@@ -1,12 +1,20 @@
-"""Typed request and response bodies, version 0 of every API.
+"""Typed request and response bodies, every version of every API.
 
-Each message is a frozen, slotted, keyword-only dataclass with `to_body()` (the CBOR map with
-text keys that goes into the frame) and `from_body(body, limits)`, which validates strictly:
-exact key sets, exact types, integer ranges (offsets and producer ids int64, partitions int32
+Each message is a frozen, slotted, keyword-only dataclass holding the fields of its newest
+version, with `to_body(version)` (the CBOR map with text keys that goes into the frame) and
+`from_body(body, version, limits)`, which validates strictly: exact key sets per version,
+exact types, integer ranges (offsets and producer ids int64, partitions int32
 >= 0), topic names `[a-zA-Z0-9._-]{1,249}` (not "." or ".."), array lengths within
 `limits.max_array_items`, no repeated topic or partition within one request. A violation
 raises WireError(INVALID_REQUEST, "<path>: <what>") naming the field, e.g.
 "topics[1].partitions[0].offset: expected int, got text".
+
+Versions: a map whose keys change between versions has one `schema.Shape` beside its class,
+the only place that says which key exists from which version. Writing at an older version
+leaves out the newer fields; reading a version refuses a key of a newer one as unknown, and
+gives the fields it lacks their default (None where "not sent" must be told apart, as FETCH
+v0's `next_offset`). Versions past 0: PRODUCE v1 adds `trace_context`, FETCH v1 adds
+`next_offset` and `aborted_transactions` to each partition result.
 
 Sequences are tuples and maps are dicts. Error codes are ErrorCode values; a code this version
 does not know reads as UNKNOWN_SERVER_ERROR. Byte strings are `bytes`.
@@ -25,6 +33,7 @@ from broker.wire.errors import ErrorCode, short_message
 from broker.wire.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
+    "AbortedTransaction",
     "ApiVersionRange",
     "ApiVersionsRequest",
     "ApiVersionsResponse",
@@ -94,11 +103,13 @@ def _isolation(value: object, path: str) -> IsolationLevel:
 class ApiVersionsRequest:
     API_KEY: ClassVar[ApiKey] = ApiKey.API_VERSIONS
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ApiVersionsRequest:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ApiVersionsRequest:
         s.fields(body, "", frozenset())
         return cls()
 
@@ -138,7 +149,7 @@ class ApiVersionsResponse:
         """The ranges as a table for `api.negotiate`."""
         return {a.api_key: (a.min_version, a.max_version) for a in self.apis}
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {
             "apis": [a.to_wire() for a in self.apis],
             "node_id": self.node_id,
@@ -146,7 +157,9 @@ class ApiVersionsResponse:
         }
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ApiVersionsResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ApiVersionsResponse:
         b = s.fields(body, "", _API_VERSIONS_RESPONSE)
         apis = tuple(
             ApiVersionRange.from_wire(v, s.item("apis", i), limits)
@@ -172,11 +185,13 @@ class MetadataRequest:
     API_KEY: ClassVar[ApiKey] = ApiKey.METADATA
     topics: tuple[str, ...] | None = None
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"topics": None if self.topics is None else list(self.topics)}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> MetadataRequest:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> MetadataRequest:
         b = s.fields(body, "", _METADATA_REQUEST)
         raw = b["topics"]
         if raw is None:
@@ -301,7 +316,7 @@ class MetadataResponse:
     brokers: tuple[BrokerInfo, ...]
     topics: tuple[TopicInfo, ...]
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {
             "cluster_id": self.cluster_id,
             "controller": self.controller,
@@ -310,7 +325,9 @@ class MetadataResponse:
         }
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> MetadataResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> MetadataResponse:
         b = s.fields(body, "", _METADATA_RESPONSE)
         return cls(
             cluster_id=s.opt_text(b["cluster_id"], "cluster_id"),
@@ -369,11 +386,13 @@ class CreateTopicsRequest:
     topics: tuple[NewTopic, ...]
     timeout_ms: int = 30_000
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"topics": [t.to_wire() for t in self.topics], "timeout_ms": self.timeout_ms}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> CreateTopicsRequest:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> CreateTopicsRequest:
         b = s.fields(body, "", _CREATE_TOPICS_REQUEST)
         topics = tuple(
             NewTopic.from_wire(v, s.item("topics", i), limits)
@@ -422,11 +441,13 @@ class CreateTopicsResponse:
     API_KEY: ClassVar[ApiKey] = ApiKey.CREATE_TOPICS
     topics: tuple[TopicResult, ...]
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"topics": [t.to_wire() for t in self.topics]}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> CreateTopicsResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> CreateTopicsResponse:
         b = s.fields(body, "", _TOPIC_RESULTS)
         return cls(topics=_topic_results(b["topics"], limits))
 
@@ -442,11 +463,13 @@ class DeleteTopicsRequest:
     names: tuple[str, ...]
     timeout_ms: int = 30_000
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"names": list(self.names), "timeout_ms": self.timeout_ms}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DeleteTopicsRequest:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> DeleteTopicsRequest:
         b = s.fields(body, "", _DELETE_TOPICS_REQUEST)
         names = [
             s.topic(v, s.item("names", i), limits)
@@ -461,11 +484,13 @@ class DeleteTopicsResponse:
     API_KEY: ClassVar[ApiKey] = ApiKey.DELETE_TOPICS
     topics: tuple[TopicResult, ...]
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"topics": [t.to_wire() for t in self.topics]}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DeleteTopicsResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> DeleteTopicsResponse:
         b = s.fields(body, "", _TOPIC_RESULTS)
         return cls(topics=_topic_results(b["topics"], limits))
 
@@ -517,7 +542,9 @@ class ProduceTopic:
 
 
 _BAD_ACKS = ErrorCode.INVALID_REQUIRED_ACKS
-_PRODUCE_REQUEST = frozenset({"acks", "timeout_ms", "transactional_id", "topics"})
+_PRODUCE_REQUEST = s.Shape(
+    "acks", "timeout_ms", "transactional_id", "topics", added={1: ("trace_context",)}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -530,18 +557,28 @@ class ProduceRequest:
     timeout_ms: int = 30_000
     transactional_id: str | None = None
     acks: int = -1
+    trace_context: str | None = None
+    """v1: the W3C traceparent of the span that produced the records (at most 55
+    characters, checked: `limits.traceparent_problem`); None when there is none or at v0.
+    The broker keeps it in the decoded request; nothing traces yet."""
 
-    def to_body(self) -> dict[str, object]:
-        return {
-            "acks": self.acks,
-            "timeout_ms": self.timeout_ms,
-            "transactional_id": self.transactional_id,
-            "topics": [t.to_wire() for t in self.topics],
-        }
+    def to_body(self, version: int) -> dict[str, object]:
+        return _PRODUCE_REQUEST.write(
+            {
+                "acks": self.acks,
+                "timeout_ms": self.timeout_ms,
+                "transactional_id": self.transactional_id,
+                "topics": [t.to_wire() for t in self.topics],
+                "trace_context": self.trace_context,
+            },
+            version,
+        )
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ProduceRequest:
-        b = s.fields(body, "", _PRODUCE_REQUEST)
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ProduceRequest:
+        b = _PRODUCE_REQUEST.read(body, "", version)
         acks = s.int16(b["acks"], "acks")
         if acks != -1:
             s.fail("acks", f"must be -1 (a Raft quorum), got {acks}", _BAD_ACKS)
@@ -555,6 +592,11 @@ class ProduceRequest:
             timeout_ms=s.int32(b["timeout_ms"], "timeout_ms", 0),
             transactional_id=s.opt_nonempty_text(b["transactional_id"], "transactional_id"),
             topics=topics,
+            trace_context=(
+                s.opt_traceparent(b["trace_context"], "trace_context")
+                if "trace_context" in b
+                else None
+            ),
         )
 
 
@@ -631,11 +673,13 @@ class ProduceResponse:
     API_KEY: ClassVar[ApiKey] = ApiKey.PRODUCE
     topics: tuple[ProduceTopicResult, ...]
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"topics": [t.to_wire() for t in self.topics]}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ProduceResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ProduceResponse:
         b = s.fields(body, "", _TOPICS)
         return cls(
             topics=tuple(
@@ -701,7 +745,7 @@ class FetchRequest:
     max_bytes: int = 50 << 20
     isolation: IsolationLevel = IsolationLevel.READ_COMMITTED
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {
             "max_wait_ms": self.max_wait_ms,
             "min_bytes": self.min_bytes,
@@ -711,7 +755,7 @@ class FetchRequest:
         }
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> FetchRequest:
+    def from_body(cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS) -> FetchRequest:
         b = s.fields(body, "", _FETCH_REQUEST)
         topics = tuple(
             FetchTopic.from_wire(v, s.item("topics", i), limits)
@@ -749,18 +793,39 @@ class FetchedBatch:
         )
 
 
-_FETCH_PARTITION_RESULT = frozenset(
-    {
-        "partition",
-        "error",
-        "message",
-        "high_watermark",
-        "last_stable_offset",
-        "log_start_offset",
-        "batches",
-        "leader",
-        "leader_term",
-    }
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbortedTransaction:
+    """An aborted transaction whose records a fetch answer may hold: its producer and the
+    offset of its first record. On the wire: [producer_id, first_offset]."""
+
+    producer_id: int
+    first_offset: int
+
+    def to_wire(self) -> list[object]:
+        return [self.producer_id, self.first_offset]
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> AbortedTransaction:
+        items = s.array(value, path, limits)
+        if len(items) != 2:
+            s.fail(path, f"expected [producer_id, first_offset], got {len(items)} items")
+        return cls(
+            producer_id=s.int64(items[0], s.item(path, 0), 0),
+            first_offset=s.int64(items[1], s.item(path, 1), 0),
+        )
+
+
+_FETCH_PARTITION_RESULT = s.Shape(
+    "partition",
+    "error",
+    "message",
+    "high_watermark",
+    "last_stable_offset",
+    "log_start_offset",
+    "batches",
+    "leader",
+    "leader_term",
+    added={1: ("next_offset", "aborted_transactions")},
 )
 
 
@@ -776,24 +841,40 @@ class FetchPartitionResult:
     leader: int | None = None
     """With a leadership error: the leader hint, as in ProducePartitionResult."""
     leader_term: int = -1
+    next_offset: int | None = None
+    """v1: the offset to fetch next: one past the last returned batch's last offset, or the
+    requested offset when no batch was returned (any int64, as a requested offset is; the
+    broker always sets it at v1). None in a v0 answer (the consumer computes it from the
+    batches)."""
+    aborted_transactions: tuple[AbortedTransaction, ...] = ()
+    """v1: the aborted transactions among the returned batches, for a read_committed reader
+    to drop. Always empty until transactions exist; empty in a v0 answer."""
 
-    def to_wire(self) -> dict[str, object]:
-        return {
-            "partition": self.partition,
-            "error": int(self.error),
-            "message": short_message(self.message),
-            "high_watermark": self.high_watermark,
-            "last_stable_offset": self.last_stable_offset,
-            "log_start_offset": self.log_start_offset,
-            "batches": [b.to_wire() for b in self.batches],
-            "leader": self.leader,
-            "leader_term": self.leader_term,
-        }
+    def to_wire(self, version: int) -> dict[str, object]:
+        return _FETCH_PARTITION_RESULT.write(
+            {
+                "partition": self.partition,
+                "error": int(self.error),
+                "message": short_message(self.message),
+                "high_watermark": self.high_watermark,
+                "last_stable_offset": self.last_stable_offset,
+                "log_start_offset": self.log_start_offset,
+                "batches": [b.to_wire() for b in self.batches],
+                "leader": self.leader,
+                "leader_term": self.leader_term,
+                "next_offset": self.next_offset,
+                "aborted_transactions": [a.to_wire() for a in self.aborted_transactions],
+            },
+            version,
+        )
 
     @classmethod
-    def from_wire(cls, value: object, path: str, limits: Limits) -> FetchPartitionResult:
-        b = s.fields(value, path, _FETCH_PARTITION_RESULT)
+    def from_wire(
+        cls, value: object, path: str, version: int, limits: Limits
+    ) -> FetchPartitionResult:
+        b = _FETCH_PARTITION_RESULT.read(value, path, version)
         batches_path = s.at(path, "batches")
+        aborted_path = s.at(path, "aborted_transactions")
         return cls(
             partition=s.partition(b["partition"], s.at(path, "partition")),
             error=s.error_code(b["error"], s.at(path, "error")),
@@ -809,6 +890,17 @@ class FetchPartitionResult:
             ),
             leader=s.opt_int32(b["leader"], s.at(path, "leader"), 0),
             leader_term=s.int64(b["leader_term"], s.at(path, "leader_term"), -1),
+            next_offset=(
+                s.int64(b["next_offset"], s.at(path, "next_offset")) if "next_offset" in b else None
+            ),
+            aborted_transactions=(
+                tuple(
+                    AbortedTransaction.from_wire(v, s.item(aborted_path, i), limits)
+                    for i, v in enumerate(s.array(b["aborted_transactions"], aborted_path, limits))
+                )
+                if "aborted_transactions" in b
+                else ()
+            ),
         )
 
 
@@ -817,17 +909,17 @@ class FetchTopicResult:
     name: str
     partitions: tuple[FetchPartitionResult, ...]
 
-    def to_wire(self) -> dict[str, object]:
-        return {"name": self.name, "partitions": [p.to_wire() for p in self.partitions]}
+    def to_wire(self, version: int) -> dict[str, object]:
+        return {"name": self.name, "partitions": [p.to_wire(version) for p in self.partitions]}
 
     @classmethod
-    def from_wire(cls, value: object, path: str, limits: Limits) -> FetchTopicResult:
+    def from_wire(cls, value: object, path: str, version: int, limits: Limits) -> FetchTopicResult:
         b = s.fields(value, path, _NAME_PARTITIONS)
         parts_path = s.at(path, "partitions")
         return cls(
             name=s.topic(b["name"], s.at(path, "name"), limits),
             partitions=tuple(
-                FetchPartitionResult.from_wire(v, s.item(parts_path, i), limits)
+                FetchPartitionResult.from_wire(v, s.item(parts_path, i), version, limits)
                 for i, v in enumerate(s.array(b["partitions"], parts_path, limits))
             ),
         )
@@ -838,15 +930,17 @@ class FetchResponse:
     API_KEY: ClassVar[ApiKey] = ApiKey.FETCH
     topics: tuple[FetchTopicResult, ...]
 
-    def to_body(self) -> dict[str, object]:
-        return {"topics": [t.to_wire() for t in self.topics]}
+    def to_body(self, version: int) -> dict[str, object]:
+        return {"topics": [t.to_wire(version) for t in self.topics]}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> FetchResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> FetchResponse:
         b = s.fields(body, "", _TOPICS)
         return cls(
             topics=tuple(
-                FetchTopicResult.from_wire(v, s.item("topics", i), limits)
+                FetchTopicResult.from_wire(v, s.item("topics", i), version, limits)
                 for i, v in enumerate(s.array(b["topics"], "topics", limits))
             )
         )
@@ -906,11 +1000,13 @@ class ListOffsetsRequest:
     topics: tuple[ListOffsetsTopic, ...]
     isolation: IsolationLevel = IsolationLevel.READ_COMMITTED
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"isolation": int(self.isolation), "topics": [t.to_wire() for t in self.topics]}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ListOffsetsRequest:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ListOffsetsRequest:
         b = s.fields(body, "", _LIST_OFFSETS_REQUEST)
         topics = tuple(
             ListOffsetsTopic.from_wire(v, s.item("topics", i), limits)
@@ -975,11 +1071,13 @@ class ListOffsetsResponse:
     API_KEY: ClassVar[ApiKey] = ApiKey.LIST_OFFSETS
     topics: tuple[ListOffsetsTopicResult, ...]
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"topics": [t.to_wire() for t in self.topics]}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> ListOffsetsResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ListOffsetsResponse:
         b = s.fields(body, "", _TOPICS)
         return cls(
             topics=tuple(
@@ -1004,7 +1102,7 @@ class InitProducerIdRequest:
     producer_id: int = -1
     producer_epoch: int = -1
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {
             "transactional_id": self.transactional_id,
             "producer_id": self.producer_id,
@@ -1012,7 +1110,9 @@ class InitProducerIdRequest:
         }
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> InitProducerIdRequest:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> InitProducerIdRequest:
         b = s.fields(body, "", _INIT_PRODUCER_ID_REQUEST)
         return cls(
             transactional_id=s.opt_nonempty_text(b["transactional_id"], "transactional_id"),
@@ -1030,11 +1130,13 @@ class InitProducerIdResponse:
     producer_id: int
     producer_epoch: int
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {"producer_id": self.producer_id, "producer_epoch": self.producer_epoch}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> InitProducerIdResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> InitProducerIdResponse:
         b = s.fields(body, "", _INIT_PRODUCER_ID_RESPONSE)
         return cls(
             producer_id=s.int64(b["producer_id"], "producer_id", 0),
@@ -1052,11 +1154,13 @@ class DescribeClusterRequest:
 
     API_KEY: ClassVar[ApiKey] = ApiKey.DESCRIBE_CLUSTER
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {}
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DescribeClusterRequest:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> DescribeClusterRequest:
         s.fields(body, "", frozenset())
         return cls()
 
@@ -1165,7 +1269,7 @@ class DescribeClusterResponse:
     brokers: tuple[ClusterBroker, ...]
     partitions: tuple[ClusterPartition, ...]
 
-    def to_body(self) -> dict[str, object]:
+    def to_body(self, version: int) -> dict[str, object]:
         return {
             "cluster_id": self.cluster_id,
             "controller": self.controller,
@@ -1174,7 +1278,9 @@ class DescribeClusterResponse:
         }
 
     @classmethod
-    def from_body(cls, body: object, limits: Limits = DEFAULT_LIMITS) -> DescribeClusterResponse:
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> DescribeClusterResponse:
         b = s.fields(body, "", _DESCRIBE_CLUSTER_RESPONSE)
         brokers = tuple(
             ClusterBroker.from_wire(v, s.item("brokers", i))

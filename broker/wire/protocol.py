@@ -6,13 +6,22 @@ request-level error has a null body and success a map. Correlation ids are int32
 the client, and echoed by the server; responses on one connection may arrive in any order.
 
 Errors while decoding a request are WireError values: INVALID_FRAME (not strict CBOR),
-INVALID_REQUEST (a bad envelope or body field, named by its path), UNSUPPORTED_VERSION,
-INVALID_REQUIRED_ACKS. When the correlation id could be read (even from a payload whose body
-is not valid CBOR: the envelope's first items are read on their own), the error carries it and
-the server answers with an error response; otherwise it closes the connection.
+INVALID_REQUEST (a bad envelope or body field, named by its path), UNSUPPORTED_VERSION (a
+version outside the broker's range for that API: the message names the API, the version asked
+and the range), INVALID_REQUIRED_ACKS. When the correlation id could be read (even from a
+payload whose body is not valid CBOR: the envelope's first items are read on their own), the
+error carries it and the server answers with an error response; otherwise it closes the
+connection.
+
+Versions: a body is written and read at the request's `api_version`, its response at the same
+version. The one exception is Kafka's rule for API_VERSIONS: a request at a version outside
+the broker's range decodes without its body (a newer version's body is unknown here) and is
+answered UNSUPPORTED_VERSION *with* a body at version 0, listing the broker's ranges, so a
+newer client can downgrade; every other error answer has a null body.
 
 A client finds which API a response answers from its correlation id: `response_correlation_id`
-reads it without decoding the rest, then `decode_response(payload, api_key)` decodes.
+reads it without decoding the rest, then `decode_response(payload, api_key, api_version=v)`
+decodes (v: the version the request was sent at).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
 
 from broker.wire import cbor, schema
-from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.errors import MAX_ERROR_MESSAGE, ErrorCode, WireError, short_message
 from broker.wire.frames import encode_frame
 from broker.wire.limits import DEFAULT_LIMITS, INT32_MAX, INT32_MIN, Limits, client_id_problem
@@ -114,31 +123,54 @@ def _check_correlation_id(correlation_id: int) -> None:
         raise ValueError(f"correlation_id must be an int32, got {correlation_id!r}")
 
 
+def _check_version(api_key: ApiKey, api_version: int) -> None:
+    low, high = SUPPORTED_VERSIONS[api_key]
+    if not low <= api_version <= high:
+        raise ValueError(f"{api_key.name} version {api_version} is not in [{low}, {high}]")
+
+
+def _refusal_with_ranges(api_key: ApiKey, error: ErrorCode) -> bool:
+    """An answer that carries a body although its error is not NONE (at version 0)."""
+    return api_key is ApiKey.API_VERSIONS and error is ErrorCode.UNSUPPORTED_VERSION
+
+
 def encode_request(
     request: Request, correlation_id: int, client_id: str | None, *, api_version: int = 0
 ) -> bytes:
-    """The whole frame (length prefix included) carrying `request`."""
+    """The whole frame (length prefix included) carrying `request` at `api_version`."""
     _check_correlation_id(correlation_id)
-    low, high = SUPPORTED_VERSIONS[request.API_KEY]
-    if not low <= api_version <= high:
-        raise ValueError(f"{request.API_KEY.name} version {api_version} is not supported")
+    _check_version(request.API_KEY, api_version)
     payload = cbor.encode(
-        [int(request.API_KEY), api_version, correlation_id, client_id, request.to_body()]
+        [int(request.API_KEY), api_version, correlation_id, client_id, request.to_body(api_version)]
     )
     return encode_frame(payload)
 
 
 def encode_response(
-    correlation_id: int, error: ErrorCode, message: str | None, response: Response | None
+    correlation_id: int,
+    error: ErrorCode,
+    message: str | None,
+    response: Response | None,
+    *,
+    api_version: int = 0,
 ) -> bytes:
-    """The whole frame carrying a response: a body on success, None with an error. A
-    message is cut to MAX_ERROR_MESSAGE characters (any client's text limit holds it), as
-    every per-topic and per-partition message is."""
+    """The whole frame carrying a response at `api_version` (the request's): a body on
+    success, None with an error, except the API_VERSIONS refusal, whose body (the ranges) is
+    written at version 0. A message is cut to MAX_ERROR_MESSAGE characters (any client's
+    text limit holds it), as every per-topic and per-partition message is."""
     _check_correlation_id(correlation_id)
-    if (error is ErrorCode.NONE) != (response is not None):
-        raise ValueError("a response carries a body exactly when its error is NONE")
+    body = None
+    if response is None:
+        if error is ErrorCode.NONE:
+            raise ValueError("a response with error NONE carries a body")
+    elif error is ErrorCode.NONE:
+        _check_version(response.API_KEY, api_version)
+        body = response.to_body(api_version)
+    elif _refusal_with_ranges(response.API_KEY, error):
+        body = response.to_body(0)
+    else:
+        raise ValueError(f"a {error.name} response carries no body")
     message = short_message(message)
-    body = None if response is None else response.to_body()
     return encode_frame(cbor.encode([correlation_id, int(error), message, body]))
 
 
@@ -202,9 +234,14 @@ def response_correlation_id(payload: bytes | bytearray | memoryview) -> int | No
 
 
 def decode_request(
-    payload: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+    payload: bytes | bytearray | memoryview,
+    limits: Limits = DEFAULT_LIMITS,
+    versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS,
 ) -> tuple[RequestHeader, Request]:
-    """Decode and validate a request payload (a frame without its length prefix)."""
+    """Decode and validate a request payload (a frame without its length prefix) against the
+    version ranges the broker serves (`versions`, within SUPPORTED_VERSIONS). An API_VERSIONS
+    request outside its range is returned, body unread, with the version it asked for: its
+    handler answers the refusal with the ranges."""
     correlation_id = request_correlation_id(payload)
 
     def reject(code: ErrorCode, message: str) -> NoReturn:
@@ -235,16 +272,21 @@ def decode_request(
         api_key = ApiKey(raw_key)
     except ValueError:
         reject(ErrorCode.INVALID_REQUEST, f"api_key: unknown API {raw_key}")
-    low, high = SUPPORTED_VERSIONS[api_key]
-    if not low <= api_version <= high:
+    low, high = versions[api_key]
+    request: Request
+    if low <= api_version <= high:
+        try:
+            request = REQUEST_TYPES[api_key].from_body(body, api_version, limits)
+        except WireError as exc:
+            reject(exc.code, exc.message)
+    elif api_key is ApiKey.API_VERSIONS:
+        request = ApiVersionsRequest()
+    else:
         reject(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"api_version: {api_key.name} version {api_version} is not in [{low}, {high}]",
+            f"api_version: {api_key.name} version {api_version} is not supported by this "
+            f"broker, which speaks versions {low} to {high}",
         )
-    try:
-        request = REQUEST_TYPES[api_key].from_body(body, limits)
-    except WireError as exc:
-        reject(exc.code, exc.message)
     header = RequestHeader(
         api_key=api_key,
         api_version=api_version,
@@ -255,9 +297,15 @@ def decode_request(
 
 
 def decode_response(
-    payload: bytes | bytearray | memoryview, api_key: ApiKey, limits: Limits = DEFAULT_LIMITS
+    payload: bytes | bytearray | memoryview,
+    api_key: ApiKey,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    api_version: int = 0,
 ) -> ResponseEnvelope:
-    """Decode and validate a response payload answering a request of `api_key`."""
+    """Decode and validate a response payload answering a request of `api_key` sent at
+    `api_version` (an API_VERSIONS refusal's body is read at version 0)."""
+    _check_version(api_key, api_version)
     correlation_id = response_correlation_id(payload)
 
     def reject(code: ErrorCode, message: str) -> NoReturn:
@@ -277,11 +325,12 @@ def decode_response(
         correlation_id = schema.int32(raw_correlation_id, "correlation_id")
         error = schema.error_code(raw_error, "error_code")
         message = schema.opt_text(message, "error_message")
+        response: Response | None = None
         if error is ErrorCode.NONE:
-            response: Response | None = RESPONSE_TYPES[api_key].from_body(body, limits)
-        elif body is None:
-            response = None
-        else:
+            response = RESPONSE_TYPES[api_key].from_body(body, api_version, limits)
+        elif body is not None and _refusal_with_ranges(api_key, error):
+            response = RESPONSE_TYPES[api_key].from_body(body, 0, limits)
+        elif body is not None:
             schema.fail("body", "must be null when error_code is not NONE")
     except WireError as exc:
         reject(exc.code, exc.message)

@@ -6,11 +6,13 @@ Integers must be `int` (never bool) within their range; booleans `bool` (never i
 `str`; bytes is `bytes`; arrays are lists within `limits.max_array_items`; maps have exactly the
 expected text keys. The CBOR layer below has already bounded sizes and nesting; these readers
 give the values their meaning.
+
+A `Shape` is the one place that says which keys a map has at which version of its API.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import NoReturn
 
 from broker.wire.errors import ErrorCode, WireError
@@ -21,6 +23,7 @@ from broker.wire.limits import (
     INT64_MIN,
     Limits,
     topic_name_problem,
+    traceparent_problem,
 )
 
 INT16_MIN = -(1 << 15)
@@ -69,6 +72,43 @@ def fields(value: object, path: str, keys: Collection[str]) -> dict[str, object]
             problems.append("unknown " + ", ".join(unknown[:8]) + more)
         fail(path, "; ".join(problems))
     return value
+
+
+class Shape:
+    """The keys of one wire map and the version that added each (`base` keys exist from
+    version 0, `added[v]` from version v). Version v of the map has exactly the keys added
+    at or before v: `read` refuses a missing key and a key of a newer version alike, and
+    `write` leaves out the keys v lacks (a field that a reader of an older version can do
+    without is the only kind a new version adds)."""
+
+    __slots__ = ("_by_version",)
+
+    def __init__(self, *base: str, added: Mapping[int, Collection[str]] | None = None) -> None:
+        since = dict.fromkeys(base, 0)
+        for version, keys in (added or {}).items():
+            if version < 1:
+                raise ValueError(f"keys added at version {version}: base keys are version 0")
+            for key in keys:
+                if key in since:
+                    raise ValueError(f"key {key!r} is listed twice")
+                since[key] = version
+        newest = max(since.values(), default=0)
+        self._by_version = tuple(
+            frozenset(k for k, v in since.items() if v <= version) for version in range(newest + 1)
+        )
+
+    def keys(self, version: int) -> frozenset[str]:
+        """The keys of the map at `version` (a version past the newest has them all)."""
+        return self._by_version[min(max(version, 0), len(self._by_version) - 1)]
+
+    def read(self, value: object, path: str, version: int) -> dict[str, object]:
+        """A map with exactly the keys of `version`."""
+        return fields(value, path, self.keys(version))
+
+    def write(self, full: dict[str, object], version: int) -> dict[str, object]:
+        """`full` (every key of every version) without the keys `version` lacks."""
+        keys = self.keys(version)
+        return full if len(keys) == len(full) else {k: v for k, v in full.items() if k in keys}
 
 
 def _shown(value: object) -> str:
@@ -130,6 +170,17 @@ def nonempty_text(value: object, path: str) -> str:
 
 def opt_nonempty_text(value: object, path: str) -> str | None:
     return None if value is None else nonempty_text(value, path)
+
+
+def opt_traceparent(value: object, path: str) -> str | None:
+    """None, or a W3C traceparent (`limits.traceparent_problem`)."""
+    if value is None:
+        return None
+    result = text(value, path)
+    problem = traceparent_problem(result)
+    if problem is not None:
+        fail(path, problem)
+    return result
 
 
 def byte_string(value: object, path: str) -> bytes:

@@ -1,13 +1,14 @@
 """The frames of one client connection slot (`ClientFrames`), drawn lazily from the slot's RNG.
 
-Valid requests of every API; request envelopes whose CBOR tree was damaged (`mutate.py`:
-values of other types, integers at every range edge and bignums, lying lengths, tags, deep
-nesting, duplicate keys, indefinite lengths, arrays of the wrong size) or whose envelope
-fields are wrong (unknown API keys and versions, unreadable correlation ids, bad client ids,
-bodies of another API); bit-flipped frames; produce requests with damaged record batches
-(some with a recomputed CRC, so the header checks behind it are reached); frames of up to
-`max_frame_bytes`; bad length prefixes (0, max + 1, 2**32 - 1, random); truncated frames
-(then the connection goes on, so later frames land inside them, or closes); random bytes.
+Valid requests of every API at every version the broker serves; request envelopes whose CBOR
+tree was damaged (`mutate.py`: values of other types, integers at every range edge and
+bignums, lying lengths, tags, deep nesting, duplicate keys, indefinite lengths, arrays of the
+wrong size) or whose envelope fields are wrong (unknown API keys and versions, unreadable
+correlation ids, bad client ids, bodies of another API or another version); bit-flipped
+frames; produce requests with damaged record batches (some with a recomputed CRC, so the
+header checks behind it are reached); frames of up to `max_frame_bytes`; bad length prefixes
+(0, max + 1, 2**32 - 1, random); truncated frames (then the connection goes on, so later
+frames land inside them, or closes); random bytes.
 A whole frame carries the oracle's prediction for its payload (`predict_request`). Valid
 requests that would write to anything but the fuzzer's own topics are redrawn before
 sending (`safe_request`).
@@ -20,6 +21,7 @@ import random
 import struct
 import zlib
 
+from broker.wire.api import SUPPORTED_VERSIONS
 from broker.wire.frames import encode_frame
 from broker.wire.limits import Limits
 from broker.wire.messages import (
@@ -94,9 +96,20 @@ class ClientFrames:
         self.corr = self.corr + 1 if self.corr < (1 << 31) - 1 else -(1 << 31)
         return self.corr
 
+    def _version(self, request: Request) -> int:
+        """A version of `request`'s API the broker serves, drawn."""
+        return self.rng.randint(*SUPPORTED_VERSIONS[request.API_KEY])
+
+    def _encoded(self, request: Request) -> bytes:
+        """A whole frame carrying `request` at a drawn version."""
+        version = self._version(request)
+        return encode_request(request, self._next_corr(), self.client_id, api_version=version)
+
     def _envelope(self, request: Request | None = None) -> list[Node]:
         request = request or self.corpus.request()
-        return [int(request.API_KEY), 0, self._next_corr(), self.client_id, request.to_body()]
+        version = self._version(request)
+        corr = self._next_corr()
+        return [int(request.API_KEY), version, corr, self.client_id, request.to_body(version)]
 
     def next(self) -> Planned:
         """The next frame; valid requests that would write outside FUZZ_TOPICS are redrawn."""
@@ -123,8 +136,7 @@ class ClientFrames:
         m = self.mutator
         kind = r.choices(CLIENT_KINDS[0], cum_weights=CLIENT_KINDS[1])[0]
         if kind == "valid":
-            req = self.corpus.request()
-            return self._frame(kind, encode_request(req, self._next_corr(), self.client_id))
+            return self._frame(kind, self._encoded(self.corpus.request()))
         if kind == "tree":  # mostly inside the body, so the broker can name the request
             env = self._envelope()
             if r.random() < 0.8:
@@ -135,7 +147,7 @@ class ClientFrames:
         if kind == "envelope":
             return self._payload(kind, encode(self._bad_envelope()))
         if kind == "bitflip":
-            payload = encode_request(self.corpus.request(), self._next_corr(), self.client_id)[4:]
+            payload = self._encoded(self.corpus.request())[4:]
             return self._payload(kind, m.mutate_bytes(payload, r.randint(1, 2)))
         if kind == "batch":
             env = self._envelope(self.corpus.produce())
@@ -144,7 +156,9 @@ class ClientFrames:
             return self._payload(kind, encode(env))
         if kind == "body":
             env = self._envelope()
-            env[4] = m.random_value(3) if r.random() < 0.6 else self.corpus.request().to_body()
+            other = self.corpus.request()
+            body = other.to_body(self._version(other))
+            env[4] = m.random_value(3) if r.random() < 0.6 else body
             return self._payload(kind, encode(env))
         if kind == "deep":
             env = self._envelope()
@@ -178,7 +192,7 @@ class ClientFrames:
 
     def _draw_whole(self) -> bytes:
         if self.rng.random() < 0.5:
-            return encode_request(self.corpus.request(), self._next_corr(), self.client_id)
+            return self._encoded(self.corpus.request())
         return encode_frame(encode(self.mutator.mutate_tree(self._envelope())))
 
     def _bad_envelope(self) -> Node:

@@ -7,7 +7,9 @@ import itertools
 
 import trio
 
-from broker.wire.frames import FrameDecoder
+from broker.wire import cbor
+from broker.wire.api import ApiKey
+from broker.wire.frames import FrameDecoder, encode_frame
 from broker.wire.limits import Limits
 from broker.wire.messages import Request
 from broker.wire.protocol import ResponseEnvelope, decode_response, encode_request
@@ -37,11 +39,24 @@ class RawClient:
                 return None
             self.decoder.receive_data(data)
 
-    async def call(self, request: Request) -> ResponseEnvelope:
-        await self.stream.send_all(encode_request(request, next(self.ids), "test"))
-        frame = await self.next_frame()
-        assert frame is not None, "connection closed"
-        return decode_response(frame, request.API_KEY, Limits())
+    async def call(self, request: Request, *, api_version: int = 0) -> ResponseEnvelope:
+        """`request` at `api_version`; its answer read at the same version."""
+        frame = encode_request(request, next(self.ids), "test", api_version=api_version)
+        await self.stream.send_all(frame)
+        answer = await self.next_frame()
+        assert answer is not None, "connection closed"
+        return decode_response(answer, request.API_KEY, Limits(), api_version=api_version)
+
+    async def call_raw(
+        self, api_key: ApiKey, api_version: int, body: object, *, read_at: int = 0
+    ) -> ResponseEnvelope:
+        """A request envelope built by hand (any version, any body); its answer read as
+        `api_key`'s at version `read_at`."""
+        payload = cbor.encode([int(api_key), api_version, next(self.ids), "test", body])
+        await self.stream.send_all(encode_frame(payload))
+        answer = await self.next_frame()
+        assert answer is not None, "connection closed"
+        return decode_response(answer, api_key, Limits(), api_version=read_at)
 
     async def aclose(self) -> None:
         await self.stream.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from broker.core.peer_codec import BrokerHeartbeat
 from broker.core.raft.types import AppendEntries
 from broker.core.requests import MAX_EPOCH, RequestHandler
-from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, capped
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import (
     ApiVersionsRequest,
@@ -41,7 +41,7 @@ from broker.wire.messages import (
     ProduceTopic,
     TopicResult,
 )
-from broker.wire.protocol import decode_response, encode_response
+from broker.wire.protocol import RequestHeader, decode_response, encode_response
 from tests.support.broker_harness import CLUSTER_ID, Broker, batch, header
 
 
@@ -97,6 +97,25 @@ def test_api_versions() -> None:
     assert {a.api_key: (a.min_version, a.max_version) for a in body.apis} == {
         int(k): v for k, v in SUPPORTED_VERSIONS.items()
     }
+
+
+def test_api_versions_lists_the_served_table_and_refuses_outside_its_own_range() -> None:
+    b = booted()
+    served = capped({ApiKey.FETCH: 0, ApiKey.PRODUCE: 0})
+    handler = RequestHandler(b.node, served)
+    reply = handler.handle(1, header(ApiKey.API_VERSIONS, 4), ApiVersionsRequest())
+    assert reply is not None and reply.error == ErrorCode.NONE
+    assert isinstance(reply.body, ApiVersionsResponse)
+    assert reply.body.versions() == {int(k): (0, 0) for k in ApiKey}
+    newer = RequestHeader(
+        api_key=ApiKey.API_VERSIONS, api_version=3, correlation_id=5, client_id="new"
+    )
+    reply = handler.handle(2, newer, ApiVersionsRequest())
+    assert reply is not None and reply.error == ErrorCode.UNSUPPORTED_VERSION
+    assert reply.message is not None
+    assert "API_VERSIONS version 3" in reply.message and "versions 0 to 0" in reply.message
+    assert isinstance(reply.body, ApiVersionsResponse)  # the ranges, so the client downgrades
+    assert reply.body.versions() == {int(k): (0, 0) for k in ApiKey}
 
 
 def test_metadata_all_topics() -> None:
@@ -456,6 +475,26 @@ def test_fetch_reply_shape_and_read_committed_up_to_the_high_watermark() -> None
     body, size = b.handler.fetch(fetch_req(("t", 0, 2)))
     assert size == len(data[1])
     assert [x.base_offset for x in body.topics[0].partitions[0].batches] == [2]
+
+
+def test_fetch_next_offset_is_past_the_last_batch_or_the_offset_asked() -> None:
+    b = booted(("t", 2))
+    b.call(produce_req(("t", 0, batch(2))))
+    b.call(produce_req(("t", 0, batch(3))))
+    body, _ = b.handler.fetch(fetch_req(("t", 0, 1), ("t", 1, 0)))
+    p0, p1 = body.topics[0].partitions
+    assert [x.base_offset for x in p0.batches] == [0, 2]
+    assert (p0.next_offset, p0.aborted_transactions) == (5, ())
+    assert (p1.batches, p1.next_offset) == ((), 0)  # nothing returned: the offset asked
+    body, _ = b.handler.fetch(fetch_req(("t", 0, 5)))
+    assert body.topics[0].partitions[0].next_offset == 5
+    for beyond in (9, -(2**31)):  # an error: nothing returned, the offset asked echoed
+        body, _ = b.handler.fetch(fetch_req(("t", 0, beyond)))
+        part = body.topics[0].partitions[0]
+        assert (part.error, part.next_offset) == (ErrorCode.OFFSET_OUT_OF_RANGE, beyond)
+    body, _ = b.handler.fetch(fetch_req(("t", 0, 3), max_bytes=1))  # the first batch only
+    part = body.topics[0].partitions[0]
+    assert [x.base_offset for x in part.batches] == [2] and part.next_offset == 5
 
 
 def test_fetch_errors_per_partition() -> None:

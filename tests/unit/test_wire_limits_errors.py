@@ -159,7 +159,8 @@ def test_errors_are_values_with_codes() -> None:
 
 
 def test_supported_versions_and_negotiation() -> None:
-    assert dict(SUPPORTED_VERSIONS) == {key: (0, 0) for key in ApiKey}
+    newer = {ApiKey.PRODUCE: (0, 1), ApiKey.FETCH: (0, 1)}
+    assert dict(SUPPORTED_VERSIONS) == {key: newer.get(key, (0, 0)) for key in ApiKey}
     client = {0: (0, 3), 1: (0, 1), 4: (2, 5), 5: (0, 0)}
     server = {0: (1, 2), 1: (0, 0), 4: (0, 1), 99: (0, 9)}
     assert negotiate(client, server) == {ApiKey.API_VERSIONS: 2, ApiKey.METADATA: 0}
@@ -176,4 +177,7 @@ def test_api_versions_response_feeds_negotiation() -> None:
         cluster_id="c",
     )
     chosen = negotiate(dict(SUPPORTED_VERSIONS), response.versions())
-    assert chosen == {key: 0 for key in ApiKey}
+    assert chosen == {key: 0 for key in ApiKey}  # a broker of version 0 only: all at 0
+    assert negotiate(SUPPORTED_VERSIONS, SUPPORTED_VERSIONS) == {
+        key: high for key, (_, high) in SUPPORTED_VERSIONS.items()
+    }

@@ -1,8 +1,10 @@
-"""Request/response messages and their envelopes: round trips of every message, and strict
-rejection of bad fields, naming the field."""
+"""Request/response messages and their envelopes: round trips of every message at every
+version, strict rejection of bad fields (naming the field) and of fields another version has,
+and the version rules of the envelopes."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.wire import cbor
-from broker.wire.api import ApiKey
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, capped
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
-from broker.wire.limits import Limits
+from broker.wire.limits import Limits, traceparent_problem
 from broker.wire.messages import (
+    AbortedTransaction,
     ApiVersionRange,
     ApiVersionsRequest,
     ApiVersionsResponse,
@@ -61,8 +64,10 @@ from broker.wire.messages import (
 )
 from broker.wire.protocol import (
     MAX_ERROR_MESSAGE,
+    REQUEST_TYPES,
     RESPONSE_TYPES,
     RequestHeader,
+    ResponseEnvelope,
     decode_request,
     decode_response,
     encode_request,
@@ -70,6 +75,7 @@ from broker.wire.protocol import (
     request_correlation_id,
     response_correlation_id,
 )
+from broker.wire.schema import Shape
 
 # ---------------------------------------------------------------------------- strategies
 
@@ -89,6 +95,16 @@ ERROR = st.sampled_from(list(ErrorCode))
 CONFIG = st.dictionaries(TEXT, TEXT, max_size=4)
 ISOLATION = st.sampled_from(list(IsolationLevel))
 OFFSET = st.integers(min_value=-1, max_value=2**63 - 1)
+HEX = "0123456789abcdef"
+
+
+def _hex(size: int) -> st.SearchStrategy[str]:
+    return st.text(HEX, min_size=size, max_size=size)
+
+
+TRACEPARENT = st.builds(
+    lambda v, t, p, f: f"{v}-{t}-{p}-{f}", _hex(2), _hex(32), _hex(16), _hex(2)
+).filter(lambda text: traceparent_problem(text) is None)
 
 
 def _tuple(strategy: st.SearchStrategy[Any], **kwargs: Any) -> st.SearchStrategy[tuple[Any, ...]]:
@@ -131,6 +147,7 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         ),
         timeout_ms=PARTITION,
         transactional_id=st.none() | st.text(min_size=1, max_size=20),
+        trace_context=st.none() | TRACEPARENT,
     ),
     ApiKey.FETCH: st.builds(
         FetchRequest,
@@ -279,6 +296,14 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
                                 data=st.binary(max_size=40),
                             )
                         ),
+                        next_offset=I64,
+                        aborted_transactions=_tuple(
+                            st.builds(
+                                AbortedTransaction,
+                                producer_id=st.integers(min_value=0, max_value=2**63 - 1),
+                                first_offset=st.integers(min_value=0, max_value=2**63 - 1),
+                            )
+                        ),
                     )
                 ),
             )
@@ -349,33 +374,75 @@ def _payload(frame: bytes) -> bytes:
 
 # ---------------------------------------------------------------------------- round trips
 
+VERSIONS = [
+    (key, version) for key, (low, high) in SUPPORTED_VERSIONS.items() for version in (low, high)
+]
+VERSION_IDS = [f"{key.name}-v{version}" for key, version in VERSIONS]
 
-@pytest.mark.parametrize("api_key", list(ApiKey), ids=[k.name for k in ApiKey])
-def test_request_round_trip(api_key: ApiKey) -> None:
+
+def as_of(message: Any, version: int) -> Any:
+    """What `message` reads as after a trip at `version`: the fields a newer version added
+    at their defaults (a second statement of messages.py's shapes, as a test oracle)."""
+    if isinstance(message, ProduceRequest) and version < 1:
+        return dataclasses.replace(message, trace_context=None)
+    if isinstance(message, FetchResponse) and version < 1:
+        old = dataclasses.replace
+        return old(
+            message,
+            topics=tuple(
+                old(
+                    t,
+                    partitions=tuple(
+                        old(p, next_offset=None, aborted_transactions=()) for p in t.partitions
+                    ),
+                )
+                for t in message.topics
+            ),
+        )
+    return message
+
+
+def test_supported_versions_are_what_the_messages_know() -> None:
+    """Versions past 0 are FETCH v1 and PRODUCE v1; everything else is at version 0."""
+    newer = {key: high for key, (_, high) in SUPPORTED_VERSIONS.items() if high > 0}
+    assert newer == {ApiKey.PRODUCE: 1, ApiKey.FETCH: 1}
+    assert all(low == 0 for low, _ in SUPPORTED_VERSIONS.values())
+
+
+@pytest.mark.parametrize(("api_key", "version"), VERSIONS, ids=VERSION_IDS)
+def test_request_round_trip(api_key: ApiKey, version: int) -> None:
     @settings(max_examples=40, deadline=1000)
     @given(REQUESTS[api_key], I32, st.none() | st.text(max_size=20))
     def check(request: Request, correlation_id: int, client_id: str | None) -> None:
-        payload = _payload(encode_request(request, correlation_id, client_id))
+        frame = encode_request(request, correlation_id, client_id, api_version=version)
+        payload = _payload(frame)
         assert request_correlation_id(payload) == correlation_id
         header, decoded = decode_request(payload)
         assert header == RequestHeader(
-            api_key=api_key, api_version=0, correlation_id=correlation_id, client_id=client_id
+            api_key=api_key, api_version=version, correlation_id=correlation_id, client_id=client_id
         )
-        assert decoded == request and type(decoded) is type(request)
+        assert decoded == as_of(request, version) and type(decoded) is type(request)
+        again = encode_request(decoded, correlation_id, client_id, api_version=version)
+        assert again == frame  # what a version cannot carry was dropped, nothing else
 
     check()
 
 
-@pytest.mark.parametrize("api_key", list(ApiKey), ids=[k.name for k in ApiKey])
-def test_response_round_trip(api_key: ApiKey) -> None:
+@pytest.mark.parametrize(("api_key", "version"), VERSIONS, ids=VERSION_IDS)
+def test_response_round_trip(api_key: ApiKey, version: int) -> None:
     @settings(max_examples=40, deadline=1000)
     @given(RESPONSES[api_key], I32)
     def check(response: Response, correlation_id: int) -> None:
-        payload = _payload(encode_response(correlation_id, ErrorCode.NONE, None, response))
+        frame = encode_response(correlation_id, ErrorCode.NONE, None, response, api_version=version)
+        payload = _payload(frame)
         assert response_correlation_id(payload) == correlation_id
-        envelope = decode_response(payload, api_key)
-        assert tuple(envelope) == (correlation_id, ErrorCode.NONE, None, response)
-        assert envelope.body == response
+        envelope = decode_response(payload, api_key, api_version=version)
+        expected = as_of(response, version)
+        assert tuple(envelope) == (correlation_id, ErrorCode.NONE, None, expected)
+        again = encode_response(
+            correlation_id, ErrorCode.NONE, None, envelope.body, api_version=version
+        )
+        assert again == frame
 
     check()
 
@@ -401,16 +468,29 @@ def test_produce_request_body_matches_the_documented_shape() -> None:
         topics=(ProduceTopic(name="t", partitions=(ProducePartition(partition=0, batch=b"B"),)),),
         timeout_ms=100,
     )
-    assert request.to_body() == {
+    v0 = {
         "acks": -1,
         "timeout_ms": 100,
         "transactional_id": None,
         "topics": [{"name": "t", "partitions": [{"partition": 0, "batch": b"B"}]}],
     }
+    assert request.to_body(0) == v0
+    assert request.to_body(1) == {**v0, "trace_context": None}
     frame = encode_request(request, 7, "cli")
-    assert cbor.decode(frame[4:]) == [4, 0, 7, "cli", request.to_body()]
-    fetched = FetchPartitionResult(partition=1, batches=(FetchedBatch(base_offset=5, data=b"x"),))
-    assert fetched.to_wire()["batches"] == [[5, b"x"]]
+    assert cbor.decode(frame[4:]) == [4, 0, 7, "cli", v0]
+    frame = encode_request(request, 7, "cli", api_version=1)
+    assert cbor.decode(frame[4:]) == [4, 1, 7, "cli", request.to_body(1)]
+    fetched = FetchPartitionResult(
+        partition=1,
+        batches=(FetchedBatch(base_offset=5, data=b"x"),),
+        next_offset=6,
+        aborted_transactions=(AbortedTransaction(producer_id=3, first_offset=5),),
+    )
+    assert fetched.to_wire(0)["batches"] == [[5, b"x"]]
+    assert "next_offset" not in fetched.to_wire(0)
+    assert "aborted_transactions" not in fetched.to_wire(0)
+    assert fetched.to_wire(1)["next_offset"] == 6
+    assert fetched.to_wire(1)["aborted_transactions"] == [[3, 5]]
 
 
 def test_byte_fields_given_as_buffers_are_encoded_as_bytes() -> None:
@@ -688,11 +768,11 @@ def test_metadata_leader_term_unknown_is_minus_one() -> None:
     part = {"partition": 0, "leader": None, "leader_term": -1, "replicas": [1], "error": 5}
     topic = {"name": "t", "error": 0, "partitions": [part], "replication_factor": 1, "config": {}}
     body = {"cluster_id": "c", "controller": 0, "brokers": [], "topics": [topic]}
-    decoded = MetadataResponse.from_body(body)
+    decoded = MetadataResponse.from_body(body, 0)
     assert decoded.topics[0].partitions[0].leader_term == -1
     part["leader_term"] = -2
     with pytest.raises(WireError, match=r"topics\[0\]\.partitions\[0\]\.leader_term: -2 is"):
-        MetadataResponse.from_body(body)
+        MetadataResponse.from_body(body, 0)
 
 
 def _describe_cluster_body() -> dict[str, Any]:
@@ -772,7 +852,7 @@ def test_bad_describe_cluster_response_fields_are_named(
     body = _describe_cluster_body()
     good = decode_response(cbor.encode([4, 0, None, body]), ApiKey.DESCRIBE_CLUSTER).body
     assert isinstance(good, DescribeClusterResponse)
-    assert good.to_body() == body  # the unmutated body is valid and round-trips exactly
+    assert good.to_body(0) == body  # the unmutated body is valid and round-trips exactly
     mutate(body)
     with pytest.raises(WireError) as info:
         decode_response(cbor.encode([4, 0, None, body]), ApiKey.DESCRIBE_CLUSTER)
@@ -795,7 +875,7 @@ def test_array_lengths_are_bounded_by_limits() -> None:
     body = {"topics": ["a", "b", "c"]}
     limits = Limits(max_array_items=2)
     with pytest.raises(WireError) as info:
-        MetadataRequest.from_body(body, limits)
+        MetadataRequest.from_body(body, 0, limits)
     assert info.value.message.startswith("topics: 3 items exceed the limit of 2")
     with pytest.raises(WireError):  # the CBOR layer refuses first when decoding a frame
         decode_request(cbor.encode([1, 0, 1, None, body]), limits)
@@ -804,7 +884,7 @@ def test_array_lengths_are_bounded_by_limits() -> None:
 def test_topic_name_limit_can_be_narrowed() -> None:
     body = {"topics": ["abcdef"]}
     with pytest.raises(WireError, match="longer than 5"):
-        MetadataRequest.from_body(body, Limits(max_topic_name=5))
+        MetadataRequest.from_body(body, 0, Limits(max_topic_name=5))
 
 
 # ---------------------------------------------------------------------------- envelopes
@@ -820,7 +900,7 @@ def test_envelope_errors_carry_the_correlation_id_when_readable() -> None:
     error = _reject_request(cbor.encode([99, 0, 5, None, {}]))
     assert (error.code, error.correlation_id) == (ErrorCode.INVALID_REQUEST, 5)
     assert "unknown API 99" in error.message
-    error = _reject_request(cbor.encode([0, 1, 6, None, {}]))
+    error = _reject_request(cbor.encode([1, 1, 6, None, {}]))
     assert (error.code, error.correlation_id) == (ErrorCode.UNSUPPORTED_VERSION, 6)
     error = _reject_request(cbor.encode([0, 0, 7, "c" * 257, {}]))
     assert (error.code, error.correlation_id) == (ErrorCode.INVALID_REQUEST, 7)
@@ -853,6 +933,10 @@ def test_response_envelope_rules() -> None:
         encode_response(1, ErrorCode.NONE, None, None)
     with pytest.raises(ValueError):
         encode_response(1, ErrorCode.NOT_READY, "starting", ok)
+    with pytest.raises(ValueError):  # only API_VERSIONS answers a refusal with a body
+        encode_response(1, ErrorCode.UNSUPPORTED_VERSION, "v9", FetchResponse(topics=()))
+    with pytest.raises(ValueError):
+        encode_response(1, ErrorCode.NONE, None, ok, api_version=1)
     with pytest.raises(ValueError):
         encode_response(2**31, ErrorCode.NONE, None, ok)
     with pytest.raises(WireError, match="body: must be null"):
@@ -916,3 +1000,308 @@ def test_per_topic_and_per_partition_messages_are_cut_too() -> None:
     assert isinstance(envelope.body, CreateTopicsResponse)
     message = envelope.body.topics[0].message
     assert message is not None and len(message) == MAX_ERROR_MESSAGE
+
+
+# ---------------------------------------------------------------------------- versions
+
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _fetch_answer_body(version: int) -> dict[str, Any]:
+    part: dict[str, Any] = {
+        "partition": 0,
+        "error": 0,
+        "message": None,
+        "high_watermark": 9,
+        "last_stable_offset": 9,
+        "log_start_offset": 0,
+        "batches": [[7, b"x"]],
+        "leader": None,
+        "leader_term": -1,
+    }
+    if version >= 1:
+        part |= {"next_offset": 8, "aborted_transactions": []}
+    return {"topics": [{"name": "t", "partitions": [part]}]}
+
+
+def _decode_fetch_answer(body: dict[str, Any], version: int) -> ResponseEnvelope:
+    return decode_response(cbor.encode([3, 0, None, body]), ApiKey.FETCH, api_version=version)
+
+
+def test_shape_lists_the_keys_of_each_version() -> None:
+    shape = Shape("a", "b", added={1: ("c",), 3: ("d", "e")})
+    assert shape.keys(0) == {"a", "b"}
+    assert shape.keys(1) == shape.keys(2) == {"a", "b", "c"}
+    assert shape.keys(3) == shape.keys(9) == {"a", "b", "c", "d", "e"}
+    full = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
+    assert shape.write(full, 2) == {"a": 1, "b": 2, "c": 3}
+    assert shape.write(full, 3) == full
+    with pytest.raises(WireError, match="unknown 'c'"):
+        shape.read({"a": 1, "b": 2, "c": 3}, "", 0)
+    with pytest.raises(WireError, match="missing c"):
+        shape.read({"a": 1, "b": 2}, "", 1)
+    with pytest.raises(ValueError, match="twice"):
+        Shape("a", added={1: ("a",)})
+    with pytest.raises(ValueError, match="version 0"):
+        Shape("a", added={0: ("b",)})
+
+
+def test_fetch_v1_answers_carry_next_offset_and_aborted_transactions() -> None:
+    v1 = _decode_fetch_answer(_fetch_answer_body(1), 1).body
+    assert isinstance(v1, FetchResponse)
+    part = v1.topics[0].partitions[0]
+    assert (part.next_offset, part.aborted_transactions) == (8, ())
+    v0 = _decode_fetch_answer(_fetch_answer_body(0), 0).body
+    assert isinstance(v0, FetchResponse)
+    part = v0.topics[0].partitions[0]
+    assert (part.next_offset, part.aborted_transactions) == (None, ())  # v0: not sent
+    aborted = _fetch_answer_body(1)
+    aborted["topics"][0]["partitions"][0]["aborted_transactions"] = [[5, 7], [6, 7]]
+    body = _decode_fetch_answer(aborted, 1).body
+    assert isinstance(body, FetchResponse)
+    assert body.topics[0].partitions[0].aborted_transactions == (
+        AbortedTransaction(producer_id=5, first_offset=7),
+        AbortedTransaction(producer_id=6, first_offset=7),
+    )
+
+
+PART = ["topics", 0, "partitions", 0]
+
+FETCH_ANSWER_REJECTIONS: list[tuple[str, int, Callable[[dict[str, Any]], None], str]] = [
+    # (id, version, mutation of that version's valid body, expected message prefix)
+    (
+        "v0 with v1 fields",
+        0,
+        lambda b: b["topics"][0]["partitions"][0].update(next_offset=8, aborted_transactions=[]),
+        "topics[0].partitions[0]: unknown 'aborted_transactions', 'next_offset'",
+    ),
+    (
+        "v0 with next_offset alone",
+        0,
+        _set([*PART, "next_offset"], 8),
+        "topics[0].partitions[0]: unknown 'next_offset'",
+    ),
+    (
+        "v1 without next_offset",
+        1,
+        lambda b: b["topics"][0]["partitions"][0].pop("next_offset"),
+        "topics[0].partitions[0]: missing next_offset",
+    ),
+    (
+        "v1 next_offset null",
+        1,
+        _set([*PART, "next_offset"], None),
+        "topics[0].partitions[0].next_offset: expected int, got null",
+    ),
+    (
+        "v1 next_offset beyond int64",
+        1,
+        _set([*PART, "next_offset"], 2**63),
+        "topics[0].partitions[0].next_offset: 9223372036854775808 is outside",
+    ),
+    (
+        "v1 aborted transaction of three items",
+        1,
+        _set([*PART, "aborted_transactions"], [[1, 2, 3]]),
+        "topics[0].partitions[0].aborted_transactions[0]: expected [producer_id, first_offset]",
+    ),
+    (
+        "v1 aborted transaction with a negative producer",
+        1,
+        _set([*PART, "aborted_transactions"], [[-1, 2]]),
+        "topics[0].partitions[0].aborted_transactions[0][0]: -1 is outside",
+    ),
+    (
+        "v1 aborted transactions a map",
+        1,
+        _set([*PART, "aborted_transactions"], {}),
+        "topics[0].partitions[0].aborted_transactions: expected an array, got map",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("version", "mutate", "expected"),
+    [row[1:] for row in FETCH_ANSWER_REJECTIONS],
+    ids=[row[0] for row in FETCH_ANSWER_REJECTIONS],
+)
+def test_fetch_answers_have_exactly_their_versions_fields(
+    version: int, mutate: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    body = _fetch_answer_body(version)
+    _decode_fetch_answer(body, version)  # valid before the mutation
+    mutate(body)
+    with pytest.raises(WireError) as info:
+        _decode_fetch_answer(body, version)
+    assert info.value.code is ErrorCode.INVALID_REQUEST
+    assert info.value.message.startswith(expected), info.value.message
+    assert info.value.correlation_id == 3
+
+
+def _produce_request(version: int, body: dict[str, Any]) -> ProduceRequest:
+    _, request = decode_request(cbor.encode([4, version, 21, None, body]))
+    assert isinstance(request, ProduceRequest)
+    return request
+
+
+def test_produce_v1_keeps_a_trace_context() -> None:
+    assert _produce_request(1, {**_produce_body(), "trace_context": TRACE}).trace_context == TRACE
+    assert _produce_request(1, {**_produce_body(), "trace_context": None}).trace_context is None
+    assert _produce_request(0, _produce_body()).trace_context is None
+    traced = ProduceRequest(topics=(), trace_context=TRACE)
+    assert "trace_context" not in traced.to_body(0)  # a v0 broker never sees it
+
+
+PRODUCE_VERSION_REJECTIONS: list[tuple[str, int, dict[str, Any], str]] = [
+    # (id, version, change to a valid v0 body, expected message prefix)
+    ("v0 with a trace context", 0, {"trace_context": TRACE}, "body: unknown 'trace_context'"),
+    ("v0 with a null trace context", 0, {"trace_context": None}, "body: unknown 'trace_context'"),
+    ("v1 without a trace context", 1, {}, "body: missing trace_context"),
+    ("trace context an int", 1, {"trace_context": 5}, "trace_context: expected text, got int"),
+    ("trace context empty", 1, {"trace_context": ""}, "trace_context: not a W3C traceparent"),
+    (
+        "trace context of 56 characters",
+        1,
+        {"trace_context": TRACE + "0"},
+        "trace_context: traceparent longer than 55 characters",
+    ),
+    (
+        "trace context in upper case",
+        1,
+        {"trace_context": TRACE.upper()},
+        "trace_context: not a W3C traceparent",
+    ),
+    (
+        "trace context without dashes",
+        1,
+        {"trace_context": TRACE.replace("-", "_")},
+        "trace_context: not a W3C traceparent",
+    ),
+    (
+        "trace context version ff",
+        1,
+        {"trace_context": "ff" + TRACE[2:]},
+        "trace_context: traceparent version ff is invalid",
+    ),
+    (
+        "trace context with a zero trace id",
+        1,
+        {"trace_context": f"00-{'0' * 32}-00f067aa0ba902b7-01"},
+        "trace_context: traceparent trace id is all zeros",
+    ),
+    (
+        "trace context with a zero parent id",
+        1,
+        {"trace_context": f"00-4bf92f3577b34da6a3ce929d0e0e4736-{'0' * 16}-01"},
+        "trace_context: traceparent parent id is all zeros",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("version", "change", "expected"),
+    [row[1:] for row in PRODUCE_VERSION_REJECTIONS],
+    ids=[row[0] for row in PRODUCE_VERSION_REJECTIONS],
+)
+def test_produce_requests_have_exactly_their_versions_fields(
+    version: int, change: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(WireError) as info:
+        decode_request(cbor.encode([4, version, 22, None, {**_produce_body(), **change}]))
+    assert info.value.code is ErrorCode.INVALID_REQUEST
+    assert info.value.message.startswith(expected), info.value.message
+    assert info.value.correlation_id == 22
+
+
+def test_a_version_outside_the_range_is_refused_naming_api_version_and_range() -> None:
+    for key, (_, high) in SUPPORTED_VERSIONS.items():
+        if key is ApiKey.API_VERSIONS:
+            continue
+        body = REQUEST_TYPES[key].to_body(_sample_request(key), high)
+        for version in (high + 1, -1, 2**15 - 1):
+            error = _reject_request(cbor.encode([int(key), version, 30, None, body]))
+            assert (error.code, error.correlation_id) == (ErrorCode.UNSUPPORTED_VERSION, 30)
+            assert error.message == (
+                f"api_version: {key.name} version {version} is not supported by this broker, "
+                f"which speaks versions 0 to {high}"
+            )
+
+
+def _sample_request(key: ApiKey) -> Request:
+    return {
+        ApiKey.METADATA: MetadataRequest(),
+        ApiKey.CREATE_TOPICS: CreateTopicsRequest(topics=()),
+        ApiKey.DELETE_TOPICS: DeleteTopicsRequest(names=()),
+        ApiKey.PRODUCE: ProduceRequest(topics=()),
+        ApiKey.FETCH: FetchRequest(topics=()),
+        ApiKey.LIST_OFFSETS: ListOffsetsRequest(topics=()),
+        ApiKey.INIT_PRODUCER_ID: InitProducerIdRequest(),
+        ApiKey.DESCRIBE_CLUSTER: DescribeClusterRequest(),
+        ApiKey.API_VERSIONS: ApiVersionsRequest(),
+    }[key]
+
+
+def test_a_broker_serving_fewer_versions_refuses_the_newer_ones() -> None:
+    served = capped({ApiKey.FETCH: 0})
+    assert served[ApiKey.FETCH] == (0, 0) and served[ApiKey.PRODUCE] == (0, 1)
+    body = FetchRequest(topics=()).to_body(1)
+    with pytest.raises(WireError) as info:
+        decode_request(cbor.encode([5, 1, 4, None, body]), Limits(), served)
+    assert info.value.code is ErrorCode.UNSUPPORTED_VERSION
+    assert "FETCH version 1" in info.value.message and "versions 0 to 0" in info.value.message
+    header, _ = decode_request(cbor.encode([5, 0, 4, None, FetchRequest(topics=()).to_body(0)]))
+    assert header.api_version == 0
+    with pytest.raises(ValueError, match=r"FETCH: version cap 2 is outside \[0, 1\]"):
+        capped({ApiKey.FETCH: 2})
+
+
+def test_api_versions_outside_its_range_decodes_without_its_body() -> None:
+    """Kafka's rule: a newer client's API_VERSIONS is not refused by the decoder (its body
+    is unknown here), so the broker can answer it with the ranges."""
+    for version, body in ((1, {"client_software": "x"}), (7, {}), (-1, [1, 2])):
+        header, request = decode_request(cbor.encode([0, version, 40, "new", body]))
+        assert request == ApiVersionsRequest()
+        assert (header.api_key, header.api_version, header.correlation_id) == (
+            ApiKey.API_VERSIONS,
+            version,
+            40,
+        )
+    with pytest.raises(WireError, match="unknown 'x'"):  # at a served version: checked
+        decode_request(cbor.encode([0, 0, 41, None, {"x": 1}]))
+
+
+def test_the_api_versions_refusal_carries_the_ranges_at_version_0() -> None:
+    ranges = ApiVersionsResponse(
+        apis=(ApiVersionRange(api_key=0, min_version=0, max_version=0),), node_id=3
+    )
+    frame = encode_response(9, ErrorCode.UNSUPPORTED_VERSION, "too new", ranges)
+    assert cbor.decode(frame[4:]) == [9, 35, "too new", ranges.to_body(0)]
+    envelope = decode_response(frame[4:], ApiKey.API_VERSIONS)
+    assert envelope == (9, ErrorCode.UNSUPPORTED_VERSION, "too new", ranges)
+    # A refusal without the ranges (an older broker's) reads too.
+    plain = encode_response(9, ErrorCode.UNSUPPORTED_VERSION, "too new", None)
+    assert decode_response(plain[4:], ApiKey.API_VERSIONS).body is None
+    # Any other API's error answer has a null body.
+    with pytest.raises(WireError, match="body: must be null"):
+        decode_response(cbor.encode([9, 35, "x", {"topics": []}]), ApiKey.FETCH)
+    with pytest.raises(WireError, match="body: must be null"):
+        decode_response(cbor.encode([9, 3, "x", ranges.to_body(0)]), ApiKey.API_VERSIONS)
+
+
+def test_responses_are_read_at_the_version_asked() -> None:
+    answer = FetchResponse(
+        topics=(FetchTopicResult(name="t", partitions=(FetchPartitionResult(partition=0),)),)
+    )
+    v0 = encode_response(1, ErrorCode.NONE, None, answer)
+    with pytest.raises(WireError, match="missing aborted_transactions, next_offset"):
+        decode_response(v0[4:], ApiKey.FETCH, api_version=1)
+    with pytest.raises(ValueError, match=r"FETCH version 2 is not in \[0, 1\]"):
+        decode_response(v0[4:], ApiKey.FETCH, api_version=2)
+
+
+def test_traceparent_problems() -> None:
+    assert traceparent_problem(TRACE) is None
+    assert traceparent_problem("01" + TRACE[2:]) is None  # a later version, same layout
+    assert traceparent_problem(TRACE[:-1]) is not None
+    assert traceparent_problem(TRACE + "\n") is not None
+    assert traceparent_problem("") is not None
