@@ -29,6 +29,7 @@ from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, NodeConfig
 from broker.core.partition import PartitionConfig
 from broker.core.peer_codec import Hello
+from broker.runtime.diagnostics import peer_ping
 from broker.runtime.driver import Driver
 from broker.runtime.groups import RocksGroupStore
 from broker.runtime.http import JSON, TEXT, HttpEndpoint
@@ -180,7 +181,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 config.rack,
             ),
         )
-        driver = Driver(node, store)
+        driver = Driver(node, store, config.api_versions)
         budget = request_budget(config.request_budget_bytes)
         driver.budget = budget
         driver.max_wait_s = config.request_timeout_ms_max / 1000
@@ -207,6 +208,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             max_request_timeout_ms=config.request_timeout_ms_max,
             budget=budget,
             stall_timeout_s=config.stall_timeout_s,
+            versions=driver.handler.versions,
         )
         http = HttpEndpoint(
             {
@@ -215,7 +217,8 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                     (200, "ready\n", TEXT) if node.is_ready() else (503, "not ready\n", TEXT)
                 ),
                 "/stats": lambda: (200, stats_json(server, network, driver), JSON),
-            }
+            },
+            {"/peers/ping": partial(peer_ping, driver)},
         )
         stop = trio.Event()
         broker = Broker(config, addrs, node, driver, server, stop, network)
@@ -253,6 +256,7 @@ def stats_json(server: ClientServer, network: PeerNetwork, driver: Driver) -> st
                 "budget_waiting": peer_budget.waiting,
             },
             "driver": dataclasses.asdict(driver.stats()),
+            "peer_requests": driver.peer_request_stats(),
             "node": driver.node.stats(),
         },
         indent=1,

@@ -14,15 +14,23 @@ their partitions changed (high watermark, term, serving), until they have enough
 With the durability audit on (tests), every committed entry a round applies, and so every
 acknowledgement it causes, is checked to be durable first (the store checks its own writes
 too).
+
+Peer requests: the driver owns the process's one `PeerRequests` (`peer_requests`, with a
+random session per process life). The node's modules register handlers and result listeners
+on it and call `request`; the loop ticks it with the node, delivers the requests and responses
+the links bring (in order with the other peer input), runs its local path, sends its frames
+and hands results of kinds without a listener to the tasks awaiting them (`peer_request`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
+import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,8 +42,16 @@ from broker.core.peer_codec import (
     BrokerHeartbeat,
     HeartbeatAck,
     Hello,
+    PeerRequest,
+    PeerResponse,
     encode_heartbeat,
     encode_raft,
+)
+from broker.core.peer_requests import (
+    DEFAULT_DEADLINE_TICKS,
+    DEFAULT_RETRY_TICKS,
+    PeerRequests,
+    PeerResult,
 )
 from broker.core.raft import Entry, Message
 from broker.core.requests import Reply, RequestHandler
@@ -43,6 +59,7 @@ from broker.runtime.budget import ByteBudget
 from broker.runtime.fault_log import FaultLog
 from broker.runtime.groups import round_writes, write_compactions
 from broker.runtime.store import RocksStore
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchRequest, Request
 from broker.wire.protocol import RequestHeader
@@ -97,9 +114,10 @@ class Driver:
         self,
         node: BrokerNode,
         store: RocksStore,
+        versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS,
     ) -> None:
         self.node = node
-        self.handler = RequestHandler(node)
+        self.handler = RequestHandler(node, versions)
         self.store = store
         self.audit = store.audit
         self._inbox: deque[Op] = deque()
@@ -122,6 +140,15 @@ class Driver:
         self.request_errors = 0
         self.peer_input_errors = 0
         self._faults = FaultLog(log)
+        config = node.config
+        self.peer_requests = PeerRequests(
+            config.node_id, config.incarnation, random.SystemRandom().getrandbits(63)
+        )
+        self._peer_waiters: dict[int, _PeerWaiter] = {}
+        self.peer_results_unclaimed = 0
+        """Results of kinds without a listener that no task awaits (its wait was cancelled)."""
+        self.peer_request_errors = 0
+        """Peer request handlers and listeners that raised (a bug)."""
 
     # -- inputs (from other tasks) ------------------------------------------------------------
 
@@ -144,12 +171,58 @@ class Driver:
 
     def on_hello(self, hello: Hello) -> None:
         node = self.node
-        self._peer_inputs.append(
-            lambda: node.on_peer_hello(
+
+        def linked() -> None:
+            self.peer_requests.peer_linked(hello.node_id, hello.serves_requests)
+            node.on_peer_hello(
                 hello.node_id, hello.incarnation, hello.cluster_id, hello.bootstrapped
             )
-        )
+
+        self._peer_inputs.append(linked)
         self._wake.set()
+
+    def on_peer_request(self, peer: int, request: PeerRequest) -> None:
+        self._peer_inputs.append(lambda: self.peer_requests.on_request(peer, request))
+        self._wake.set()
+
+    def on_peer_response(self, peer: int, response: PeerResponse) -> None:
+        self._peer_inputs.append(lambda: self.peer_requests.on_response(peer, response))
+        self._wake.set()
+
+    async def peer_request(
+        self,
+        dst: int,
+        kind: str,
+        body: object = None,
+        *,
+        deadline_ticks: int = DEFAULT_DEADLINE_TICKS,
+        retry_ticks: int = DEFAULT_RETRY_TICKS,
+    ) -> PeerResult:
+        """Ask broker `dst` from another task (diagnostics, tests) and wait for the result,
+        which comes by the deadline (while the ticker runs). `kind` must have no listener."""
+        cid = self.peer_requests.request(
+            dst, kind, body, deadline_ticks=deadline_ticks, retry_ticks=retry_ticks
+        )
+        waiter = _PeerWaiter()
+        self._peer_waiters[cid] = waiter
+        self._wake.set()
+        try:
+            await waiter.done.wait()
+        finally:
+            self._peer_waiters.pop(cid, None)
+        assert waiter.result is not None
+        return waiter.result
+
+    def peer_request_stats(self) -> dict[str, int]:
+        pr = self.peer_requests
+        return {
+            **dataclasses.asdict(pr.stats),
+            "pending": pr.pending(),
+            "open": pr.open_requests(),
+            "cached_answers": pr.cached_answers(),
+            "unclaimed_results": self.peer_results_unclaimed,
+            "errors": self.peer_request_errors,
+        }
 
     def on_raft(self, batch: list[tuple[int, Message]]) -> None:
         def deliver() -> None:
@@ -195,14 +268,16 @@ class Driver:
         while True:
             if not (
                 self._inbox or self._abandoned or self._ticks or self._peer_inputs
-                or node.has_work()
+                or node.has_work() or self.peer_requests.has_work()
             ):  # fmt: skip
                 with trio.move_on_at(self.next_deadline()):
                     await self._wake.wait()
             self._wake = trio.Event()
             self._absorb()
+            self._pump_peer_requests()
             while node.has_work():
                 await self._round()
+                self._pump_peer_requests()
             self._expire_parked()
             await trio.lowlevel.checkpoint()
 
@@ -217,6 +292,7 @@ class Driver:
                 self._faults.report("peer input", e)
         for _ in range(self._ticks):
             node.tick()
+            self.peer_requests.tick()
         self._ticks = 0
         while self._inbox:
             self._start(self._inbox.popleft())
@@ -230,6 +306,27 @@ class Driver:
                 reply = self.handler.abandon(op.token)
                 if reply is not None:
                     op.resolve(reply)
+
+    def _pump_peer_requests(self) -> None:
+        """Run the local path, send the frames, hand on results and report failures."""
+        pr = self.peer_requests
+        if not pr.has_work():
+            return
+        pr.run_local()
+        network = self.network
+        for dst, frame in pr.take_outgoing():
+            if network is not None:
+                network.send(dst, frame)
+        for result in pr.deliver_results():
+            waiter = self._peer_waiters.pop(result.correlation_id, None)
+            if waiter is None:
+                self.peer_results_unclaimed += 1
+            else:
+                waiter.result = result
+                waiter.done.set()
+        for kind, e in pr.take_handler_errors():
+            self.peer_request_errors += 1
+            self._faults.report(f"peer request {kind!r}", e)
 
     def _start(self, op: Op) -> None:
         """Start one request. A request whose handling raises is answered
@@ -376,6 +473,12 @@ class Driver:
         if self.network is not None:
             for dst, hb in rnd.heartbeats:
                 self.network.send(dst, encode_heartbeat(hb))
+
+
+@dataclass(eq=False)
+class _PeerWaiter:
+    result: PeerResult | None = None
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 class PeerSender(Protocol):

@@ -3,12 +3,14 @@
 One request per connection, bounded (8 KiB of request head, 5 s to send it). /healthz is 200
 while the process serves; /readyz is 200 once the broker has caught up with the metadata log
 and every partition it hosts has a leader, else 503; /stats is the broker's counters as JSON.
+Query routes (`/peers/ping?broker=N`) take the query's parameters and may wait.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import parse_qsl
 
 import trio
 
@@ -20,6 +22,8 @@ JSON = "application/json"
 
 Route = Callable[[], tuple[int, str, str]]
 """Answers (status, body, content type)."""
+QueryRoute = Callable[[Mapping[str, str]], Awaitable[tuple[int, str, str]]]
+"""Answers (status, body, content type) to the query's parameters (the last of each name)."""
 
 _REASONS = {
     200: "OK",
@@ -31,8 +35,11 @@ _REASONS = {
 
 
 class HttpEndpoint:
-    def __init__(self, routes: dict[str, Route]) -> None:
+    def __init__(
+        self, routes: dict[str, Route], queries: dict[str, QueryRoute] | None = None
+    ) -> None:
         self.routes = routes
+        self.queries = queries or {}
 
     async def serve(self, listeners: list[trio.SocketListener]) -> None:
         await trio.serve_listeners(self.handle, listeners)
@@ -64,10 +71,14 @@ class HttpEndpoint:
         parts = line.split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             return 400, "bad request\n", TEXT
-        method, target = parts[0], parts[1].split("?", 1)[0]
+        method, (target, _, query) = parts[0], parts[1].partition("?")
         route = self.routes.get(target)
-        if route is None:
+        asking = self.queries.get(target)
+        if route is None and asking is None:
             return 404, "not found\n", TEXT
         if method not in ("GET", "HEAD"):
             return 405, "use GET\n", TEXT
+        if asking is not None:
+            return await asking(dict(parse_qsl(query)))
+        assert route is not None
         return route()

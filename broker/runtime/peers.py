@@ -3,8 +3,9 @@
 Exactly one side dials (`peer_codec.dials`: a plain broker dials the seed controllers, seeds
 never dial plain brokers, otherwise the lower node id); the connection carries frames both
 ways. A link
-starts with a handshake (cluster id, node id, incarnation, address): a peer of another cluster,
-or claiming our own id, is refused, so a leftover broker cannot join. Frames to a peer go
+starts with a handshake (cluster id, node id, incarnation, address, peer protocol version,
+features): a peer of another cluster, or claiming our own id, is refused, so a leftover broker
+cannot join. Frames to a peer go
 through a bounded outbox (by bytes); a writer task sends everything queued in one `send_all`,
 so a round's messages for a peer (all its groups, heartbeats included) travel together. When
 the outbox is full, new frames are dropped and counted: Raft recovers from lost messages, and
@@ -20,6 +21,12 @@ ByteBudget (`PEER_BUDGET_BYTES`; frame bytes are held until decoded and queued f
 driver). A Raft message whose sender is not the linked broker, or whose addressee is not
 this broker, is dropped and counted. The peer port trusts brokers that pass the handshake
 (peer authentication comes with TLS); it must not be reachable by clients.
+
+Peer requests and responses (`broker.core.peer_requests`) go to the handler like the other
+frames. A frame of a kind this version does not know closes the link when the peer's hello
+gave our version or an older one; from a newer peer it is counted (`unknown_frames`) and
+skipped, and answered here with a PEER_RESPONSE of UNSUPPORTED_VERSION when it is
+request-shaped (`peer_codec.UnknownFrame.request`), so the link stays up.
 """
 
 from __future__ import annotations
@@ -40,24 +47,31 @@ from broker.core.peer_codec import (
     HELLO,
     HELLO_OK,
     PEER_LIMITS,
+    PEER_PROTOCOL_VERSION,
+    PEER_REQUEST,
+    PEER_RESPONSE,
     RAFT,
     REJECT,
     BrokerHeartbeat,
     HeartbeatAck,
     Hello,
     PeerProtocolError,
+    PeerRequest,
+    PeerResponse,
+    UnknownFrame,
     accepted,
     decode_frame,
     dials,
     encode_heartbeat_ack,
     encode_hello,
+    encode_peer_response,
     encode_reject,
 )
 from broker.core.raft import Message
 from broker.runtime.budget import ByteBudget
 from broker.runtime.fault_log import FaultLog
 from broker.runtime.frame_reader import FrameReader, Received
-from broker.wire.errors import WireError
+from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder, encode_frame
 from broker.wire.limits import KiB, Limits
 
@@ -109,12 +123,18 @@ class PeerStats:
     dropped_messages: int = 0
     """Raft messages dropped: not from the linked broker, not for this one, or at a term
     no real cluster reaches (`peer_codec.accepted`); and heartbeats naming another broker."""
+    unknown_frames: int = 0
+    """Frames of a kind this version does not know, from newer peers (skipped)."""
+    unknown_answered: int = 0
+    """Of those, request-shaped ones answered UNSUPPORTED_VERSION."""
 
 
 @dataclass(eq=False)
 class _Link:
     peer: int
     stream: trio.SocketStream
+    version: int
+    """The peer protocol version its hello gave."""
     outbox: deque[bytes] = field(default_factory=deque)
     outbox_bytes: int = 0
     wake: trio.Event = field(default_factory=trio.Event)
@@ -129,6 +149,8 @@ class PeerHandler(Protocol):
     def on_raft(self, batch: list[tuple[int, Message]]) -> None: ...
     def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None: ...
     def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None: ...
+    def on_peer_request(self, peer: int, request: PeerRequest) -> None: ...
+    def on_peer_response(self, peer: int, response: PeerResponse) -> None: ...
     def on_link_lost(self, peer: int) -> None:
         """The link to `peer` closed and no newer link replaced it."""
         ...
@@ -302,7 +324,7 @@ class PeerNetwork:
         if old is not None:
             old.closed = True
             old.wake.set()
-        link = _Link(hello.node_id, stream)
+        link = _Link(hello.node_id, stream, hello.version)
         self.links[hello.node_id] = link
         self.stats.links += 1
         self.handler.on_hello(hello)
@@ -356,7 +378,7 @@ class PeerNetwork:
                         return
                     continue
                 try:
-                    kind, body = decode_frame(frame)
+                    kind, body = decode_frame(frame, link.version)
                 finally:
                     reader.budget.release(len(frame))
             except (PeerProtocolError, WireError):
@@ -376,6 +398,25 @@ class PeerNetwork:
                     stats.dropped_messages += 1
             elif kind == HEARTBEAT_OK and isinstance(body, HeartbeatAck):
                 handler.on_heartbeat_ack(link.peer, body)
+            elif kind == PEER_REQUEST and isinstance(body, PeerRequest):
+                handler.on_peer_request(link.peer, body)
+            elif kind == PEER_RESPONSE and isinstance(body, PeerResponse):
+                handler.on_peer_response(link.peer, body)
+            elif isinstance(body, UnknownFrame):
+                self._unknown_frame(link.peer, body)
+
+    def _unknown_frame(self, peer: int, frame: UnknownFrame) -> None:
+        """A newer peer's frame of a kind we do not know: skipped, and answered when it
+        expects an answer."""
+        self.stats.unknown_frames += 1
+        if frame.request is None:
+            return
+        session, correlation_id = frame.request
+        why = f"peer frame kind {frame.kind} is newer than this broker's protocol"
+        why += f" (version {PEER_PROTOCOL_VERSION})"
+        answer = PeerResponse(session, correlation_id, ErrorCode.UNSUPPORTED_VERSION, why, None)
+        if self.send(peer, encode_peer_response(answer)):
+            self.stats.unknown_answered += 1
 
     def reply_heartbeat(self, peer: int, ack: HeartbeatAck) -> None:
         self.send(peer, encode_heartbeat_ack(ack))

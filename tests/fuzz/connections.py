@@ -20,17 +20,20 @@ from broker.core.peer_codec import (
     HEARTBEAT_OK,
     HELLO_OK,
     MAX_INDEX,
+    PEER_REQUEST,
+    PEER_RESPONSE,
     RAFT,
     REJECT,
     Hello,
     PeerProtocolError,
+    PeerResponse,
     decode_frame,
 )
 from broker.wire.api import ApiKey
-from broker.wire.errors import WireError
+from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
 from broker.wire.protocol import decode_response
-from tests.fuzz.oracle import DRAIN_CAP_S, Expect
+from tests.fuzz.oracle import DRAIN_CAP_S, Expect, PeerExpect
 from tests.fuzz.stats import Stats
 from tests.fuzz.target import RESPONSE_LIMITS
 
@@ -137,7 +140,9 @@ class ClientConn(_Conn):
         e = self.expects.popleft()
         self.changed()
         try:
-            env = decode_response(payload, e.api or ApiKey.API_VERSIONS, RESPONSE_LIMITS)
+            env = decode_response(
+                payload, e.api or ApiKey.API_VERSIONS, RESPONSE_LIMITS, api_version=e.version
+            )
         except WireError as err:
             stats.anomaly(
                 _undecodable_class(err.message),
@@ -206,11 +211,56 @@ class ClientConn(_Conn):
 
 
 class PeerConn(_Conn):
-    def __init__(self, stream: trio.SocketStream, stats: Stats, where: str, node_id: int) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        stats: Stats,
+        where: str,
+        node_id: int,
+        incarnation: int | None = None,
+    ) -> None:
         super().__init__(stream, stats, where)
         self.node_id = node_id
+        self.incarnation = incarnation
         self.answer: int | None = None
         self.received = 0
+        self.peer_expects: dict[tuple[int, int], list[PeerExpect]] = {}
+        """PEER_RESPONSEs owed, by (session, correlation id): they may come in any order (a
+        newer frame kind is answered by the link, a request by the driver)."""
+
+    def expect(self, expects: list[PeerExpect]) -> None:
+        for e in expects:
+            self.peer_expects.setdefault((e.session, e.correlation_id), []).append(e)
+
+    def _peer_response(self, r: PeerResponse) -> None:
+        owed = self.peer_expects.get((r.session, r.correlation_id))
+        match = None
+        if owed:
+            match = next((e for e in owed if e.code is r.error), None)
+            match = match or next((e for e in owed if e.code is None), None)
+        if match is None:
+            detail = f"(session {r.session}, id {r.correlation_id}) {r.error.name} {r.message}"
+            cls = "wrong-peer-response" if owed else "unasked-peer-response"
+            self.stats.anomaly(cls, f"{self.where}: peer response {detail}; owed {owed}")
+            return
+        assert owed is not None
+        owed.remove(match)
+        if not owed:
+            del self.peer_expects[r.session, r.correlation_id]
+        self.stats.answers[f"peer:{r.error.name}"] += 1
+        if match.ping and r.error is ErrorCode.NONE and not self._mine(r.body):
+            self.stats.anomaly(
+                "wrong-peer-response",
+                f"{self.where}: frame {match.frame}: PING answered {r.body!r}",
+            )
+        self.changed()
+
+    def _mine(self, ping: object) -> bool:
+        """Whether a PING answer names this broker (and echoes something)."""
+        if not isinstance(ping, dict) or "echo" not in ping:
+            return False
+        incarnation = ping.get("incarnation")
+        return ping.get("node_id") == self.node_id and self.incarnation in (None, incarnation)
 
     def on_frame(self, payload: bytes) -> None:
         self.received += 1
@@ -222,9 +272,12 @@ class PeerConn(_Conn):
             return
         names = {
             HELLO_OK: "HELLO_OK", REJECT: "REJECT", RAFT: "RAFT", HEARTBEAT: "HEARTBEAT",
-            HEARTBEAT_OK: "HEARTBEAT_OK",
+            HEARTBEAT_OK: "HEARTBEAT_OK", PEER_REQUEST: "PEER_REQUEST",
+            PEER_RESPONSE: "PEER_RESPONSE",
         }  # fmt: skip
         self.stats.peer_received[names.get(kind, f"kind-{kind}")] += 1
+        if isinstance(body, PeerResponse):
+            self._peer_response(body)
         if self.received == 1:
             self.answer = kind
             if kind == HELLO_OK and not (isinstance(body, Hello) and body.node_id == self.node_id):

@@ -1,9 +1,11 @@
 """Valid inputs for the fuzzer to start from, built with the real encoders.
 
 `ClientCorpus` draws valid requests of every API (the shapes `broker.wire.messages` accepts),
-`PeerCorpus` valid peer frames: hellos, Raft batches holding messages of all twelve types
-(entries, configurations and snapshots consistent as `peer_codec` requires), broker
-heartbeats and their acks. Both draw only from the RNG they are given.
+`PeerCorpus` valid peer frames: hellos (of this version, an older one without a version and a
+newer one with more fields), Raft batches holding messages of all twelve types (entries,
+configurations and snapshots consistent as `peer_codec` requires), broker heartbeats and
+their acks, peer requests (PING and kinds nobody serves), responses, and a newer peer's frames
+of kinds this version does not know. Both draw only from the RNG they are given.
 
 What they name is chosen so that a *valid* request cannot damage what the live run checks:
 writes (produce, create, delete) go to the fuzzer's own topics (`FUZZ_TOPICS`), reads may
@@ -21,16 +23,25 @@ import cbor2
 from broker.core.peer_codec import (
     HELLO,
     HELLO_OK,
+    MAX_CORRELATION_ID,
     MAX_INDEX,
+    PEER_FEATURES,
+    PEER_PROTOCOL_VERSION,
+    REQUEST_SHAPED_KINDS,
     BrokerHeartbeat,
     HeartbeatAck,
     Hello,
+    PeerRequest,
+    PeerResponse,
     encode_heartbeat,
     encode_heartbeat_ack,
     encode_hello,
+    encode_peer_request,
+    encode_peer_response,
     encode_raft,
     encode_reject,
 )
+from broker.core.peer_requests import PING
 from broker.core.raft import ConfState, Entry, EntryKind, Message
 from broker.core.raft.types import (
     AppendEntries,
@@ -49,6 +60,7 @@ from broker.core.raft.types import (
     VoteResponse,
 )
 from broker.wire.batch import Record, encode_batch
+from broker.wire.errors import ErrorCode
 from broker.wire.messages import (
     ApiVersionsRequest,
     CreateTopicsRequest,
@@ -261,6 +273,70 @@ class PeerCorpus:
 
     def hello(self, me: Member, cluster_id: str | None = None) -> bytes:
         return encode_hello(Hello(cluster_id, me[0], me[1], "127.0.0.1:1", False), HELLO)
+
+    def hello_old(self, me: Member) -> bytes:
+        """An older broker's hello: no version, no features (version 0)."""
+        return cbor2.dumps([HELLO, [None, me[0], me[1], "127.0.0.1:1", False]])
+
+    def hello_newer(self, me: Member) -> bytes:
+        """A newer broker's hello: a higher version, more features, fields we do not know."""
+        r = self.rng
+        version = PEER_PROTOCOL_VERSION + r.randint(1, 3)
+        features = [*PEER_FEATURES, *(f"later-{i}" for i in range(r.randint(0, 3)))]
+        extra = [r.choice((None, 7, "x", [1, 2])) for _ in range(r.randint(0, 3))]
+        body = [None, me[0], me[1], "127.0.0.1:1", False, version, features, *extra]
+        return cbor2.dumps([HELLO, body])
+
+    # -- peer requests ------------------------------------------------------------------------
+
+    def _value(self, depth: int = 0) -> object:
+        """A small plain CBOR value."""
+        r = self.rng
+        which = r.randrange(8 if depth < 2 else 5)
+        if which == 0:
+            return None
+        if which == 1:
+            return r.randint(-(2**63), 2**64 - 1)
+        if which == 2:
+            return r.randbytes(r.randint(0, 64))
+        if which == 3:
+            return "".join(r.choice("abcdé-") for _ in range(r.randint(0, 16)))
+        if which == 4:
+            return r.random() < 0.5
+        if which == 5:
+            return r.uniform(-1e9, 1e9)
+        if which == 6:
+            return [self._value(depth + 1) for _ in range(r.randint(0, 4))]
+        return {f"k{i}": self._value(depth + 1) for i in range(r.randint(0, 4))}
+
+    def peer_request(self, session: int) -> bytes:
+        """A PING or a request of a kind nobody serves, with a fresh correlation id."""
+        r = self.rng
+        kind = PING if r.random() < 0.6 else f"fz-{r.getrandbits(24):06x}"
+        cid = r.randint(1, MAX_CORRELATION_ID)
+        return encode_peer_request(PeerRequest(session, cid, kind, self._value()))
+
+    def peer_response(self) -> bytes:
+        """An answer to nothing the broker asked (it ignores it)."""
+        r = self.rng
+        error = r.choice((ErrorCode.NONE, ErrorCode.UNSUPPORTED_VERSION))
+        cid = r.randint(1, MAX_CORRELATION_ID)
+        message = r.choice((None, "fuzz"))
+        return encode_peer_response(
+            PeerResponse(r.getrandbits(63), cid, error, message, self._value())
+        )
+
+    def future_frame(self, session: int) -> bytes:
+        """A frame of a kind this version does not know (a newer peer's), request-shaped
+        (answered UNSUPPORTED_VERSION by a broker linked to a newer peer) or not."""
+        r = self.rng
+        if r.random() < 0.6:
+            kind = r.choice(REQUEST_SHAPED_KINDS)
+            body: object = [session, r.randint(1, MAX_CORRELATION_ID), self._value()]
+        else:
+            kind = r.choice((8, 9, 40, 130, 1000))
+            body = self._value()
+        return cbor2.dumps([kind, body])
 
     def heartbeat(self, me: Member) -> bytes:
         r = self.rng

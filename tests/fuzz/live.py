@@ -365,6 +365,7 @@ class Fuzzer:
         assert self.target.peer is not None
         gen = PeerFrames(self._name("peer", k), self.target, ids, self.o.raft_groups == "safe")
         digest = hashlib.blake2b(digest_size=16)
+        seen: set[tuple[int, int, int]] = set()
         while gen.frames < quota:
             n = min(quota - gen.frames - 1, gen.session_length())
             me = gen.member()
@@ -373,10 +374,12 @@ class Fuzzer:
             except OSError as e:
                 self.stats.anomaly("cannot-connect", f"peer {k}: cannot connect: {e}")
                 return
-            conn = PeerConn(stream, self.stats, f"peer {k}", self.target.node_id)
+            conn = PeerConn(
+                stream, self.stats, f"peer {k}", self.target.node_id, self.target.incarnation
+            )
             with trio.move_on_after(SESSION_TIMEOUT_S) as session:
                 digest.update(b"session")
-                await self._peer_session(conn, gen, me, n, digest)
+                await self._peer_session(conn, gen, me, n, digest, seen)
             if session.cancelled_caught:
                 self.stats.anomaly("session-stuck", f"peer {k}: stuck for {SESSION_TIMEOUT_S} s")
             conn.we_closed = True
@@ -385,11 +388,17 @@ class Fuzzer:
         self.digests[role, k] = digest.digest()
 
     async def _peer_session(
-        self, conn: PeerConn, gen: PeerFrames, me: tuple[int, int], n: int, digest: hashlib.blake2b
+        self,
+        conn: PeerConn,
+        gen: PeerFrames,
+        me: tuple[int, int],
+        n: int,
+        digest: hashlib.blake2b,
+        seen: set[tuple[int, int, int]],
     ) -> None:
         """A handshake frame, then (when it links) up to `n` frames; then check the hello's
-        answer and the close."""
-        mirror = PeerMirror(self.target.node_id, self.target.cluster_id)
+        answer, the answers owed to peer requests and the close."""
+        mirror = PeerMirror(self.target.node_id, self.target.cluster_id, seen)
         stats = self.stats
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.receive, conn.on_frame)
@@ -398,7 +407,9 @@ class Fuzzer:
                 if i:
                     p = gen.next(me)
                 wire = gen.wire(p.data)
-                mirror.feed(wire)
+                mirror.feed(wire, gen.frames)
+                conn.expect(mirror.expects)
+                mirror.expects.clear()
                 stats.sent[f"peer:{p.kind}"] += 1
                 if mirror.bug is not None:
                     self._bug(mirror.bug, wire)
@@ -436,6 +447,17 @@ class Fuzzer:
         if mirror.closing and not await conn.wait_until(lambda: conn.eof, deadline):
             self.stats.anomaly(
                 "not-closed", f"{conn.where}: the broker did not close the connection"
+            )
+        # Answers to peer requests are owed while the link stands (a predicted close may
+        # come before the driver answers: then they are not required).
+        if not mirror.closing and not await conn.wait_until(
+            lambda: not conn.peer_expects or conn.eof, deadline
+        ):
+            owed = [e for es in conn.peer_expects.values() for e in es]
+            self.stats.anomaly(
+                "no-peer-response",
+                f"{conn.where}: {len(owed)} peer requests unanswered (frames "
+                f"{sorted(e.frame for e in owed)[:5]})",
             )
 
 

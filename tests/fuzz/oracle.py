@@ -6,26 +6,40 @@ Each connection runs a mirror of what the broker does with its bytes: the same
 with which correlation id and, for a bad request, which error code (`Expect`); where an
 error frame must precede the close (broken framing); where the broker must close
 (undecodable frame, bad peer frame, failed handshake); and what the handshake answer must be
-(HELLO_OK or REJECT). A decoder raising anything but its own error type is reported as a
-bug with the payload (deterministic: it is found locally). `connections.py` holds the
-broker to these predictions.
+(HELLO_OK or REJECT). On a peer link it also predicts the PEER_RESPONSE each request must get
+(`PeerExpect`): a PING answered NONE (unless its echo may not fit), a kind nobody serves
+UNSUPPORTED_VERSION, a newer peer's request-shaped frame of an unknown kind
+UNSUPPORTED_VERSION, and any code for a request whose (source, session, id) the slot sent
+before (the broker may answer it from its duplicate cache). A decoder raising anything but
+its own error type is reported as a bug with the payload (deterministic: it is found
+locally). `connections.py` holds the
+broker to these predictions, reading each answer at the version of its request (an
+API_VERSIONS request outside its range is answered UNSUPPORTED_VERSION with the ranges, read
+at version 0).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cbor2
+
 from broker.core.peer_codec import (
     HELLO,
     HELLO_OK,
     PEER_LIMITS,
+    PEER_MESSAGE_BYTES,
+    PEER_PROTOCOL_VERSION,
     REJECT,
     Hello,
     PeerProtocolError,
+    PeerRequest,
+    UnknownFrame,
     decode_frame,
 )
+from broker.core.peer_requests import PING
 from broker.runtime.peers import HELLO_FRAME_BYTES
-from broker.wire.api import ApiKey
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
 from broker.wire.limits import Limits
@@ -52,6 +66,8 @@ class Outcome:
     """The correlation id of its answer; None: no answer, the connection closes."""
     api: ApiKey | None = None
     """Set when the request is valid (its answer decodes as this API's response)."""
+    version: int = 0
+    """The version its answer is read at."""
     request: Request | None = None
     code: ErrorCode | None = None
     """The error of a bad request (None: any code, for a valid request)."""
@@ -70,12 +86,17 @@ def predict_request(payload: bytes, limits: Limits) -> Outcome:
         return Outcome(e.correlation_id, code=e.code)
     except Exception as e:
         return Outcome(None, bug=f"decode_request raised {type(e).__name__}: {e}")
+    low, high = SUPPORTED_VERSIONS[header.api_key]
+    if not low <= header.api_version <= high:  # API_VERSIONS: refused with the ranges
+        return Outcome(header.correlation_id, header.api_key, code=ErrorCode.UNSUPPORTED_VERSION)
     latency = 0.0
     if isinstance(request, FetchRequest):
         latency = request.max_wait_ms / 1000
     elif isinstance(request, (ProduceRequest, CreateTopicsRequest, DeleteTopicsRequest)):
         latency = min(request.timeout_ms, 300_000) / 1000
-    return Outcome(header.correlation_id, header.api_key, request, latency=latency)
+    return Outcome(
+        header.correlation_id, header.api_key, header.api_version, request, latency=latency
+    )
 
 
 @dataclass(slots=True)
@@ -84,6 +105,7 @@ class Expect:
 
     corr: int
     api: ApiKey | None
+    version: int
     code: ErrorCode | None
     latency: float
     frame: int
@@ -112,7 +134,7 @@ class ClientMirror:
             try:
                 payload = self.decoder.next_frame()
             except WireError as e:  # broken framing: an error frame (correlation id 0), close
-                out.append(Expect(0, None, e.code, 0.0, frame))
+                out.append(Expect(0, None, 0, e.code, 0.0, frame))
                 self.closing = True
                 return out
             if payload is None:
@@ -125,15 +147,54 @@ class ClientMirror:
                 self.closing = True
                 self.bug = outcome.bug
                 return out
-            out.append(Expect(outcome.corr, outcome.api, outcome.code, outcome.latency, frame))
+            out.append(
+                Expect(
+                    outcome.corr, outcome.api, outcome.version, outcome.code, outcome.latency, frame
+                )
+            )
             if outcome.latency > DRAIN_CAP_S:
                 self.long = True
+
+
+@dataclass(frozen=True, slots=True)
+class PeerExpect:
+    """A PEER_RESPONSE a peer connection must receive (in any order)."""
+
+    session: int
+    correlation_id: int
+    code: ErrorCode | None
+    """None: any code (a request the broker may answer from its duplicate cache)."""
+    ping: bool
+    """An exact PING answer: it names the broker's node id and incarnation."""
+    frame: int
+
+
+def predict_peer_request(
+    req: PeerRequest, src: int, seen: set[tuple[int, int, int]], frame: int
+) -> PeerExpect:
+    """The answer the broker's responder gives `req` from fake broker `src`; `seen` holds the
+    (source, session, id) keys the slot sent before (and gets this one)."""
+    key = (src, req.session, req.correlation_id)
+    code: ErrorCode | None
+    if key in seen:
+        code = None
+    elif req.kind != PING:
+        code = ErrorCode.UNSUPPORTED_VERSION
+    else:  # the answer echoes the body: exact only while that surely fits a frame
+        code = ErrorCode.NONE if len(cbor2.dumps(req.body)) <= PEER_MESSAGE_BYTES // 2 else None
+    seen.add(key)
+    return PeerExpect(req.session, req.correlation_id, code, code is ErrorCode.NONE, frame)
 
 
 class PeerMirror:
     """The broker's view of one peer connection: handshake, then link (`peers.py`)."""
 
-    def __init__(self, node_id: int, cluster_id: str | None) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        cluster_id: str | None,
+        seen: set[tuple[int, int, int]] | None = None,
+    ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.decoder = FrameDecoder(HELLO_LIMITS)
@@ -142,8 +203,15 @@ class PeerMirror:
         self.answer: int | None = None
         """HELLO_OK or REJECT: what the broker answers the hello with."""
         self.bug: str | None = None
+        self.version = PEER_PROTOCOL_VERSION
+        """The linked hello's version: how the broker decodes what follows."""
+        self.src = -1
+        self.seen = set() if seen is None else seen
+        """(source, session, id) of every request the slot sent (across its sessions)."""
+        self.expects: list[PeerExpect] = []
+        """Answers predicted since the caller last took them."""
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, frame: int = 0) -> None:
         if self.closing:
             return
         self.decoder.receive_data(data)
@@ -156,7 +224,7 @@ class PeerMirror:
             if payload is None:
                 return
             try:
-                kind, body = decode_frame(payload)
+                kind, body = decode_frame(payload, self.version)
             except PeerProtocolError:
                 self.closing = True
                 return
@@ -165,6 +233,12 @@ class PeerMirror:
                 self.closing = True
                 return
             if self.linked:
+                if isinstance(body, PeerRequest):
+                    self.expects.append(predict_peer_request(body, self.src, self.seen, frame))
+                elif isinstance(body, UnknownFrame) and body.request is not None:
+                    session, cid = body.request
+                    expect = PeerExpect(session, cid, ErrorCode.UNSUPPORTED_VERSION, False, frame)
+                    self.expects.append(expect)
                 continue
             if kind != HELLO or not isinstance(body, Hello):
                 self.closing = True
@@ -176,4 +250,6 @@ class PeerMirror:
             else:
                 self.answer = HELLO_OK
                 self.linked = True
+                self.version = body.version
+                self.src = body.node_id
                 self.decoder.set_limits(PEER_LIMITS)

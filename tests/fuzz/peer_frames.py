@@ -2,9 +2,12 @@
 per frame from the slot's name alone (so nothing depends on the broker).
 
 Before the handshake: garbage, oversized frames, damaged hellos, the broker's own node id or
-a foreign cluster id; after a good HELLO (a fake broker id from a pool of 8, each slot its
-own share) valid and damaged RAFT frames (messages of all twelve types built with the real
-encoders), broker heartbeats, frames of unexpected kinds, and the same framing damage. Peer
+a foreign cluster id, hellos of an older version (none) and a newer one; after a good HELLO
+(a fake broker id from a pool of 8, each slot its own share) valid and damaged RAFT frames
+(messages of all twelve types built with the real encoders), broker heartbeats, peer requests
+(PING, kinds nobody serves, damaged ones; each slot is one requester session), responses to
+nothing, a newer peer's frames of unknown kinds, frames of unexpected kinds, and the same
+framing damage. Peer
 frames naming the metadata group or the checked topic's groups are redrawn before sending
 (unless `--raft-groups all`).
 
@@ -42,6 +45,10 @@ PEER_KINDS = weights(
         ("raft-tree", 22),
         ("heartbeat", 8),
         ("heartbeat-tree", 5),
+        ("peer-request", 10),
+        ("peer-request-tree", 4),
+        ("peer-response", 3),
+        ("future-kind", 4),
         ("other-kind", 4),
         ("bitflip", 8),
         ("deep", 3),
@@ -52,7 +59,9 @@ PEER_KINDS = weights(
 )
 HELLO_KINDS = weights(
     (
-        ("hello", 75),
+        ("hello", 60),
+        ("hello-old", 6),
+        ("hello-newer", 9),
         ("hello-tree", 8),
         ("hello-bitflip", 4),
         ("hello-own-id", 2),
@@ -94,6 +103,8 @@ class PeerFrames:
         self.groups = (
             target.raft_groups if safe else (*target.raft_groups, *target.protected_groups)
         )
+        self.session = random.Random(f"{name}:session").getrandbits(63)
+        """This slot's peer-request session (one requester life of its fake brokers)."""
         self.redrawn = 0
         self.frames = 0
         self._start_frame()
@@ -130,6 +141,10 @@ class PeerFrames:
         hello = self.corpus.hello(me)
         if kind == "hello":
             return Planned(kind, encode_frame(hello))
+        if kind == "hello-old":
+            return Planned(kind, encode_frame(self.corpus.hello_old(me)))
+        if kind == "hello-newer":
+            return Planned(kind, encode_frame(self.corpus.hello_newer(me)))
         if kind == "hello-tree":
             return Planned(kind, encode_frame(encode(self.mutator.mutate_tree(tree(hello)))))
         if kind == "hello-bitflip":
@@ -207,6 +222,15 @@ class PeerFrames:
             return Planned(kind, encode_frame(c.heartbeat(me)))
         if kind == "heartbeat-tree":
             return Planned(kind, encode_frame(encode(m.mutate_tree(tree(c.heartbeat(me))))))
+        if kind == "peer-request":
+            return Planned(kind, encode_frame(c.peer_request(self.session)))
+        if kind == "peer-request-tree":
+            t = tree(c.peer_request(self.session))
+            return Planned(kind, encode_frame(encode(m.mutate_tree(t, r.randint(1, 2)))))
+        if kind == "peer-response":
+            return Planned(kind, encode_frame(c.peer_response()))
+        if kind == "future-kind":
+            return Planned(kind, encode_frame(c.future_frame(self.session)))
         if kind == "other-kind":
             return Planned(kind, encode_frame(c.other(me)))
         if kind == "bitflip":

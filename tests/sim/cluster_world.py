@@ -21,8 +21,17 @@ peers in `node.peer_addresses()`, opened by a handshake
 (hello / hello-ok, refused across cluster ids) that calls `on_peer_hello` on both sides, in
 order per direction; a crash or a two-way cut breaks the connection (what was in flight is
 lost) and the dialer redials with backoff. Faults: per-frame loss (a full outbox), delay,
-reordering within a bound (a long delay overtakes later frames), two-way and one-way cuts (a
-one-way cut blackholes one direction of a live connection).
+reordering within a bound (a long delay overtakes later frames), duplication (off in the
+cluster profiles: TCP does not duplicate; the peer-request test uses it for resends after a
+reconnect), two-way and one-way cuts (a one-way cut blackholes one direction of a live
+connection).
+
+Peer requests (`broker.core.peer_requests`) as the driver runs them: one `PeerRequests` per
+broker life (session: broker id and life, unique per life as the runtime's random one),
+ticked with the node, fed the PEER_REQUEST / PEER_RESPONSE frames (as peer input, in order
+with the rest) and its local path and sent frames pumped after absorbing inputs and after
+each round; results go to `on_peer_result`, handlers are registered by `on_peer_start`.
+Nothing in the cluster profiles sends one, so their seeds draw the same numbers as before.
 
 Checkers run on every round (`cluster_checker.py`): per-group Raft safety over the metadata
 group and every partition group, a durability audit of every vote grant and append
@@ -37,6 +46,7 @@ taken, compactions that shortened a log, InstallSnapshot chunks sent and snapsho
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
@@ -49,11 +59,15 @@ from broker.core.node import BrokerNode, Completion, Envelope, NodeConfig, Round
 from broker.core.peer_codec import (
     HEARTBEAT,
     HEARTBEAT_OK,
+    PEER_REQUEST,
+    PEER_RESPONSE,
     RAFT,
     BrokerHeartbeat,
     HeartbeatAck,
     Hello,
     PeerProtocolError,
+    PeerRequest,
+    PeerResponse,
     accepted,
     decode_frame,
     dials,
@@ -61,6 +75,7 @@ from broker.core.peer_codec import (
     encode_heartbeat_ack,
     encode_raft,
 )
+from broker.core.peer_requests import PeerRequests, PeerResult
 from broker.core.raft import Message, Role
 from broker.core.raft.types import InstallSnapshot
 from broker.core.requests import Reply, RequestHandler
@@ -83,6 +98,9 @@ class NetOptions:
     drop: float = 0.0
     reorder: float = 0.0
     reorder_max: int = 40
+    duplicate: float = 0.0
+    """Per frame: delivered a second time, up to `reorder_max` later (if the connection
+    still stands)."""
     client_latency_max: int = 3
     dial_rule: str = "runtime"
     """Who dials whom: "runtime" (`peer_codec.dials`, as peers.py) or "lower-id" (the rule
@@ -95,6 +113,7 @@ class ClusterStats:
     rounds: int = 0
     frames: int = 0
     dropped: int = 0
+    duplicated: int = 0
     handshakes: int = 0
     crashes: int = 0
     restarts: int = 0
@@ -141,6 +160,7 @@ class SimBroker:
     disk_latency: tuple[int, int]
     node: BrokerNode | None = None
     handler: RequestHandler | None = None
+    peer_requests: PeerRequests | None = None
     life: int = 0
     """Bumped at every start and crash: events of an older life are void."""
     peer_inputs: deque[Callable[[], None]] = field(default_factory=deque)
@@ -189,6 +209,10 @@ class ClusterWorld:
         self.after_round_start: Callable[[int, list[int]], None] | None = None
         """Hook for fault injection: a broker's round has started (its messages left, its
         write is in flight); with the groups it just became leader of."""
+        self.on_peer_start: Callable[[SimBroker], None] | None = None
+        """A broker life began: register its peer request handlers on `peer_requests`."""
+        self.on_peer_result: Callable[[int, PeerResult], None] | None = None
+        """A peer request of broker `id` completed (kinds without a listener)."""
         self.seeds = {i: f"b{i}:9093" for i in range(n_seeds)}
         units = tick_units or [10] * n_brokers
         self.brokers: dict[int, SimBroker] = {}
@@ -225,6 +249,11 @@ class ClusterWorld:
     def _new_incarnation(self) -> int:
         return self.rng.getrandbits(40) + 1
 
+    @staticmethod
+    def _session(b: SimBroker) -> int:
+        """A peer-request session per broker life (the runtime draws a random one)."""
+        return b.id << 32 | b.life
+
     # -- broker lives -------------------------------------------------------------------------
 
     def _start(self, b: SimBroker) -> None:
@@ -244,6 +273,9 @@ class ClusterWorld:
             advertised=advertised(b.id, disk.incarnation),
         )
         b.handler = RequestHandler(b.node)
+        b.peer_requests = PeerRequests(b.id, disk.incarnation, self._session(b))
+        if self.on_peer_start is not None:
+            self.on_peer_start(b)
         b.peer_inputs.clear()
         b.requests.clear()
         b.ticks_due = 0
@@ -265,6 +297,7 @@ class ClusterWorld:
         self.log(f"crash b{bid}" + (" (round in flight lost)" if b.writing else ""))
         b.node = None
         b.handler = None
+        b.peer_requests = None
         b.writing = None
         b.paused_until = 0
         b.life += 1
@@ -340,8 +373,11 @@ class ClusterWorld:
         life = b.life
         while b.peer_inputs and b.life == life:
             b.peer_inputs.popleft()()
+        pr = b.peer_requests
+        assert pr is not None
         for _ in range(b.ticks_due):
             node.tick()
+            pr.tick()
         b.ticks_due = 0
         while b.requests:
             header, req, reply_fn, corr = b.requests.popleft()
@@ -359,6 +395,35 @@ class ClusterWorld:
                 reply = handler.abandon(token)
                 if reply is not None:
                     self._client_reply(op.client, b.id, reply)
+        self._pump_peer_requests(b)
+
+    def _pump_peer_requests(self, b: SimBroker) -> None:
+        """As the driver: the local path, then the frames out, then the results on."""
+        pr = b.peer_requests
+        if pr is None or not pr.has_work():
+            return
+        pr.run_local()
+        for dst, frame in pr.take_outgoing():
+            self._send_frame(b.id, dst, frame)
+        for result in pr.deliver_results():
+            if self.on_peer_result is not None:
+                self.on_peer_result(b.id, result)
+        for kind, e in pr.take_handler_errors():
+            self.raise_violation("peer-request", f"b{b.id}: the {kind!r} handler raised {e!r}")
+
+    def peer_request(self, src: int, dst: int, kind: str, body: object, **timing: int) -> int:
+        """Broker `src` (up) asks `dst`; the correlation id. Its frames leave when its loop
+        next runs, as in the driver."""
+        b = self.brokers[src]
+        assert b.peer_requests is not None
+        cid = b.peer_requests.request(dst, kind, body, **timing)
+        self.wake(src)
+        return cid
+
+    def wake(self, bid: int) -> None:
+        """Something was queued on broker `bid`'s peer requests from outside its loop (a
+        request, a deferred answer): run its loop."""
+        self._wake(self.brokers[bid])  # or the end of the round being written pumps them
 
     def _next_round(self, b: SimBroker) -> None:
         node = b.node
@@ -412,6 +477,7 @@ class ClusterWorld:
         if cid is not None and b.disk.cluster_id is None:
             b.disk.cluster_id = cid
         self._complete(b, completions)
+        self._pump_peer_requests(b)
         self._next_round(b)
 
     def _count_snapshots(self, b: SimBroker, rnd: Round) -> None:
@@ -466,6 +532,10 @@ class ClusterWorld:
             at = max(at, self.link_clock.get(key, 0))  # in order, as on one connection
             self.link_clock[key] = at
         self.at(at, lambda: self._deliver(src, dst, ep, frame))
+        if net.duplicate and rng.random() < net.duplicate:
+            self.stats.duplicated += 1
+            again = at + rng.randint(0, net.reorder_max)
+            self.at(again, lambda: self._deliver(src, dst, ep, frame))
 
     def _pair(self, a: int, b: int) -> tuple[int, int]:
         return (a, b) if a < b else (b, a)
@@ -505,6 +575,13 @@ class ClusterWorld:
         elif kind == HEARTBEAT_OK:
             ack: HeartbeatAck = body  # type: ignore[assignment]
             b.peer_inputs.append(lambda: b.node.on_heartbeat_ack(ack))  # type: ignore[union-attr]
+        elif kind in (PEER_REQUEST, PEER_RESPONSE):
+            pr = b.peer_requests
+            assert pr is not None  # the same life as the node (both go at a crash)
+            if isinstance(body, PeerRequest):
+                b.peer_inputs.append(functools.partial(pr.on_request, src, body))
+            elif isinstance(body, PeerResponse):
+                b.peer_inputs.append(functools.partial(pr.on_response, src, body))
         self._wake(b)
 
     def _hello(self, b: SimBroker) -> Hello:
@@ -585,11 +662,7 @@ class ClusterWorld:
             self.epoch[pair] = ep  # replaces any older connection of the pair
             self.side.pop((b.id, peer), None)
             self.side[(peer, b.id)] = ep
-            a.peer_inputs.append(
-                lambda: a.node.on_peer_hello(  # type: ignore[union-attr]
-                    hello.node_id, hello.incarnation, hello.cluster_id, hello.bootstrapped
-                )
-            )
+            a.peer_inputs.append(lambda: self._linked(a, hello))
             self._wake(a)
 
             def at_dialer() -> None:
@@ -608,11 +681,7 @@ class ClusterWorld:
                 self.side[(b.id, peer)] = ep
                 b.dialing.discard(peer)
                 self.stats.handshakes += 1
-                b.peer_inputs.append(
-                    lambda: b.node.on_peer_hello(  # type: ignore[union-attr]
-                        reply.node_id, reply.incarnation, reply.cluster_id, reply.bootstrapped
-                    )
-                )
+                b.peer_inputs.append(lambda: self._linked(b, reply))
                 self._wake(b)
 
             at = self.now + rng.randint(net.latency_min, net.latency_max)
@@ -620,6 +689,13 @@ class ClusterWorld:
             self.at(at, at_dialer)
 
         self.at(self.now + rng.randint(net.latency_min, net.latency_max), at_acceptor)
+
+    @staticmethod
+    def _linked(b: SimBroker, hello: Hello) -> None:
+        """The driver's on_hello: the node and the peer requests learn the peer's hello."""
+        assert b.node is not None and b.peer_requests is not None
+        b.peer_requests.peer_linked(hello.node_id, hello.serves_requests)
+        b.node.on_peer_hello(hello.node_id, hello.incarnation, hello.cluster_id, hello.bootstrapped)
 
     def _break(self, a: int, b: int) -> None:
         """The connection between a and b breaks: frames in flight are lost; the dialer

@@ -10,17 +10,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.core.peer_codec import (
+    HELLO,
+    MAX_CORRELATION_ID,
+    MAX_KIND,
+    MAX_MESSAGE,
+    MAX_SESSION,
     MAX_TERM,
+    PEER_FEATURES,
+    PEER_MESSAGE_BYTES,
+    PEER_PROTOCOL_VERSION,
+    PEER_REQUEST,
+    PEER_RESPONSE,
     BrokerHeartbeat,
     HeartbeatAck,
     Hello,
     PeerProtocolError,
+    PeerRequest,
+    PeerResponse,
+    UnknownFrame,
     accepted,
     decode_frame,
     dials,
     encode_heartbeat,
     encode_heartbeat_ack,
     encode_hello,
+    encode_peer_request,
+    encode_peer_response,
     encode_raft,
 )
 from broker.core.raft import ConfState, Entry, EntryKind
@@ -40,6 +55,8 @@ from broker.core.raft.types import (
     TransferLeader,
     VoteResponse,
 )
+from broker.wire import cbor
+from broker.wire.errors import ErrorCode
 
 A, B = (0, 11), (1, 22)
 CONF = ConfState(frozenset({A, B}), frozenset({(2, 33)}))
@@ -77,6 +94,7 @@ def test_every_raft_message_round_trips() -> None:
 def test_hello_and_heartbeats_round_trip() -> None:
     h = Hello("cid", 3, 99, "127.0.0.1:9093", True)
     assert decode_frame(encode_hello(h))[1] == h
+    assert (h.version, h.features) == (PEER_PROTOCOL_VERSION, PEER_FEATURES) and h.serves_requests
     hb = BrokerHeartbeat(3, 99, "h", 1, "p", 2, "r1", ((7, 4, 3),), ((7, (1, 3), 12),))
     assert decode_frame(encode_heartbeat(hb))[1] == hb
     ack = HeartbeatAck(True, 0)
@@ -158,3 +176,99 @@ def test_a_snapshot_vouch_is_checked_like_a_configuration() -> None:
     negative = InstallSnapshot(A, B, 3, meta, 0, b"", 0, ConfVouch(-1, CONF))
     with pytest.raises(PeerProtocolError):
         decode_frame(encode_raft([(1, negative)]))
+
+
+# -- versions, peer requests and responses -------------------------------------------------------
+
+
+def test_an_older_brokers_hello_is_version_0_without_features() -> None:
+    _, hello = decode_frame(cbor.encode([HELLO, ["cid", 3, 99, "h:1", False]]))
+    assert hello == Hello("cid", 3, 99, "h:1", False, 0, ())
+    assert isinstance(hello, Hello) and not hello.serves_requests
+
+
+def test_a_newer_brokers_hello_may_carry_more_fields() -> None:
+    newer = ["cid", 3, 99, "h:1", True, 7, ["peer-requests", "zstd"], {"later": 1}]
+    _, hello = decode_frame(cbor.encode([HELLO, newer]))
+    assert hello == Hello("cid", 3, 99, "h:1", True, 7, ("peer-requests", "zstd"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ["cid", 3, 99, "h:1", True, 1],  # a version without features
+        ["cid", 3, 99, "h:1", True, -1, []],
+        ["cid", 3, 99, "h:1", True, "1", []],
+        ["cid", 3, 99, "h:1", True, 1, "peer-requests"],
+        ["cid", 3, 99, "h:1", True, 1, [""]],
+        ["cid", 3, 99, "h:1", True, 1, ["f" * 65]],
+        ["cid", 3, 99, "h:1", True, 1, [f"f{i}" for i in range(17)]],
+        ["cid", 3, 99, "h:1"],
+    ],
+)
+def test_bad_hellos_are_protocol_errors(body: list[object]) -> None:
+    with pytest.raises(PeerProtocolError):
+        decode_frame(cbor.encode([HELLO, body]))
+
+
+def test_peer_requests_and_responses_round_trip() -> None:
+    for req in (
+        PeerRequest(0, 1, "ping", None),
+        PeerRequest(MAX_SESSION, MAX_CORRELATION_ID, "k" * MAX_KIND, {"a": [1, b"x", 2.5]}),
+    ):
+        assert decode_frame(encode_peer_request(req)) == (PEER_REQUEST, req)
+    for resp in (
+        PeerResponse(5, 6, ErrorCode.NONE, None, {"node_id": 1}),
+        PeerResponse(5, 6, ErrorCode.UNSUPPORTED_VERSION, "m" * MAX_MESSAGE, None),
+    ):
+        assert decode_frame(encode_peer_response(resp)) == (PEER_RESPONSE, resp)
+
+
+def test_an_error_code_this_version_does_not_know_reads_as_unknown_server_error() -> None:
+    _, resp = decode_frame(cbor.encode([PEER_RESPONSE, [1, 2, 31337, "newer", None]]))
+    assert isinstance(resp, PeerResponse) and resp.error is ErrorCode.UNKNOWN_SERVER_ERROR
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        [PEER_REQUEST, [1, 2, "ping"]],
+        [PEER_REQUEST, [1, 0, "ping", None]],  # correlation ids start at 1
+        [PEER_REQUEST, [-1, 2, "ping", None]],
+        [PEER_REQUEST, [MAX_SESSION + 1, 2, "ping", None]],
+        [PEER_REQUEST, [1, MAX_CORRELATION_ID + 1, "ping", None]],
+        [PEER_REQUEST, [1, 2, "", None]],
+        [PEER_REQUEST, [1, 2, "k" * (MAX_KIND + 1), None]],
+        [PEER_REQUEST, [1, 2, 7, None]],
+        [PEER_REQUEST, {"session": 1}],
+        [PEER_RESPONSE, [1, 2, 0, None]],
+        [PEER_RESPONSE, [1, 2, "0", None, None]],
+        [PEER_RESPONSE, [1, 2, 0, "", None]],
+        [PEER_RESPONSE, [1, 2, 0, "m" * (MAX_MESSAGE + 1), None]],
+        [PEER_RESPONSE, [1, 2, 0, b"bytes", None]],
+        [PEER_REQUEST, [1, 2, "ping", b"x" * PEER_MESSAGE_BYTES]],
+    ],
+)
+def test_bad_peer_requests_and_responses_are_protocol_errors(frame: list[object]) -> None:
+    with pytest.raises(PeerProtocolError):
+        decode_frame(cbor.encode(frame))
+
+
+def test_an_unknown_frame_kind_is_an_error_from_our_version_and_skipped_from_a_newer_one() -> None:
+    """A peer of our version (or older) knows every kind we do: an unknown one is garbage.
+    A newer peer's is skipped, and answered when it is request-shaped (kinds 64-127 with
+    `[session, correlation_id, ...]`)."""
+    plain = cbor.encode([9, {"anything": 1}])
+    shaped = cbor.encode([64, [5, 6, "more"]])
+    for payload in (plain, shaped):
+        for version in (0, PEER_PROTOCOL_VERSION):
+            with pytest.raises(PeerProtocolError, match="unknown peer frame kind"):
+                decode_frame(payload, version)
+    newer = PEER_PROTOCOL_VERSION + 1
+    assert decode_frame(plain, newer) == (9, UnknownFrame(9, None))
+    assert decode_frame(shaped, newer) == (64, UnknownFrame(64, (5, 6)))
+    for unanswerable in ([9, [5, 6]], [64, [5, 0]], [127, "x"], [128, [5, 6]], [-3, [5, 6]]):
+        kind, body = decode_frame(cbor.encode(unanswerable), newer)
+        assert body == UnknownFrame(kind, None)
+    with pytest.raises(PeerProtocolError):  # known kinds are checked whatever the version
+        decode_frame(cbor.encode([PEER_REQUEST, [1, 2]]), newer)

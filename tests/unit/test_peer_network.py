@@ -4,24 +4,32 @@ accept loop and dialer keep going and a well-behaved peer still links."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import trio
 
 from broker.core.peer_codec import (
     HELLO_OK,
+    PEER_PROTOCOL_VERSION,
+    PEER_RESPONSE,
     BrokerHeartbeat,
     HeartbeatAck,
     Hello,
+    PeerRequest,
+    PeerResponse,
+    decode_frame,
     encode_hello,
+    encode_peer_request,
+    encode_peer_response,
     encode_raft,
 )
 from broker.core.raft import Message
 from broker.core.raft.types import Heartbeat
 from broker.runtime import peers
 from broker.runtime.peers import PeerNetwork
-from broker.wire.frames import encode_frame
+from broker.wire import cbor
+from broker.wire.errors import ErrorCode
+from broker.wire.frames import FrameDecoder, encode_frame
+from tests.support.wait import wait_until_async
 
 
 class Handler:
@@ -29,6 +37,8 @@ class Handler:
         self.hellos: list[Hello] = []
         self.lost: list[int] = []
         self.raft: list[tuple[int, Message]] = []
+        self.requests: list[tuple[int, PeerRequest]] = []
+        self.responses: list[tuple[int, PeerResponse]] = []
 
     def on_hello(self, hello: Hello) -> None:
         self.hellos.append(hello)
@@ -41,6 +51,12 @@ class Handler:
 
     def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None:
         pass
+
+    def on_peer_request(self, peer: int, request: PeerRequest) -> None:
+        self.requests.append((peer, request))
+
+    def on_peer_response(self, peer: int, response: PeerResponse) -> None:
+        self.responses.append((peer, response))
 
     def on_link_lost(self, peer: int) -> None:
         self.lost.append(peer)
@@ -59,14 +75,6 @@ async def listen(nursery: trio.Nursery, net: PeerNetwork) -> int:
     return port
 
 
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    with trio.move_on_after(10):
-        while not condition():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_accept_side_survives_failed_handshakes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(peers, "HANDSHAKE_TIMEOUT_S", 0.2)  # the silent client's turn
     async with trio.open_nursery() as nursery:
@@ -80,11 +88,11 @@ async def test_accept_side_survives_failed_handshakes(monkeypatch: pytest.Monkey
             if payload is None:
                 await trio.sleep(0.4)  # past the handshake timeout
             await stream.aclose()
-        await wait_for(lambda: server.stats.bad_frames >= 4, "four failed handshakes")
+        await wait_until_async(lambda: server.stats.bad_frames >= 4, "four failed handshakes")
         # A real peer still links.
         client, _ = network(0, {1: f"127.0.0.1:{port}"})
         nursery.start_soon(client.dial_forever)
-        await wait_for(lambda: server.connected() == [0], "the link")
+        await wait_until_async(lambda: server.connected() == [0], "the link")
         assert [h.node_id for h in server_handler.hellos] == [0]
         nursery.cancel_scope.cancel()
 
@@ -113,11 +121,11 @@ async def test_dialer_survives_a_peer_that_closes_mid_handshake() -> None:
         addresses = {1: f"127.0.0.1:{port}"}
         client, _ = network(0, addresses)
         nursery.start_soon(client.dial_forever)
-        await wait_for(lambda: accepted >= 3, "three refused handshakes")
+        await wait_until_async(lambda: accepted >= 3, "three refused handshakes")
         assert client.connected() == []
         server, _ = network(1, {})
         addresses[1] = f"127.0.0.1:{await listen(nursery, server)}"
-        await wait_for(lambda: client.connected() == [1], "the link")
+        await wait_until_async(lambda: client.connected() == [1], "the link")
         rude_scope.cancel()
         nursery.cancel_scope.cancel()
 
@@ -135,10 +143,10 @@ async def test_a_closed_link_is_reported_lost_on_both_sides() -> None:
                 await client.dial_forever()
 
         nursery.start_soon(dial)
-        await wait_for(lambda: server.connected() == [0], "the link")
+        await wait_until_async(lambda: server.connected() == [0], "the link")
         assert server_handler.lost == [] and client_handler.lost == []
         dial_scope.cancel()  # the client broker goes away
-        await wait_for(lambda: server_handler.lost == [0], "the server to notice")
+        await wait_until_async(lambda: server_handler.lost == [0], "the server to notice")
         assert client_handler.lost == [1]
         nursery.cancel_scope.cancel()
 
@@ -165,10 +173,64 @@ async def test_frames_sent_with_the_handshake_answer_are_accounted_and_delivered
         nursery.start_soon(trio.serve_listeners, fake_peer, listeners)
         client, handler = network(0, {1: f"127.0.0.1:{port}"})
         nursery.start_soon(client.dial_forever)
-        await wait_for(lambda: handler.raft == [(4, good)], "the frame behind the hello")
+        await wait_until_async(lambda: handler.raft == [(4, good)], "the frame behind the hello")
         assert client.stats.dropped_messages == 1 and client.stats.errors == 0
         assert client.budget.in_use == 0
         served.set()
-        await wait_for(lambda: 1 in handler.lost, "the link to end")
+        await wait_until_async(lambda: 1 in handler.lost, "the link to end")
         assert client.budget.in_use == 0
+        nursery.cancel_scope.cancel()
+
+
+async def _linked_fake_peer(port: int, version: int) -> tuple[trio.SocketStream, FrameDecoder]:
+    """A fake broker 5 of protocol `version`, linked to the broker on `port`."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    hello = Hello("c1", 5, 9, "127.0.0.1:1", True, version, ("peer-requests",))
+    await stream.send_all(encode_frame(encode_hello(hello)))
+    decoder = FrameDecoder(peers.PEER_LIMITS)
+    while (frame := decoder.next_frame()) is None:
+        decoder.receive_data(await stream.receive_some(1 << 16))
+    assert decode_frame(frame)[0] == HELLO_OK
+    return stream, decoder
+
+
+async def test_peer_requests_and_a_newer_peers_unknown_frames_keep_the_link() -> None:
+    """Requests and responses reach the handler; a newer peer's frame of an unknown kind is
+    skipped, and answered UNSUPPORTED_VERSION when it is request-shaped."""
+    async with trio.open_nursery() as nursery:
+        server, handler = network(1, {})
+        port = await listen(nursery, server)
+        stream, decoder = await _linked_fake_peer(port, PEER_PROTOCOL_VERSION + 1)
+        request = PeerRequest(77, 1, "ping", [1, 2])
+        response = PeerResponse(88, 3, ErrorCode.NONE, None, {"x": 1})
+        frames = [
+            encode_peer_request(request),
+            cbor.encode([9, {"one-way": True}]),  # unknown, not request-shaped: skipped
+            cbor.encode([70, [77, 2, "a newer exchange"]]),  # unknown, request-shaped
+            encode_peer_response(response),
+        ]
+        await stream.send_all(b"".join(encode_frame(f) for f in frames))
+        await wait_until_async(lambda: handler.responses == [(5, response)], "the response")
+        assert handler.requests == [(5, request)]
+        while (frame := decoder.next_frame()) is None:
+            decoder.receive_data(await stream.receive_some(1 << 16))
+        kind, answer = decode_frame(frame)
+        assert kind == PEER_RESPONSE and isinstance(answer, PeerResponse)
+        assert (answer.session, answer.correlation_id) == (77, 2)
+        assert answer.error is ErrorCode.UNSUPPORTED_VERSION
+        assert server.stats.unknown_frames == 2 and server.stats.unknown_answered == 1
+        assert server.connected() == [5] and server.stats.bad_frames == 0
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unknown_frame_kind_from_a_peer_of_our_version_closes_the_link() -> None:
+    async with trio.open_nursery() as nursery:
+        server, handler = network(1, {})
+        port = await listen(nursery, server)
+        stream, _ = await _linked_fake_peer(port, PEER_PROTOCOL_VERSION)
+        await stream.send_all(encode_frame(cbor.encode([70, [77, 2]])))
+        await wait_until_async(lambda: handler.lost == [5], "the link to close")
+        assert server.stats.bad_frames == 1 and server.stats.unknown_frames == 0
+        await stream.aclose()
         nursery.cancel_scope.cancel()
