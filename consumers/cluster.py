@@ -8,20 +8,15 @@ broker for ordinary requests, and separate lanes where a request may park on the
 consumer's long-poll fetches use lane "fetch", because a broker answers a connection's
 requests in order and a parked fetch would hold back everything behind it).
 
-`MetadataCache` (pure) holds brokers (id -> host:port), topics -> partitions -> (leader,
-leader_term, replicas) and the controller. Its one rule: a partition's leader is never
-replaced by one reported under an older Raft term (a broker that has not yet heard of the new
-leader cannot make the client step back); within one term a known leader is kept over "no
-leader". `invalidate(tp)` forgets a leader that answered NOT_LEADER (its term is kept, so only
-equal-or-newer reports are taken); `hint(tp, leader, term)` takes the leader such an answer
-names, under the same rule, so the retry goes there without waiting for a refresh. A topic
-reported UNKNOWN_TOPIC_OR_PARTITION is dropped.
+Metadata lives in a `MetadataCache` (pure, `consumers.core.metadata`: a partition's leader is
+never replaced by one reported under an older Raft term).
 
 Bootstrap: `bootstrap` is "host:port[,host:port...]" or a list; a metadata request goes to a
 live pooled connection when there is one, else to each known broker and bootstrap address in
 turn (rotating the start) until one answers.
 
-Retries: `Backoff` is exponential with equal jitter, capped; `retry_until(deadline, fn)` calls
+Retries: `Backoff` (`consumers.core.refresh`) is exponential with equal jitter, capped, the
+jitter drawn from `random.random` here; `retry_until(deadline, fn)` calls
 `fn` until it succeeds, a non-retriable error occurs, or the next attempt would start after
 the deadline (then the last error is raised). Leadership, unknown-topic and connection errors
 refresh metadata before the next attempt.
@@ -30,22 +25,28 @@ refresh metadata before the next attempt.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
 
 import trio
 
-from broker.wire.errors import ErrorCode
 from broker.wire.limits import Limits
 from broker.wire.messages import MetadataRequest, MetadataResponse, Request, Response
 from consumers.connection import DEFAULT_CLIENT_LIMITS, Connection
+from consumers.core import refresh
+from consumers.core.metadata import (
+    BrokerAddress,
+    MetadataCache,
+    PartitionMeta,
+    TopicMeta,
+    TopicPartition,
+)
+from consumers.core.refresh import needs_metadata
 from consumers.errors import (
     BrokerUnavailableError,
     ClientClosedError,
-    LeadershipError,
     NotControllerError,
     RequestTimedOutError,
     SluiceError,
@@ -63,46 +64,12 @@ __all__ = [
     "parse_bootstrap",
 ]
 
-TopicPartition = tuple[str, int]
 T = TypeVar("T")
 
 DEFAULT_PORT = 9092
-METADATA_RETRY_MAX_S = 0.2
-"""Longest wait between metadata refreshes while a needed partition leader is unknown or
-unreachable: after a crash, clients find the elected successor within about this much."""
 METADATA_ATTEMPT_S = 2.0
 """Time one broker gets to connect and answer a metadata request before the next is asked
 (a paused broker accepts connections but answers nothing)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    id: int
-    host: str
-    port: int
-    rack: str | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionMeta:
-    partition: int
-    leader: int | None
-    leader_term: int
-    replicas: tuple[int, ...]
-    error: ErrorCode = ErrorCode.NONE
-
-
-@dataclass(frozen=True, slots=True)
-class TopicMeta:
-    name: str
-    partitions: tuple[PartitionMeta, ...]
-    """Indexed by partition number."""
-    replication_factor: int = 0
-    config: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[tuple[str, int]]:
@@ -133,132 +100,14 @@ def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
-class MetadataCache:
-    """Brokers, controller and topic layout, merged from METADATA answers (pure)."""
-
-    def __init__(self) -> None:
-        self.cluster_id: str | None = None
-        self.controller: int | None = None
-        self.brokers: dict[int, BrokerAddress] = {}
-        self.topics: dict[str, TopicMeta] = {}
-        self.version = 0
-        """Incremented by every update."""
-
-    def update(self, response: MetadataResponse) -> None:
-        """Merge an answer; never take a leader of an older term than the cached one."""
-        self.version += 1
-        if response.cluster_id is not None:
-            self.cluster_id = response.cluster_id
-        self.controller = response.controller
-        if response.brokers:
-            self.brokers = {
-                b.id: BrokerAddress(b.id, b.host, b.port, b.rack) for b in response.brokers
-            }
-        for topic in response.topics:
-            if topic.error is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
-                self.topics.pop(topic.name, None)
-                continue
-            if topic.error is not ErrorCode.NONE:
-                continue
-            old = self.topics.get(topic.name)
-            previous = {p.partition: p for p in old.partitions} if old is not None else {}
-            merged: list[PartitionMeta] = []
-            for p in sorted(topic.partitions, key=lambda p: p.partition):
-                new = PartitionMeta(p.partition, p.leader, p.leader_term, p.replicas, p.error)
-                cached = previous.get(p.partition)
-                merged.append(new if cached is None else _merge(cached, new))
-            if [p.partition for p in merged] != list(range(len(merged))):
-                continue  # not a dense 0..n-1 layout: ignore a malformed answer
-            self.topics[topic.name] = TopicMeta(
-                topic.name, tuple(merged), topic.replication_factor, dict(topic.config)
-            )
-
-    def invalidate(self, tp: TopicPartition) -> None:
-        """The leader answered NOT_LEADER: forget it, keeping its term as the floor."""
-        topic = self.topics.get(tp[0])
-        if topic is None or not 0 <= tp[1] < len(topic.partitions):
-            return
-        p = topic.partitions[tp[1]]
-        if p.leader is None:
-            return
-        parts = list(topic.partitions)
-        parts[tp[1]] = PartitionMeta(p.partition, None, p.leader_term, p.replicas, p.error)
-        self.topics[tp[0]] = TopicMeta(
-            topic.name, tuple(parts), topic.replication_factor, topic.config
-        )
-
-    def hint(self, tp: TopicPartition, leader: int | None, term: int) -> bool:
-        """A leader named in a NOT_LEADER answer: taken under the metadata rule (never an
-        older term; within the cached term only in place of "no leader"). Whether taken."""
-        p = self.partition(tp)
-        if p is None or leader is None or leader not in self.brokers:
-            return False
-        if term < p.leader_term or (term == p.leader_term and p.leader is not None):
-            return False
-        topic = self.topics[tp[0]]
-        parts = list(topic.partitions)
-        parts[tp[1]] = PartitionMeta(p.partition, leader, term, p.replicas, p.error)
-        self.topics[tp[0]] = TopicMeta(
-            topic.name, tuple(parts), topic.replication_factor, topic.config
-        )
-        self.version += 1
-        return True
-
-    def partition_count(self, topic: str) -> int | None:
-        t = self.topics.get(topic)
-        return None if t is None or not t.partitions else len(t.partitions)
-
-    def leader_for(self, tp: TopicPartition) -> int | None:
-        """The leader's broker id, if known and its address is known."""
-        t = self.topics.get(tp[0])
-        if t is None or not 0 <= tp[1] < len(t.partitions):
-            return None
-        leader = t.partitions[tp[1]].leader
-        return leader if leader is not None and leader in self.brokers else None
-
-    def partition(self, tp: TopicPartition) -> PartitionMeta | None:
-        t = self.topics.get(tp[0])
-        if t is None or not 0 <= tp[1] < len(t.partitions):
-            return None
-        return t.partitions[tp[1]]
-
-
-def _merge(cached: PartitionMeta, new: PartitionMeta) -> PartitionMeta:
-    if new.leader_term < cached.leader_term:
-        return PartitionMeta(
-            cached.partition, cached.leader, cached.leader_term, new.replicas, cached.error
-        )
-    if new.leader_term == cached.leader_term and new.leader is None and cached.leader is not None:
-        return PartitionMeta(cached.partition, cached.leader, cached.leader_term, new.replicas)
-    return new
-
-
-class Backoff:
-    """Exponential backoff with equal jitter: attempt n waits in [c/2, c], c = min(max_s,
-    base_s * 2**n)."""
+class Backoff(refresh.Backoff):
+    """The core's exponential backoff with equal jitter, drawn from `random.random` unless
+    `rng` is given."""
 
     def __init__(
-        self,
-        base_s: float = 0.05,
-        max_s: float = 1.0,
-        rng: Callable[[], float] = random.random,
+        self, base_s: float = 0.05, max_s: float = 1.0, rng: Callable[[], float] = random.random
     ) -> None:
-        if not 0 < base_s <= max_s:
-            raise ValueError("need 0 < base_s <= max_s")
-        self.base_s = base_s
-        self.max_s = max_s
-        self._rng = rng
-
-    def delay(self, attempt: int) -> float:
-        cap = min(self.max_s, self.base_s * (2.0 ** min(attempt, 30)))
-        return cap / 2 + self._rng() * cap / 2
-
-
-def needs_metadata(error: SluiceError) -> bool:
-    """Whether an error means the client's metadata may be stale."""
-    return isinstance(
-        error, LeadershipError | UnknownTopicError | BrokerUnavailableError | NotControllerError
-    )
+        super().__init__(base_s, max_s, rng)
 
 
 class Cluster:
@@ -273,7 +122,8 @@ class Cluster:
         connect_timeout_s: float = 10.0,
         max_in_flight_per_connection: int = 5,
         limits: Limits = DEFAULT_CLIENT_LIMITS,
-        backoff: Backoff | None = None,
+        backoff: refresh.Backoff | None = None,
+        metadata: MetadataCache | None = None,
     ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap)
         self.client_id = client_id
@@ -282,7 +132,8 @@ class Cluster:
         self.max_in_flight = max_in_flight_per_connection
         self.limits = limits
         self.backoff = backoff or Backoff()
-        self.metadata = MetadataCache()
+        self.metadata = MetadataCache() if metadata is None else metadata
+        """The owner's cache when it passes one (a consumer's positions share it)."""
         self._conns: dict[tuple[str, str], Connection] = {}
         self._connecting: dict[tuple[str, str], trio.Event] = {}
         self._scheduled: set[tuple[str, str]] = set()

@@ -1,40 +1,27 @@
-"""The asynchronous producer.
+"""The asynchronous producer: the Trio shell over `consumers.core.producer.ProducerCore`.
 
 Theory of operation
 -------------------
-`send`/`send_nowait` build a `Record`, pick its partition (explicit, keyed through the pinned
-partitioner over the topic's partition count, or sticky for keyless records) and append it
-to the `Accumulator`; the returned `Delivery` resolves when its batch does. Records of a topic
-whose metadata is not known yet wait, in order, in an unrouted queue (`send` instead waits
-for the metadata and raises UnknownTopicError past the delivery timeout).
+Every decision (partition choice, batching, sequencing, in-flight limits, retries, epoch
+bumps, delivery timeouts, what each answer means) is the core's; see its module docstring.
+This shell owns the I/O and the waiting:
 
-One sender task (in the producer's nursery) loops: seal batches that lingered, route
-unrouted records, fail batches past their delivery deadline, obtain or bump the producer id,
-then drain. Draining groups sendable batches by their partition's leader (from metadata;
-unknown leaders trigger a refresh) and writes ONE produce request per leader holding at most
-one batch per partition, while that leader's connection has a free in-flight slot
-(`max_in_flight` per connection). Requests are written by the sender itself, so they leave in
-drain order; a task per request awaits the answer and applies it.
+`send`/`send_nowait` build a `Record` (validated; timestamped from the wall clock unless
+given) and hand it to the core; the returned `Delivery` resolves when its batch settles.
+Records of a topic whose metadata is not known yet wait in the core's unrouted queue (`send`
+instead waits for the metadata and raises UnknownTopicError past the delivery timeout).
 
-Idempotence (default): InitProducerId before the first batch; `ProducerSequences` assigns
-each batch's base sequence when it is first sent (the batch is encoded then, once) and
-decides on every partition result:
-- ACKED: the batch's deliveries resolve with base_offset + index;
-- RETRY: the same bytes are resent, after backoff, to the partition's current leader
-  (metadata refreshed after leadership, unknown-topic and connection errors). While a
-  partition has batches to retry, nothing new is sent to it and retries go one at a time,
-  oldest first, once nothing of the partition is in flight: order within a partition is kept;
-- FAIL_AND_BUMP_EPOCH: the batch fails; no new sequence is assigned until every batch still
-  in flight is resolved, then InitProducerId(id, epoch) bumps the epoch and all partitions
-  restart at sequence 0 (no gap is ever left);
-- FATAL (fenced): everything queued fails with ProducerFencedError, and so does every later
-  send.
-At most `max_in_flight` (<= 5, the broker's dedup window) batches per partition are in flight.
-A batch still unacknowledged at its delivery deadline (`delivery_timeout_s` after its first
-record) fails with its last error; if it was ever sent, the epoch is bumped after it.
+One sender task (in the producer's nursery) loops: `advance` the core (seal lingered
+batches, route records, expire), start an InitProducerId when the core asks for one, then
+drain: for each leader of the core's `drain_plan`, while its connection has a free in-flight
+slot (`max_in_flight` per connection), write ONE produce request of the batches the core
+picks. Requests are written by the sender itself, so they leave in drain order; a task per
+request awaits the answer and hands it to the core. A leader without a connection is
+connected to in the background; if that fails, its topics' metadata is asked for again.
 
-Without idempotence (`idempotent=False`) batches carry producer id -1: a retry after a lost
-answer may write a batch twice, and a retried batch may land after a later one.
+One metadata task refreshes the topics the core asks for, when the shared refresh policy
+(`consumers.core.refresh.MetadataRefresh`) allows: at most once per base backoff, and while
+a leader is unknown or unreachable every min(backoff, METADATA_RETRY_MAX_S).
 
 Buffer: the estimated bytes of all unacknowledged records are bounded by `buffer_bytes`;
 `send` waits for room (a record larger than the whole buffer is let in when it is empty),
@@ -49,8 +36,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import random
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
@@ -59,48 +46,26 @@ from typing import Literal
 
 import trio
 
-from broker.wire.batch import Record, encode_batch
-from broker.wire.errors import ErrorCode
-from broker.wire.messages import (
-    InitProducerIdRequest,
-    InitProducerIdResponse,
-    ProducePartition,
-    ProduceRequest,
-    ProduceResponse,
-    ProduceTopic,
-)
+from broker.wire.batch import Record
+from broker.wire.messages import InitProducerIdRequest, InitProducerIdResponse, ProduceResponse
 from broker.wire.partitioner import default_partition, murmur2_partition
-from broker.wire.producer import DecisionKind, ProducerSequences, ProducerState
-from consumers._accumulator import Accumulator, Batch, record_size
-from consumers.cluster import (
-    METADATA_RETRY_MAX_S,
-    Backoff,
-    Cluster,
-    TopicPartition,
-    needs_metadata,
-)
+from consumers.cluster import Backoff, Cluster
 from consumers.connection import Connection, Pending
+from consumers.core.accumulator import Accumulator, Batch, record_size
+from consumers.core.producer import ProducerCore
+from consumers.core.refresh import MetadataRefresh
 from consumers.errors import (
     BufferFull,
     ClientClosedError,
-    LeadershipError,
-    MessageTooLargeError,
-    ProducerFencedError,
     RequestTimedOutError,
     SluiceError,
     TransactionsNotSupported,
-    UnknownTopicError,
-    error_for,
 )
 
 __all__ = ["Delivery", "Producer", "RecordMetadata"]
 
 KiB = 1024
 MiB = 1024 * KiB
-DEFAULT_MAX_MESSAGE_BYTES = 1 * MiB
-"""The broker's default max.message.bytes when the topic's config does not name one."""
-BATCH_OVERHEAD = 64
-"""Bytes a batch adds to its records (42-byte header, array head), rounded up."""
 
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
 
@@ -118,19 +83,22 @@ class RecordMetadata:
 class Delivery:
     """The outcome of one sent record: `await delivery.wait()`."""
 
-    __slots__ = ("_batch", "_error", "_index", "_routed", "timestamp", "topic")
+    __slots__ = ("_batch", "_done", "_error", "_index", "_routed", "timestamp", "topic")
 
     def __init__(self, topic: str, timestamp: int) -> None:
         self.topic = topic
         self.timestamp = timestamp
         self._batch: Batch | None = None
+        self._done: trio.Event | None = None
+        """Set when the batch settles."""
         self._index = 0
         self._routed: trio.Event | None = None
         self._error: SluiceError | None = None
 
-    def _bind(self, batch: Batch, index: int) -> None:
+    def _bind(self, batch: Batch, index: int, done: trio.Event) -> None:
         self._batch = batch
         self._index = index
+        self._done = done
         if self._routed is not None:
             self._routed.set()
 
@@ -143,7 +111,7 @@ class Delivery:
     def done(self) -> bool:
         if self._error is not None:
             return True
-        return self._batch is not None and self._batch.done.is_set()
+        return self._batch is not None and self._batch.settled
 
     @property
     def settled_at(self) -> float | None:
@@ -156,11 +124,11 @@ class Delivery:
         if self._batch is None and self._error is None:
             assert self._routed is not None
             await self._routed.wait()
-        batch = self._batch
-        if batch is None:
+        if self._batch is None:
             assert self._error is not None
             raise _fresh(self._error)
-        await batch.done.wait()
+        assert self._done is not None
+        await self._done.wait()
         return self.result()
 
     def result(self) -> RecordMetadata:
@@ -168,7 +136,7 @@ class Delivery:
         if self._error is not None:
             raise _fresh(self._error)
         batch = self._batch
-        if batch is None or not batch.done.is_set():
+        if batch is None or not batch.settled:
             raise RuntimeError("the record is not acknowledged yet")
         if batch.error is not None:
             raise _fresh(batch.error)
@@ -179,29 +147,6 @@ class Delivery:
 def _fresh(error: SluiceError) -> SluiceError:
     """A copy to raise (one failure is raised by every delivery of its batch)."""
     return copy.copy(error).with_traceback(None)
-
-
-@dataclass(slots=True)
-class _Unrouted:
-    record: Record
-    key: bytes | None
-    partition: int | None
-    size: int
-    delivery: Delivery
-    deadline: float
-
-
-class _PartitionState:
-    __slots__ = ("failed_on", "in_flight", "retry", "retry_at")
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.retry: list[Batch] = []
-        """Batches answered RETRY, oldest (send order) first."""
-        self.retry_at = 0.0
-        self.failed_on: tuple[int | None, int] = (None, -1)
-        """(leader, term) in the metadata when the last retry was decided: a refresh that
-        names another one ends the backoff (the retry goes to the new leader at once)."""
 
 
 def _bytes_or_none(value: object, what: str) -> bytes | None:
@@ -288,29 +233,33 @@ class Producer:
         if self._open or self._stack is not None:
             raise RuntimeError("a Producer is entered once")
         self._cluster = self._make_cluster()
-        self._acc = Accumulator(
-            batch_bytes=self.batch_bytes,
-            linger_s=self.linger_s,
-            delivery_timeout_s=self.delivery_timeout_s,
-            partitioner=self._partitioner,
+        self._want_event = trio.Event()
+        self._refresh = MetadataRefresh(self._backoff, on_want=self._signal_metadata)
+        self._core: ProducerCore[Delivery] = ProducerCore(
+            accumulator=Accumulator(
+                batch_bytes=self.batch_bytes,
+                linger_s=self.linger_s,
+                delivery_timeout_s=self.delivery_timeout_s,
+                partitioner=self._partitioner,
+                rng=random.Random(),
+            ),
+            metadata=self._cluster.metadata,
+            refresh=self._refresh,
+            backoff=self._backoff,
+            idempotent=self.idempotent,
+            max_in_flight=self.max_in_flight,
+            max_request_bytes=self.max_request_bytes,
+            on_settled=self._settled,
+            on_routed=self._routed,
+            on_unroutable=self._unroutable,
         )
-        self._partitions: dict[TopicPartition, _PartitionState] = {}
-        self._unrouted: dict[str, deque[_Unrouted]] = {}
-        self._incomplete: set[Batch] = set()
+        self._done: dict[Batch, trio.Event] = {}
+        """The event each unsettled batch's deliveries wait on."""
         self._buffered = 0
         self._space = trio.Event()
         self._space.set()
         self._wake = trio.Event()
-        self._want_topics: set[str] = set()
-        self._want_event = trio.Event()
-        self._seq: ProducerSequences | None = None
-        self._identity_busy = False
-        self._fatal: SluiceError | None = None
         self._first_failure: SluiceError | None = None
-        self._order = 0
-        self._limits: dict[str, int] = {}
-        self._limits_version = -1
-        self._rotation = 0
         stack = AsyncExitStack()
         self._stack = stack
         try:
@@ -363,20 +312,22 @@ class Producer:
             raise failure
 
     async def _close_flush(self) -> None:
-        if not self._open or self._closing or self._fatal is not None:
+        if not self._open or self._closing or self._core.fatal is not None:
             return  # a fenced producer already failed everything it held
         with trio.move_on_after(self.delivery_timeout_s + 1) as scope:
             await self.flush()
-        self._closing = True
+        self._closing = self._core.closing = True
         if scope.cancelled_caught:
             raise RequestTimedOutError("close: records were still unacknowledged after the timeout")
 
     async def _shutdown(self) -> None:
         if self._stack is None:
             return
-        self._closing = True
+        self._closing = self._core.closing = True
         self._open = False
-        self._fail_everything(ClientClosedError("the producer was closed"))
+        closed = ClientClosedError("the producer was closed")
+        self._core.fail_everything(closed, trio.current_time())
+        self._space.set()
         self._nursery.cancel_scope.cancel()
         stack, self._stack = self._stack, None
         await stack.aclose()
@@ -384,8 +335,8 @@ class Producer:
     def _check_open(self) -> None:
         if not self._open or self._closing:
             raise ClientClosedError("the producer is not open (use `async with Producer(...)`)")
-        if self._fatal is not None:
-            raise _fresh(self._fatal)
+        if self._core.fatal is not None:
+            raise _fresh(self._core.fatal)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -404,7 +355,9 @@ class Producer:
         await trio.lowlevel.checkpoint()
         self._check_open()
         record, size = self._make_record(value, key, headers, timestamp)
-        if self._cluster.metadata.partition_count(topic) is None and topic not in self._unrouted:
+        if self._cluster.metadata.partition_count(topic) is None and (
+            topic not in self._core.unrouted
+        ):
             deadline = trio.current_time() + self.delivery_timeout_s
             await self._cluster.topic(topic, deadline)
             self._check_open()
@@ -450,7 +403,7 @@ class Producer:
             topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp
         )
         batch = delivery._batch
-        if batch is not None and self._acc.seal(batch):
+        if batch is not None and self._core.acc.seal(batch):
             self._wake_sender()
         return await delivery.wait()
 
@@ -458,19 +411,19 @@ class Producer:
         """Send every queued record now and wait until each is acknowledged or failed;
         raises the first failure since the previous flush."""
         self._check_open()
-        self._acc.seal_all()
+        self._core.acc.seal_all()
         self._wake_sender()
-        unrouted = [u.delivery for q in self._unrouted.values() for u in q]
-        batches = list(self._incomplete)
+        unrouted = [u.ticket for q in self._core.unrouted.values() for u in q]
+        waits = list(self._done.values())
         for delivery in unrouted:
             if delivery._routed is not None:
                 await delivery._routed.wait()
-            if delivery._batch is not None:
-                batches.append(delivery._batch)
-        self._acc.seal_all()
+            if delivery._done is not None:
+                waits.append(delivery._done)
+        self._core.acc.seal_all()
         self._wake_sender()
-        for batch in batches:
-            await batch.done.wait()
+        for done in waits:
+            await done.wait()
         await trio.lowlevel.checkpoint()
         failure, self._first_failure = self._first_failure, None
         if failure is not None:
@@ -490,7 +443,7 @@ class Producer:
         """Estimated bytes of records queued and not yet acknowledged or failed."""
         return self._buffered if self._open else 0
 
-    # -- enqueueing --------------------------------------------------------------------------
+    # -- enqueueing and outcomes -------------------------------------------------------------
 
     def _make_record(
         self, value: object, key: object, headers: Headers, timestamp: int | None
@@ -504,110 +457,40 @@ class Producer:
             raise TypeError("timestamp must be an int (milliseconds)")
         return Record(key=k, value=v, headers=h, timestamp=timestamp), record_size(k, v, h)
 
-    def _batch_limit(self, topic: str) -> int:
-        meta = self._cluster.metadata
-        if self._limits_version != meta.version:
-            self._limits.clear()
-            self._limits_version = meta.version
-        limit = self._limits.get(topic)
-        if limit is None:
-            t = meta.topics.get(topic)
-            raw = None if t is None else t.config.get("max.message.bytes")
-            try:
-                max_message = int(raw) if raw is not None else DEFAULT_MAX_MESSAGE_BYTES
-            except ValueError:
-                max_message = DEFAULT_MAX_MESSAGE_BYTES
-            limit = self._limits[topic] = max(
-                1, min(self.batch_bytes, max_message - BATCH_OVERHEAD)
-            )
-        return limit
-
     def _enqueue(
         self, topic: str, record: Record, key: bytes | None, partition: int | None, size: int
     ) -> Delivery:
         delivery = Delivery(topic, record.timestamp)
-        waiting = self._unrouted.get(topic)
-        count = self._cluster.metadata.partition_count(topic)
-        if waiting is None and count is not None:
-            self._route(topic, count, record, key, partition, size, delivery)
-        else:
-            if partition is not None and partition < 0:
-                raise ValueError("partition must be >= 0")
-            if waiting is None:
-                waiting = self._unrouted[topic] = deque()
+        now = trio.current_time()
+        routed = self._core.enqueue(topic, record, key, partition, size, now, delivery)
+        if routed is None:
             delivery._routed = trio.Event()
-            deadline = trio.current_time() + self.delivery_timeout_s
-            waiting.append(_Unrouted(record, key, partition, size, delivery, deadline))
-            self._want_metadata(topic)
+        else:
+            batch, index, changed = routed
+            self._routed(delivery, batch, index)
+            if changed:
+                self._wake_sender()
         self._buffered += size
         return delivery
 
-    def _route(
-        self,
-        topic: str,
-        count: int,
-        record: Record,
-        key: bytes | None,
-        partition: int | None,
-        size: int,
-        delivery: Delivery,
-    ) -> None:
-        """Append to the accumulator (raises for a bad partition or an oversized record)."""
-        if partition is not None and not 0 <= partition < count:
-            raise UnknownTopicError(
-                f"topic {topic!r} has partitions 0..{count - 1}, not {partition}"
-            )
-        limit = self._batch_limit(topic)
-        if size > limit and size + BATCH_OVERHEAD > self._max_message(topic):
-            raise MessageTooLargeError(
-                f"a record of ~{size} bytes exceeds {topic!r}'s max.message.bytes"
-            )
-        tp = (topic, self._acc.choose_partition(topic, count, key, partition))
-        batch, index, changed = self._acc.append(tp, record, size, trio.current_time(), limit)
-        self._incomplete.add(batch)
-        delivery._bind(batch, index)
-        if changed:
-            self._wake_sender()
+    def _routed(self, delivery: Delivery, batch: Batch, index: int) -> None:
+        done = self._done.get(batch)
+        if done is None:
+            done = self._done[batch] = trio.Event()
+        delivery._bind(batch, index, done)
 
-    def _max_message(self, topic: str) -> int:
-        t = self._cluster.metadata.topics.get(topic)
-        raw = None if t is None else t.config.get("max.message.bytes")
-        try:
-            return int(raw) if raw is not None else DEFAULT_MAX_MESSAGE_BYTES
-        except ValueError:
-            return DEFAULT_MAX_MESSAGE_BYTES
+    def _unroutable(self, delivery: Delivery, size: int, error: SluiceError) -> None:
+        self._release(size)
+        self._note_failure(error)
+        delivery._fail_unrouted(error)
 
-    def _route_unrouted(self, now: float) -> None:
-        meta = self._cluster.metadata
-        for topic in list(self._unrouted):
-            waiting = self._unrouted[topic]
-            count = meta.partition_count(topic)
-            while waiting:
-                u = waiting[0]
-                if count is None:
-                    if u.deadline > now:
-                        self._want_metadata(topic)
-                        break
-                    waiting.popleft()
-                    self._release(u.size)
-                    self._note_failure(
-                        UnknownTopicError(f"topic {topic!r} unknown after the delivery timeout")
-                    )
-                    u.delivery._fail_unrouted(
-                        UnknownTopicError(f"topic {topic!r} unknown after the delivery timeout")
-                    )
-                    continue
-                waiting.popleft()
-                try:
-                    self._route(topic, count, u.record, u.key, u.partition, u.size, u.delivery)
-                except SluiceError as e:
-                    self._release(u.size)
-                    self._note_failure(e)
-                    u.delivery._fail_unrouted(e)
-            if not waiting:
-                del self._unrouted[topic]
-
-    # -- accounting --------------------------------------------------------------------------
+    def _settled(self, batch: Batch) -> None:
+        self._release(batch.size)
+        if batch.error is not None:
+            self._note_failure(batch.error)
+        done = self._done.pop(batch, None)
+        if done is not None:
+            done.set()
 
     def _release(self, size: int) -> None:
         self._buffered -= size
@@ -618,201 +501,49 @@ class Producer:
         if self._first_failure is None:
             self._first_failure = error
 
-    def _acked(self, batch: Batch, base_offset: int) -> None:
-        self._incomplete.discard(batch)
-        if not batch.done.is_set():
-            self._release(batch.size)
-            batch.complete(base_offset, trio.current_time())
-
-    def _failed(self, batch: Batch, error: SluiceError) -> None:
-        self._incomplete.discard(batch)
-        if not batch.done.is_set():
-            self._release(batch.size)
-            self._note_failure(error)
-            batch.fail(error, trio.current_time())
-
-    def _fail_everything(self, error: SluiceError) -> None:
-        """Fail every record not yet acknowledged (fenced, or closing)."""
-        for batch in list(self._incomplete):
-            self._failed(batch, error)
-        for batch in list(self._acc.batches()):
-            self._failed(batch, error)
-        self._acc.open.clear()
-        self._acc.ready.clear()
-        for waiting in self._unrouted.values():
-            for u in waiting:
-                self._release(u.size)
-                u.delivery._fail_unrouted(error)
-        self._unrouted.clear()
-        for ps in self._partitions.values():
-            ps.retry.clear()
-        self._space.set()
-
-    def _pstate(self, tp: TopicPartition) -> _PartitionState:
-        ps = self._partitions.get(tp)
-        if ps is None:
-            ps = self._partitions[tp] = _PartitionState()
-        return ps
-
     # -- the sender --------------------------------------------------------------------------
 
     def _wake_sender(self) -> None:
         self._wake.set()
 
-    def _want_metadata(self, topic: str) -> None:
-        if topic not in self._want_topics:
-            self._want_topics.add(topic)
-            self._want_event.set()
+    def _signal_metadata(self) -> None:
+        """The core asked for a topic's metadata: the metadata task looks."""
+        self._want_event.set()
 
     async def _sender(self) -> None:
+        core = self._core
         while True:
             self._wake = trio.Event()
             now = trio.current_time()
-            if self._acc.open:
-                self._acc.seal_expired(now)
-            if self._unrouted:
-                self._route_unrouted(now)
-            self._expire(now)
-            if self.idempotent and self._fatal is None:
-                self._maybe_identity()
+            core.advance(now)
+            request = core.identity_request(now)
+            if request is not None:
+                self._nursery.start_soon(self._identity, request)
             await self._drain(now)
-            deadline = self._next_deadline()
-            if deadline > trio.current_time():
+            now = trio.current_time()
+            deadline = core.next_deadline(now)
+            if deadline > now:
                 with trio.move_on_at(deadline):
                     await self._wake.wait()
             else:
                 await trio.lowlevel.checkpoint()
 
-    def _next_deadline(self) -> float:
-        """When the sender must look again without being woken: the next linger, retry
-        backoff or delivery deadline still ahead. Whatever is due but unsendable waits for
-        an event (a metadata refresh, an answer, a connection) that wakes the sender."""
-        now = trio.current_time()
-        deadline = now + 1.0
-        linger = self._acc.next_linger_deadline()
-        if linger is not None:
-            deadline = min(deadline, linger)
-        for queue in self._acc.ready.values():
-            if queue:
-                deadline = min(deadline, queue[0].deadline)
-        for ps in self._partitions.values():
-            if ps.retry:
-                deadline = min(deadline, ps.retry[0].deadline)
-                if ps.retry_at > now:
-                    deadline = min(deadline, ps.retry_at)
-        return deadline
-
-    def _expire(self, now: float) -> None:
-        """Fail batches not in flight whose delivery deadline passed."""
-        for tp, queue in self._acc.ready.items():
-            while queue and queue[0].deadline <= now:
-                batch = queue.popleft()
-                reason = batch.last_error or RequestTimedOutError(
-                    f"no batch for {tp[0]}[{tp[1]}] could be sent within the delivery timeout"
-                    f" ({self._blocked_reason(tp)})"
-                )
-                self._failed(batch, reason)
-        for tp, ps in self._partitions.items():
-            if not ps.retry:
-                continue
-            keep: list[Batch] = []
-            for batch in ps.retry:
-                if batch.deadline > now:
-                    keep.append(batch)
-                    continue
-                if self._seq is not None and batch.base_sequence >= 0:
-                    self._seq.abandon(tp, batch.base_sequence)
-                self._failed(
-                    batch,
-                    batch.last_error or RequestTimedOutError("delivery timeout passed"),
-                )
-            ps.retry = keep
-
-    def _blocked_reason(self, tp: TopicPartition) -> str:
-        if self._cluster.metadata.leader_for(tp) is None:
-            return "the partition's leader is unknown"
-        if self.idempotent and self._seq is None:
-            return "no producer id could be obtained"
-        return "the leader was unreachable or busy"
-
-    def _maybe_identity(self) -> None:
-        if self._identity_busy:
-            return
-        seq = self._seq
-        if seq is None:
-            if any(self._acc.ready.values()) or self._acc.open:
-                self._identity_busy = True
-                self._nursery.start_soon(self._identity, False)
-        elif seq.state is ProducerState.BUMP_REQUIRED and seq.total_in_flight() == 0:
-            self._identity_busy = True
-            self._nursery.start_soon(self._identity, True)
-
-    async def _identity(self, bump: bool) -> None:
-        """InitProducerId: a new id, or (bump) a new epoch for the current id."""
-        attempt = 0
+    async def _identity(self, request: InitProducerIdRequest) -> None:
+        """InitProducerId (producer ids come from the controller's blocks in the metadata
+        log): a new id, or a new epoch for the current one."""
         try:
-            while True:
-                seq = self._seq
-                request = (
-                    InitProducerIdRequest(
-                        producer_id=seq.producer_id, producer_epoch=seq.producer_epoch
-                    )
-                    if bump and seq is not None
-                    else InitProducerIdRequest()
-                )
-                try:
-                    # Producer ids come from the controller's blocks (the metadata log).
-                    response = await self._cluster.request_controller(request)
-                except SluiceError as e:
-                    if not e.retriable:
-                        self._fatal = e
-                        self._fail_everything(e)
-                        return
-                    await trio.sleep(self._backoff.delay(attempt))
-                    attempt += 1
-                    continue
-                assert isinstance(response, InitProducerIdResponse)
-                if seq is None:
-                    self._seq = ProducerSequences(
-                        response.producer_id,
-                        response.producer_epoch,
-                        max_in_flight=self.max_in_flight,
-                    )
-                else:
-                    seq.reset_for_new_epoch(response.producer_epoch, response.producer_id)
-                return
+            response = await self._cluster.request_controller(request)
+        except SluiceError as e:
+            self._core.identity_failed(e, trio.current_time())
+        else:
+            assert isinstance(response, InitProducerIdResponse)
+            self._core.identity_answered(response)
         finally:
-            self._identity_busy = False
             self._wake_sender()
 
-    def _sendable(self, tp: TopicPartition, now: float) -> bool:
-        ps = self._partitions.get(tp)
-        if ps is not None and ps.retry:
-            return ps.in_flight == 0 and now >= ps.retry_at
-        if not self._acc.ready.get(tp):
-            return False
-        in_flight = 0 if ps is None else ps.in_flight
-        if in_flight >= self.max_in_flight:
-            return False
-        if not self.idempotent:
-            return True
-        return self._seq is not None and self._seq.can_assign(tp)
-
     async def _drain(self, now: float) -> None:
-        if self._fatal is not None:
-            return
-        meta = self._cluster.metadata
-        by_leader: dict[int, list[TopicPartition]] = {}
-        candidates = set(self._acc.ready) | {tp for tp, ps in self._partitions.items() if ps.retry}
-        for tp in candidates:
-            if not self._sendable(tp, now):
-                continue
-            leader = meta.leader_for(tp)
-            if leader is None:
-                self._want_metadata(tp[0])
-                continue
-            by_leader.setdefault(leader, []).append(tp)
-        for leader, tps in by_leader.items():
+        core = self._core
+        for leader, tps in core.drain_plan(now).items():
             conn = self._cluster.ready_connection(leader)
             if conn is None:
                 topics = {tp[0] for tp in tps}
@@ -820,15 +551,12 @@ class Producer:
                     leader, on_done=functools.partial(self._connect_done, leader, topics)
                 )
                 continue
-            self._rotation += 1
-            shift = self._rotation % len(tps)
-            tps = tps[shift:] + tps[:shift]
             while conn.has_capacity():
-                picked = self._pick(tps, now)
+                picked = core.pick(tps, now)
                 if not picked:
                     break
                 await self._submit(conn, picked)
-                if self._is_fatal():
+                if core.fatal is not None:
                     return
 
     def _connect_done(self, leader: int, topics: set[str]) -> None:
@@ -836,74 +564,16 @@ class Producer:
         (an election after a crash), so the topics' metadata is asked for again."""
         if self._cluster.ready_connection(leader) is None:
             for topic in topics:
-                self._want_metadata(topic)
+                self._refresh.want(topic)
         self._wake_sender()
 
-    def _is_fatal(self) -> bool:
-        return self._fatal is not None
-
-    def _pick(self, tps: list[TopicPartition], now: float) -> list[Batch]:
-        """At most one batch per partition, within max_request_bytes; marks them in flight
-        (assigning sequences and encoding new batches)."""
-        picked: list[Batch] = []
-        total = 0
-        for tp in tps:
-            if not self._sendable(tp, now):
-                continue
-            ps = self._pstate(tp)
-            if ps.retry:
-                batch = ps.retry[0]
-                assert batch.data is not None
-                if picked and total + len(batch.data) > self.max_request_bytes:
-                    continue
-                ps.retry.pop(0)
-            else:
-                queue = self._acc.ready[tp]
-                batch = queue[0]
-                if picked and total + batch.size + BATCH_OVERHEAD > self.max_request_bytes:
-                    continue
-                queue.popleft()
-                self._encode(batch)
-            batch.attempts += 1
-            ps.in_flight += 1
-            assert batch.data is not None
-            total += len(batch.data)
-            picked.append(batch)
-        return picked
-
-    def _encode(self, batch: Batch) -> None:
-        seq = self._seq
-        if self.idempotent:
-            assert seq is not None
-            batch.base_sequence = seq.assign(batch.tp, len(batch.records))
-            batch.data = encode_batch(
-                batch.records,
-                producer_id=seq.producer_id,
-                producer_epoch=seq.producer_epoch,
-                base_sequence=batch.base_sequence,
-            )
-        else:
-            batch.data = encode_batch(batch.records)
-        batch.order = self._order
-        self._order += 1
-
     async def _submit(self, conn: Connection, picked: list[Batch]) -> None:
-        topics: dict[str, list[ProducePartition]] = {}
-        for batch in picked:
-            assert batch.data is not None
-            topics.setdefault(batch.tp[0], []).append(
-                ProducePartition(partition=batch.tp[1], batch=batch.data)
-            )
-        request = ProduceRequest(
-            topics=tuple(
-                ProduceTopic(name=name, partitions=tuple(parts)) for name, parts in topics.items()
-            ),
-            timeout_ms=self.request_timeout_ms,
-        )
+        request = ProducerCore.produce_request(picked, self.request_timeout_ms)
         try:
             pending = await conn.submit(request, timeout_s=self.request_timeout_ms / 1000 + 5.0)
         except SluiceError as e:
-            self._on_request_error(picked, e)
+            self._core.on_request_error(picked, e, trio.current_time())
+            self._wake_sender()
             return
         self._nursery.start_soon(self._await_response, pending, picked)
 
@@ -911,143 +581,31 @@ class Producer:
         try:
             response = await pending.result()
         except SluiceError as e:
-            self._on_request_error(picked, e)
-            return
-        assert isinstance(response, ProduceResponse)
-        results = {(t.name, p.partition): p for t in response.topics for p in t.partitions}
-        for batch in picked:
-            r = results.get(batch.tp)
-            if r is None:
-                self._on_result(batch, ErrorCode.NETWORK_EXCEPTION, "no answer for the partition")
-            else:
-                self._on_result(batch, r.error, r.message, r.base_offset)
-                if r.leader is not None and self._cluster.metadata.hint(
-                    batch.tp, r.leader, r.leader_term
-                ):
-                    self._pstate(batch.tp).retry_at = 0.0  # retry at once, on the new leader
-        self._wake_sender()
-
-    def _on_request_error(self, picked: list[Batch], error: SluiceError) -> None:
-        for batch in picked:
-            self._on_result(batch, error.code, error.message, error=error)
-        self._wake_sender()
-
-    def _on_result(
-        self,
-        batch: Batch,
-        code: ErrorCode,
-        message: str | None,
-        base_offset: int = -1,
-        *,
-        error: SluiceError | None = None,
-    ) -> None:
-        tp = batch.tp
-        ps = self._pstate(tp)
-        ps.in_flight -= 1
-        seq = self._seq
-        answered = code
-        if seq is not None and batch.base_sequence >= 0:
-            kind = seq.on_result(tp, batch.base_sequence, code).kind
-        elif code is ErrorCode.NONE:
-            kind = DecisionKind.ACKED
+            self._core.on_request_error(picked, e, trio.current_time())
         else:
-            kind = DecisionKind.RETRY if code.retriable else DecisionKind.FAIL_AND_BUMP_EPOCH
-        if kind is DecisionKind.ACKED:
-            if base_offset < 0:
-                self._failed(batch, error_for(ErrorCode.UNKNOWN_SERVER_ERROR, "no base offset"))
-            else:
-                self._acked(batch, base_offset)
-            return
-        failure = error or error_for(answered, message)
-        if kind is DecisionKind.RETRY:
-            batch.last_error = failure
-            now = trio.current_time()
-            if now >= batch.deadline or self._closing:
-                if self._seq is not None and batch.base_sequence >= 0:
-                    self._seq.abandon(tp, batch.base_sequence)
-                self._failed(batch, failure)
-                return
-            ps.retry.append(batch)
-            ps.retry.sort(key=_send_order)
-            ps.retry_at = max(ps.retry_at, now + self._backoff.delay(batch.attempts - 1))
-            current = self._cluster.metadata.partition(tp)
-            if current is not None:
-                ps.failed_on = (current.leader, current.leader_term)
-            if needs_metadata(failure):
-                if isinstance(failure, LeadershipError):
-                    self._cluster.metadata.invalidate(tp)
-                self._want_metadata(tp[0])
-        elif kind is DecisionKind.FAIL_AND_BUMP_EPOCH:
-            self._failed(batch, failure)
-        else:
-            seq = self._seq
-            who = "" if seq is None else f" {seq.producer_id} (epoch {seq.producer_epoch})"
-            fenced = ProducerFencedError(
-                f"producer{who} was fenced by a newer epoch: {failure.message}", code=code
-            )
-            self._failed(batch, fenced)
-            self._fatal = fenced
-            self._fail_everything(fenced)
+            assert isinstance(response, ProduceResponse)
+            self._core.on_response(picked, response, trio.current_time())
+        self._wake_sender()
 
     # -- metadata ----------------------------------------------------------------------------
 
     async def _metadata_task(self) -> None:
-        """Refresh the topics the sender asked about. While a topic has a partition without a
-        leader, or led by a broker the last connection attempt failed to reach (a crashed
-        leader, until the election's winner is reported), it is asked for again after a
-        backoff capped at `METADATA_RETRY_MAX_S`: the new leader is found within about that
-        much of its election, however long connection attempts to the dead one back off."""
-        attempt = 0
-        cluster = self._cluster
+        """Refresh the topics the core asks about, when the refresh policy allows (stale
+        topics again while records of them are queued)."""
+        cluster, core, refresh = self._cluster, self._core, self._refresh
         while True:
-            await self._want_event.wait()
-            self._want_event = trio.Event()
-            topics, self._want_topics = self._want_topics, set()
+            topics = refresh.start(trio.current_time(), core.has_queued)
+            if topics is None:
+                with trio.move_on_at(refresh.next_at()):
+                    await self._want_event.wait()
+                self._want_event = trio.Event()
+                continue
             try:
                 await cluster.refresh(topics)
-                failed = False
+                ok = True
             except SluiceError:
-                failed = True
-            meta = cluster.metadata
-            self._end_backoff_on_new_leaders()
-            pending = {
-                t
-                for t in topics
-                if failed
-                or meta.partition_count(t) is None
-                or any(p.leader is None or cluster.unreachable(p.leader)
-                       for p in meta.topics[t].partitions)
-            }  # fmt: skip
+                ok = False
+            core.leaders_changed()
+            stale = core.stale_topics(topics, cluster.unreachable)
+            refresh.finish(trio.current_time(), topics, ok, stale)
             self._wake_sender()
-            if not pending:
-                attempt = 0
-                await trio.sleep(self._backoff.base_s)
-                continue
-            await trio.sleep(min(self._backoff.delay(attempt), METADATA_RETRY_MAX_S))
-            attempt += 1
-            for t in pending:
-                if self._has_queued(t):
-                    self._want_metadata(t)
-
-    def _end_backoff_on_new_leaders(self) -> None:
-        """Retries waiting out a backoff go now to a partition whose metadata names a
-        leader other than the one they failed on (the election ended)."""
-        meta = self._cluster.metadata
-        for tp, ps in self._partitions.items():
-            if not ps.retry or ps.retry_at == 0.0:
-                continue
-            p = meta.partition(tp)
-            if p is not None and p.leader is not None and (p.leader, p.leader_term) != ps.failed_on:
-                ps.retry_at = 0.0
-
-    def _has_queued(self, topic: str) -> bool:
-        """Whether records of `topic` wait to be routed, sent or retried."""
-        if topic in self._unrouted:
-            return True
-        if any(q for tp, q in self._acc.ready.items() if tp[0] == topic):
-            return True
-        return any(ps.retry for tp, ps in self._partitions.items() if tp[0] == topic)
-
-
-def _send_order(batch: Batch) -> int:
-    return batch.order

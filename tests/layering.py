@@ -10,9 +10,10 @@ with a computed name they are reported, because nothing could check them.
 The layer of a module is the longest of LAYERS that is the module or a package containing it
 (`broker` alone is only the package's `__init__`). A module in no layer is itself reported.
 Every import is classified once, in this order:
-  1. in broker.core and broker.wire, a clock, randomness or I/O module (PURE_FORBIDDEN) is refused;
-  2. standard library (`sys.stdlib_module_names`): allowed, except that broker.core and
-     broker.wire may use only PURE_STDLIB;
+  1. in a pure layer (PURE_LAYERS: broker.core, broker.wire, and the client's consumers.core
+     and consumers.errors), a clock, randomness or I/O module (PURE_FORBIDDEN) is refused;
+  2. standard library (`sys.stdlib_module_names`): allowed, except that a pure layer may use
+     only PURE_STDLIB;
   3. the project (`broker`, `consumers`, `cli`): the target's layer must be in PROJECT_ALLOWED;
   4. anything else is third-party: its top-level name must be in THIRD_PARTY_ALLOWED.
 """
@@ -34,19 +35,23 @@ LAYERS = (
     "broker.config",
     "broker.app",
     "broker",  # the package __init__ only
+    "consumers.core",
+    "consumers.errors",
     "consumers",
     "cli",
 )
 
 # An arrow = may import. Every layer may import itself.
 PROJECT_ALLOWED: dict[str, frozenset[str]] = {
-    "cli": frozenset({"consumers", "broker.app", "broker.config"}),
+    "cli": frozenset({"consumers", "consumers.errors", "broker.app", "broker.config"}),
     "broker.app": frozenset({"broker.runtime", "broker.core", "broker.wire", "broker.config"}),
     "broker.config": frozenset({"broker.wire"}),
     "broker.runtime": frozenset({"broker.core", "broker.wire", "broker.config"}),
     "broker.core": frozenset({"broker.wire"}),
     "broker.wire": frozenset(),
-    "consumers": frozenset({"broker.wire"}),
+    "consumers": frozenset({"broker.wire", "consumers.core", "consumers.errors"}),
+    "consumers.core": frozenset({"broker.wire", "consumers.errors"}),
+    "consumers.errors": frozenset({"broker.wire"}),
     "broker": frozenset(),
 }
 
@@ -62,10 +67,14 @@ THIRD_PARTY_ALLOWED: dict[str, frozenset[str]] = {
     "broker.app": _RUNTIME_THIRD_PARTY,
     "broker": frozenset(),
     "consumers": frozenset({"trio", "cbor2", "opentelemetry"}),
+    "consumers.core": frozenset(),
+    "consumers.errors": frozenset(),
     "cli": frozenset({"typer", "rich", "trio", "click"}),
 }
 
-PURE_LAYERS = frozenset({"broker.core", "broker.wire"})
+PURE_LAYERS = frozenset({"broker.core", "broker.wire", "consumers.core", "consumers.errors"})
+"""Deterministic code: the broker's core and wire format, the client's decisions (driven by
+the Trio shells and by the cluster simulator alike) and its error types."""
 
 # The only standard-library modules a pure layer may import. `sys` is deliberately absent.
 PURE_STDLIB = frozenset(
@@ -268,7 +277,8 @@ def _judge(layer: str, target: str) -> str | None:
     if layer in PURE_LAYERS and top in PURE_FORBIDDEN:
         return (
             f"{layer} is pure: {top} brings a clock, randomness, threads or I/O "
-            "(time comes as ticks, randomness from an injected RNG, I/O lives in broker.runtime)"
+            "(time comes as ticks or numbers, randomness from an injected RNG, I/O lives in the "
+            "Trio shells: broker.runtime, the consumers package outside consumers.core)"
         )
     if top in sys.stdlib_module_names:
         if layer in PURE_LAYERS and top not in PURE_STDLIB:

@@ -27,7 +27,9 @@ Retention: the answer's log start offset is a batch boundary of the committed hi
 most the committed next offset `partition_retention_entries` entries behind the commit
 (0 with retention off); a fetch below it is OFFSET_OUT_OF_RANGE, one in [log start, high
 watermark) is answered with the batch holding the offset (what retention kept must read
-back), and OFFSET_OUT_OF_RANGE is never the answer inside that range.
+back), and OFFSET_OUT_OF_RANGE is never the answer inside that range. A LIST_OFFSETS answer
+for the earliest offset (the reader's reset after OFFSET_OUT_OF_RANGE) is such a log start
+offset too (`check_log_start`).
 
 Snapshots (`on_round_done` for installs; for a group opened at a restart with its machine
 restored from the group's snapshot, when the checker first sees it): the snapshot's index
@@ -371,19 +373,7 @@ class ClusterChecker:
         answer agrees with it (see the module doc)."""
         if part.error not in (ErrorCode.NONE, ErrorCode.OFFSET_OUT_OF_RANGE):
             return
-        ref = self.references.get(gid)
-        if ref is None:
-            ref = self.references[gid] = _Reference(PartitionMachine(config))
-        c = self.group(gid)
-        for i in range(ref.applied + 1, c.commit_index + 1):
-            kind, data, _ = c.idents[i]  # type: ignore[misc]
-            result = ref.machine.apply(Entry(i, c.terms[i], EntryKind(kind), data))
-            if result.outcome == Outcome.APPENDED:
-                ref.bases.add(result.base_offset)
-                for k, rec in enumerate(decode_records(data)):
-                    ref.values[result.base_offset + k] = rec.value
-            ref.next_at.append(ref.machine.next_offset)
-            ref.applied = i
+        ref = self._reference(gid, config)
         hw = ref.machine.high_watermark
         self.fetches_checked += 1
         where = f"broker {bid} group {gid} answered a fetch at {offset}"
@@ -393,18 +383,7 @@ class ClusterChecker:
                 f"{where} with high watermark {part.high_watermark}; the group committed {hw}",
             )
         start = part.log_start_offset
-        limit = ref.next_at[max(0, ref.applied - retention_entries)] if retention_entries else 0
-        if start > limit or start > part.high_watermark:
-            raise Violation(
-                "log-start-ahead",
-                f"{where} with log start offset {start} (high watermark "
-                f"{part.high_watermark}): retention of {retention_entries} entries may "
-                f"delete only below {limit}",
-            )
-        if start and start != hw and start not in ref.bases:
-            raise Violation(
-                "log-start-boundary", f"{where} with log start offset {start}, not a batch"
-            )
+        self._check_log_start(ref, where, start, part.high_watermark, retention_entries)
         in_range = start <= offset <= part.high_watermark
         if part.error == ErrorCode.OFFSET_OUT_OF_RANGE:
             if in_range:
@@ -433,6 +412,52 @@ class ClusterChecker:
                         f"broker {bid} group {gid} served {rec.value!r} at offset {offset}; "
                         f"committed: {ref.values.get(offset)!r} (high watermark {hw})",
                     )
+
+    def check_log_start(
+        self, bid: int, gid: int, config: PartitionConfig, start: int, retention_entries: int
+    ) -> None:
+        """A log start offset broker `bid` gave for partition group `gid` outside a fetch (a
+        LIST_OFFSETS answer for the earliest offset) obeys the fetch rule's log start part."""
+        ref = self._reference(gid, config)
+        where = f"broker {bid} group {gid} answered LIST_OFFSETS (earliest)"
+        self._check_log_start(ref, where, start, ref.machine.high_watermark, retention_entries)
+
+    def _reference(self, gid: int, config: PartitionConfig) -> _Reference:
+        """The group's reference machine, caught up with the canonical commit."""
+        ref = self.references.get(gid)
+        if ref is None:
+            ref = self.references[gid] = _Reference(PartitionMachine(config))
+        c = self.group(gid)
+        for i in range(ref.applied + 1, c.commit_index + 1):
+            kind, data, _ = c.idents[i]  # type: ignore[misc]
+            result = ref.machine.apply(Entry(i, c.terms[i], EntryKind(kind), data))
+            if result.outcome == Outcome.APPENDED:
+                ref.bases.add(result.base_offset)
+                for k, rec in enumerate(decode_records(data)):
+                    ref.values[result.base_offset + k] = rec.value
+            ref.next_at.append(ref.machine.next_offset)
+            ref.applied = i
+        return ref
+
+    @staticmethod
+    def _check_log_start(
+        ref: _Reference, where: str, start: int, high_watermark: int, retention_entries: int
+    ) -> None:
+        """A log start offset is one retention may have reached (at most the committed next
+        offset `retention_entries` entries behind the commit, and at most the answer's high
+        watermark) and a batch boundary."""
+        limit = ref.next_at[max(0, ref.applied - retention_entries)] if retention_entries else 0
+        if start > limit or start > high_watermark:
+            raise Violation(
+                "log-start-ahead",
+                f"{where} with log start offset {start} (high watermark "
+                f"{high_watermark}): retention of {retention_entries} entries may "
+                f"delete only below {limit}",
+            )
+        if start and start != ref.machine.high_watermark and start not in ref.bases:
+            raise Violation(
+                "log-start-boundary", f"{where} with log start offset {start}, not a batch"
+            )
 
     def on_producer_id(self, pid: int, who: str) -> None:
         """InitProducerId handed out a new id: never one handed out before."""

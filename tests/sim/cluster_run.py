@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 from tests.sim.cluster_scenario import ALL_PROFILES, ClusterResult, run_cluster_seed
-from tests.sim.mutations import BROKER_MUTATIONS
+from tests.sim.mutations import CLUSTER_MUTATIONS
 
 TRACE_LINES = 25
 
@@ -21,7 +21,7 @@ TRACE_LINES = 25
 def run_one(args: tuple[int, str | None, str | None, str]) -> ClusterResult:
     seed, profile, mutation, dial_rule = args
     return run_cluster_seed(
-        seed, profile, BROKER_MUTATIONS[mutation] if mutation else None, dial_rule=dial_rule
+        seed, profile, CLUSTER_MUTATIONS[mutation] if mutation else None, dial_rule=dial_rule
     )
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="run this one seed and describe it")
     ap.add_argument("--profile", choices=ALL_PROFILES, help="default: the seed's own")
     ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--mutation", choices=sorted(BROKER_MUTATIONS), help="break a rule")
+    ap.add_argument("--mutation", choices=sorted(CLUSTER_MUTATIONS), help="break a rule")
     ap.add_argument("--trace", action="store_true", help="with --seed: print the whole trace")
     ap.add_argument(
         "--dial-rule",

@@ -1,10 +1,10 @@
 """One (seed, profile) -> one run of a whole simulated cluster, then the checks.
 
 Boot: N brokers (3-5; the first three are the seed controllers) start with empty disks and
-must form the cluster; an admin creates a topic (RF 3, 2-4 partitions) on the controller;
-producers obtain ids. Without faults this must finish within BOOT_TICKS; a quarter of the
-faulty seeds run their faults from the start instead (bootstrap, registration, topic creation
-and producer ids under faults).
+must form the cluster; an admin creates a topic (RF 3, 2-4 partitions) on the controller.
+Without faults this must finish within BOOT_TICKS; a quarter of the faulty seeds run their
+faults from the start instead (bootstrap, registration and topic creation under faults).
+Producers obtain their ids with their first records, as the client library does.
 
 Faulty phase: producers send records, a reader polls every partition and the admin probes
 InitProducerId while the profile's faults run: crashes and restarts of random brokers (the
@@ -356,7 +356,7 @@ class ClusterDriver:
             w.log("faults from the start")
         else:
             self._until(BOOT_TICKS, self._booted, "boot")
-            w.log("booted: topic created, producers have ids")
+            w.log("booted: topic created")
         self.faulty = True
         self.sending = True
         w.run_until(w.now + sc.fault_ticks * 10)
@@ -372,7 +372,7 @@ class ClusterDriver:
         w.checker.final_checks(w, TOPIC)
 
     def _booted(self) -> bool:
-        return self.admin.done and all(p.seq is not None for p in self.producers)
+        return self.admin.done
 
     def _heal(self) -> None:
         w = self.world
@@ -443,7 +443,7 @@ class ClusterDriver:
         w = self.world
         parts = [f"controller={w.controller()}", f"leaders={w.partition_leaders()}"]
         for p in self.producers:
-            seq = p.seq
+            seq = p.core.sequences
             parts.append(
                 f"{p.name}: pending={p.pending()} acked={len(p.acked)} failed={p.failed} "
                 f"state={seq.state.value if seq else None} fatal={p.fatal}"

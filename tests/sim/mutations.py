@@ -2,7 +2,10 @@
 
 Raft rules (the group simulator): each is a RaftNode subclass that overrides one rule hook of
 the real node. Broker rules (the cluster simulator): `BROKER_MUTATIONS`, context managers that
-monkeypatch one method of the broker's core for the duration of a run.
+monkeypatch one method of the broker's core for the duration of a run. Client rules (the
+cluster simulator, whose producers drive the client library's pure core): `CLIENT_MUTATIONS`,
+context managers that switch on one of the core's mutation flags (`consumers.core.producer
+.MUTATIONS`) for the duration of a run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from broker.core.raft.log import NO_TERM, RaftLog
 from broker.core.raft.types import MemberId, RequestVote, SnapshotMeta, VoteResponse
 from broker.wire.batch import BatchHeader, parse_header
 from broker.wire.errors import ErrorCode
+from consumers.core import producer as producer_core
 
 
 class CommitPreviousTermByCounting(RaftNode):
@@ -284,3 +288,27 @@ BROKER_MUTATIONS.update(
         "raft-vote-before-persist": _raft_mutation(VoteBeforePersist),
     }
 )
+
+
+# -- client mutations (the cluster simulator's producers run the client library's core) --------
+
+
+def _client_mutation(name: str) -> Callable[[], AbstractContextManager[None]]:
+    """The producer core breaks rule `name` (one of its MUTATIONS flags)."""
+
+    @contextlib.contextmanager
+    def switch() -> Iterator[None]:
+        producer_core.MUTATIONS.add(name)
+        try:
+            yield
+        finally:
+            producer_core.MUTATIONS.discard(name)
+
+    return switch
+
+
+CLIENT_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    producer_core.RETRY_AS_NEW_BATCH: _client_mutation(producer_core.RETRY_AS_NEW_BATCH),
+}
+CLUSTER_MUTATIONS = {**BROKER_MUTATIONS, **CLIENT_MUTATIONS}
+"""Every mutation the cluster simulator runs (`cluster_run --mutation`)."""

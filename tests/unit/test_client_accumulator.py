@@ -10,7 +10,7 @@ import pytest
 
 from broker.wire.batch import HEADER_BYTES, Record, encode_batch
 from broker.wire.partitioner import default_partition, murmur2_partition
-from consumers._accumulator import Accumulator, cbor_head_size, record_size
+from consumers.core.accumulator import Accumulator, cbor_head_size, record_size
 
 
 def make(batch_bytes: int = 1000, linger_s: float = 0.005, seed: int = 1) -> Accumulator:
@@ -126,7 +126,11 @@ def test_keyed_records_use_the_pinned_partitioner() -> None:
         key = b"key-%d" % i
         assert acc.choose_partition("t", 7, key, None) == default_partition(key, 7)
     murmur = Accumulator(
-        batch_bytes=1000, linger_s=0, delivery_timeout_s=1, partitioner=murmur2_partition
+        batch_bytes=1000,
+        linger_s=0,
+        delivery_timeout_s=1,
+        partitioner=murmur2_partition,
+        rng=random.Random(1),
     )
     for i in range(200):
         key = b"key-%d" % i

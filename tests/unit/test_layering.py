@@ -73,6 +73,29 @@ PLANTED: dict[str, tuple[dict[str, str], list[tuple[str, int, str, str]]]] = {
         {"consumers/p.py": "import broker.core.partition\n"},
         [("consumers/p.py", 1, "broker.core.partition", "consumers may not import broker.core")],
     ),
+    "client core imports trio": (
+        {"consumers/core/planted.py": "import trio\n"},
+        [("consumers/core/planted.py", 1, "trio", "consumers.core is pure")],
+    ),
+    "client core reads the clock": (
+        {"consumers/core/p.py": "import time\nfrom random import random\n"},
+        [
+            ("consumers/core/p.py", 1, "time", "clock, randomness"),
+            ("consumers/core/p.py", 2, "random", "clock, randomness"),
+        ],
+    ),
+    "client core imports runtime": (
+        {"consumers/core/p.py": "from broker.runtime import server\n"},
+        [("consumers/core/p.py", 1, "broker.runtime", "consumers.core may not import")],
+    ),
+    "client core imports its Trio shell": (
+        {"consumers/core/p.py": "from consumers.cluster import Cluster\n"},
+        [("consumers/core/p.py", 1, "consumers.cluster", "consumers.core may not import")],
+    ),
+    "client errors import trio": (
+        {"consumers/errors.py": "import trio\n"},
+        [("consumers/errors.py", 1, "trio", "consumers.errors is pure")],
+    ),
     "runtime imports app": (
         {"broker/runtime/p.py": "from broker.app import x\n"},
         [("broker/runtime/p.py", 1, "broker.app", "broker.runtime may not import broker.app")],
@@ -239,6 +262,15 @@ def test_clean_tree_reports_nothing(tmp_path: Path) -> None:
 
                 from broker.wire import frames
                 from consumers import errors
+                from consumers.core.producer import ProducerCore
+                """,
+            "consumers/core/producer.py": """
+                import math
+                from collections import deque
+
+                from broker.wire.batch import encode_batch
+                from consumers.core.metadata import MetadataCache
+                from consumers.errors import SluiceError
                 """,
             "cli/main.py": """
                 import typer

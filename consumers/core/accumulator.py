@@ -1,4 +1,4 @@
-"""The producer's record accumulator: records -> per-partition batches (no I/O).
+"""The producer's record accumulator: records -> per-partition batches (pure).
 
 Theory of operation
 -------------------
@@ -14,32 +14,35 @@ does: a backlog behind an unavailable leader becomes a few full batches.
 Partition choice (`choose_partition`): an explicit partition is honoured; a keyed record goes
 to `partitioner(key, n)` (the pinned hash of broker.wire.partitioner); a keyless record goes
 to the topic's sticky partition, which is chosen at random (avoiding the previous one when
-n > 1) and changes each time a batch of that partition is sealed (Kafka's KIP-480).
+n > 1) and changes each time a batch of that partition is sealed (Kafka's KIP-480). The
+draws come from the injected `rng` (the Trio shell passes a `random.Random()`, the simulator
+its seeded one).
 
 Size estimate: an upper bound of the record's CBOR encoding (heads sized exactly, the
 timestamp delta assumed to need 5 bytes), so a sealed batch's encoded records array never
 exceeds the limit by more than one record's bound: a record larger than the limit goes alone.
 
-Time is passed in (`now`, Trio clock seconds), so tests can drive it without a clock.
+Time is passed in (`now`, seconds on the caller's clock), so tests can drive it without a
+clock.
 """
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
-
-import trio
+from typing import Protocol
 
 from broker.wire.batch import Record
+from consumers.core.metadata import TopicPartition
+from consumers.errors import SluiceError
 
-if TYPE_CHECKING:
-    from consumers.errors import SluiceError
+__all__ = ["Accumulator", "Batch", "RandomSource", "cbor_head_size", "record_size"]
 
-__all__ = ["Accumulator", "Batch", "cbor_head_size", "record_size"]
 
-TopicPartition = tuple[str, int]
+class RandomSource(Protocol):
+    """The randomness the accumulator draws (`random.Random` has it)."""
+
+    def randrange(self, stop: int, /) -> int: ...
 
 
 def cbor_head_size(n: int) -> int:
@@ -72,7 +75,8 @@ def record_size(
 class Batch:
     """Records for one partition, sealed once, sent (and resent) as one encoded batch.
 
-    `done` fires exactly once: with `base_offset` set (acknowledged) or `error` set.
+    Settled exactly once (`settled_at` set): acknowledged (`base_offset` >= 0) or failed
+    (`error` set); `complete` and `fail` say whether they settled it.
     """
 
     __slots__ = (
@@ -82,7 +86,6 @@ class Batch:
         "created",
         "data",
         "deadline",
-        "done",
         "error",
         "last_error",
         "order",
@@ -99,7 +102,7 @@ class Batch:
         """Estimated bytes of the records (buffer accounting uses it too)."""
         self.created = created
         self.deadline = deadline
-        """Trio time after which the batch fails (delivery timeout)."""
+        """Time after which the batch fails (delivery timeout)."""
         self.data: bytes | None = None
         """The encoded batch, set once when its sequence is assigned."""
         self.base_sequence = -1
@@ -107,11 +110,10 @@ class Batch:
         """Position in the producer's send order, set at the first send (orders retries)."""
         self.attempts = 0
         self.last_error: SluiceError | None = None
-        self.done = trio.Event()
         self.base_offset = -1
         self.error: SluiceError | None = None
         self.settled_at: float | None = None
-        """Trio time at which the outcome arrived."""
+        """Time at which the outcome arrived (None while pending)."""
 
     def __repr__(self) -> str:
         return (
@@ -119,17 +121,23 @@ class Batch:
             f"attempts={self.attempts})"
         )
 
-    def complete(self, base_offset: int, now: float) -> None:
-        if not self.done.is_set():
-            self.base_offset = base_offset
-            self.settled_at = now
-            self.done.set()
+    @property
+    def settled(self) -> bool:
+        return self.settled_at is not None
 
-    def fail(self, error: SluiceError, now: float) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.settled_at = now
-            self.done.set()
+    def complete(self, base_offset: int, now: float) -> bool:
+        if self.settled_at is not None:
+            return False
+        self.base_offset = base_offset
+        self.settled_at = now
+        return True
+
+    def fail(self, error: SluiceError, now: float) -> bool:
+        if self.settled_at is not None:
+            return False
+        self.error = error
+        self.settled_at = now
+        return True
 
 
 class Accumulator:
@@ -142,7 +150,7 @@ class Accumulator:
         linger_s: float,
         delivery_timeout_s: float,
         partitioner: Callable[[bytes, int], int],
-        rng: random.Random | None = None,
+        rng: RandomSource,
     ) -> None:
         if batch_bytes < 1:
             raise ValueError("batch_bytes must be >= 1")
@@ -152,7 +160,7 @@ class Accumulator:
         self.linger_s = linger_s
         self.delivery_timeout_s = delivery_timeout_s
         self.partitioner = partitioner
-        self._rng = rng or random.Random()
+        self._rng = rng
         self.open: dict[TopicPartition, Batch] = {}
         """Open batches, oldest first (dict order = creation order)."""
         self.ready: dict[TopicPartition, deque[Batch]] = {}
