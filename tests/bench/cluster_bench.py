@@ -25,8 +25,6 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,8 +32,10 @@ from pathlib import Path
 import trio
 
 from consumers import Admin, Consumer, Producer
-from consumers.cluster import Cluster
-from tests.support.harness import ROOT, BrokerProcess, free_port
+from consumers.cluster import Cluster, PartitionMeta
+from tests.support.harness import BrokerProcess, free_port
+from tests.support.sluice_cli import run_sluice
+from tests.support.wait import poll_until_async
 
 
 def start_cluster(base: Path, n: int = 3) -> list[BrokerProcess]:
@@ -55,14 +55,9 @@ def start_cluster(base: Path, n: int = 3) -> list[BrokerProcess]:
 
 
 def sluice(*args: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args, "--json"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dict(json.loads(out.stdout))
+    """The figures `sluice *args --json` prints (no time limit: a benchmark runs as long as
+    it takes; a failed command raises)."""
+    return dict(json.loads(run_sluice(*args, "--json", timeout=None, check=True).stdout))
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -70,15 +65,24 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.create_topic(name, partitions=partitions, replication_factor=3)
 
 
-async def leader_of(bootstrap: str, topic: str, partition: int) -> tuple[int, int]:
-    """(leader, leader_term), waiting until there is a leader."""
+async def leader_of(
+    bootstrap: str, topic: str, partition: int, timeout: float = 60.0
+) -> tuple[int, int]:
+    """(leader, leader_term), waiting until there is a leader (WaitTimeout after `timeout`)."""
     async with Cluster(bootstrap) as c:
-        while True:
+
+        async def probe() -> PartitionMeta | None:
             await c.refresh([topic])
-            p = c.metadata.partition((topic, partition))
-            if p is not None and p.leader is not None:
-                return p.leader, p.leader_term
-            await trio.sleep(0.05)
+            return c.metadata.partition((topic, partition))
+
+        p = await poll_until_async(
+            probe,
+            lambda p: p is not None and p.leader is not None,
+            f"a leader of {topic}/{partition}",
+            timeout=timeout,
+        )
+        assert p is not None and p.leader is not None
+        return p.leader, p.leader_term
 
 
 async def failover_rounds(brokers: list[BrokerProcess], kills: int, seed: int) -> list[float]:

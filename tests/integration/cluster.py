@@ -41,6 +41,7 @@ from consumers.cluster import Cluster as ClientCluster
 from consumers.errors import SluiceError
 from tests.integration.proxy import Direction, Proxy, owner_pid
 from tests.support.harness import BrokerProcess, free_port
+from tests.support.wait import poll_until_async
 
 Leaders = dict[int, tuple[int | None, int]]
 """partition -> (leader, leader_term)."""
@@ -259,14 +260,15 @@ class Cluster:
 
     async def controller(self, timeout: float = 30.0) -> int:
         """The controller most live brokers name, waiting until one is named."""
-        with trio.fail_after(timeout):
-            while True:
-                votes = Counter(
-                    v.controller for v in await self.views(None) if v.controller is not None
-                )
-                if votes:
-                    return votes.most_common(1)[0][0]
-                await trio.sleep(0.05)
+
+        async def votes() -> Counter[int]:
+            views = await self.views(None)
+            return Counter(v.controller for v in views if v.controller is not None)
+
+        named = await poll_until_async(
+            votes, bool, "a controller named", timeout=timeout, context=self._where
+        )
+        return named.most_common(1)[0][0]
 
     async def wait_leaders(
         self,
@@ -280,51 +282,50 @@ class Cluster:
         live broker reports, that leader is live, and it is not in `avoid`."""
         avoid = set(avoid)
         wanted = None if partitions is None else set(partitions)
-        last: Leaders = {}
-        try:
-            with trio.fail_after(timeout):
-                while True:
-                    last = await self.leaders(topic)
-                    live = set(self.live())
-                    check = [p for p in last if wanted is None or p in wanted]
-                    if (
-                        check
-                        and (wanted is None or wanted <= set(check))
-                        and all(
-                            last[p][0] is not None and last[p][0] in live - avoid for p in check
-                        )
-                    ):
-                        return last
-                    await trio.sleep(0.05)
-        except trio.TooSlowError:
-            raise AssertionError(
-                f"{topic}: no leader for every partition within {timeout}s (avoiding "
-                f"{sorted(avoid)}, live {self.live()}): last seen {last}; logs in {self.root}"
-            ) from None
+
+        def led(last: Leaders) -> bool:
+            live = set(self.live())
+            check = [p for p in last if wanted is None or p in wanted]
+            return (
+                bool(check)
+                and (wanted is None or wanted <= set(check))
+                and all(last[p][0] is not None and last[p][0] in live - avoid for p in check)
+            )
+
+        return await poll_until_async(
+            lambda: self.leaders(topic),
+            led,
+            f"{topic}: a live leader for every partition, avoiding {sorted(avoid)}",
+            timeout=timeout,
+            context=self._where,
+        )
 
     async def wait_stable(self, topic: str, *, timeout: float = 30.0) -> list[View]:
         """Wait until every live broker reports the same leader and term for each partition,
         every partition has a leader, and all name the same controller."""
-        last: list[View] = []
-        try:
-            with trio.fail_after(timeout):
-                while True:
-                    last = await self.views(topic)
-                    if (
-                        len(last) == len(self.live())
-                        and last
-                        and all(v.leaders == last[0].leaders for v in last)
-                        and all(v.controller == last[0].controller for v in last)
-                        and last[0].controller is not None
-                        and last[0].leaders
-                        and all(ld is not None for ld, _ in last[0].leaders.values())
-                    ):
-                        return last
-                    await trio.sleep(0.05)
-        except trio.TooSlowError:
-            raise AssertionError(
-                f"{topic}: the brokers did not agree within {timeout}s: {last}; logs in {self.root}"
-            ) from None
+
+        def agreed(last: list[View]) -> bool:
+            return bool(
+                len(last) == len(self.live())
+                and last
+                and all(v.leaders == last[0].leaders for v in last)
+                and all(v.controller == last[0].controller for v in last)
+                and last[0].controller is not None
+                and last[0].leaders
+                and all(ld is not None for ld, _ in last[0].leaders.values())
+            )
+
+        return await poll_until_async(
+            lambda: self.views(topic),
+            agreed,
+            f"{topic}: every live broker to agree on leaders and controller",
+            timeout=timeout,
+            context=self._where,
+        )
+
+    def _where(self) -> str:
+        """What a failed wait adds: who is live, and where the logs are."""
+        return f"live {self.live()}; logs in {self.root}"
 
     # -- checks -------------------------------------------------------------------------------
 

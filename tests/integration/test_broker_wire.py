@@ -32,6 +32,7 @@ from broker.wire.messages import (
     ProduceTopic,
 )
 from tests.integration.wire_client import RawClient
+from tests.support.wait import wait_until_async
 
 LOCAL = HostPort("127.0.0.1", 0)
 
@@ -81,9 +82,7 @@ def produce(topic: str, partition: int, batch: bytes) -> ProduceRequest:
 
 
 async def wait_ready(b: Broker) -> None:
-    with trio.fail_after(10):
-        while not b.node.is_ready():
-            await trio.sleep(0.01)
+    await wait_until_async(b.node.is_ready, "the node to be ready", timeout=10)
 
 
 async def test_produce_then_fetch_with_audit_on(tmp_path: Path) -> None:

@@ -4,43 +4,28 @@ tour (create, produce 100,000 lines, consume them all back), JSON shapes and exi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
-from tests.support.harness import ROOT, BrokerProcess
+from tests.support.harness import BrokerProcess
+from tests.support.sluice_cli import run_sluice
 
 RECORDS = 100_000
 
 
-def sluice(
-    b: BrokerProcess, *args: str, stdin: bytes | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "SLUICE_BOOTSTRAP": b.bootstrap}
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_newcomer_tour(broker_factory: Callable[..., BrokerProcess]) -> None:
     b = broker_factory()
+    sluice = partial(run_sluice, bootstrap=b.bootstrap)
     b.start()
     b.wait_ready()
-    r = sluice(b, "topic", "create", "t", "--partitions", "4")
+    r = sluice("topic", "create", "t", "--partitions", "4")
     assert r.returncode == 0, r.stderr
     lines = b"".join(b"%d\n" % i for i in range(1, RECORDS + 1))
-    r = sluice(b, "produce", "t", stdin=lines)
+    r = sluice("produce", "t", stdin=lines)
     assert r.returncode == 0, r.stderr
     r = sluice(
-        b, "consume", "t", "--from-beginning", "--max-messages", str(RECORDS), "--format", "json"
+        "consume", "t", "--from-beginning", "--max-messages", str(RECORDS), "--format", "json"
     )
     assert r.returncode == 0, r.stderr
     last: dict[int, tuple[int, int]] = {}
@@ -55,41 +40,42 @@ def test_newcomer_tour(broker_factory: Callable[..., BrokerProcess]) -> None:
     assert sorted(values) == list(range(1, RECORDS + 1))
     # Restart (SIGKILL): everything is still there, as plain text lines.
     b.restart()
-    r = sluice(b, "consume", "t", "--from-beginning", "--max-messages", str(RECORDS))
+    r = sluice("consume", "t", "--from-beginning", "--max-messages", str(RECORDS))
     assert r.returncode == 0, r.stderr
     assert sorted(int(x) for x in r.stdout.split()) == list(range(1, RECORDS + 1))
 
 
 def test_json_shapes_and_exit_codes(broker_factory: Callable[..., BrokerProcess]) -> None:
     b = broker_factory()
+    sluice = partial(run_sluice, bootstrap=b.bootstrap)
     b.start()
     b.wait_ready()
-    assert sluice(b, "topic", "create", "k", "--partitions", "3").returncode == 0
-    listed = json.loads(sluice(b, "topic", "list", "--json").stdout)
+    assert sluice("topic", "create", "k", "--partitions", "3").returncode == 0
+    listed = json.loads(sluice("topic", "list", "--json").stdout)
     assert {"name": "k", "partitions": 3, "replication_factor": 1} in listed
-    desc = json.loads(sluice(b, "topic", "describe", "k", "--json").stdout)
+    desc = json.loads(sluice("topic", "describe", "k", "--json").stdout)
     assert desc["name"] == "k" and desc["config"] == {}
     assert [p["partition"] for p in desc["partitions"]] == [0, 1, 2]
     assert all(p["leader"] == 0 and p["replicas"] == [0] for p in desc["partitions"])
-    r = sluice(b, "produce", "k", "--key-separator", ":", stdin=b"user-1:hello\n")
+    r = sluice("produce", "k", "--key-separator", ":", stdin=b"user-1:hello\n")
     assert r.returncode == 0, r.stderr
-    r = sluice(b, "consume", "k", "--from-beginning", "--max-messages", "1", "--format", "json")
+    r = sluice("consume", "k", "--from-beginning", "--max-messages", "1", "--format", "json")
     rec = json.loads(r.stdout)
     assert (rec["key"], rec["value"], rec["key_encoding"]) == ("user-1", "hello", "utf-8")
     # Bad usage: 2. A failed operation: 1, with a message.
-    assert sluice(b, "topic", "create", "x", "--partitions", "0").returncode == 2
-    assert sluice(b, "topic", "create", "x", "--config", "nonsense").returncode == 2
-    assert sluice(b, "topic", "create", "x", "--config", "no.such.key=1").returncode == 2
-    r = sluice(b, "topic", "create", "k")
+    assert sluice("topic", "create", "x", "--partitions", "0").returncode == 2
+    assert sluice("topic", "create", "x", "--config", "nonsense").returncode == 2
+    assert sluice("topic", "create", "x", "--config", "no.such.key=1").returncode == 2
+    r = sluice("topic", "create", "k")
     assert r.returncode == 1 and b"already exists" in r.stderr
-    r = sluice(b, "topic", "describe", "nope", "--timeout", "1")
+    r = sluice("topic", "describe", "nope", "--timeout", "1")
     assert r.returncode == 1 and r.stderr.startswith(b"sluice:")
     # No broker there: retried until --timeout, then exit 1 with a message.
     started = time.monotonic()
-    r = sluice(b, "topic", "list", "--timeout", "2", "--bootstrap", "127.0.0.1:1")
+    r = sluice("topic", "list", "--timeout", "2", "--bootstrap", "127.0.0.1:1")
     assert r.returncode == 1 and b"no broker reachable" in r.stderr
     assert time.monotonic() - started < 15
-    r = sluice(b, "consume", "k", "--timeout", "2", "--bootstrap", "127.0.0.1:1")
+    r = sluice("consume", "k", "--timeout", "2", "--bootstrap", "127.0.0.1:1")
     assert r.returncode == 1
 
 
@@ -101,9 +87,10 @@ def test_bench_produce_and_consume_report_what_was_acknowledged(
     replication factor the brokers cannot place fails (exit 1) once --timeout has passed
     (brokers of a starting cluster may still register meanwhile)."""
     b = broker_factory()
+    sluice = partial(run_sluice, bootstrap=b.bootstrap)
     b.start()
     b.wait_ready()
-    r = sluice(b, "bench", "produce", "--records", "3000", "--rate", "3000", "--topic", "bt",
+    r = sluice("bench", "produce", "--records", "3000", "--rate", "3000", "--topic", "bt",
                "--partitions", "2", "--linger-ms", "1", "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     produced = json.loads(r.stdout)
@@ -111,14 +98,14 @@ def test_bench_produce_and_consume_report_what_was_acknowledged(
     assert 0 < produced["latency_p50_ms"] <= produced["latency_p99_ms"]
     assert produced["latency_p99_ms"] <= produced["latency_p999_ms"]
     assert produced["seconds"] >= 0.9  # 3000 records offered at 3000/s take about a second
-    r = sluice(b, "topic", "describe", "bt", "--json")
+    r = sluice("topic", "describe", "bt", "--json")
     assert r.returncode == 0, r.stderr
     described = json.loads(r.stdout)
     assert sum(p["high_watermark"] for p in described["partitions"]) == 3000
-    r = sluice(b, "bench", "consume", "--records", "3000", "--topic", "bt", "--json")
+    r = sluice("bench", "consume", "--records", "3000", "--topic", "bt", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["records"] == 3000
-    r = sluice(b, "bench", "produce", "--records", "10", "--topic", "bt3",
+    r = sluice("bench", "produce", "--records", "10", "--topic", "bt3",
                "--replication-factor", "3", "--timeout", "2")  # fmt: skip
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert b"NOT_ENOUGH_REPLICAS" in r.stderr and b"1 registered" in r.stderr, r.stderr
@@ -131,16 +118,17 @@ def test_broker_naming_only_itself_as_controller_serves_alone(
     is a single-node cluster like the default: it elects itself, becomes ready, creates a
     topic and keeps what it acknowledged across a restart."""
     b = broker_factory()
+    sluice = partial(run_sluice, bootstrap=b.bootstrap)
     b.config["controllers"] = f"0@127.0.0.1:{b.peer_port}"
     b.start()
     b.wait_ready()
-    r = sluice(b, "topic", "create", "solo", "--partitions", "2")
+    r = sluice("topic", "create", "solo", "--partitions", "2")
     assert r.returncode == 0, r.stderr
-    r = sluice(b, "produce", "solo", stdin=b"a\nb\nc\n")
+    r = sluice("produce", "solo", stdin=b"a\nb\nc\n")
     assert r.returncode == 0, r.stderr
     b.stop()
     b.start()
     b.wait_ready()
-    r = sluice(b, "consume", "solo", "--from-beginning", "--max-messages", "3")
+    r = sluice("consume", "solo", "--from-beginning", "--max-messages", "3")
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.split()) == [b"a", b"b", b"c"]

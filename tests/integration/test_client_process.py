@@ -5,77 +5,29 @@ SIGKILL of the broker mid-stream."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import trio
 
-from consumers import Admin, Consumer, ConsumerRecord, Producer, blocking
+from consumers import Admin, Consumer, Producer, blocking
 from consumers.errors import BufferFull, UnknownTopicError
+from tests.support.harness import BrokerProcess
+from tests.support.wait import poll_records
 
-REPO = Path(__file__).resolve().parents[2]
-SLUICE = [sys.executable, "-m", "cli.main", "serve"]
-
-
-class SluiceProcess:
-    """One `sluice serve` child; its client address is read from the listening line."""
-
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *SLUICE,
-                "--data-dir",
-                str(data_dir),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--peer-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("sluice: listening clients="):
-            self.proc.kill()
-            raise RuntimeError(f"sluice serve did not start: {line!r}")
-        self.address = line.split("clients=")[1].split()[0]
-        self.port = int(self.address.rsplit(":", 1)[1])
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+MakeBroker = Callable[..., BrokerProcess]
 
 
-@pytest.fixture
-def sluice(tmp_path: Path) -> Iterator[SluiceProcess]:
+@pytest.fixture(autouse=True)
+def _posix() -> None:
     if os.name != "posix":  # pragma: no cover
         pytest.skip("needs POSIX signals")
-    process = SluiceProcess(tmp_path / "data")
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
-def test_blocking_facade_round_trip(sluice: SluiceProcess) -> None:
-    addr = sluice.address
+def test_blocking_facade_round_trip(broker_factory: MakeBroker) -> None:
+    b = broker_factory()
+    b.start()
+    addr = b.bootstrap
     with blocking.Admin(addr) as admin:
         admin.create_topic("plain", partitions=2)
         assert [t.name for t in admin.list_topics()] == ["plain"]
@@ -114,40 +66,31 @@ def test_blocking_facade_round_trip(sluice: SluiceProcess) -> None:
             c.skip_corrupt(("plain", 0))
 
 
-async def test_exactly_once_across_a_sigkill(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    first = await trio.to_thread.run_sync(SluiceProcess, data)
-    second: SluiceProcess | None = None
+async def test_exactly_once_across_a_sigkill(broker_factory: MakeBroker) -> None:
+    b = broker_factory()
+    await trio.to_thread.run_sync(b.start)
     total = 4_000
-    try:
-        async with Admin(first.address) as admin:
-            await admin.create_topic("killed", partitions=3)
-        acked: dict[int, tuple[int, int]] = {}
-        async with Producer(first.address, linger_ms=1, delivery_timeout_s=30) as p:
-            deliveries = []
-            for i in range(total):
-                deliveries.append(await p.send("killed", b"%d" % i))
-                if i % 100 == 0:
-                    await trio.sleep(0.001)
-                if i == total // 2:
-                    first.kill()  # acknowledgements in flight are lost with it
-                    second = await trio.to_thread.run_sync(SluiceProcess, data, first.port)
-            await p.flush()
-            for i, d in enumerate(deliveries):
-                md = await d.wait()
-                acked[i] = (md.partition, md.offset)
-        assert second is not None
-        async with Consumer(second.address) as c:
-            c.assign([("killed", p) for p in range(3)])
-            records: list[ConsumerRecord] = []
-            with trio.fail_after(20):
-                while len(records) < total:
-                    records.extend(await c.poll(timeout=1))
-            assert await c.poll(timeout=0.3) == []
-        assert sorted(int(r.value) for r in records) == list(range(total))  # type: ignore[arg-type]
-        for r in records:
-            assert acked[int(r.value)] == (r.partition, r.offset)  # type: ignore[arg-type]
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
+    async with Admin(b.bootstrap) as admin:
+        await admin.create_topic("killed", partitions=3)
+    acked: dict[int, tuple[int, int]] = {}
+    async with Producer(b.bootstrap, linger_ms=1, delivery_timeout_s=30) as p:
+        deliveries = []
+        for i in range(total):
+            deliveries.append(await p.send("killed", b"%d" % i))
+            if i % 100 == 0:
+                await trio.sleep(0.001)
+            if i == total // 2:
+                b.kill()  # SIGKILL: acknowledgements in flight are lost with it
+                await trio.to_thread.run_sync(b.start)  # same port, same data directory
+        await p.flush()
+        for i, d in enumerate(deliveries):
+            md = await d.wait()
+            acked[i] = (md.partition, md.offset)
+    assert b.starts == 2
+    async with Consumer(b.bootstrap) as c:
+        c.assign([("killed", p) for p in range(3)])
+        records = await poll_records(c, total, timeout=20)
+        assert await c.poll(timeout=0.3) == []
+    assert sorted(int(r.value) for r in records) == list(range(total))  # type: ignore[arg-type]
+    for r in records:
+        assert acked[int(r.value)] == (r.partition, r.offset)  # type: ignore[arg-type]

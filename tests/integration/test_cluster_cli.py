@@ -8,73 +8,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import re
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
-from tests.support.harness import EPHEMERAL_LOW, ROOT
+from tests.support.harness import free_port_range
+from tests.support.sluice_cli import ROOT, run_sluice, sluice_command
+from tests.support.wait import Lines, wait_until
 
 SPAN = 24
 """Ports P..P+23: three brokers at P+10i, P+10i+1, P+10i+3."""
-
-
-def free_base_port(span: int = SPAN) -> int:
-    """A base port P such that P..P+span-1 are all free on 127.0.0.1 right now, below the
-    kernel's ephemeral range (see harness.free_port)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(10_000, EPHEMERAL_LOW - span)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + span):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range found")
-
-
-class Lines:
-    """Lines of one pipe, read by a thread, waited for with a deadline."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
-
-    def _read(self, pipe: IO[bytes]) -> None:
-        for raw in pipe:
-            with self._cond:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float) -> str:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if regex.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no line matching {pattern!r} in {self.lines}")
-                self._cond.wait(left)
 
 
 class DevCluster:
@@ -83,12 +32,12 @@ class DevCluster:
     def __init__(self, data_dir: Path, nodes: int, base_port: int) -> None:
         self.base_port = base_port
         self.data_dir = data_dir
-        cmd = [
-            sys.executable, "-m", "cli.main", "dev", "cluster",
+        cmd = sluice_command(
+            "dev", "cluster",
             "--nodes", str(nodes),
             "--data-dir", str(data_dir),
             "--base-port", str(base_port),
-        ]  # fmt: skip
+        )  # fmt: skip
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -135,7 +84,7 @@ def dev_cluster(tmp_path: Path) -> Iterator[Callable[[int], DevCluster]]:
     started: list[DevCluster] = []
 
     def make(nodes: int) -> DevCluster:
-        c = DevCluster(tmp_path / f"cluster-{len(started)}", nodes, free_base_port())
+        c = DevCluster(tmp_path / f"cluster-{len(started)}", nodes, free_port_range(SPAN))
         started.append(c)
         return c
 
@@ -144,14 +93,8 @@ def dev_cluster(tmp_path: Path) -> Iterator[Callable[[int], DevCluster]]:
         c.kill_group()
 
 
-def sluice(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
+sluice = partial(run_sluice, timeout=60)
+"""`sluice *args`, killed after a minute (every command here names its brokers)."""
 
 
 def status(bootstrap: str) -> dict[str, Any]:
@@ -167,13 +110,6 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-def wait_until(done: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_dev_cluster_status_failover_and_stop(dev_cluster: Callable[[int], DevCluster]) -> None:
@@ -221,7 +157,12 @@ def test_dev_cluster_status_failover_and_stop(dev_cluster: Callable[[int], DevCl
         leaders = {x["leader"] for x in d["partitions"]}
         return alive == {i: i != victim for i in range(3)} and leaders <= set(alive) - {victim}
 
-    wait_until(failed_and_failed_over, 20, f"broker {victim} marked failed, its partitions led")
+    wait_until(
+        failed_and_failed_over,
+        f"broker {victim} marked failed, its partitions led",
+        timeout=20,
+        interval=0.1,
+    )
     human = sluice("cluster", "status", "--bootstrap", survivor)
     assert human.returncode == 0 and b"failed" in human.stdout
 
@@ -241,7 +182,7 @@ def test_children_die_with_a_sigkilled_supervisor(
     (pid,) = c.broker_pids().values()
     c.proc.kill()  # only the supervisor, not its process group
     c.proc.wait(timeout=10)
-    wait_until(lambda: gone(pid), 10, "the broker to die with its supervisor")
+    wait_until(lambda: gone(pid), "the broker to die with its supervisor", timeout=10, interval=0.1)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from broker.wire.messages import (
 from broker.wire.protocol import ResponseEnvelope, decode_response, encode_request
 from consumers import Admin, Producer
 from tests.integration.wire_client import RawClient
+from tests.support.wait import wait_until_async
 
 MAX_FRAME = 1 * MiB
 BUDGET = 2 * MiB
@@ -57,14 +58,6 @@ async def b(tmp_path: Path) -> AsyncIterator[Broker]:
         yield broker
 
 
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def served(b: Broker) -> None:
     """A normal client gets its answer."""
     c = await RawClient.connect("127.0.0.1", b.addresses.clients.port)
@@ -85,10 +78,10 @@ async def test_a_frame_stalled_half_way_is_closed_and_its_room_given_back(b: Bro
     s = await trio.open_tcp_stream("127.0.0.1", b.addresses.clients.port)
     await s.send_all(struct.pack(">I", 512 * KiB) + b"\x00" * 1000)
     # The whole frame is reserved as soon as its length is read.
-    await wait_until(lambda: b.server.stats.budget_in_use >= 512 * KiB, "the reservation")
+    await wait_until_async(lambda: b.server.stats.budget_in_use >= 512 * KiB, "the reservation")
     assert await read_to_eof(s) == b""  # closed after stall_timeout_s, nothing answered
     assert b.server.stats.closed_stalled == 1
-    await wait_until(lambda: b.server.stats.budget_in_use == 0, "the room given back")
+    await wait_until_async(lambda: b.server.stats.budget_in_use == 0, "the room given back")
     await served(b)
 
 
@@ -128,8 +121,10 @@ async def test_a_client_that_stops_reading_its_answers_is_closed(b: Broker) -> N
     fetch = _fetch("big", 900 * KiB)
     for corr in range(1, 40):  # answers of ~900 KiB each, never read
         await s.send_all(encode_request(fetch, corr, "sleepy"))
-    await wait_until(lambda: b.server.stats.closed_stalled == 1, "the stall timeout", 20)
-    await wait_until(lambda: b.server.stats.budget_in_use == 0, "the room given back")
+    await wait_until_async(
+        lambda: b.server.stats.closed_stalled == 1, "the stall timeout", timeout=20
+    )
+    await wait_until_async(lambda: b.server.stats.budget_in_use == 0, "the room given back")
     await served(b)
     await s.aclose()
 
@@ -146,7 +141,7 @@ async def test_fetch_answers_shrink_to_the_room_left_and_are_held_until_sent(
     # A stalled frame holds 1 MiB of the 2 MiB budget.
     hog = await trio.open_tcp_stream("127.0.0.1", b.addresses.clients.port)
     await hog.send_all(struct.pack(">I", MAX_FRAME - 64) + b"\x00")
-    await wait_until(lambda: b.server.stats.budget_in_use >= MAX_FRAME - 64, "the hog")
+    await wait_until_async(lambda: b.server.stats.budget_in_use >= MAX_FRAME - 64, "the hog")
     c = await RawClient.connect("127.0.0.1", b.addresses.clients.port)
     c.decoder = FrameDecoder(Limits(max_frame_bytes=8 * MiB))
     r = await c.call(_fetch("t", 4 * MiB))
@@ -157,7 +152,7 @@ async def test_fetch_answers_shrink_to_the_room_left_and_are_held_until_sent(
     assert 300 * KiB <= size < 1200 * KiB, size
     assert b.server.stats.budget_peak >= MAX_FRAME - 64 + size
     await hog.aclose()
-    await wait_until(lambda: b.server.stats.budget_in_use == 0, "the room given back")
+    await wait_until_async(lambda: b.server.stats.budget_in_use == 0, "the room given back")
     r = await c.call(_fetch("t", 4 * MiB))
     assert isinstance(r.body, FetchResponse)
     assert sum(len(x.data) for x in r.body.topics[0].partitions[0].batches) >= 1200 * KiB
@@ -169,8 +164,8 @@ async def test_an_unexpected_exception_in_a_connection_closes_only_that_connecti
 ) -> None:
     real = server.decode_request
 
-    def buggy(frame: bytes, limits: Limits) -> object:
-        header, request = real(frame, limits)
+    def buggy(frame: bytes, limits: Limits, versions: Any) -> object:
+        header, request = real(frame, limits, versions)
         if header.client_id == "trigger":
             raise RuntimeError("a bug in request decoding")
         return header, request
@@ -181,7 +176,7 @@ async def test_an_unexpected_exception_in_a_connection_closes_only_that_connecti
     assert await read_to_eof(s) == b""
     assert b.server.stats.closed_error == 1
     await served(b)
-    await wait_until(lambda: b.server.stats.connections == 0, "every connection closed")
+    await wait_until_async(lambda: b.server.stats.connections == 0, "every connection closed")
     assert b.server.stats.budget_in_use == 0
 
 
@@ -226,13 +221,13 @@ async def test_peer_connections_that_misbehave_cost_only_themselves(
     # Too many handshakes at once: the extra connections are closed at once.
     monkeypatch.setattr(peers, "MAX_HANDSHAKES", 3)
     silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
-    await wait_until(lambda: net.stats.handshakes == 3, "three pending handshakes")
+    await wait_until_async(lambda: net.stats.handshakes == 3, "three pending handshakes")
     extra = await trio.open_tcp_stream("127.0.0.1", port)
     assert await read_to_eof(extra) == b""
     assert net.stats.refused == 1
     for x in silent:
         await x.aclose()
-    await wait_until(lambda: net.stats.handshakes == 0, "the handshakes to end")
+    await wait_until_async(lambda: net.stats.handshakes == 0, "the handshakes to end")
     assert net.budget.in_use == 0
     await served(b)
 
@@ -278,11 +273,15 @@ async def test_parked_fetches_end_with_their_client_and_within_the_wait_cap(
         gone = [await RawClient.connect("127.0.0.1", port) for _ in range(5)]
         for c in gone:
             await c.send_raw(encode_request(_parked_fetch("quiet", 3_600_000), 1, "gone"))
-        await wait_until(lambda: b.driver.stats().parked_fetches == 5, "five parked fetches")
+        await wait_until_async(lambda: b.driver.stats().parked_fetches == 5, "five parked fetches")
         for c in gone:
             await c.aclose()
-        await wait_until(lambda: b.driver.stats().parked_fetches == 0, "the fetches released", 0.9)
-        await wait_until(lambda: b.server.stats.connections == 0, "the connections closed", 0.9)
+        await wait_until_async(
+            lambda: b.driver.stats().parked_fetches == 0, "the fetches released", timeout=0.9
+        )
+        await wait_until_async(
+            lambda: b.server.stats.connections == 0, "the connections closed", timeout=0.9
+        )
         c = await RawClient.connect("127.0.0.1", port)
         start = trio.current_time()
         r = await c.call(_parked_fetch("quiet", 3_600_000))  # capped at 1 s
@@ -307,13 +306,15 @@ async def test_a_parked_fetch_runs_again_only_when_its_partitions_change(
         await admin.create_topic("busy", partitions=1)
     c = await RawClient.connect("127.0.0.1", b.addresses.clients.port)
     await c.send_raw(encode_request(_parked_fetch("watched", 60_000), 1, "w"))
-    await wait_until(lambda: b.driver.stats().parked_fetches == 1, "the parked fetch")
+    await wait_until_async(lambda: b.driver.stats().parked_fetches == 1, "the parked fetch")
     async with Producer(str(b.addresses.clients), linger_ms=0) as p:
         for i in range(50):
             await p.send_and_wait("busy", b"%d" % i, partition=0)
         assert runs.count("watched") == 1  # 50 rounds moved another partition only
         await p.send_and_wait("watched", b"x", partition=0)
-    await wait_until(lambda: runs.count("watched") == 2, "a run after its own partition moved")
+    await wait_until_async(
+        lambda: runs.count("watched") == 2, "a run after its own partition moved"
+    )
     assert b.driver.stats().parked_fetches == 1  # still short of min_bytes
     await c.aclose()
 
@@ -337,7 +338,7 @@ async def test_connections_reset_mid_read_give_back_all_their_room(b: Broker) ->
         await trio.sleep(0.01)  # let the broker read what was sent before the reset
         _reset(c)
         _reset(p)
-    await wait_until(
+    await wait_until_async(
         lambda: b.server.stats.connections == 0 and b.network.stats.links == 0, "the resets"
     )
     assert b.server.stats.budget_in_use == 0
@@ -358,7 +359,7 @@ async def test_a_peer_cannot_claim_leadership_of_partitions_it_does_not_hold(b: 
         encode_frame(encode_hello(Hello(None, 1003, 5, "127.0.0.1:2", False)))
         + encode_frame(encode_heartbeat(hb)) * 3
     )
-    await wait_until(lambda: 1003 in b.node.meta.brokers, "the fake broker's registration")
+    await wait_until_async(lambda: 1003 in b.node.meta.brokers, "the fake broker's registration")
     await s.aclose()
     async with Admin(str(b.addresses.clients)) as admin:
         described = await admin.describe_topic("led")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.proxy import Proxy, owner_pid
+from tests.support.wait import wait_until
 
 
 class EchoServer:
@@ -116,12 +117,20 @@ def test_forwards_both_ways(proxy: Proxy, echo: EchoServer) -> None:
         payload = os.urandom(300_000)
         s.sendall(payload)
         assert recv_exactly(s, len(payload)) == payload
-        deadline = time.monotonic() + 2  # the counters move just after the bytes do
-        while time.monotonic() < deadline:
+
+        def counted() -> bool:
             [info] = proxy.connections()
-            if info.bytes_to_target == info.bytes_from_target == len(payload):
-                break
-            time.sleep(0.01)
+            return info.bytes_to_target == info.bytes_from_target == len(payload)
+
+        # The counters move just after the bytes do.
+        wait_until(
+            counted,
+            "the counters to reach the payload's length",
+            timeout=2,
+            interval=0.01,
+            detail=proxy.connections,
+        )
+        [info] = proxy.connections()
         assert info.bytes_to_target == info.bytes_from_target == len(payload), info
 
 
@@ -160,9 +169,12 @@ def test_stall_holds_one_direction_without_closing(proxy: Proxy, echo: EchoServe
         assert recv_exactly(s, 1) == b"a"
         proxy.stall("from_target")
         s.sendall(b"bcd")
-        deadline = time.monotonic() + 2
-        while echo.received < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(
+            lambda: echo.received >= 4,
+            "the other direction to keep flowing",
+            timeout=2,
+            interval=0.01,
+        )
         assert echo.received == 4, "the other direction kept flowing"
         s.settimeout(0.3)
         with pytest.raises(TimeoutError):

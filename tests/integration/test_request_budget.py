@@ -34,6 +34,7 @@ from broker.wire.messages import (
 )
 from tests.integration.wire_client import RawClient
 from tests.support.harness import BrokerProcess
+from tests.support.wait import poll_until_async
 
 HOLDERS = 150
 DECLARED = 16 * MiB
@@ -52,14 +53,14 @@ def _raise_fd_limit() -> None:
 async def _wait_stats(
     b: BrokerProcess, ok: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60
 ) -> dict[str, Any]:
-    deadline = trio.current_time() + timeout
-    while True:
-        stats = await trio.to_thread.run_sync(b.stats)
-        if ok(stats):
-            return stats
-        if trio.current_time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {stats['server']}")
-        await trio.sleep(0.05)
+    """The broker's counters (GET /stats, in a thread) once `ok` accepts them."""
+    return await poll_until_async(
+        lambda: trio.to_thread.run_sync(b.stats),
+        ok,
+        what,
+        timeout=timeout,
+        detail=lambda stats: stats["server"],
+    )
 
 
 async def _normal_client_round_trip(port: int, topic: str) -> None:

@@ -78,10 +78,13 @@ async def serve(
             streams.append(stream)
         decoder = FrameDecoder()
         lock = trio.Lock()
+        version_of: dict[int, int] = {}
+        """correlation id -> the version its request was sent at (answered at the same)."""
 
         async def send(cid: int, error: ErrorCode, msg: str | None, body: Response | None) -> None:
+            frame = encode_response(cid, error, msg, body, api_version=version_of.pop(cid, 0))
             async with lock:
-                await stream.send_all(encode_response(cid, error, msg, body))
+                await stream.send_all(frame)
 
         async with trio.open_nursery() as tasks:
             while True:
@@ -94,6 +97,7 @@ async def serve(
                 decoder.receive_data(data)
                 while (frame := decoder.next_frame()) is not None:
                     header, request = decode_request(frame)
+                    version_of[header.correlation_id] = header.api_version
                     if header.api_key is ApiKey.API_VERSIONS:
                         await send(header.correlation_id, error, message, body)
                     else:

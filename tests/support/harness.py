@@ -10,15 +10,15 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.sluice_cli import ROOT, sluice_command
+from tests.support.wait import Lines, WaitTimeout, wait_until
+
 LINE = re.compile(r"sluice: listening clients=(\S+) peers=(\S+) http=(\S+)")
 
 
@@ -39,18 +39,37 @@ def free_port() -> int:
     It is taken below the kernel's ephemeral range: a port from that range (what binding
     port 0 gives) can become the source port of some outgoing connection before the broker
     binds it ("Address already in use", seen in CI). Never the same port twice per run."""
+    return free_port_range(1)
+
+
+def free_port_range(span: int) -> int:
+    """A base port P such that P .. P+span-1 are all free on 127.0.0.1 right now, below the
+    kernel's ephemeral range and none of them handed out before in this run (see
+    `free_port`): for a command that takes a base port and derives the others from it."""
     for _ in range(1000):
-        port = _ports.randrange(10_000, EPHEMERAL_LOW)
-        if port in _handed_out:
+        base = _ports.randrange(10_000, EPHEMERAL_LOW - span + 1)
+        ports = range(base, base + span)
+        if _handed_out.intersection(ports) or not _bindable(ports):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError(f"no free port found in 10000..{EPHEMERAL_LOW}")
+        _handed_out.update(ports)
+        return base
+    raise RuntimeError(f"no {span} free consecutive ports found in 10000..{EPHEMERAL_LOW}")
+
+
+def _bindable(ports: range) -> bool:
+    """Every one of `ports` can be bound on 127.0.0.1 (all held at once, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -63,6 +82,8 @@ class BrokerProcess:
     config: dict[str, object] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    stdout: Lines | None = None
+    """The running process's stdout, line by line (read by a thread, so it never fills)."""
 
     @property
     def bootstrap(self) -> str:
@@ -74,14 +95,14 @@ class BrokerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = [
-            sys.executable, "-m", "cli.main", "serve",
+        cmd = sluice_command(
+            "serve",
             "--data-dir", str(self.data_dir),
             "--node-id", str(self.node_id),
             "--listen", f"127.0.0.1:{self.client_port}",
             "--peer-listen", f"127.0.0.1:{self.peer_port}",
             "--http-listen", f"127.0.0.1:{self.http_port}",
-        ]  # fmt: skip
+        )  # fmt: skip
         if self.config:
             cfg = self.data_dir.parent / f"broker-{self.node_id}.toml"
             cfg.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in self.config.items()))
@@ -94,28 +115,30 @@ class BrokerProcess:
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, env={**os.environ}
         )
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if LINE.search(line.decode(errors="replace")) or not line:
-                break
-        if not LINE.search(line.decode(errors="replace")):
+        self.stdout = Lines(self.proc.stdout)
+        try:
+            self.stdout.wait_for(LINE.pattern, timeout)
+        except WaitTimeout as e:
             self.kill()
-            raise RuntimeError(f"broker did not start; log: {self.log_tail()}")
+            tail = self.log_tail()
+            raise WaitTimeout(f"broker {self.node_id} did not start: {e}; log: {tail}") from None
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
+        """Until GET /readyz answers 200; WaitTimeout (with the log's tail) after `timeout`."""
+        wait_until(
+            self._ready,
+            f"broker {self.node_id} to be ready (/readyz)",
+            timeout=timeout,
+            detail=lambda: f"log: {self.log_tail()}",
+        )
+
+    def _ready(self) -> bool:
         url = f"http://127.0.0.1:{self.http_port}/readyz"
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"broker not ready in {timeout}s; log: {self.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

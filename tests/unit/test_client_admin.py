@@ -9,18 +9,16 @@ import trio
 
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import (
-    BrokerInfo,
     ClusterBroker,
     ClusterPartition,
     DescribeClusterRequest,
     DescribeClusterResponse,
     MetadataRequest,
-    MetadataResponse,
 )
 from broker.wire.protocol import RequestHeader
 from consumers import Admin, BrokerDescription, ClusterDescription, PartitionStatus
 from consumers.errors import BackpressureError, InvalidRequestError
-from tests.unit.test_client_connection import Send, serve
+from tests.support.fake_broker import Send, closed_port, local_metadata, serve
 
 ANSWER = DescribeClusterResponse(
     cluster_id="c1",
@@ -60,15 +58,14 @@ class FakeBroker:
         self.node_id = node_id
         self.controller = controller
         self.errors = errors
-        self.brokers: tuple[BrokerInfo, ...] = ()
+        self.ports: dict[int, int] = {}
+        """The brokers its metadata lists: node id -> port."""
         self.asked: list[str] = []
 
     async def handle(self, header: RequestHeader, request: object, send: Send) -> None:
         self.asked.append(type(request).__name__)
         if isinstance(request, MetadataRequest):
-            body = MetadataResponse(
-                cluster_id="c1", controller=self.controller, brokers=self.brokers, topics=()
-            )
+            body = local_metadata(self.ports, controller=self.controller, cluster_id="c1")
             await send(header.correlation_id, ErrorCode.NONE, None, body)
         elif isinstance(request, DescribeClusterRequest):
             if self.errors:
@@ -80,21 +77,10 @@ class FakeBroker:
             await send(header.correlation_id, ErrorCode.INVALID_REQUEST, "unexpected", None)
 
 
-async def closed_port() -> int:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = int(listeners[0].socket.getsockname()[1])
-    for listener in listeners:
-        await listener.aclose()
-    return port
-
-
 async def start(nursery: trio.Nursery, fake: FakeBroker, others: dict[int, int]) -> int:
     """Serve `fake`; its metadata lists itself and `others` (node id -> port)."""
     port = await serve(nursery, fake.handle)
-    ports = {fake.node_id: port, **others}
-    fake.brokers = tuple(
-        BrokerInfo(id=i, host="127.0.0.1", port=p) for i, p in sorted(ports.items())
-    )
+    fake.ports = {fake.node_id: port, **others}
     return port
 
 
@@ -163,7 +149,7 @@ async def test_describe_cluster_retries_retriable_errors_until_the_timeout(
 async def test_describe_cluster_rejects_a_malformed_answer(nursery: trio.Nursery) -> None:
     async def handle(header: RequestHeader, request: object, send: Send) -> None:
         if isinstance(request, MetadataRequest):
-            body = MetadataResponse(cluster_id="c1", controller=0, brokers=brokers, topics=())
+            body = local_metadata({0: port}, cluster_id="c1")
             await send(header.correlation_id, ErrorCode.NONE, None, body)
         else:  # a broker listed twice: the client refuses the answer
             twice = DescribeClusterResponse(
@@ -172,7 +158,6 @@ async def test_describe_cluster_rejects_a_malformed_answer(nursery: trio.Nursery
             await send(header.correlation_id, ErrorCode.NONE, None, twice)
 
     port = await serve(nursery, handle)
-    brokers = (BrokerInfo(id=0, host="127.0.0.1", port=port),)
     async with Admin(f"127.0.0.1:{port}", timeout_s=2) as admin:
         with pytest.raises(InvalidRequestError, match="duplicate broker"):
             await admin.describe_cluster()

@@ -24,7 +24,7 @@ from consumers.errors import (
     RequestTimedOutError,
     SluiceError,
 )
-from tests.unit.test_client_connection import Handler, Send, serve
+from tests.support.fake_broker import Handler, Send, closed_port, local_metadata, serve
 
 
 def answer(
@@ -225,20 +225,10 @@ async def test_retry_until_names_the_previous_error_when_the_last_attempt_times_
 
 
 async def test_reconnects_to_a_dead_broker_back_off() -> None:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    for listener in listeners:
-        await listener.aclose()  # nothing listens there now
+    port = await closed_port()  # nothing listens there now
     attempts = 0
     async with Cluster(f"127.0.0.1:{port}", backoff=Backoff(0.05, 0.4)) as cluster:
-        cluster.metadata.update(
-            MetadataResponse(
-                cluster_id="c",
-                controller=0,
-                brokers=(BrokerInfo(id=0, host="127.0.0.1", port=port),),
-                topics=(),
-            )
-        )
+        cluster.metadata.update(local_metadata({0: port}))
 
         def again() -> None:
             nonlocal attempts
@@ -264,18 +254,13 @@ async def test_refreshes_ask_every_broker_in_turn_and_skip_dead_ones(
         async def handle(header: RequestHeader, request: object, send: Send) -> None:
             assert isinstance(request, MetadataRequest)
             asked.append(node)
-            brokers = tuple(BrokerInfo(id=i, host="127.0.0.1", port=p) for i, p in ports.items())
-            body = MetadataResponse(cluster_id="c", controller=0, brokers=brokers, topics=())
-            await send(header.correlation_id, ErrorCode.NONE, None, body)
+            await send(header.correlation_id, ErrorCode.NONE, None, local_metadata(ports))
 
         return handle
 
     ports[0] = await serve(nursery, handler(0))
     ports[1] = await serve(nursery, handler(1))
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    ports[2] = listeners[0].socket.getsockname()[1]
-    for listener in listeners:
-        await listener.aclose()  # broker 2 is down
+    ports[2] = await closed_port()  # broker 2 is down
     async with Cluster(f"127.0.0.1:{ports[0]}") as cluster:
         for _ in range(6):
             await cluster.refresh(())
@@ -291,19 +276,9 @@ async def test_reconnect_backoff_counts_from_the_last_failure(
     """A broker that refused a connection long ago (it was down, and has since restarted:
     now it is the new leader) is tried at once, not after a backoff counted from now."""
     mock_clock.autojump_threshold = 1.0  # only a task waiting on the clock would jump it
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    for listener in listeners:
-        await listener.aclose()
+    port = await closed_port()
     async with Cluster(f"127.0.0.1:{port}", backoff=Backoff(5.0, 10.0)) as cluster:
-        cluster.metadata.update(
-            MetadataResponse(
-                cluster_id="c",
-                controller=0,
-                brokers=(BrokerInfo(id=0, host="127.0.0.1", port=port),),
-                topics=(),
-            )
-        )
+        cluster.metadata.update(local_metadata({0: port}))
         for _ in range(3):
             with pytest.raises(SluiceError):
                 await cluster.connection(0)

@@ -3,22 +3,13 @@ ids, the in-flight bound, typed errors, failures of every pending request."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 import trio
 
-from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
+from broker.wire.api import ApiKey
 from broker.wire.errors import ErrorCode
-from broker.wire.frames import FrameDecoder
-from broker.wire.messages import (
-    ApiVersionRange,
-    ApiVersionsResponse,
-    MetadataRequest,
-    MetadataResponse,
-    Response,
-)
-from broker.wire.protocol import RequestHeader, decode_request, encode_response
+from broker.wire.messages import MetadataRequest, MetadataResponse
+from broker.wire.protocol import RequestHeader
 from consumers.connection import Connection
 from consumers.errors import (
     BrokerUnavailableError,
@@ -26,54 +17,16 @@ from consumers.errors import (
     RequestTimedOutError,
     UnsupportedVersionError,
 )
-
-Send = Callable[[int, ErrorCode, str | None, Response | None], Awaitable[None]]
-Handler = Callable[[RequestHeader, object, Send], Awaitable[None]]
-
-
-def versions(skip: ApiKey | None = None) -> ApiVersionsResponse:
-    return ApiVersionsResponse(
-        apis=tuple(
-            ApiVersionRange(api_key=int(k), min_version=lo, max_version=hi)
-            for k, (lo, hi) in SUPPORTED_VERSIONS.items()
-            if k is not skip
-        ),
-        node_id=7,
-        cluster_id="fake",
-    )
+from tests.support.fake_broker import Send, closed_port, serve, versions
+from tests.support.wait import wait_until_async
 
 
 def metadata(tag: int) -> MetadataResponse:
     return MetadataResponse(cluster_id=str(tag), controller=None, brokers=(), topics=())
 
 
-async def serve(nursery: trio.Nursery, handler: Handler, port: int = 0) -> int:
-    """A fake broker (on `port`, 0: any free one): answers API_VERSIONS, hands every other
-    request to `handler`."""
-
-    async def connection(stream: trio.SocketStream) -> None:
-        decoder = FrameDecoder()
-        lock = trio.Lock()
-
-        async def send(cid: int, error: ErrorCode, msg: str | None, body: Response | None) -> None:
-            async with lock:
-                await stream.send_all(encode_response(cid, error, msg, body))
-
-        async with trio.open_nursery() as tasks:
-            while True:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                decoder.receive_data(data)
-                while (frame := decoder.next_frame()) is not None:
-                    header, request = decode_request(frame)
-                    if header.api_key is ApiKey.API_VERSIONS:
-                        await send(header.correlation_id, ErrorCode.NONE, None, versions())
-                    else:
-                        tasks.start_soon(handler, header, request, send)
-
-    listeners = await nursery.start(trio.serve_tcp, connection, port)
-    return int(listeners[0].socket.getsockname()[1])
+async def never_asked(header: RequestHeader, request: object, send: Send) -> None:
+    raise AssertionError(f"no request follows a refused handshake: {request!r}")
 
 
 async def open_connection(nursery: trio.Nursery, port: int, **kwargs: object) -> Connection:
@@ -153,22 +106,7 @@ async def test_a_dropped_connection_fails_every_pending_request(nursery: trio.Nu
             got.set()
         await trio.sleep_forever()
 
-    async def connection(stream: trio.SocketStream) -> None:
-        streams.append(stream)
-        decoder = FrameDecoder()
-        while data := await stream.receive_some(65536):
-            decoder.receive_data(data)
-            while (frame := decoder.next_frame()) is not None:
-                header, _ = decode_request(frame)
-                if header.api_key is ApiKey.API_VERSIONS:
-                    await stream.send_all(
-                        encode_response(header.correlation_id, ErrorCode.NONE, None, versions())
-                    )
-                else:
-                    await handler(header, None, None)  # type: ignore[arg-type]
-
-    listeners = await nursery.start(trio.serve_tcp, connection, 0)
-    port = listeners[0].socket.getsockname()[1]
+    port = await serve(nursery, handler, streams=streams)
     conn = await open_connection(nursery, port)
     failures: list[Exception] = []
 
@@ -181,10 +119,7 @@ async def test_a_dropped_connection_fails_every_pending_request(nursery: trio.Nu
     async with trio.open_nursery() as n:
         for _ in range(3):
             n.start_soon(ask)
-        with trio.fail_after(2):
-            while not streams:
-                await trio.sleep(0.01)
-            await trio.sleep(0.05)
+        await wait_until_async(got.is_set, "the three requests at the broker", timeout=2)
         await trio.aclose_forcefully(streams[0])
     assert len(failures) == 3 and all(isinstance(e, BrokerUnavailableError) for e in failures)
     assert all(e.retriable for e in failures)  # type: ignore[attr-defined]
@@ -206,45 +141,19 @@ async def test_timeout_closes_the_connection(nursery: trio.Nursery) -> None:
 
 
 async def test_handshake_refuses_a_broker_without_a_needed_api(nursery: trio.Nursery) -> None:
-    async def connection(stream: trio.SocketStream) -> None:
-        decoder = FrameDecoder()
-        decoder.receive_data(await stream.receive_some(65536))
-        frame = decoder.next_frame()
-        assert frame is not None
-        header, _ = decode_request(frame)
-        await stream.send_all(
-            encode_response(header.correlation_id, ErrorCode.NONE, None, versions(ApiKey.FETCH))
-        )
-        await trio.sleep(1)
-
-    listeners = await nursery.start(trio.serve_tcp, connection, 0)
-    port = listeners[0].socket.getsockname()[1]
+    handshake = (ErrorCode.NONE, None, versions(ApiKey.FETCH))
+    port = await serve(nursery, never_asked, handshake=handshake)
     with pytest.raises(UnsupportedVersionError, match="FETCH"):
         await open_connection(nursery, port)
 
 
 async def test_handshake_refuses_unsupported_version(nursery: trio.Nursery) -> None:
-    async def connection(stream: trio.SocketStream) -> None:
-        decoder = FrameDecoder()
-        decoder.receive_data(await stream.receive_some(65536))
-        frame = decoder.next_frame()
-        assert frame is not None
-        header, _ = decode_request(frame)
-        await stream.send_all(
-            encode_response(header.correlation_id, ErrorCode.UNSUPPORTED_VERSION, "v9", None)
-        )
-        await trio.sleep(1)
-
-    listeners = await nursery.start(trio.serve_tcp, connection, 0)
-    port = listeners[0].socket.getsockname()[1]
+    handshake = (ErrorCode.UNSUPPORTED_VERSION, "v9", None)
+    port = await serve(nursery, never_asked, handshake=handshake)
     with pytest.raises(UnsupportedVersionError):
         await open_connection(nursery, port)
 
 
 async def test_connect_failure_is_broker_unavailable(nursery: trio.Nursery) -> None:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    for listener in listeners:
-        await listener.aclose()
     with pytest.raises(BrokerUnavailableError):
-        await open_connection(nursery, port, connect_timeout_s=1.0)
+        await open_connection(nursery, await closed_port(), connect_timeout_s=1.0)
