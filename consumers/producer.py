@@ -529,10 +529,10 @@ class Producer:
                 await trio.lowlevel.checkpoint()
 
     async def _identity(self, request: InitProducerIdRequest) -> None:
-        """InitProducerId (producer ids come from the controller's blocks in the metadata
-        log): a new id, or a new epoch for the current one."""
+        """InitProducerId, from any broker (each hands out ids from blocks the metadata log
+        allocates): a new id, or a new epoch for the current one."""
         try:
-            response = await self._cluster.request_controller(request)
+            response = await self._cluster.request_any(request)
         except SluiceError as e:
             self._core.identity_failed(e, trio.current_time())
         else:

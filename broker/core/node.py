@@ -58,6 +58,7 @@ from broker.core.metadata import (
 )
 from broker.core.partitions import FetchResult, GroupStore, PartitionService, log_kind
 from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck
+from broker.core.peer_requests import PeerRequests
 from broker.core.producer_ids import ProducerIdAllocator
 from broker.core.raft import CatchUpBudget, ConfState, Entry, Message, RandomSource
 from broker.core.rounds import Compaction, Completion, Envelope, Round
@@ -115,7 +116,7 @@ class BrokerNode:
         """Seed controllers: node id -> peer address (empty: a single-node cluster)."""
         self.controller_part = Controller(self.ctx, self.views, self.seeds, bootstrap_cluster_id)
         self.partitions = PartitionService(self.ctx, store, self.registry)
-        self.producer_ids = ProducerIdAllocator(self.ctx)
+        self.producer_ids = ProducerIdAllocator(self.ctx, self.controller_part)
         self.peers: dict[int, tuple[int, str | None, bool]] = {}
         """What each seed said in its handshake: (incarnation, cluster id, bootstrapped)."""
         self._to_controller: list[tuple[int, BrokerHeartbeat]] = []
@@ -209,11 +210,18 @@ class BrokerNode:
             elif isinstance(value, tuple) and len(value) == 3:
                 _, start, count = value
                 self.producer_ids.on_block((e.index, e.term), start, count)
+        self.producer_ids.applied(e, res)
         self.ctx.own.applied(e.index)
 
     def _on_metadata_installed(self, index: int) -> None:
         self.ctx.own.covered(index)
+        self.producer_ids.covered(index)
         self.partitions.sync()
+
+    def attach_peer_requests(self, peer: PeerRequests) -> None:
+        """Serve and send this node's peer requests through `peer`, the process's one
+        `PeerRequests` (its owner, the runtime, carries the frames)."""
+        self.producer_ids.attach(peer)
 
     # -- peers and cluster membership ---------------------------------------------------------
 
@@ -287,6 +295,7 @@ class BrokerNode:
         if out is not None:
             targets, hb = out
             self._to_controller.extend((t, hb) for t in targets)
+        self.producer_ids.serve()  # asks again after a failed or lost request
 
     def step(self, group_id: int, message: Message) -> None:
         self.host.step(group_id, message)
@@ -404,7 +413,7 @@ class BrokerNode:
         return self.host.propose_waiting(mg, cmd_delete_topic(name), token, slot)
 
     def init_producer_id(self, token: int, slot: int) -> None:
-        """A new producer id: from this broker's block, or once a new block is allocated."""
+        """A new producer id, on any broker: from its block, or once it has a new one."""
         self.producer_ids.request(token, slot)
 
     # -- views --------------------------------------------------------------------------------

@@ -348,11 +348,7 @@ class RequestHandler:
                     producer_id=req.producer_id, producer_epoch=req.producer_epoch + 1
                 )
                 return Reply(corr, ErrorCode.NONE, None, body)
-        if self.node.controller != self.node.config.node_id:
-            return Reply(
-                corr, ErrorCode.NOT_CONTROLLER, "producer ids come from the controller", None
-            )
-        self.node.init_producer_id(token, 0)
+        self.node.init_producer_id(token, 0)  # any broker: from a block it holds or asks for
         return self._park(token, header, req, [None])
 
 

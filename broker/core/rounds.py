@@ -76,6 +76,10 @@ class RoundIO(Protocol):
     """What a round needs of whoever runs it (the Trio driver, the unit harness, the cluster
     simulator): sending, and handing completions to the request layer."""
 
+    def started(self, rnd: Round) -> None:
+        """The round was taken, nothing of it has left yet (counters, audits, checkers)."""
+        ...
+
     def send(self, envelopes: list[Envelope]) -> None:
         """Raft messages to peers (grouped per broker by the caller)."""
         ...
@@ -100,6 +104,7 @@ def begin_round(node: RoundNode, io: RoundIO) -> Round:
     may leave before the write, apply what is durable already and complete it. The caller
     then writes the round (ONE synced write, then its compactions) and calls `end_round`."""
     rnd = node.start_round()
+    io.started(rnd)
     io.send(rnd.messages)
     io.send_heartbeats(rnd.heartbeats)
     io.complete(node.apply_committed(rnd))

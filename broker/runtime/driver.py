@@ -55,6 +55,7 @@ from broker.core.peer_requests import (
 )
 from broker.core.raft import Entry, Message
 from broker.core.requests import Reply, RequestHandler
+from broker.core.rounds import begin_round, end_round
 from broker.runtime.budget import ByteBudget
 from broker.runtime.fault_log import FaultLog
 from broker.runtime.groups import round_writes, write_compactions
@@ -144,6 +145,7 @@ class Driver:
         self.peer_requests = PeerRequests(
             config.node_id, config.incarnation, random.SystemRandom().getrandbits(63)
         )
+        node.attach_peer_requests(self.peer_requests)
         self._peer_waiters: dict[int, _PeerWaiter] = {}
         self.peer_results_unclaimed = 0
         """Results of kinds without a listener that no task awaits (its wait was cancelled)."""
@@ -395,17 +397,14 @@ class Driver:
         return min((op.deadline for op in self._parked), default=math.inf)
 
     async def _round(self) -> None:
+        """One round (`begin_round`, the write, `end_round`), with the driver's additions:
+        the durability audit before anything applies, waking long polls when high
+        watermarks moved, and recording the cluster id once joined."""
         node = self.node
-        rnd = node.start_round()
-        self.rounds += 1
-        self._send(rnd.messages)
-        self._send_heartbeats(rnd)
-        self._audit(rnd)
-        early = node.apply_committed(rnd)
-        self._resolve(early)
+        rnd = begin_round(node, self)
         if rnd.applied_early:
             self._high_watermarks_moved()
-        if early or (rnd.messages and any(rd.entries for _, rd in rnd.readies)):
+        if rnd.applied_early or (rnd.messages and any(rd.entries for _, rd in rnd.readies)):
             # Let the connection and peer writers put acknowledgements and appends on the
             # wire before this thread blocks in the sync: followers then write in parallel
             # with the leader, and no acknowledgement waits for the next batch's sync.
@@ -413,15 +412,22 @@ class Driver:
         self.store.commit(round_writes(self.store, rnd))
         write_compactions(self.store, rnd)
         self.rounds_written += 1
-        after, completions = node.finish_round(rnd)
+        end_round(node, rnd, self)
         self._log_roles(rnd)
-        self._send(after)
         cid = node.meta.cluster_id
         if cid is not None and self.store.cluster_id is None:
             self.store.record_cluster_id(cid)  # this broker has now joined a cluster
-        self._resolve(completions)
         if any(rd.committed_entries for gid, rd in rnd.readies if gid not in rnd.applied_early):
             self._high_watermarks_moved()
+
+    # -- RoundIO (broker.core.rounds) ---------------------------------------------------------
+
+    def started(self, rnd: Round) -> None:
+        self.rounds += 1
+        self._audit(rnd)
+
+    def complete(self, completions: list[Completion]) -> None:
+        self._resolve(completions)
 
     def _resolve(self, completions: list[Completion]) -> None:
         for token, reply in self.handler.complete(completions):
@@ -456,7 +462,7 @@ class Driver:
             for e in rd.committed_entries:
                 audit.assert_durable(gid, e.index)
 
-    def _send(self, envelopes: list[Envelope]) -> None:
+    def send(self, envelopes: list[Envelope]) -> None:
         """Every message of the round for one peer goes out together (split below the
         peer frame bound)."""
         network = self.network
@@ -469,9 +475,9 @@ class Driver:
             for chunk in _chunks(batch, PEER_FRAME_BYTES // 2):
                 network.send(peer, encode_raft(chunk))
 
-    def _send_heartbeats(self, rnd: Round) -> None:
+    def send_heartbeats(self, heartbeats: list[tuple[int, BrokerHeartbeat]]) -> None:
         if self.network is not None:
-            for dst, hb in rnd.heartbeats:
+            for dst, hb in heartbeats:
                 self.network.send(dst, encode_heartbeat(hb))
 
 

@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from broker.core.peer_codec import (
     HELLO,
     HELLO_OK,
@@ -33,7 +35,9 @@ from broker.core.peer_codec import (
 from broker.wire import cbor
 from broker.wire.errors import ErrorCode
 from broker.wire.frames import FrameDecoder, encode_frame
+from broker.wire.messages import InitProducerIdRequest, InitProducerIdResponse
 from tests.integration.cluster import Cluster
+from tests.integration.wire_client import RawClient
 from tests.support.harness import BrokerProcess
 from tests.support.wait import wait_until
 
@@ -150,3 +154,41 @@ def test_unknown_kinds_from_a_newer_peer_are_answered_and_the_link_stays(
     assert stats["unknown_frames"] == 2 and stats["unknown_answered"] == 1
     assert stats["bad_frames"] == 0
     peer.sock.close()
+
+
+def test_every_broker_answers_init_producer_id_with_ids_never_handed_out_twice(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """InitProducerId to each broker of a real cluster: the controller serves it from its own
+    blocks, the others from blocks they ask the controller for over a peer request; every id
+    is new. Then the controller dies: the others still answer, from a block a new controller
+    allocates, and no id repeats."""
+    c = cluster_factory(3)
+    got: list[tuple[int, int]] = []
+
+    async def ask(broker: int, times: int) -> None:
+        client = await RawClient.connect("127.0.0.1", c.brokers[broker].client_port)
+        async with client.stream:
+            for _ in range(times):
+                env = await client.call(InitProducerIdRequest())
+                assert env.error == ErrorCode.NONE, env
+                assert isinstance(env.body, InitProducerIdResponse)
+                got.append((broker, env.body.producer_id))
+
+    served: list[int] = []
+
+    async def scenario() -> None:
+        controller = await c.controller()
+        for b in range(3):
+            await ask(b, 5)
+        served.append(c.brokers[controller].stats()["peer_requests"]["served"])
+        c.kill(controller)
+        for b in sorted(set(range(3)) - {controller}):
+            with trio.fail_after(30):
+                await ask(b, 5)
+
+    trio.run(scenario)
+    ids = [pid for _, pid in got]
+    assert len(ids) == 25 and len(set(ids)) == 25, got
+    assert {b for b, _ in got} == {0, 1, 2}
+    assert served[0] >= 2  # the controller served the two other brokers' requests for a block

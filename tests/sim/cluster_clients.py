@@ -173,6 +173,11 @@ class SimClient:
 
         self.request(self._metadata_source(), MetadataRequest(topics=topics), answered)
 
+    def request_any(self, req: Request, on_reply: Callable[[Reply], None]) -> None:
+        """Send to any broker (the known ones in turn, unreachable ones last), as
+        `Cluster.request_any` does."""
+        self.request(self._metadata_source(), req, on_reply)
+
     def request_controller(self, req: Request, on_reply: Callable[[Reply], None]) -> None:
         """Send to the controller the metadata names, looking it up first when unknown
         (NOT_CONTROLLER when there is none)."""
@@ -257,25 +262,25 @@ class SimAdmin(SimClient):
         self.fetch_metadata((), done)
 
     def _probe(self) -> None:
-        now = self.world.now
-        if not self.probe_every or self.probe_busy or now < self.probe_at:
-            return
-        controller = self.meta.controller
-        if controller is None:
-            self._look_up()
+        """InitProducerId to a broker drawn among all (any broker answers: the controller
+        from its own blocks, the others from blocks they ask it for)."""
+        w = self.world
+        if not self.probe_every or self.probe_busy or w.now < self.probe_at:
             return
         self.probe_busy = True
+        bid = self.rng.choice(self.brokers())
 
         def answered(reply: Reply) -> None:
             self.probe_busy = False
-            self.probe_at = self.world.now + self.probe_every
+            self.probe_at = w.now + self.probe_every
             body = reply.body
             if reply.error == ErrorCode.NONE and isinstance(body, InitProducerIdResponse):
-                self.world.checker.on_producer_id(body.producer_id, "admin probe")
-            else:
-                self.meta.controller = None
+                w.checker.on_producer_id(body.producer_id, f"admin probe via b{bid}")
+                w.stats.pids_probed += 1
+                if bid != w.controller():
+                    w.stats.pids_forwarded += 1
 
-        self.request(controller, InitProducerIdRequest(), answered)
+        self.request(bid, InitProducerIdRequest(), answered)
 
     def _created(self, reply: Reply) -> None:
         self.busy = False
@@ -379,7 +384,7 @@ class SimProducer(SimClient):
         core.advance(now)
         request = core.identity_request(now)
         if request is not None:
-            self.request_controller(request, self._identity)
+            self.request_any(request, self._identity)  # any broker answers InitProducerId
         for leader, tps in core.drain_plan(now).items():
             while self.has_capacity(leader):
                 picked = core.pick(tps, now)

@@ -85,6 +85,8 @@ class ClusterScenario:
     probe_every: int = 0
     """Units between InitProducerId probes (new ids must never repeat); 0: none."""
     drop: float = 0.0
+    duplicate: float = 0.0
+    """Per peer frame: delivered twice (a resent frame after a reconnect, or a buggy peer)."""
     reorder: float = 0.0
     wipe_share: float = 0.0
     max_down: int = 1
@@ -112,7 +114,7 @@ class ClusterScenario:
             fault_ticks=r.randint(150, 260),
             send_rate=r.choice([0.2, 0.4, 0.7]),
             catchup_bytes_per_tick=r.choice([0, 0, 300, 3000]),
-            probe_every=r.choice([0, 100, 300]),
+            probe_every=r.choice([50, 100, 300]),
         )
         if profile in ("crash", "mixed", "wipe"):
             sc.crash_rate = r.choice([0.01, 0.02, 0.04])
@@ -137,6 +139,8 @@ class ClusterScenario:
             sc.snapshot_catchup_entries = r.choice([0, 1, 4])
             sc.retention_entries = r.choice([0, 4, 12])
             sc.snapshot_chunk_bytes = r.choice([64, 512, 1 << 20])
+        if profile in ("network", "mixed"):
+            sc.duplicate = r.choice([0.0, 0.02, 0.05])
         return sc
 
     def node_options(self) -> dict[str, int]:
@@ -168,6 +172,7 @@ class ClusterDriver:
                 latency_min=1,
                 latency_max=sc.latency_max,
                 drop=sc.drop,
+                duplicate=sc.duplicate,
                 reorder=sc.reorder,
                 reorder_max=4 * sc.latency_max + 20,
                 dial_rule=sc.dial_rule,

@@ -8,9 +8,10 @@ wall clock, no real I/O, no Trio: a run is a pure function of its seed and optio
 Brokers are driven exactly as `broker/runtime/driver.py` drives them. Inputs (peer frames,
 ticks, client requests) queue while the broker is busy; when it is free it absorbs them all
 (peer inputs, then ticks, then requests, then timed-out requests), then runs rounds while the
-node has work: `start_round()`, the round's messages leave at once, the write takes a drawn
-disk latency, then `MemGroupStore.write_round` + `finish_round()`, the persisted messages leave
-and completions answer the clients. A crash loses the round being written and everything
+node has work: `begin_round` (broker.core.rounds: the round's messages leave at once, what is
+durable already applies), the write takes a drawn disk latency, then `MemGroupStore.write_round`
+and `end_round` (the persisted messages leave, completions answer the clients): the same
+sequence the driver and the unit harness follow. A crash loses the round being written and everything
 queued; what completed rounds wrote stays (the `MemGroupStore` is the disk). A plain restart
 is a new BrokerNode over the same disk and incarnation; a wiped-disk restart is a fresh disk
 with a new incarnation.
@@ -79,6 +80,7 @@ from broker.core.peer_requests import PeerRequests, PeerResult
 from broker.core.raft import Message, Role
 from broker.core.raft.types import InstallSnapshot
 from broker.core.requests import Reply, RequestHandler
+from broker.core.rounds import begin_round, end_round
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchPartitionResult, Request
 from broker.wire.protocol import RequestHeader
@@ -127,6 +129,11 @@ class ClusterStats:
     """Snapshots whose compaction shortened the log (the others only recorded a snapshot)."""
     snapshot_chunks: int = 0
     snapshots_installed: int = 0
+    pids_probed: int = 0
+    """Producer ids the admin's probes got (from brokers drawn among all)."""
+    pids_forwarded: int = 0
+    """Producer ids handed out by a broker that was not the controller when it answered
+    (from a block it asked the controller for)."""
     retention_skipped: int = 0
     """Offsets the reader found deleted by retention before it read them (it moved on to the
     log start offset)."""
@@ -274,6 +281,7 @@ class ClusterWorld:
         )
         b.handler = RequestHandler(b.node)
         b.peer_requests = PeerRequests(b.id, disk.incarnation, self._session(b))
+        b.node.attach_peer_requests(b.peer_requests)
         if self.on_peer_start is not None:
             self.on_peer_start(b)
         b.peer_inputs.clear()
@@ -435,21 +443,13 @@ class ClusterWorld:
                     return
             else:
                 return
-        rnd = node.start_round()
-        self.stats.rounds += 1
-        self.checker.on_round_start(b.id, b.life, node, rnd)
-        b.writing = rnd
+        rnd = begin_round(node, _SimRoundIO(self, b))
+        self.checker.on_applied_early(b.id, b.disk.store, node, rnd)
         elected = [
             gid
             for gid, rd in rnd.readies
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER
         ]
-        self._send_envelopes(b, rnd.messages)
-        for dst, hb in rnd.heartbeats:
-            self._send_frame(b.id, dst, encode_heartbeat(hb))
-        early = node.apply_committed(rnd)
-        self.checker.on_applied_early(b.id, b.disk.store, node, rnd)
-        self._complete(b, early)
         lo, hi = b.disk_latency
         life = b.life
         self.at(self.now + self.rng.randint(lo, hi), lambda: self._written(b, life, rnd))
@@ -470,13 +470,11 @@ class ClusterWorld:
         self._count_snapshots(b, rnd)
         b.disk.store.write_round(rnd)
         b.writing = None
-        after, completions = node.finish_round(rnd)
+        end_round(node, rnd, _SimRoundIO(self, b))
         self.checker.on_round_done(b.id, b.life, node, rnd)
-        self._send_envelopes(b, after)
         cid = node.meta.cluster_id
         if cid is not None and b.disk.cluster_id is None:
             b.disk.cluster_id = cid
-        self._complete(b, completions)
         self._pump_peer_requests(b)
         self._next_round(b)
 
@@ -823,3 +821,28 @@ class ClusterWorld:
 
     def raise_violation(self, kind: str, detail: str) -> None:
         raise Violation(kind, f"{detail} (t={self.now})")
+
+
+class _SimRoundIO:
+    """One broker's side of `begin_round` / `end_round` in the simulated world."""
+
+    def __init__(self, world: ClusterWorld, b: SimBroker) -> None:
+        self.world = world
+        self.b = b
+
+    def started(self, rnd: Round) -> None:
+        w, b = self.world, self.b
+        assert b.node is not None
+        w.stats.rounds += 1
+        w.checker.on_round_start(b.id, b.life, b.node, rnd)
+        b.writing = rnd
+
+    def send(self, envelopes: list[Envelope]) -> None:
+        self.world._send_envelopes(self.b, envelopes)
+
+    def send_heartbeats(self, heartbeats: list[tuple[int, BrokerHeartbeat]]) -> None:
+        for dst, hb in heartbeats:
+            self.world._send_frame(self.b.id, dst, encode_heartbeat(hb))
+
+    def complete(self, completions: list[Completion]) -> None:
+        self.world._complete(self.b, completions)

@@ -17,8 +17,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from broker.core import host as host_module
+from broker.core.metadata import PRODUCER_ID_BLOCK, cmd_alloc_producer_ids
 from broker.core.node import BrokerNode, FetchResult
 from broker.core.partition import ApplyResult, Outcome, PartitionMachine
+from broker.core.peer_requests import Answer, Inbound
+from broker.core.producer_ids import ProducerIdAllocator
 from broker.core.raft import Entry, EntryKind, RaftNode
 from broker.core.raft.log import NO_TERM, RaftLog
 from broker.core.raft.types import MemberId, RequestVote, SnapshotMeta, VoteResponse
@@ -259,7 +262,24 @@ def fetch_uncommitted() -> AbstractContextManager[None]:
     return _patched(BrokerNode, "fetch", mutant)
 
 
+def pid_block_before_commit() -> AbstractContextManager[None]:
+    """The controller answers a broker's request for producer ids at once, with the block it
+    expects its proposal to allocate (the next one in its applied state), instead of the one
+    the committed entry allocates."""
+
+    def mutant(self: ProducerIdAllocator, req: Inbound) -> Answer | None:
+        mg = self.ctx.metadata_group
+        if mg is None or not mg.serving():
+            return Answer(None, ErrorCode.NOT_CONTROLLER, "this broker is not the controller")
+        self.ctx.host.propose(mg, cmd_alloc_producer_ids(req.src))
+        start = self.ctx.meta.next_producer_id
+        return Answer({"start": start, "count": PRODUCER_ID_BLOCK})
+
+    return _patched(ProducerIdAllocator, "_serve_peer", mutant)
+
+
 BROKER_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    "pid-block-before-commit": pid_block_before_commit,
     "ack-before-commit": ack_before_commit,
     "fetch-uncommitted": fetch_uncommitted,
     "no-dedup": no_dedup,

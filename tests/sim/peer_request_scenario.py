@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from broker.core.peer_codec import PeerResponse
 from broker.core.peer_requests import PING, Inbound, PeerRequests, PeerRequestStats, PeerResult
+from broker.core.producer_ids import ALLOC_PRODUCER_IDS
 from broker.wire.errors import ErrorCode
 from tests.sim.checker import Violation
 from tests.sim.cluster_world import ClusterWorld, NetOptions, SimBroker
@@ -203,7 +204,8 @@ class PeerRequestRun:
             expected: tuple[ErrorCode, object] = (ErrorCode.UNSUPPORTED_VERSION, None)
         elif sent.kind == PING:
             me = {"node_id": dst, "incarnation": w.brokers[dst].disk.incarnation}
-            expected = (ErrorCode.NONE, {**me, "kinds": [PING, SLOW], "echo": sent.token})
+            kinds = sorted([PING, SLOW, ALLOC_PRODUCER_IDS])  # the node's kinds, and the test's
+            expected = (ErrorCode.NONE, {**me, "kinds": kinds, "echo": sent.token})
         else:
             expected = (ErrorCode.NONE, {"by": dst, "echo": sent.token})
         if (r.error, r.body) != expected:

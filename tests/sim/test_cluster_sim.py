@@ -2,7 +2,9 @@
 
 - 200 seeds cycling through the profiles quiet, crash, partition, network and mixed, run on
   two processes, must pass every checker and do real work, snapshots included (metadata
-  snapshots, partition retention and snapshot installs to lagging replicas);
+  snapshots, partition retention and snapshot installs to lagging replicas), and InitProducerId
+  sent to every broker under loss, duplication and controller failover must never hand out
+  a producer id twice;
 - wiped-disk restarts (`wipe`): WIPE_SEEDS seeds (set it to 0 to switch them off);
 - each broker mutation (tests/sim/mutations.py BROKER_MUTATIONS) must be caught by a safety
   checker within 200 seeds, and the same seeds pass without it.
@@ -50,6 +52,12 @@ def test_cluster_seeds() -> None:
     assert sum(r.stats.compactions for r in res) >= SEEDS
     assert sum(r.stats.snapshots_installed for r in res) >= SEEDS // 4
     assert sum(r.stats.snapshot_chunks for r in res) > sum(r.stats.snapshots_installed for r in res)
+    # InitProducerId to brokers drawn among all, under loss, duplication and controller
+    # failover: the checker refuses any producer id handed out twice (producer-id-reused);
+    # here, that the forwarded path (a non-controller asking the controller) really ran.
+    assert sum(r.stats.pids_probed for r in res) >= 10 * SEEDS
+    assert sum(r.stats.pids_forwarded for r in res) >= 5 * SEEDS
+    assert sum(r.stats.duplicated for r in res) > 0
 
 
 @pytest.mark.slow

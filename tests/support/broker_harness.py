@@ -300,6 +300,9 @@ class _HarnessIO:
         self.broker = broker
         self.done: list[Completion] = []
 
+    def started(self, rnd: Round) -> None:
+        return None
+
     def send(self, envelopes: list[Envelope]) -> None:
         return None
 

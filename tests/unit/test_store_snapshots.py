@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from broker.core.metadata import METADATA_GROUP, BrokerInfo
-from broker.core.node import BrokerNode, Completion, Envelope, NodeConfig
+from broker.core.node import BrokerNode, Completion, Envelope, NodeConfig, Round
 from broker.core.partition import PartitionMachine
 from broker.core.peer_codec import BrokerHeartbeat
 from broker.core.rounds import begin_round, end_round
@@ -64,6 +64,9 @@ class _ClusterIO:
     def __init__(self, cluster: MiniCluster, src: int) -> None:
         self.cluster = cluster
         self.src = src
+
+    def started(self, rnd: Round) -> None:
+        return None
 
     def send(self, envelopes: list[Envelope]) -> None:
         self.cluster._send(self.src, envelopes)
