@@ -12,8 +12,8 @@ node has work: `begin_round` (broker.core.rounds: the round's messages leave at 
 durable already applies), the write takes a drawn disk latency, then `MemGroupStore.write_round`
 and `end_round` (the persisted messages leave, completions answer the clients): the same
 sequence the driver and the unit harness follow. A crash loses the round being written and
-everything queued; what completed rounds wrote stays (the `MemGroupStore` is the disk). A plain restart
-is a new BrokerNode over the same disk and incarnation; a wiped-disk restart is a fresh disk
+everything queued; what completed rounds wrote stays (the `MemGroupStore` is the disk). A plain
+restart is a new BrokerNode over the same disk and incarnation; a wiped-disk restart is a fresh disk
 with a new incarnation.
 
 Peer network (as `broker/runtime/peers.py`): one connection per pair of brokers, dialed by the
