@@ -14,7 +14,10 @@ The rules:
 - `broker.core.raft` imports nothing else of `broker.core` (`check_raft_isolated`): the Raft
   core is a library the broker uses, never the other way round;
 - one test suite never imports another (`check_suites_isolated`): shared helpers live in
-  `tests.support`, which imports no suite.
+  `tests.support`, which imports no suite;
+- no module of `broker.core` is over CORE_MAX_LINES lines (`check_core_sizes`), except the
+  Raft node (one state machine that is easier to read whole): a core module that grows past
+  it holds more than one responsibility and is split.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from tests.layering import _module_name, _resolve
 SUITES = ("tests.unit", "tests.sim", "tests.integration", "tests.fuzz", "tests.bench")
 """Test suites: each may import the project, `tests.support` and itself, no other suite."""
 SUPPORT = "tests.support"
+CORE_MAX_LINES = 600
+CORE_SIZE_EXEMPT = frozenset({"broker/core/raft/node.py"})
 
 
 @dataclass(frozen=True, order=True)
@@ -204,7 +209,26 @@ def check_suites_isolated(graph: Graph) -> list[GraphViolation]:
     return sorted(out)
 
 
+def check_core_sizes(root: Path) -> list[GraphViolation]:
+    out = []
+    for path in sorted((root / "broker" / "core").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        lines = len(path.read_text().splitlines())
+        if lines > CORE_MAX_LINES and rel not in CORE_SIZE_EXEMPT:
+            out.append(
+                GraphViolation(
+                    "core module too large", f"{rel} has {lines} lines (> {CORE_MAX_LINES})"
+                )
+            )
+    return out
+
+
 def check_graph(root: Path) -> list[GraphViolation]:
     """Every graph rule over the project and its tests."""
     graph = import_graph(root, ("broker", "consumers", "cli", "tests"))
-    return check_cycles(graph) + check_raft_isolated(graph) + check_suites_isolated(graph)
+    return (
+        check_cycles(graph)
+        + check_raft_isolated(graph)
+        + check_suites_isolated(graph)
+        + check_core_sizes(root)
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from broker.core.host import GroupHost, HostedGroup
-from broker.core.ids import Member, ProposalKey
+from broker.core.ids import Member, ProposalKey, node_of
 from broker.core.metadata import METADATA_GROUP, BrokerInfo, MetadataMachine
 from broker.core.partition import PartitionConfig
 
@@ -114,5 +114,4 @@ class NodeContext:
 
     def controller(self) -> int | None:
         mg = self.metadata_group
-        lead = mg.raft.leader if mg is not None else None
-        return lead[0] if isinstance(lead, tuple) else None
+        return node_of(mg.raft.leader) if mg is not None else None

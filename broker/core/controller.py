@@ -16,7 +16,7 @@ factor (capped at the live brokers at apply).
 from __future__ import annotations
 
 from broker.core.context import NodeContext
-from broker.core.ids import Member, ProposalKey, Purpose
+from broker.core.ids import NO_TERM, NOT_LEADING, Member, ProposalKey, Purpose
 from broker.core.membership import keep_member
 from broker.core.metadata import (
     BrokerInfo,
@@ -43,7 +43,7 @@ class Controller:
         self._bootstrap_cluster_id = cluster_id
         self._last_heard: dict[int, tuple[int, int]] = {}
         """Controller only: broker id -> (tick of its last heartbeat, its incarnation)."""
-        self._led_since_tick = -1
+        self._led_since_tick = NOT_LEADING
         self.hint: int | None = None
         """The controller as the last heartbeat answer named it."""
 
@@ -107,7 +107,7 @@ class Controller:
         elif not meta.alive.get(hb.node_id, False):
             ctx.propose_own(ProposalKey(Purpose.ALIVE, hb.node_id), cmd_set_alive(hb.node_id, True))
         keep_member(ctx.host, mg, Member(hb.node_id, hb.incarnation))
-        unknown = (-1, -1)
+        unknown = (NO_TERM, -1)
         stale = [
             (g, t, ld)
             for g, t, ld in hb.leaders
@@ -134,9 +134,9 @@ class Controller:
         ctx = self.ctx
         mg = ctx.metadata_group
         if mg is None or not mg.serving():
-            self._led_since_tick = -1
+            self._led_since_tick = NOT_LEADING
             return
-        if self._led_since_tick < 0:
+        if self._led_since_tick == NOT_LEADING:
             # Newly in charge: nobody is late yet, whatever the previous controller saw.
             self._led_since_tick = ctx.ticks
             self._last_heard = {b: (ctx.ticks, i.incarnation) for b, i in ctx.meta.brokers.items()}

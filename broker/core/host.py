@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker.core.ids import Member
+from broker.core.ids import NO_PARTITION, Member, node_of
 from broker.core.machine import Applied, MachineKind, StateMachine
 from broker.core.peer_codec import BrokerHeartbeat
 from broker.core.raft import (
@@ -94,7 +94,7 @@ class HostedGroup:
     machine: StateMachine
     policy: SnapshotPolicy
     topic: str | None = None
-    partition: int = -1
+    partition: int = NO_PARTITION
     waiters: dict[int, Waiter] = field(default_factory=dict)
     dirty: bool = False
     """Applied entries (or a restore) since its machine's writes were last taken."""
@@ -399,7 +399,7 @@ class GroupHost:
         """Every group led by broker `node_id` times out soon (its link broke)."""
         for gid, g in self.groups.items():
             lead = g.raft.leader
-            if isinstance(lead, tuple) and lead[0] == node_id:
+            if node_of(lead) == node_id:
                 g.raft.leader_unreachable(lead)
                 self._touched.add(gid)
 
@@ -407,9 +407,9 @@ class GroupHost:
 def _envelopes(gid: int, msgs: Iterable[Message]) -> list[Envelope]:
     out = []
     for m in msgs:
-        dst = m.dst
-        assert isinstance(dst, tuple)
-        out.append(Envelope(dst[0], gid, m))
+        dst = node_of(m.dst)
+        assert dst is not None, "every member of a broker's group is a Member"
+        out.append(Envelope(dst, gid, m))
     return out
 
 

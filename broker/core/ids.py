@@ -64,3 +64,7 @@ NO_OFFSET = -1
 """An offset or watermark that is not known (a partition this broker does not serve)."""
 NO_TERM = -1
 """A Raft term that is not known."""
+NO_PARTITION = -1
+"""The partition of a group that is not a partition's (the metadata group)."""
+NOT_LEADING = -1
+"""The tick a controller took charge at, while it is not in charge."""

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from broker.core.ids import NO_PARTITION
 from broker.core.raft import Entry
 from broker.wire.errors import ErrorCode
 
@@ -82,7 +83,7 @@ class GroupContext:
 
     group_id: int
     topic: str | None = None
-    partition: int = -1
+    partition: int = NO_PARTITION
     config: dict[str, str] = field(default_factory=dict)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from broker.core.machine import NOTHING_APPLIED, Applied
 from broker.core.raft import Entry, EntryKind
@@ -101,6 +101,14 @@ class TopicInfo:
 
     def setting(self, key: str) -> str:
         return self.config.get(key, DEFAULT_TOPIC_CONFIG[key])
+
+
+class ProducerIdBlock(NamedTuple):
+    """Producer ids [start, start + size), allocated to `broker`."""
+
+    broker: int
+    start: int
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +384,7 @@ class MetadataMachine:
         broker = int(cmd["broker"])  # validated before anything changes
         start = self.next_producer_id
         self.next_producer_id += PRODUCER_ID_BLOCK
-        return MetaResult(value=(broker, start, PRODUCER_ID_BLOCK))
+        return MetaResult(value=ProducerIdBlock(broker, start, PRODUCER_ID_BLOCK))
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from broker.core.metadata import (
     BrokerInfo,
     MetadataMachine,
     PartitionInfo,
+    ProducerIdBlock,
     TopicInfo,
     cmd_create_topic,
     cmd_delete_topic,
@@ -207,9 +208,8 @@ class BrokerNode:
         if res.error == ErrorCode.NONE:
             if isinstance(value, TopicInfo):
                 self.partitions.on_topic(value)
-            elif isinstance(value, tuple) and len(value) == 3:
-                _, start, count = value
-                self.producer_ids.on_block((e.index, e.term), start, count)
+            elif isinstance(value, ProducerIdBlock):
+                self.producer_ids.on_block((e.index, e.term), value.start, value.size)
         self.producer_ids.applied(e, res)
         self.ctx.own.applied(e.index)
 

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from broker.core.context import NodeContext
 from broker.core.host import HostedGroup, NoSnapshots, PeriodicSnapshots, SnapshotPolicy
-from broker.core.ids import NO_OFFSET, Member
+from broker.core.ids import NO_OFFSET, NO_TERM, Member
 from broker.core.machine import GroupContext, MachineKind, MachineRegistry
 from broker.core.membership import keep_member, stale_incarnation
 from broker.core.metadata import INTERNAL_PREFIX, METADATA_GROUP, PartitionInfo, TopicInfo
@@ -327,7 +327,7 @@ class PartitionService:
         False) for one this broker does not host."""
         found = self._machine(topic, partition)
         if found is None:
-            return (NO_OFFSET, -1, False)
+            return (NO_OFFSET, NO_TERM, False)
         g, m = found
         return (m.high_watermark, g.raft.term, g.serving())
 

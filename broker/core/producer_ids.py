@@ -22,7 +22,7 @@ from broker.core.context import NodeContext
 from broker.core.controller import Controller
 from broker.core.ids import ProposalKey, Purpose
 from broker.core.machine import Applied
-from broker.core.metadata import cmd_alloc_producer_ids
+from broker.core.metadata import ProducerIdBlock, cmd_alloc_producer_ids
 from broker.core.peer_requests import Answer, Inbound, PeerRequests, PeerResult, ReplyKey
 from broker.core.raft import Entry
 from broker.wire.errors import ErrorCode
@@ -138,9 +138,8 @@ class ProducerIdAllocator:
         peer = self._peer
         if peer is None:
             return
-        if term == e.term and res.error == ErrorCode.NONE and isinstance(value, tuple):
-            _, start, count = value
-            peer.answer(key, {"start": start, "count": count})
+        if term == e.term and res.error == ErrorCode.NONE and isinstance(value, ProducerIdBlock):
+            peer.answer(key, {"start": value.start, "count": value.size})
         else:
             peer.answer(key, None, error=ErrorCode.NOT_CONTROLLER,
                         message="the proposal was lost to a new leader")  # fmt: skip

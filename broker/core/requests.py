@@ -33,6 +33,8 @@ from broker.wire.batch import BatchError, parse_header
 from broker.wire.errors import ErrorCode
 from broker.wire.limits import INT32_MAX, MAX_FRAME_BYTES_CEILING, Limits
 from broker.wire.messages import (
+    BROKER_DEFAULT,
+    NO_TIMESTAMP,
     ApiVersionRange,
     ApiVersionsRequest,
     ApiVersionsResponse,
@@ -283,7 +285,7 @@ class RequestHandler:
                 err, off = self.node.list_offset(t.name, lp.partition, lp.timestamp)
                 parts.append(
                     ListOffsetsPartitionResult(
-                        partition=lp.partition, error=err, offset=off, timestamp=-1
+                        partition=lp.partition, error=err, offset=off, timestamp=NO_TIMESTAMP
                     )
                 )
             topics.append(ListOffsetsTopicResult(name=t.name, partitions=tuple(parts)))
@@ -299,12 +301,14 @@ class RequestHandler:
         problem: tuple[ErrorCode, str | None] | None
         cfg = self.node.config
         for slot, nt in enumerate(req.topics):
-            # -1 asks for the broker's defaults (as in Kafka's CreateTopics).
-            partitions = cfg.default_partitions if nt.partitions == -1 else nt.partitions
+            # BROKER_DEFAULT asks for the broker's defaults (as in Kafka's CreateTopics).
+            partitions = (
+                cfg.default_partitions if nt.partitions == BROKER_DEFAULT else nt.partitions
+            )
             rf = (
                 cfg.default_replication_factor
-                if nt.replication_factor == -1
-                else (nt.replication_factor)
+                if nt.replication_factor == BROKER_DEFAULT
+                else nt.replication_factor
             )
             problem = _check_new_topic(nt.name, partitions, rf, dict(nt.config))
             if problem is None and rf > live:

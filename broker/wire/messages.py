@@ -78,6 +78,10 @@ __all__ = [
     "TopicResult",
 ]
 
+BROKER_DEFAULT = -1
+"""CREATE_TOPICS: a partition count or replication factor of -1 asks for the broker's."""
+NO_TIMESTAMP = -1
+"""LIST_OFFSETS: the answer's timestamp when it names none."""
 EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1
 PORT_MAX = 65535
@@ -354,8 +358,8 @@ class NewTopic:
     values below 1 are answered per topic (INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR)."""
 
     name: str
-    partitions: int = -1
-    replication_factor: int = -1
+    partitions: int = BROKER_DEFAULT
+    replication_factor: int = BROKER_DEFAULT
     config: Mapping[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, object]:

@@ -218,9 +218,8 @@ class FakeCluster:
     def unreachable(self, broker_id: int) -> bool:
         return False
 
-    async def request_controller(
-        self, request: Request, *, timeout_s: float | None = None
-    ) -> Response:
+    async def request_any(self, request: Request, *, timeout_s: float | None = None) -> Response:
+        """InitProducerId (any broker answers it)."""
         await trio.sleep(self.broker.latency)
         assert isinstance(request, InitProducerIdRequest)
         return self.broker.init(request)

@@ -321,6 +321,16 @@ GRAPH_PLANTED: dict[str, tuple[dict[str, str], list[str]]] = {
         },
         ["raft imports the broker core: broker.core.raft.node imports broker.core.partition"],
     ),
+    "a core module over 600 lines": (
+        {
+            "broker/__init__.py": "",
+            "broker/core/__init__.py": "",
+            "broker/core/big.py": "x = 1\n" * 601,
+            "broker/core/raft/__init__.py": "",
+            "broker/core/raft/node.py": "x = 1\n" * 1300,
+        },
+        ["core module too large: broker/core/big.py has 601 lines (> 600)"],
+    ),
     "one suite imports another": (
         {
             "tests/__init__.py": "",
