@@ -66,11 +66,13 @@ async def serve(
     *,
     handshake: Answer | None = None,
     streams: list[trio.SocketStream] | None = None,
+    seen: list[tuple[ApiKey, int]] | None = None,
 ) -> int:
     """A fake broker listening on `port` (0: any free one); returns the port. It answers
     API_VERSIONS with `handshake` (default: no error, `versions()`) and hands every other
-    request to `handler`. Each connection it accepts is appended to `streams` if given: a
-    test may close one itself (`trio.aclose_forcefully`), which ends that connection."""
+    request to `handler`, at the version it came in. Each connection it accepts is appended to
+    `streams` if given: a test may close one itself (`trio.aclose_forcefully`), which ends that
+    connection; `seen`, if given, gets every request's (API, version)."""
     error, message, body = handshake or (ErrorCode.NONE, None, versions())
 
     async def connection(stream: trio.SocketStream) -> None:
@@ -98,6 +100,8 @@ async def serve(
                 while (frame := decoder.next_frame()) is not None:
                     header, request = decode_request(frame)
                     version_of[header.correlation_id] = header.api_version
+                    if seen is not None:
+                        seen.append((header.api_key, header.api_version))
                     if header.api_key is ApiKey.API_VERSIONS:
                         await send(header.correlation_id, error, message, body)
                     else:

@@ -10,7 +10,6 @@ import trio
 
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange, capped
 from broker.wire.errors import ErrorCode
-from broker.wire.frames import FrameDecoder
 from broker.wire.messages import (
     ApiVersionRange,
     ApiVersionsResponse,
@@ -21,8 +20,10 @@ from broker.wire.messages import (
     FetchTopic,
     FetchTopicResult,
 )
-from broker.wire.protocol import decode_request, encode_response
+from broker.wire.protocol import RequestHeader
 from consumers.connection import Connection
+from tests.support import fake_broker
+from tests.support.fake_broker import Send
 
 V0_ONLY = capped({key: 0 for key in ApiKey})
 FETCH = FetchRequest(
@@ -47,28 +48,18 @@ async def serve(
     *,
     refuse_api_versions: bool = False,
 ) -> int:
-    """A broker serving `table`: API_VERSIONS answered with it (or refused with it), FETCH
-    answered at the version asked with next_offset 4; every request's (key, version) noted."""
+    """A fake broker advertising `table`: API_VERSIONS answered with it (or refused with
+    it), FETCH answered at the version asked with next_offset 4; every request's (key,
+    version) noted in `seen`."""
+    error = ErrorCode.UNSUPPORTED_VERSION if refuse_api_versions else ErrorCode.NONE
 
-    async def connection(stream: trio.SocketStream) -> None:
-        decoder = FrameDecoder()
-        while data := await stream.receive_some(65536):
-            decoder.receive_data(data)
-            while (frame := decoder.next_frame()) is not None:
-                header, _ = decode_request(frame, versions=table)
-                seen.append((header.api_key, header.api_version))
-                cid, version = header.correlation_id, header.api_version
-                if header.api_key is ApiKey.API_VERSIONS:
-                    error = ErrorCode.UNSUPPORTED_VERSION if refuse_api_versions else ErrorCode.NONE
-                    answer = encode_response(cid, error, "too new", ranges(table))
-                else:
-                    part = FetchPartitionResult(partition=0, high_watermark=4, next_offset=4)
-                    body = FetchResponse(topics=(FetchTopicResult(name="t", partitions=(part,)),))
-                    answer = encode_response(cid, ErrorCode.NONE, None, body, api_version=version)
-                await stream.send_all(answer)
+    async def answer(header: RequestHeader, request: object, send: Send) -> None:
+        part = FetchPartitionResult(partition=0, high_watermark=4, next_offset=4)
+        body = FetchResponse(topics=(FetchTopicResult(name="t", partitions=(part,)),))
+        await send(header.correlation_id, ErrorCode.NONE, None, body)
 
-    listeners = await nursery.start(trio.serve_tcp, connection, 0)
-    return int(listeners[0].socket.getsockname()[1])
+    handshake = (error, "too new" if refuse_api_versions else None, ranges(table))
+    return await fake_broker.serve(nursery, answer, handshake=handshake, seen=seen)
 
 
 async def fetch_through(nursery: trio.Nursery, port: int) -> tuple[Connection, FetchResponse]:
