@@ -71,7 +71,7 @@ def test_wiped_disk_seeds() -> None:
 
 @pytest.mark.parametrize("name", sorted(BROKER_MUTATIONS))
 def test_broker_mutation_is_caught(name: str) -> None:
-    for res in results(range(MUTATION_SEED_BUDGET), None, name, 1):
+    for res in results(range(MUTATION_SEED_BUDGET), None, name, JOBS):
         v = res.violation
         if v is not None and v.kind not in NOT_SAFETY:
             print(f"{name}: caught at seed {res.seed} ({res.profile}): {v}")
