@@ -46,7 +46,7 @@ sim-cluster: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest
-	@$(MAKE) --no-print-directory sim SEEDS=5000
+	@$(MAKE) --no-print-directory sim SEEDS=2500
 
 soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)

@@ -82,7 +82,7 @@ def test_broker_mutation_is_caught(name: str) -> None:
 def test_lower_id_dialing_strands_plain_brokers() -> None:
     """The dialing rule peers.py once had (the lower id dials): a plain broker with a higher
     id than every seed never connects, and the liveness check says so."""
-    res = list(results(range(20), "quiet", None, JOBS, dial_rule="lower-id"))
+    res = list(results(range(8), "quiet", None, JOBS, dial_rule="lower-id"))
     stranded = [r for r in res if r.violation is not None and r.violation.kind == "liveness"]
     assert stranded, "no seed showed the stranded plain broker"
     assert all(r.violation is None or r.violation.kind == "liveness" for r in res)
