@@ -1,0 +1,1 @@
+"""Consumer groups: pure pieces of the group coordinator (assignors)."""
