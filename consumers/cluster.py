@@ -166,6 +166,11 @@ class Cluster:
             await self.aclose()
         nursery.cancel_scope.cancel()
         self._nursery = None
+        if exc is not None:
+            # The body's own error propagates as it was raised (a SluiceError stays one),
+            # not wrapped in the nursery's ExceptionGroup; the background tasks are cancelled.
+            await self._stack.__aexit__(None, None, None)
+            return False
         return await self._stack.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:

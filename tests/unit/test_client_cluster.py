@@ -20,6 +20,7 @@ from broker.wire.protocol import RequestHeader
 from consumers.cluster import Backoff, Cluster, MetadataCache, parse_bootstrap
 from consumers.errors import (
     BackpressureError,
+    BrokerUnavailableError,
     InvalidConfigError,
     RequestTimedOutError,
     SluiceError,
@@ -296,3 +297,11 @@ async def test_reconnect_backoff_counts_from_the_last_failure(
         assert cluster.ready_connection(0) is not None
         assert trio.current_time() == started  # no backoff was slept
         assert not cluster.unreachable(0)
+
+
+async def test_an_error_raised_in_the_body_propagates_unwrapped() -> None:
+    """A SluiceError raised inside `async with Cluster(...)` comes out as itself, not inside
+    the internal nursery's ExceptionGroup (callers catch SluiceError)."""
+    with pytest.raises(BrokerUnavailableError, match="gone"):
+        async with Cluster(f"127.0.0.1:{await closed_port()}", request_timeout_s=0.5):
+            raise BrokerUnavailableError("gone")
