@@ -200,9 +200,6 @@ class GroupHost:
         self._dropped.append(gid)
         return g
 
-    def touch(self, gid: int) -> None:
-        self._touched.add(gid)
-
     # -- inputs -----------------------------------------------------------------------------
 
     def tick(self) -> None:

@@ -82,14 +82,14 @@ class ProducerIdAllocator:
         if mg is not None and mg.serving():
             ctx.propose_own(_KEY, cmd_alloc_producer_ids(ctx.config.node_id))
             return
-        controller = ctx.controller()
-        if controller is None or controller == ctx.config.node_id:
-            controller = self._controller.hint
+        me = ctx.config.node_id
+        # Not serving as controller: the leader the metadata group names, else the last
+        # heartbeat answer's; never ourselves (a stale view: wait for the log to say).
+        known = (ctx.controller(), self._controller.hint)
+        controller = next((c for c in known if c is not None and c != me), None)
         peer = self._peer
         if peer is None or self._asking is not None or controller is None:
             return
-        if controller == ctx.config.node_id:
-            return  # a stale view of ourselves: wait for the metadata log to say who leads
         self._asking = peer.request(
             controller,
             ALLOC_PRODUCER_IDS,
