@@ -25,6 +25,7 @@ from functools import partial
 import trio
 
 from broker.config import BrokerConfig, ConfigError, HostPort
+from broker.core.context import GroupConfig
 from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, NodeConfig
 from broker.core.partition import PartitionConfig
@@ -166,6 +167,16 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 default_replication_factor=config.default_replication_factor,
                 catchup_bytes_per_tick=-(-config.catchup_bytes_per_s * config.tick_ms // 1000),
                 partition=PartitionConfig(max_message_bytes=config.max_message_bytes),
+                tick_ms=config.tick_ms,
+                groups=GroupConfig(
+                    session_timeout_ms=config.group_session_timeout_ms,
+                    min_session_timeout_ms=config.group_min_session_timeout_ms,
+                    max_session_timeout_ms=config.group_max_session_timeout_ms,
+                    heartbeat_interval_ms=config.group_heartbeat_interval_ms,
+                    empty_group_expiry_ms=config.group_empty_expiry_ms,
+                ),
+                internal_topic_partitions=config.offsets_topic_partitions,
+                internal_topic_replication_factor=config.offsets_topic_replication_factor,
             ),
             RocksGroupStore(store),
             random.Random(),

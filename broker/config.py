@@ -109,6 +109,18 @@ class BrokerConfig:
     catchup_bytes_per_s: int = 50 << 20
     """Replication to replicas catching up, per broker (all its leaders together); 0: no
     throttle."""
+    group_session_timeout_ms: int = 10_000
+    """A group member's session timeout when it asks for none."""
+    group_min_session_timeout_ms: int = 1_000
+    group_max_session_timeout_ms: int = 300_000
+    group_heartbeat_interval_ms: int = 2_000
+    """Members heartbeat this often (a third of their session timeout when that is less)."""
+    group_empty_expiry_ms: int = 7 * 24 * 3600 * 1000
+    """A consumer group with no members is deleted, offsets included, after this long."""
+    offsets_topic_partitions: int = 16
+    """Partitions (Raft groups) of `__consumer_offsets`, fixed once the topic exists."""
+    offsets_topic_replication_factor: int = 3
+    """Capped at the brokers alive when the topic is created (on first use)."""
     max_api_versions: Mapping[ApiKey, int] = field(default_factory=dict)
     """Per API, the newest client-protocol version this broker serves (TOML: a table of API
     names, `[max_api_versions]` `fetch = 0`): it advertises no more and refuses newer
@@ -179,6 +191,22 @@ class BrokerConfig:
             raise ConfigError("catchup_bytes_per_s must be >= 0 (0: unthrottled)")
         if not 1 <= self.max_message_bytes <= self.max_frame_bytes:
             raise ConfigError("max_message_bytes must be 1..max_frame_bytes")
+        if not (
+            1
+            <= self.group_min_session_timeout_ms
+            <= self.group_session_timeout_ms
+            <= self.group_max_session_timeout_ms
+        ):
+            raise ConfigError(
+                "need 1 <= group_min_session_timeout_ms <= group_session_timeout_ms "
+                "<= group_max_session_timeout_ms"
+            )
+        if self.group_heartbeat_interval_ms < 1 or self.group_empty_expiry_ms < 1:
+            raise ConfigError("group_heartbeat_interval_ms and group_empty_expiry_ms must be >= 1")
+        if not 1 <= self.offsets_topic_partitions <= 1000:
+            raise ConfigError("offsets_topic_partitions must be 1..1000")
+        if self.offsets_topic_replication_factor < 1:
+            raise ConfigError("offsets_topic_replication_factor must be >= 1")
         try:
             capped(self.max_api_versions)
         except ValueError as e:

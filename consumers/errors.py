@@ -27,22 +27,34 @@ __all__ = [
     "BrokerUnavailableError",
     "BufferFull",
     "ClientClosedError",
+    "CoordinatorError",
+    "CoordinatorLoadInProgressError",
+    "CoordinatorNotAvailableError",
     "CorruptBatch",
     "CorruptMessageError",
     "DuplicateSequenceError",
+    "FencedMemberEpochError",
     "FrameTooLargeError",
+    "GroupError",
+    "GroupIdNotFoundError",
+    "GroupMemberError",
     "GroupsNotSupported",
     "InvalidConfigError",
     "InvalidFrameError",
+    "InvalidGroupIdError",
     "InvalidPartitionsError",
+    "InvalidRegularExpressionError",
     "InvalidReplicationFactorError",
     "InvalidRequestError",
     "InvalidRequiredAcksError",
+    "InvalidSessionTimeoutError",
     "InvalidTopicError",
     "LeaderNotAvailableError",
     "LeadershipError",
     "MessageTooLargeError",
+    "NonEmptyGroupError",
     "NotControllerError",
+    "NotCoordinatorError",
     "NotEnoughReplicasError",
     "NotLeaderError",
     "NotReadyError",
@@ -54,13 +66,17 @@ __all__ = [
     "RequestTimedOutError",
     "SequenceError",
     "SluiceError",
+    "StaleMemberEpochError",
     "StorageError",
     "ThrottledError",
     "TopicAlreadyExistsError",
     "TransactionsNotSupported",
+    "UnknownMemberIdError",
     "UnknownProducerIdError",
     "UnknownServerError",
     "UnknownTopicError",
+    "UnreleasedInstanceIdError",
+    "UnsupportedAssignorError",
     "UnsupportedVersionError",
     "error_for",
 ]
@@ -267,6 +283,83 @@ class NotReadyError(SluiceError):
     default_code = ErrorCode.NOT_READY
 
 
+class CoordinatorError(SluiceError):
+    """The group's coordinator moved or is not there yet: find it again and retry."""
+
+    default_code = ErrorCode.NOT_COORDINATOR
+
+
+class NotCoordinatorError(CoordinatorError):
+    default_code = ErrorCode.NOT_COORDINATOR
+
+
+class CoordinatorNotAvailableError(CoordinatorError):
+    default_code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+
+
+class CoordinatorLoadInProgressError(CoordinatorError):
+    default_code = ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+
+
+class GroupMemberError(SluiceError):
+    """The coordinator refused this member: it is not (or no longer) the member it says.
+    A consumer that gets one has lost its partitions and rejoins."""
+
+    default_code = ErrorCode.FENCED_MEMBER_EPOCH
+
+
+class FencedMemberEpochError(GroupMemberError):
+    default_code = ErrorCode.FENCED_MEMBER_EPOCH
+
+
+class UnknownMemberIdError(GroupMemberError):
+    default_code = ErrorCode.UNKNOWN_MEMBER_ID
+
+
+class StaleMemberEpochError(GroupMemberError):
+    """Retriable: the member's epoch moved (heartbeat, then commit again)."""
+
+    default_code = ErrorCode.STALE_MEMBER_EPOCH
+
+
+class UnreleasedInstanceIdError(GroupMemberError):
+    """Retriable: another member holds the instance id until it leaves or expires."""
+
+    default_code = ErrorCode.UNRELEASED_INSTANCE_ID
+
+
+class GroupError(SluiceError):
+    """A group operation that cannot succeed as asked."""
+
+    default_code = ErrorCode.GROUP_ID_NOT_FOUND
+
+
+class GroupIdNotFoundError(GroupError):
+    default_code = ErrorCode.GROUP_ID_NOT_FOUND
+
+
+class NonEmptyGroupError(GroupError):
+    """The group has live members (delete and reset-offsets need an empty group)."""
+
+    default_code = ErrorCode.NON_EMPTY_GROUP
+
+
+class InvalidGroupIdError(GroupError):
+    default_code = ErrorCode.INVALID_GROUP_ID
+
+
+class InvalidSessionTimeoutError(GroupError):
+    default_code = ErrorCode.INVALID_SESSION_TIMEOUT
+
+
+class UnsupportedAssignorError(GroupError):
+    default_code = ErrorCode.UNSUPPORTED_ASSIGNOR
+
+
+class InvalidRegularExpressionError(GroupError):
+    default_code = ErrorCode.INVALID_REGULAR_EXPRESSION
+
+
 ERROR_CLASSES: Mapping[ErrorCode, type[SluiceError]] = {
     ErrorCode.UNKNOWN_SERVER_ERROR: UnknownServerError,
     ErrorCode.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
@@ -298,6 +391,19 @@ ERROR_CLASSES: Mapping[ErrorCode, type[SluiceError]] = {
     ErrorCode.FRAME_TOO_LARGE: FrameTooLargeError,
     ErrorCode.BACKPRESSURE: BackpressureError,
     ErrorCode.NOT_READY: NotReadyError,
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS: CoordinatorLoadInProgressError,
+    ErrorCode.COORDINATOR_NOT_AVAILABLE: CoordinatorNotAvailableError,
+    ErrorCode.NOT_COORDINATOR: NotCoordinatorError,
+    ErrorCode.INVALID_GROUP_ID: InvalidGroupIdError,
+    ErrorCode.UNKNOWN_MEMBER_ID: UnknownMemberIdError,
+    ErrorCode.INVALID_SESSION_TIMEOUT: InvalidSessionTimeoutError,
+    ErrorCode.NON_EMPTY_GROUP: NonEmptyGroupError,
+    ErrorCode.GROUP_ID_NOT_FOUND: GroupIdNotFoundError,
+    ErrorCode.FENCED_MEMBER_EPOCH: FencedMemberEpochError,
+    ErrorCode.UNRELEASED_INSTANCE_ID: UnreleasedInstanceIdError,
+    ErrorCode.UNSUPPORTED_ASSIGNOR: UnsupportedAssignorError,
+    ErrorCode.STALE_MEMBER_EPOCH: StaleMemberEpochError,
+    ErrorCode.INVALID_REGULAR_EXPRESSION: InvalidRegularExpressionError,
 }
 """The one table: broker error code -> exception class (every code but NONE)."""
 

@@ -16,6 +16,18 @@ from broker.core.partition import PartitionConfig
 
 
 @dataclass(frozen=True, slots=True)
+class GroupConfig:
+    session_timeout_ms: int = 10_000
+    """The session timeout of a member that does not ask for one."""
+    min_session_timeout_ms: int = 1_000
+    max_session_timeout_ms: int = 300_000
+    heartbeat_interval_ms: int = 2_000
+    """At most this; a third of the member's session timeout when that is less."""
+    empty_group_expiry_ms: int = 7 * 24 * 3600 * 1000
+    """A group without members is deleted (with its offsets) after this long."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: int
     incarnation: int
@@ -45,7 +57,10 @@ class NodeConfig:
     start offset moves). 0: records are kept for ever."""
     max_snapshot_chunk_bytes: int = 1 << 20
     """Snapshot bytes per InstallSnapshot message."""
-    internal_topic_partitions: int = 50
+    tick_ms: int = 50
+    """Wall-clock milliseconds per tick (session timeouts are counted in ticks)."""
+    groups: GroupConfig = field(default_factory=GroupConfig)
+    internal_topic_partitions: int = 16
     """Partitions of each internal topic (`__consumer_offsets`, `__transaction_state`)."""
     internal_topic_replication_factor: int = 3
     """Replication factor of each internal topic, capped at the live brokers when created."""
@@ -92,6 +107,9 @@ class NodeContext:
     meta: MetadataMachine = field(default_factory=MetadataMachine)
     own: OwnProposals = field(default_factory=OwnProposals)
     ticks: int = 0
+    wall_ms: int = 0
+    """The runtime's wall clock at the last tick (shown, e.g. a group's last rebalance time;
+    never decides anything)."""
 
     @property
     def metadata_group(self) -> HostedGroup | None:

@@ -9,8 +9,11 @@ broker that came back is replaced (`keep_member`). Only the serving controller p
 others answer a heartbeat with who they think leads.
 
 Internal topics (`__consumer_offsets`, `__transaction_state`) are created by the controller on
-first need (`ensure_internal_topic`), with the configured partition count and replication
-factor (capped at the live brokers at apply).
+first need (`ensure_internal_topic`; any other broker asks it with the peer request
+ENSURE_INTERNAL_TOPIC), with the configured partition count and replication factor (capped at
+the live brokers at apply). The controller waits until as many brokers are alive as the seed
+list names (up to the replication factor), so a cluster still starting does not get an
+internal topic with fewer replicas than it will have.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ from broker.core.metadata import (
     cmd_set_leaders,
 )
 from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck
+from broker.core.peer_requests import Answer, Inbound, PeerRequests, PeerResult
 from broker.core.views import ClusterView
+from broker.wire.errors import ErrorCode
 
 INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+ENSURE_INTERNAL_TOPIC = "ensure_internal_topic"
+"""Peer request kind: a broker asks the controller to create an internal topic."""
 
 
 class Controller:
@@ -46,6 +53,49 @@ class Controller:
         self._led_since_tick = NOT_LEADING
         self.hint: int | None = None
         """The controller as the last heartbeat answer named it."""
+        self._peer: PeerRequests | None = None
+        self._asking: int | None = None
+        """Correlation id of this broker's one ENSURE_INTERNAL_TOPIC request in flight."""
+
+    def attach(self, peer: PeerRequests) -> None:
+        self._peer = peer
+        peer.register(ENSURE_INTERNAL_TOPIC, self._serve_ensure)
+        peer.listen(ENSURE_INTERNAL_TOPIC, self._on_ensure_answer)
+
+    def controller_to_ask(self) -> int | None:
+        """The controller as this broker knows it (the named leader, else the last heartbeat
+        answer's), never itself."""
+        me = self.ctx.config.node_id
+        known = (self.ctx.controller(), self.hint)
+        return next((c for c in known if c is not None and c != me), None)
+
+    def request_internal_topic(self, name: str) -> bool:
+        """True once internal topic `name` exists; otherwise have the controller create it
+        (this broker, when it is the controller; else one peer request at a time)."""
+        if self.ensure_internal_topic(name):
+            return True
+        mg = self.ctx.metadata_group
+        if mg is not None and mg.serving():
+            return False
+        controller = self.controller_to_ask()
+        if self._peer is not None and self._asking is None and controller is not None:
+            self._asking = self._peer.request(
+                controller, ENSURE_INTERNAL_TOPIC, {"name": name}, deadline_ticks=40,
+                retry_ticks=4,
+            )  # fmt: skip
+        return False
+
+    def _serve_ensure(self, req: Inbound) -> Answer:
+        body = req.body
+        name = body.get("name") if isinstance(body, dict) else None
+        if name not in INTERNAL_TOPICS:
+            return Answer(None, ErrorCode.INVALID_REQUEST, f"{name!r} is not an internal topic")
+        assert isinstance(name, str)
+        return Answer({"exists": self.ensure_internal_topic(name)})
+
+    def _on_ensure_answer(self, result: PeerResult) -> None:
+        if result.correlation_id == self._asking:
+            self._asking = None
 
     # -- the broker side --------------------------------------------------------------------
 
@@ -168,7 +218,14 @@ class Controller:
         if name in ctx.meta.topics:
             return True
         mg = ctx.metadata_group
-        if mg is not None and mg.serving() and ctx.meta.cluster_id is not None:
+        alive = sum(1 for b in ctx.meta.brokers if ctx.meta.alive.get(b, False))
+        expected = min(ctx.config.internal_topic_replication_factor, max(1, len(self.seeds)))
+        if (
+            mg is not None
+            and mg.serving()
+            and ctx.meta.cluster_id is not None
+            and alive >= expected
+        ):
             c = ctx.config
             cmd = cmd_create_topic(
                 name,

@@ -49,11 +49,13 @@ NOTHING_APPLIED = Applied()
 class MachineWrites:
     """A machine's changes since it last handed them out, in the order the store applies
     them: the apply state replaces the previous one; records with keys below `delete_below`
-    are deleted; then `records` are put (key: u64, value: opaque bytes)."""
+    are deleted, and records with keys in `deleted`; then `records` are put (key: u64,
+    value: opaque bytes)."""
 
     state: bytes | None = None
     delete_below: int | None = None
     records: tuple[tuple[int, bytes], ...] = ()
+    deleted: tuple[int, ...] = ()
 
 
 class StateMachine(Protocol):

@@ -8,6 +8,8 @@ The node is a facade over parts with one owner each:
   internal topics;
 - `PartitionService` (partitions.py): partition groups and the data path (produce, fetch,
   list offsets), retention;
+- `GroupService` (groups/service.py): consumer-group coordinators, the machine kind of
+  `__consumer_offsets`;
 - `ProducerIdAllocator` (producer_ids.py) and `ClusterView` (views.py).
 The node itself creates or reopens the metadata group, decides the cluster's bootstrap, and
 routes what a metadata apply means for the other parts.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 from broker.core.context import NodeConfig, NodeContext
 from broker.core.controller import Controller
+from broker.core.groups.service import OFFSETS_TOPIC, GroupService
 from broker.core.host import (
     GroupHost,
     HostedGroup,
@@ -117,6 +120,12 @@ class BrokerNode:
         """Seed controllers: node id -> peer address (empty: a single-node cluster)."""
         self.controller_part = Controller(self.ctx, self.views, self.seeds, bootstrap_cluster_id)
         self.partitions = PartitionService(self.ctx, store, self.registry)
+        self.group_service = GroupService(
+            self.ctx, self.views, self.controller_part, self.partitions, config.groups,
+            config.tick_ms,
+        )  # fmt: skip
+        if self.registry.kind_for(OFFSETS_TOPIC) is self.registry.default:
+            self.registry.register(self.group_service.kind, [OFFSETS_TOPIC])
         self.producer_ids = ProducerIdAllocator(self.ctx, self.controller_part)
         self.peers: dict[int, tuple[int, str | None, bool]] = {}
         """What each seed said in its handshake: (incarnation, cluster id, bootstrapped)."""
@@ -222,6 +231,7 @@ class BrokerNode:
         """Serve and send this node's peer requests through `peer`, the process's one
         `PeerRequests` (its owner, the runtime, carries the frames)."""
         self.producer_ids.attach(peer)
+        self.controller_part.attach(peer)
 
     # -- peers and cluster membership ---------------------------------------------------------
 
@@ -282,9 +292,12 @@ class BrokerNode:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self, wall_ms: int | None = None) -> None:
+        """One tick; `wall_ms`: the runtime's wall clock now (shown, never decides)."""
         ctx = self.ctx
         ctx.ticks += 1
+        if wall_ms is not None:
+            ctx.wall_ms = wall_ms
         if self.host.catchup is not None:
             self.host.catchup.refill()
         self.host.tick()

@@ -82,11 +82,9 @@ class ProducerIdAllocator:
         if mg is not None and mg.serving():
             ctx.propose_own(_KEY, cmd_alloc_producer_ids(ctx.config.node_id))
             return
-        me = ctx.config.node_id
         # Not serving as controller: the leader the metadata group names, else the last
         # heartbeat answer's; never ourselves (a stale view: wait for the log to say).
-        known = (ctx.controller(), self._controller.hint)
-        controller = next((c for c in known if c is not None and c != me), None)
+        controller = self._controller.controller_to_ask()
         peer = self._peer
         if peer is None or self._asking is not None or controller is None:
             return

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from broker.core.cluster_answers import describe_cluster_response, metadata_response
+from broker.core.group_requests import GroupRequests
 from broker.core.metadata import (
     TopicInfo,
     validate_topic_config,
@@ -28,9 +29,19 @@ from broker.core.metadata import (
 )
 from broker.core.node import BrokerNode, Completion, FetchResult
 from broker.core.partition import ApplyResult
+from broker.core.reply import Reply as Reply
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.batch import BatchError, parse_header
 from broker.wire.errors import ErrorCode
+from broker.wire.group_messages import (
+    DeleteGroupsRequest,
+    DescribeGroupsRequest,
+    FindCoordinatorRequest,
+    GroupHeartbeatRequest,
+    ListGroupsRequest,
+    OffsetCommitRequest,
+    OffsetFetchRequest,
+)
 from broker.wire.limits import INT32_MAX, MAX_FRAME_BYTES_CEILING, Limits
 from broker.wire.messages import (
     BROKER_DEFAULT,
@@ -72,14 +83,6 @@ from broker.wire.protocol import RequestHeader
 MAX_EPOCH = (1 << 15) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    correlation_id: int
-    error: ErrorCode
-    message: str | None
-    body: Response | None
-
-
 @dataclass
 class _Pending:
     """A request waiting on Completions, one slot per partition or topic."""
@@ -91,7 +94,7 @@ class _Pending:
     stage: list[int] = field(default_factory=list)
 
 
-class RequestHandler:
+class RequestHandler(GroupRequests):
     def __init__(
         self, node: BrokerNode, versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS
     ) -> None:
@@ -512,6 +515,13 @@ _ROUTES: Mapping[ApiKey, _Route] = dict(
         _answer(ListOffsetsRequest, RequestHandler._list_offsets),
         _handler(InitProducerIdRequest, RequestHandler._init_producer_id),
         _answer(DescribeClusterRequest, lambda h, _: h.describe_cluster()),
+        _handler(FindCoordinatorRequest, RequestHandler._find_coordinator),
+        _handler(GroupHeartbeatRequest, RequestHandler._group_heartbeat),
+        _handler(OffsetCommitRequest, RequestHandler._offset_commit),
+        _handler(OffsetFetchRequest, RequestHandler._offset_fetch),
+        _answer(ListGroupsRequest, RequestHandler._list_groups),
+        _answer(DescribeGroupsRequest, RequestHandler._describe_groups),
+        _handler(DeleteGroupsRequest, RequestHandler._delete_groups),
     )
 )
 assert set(_ROUTES) == set(ApiKey)
@@ -522,5 +532,8 @@ _FINISHERS: Mapping[ApiKey, _Finisher] = dict(
         _finisher(CreateTopicsRequest, RequestHandler._create_topics_done),
         _finisher(DeleteTopicsRequest, RequestHandler._delete_topics_done),
         _finisher(InitProducerIdRequest, RequestHandler._init_producer_id_done),
+        _finisher(GroupHeartbeatRequest, RequestHandler._heartbeat_done),
+        _finisher(OffsetCommitRequest, RequestHandler._commit_done),
+        _finisher(DeleteGroupsRequest, RequestHandler._delete_groups_done),
     )
 )

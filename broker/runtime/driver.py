@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -292,8 +293,9 @@ class Driver:
             except Exception as e:
                 self.peer_input_errors += 1
                 self._faults.report("peer input", e)
+        wall_ms = time.time_ns() // 1_000_000
         for _ in range(self._ticks):
-            node.tick()
+            node.tick(wall_ms)
             self.peer_requests.tick()
         self._ticks = 0
         while self._inbox:

@@ -6,8 +6,8 @@ A machine's keyed records (the partition log's offset index: key = base offset) 
 
 A round is persisted in two steps (the driver's `_round`, and tests): `round_writes(store,
 rnd)` is the ONE synced WriteRound (Readies, then each machine's writes: its apply state,
-its records deleted below a key, its new records; dropped groups are deleted on their own
-first); once it
+its records deleted (below a key, and by key), its new records; dropped groups are deleted
+on their own first); once it
 is durable, `write_compactions(store, rnd)` records each snapshot the node took and compacts
 the log behind it (synced writes of their own, so the apply state the round carried is on
 disk before a compaction that relies on it).
@@ -53,6 +53,8 @@ def round_writes(store: RocksStore, rnd: Round) -> WriteRound:
             wr.put_apply(gid, w.state)
         if w.delete_below is not None:
             wr.delete_offsets_range(gid, 0, w.delete_below)
+        for key in w.deleted:
+            wr.delete_offsets_range(gid, key, key + 1)
         for key, value in w.records:
             wr.put_offset(gid, key, value)
     for gid in rnd.dropped_groups:

@@ -28,6 +28,13 @@ class ApiKey(IntEnum):
     LIST_OFFSETS = 6
     INIT_PRODUCER_ID = 7
     DESCRIBE_CLUSTER = 8
+    FIND_COORDINATOR = 9
+    GROUP_HEARTBEAT = 10
+    OFFSET_COMMIT = 11
+    OFFSET_FETCH = 12
+    LIST_GROUPS = 13
+    DESCRIBE_GROUPS = 14
+    DELETE_GROUPS = 15
 
 
 VersionRange = tuple[int, int]
@@ -43,6 +50,13 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.LIST_OFFSETS: (0, 0),
     ApiKey.INIT_PRODUCER_ID: (0, 0),
     ApiKey.DESCRIBE_CLUSTER: (0, 0),
+    ApiKey.FIND_COORDINATOR: (0, 0),
+    ApiKey.GROUP_HEARTBEAT: (0, 0),
+    ApiKey.OFFSET_COMMIT: (0, 0),
+    ApiKey.OFFSET_FETCH: (0, 0),
+    ApiKey.LIST_GROUPS: (0, 0),
+    ApiKey.DESCRIBE_GROUPS: (0, 0),
+    ApiKey.DELETE_GROUPS: (0, 0),
 }
 """The versions of each API this code can encode and decode."""
 

@@ -21,10 +21,16 @@ class ErrorCode(IntEnum):
     REQUEST_TIMED_OUT = 7
     MESSAGE_TOO_LARGE = 10
     NETWORK_EXCEPTION = 13
+    COORDINATOR_LOAD_IN_PROGRESS = 14
+    COORDINATOR_NOT_AVAILABLE = 15
+    NOT_COORDINATOR = 16
     INVALID_TOPIC = 17
     RECORD_LIST_TOO_LARGE = 18
     NOT_ENOUGH_REPLICAS = 19
     INVALID_REQUIRED_ACKS = 21
+    INVALID_GROUP_ID = 24
+    UNKNOWN_MEMBER_ID = 25
+    INVALID_SESSION_TIMEOUT = 26
     UNSUPPORTED_VERSION = 35
     TOPIC_ALREADY_EXISTS = 36
     INVALID_PARTITIONS = 37
@@ -37,12 +43,19 @@ class ErrorCode(IntEnum):
     INVALID_PRODUCER_EPOCH = 47
     STORAGE_ERROR = 56
     UNKNOWN_PRODUCER_ID = 59
+    NON_EMPTY_GROUP = 68
+    GROUP_ID_NOT_FOUND = 69
     THROTTLED = 89
+    FENCED_MEMBER_EPOCH = 110
+    UNRELEASED_INSTANCE_ID = 111
+    UNSUPPORTED_ASSIGNOR = 112
+    STALE_MEMBER_EPOCH = 113
     # Sluice's own codes.
     INVALID_FRAME = 1000
     FRAME_TOO_LARGE = 1001
     BACKPRESSURE = 1002
     NOT_READY = 1003
+    INVALID_REGULAR_EXPRESSION = 1004
 
     @property
     def retriable(self) -> bool:
@@ -97,6 +110,25 @@ _INFO: dict[ErrorCode, tuple[bool, str]] = {
     ErrorCode.FRAME_TOO_LARGE: (False, "the frame is larger than the peer accepts"),
     ErrorCode.BACKPRESSURE: (True, "the broker is overloaded; retry after a pause"),
     ErrorCode.NOT_READY: (True, "the broker is still starting"),
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS: (True, "the coordinator is still loading its state"),
+    ErrorCode.COORDINATOR_NOT_AVAILABLE: (True, "the group's coordinator is not available yet"),
+    ErrorCode.NOT_COORDINATOR: (True, "this broker is not the group's coordinator"),
+    ErrorCode.INVALID_GROUP_ID: (False, "the group id is invalid"),
+    ErrorCode.UNKNOWN_MEMBER_ID: (False, "the member is not in the group (expired or left)"),
+    ErrorCode.INVALID_SESSION_TIMEOUT: (False, "the session timeout is outside the bounds"),
+    ErrorCode.NON_EMPTY_GROUP: (False, "the group has live members"),
+    ErrorCode.GROUP_ID_NOT_FOUND: (False, "no such group"),
+    ErrorCode.FENCED_MEMBER_EPOCH: (False, "the member epoch is not the member's: rejoin"),
+    ErrorCode.UNRELEASED_INSTANCE_ID: (
+        True,
+        "another member holds this instance id until it leaves or its session expires",
+    ),
+    ErrorCode.UNSUPPORTED_ASSIGNOR: (False, "the broker has no assignor of that name"),
+    ErrorCode.STALE_MEMBER_EPOCH: (
+        True,
+        "the member's view is behind (its epoch moved, or the partition is not its own)",
+    ),
+    ErrorCode.INVALID_REGULAR_EXPRESSION: (False, "the subscription's pattern does not compile"),
 }
 assert set(_INFO) == set(ErrorCode), "every ErrorCode needs a row in _INFO"
 

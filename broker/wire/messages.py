@@ -30,6 +30,22 @@ from typing import ClassVar, TypeAlias
 from broker.wire import schema as s
 from broker.wire.api import ApiKey
 from broker.wire.errors import ErrorCode, short_message
+from broker.wire.group_messages import (
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    GroupHeartbeatRequest,
+    GroupHeartbeatResponse,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+)
 from broker.wire.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
@@ -1314,6 +1330,13 @@ Request: TypeAlias = (
     | ListOffsetsRequest
     | InitProducerIdRequest
     | DescribeClusterRequest
+    | FindCoordinatorRequest
+    | GroupHeartbeatRequest
+    | OffsetCommitRequest
+    | OffsetFetchRequest
+    | ListGroupsRequest
+    | DescribeGroupsRequest
+    | DeleteGroupsRequest
 )
 
 Response: TypeAlias = (
@@ -1326,4 +1349,11 @@ Response: TypeAlias = (
     | ListOffsetsResponse
     | InitProducerIdResponse
     | DescribeClusterResponse
+    | FindCoordinatorResponse
+    | GroupHeartbeatResponse
+    | OffsetCommitResponse
+    | OffsetFetchResponse
+    | ListGroupsResponse
+    | DescribeGroupsResponse
+    | DeleteGroupsResponse
 )

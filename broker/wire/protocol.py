@@ -35,6 +35,22 @@ from broker.wire import cbor, schema
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.errors import MAX_ERROR_MESSAGE, ErrorCode, WireError, short_message
 from broker.wire.frames import encode_frame
+from broker.wire.group_messages import (
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    GroupHeartbeatRequest,
+    GroupHeartbeatResponse,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+)
 from broker.wire.limits import DEFAULT_LIMITS, INT32_MAX, INT32_MIN, Limits, client_id_problem
 from broker.wire.messages import (
     ApiVersionsRequest,
@@ -83,6 +99,13 @@ REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.LIST_OFFSETS: ListOffsetsRequest,
     ApiKey.INIT_PRODUCER_ID: InitProducerIdRequest,
     ApiKey.DESCRIBE_CLUSTER: DescribeClusterRequest,
+    ApiKey.FIND_COORDINATOR: FindCoordinatorRequest,
+    ApiKey.GROUP_HEARTBEAT: GroupHeartbeatRequest,
+    ApiKey.OFFSET_COMMIT: OffsetCommitRequest,
+    ApiKey.OFFSET_FETCH: OffsetFetchRequest,
+    ApiKey.LIST_GROUPS: ListGroupsRequest,
+    ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest,
+    ApiKey.DELETE_GROUPS: DeleteGroupsRequest,
 }
 
 RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
@@ -95,6 +118,13 @@ RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
     ApiKey.LIST_OFFSETS: ListOffsetsResponse,
     ApiKey.INIT_PRODUCER_ID: InitProducerIdResponse,
     ApiKey.DESCRIBE_CLUSTER: DescribeClusterResponse,
+    ApiKey.FIND_COORDINATOR: FindCoordinatorResponse,
+    ApiKey.GROUP_HEARTBEAT: GroupHeartbeatResponse,
+    ApiKey.OFFSET_COMMIT: OffsetCommitResponse,
+    ApiKey.OFFSET_FETCH: OffsetFetchResponse,
+    ApiKey.LIST_GROUPS: ListGroupsResponse,
+    ApiKey.DESCRIBE_GROUPS: DescribeGroupsResponse,
+    ApiKey.DELETE_GROUPS: DeleteGroupsResponse,
 }
 assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
 assert all(t.API_KEY is k for k, t in REQUEST_TYPES.items())

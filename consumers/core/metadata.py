@@ -93,6 +93,13 @@ class MetadataCache:
                 topic.name, tuple(merged), topic.replication_factor, dict(topic.config)
             )
 
+    def learn_broker(self, broker_id: int, host: str, port: int) -> None:
+        """A broker named outside a METADATA answer (FIND_COORDINATOR): keep its address,
+        and its rack if the cache knew it at that address."""
+        known = self.brokers.get(broker_id)
+        if known is None or (known.host, known.port) != (host, port):
+            self.brokers[broker_id] = BrokerAddress(broker_id, host, port)
+
     def invalidate(self, tp: TopicPartition) -> None:
         """The leader answered NOT_LEADER: forget it, keeping its term as the floor."""
         topic = self.topics.get(tp[0])

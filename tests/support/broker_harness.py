@@ -86,6 +86,8 @@ class MemGroupStore:
             if w.delete_below is not None:
                 for key in [k for k in records if k < w.delete_below]:
                     del records[key]
+            for key in w.deleted:
+                records.pop(key, None)
             records.update(w.records)
         for gid in rnd.dropped_groups:
             if gid in self.logs:

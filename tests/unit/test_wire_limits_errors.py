@@ -98,10 +98,16 @@ def test_error_codes_use_kafkas_numbers() -> None:
         "REQUEST_TIMED_OUT": 7,
         "MESSAGE_TOO_LARGE": 10,
         "NETWORK_EXCEPTION": 13,
+        "COORDINATOR_LOAD_IN_PROGRESS": 14,
+        "COORDINATOR_NOT_AVAILABLE": 15,
+        "NOT_COORDINATOR": 16,
         "INVALID_TOPIC": 17,
         "RECORD_LIST_TOO_LARGE": 18,
         "NOT_ENOUGH_REPLICAS": 19,
         "INVALID_REQUIRED_ACKS": 21,
+        "INVALID_GROUP_ID": 24,
+        "UNKNOWN_MEMBER_ID": 25,
+        "INVALID_SESSION_TIMEOUT": 26,
         "UNSUPPORTED_VERSION": 35,
         "TOPIC_ALREADY_EXISTS": 36,
         "INVALID_PARTITIONS": 37,
@@ -114,13 +120,20 @@ def test_error_codes_use_kafkas_numbers() -> None:
         "INVALID_PRODUCER_EPOCH": 47,
         "STORAGE_ERROR": 56,
         "UNKNOWN_PRODUCER_ID": 59,
+        "NON_EMPTY_GROUP": 68,
+        "GROUP_ID_NOT_FOUND": 69,
         "THROTTLED": 89,
+        "FENCED_MEMBER_EPOCH": 110,
+        "UNRELEASED_INSTANCE_ID": 111,
+        "UNSUPPORTED_ASSIGNOR": 112,
+        "STALE_MEMBER_EPOCH": 113,
     }
     sluice = {
         "INVALID_FRAME": 1000,
         "FRAME_TOO_LARGE": 1001,
         "BACKPRESSURE": 1002,
         "NOT_READY": 1003,
+        "INVALID_REGULAR_EXPRESSION": 1004,
     }
     assert {code.name: int(code) for code in ErrorCode} == kafka | sluice
 

@@ -122,9 +122,66 @@ class GroupMembership:
         self._changed({})
         return Outcome.OK
 
+    def refresh(
+        self, partitions: Mapping[str, int], topics_of: Mapping[str, frozenset[str]]
+    ) -> None:
+        """The leader saw new partition counts, or new topics matching members' patterns
+        (`topics_of`: member -> its whole resolved subscription): a new target if anything
+        differs."""
+        changed = any(self.partitions.get(t) != n for t, n in partitions.items())
+        for member_id, topics in topics_of.items():
+            m = self.members.get(member_id)
+            if m is not None and m.topics != topics:
+                m.topics = topics
+                changed = True
+        if changed:
+            self._changed(partitions)
+
     def may_commit(self, member_id: str, member_epoch: int) -> bool:
         m = self.members.get(member_id)
         return m is not None and m.epoch == member_epoch
+
+    def replace(self, old_id: str, new_id: str) -> HeartbeatAnswer:
+        """A static member's new incarnation takes over `old_id`'s place (its epoch, target
+        and held partitions): no new group epoch, nothing moves. The old id is fenced."""
+        m = self.members.pop(old_id)
+        m.member_id = new_id
+        self.members[new_id] = m
+        if old_id in self.target:
+            self.target[new_id] = self.target.pop(old_id)
+        return self._reconcile(m)
+
+    def peek(
+        self,
+        member_id: str,
+        member_epoch: int,
+        topics: frozenset[str],
+        owned: frozenset[TopicPartition],
+        partitions: Mapping[str, int],
+    ) -> HeartbeatAnswer | None:
+        """The answer `heartbeat` would give when it would change nothing (an idle member's
+        heartbeat: answered without a Raft entry), else None. Never mutates."""
+        m = self.members.get(member_id)
+        if member_epoch == 0:
+            return None
+        if m is None or member_epoch not in (m.epoch, m.previous_epoch):
+            return HeartbeatAnswer(Outcome.FENCED)
+        if (
+            topics != m.topics
+            or any(partitions.get(t) != self.partitions.get(t) for t in topics)
+            or not m.held <= owned
+        ):
+            return None
+        target = self.target.get(member_id, frozenset())
+        if m.held <= target and m.epoch != self.epoch:
+            return None  # it would move to the group epoch
+        free = target - m.held
+        if free and any(
+            not any(tp in other.held for other in self.members.values() if other is not m)
+            for tp in free
+        ):
+            return None  # it would gain a partition nobody holds
+        return HeartbeatAnswer(Outcome.OK, m.epoch, frozenset(m.held & target))
 
     # -- inside -------------------------------------------------------------------------------
 
