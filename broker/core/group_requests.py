@@ -104,15 +104,17 @@ class GroupRequests:
         service = self.node.group_service
         session = service.session_ms(req.session_timeout_ms) or service.config.session_timeout_ms
         assignment: tuple[TopicPartitions, ...] = ()
+        waiting = False
         if req.member_epoch in (LEAVE_EPOCH, TEMPORARY_LEAVE_EPOCH):
             epoch = req.member_epoch
         else:
             assert isinstance(value, HeartbeatAnswer)
             epoch, assignment = value.member_epoch, to_topic_partitions(value.assigned)
+            waiting = value.waiting
         body = GroupHeartbeatResponse(
             member_id=req.member_id,
             member_epoch=epoch,
-            heartbeat_interval_ms=service.interval_ms(session),
+            heartbeat_interval_ms=service.interval_ms(session, waiting=waiting),
             session_timeout_ms=session,
             assignment=assignment,
         )

@@ -68,6 +68,8 @@ class HeartbeatAnswer:
     assigned: frozenset[TopicPartition] = frozenset()
     """What the member may own now: the partitions it holds that stay in its target, plus the
     target partitions nobody holds. What it holds outside this set it must release."""
+    waiting: bool = False
+    """Its target has partitions another member still holds (it should ask again soon)."""
 
 
 class GroupMembership:
@@ -181,7 +183,8 @@ class GroupMembership:
             for tp in free
         ):
             return None  # it would gain a partition nobody holds
-        return HeartbeatAnswer(Outcome.OK, m.epoch, frozenset(m.held & target))
+        assigned = frozenset(m.held & target)
+        return HeartbeatAnswer(Outcome.OK, m.epoch, assigned, len(assigned) < len(target))
 
     # -- inside -------------------------------------------------------------------------------
 
@@ -209,4 +212,4 @@ class GroupMembership:
         if m.held <= target and m.epoch != self.epoch:
             # Nothing left to revoke: reconciled to the group epoch.
             m.previous_epoch, m.epoch = m.epoch, self.epoch
-        return HeartbeatAnswer(Outcome.OK, m.epoch, assigned)
+        return HeartbeatAnswer(Outcome.OK, m.epoch, assigned, len(assigned) < len(target))

@@ -58,6 +58,7 @@ from broker.wire.group_messages import (
 )
 
 OFFSETS_TOPIC = "__consumer_offsets"
+WAITING_INTERVAL_MS = 200
 
 _NESTED_QUANTIFIER = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")
 """A quantified group that itself contains a quantifier: the shape of catastrophic
@@ -157,8 +158,12 @@ class GroupService:
             return requested
         return None
 
-    def interval_ms(self, session_ms: int) -> int:
-        return max(1, min(self.config.heartbeat_interval_ms, session_ms // 3))
+    def interval_ms(self, session_ms: int, *, waiting: bool = False) -> int:
+        """How soon a member heartbeats again: the configured interval (at most a third of
+        its session), or WAITING_INTERVAL_MS while partitions of its target are still held
+        by others (they are released at their owners' next heartbeats)."""
+        interval = max(1, min(self.config.heartbeat_interval_ms, session_ms // 3))
+        return min(interval, WAITING_INTERVAL_MS) if waiting else interval
 
     def heartbeat(
         self, token: int, slot: int, req: GroupHeartbeatRequest, client_id: str | None
