@@ -302,8 +302,9 @@ class CoordinatorLoadInProgressError(CoordinatorError):
 
 
 class GroupMemberError(SluiceError):
-    """The coordinator refused this member: it is not (or no longer) the member it says.
-    A consumer that gets one has lost its partitions and rejoins."""
+    """The coordinator refused this member's view. Fenced or unknown: the member has lost
+    its partitions and rejoins; stale epoch or unreleased instance id (retriable): it
+    heartbeats, then tries again."""
 
     default_code = ErrorCode.FENCED_MEMBER_EPOCH
 

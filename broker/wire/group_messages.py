@@ -18,6 +18,7 @@ names the bad field).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -55,7 +56,7 @@ def _identifier(value: object, path: str) -> str:
     text = s.nonempty_text(value, path)
     if len(text) > MAX_GROUP_ID:
         s.fail(path, f"{len(text)} characters exceed {MAX_GROUP_ID}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if any(unicodedata.category(c) == "Cc" for c in text):
         s.fail(path, "must not contain control characters")
     return text
 
@@ -379,12 +380,13 @@ class OffsetCommitRequest:
             for i, v in enumerate(s.array(b["topics"], "topics", limits))
         )
         s.unique([t.topic for t in topics], "topics", "topic")
-        return cls(
-            group_id=group_id(b["group_id"], "group_id"),
-            member_id=_member_id(b["member_id"], "member_id"),
-            member_epoch=s.int32(b["member_epoch"], "member_epoch", ADMIN_EPOCH),
-            topics=topics,
-        )
+        member = _member_id(b["member_id"], "member_id")
+        epoch = s.int32(b["member_epoch"], "member_epoch", ADMIN_EPOCH)
+        if (member == "") != (epoch == ADMIN_EPOCH):
+            s.fail("member_epoch", 'an operator commits with member_id "" and epoch -1, '
+                   "a member with its id and an epoch >= 0")  # fmt: skip
+        return cls(group_id=group_id(b["group_id"], "group_id"), member_id=member,
+                   member_epoch=epoch, topics=topics)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

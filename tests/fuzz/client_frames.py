@@ -10,8 +10,8 @@ header checks behind it are reached); frames of up to `max_frame_bytes`; bad len
 (0, max + 1, 2**32 - 1, random); truncated frames (then the connection goes on, so later
 frames land inside them, or closes); random bytes.
 A whole frame carries the oracle's prediction for its payload (`predict_request`). Valid
-requests that would write to anything but the fuzzer's own topics are redrawn before
-sending (`safe_request`).
+requests that would write to anything but the fuzzer's own topics, or change any but its own
+consumer groups, are redrawn before sending (`safe_request`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ import random
 import struct
 import zlib
 
-from broker.wire.api import SUPPORTED_VERSIONS
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
 from broker.wire.frames import encode_frame
+from broker.wire.group_messages import (
+    DeleteGroupsRequest,
+    GroupHeartbeatRequest,
+    OffsetCommitRequest,
+)
 from broker.wire.limits import Limits
 from broker.wire.messages import (
     ApiVersionsRequest,
@@ -32,7 +37,13 @@ from broker.wire.messages import (
     Request,
 )
 from broker.wire.protocol import encode_request
-from tests.fuzz.corpus import FUZZ_TOPICS, MAX_FUZZ_PARTITIONS, ClientCorpus
+from tests.fuzz.corpus import (
+    FUZZ_GROUPS,
+    FUZZ_MEMBERS,
+    FUZZ_TOPICS,
+    MAX_FUZZ_PARTITIONS,
+    ClientCorpus,
+)
 from tests.fuzz.mutate import Head, Indefinite, Mutator, Nest, Node, encode
 from tests.fuzz.oracle import predict_request
 from tests.fuzz.planned import Planned, weights
@@ -52,6 +63,27 @@ def safe_request(request: Request | None) -> bool:
             and t.replication_factor <= 3
             for t in request.topics
         )
+    # Consumer groups: only the fuzzer's groups and members change, and only offsets of its
+    # own topics' partitions are committed (a mutated name would add a group, a member or an
+    # offset the broker keeps, and the run's state would grow without bound).
+    if isinstance(request, GroupHeartbeatRequest):
+        return (
+            request.group_id in FUZZ_GROUPS
+            and request.member_id in FUZZ_MEMBERS
+            and request.instance_id in (None, *FUZZ_MEMBERS)
+        )
+    if isinstance(request, OffsetCommitRequest):
+        return (
+            request.group_id in FUZZ_GROUPS
+            and request.member_id in ("", *FUZZ_MEMBERS)
+            and all(
+                t.topic in FUZZ_TOPICS and p.partition < MAX_FUZZ_PARTITIONS
+                for t in request.topics
+                for p in t.partitions
+            )
+        )
+    if isinstance(request, DeleteGroupsRequest):
+        return all(g in FUZZ_GROUPS for g in request.group_ids)
     return True
 
 
@@ -73,6 +105,8 @@ CLIENT_KINDS = weights(
 
 
 ENVELOPE_KEYS = ("api_key", "api_version", "correlation_id", "client_id", "body")
+_NEXT_API = max(ApiKey) + 1
+"""The first API key this version does not know."""
 
 
 class ClientFrames:
@@ -200,8 +234,10 @@ class ClientFrames:
         m = self.mutator
         env = self._envelope()
         op = r.randrange(8)
-        if op == 0:
-            env[0] = r.choice((-1, 9, 10, 99, 255, 2**15 - 1, 2**15, 2**16, m.random_int()))
+        if op == 0:  # an API this version does not know (just past the last one, or far)
+            env[0] = r.choice(
+                (-1, _NEXT_API, _NEXT_API + 1, 99, 255, 2**15 - 1, 2**15, 2**16, m.random_int())
+            )
         elif op == 1:
             env[1] = r.choice((1, -1, 2, 2**15 - 1, 2**15, m.random_int()))
         elif op == 2:

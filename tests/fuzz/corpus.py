@@ -11,6 +11,10 @@ What they name is chosen so that a *valid* request cannot damage what the live r
 writes (produce, create, delete) go to the fuzzer's own topics (`FUZZ_TOPICS`), reads may
 also name the checked topics; the fuzzer re-checks every mutated input the same way
 (`client_frames.py`, `peer_frames.py`), since a mutation can turn one name into another.
+Consumer-group requests that change a group (heartbeats, commits, deletes) name only the
+fuzzer's own groups and members (`FUZZ_GROUPS`, `FUZZ_MEMBERS`) and commit offsets only of
+FUZZ_TOPICS partitions, so the groups, members and offsets the broker keeps stay few however
+long the run; reads (find coordinator, offset fetch, list, describe) may name any group.
 """
 
 from __future__ import annotations
@@ -61,6 +65,20 @@ from broker.core.raft.types import (
 )
 from broker.wire.batch import Record, encode_batch
 from broker.wire.errors import ErrorCode
+from broker.wire.group_messages import (
+    MAX_PATTERN,
+    CommitPartition,
+    CommitTopic,
+    CoordinatorType,
+    DeleteGroupsRequest,
+    DescribeGroupsRequest,
+    FindCoordinatorRequest,
+    GroupHeartbeatRequest,
+    ListGroupsRequest,
+    OffsetCommitRequest,
+    OffsetFetchRequest,
+    to_topic_partitions,
+)
 from broker.wire.messages import (
     ApiVersionsRequest,
     CreateTopicsRequest,
@@ -89,6 +107,14 @@ broker's state stays bounded however long the run)."""
 
 MAX_FUZZ_PARTITIONS = 4
 """Most partitions a fuzz topic may have (and most replicas)."""
+
+FUZZ_GROUPS: tuple[str, ...] = tuple(f"fz-group-{i}" for i in range(4))
+"""The only consumer groups valid fuzz requests join, commit to or delete."""
+FUZZ_MEMBERS: tuple[str, ...] = tuple(f"fz-member-{i}" for i in range(4))
+"""The only member ids (and static instance ids) of valid fuzz heartbeats and commits."""
+FUZZ_PATTERNS: tuple[str, ...] = ("fz-.*", "fz-[0-3]", "^fz-1$", "(", "a" * MAX_PATTERN)
+"""Subscription patterns: matching some FUZZ_TOPICS, one that does not compile (answered
+INVALID_REGULAR_EXPRESSION) and the longest allowed."""
 
 Member = tuple[int, int]
 
@@ -123,6 +149,19 @@ class ClientCorpus:
 
     def request(self) -> Request:
         r = self.rng
+        if r.random() < 0.3:  # consumer groups: 7 of the 16 APIs, 30% of the requests
+            return r.choice(
+                (
+                    self.find_coordinator,
+                    self.group_heartbeat,
+                    self.group_heartbeat,
+                    self.offset_commit,
+                    self.offset_fetch,
+                    self.list_groups,
+                    self.describe_groups,
+                    self.delete_groups,
+                )
+            )()
         return r.choice(
             (
                 self.api_versions,
@@ -256,6 +295,86 @@ class ClientCorpus:
             return InitProducerIdRequest()
         return InitProducerIdRequest(
             producer_id=r.randint(0, 2**40), producer_epoch=r.choice((0, 1, 0x7FFF))
+        )
+
+    # -- consumer groups ----------------------------------------------------------------------
+
+    def _group(self) -> str:
+        """A group to read about: mostly the fuzzer's own, sometimes one nobody made."""
+        r = self.rng
+        return r.choice(FUZZ_GROUPS) if r.random() < 0.8 else f"fz-nogroup-{r.randrange(4)}"
+
+    def _fuzz_partitions(self, most: int) -> list[tuple[str, int]]:
+        r = self.rng
+        every = [(t, p) for t in FUZZ_TOPICS[:3] for p in range(MAX_FUZZ_PARTITIONS)]
+        return r.sample(every, r.randint(0, most))
+
+    def find_coordinator(self) -> Request:
+        r = self.rng
+        if r.random() < 0.1:  # a transactional id's coordinator (a later stage: any answer)
+            return FindCoordinatorRequest(key="fz-tx", key_type=CoordinatorType.TRANSACTION)
+        return FindCoordinatorRequest(key=self._group())
+
+    def group_heartbeat(self) -> Request:
+        """A member of a fuzz group joining (epoch 0), leaving (-1, -2) or heartbeating at an
+        epoch that may be its own or not (then it is fenced: any answer is fine)."""
+        r = self.rng
+        topics = sorted({r.choice(FUZZ_TOPICS) for _ in range(r.randint(0, 3))})
+        return GroupHeartbeatRequest(
+            group_id=r.choice(FUZZ_GROUPS),
+            member_id=r.choice(FUZZ_MEMBERS),
+            member_epoch=r.choice((0, 0, 1, 2, -1, -2, r.randint(0, 50))),
+            instance_id=r.choice((None, None, r.choice(FUZZ_MEMBERS))),
+            client_host=r.choice((None, "127.0.0.1")),
+            session_timeout_ms=r.choice((0, 6_000, 45_000)),
+            topics=tuple(topics),
+            pattern=r.choice((None, None, None, r.choice(FUZZ_PATTERNS))),
+            assignor=r.choice((None, None, "uniform", "range", "fz-no-such-assignor")),
+            owned=to_topic_partitions(self._fuzz_partitions(4)),
+        )
+
+    def offset_commit(self) -> Request:
+        """A member's commit (its epoch may be stale) or an operator's (member "", epoch
+        -1), of FUZZ_TOPICS partitions only."""
+        r = self.rng
+        if r.random() < 0.3:
+            member, epoch = "", -1
+        else:
+            member, epoch = r.choice(FUZZ_MEMBERS), r.choice((0, 1, 2, r.randint(0, 50)))
+        by_topic: dict[str, list[CommitPartition]] = {}
+        for topic, partition in sorted(set(self._fuzz_partitions(3))):
+            offset = r.choice((0, 1, r.randint(0, 10_000), 2**63 - 1))
+            meta = r.choice((None, None, "", "fz-meta"))
+            by_topic.setdefault(topic, []).append(
+                CommitPartition(partition=partition, offset=offset, metadata=meta)
+            )
+        return OffsetCommitRequest(
+            group_id=r.choice(FUZZ_GROUPS),
+            member_id=member,
+            member_epoch=epoch,
+            topics=tuple(CommitTopic(topic=t, partitions=tuple(p)) for t, p in by_topic.items()),
+        )
+
+    def offset_fetch(self) -> Request:
+        r = self.rng
+        if r.random() < 0.4:
+            return OffsetFetchRequest(group_id=self._group(), topics=None)
+        tps = [(self._any_topic(), p) for p in range(r.randint(0, 2))]
+        return OffsetFetchRequest(group_id=self._group(), topics=to_topic_partitions(tps))
+
+    def list_groups(self) -> Request:
+        return ListGroupsRequest()
+
+    def describe_groups(self) -> Request:
+        r = self.rng
+        return DescribeGroupsRequest(
+            group_ids=tuple(sorted({self._group() for _ in range(r.randint(0, 3))}))
+        )
+
+    def delete_groups(self) -> Request:
+        r = self.rng
+        return DeleteGroupsRequest(
+            group_ids=tuple(sorted({r.choice(FUZZ_GROUPS) for _ in range(r.randint(1, 2))}))
         )
 
 

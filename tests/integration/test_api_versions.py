@@ -2,7 +2,12 @@
 every API it advertises answers at every advertised version; one version past the max is
 refused with UNSUPPORTED_VERSION naming the API, the version and the range, and the
 connection goes on; API_VERSIONS past its max is refused *with* the ranges; PRODUCE v1 keeps
-or refuses a trace context, and FETCH v1 says where to fetch next."""
+or refuses a trace context, and FETCH v1 says where to fetch next.
+
+The consumer-group APIs answer like the others once the broker's group coordinator is up: a
+fresh broker may first answer them COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS or
+NOT_COORDINATOR (retriable: the coordinator's partition is being created or loaded), for at
+most COORDINATOR_WAIT_S; after that every group API must succeed."""
 
 from __future__ import annotations
 
@@ -10,10 +15,30 @@ import os
 from collections.abc import Callable
 
 import pytest
+import trio
 
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
 from broker.wire.batch import Record, encode_batch
 from broker.wire.errors import ErrorCode
+from broker.wire.group_messages import (
+    CommitPartition,
+    CommittedOffset,
+    CommitTopic,
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    GroupHeartbeatRequest,
+    GroupHeartbeatResponse,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+)
 from broker.wire.messages import (
     ApiVersionsRequest,
     ApiVersionsResponse,
@@ -43,11 +68,37 @@ from broker.wire.messages import (
     Request,
     Response,
 )
+from broker.wire.protocol import ResponseEnvelope
 from tests.integration.wire_client import RawClient
 from tests.support.harness import BrokerProcess
 
 MakeBroker = Callable[..., BrokerProcess]
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+GROUP = "api-versions-group"
+"""Joined by one member (GROUP_HEARTBEAT), then described."""
+OPERATOR_GROUP = "api-versions-operator-group"
+"""Never has members: an operator commits its offset, reads it back, then deletes it."""
+COMMITTED = 1
+GROUP_APIS = frozenset(
+    {
+        ApiKey.FIND_COORDINATOR,
+        ApiKey.GROUP_HEARTBEAT,
+        ApiKey.OFFSET_COMMIT,
+        ApiKey.OFFSET_FETCH,
+        ApiKey.LIST_GROUPS,
+        ApiKey.DESCRIBE_GROUPS,
+        ApiKey.DELETE_GROUPS,
+    }
+)
+COORDINATOR_STARTING = frozenset(
+    {
+        ErrorCode.COORDINATOR_NOT_AVAILABLE,
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode.NOT_COORDINATOR,
+    }
+)
+COORDINATOR_WAIT_S = 30.0
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +131,12 @@ def fetch(topic: str, offset: int) -> FetchRequest:
 
 def valid_request(key: ApiKey, version: int) -> Request:
     """A request of `key` that is valid at `version` and succeeds on a broker holding topic
-    "t" (DELETE_TOPICS deletes what CREATE_TOPICS created at the same version: keys are
-    sent in order)."""
+    "t" (DELETE_TOPICS deletes what CREATE_TOPICS created at the same version, DELETE_GROUPS
+    the group OFFSET_COMMIT made: keys are sent in order)."""
     topic = f"made-v{version}"
+    commit = CommitTopic(
+        topic="t", partitions=(CommitPartition(partition=0, offset=COMMITTED, metadata="m"),)
+    )
     return {
         ApiKey.API_VERSIONS: ApiVersionsRequest(),
         ApiKey.METADATA: MetadataRequest(topics=("t",)),
@@ -97,24 +151,84 @@ def valid_request(key: ApiKey, version: int) -> Request:
         ),
         ApiKey.INIT_PRODUCER_ID: InitProducerIdRequest(),
         ApiKey.DESCRIBE_CLUSTER: DescribeClusterRequest(),
+        ApiKey.FIND_COORDINATOR: FindCoordinatorRequest(key=GROUP),
+        ApiKey.GROUP_HEARTBEAT: GroupHeartbeatRequest(
+            group_id=GROUP, member_id=f"member-v{version}", member_epoch=0, topics=("t",)
+        ),
+        ApiKey.OFFSET_COMMIT: OffsetCommitRequest(
+            group_id=OPERATOR_GROUP, member_id="", member_epoch=-1, topics=(commit,)
+        ),
+        ApiKey.OFFSET_FETCH: OffsetFetchRequest(group_id=OPERATOR_GROUP),
+        ApiKey.LIST_GROUPS: ListGroupsRequest(),
+        ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest(group_ids=(GROUP,)),
+        ApiKey.DELETE_GROUPS: DeleteGroupsRequest(group_ids=(OPERATOR_GROUP,)),
     }[key]
 
 
-def succeeded(body: Response | None) -> bool:
-    """The answer's own errors (per topic, per partition) are all NONE."""
-    if isinstance(body, (CreateTopicsResponse, DeleteTopicsResponse)):
-        return all(t.error is ErrorCode.NONE for t in body.topics)
+def _errors(body: Response | None) -> list[ErrorCode]:
+    """The answer's own errors (per topic, per partition, per group)."""
+    if isinstance(body, (CreateTopicsResponse, DeleteTopicsResponse, MetadataResponse)):
+        return [t.error for t in body.topics]
     if isinstance(body, (ProduceResponse, FetchResponse, ListOffsetsResponse)):
-        return all(p.error is ErrorCode.NONE for t in body.topics for p in t.partitions)
-    if isinstance(body, MetadataResponse):
-        return all(t.error is ErrorCode.NONE for t in body.topics)
-    return isinstance(body, (ApiVersionsResponse, InitProducerIdResponse, DescribeClusterResponse))
+        return [p.error for t in body.topics for p in t.partitions]
+    if isinstance(body, OffsetCommitResponse):
+        return [p.error for t in body.topics for p in t.partitions]
+    if isinstance(body, (DescribeGroupsResponse, DeleteGroupsResponse)):
+        return [g.error for g in body.groups]
+    return []
+
+
+def succeeded(body: Response | None) -> bool:
+    """The answer's own errors are all NONE, and a group answer says what was asked: the
+    member joined (an epoch past 0), the operator's offset reads back, each group is known."""
+    if any(error is not ErrorCode.NONE for error in _errors(body)):
+        return False
+    if isinstance(body, GroupHeartbeatResponse):
+        return body.member_epoch > 0 and any(t.topic == "t" for t in body.assignment)
+    if isinstance(body, OffsetFetchResponse):
+        return CommittedOffset(topic="t", partition=0, offset=COMMITTED, metadata="m") in (
+            body.offsets
+        )
+    if isinstance(body, OffsetCommitResponse):
+        return len(body.topics) == 1 and len(body.topics[0].partitions) == 1
+    if isinstance(body, (DescribeGroupsResponse, DeleteGroupsResponse)):
+        return len(body.groups) == 1
+    return isinstance(
+        body,
+        (
+            ApiVersionsResponse,
+            InitProducerIdResponse,
+            DescribeClusterResponse,
+            CreateTopicsResponse,
+            DeleteTopicsResponse,
+            MetadataResponse,
+            ProduceResponse,
+            FetchResponse,
+            ListOffsetsResponse,
+            FindCoordinatorResponse,
+            ListGroupsResponse,
+        ),
+    )
+
+
+async def call_coordinator(c: RawClient, request: Request, version: int) -> ResponseEnvelope:
+    """`request` at `version`, sent again while the answer says the group coordinator is
+    still starting (a fresh broker's), for at most COORDINATOR_WAIT_S."""
+    deadline = trio.current_time() + COORDINATOR_WAIT_S
+    while True:
+        envelope = await c.call(request, api_version=version)
+        starting = envelope.error in COORDINATOR_STARTING or any(
+            e in COORDINATOR_STARTING for e in _errors(envelope.body)
+        )
+        if not starting or trio.current_time() > deadline:
+            return envelope
+        await trio.sleep(0.1)
 
 
 async def test_every_advertised_version_answers_and_the_next_one_is_refused(
     broker_factory: MakeBroker,
 ) -> None:
-    _, c = await started(broker_factory)
+    b, c = await started(broker_factory)
     answer = await c.call(ApiVersionsRequest())
     assert answer.error is ErrorCode.NONE and isinstance(answer.body, ApiVersionsResponse)
     advertised = answer.body.versions()
@@ -130,12 +244,25 @@ async def test_every_advertised_version_answers_and_the_next_one_is_refused(
         key = ApiKey(raw_key)
         for version in range(low, high + 1):
             request = valid_request(key, version)
-            envelope = await c.call(request, api_version=version)
+            if key in GROUP_APIS:
+                envelope = await call_coordinator(c, request, version)
+            else:
+                envelope = await c.call(request, api_version=version)
             assert envelope.error is ErrorCode.NONE, (key, version, envelope.message)
             assert envelope.body is not None and envelope.body.API_KEY is key
             assert succeeded(envelope.body), (key, version, envelope.body)
+            if isinstance(envelope.body, FindCoordinatorResponse):  # a single broker: itself
+                assert (envelope.body.node_id, envelope.body.port) == (b.node_id, b.client_port)
+            if isinstance(envelope.body, ListGroupsResponse):
+                assert GROUP in {g.group_id for g in envelope.body.groups}, envelope.body
+            if isinstance(envelope.body, DescribeGroupsResponse):
+                (group,) = envelope.body.groups
+                assert group.group_id == GROUP and "member-v0" in {
+                    m.member_id for m in group.members
+                }, group
             answered.append((key, version))
     assert (ApiKey.FETCH, 1) in answered and (ApiKey.PRODUCE, 1) in answered
+    assert {key for key, _ in answered} >= GROUP_APIS
     assert len(answered) == sum(high - low + 1 for low, high in advertised.values())
 
     for raw_key, (low, high) in sorted(advertised.items()):

@@ -13,16 +13,32 @@ from consumers.errors import (
     BrokerUnavailableError,
     BufferFull,
     ClientClosedError,
+    CoordinatorError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     CorruptBatch,
+    FencedMemberEpochError,
+    GroupError,
+    GroupIdNotFoundError,
+    GroupMemberError,
     GroupsNotSupported,
+    InvalidGroupIdError,
+    InvalidRegularExpressionError,
+    InvalidSessionTimeoutError,
     LeaderNotAvailableError,
     LeadershipError,
+    NonEmptyGroupError,
+    NotCoordinatorError,
     NotLeaderError,
     ProducerFencedError,
     SluiceError,
+    StaleMemberEpochError,
     StorageError,
     TransactionsNotSupported,
+    UnknownMemberIdError,
     UnknownTopicError,
+    UnreleasedInstanceIdError,
+    UnsupportedAssignorError,
     error_for,
 )
 
@@ -100,3 +116,80 @@ def test_client_side_errors() -> None:
         e = cls("later")
         assert isinstance(e, NotImplementedError) and isinstance(e, SluiceError)
         assert not e.retriable
+
+
+# Consumer groups: (code, its wire number, its class, its family, retriable), as the table in
+# broker/wire/errors.py says (a second statement of it, as the test's oracle).
+GROUP_CODES: list[tuple[ErrorCode, int, type[SluiceError], type[SluiceError], bool]] = [
+    (
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        14,
+        CoordinatorLoadInProgressError,
+        CoordinatorError,
+        True,
+    ),
+    (ErrorCode.COORDINATOR_NOT_AVAILABLE, 15, CoordinatorNotAvailableError, CoordinatorError, True),
+    (ErrorCode.NOT_COORDINATOR, 16, NotCoordinatorError, CoordinatorError, True),
+    (ErrorCode.INVALID_GROUP_ID, 24, InvalidGroupIdError, GroupError, False),
+    (ErrorCode.UNKNOWN_MEMBER_ID, 25, UnknownMemberIdError, GroupMemberError, False),
+    (ErrorCode.INVALID_SESSION_TIMEOUT, 26, InvalidSessionTimeoutError, GroupError, False),
+    (ErrorCode.NON_EMPTY_GROUP, 68, NonEmptyGroupError, GroupError, False),
+    (ErrorCode.GROUP_ID_NOT_FOUND, 69, GroupIdNotFoundError, GroupError, False),
+    (ErrorCode.FENCED_MEMBER_EPOCH, 110, FencedMemberEpochError, GroupMemberError, False),
+    (ErrorCode.UNRELEASED_INSTANCE_ID, 111, UnreleasedInstanceIdError, GroupMemberError, True),
+    (ErrorCode.UNSUPPORTED_ASSIGNOR, 112, UnsupportedAssignorError, GroupError, False),
+    (ErrorCode.STALE_MEMBER_EPOCH, 113, StaleMemberEpochError, GroupMemberError, True),
+    (ErrorCode.INVALID_REGULAR_EXPRESSION, 1004, InvalidRegularExpressionError, GroupError, False),
+]
+GROUP_FAMILIES = (CoordinatorError, GroupMemberError, GroupError)
+
+
+@pytest.mark.parametrize(
+    ("code", "number", "cls", "family", "retriable"),
+    GROUP_CODES,
+    ids=[row[0].name for row in GROUP_CODES],
+)
+def test_group_codes_map_to_their_classes(
+    code: ErrorCode,
+    number: int,
+    cls: type[SluiceError],
+    family: type[SluiceError],
+    retriable: bool,
+) -> None:
+    assert int(code) == number and ErrorCode.from_wire(number) is code
+    assert ERROR_CLASSES[code] is cls and cls.default_code is code
+    e = error_for(code, "m")
+    assert type(e) is cls and e.code is code and e.message == "m"
+    assert isinstance(e, family)
+    assert [f for f in GROUP_FAMILIES if isinstance(e, f)] == [family]  # one family only
+    assert not isinstance(e, (LeadershipError, errors.InvalidRequestError, GroupsNotSupported))
+    assert e.retriable is retriable is code.retriable
+    assert error_for(code).message == code.description
+    c = copy.copy(e)
+    assert type(c) is cls and c.code is code and c.retriable is retriable
+    assert type(cls()) is cls and cls().code is code  # raised by the client with no code
+
+
+@pytest.mark.parametrize("family", GROUP_FAMILIES, ids=lambda f: f.__name__)
+def test_group_families_hold_exactly_their_codes(family: type[SluiceError]) -> None:
+    held = {code for code, cls in ERROR_CLASSES.items() if issubclass(cls, family)}
+    assert held == {code for code, _, _, f, _ in GROUP_CODES if f is family}
+    assert family not in ERROR_CLASSES.values()  # a family is caught, never raised from a code
+    for name in (
+        family.__name__,
+        *(cls.__name__ for _, _, cls, f, _ in GROUP_CODES if f is family),
+    ):
+        assert name in errors.__all__
+
+
+def test_coordinator_errors_are_retriable_and_member_errors_mostly_not() -> None:
+    """A moved or loading coordinator: find it again and retry. A fenced or unknown member
+    rejoins (retrying the same request cannot succeed); a stale epoch or a held instance id
+    clears with time."""
+    coordinator = [code for code, _, _, f, _ in GROUP_CODES if f is CoordinatorError]
+    assert coordinator and all(error_for(c).retriable for c in coordinator)
+    assert not error_for(ErrorCode.FENCED_MEMBER_EPOCH).retriable
+    assert not error_for(ErrorCode.UNKNOWN_MEMBER_ID).retriable
+    assert error_for(ErrorCode.STALE_MEMBER_EPOCH).retriable
+    assert error_for(ErrorCode.UNRELEASED_INSTANCE_ID).retriable
+    assert not any(error_for(code).retriable for code, _, _, f, _ in GROUP_CODES if f is GroupError)

@@ -22,7 +22,9 @@ The same check function runs on both. What the tests establish, for every input:
   envelope's first items are intact, and never an id the payload did not name; an accepted
   payload is exactly what `encode_request` writes for the decoded request at its version
   (but an API_VERSIONS request outside its range, decoded without its body for the answer
-  that lists the ranges).
+  that lists the ranges). A consumer-group request in a valid envelope whose body was
+  damaged (`check_group_body`) is refused with INVALID_REQUEST exactly, whenever the document
+  is still well-formed CBOR.
 - `decode_response` (`check_response`): only WireError escapes, with the same correlation-id
   rule; a body comes with error NONE or with the API_VERSIONS refusal only; an accepted
   response re-encodes to one that decodes equal.
@@ -132,6 +134,33 @@ from broker.wire.batch import (
 )
 from broker.wire.errors import BatchError, CorruptBatchError, ErrorCode, WireError
 from broker.wire.frames import HEADER_BYTES, FrameDecoder, encode_frame
+from broker.wire.group_messages import (
+    CommitPartition,
+    CommittedOffset,
+    CommitTopic,
+    CoordinatorType,
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
+    DescribedGroup,
+    DescribedMember,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    GroupHeartbeatRequest,
+    GroupHeartbeatResponse,
+    GroupResult,
+    ListedGroup,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+    PartitionError,
+    TopicErrors,
+    TopicPartitions,
+)
 from broker.wire.limits import DEFAULT_LIMITS, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, Limits
 from broker.wire.messages import (
     AbortedTransaction,
@@ -346,6 +375,73 @@ REQUESTS: list[tuple[Request, int, str | None]] = [
     (InitProducerIdRequest(), 4, None),
     (InitProducerIdRequest(transactional_id="tx", producer_id=7, producer_epoch=32767), 5, "c"),
     (DescribeClusterRequest(), 6, "ops"),
+    # Consumer groups: every optional field set in one seed and unset in another, so the
+    # sweep reaches each field's checks both ways (null and present).
+    (FindCoordinatorRequest(key="grp-1"), 7, "c"),
+    (FindCoordinatorRequest(key="tx-é", key_type=CoordinatorType.TRANSACTION), INT32_MAX, None),
+    (
+        GroupHeartbeatRequest(
+            group_id="grp-1",
+            member_id="m-4f2a",
+            member_epoch=3,
+            instance_id="host-a",
+            client_host="/10.0.0.9",
+            session_timeout_ms=45_000,
+            topics=("orders", "audit"),
+            pattern="ord.*",
+            assignor="uniform",
+            owned=(
+                TopicPartitions(topic="orders", partitions=(0, INT32_MAX)),
+                TopicPartitions(topic="audit", partitions=()),
+            ),
+        ),
+        8,
+        "c",
+    ),
+    (GroupHeartbeatRequest(group_id="g", member_id="m", member_epoch=-2), 9, None),
+    (
+        OffsetCommitRequest(
+            group_id="grp-1",
+            member_id="m-4f2a",
+            member_epoch=3,
+            topics=(
+                CommitTopic(
+                    topic="orders",
+                    partitions=(
+                        CommitPartition(partition=0, offset=INT64_MAX, metadata="m"),
+                        CommitPartition(partition=1, offset=0),
+                    ),
+                ),
+            ),
+        ),
+        10,
+        "c",
+    ),
+    (
+        OffsetCommitRequest(
+            group_id="g",
+            member_id="",
+            member_epoch=-1,
+            topics=(CommitTopic(topic="t", partitions=(CommitPartition(partition=2, offset=5),)),),
+        ),
+        11,
+        "ops",
+    ),
+    (OffsetFetchRequest(group_id="grp-1"), 12, None),
+    (
+        OffsetFetchRequest(
+            group_id="grp-1",
+            topics=(
+                TopicPartitions(topic="orders", partitions=(0, 1)),
+                TopicPartitions(topic="audit", partitions=()),
+            ),
+        ),
+        13,
+        "c",
+    ),
+    (ListGroupsRequest(), 14, "ops"),
+    (DescribeGroupsRequest(group_ids=("grp-1", "g")), 15, "ops"),
+    (DeleteGroupsRequest(group_ids=("grp-1",)), 16, "ops"),
 ]
 assert {type(r) for r, _, _ in REQUESTS} == set(REQUEST_TYPES.values())
 REQUEST_PAYLOADS = [encode_request(r, cid, client)[HEADER_BYTES:] for r, cid, client in REQUESTS]
@@ -506,6 +602,105 @@ RESPONSES: list[tuple[Response, int]] = [
             ),
         ),
         INT32_MIN,
+    ),
+    (FindCoordinatorResponse(node_id=2, host="10.0.0.2", port=9092, partition=7), 9),
+    (
+        GroupHeartbeatResponse(
+            member_id="m-4f2a",
+            member_epoch=4,
+            heartbeat_interval_ms=3_000,
+            session_timeout_ms=45_000,
+            assignment=(
+                TopicPartitions(topic="orders", partitions=(0, 2)),
+                TopicPartitions(topic="audit", partitions=()),
+            ),
+        ),
+        10,
+    ),
+    (
+        OffsetCommitResponse(
+            topics=(
+                TopicErrors(
+                    topic="orders",
+                    partitions=(
+                        PartitionError(partition=0, error=ErrorCode.NONE),
+                        PartitionError(
+                            partition=1, error=ErrorCode.STALE_MEMBER_EPOCH, message="stale"
+                        ),
+                    ),
+                ),
+            )
+        ),
+        11,
+    ),
+    (
+        OffsetFetchResponse(
+            offsets=(
+                CommittedOffset(topic="orders", partition=0, offset=10, metadata="m"),
+                CommittedOffset(topic="orders", partition=1, offset=-1),
+            )
+        ),
+        12,
+    ),
+    (
+        ListGroupsResponse(
+            groups=(
+                ListedGroup(group_id="grp-1", state="stable", members=2),
+                ListedGroup(group_id="g", state="empty", members=0),
+            )
+        ),
+        13,
+    ),
+    (
+        DescribeGroupsResponse(
+            groups=(
+                DescribedGroup(
+                    group_id="grp-1",
+                    state="reconciling",
+                    assignor="uniform",
+                    group_epoch=3,
+                    members=(
+                        DescribedMember(
+                            member_id="m-4f2a",
+                            instance_id="host-a",
+                            client_id="c",
+                            client_host="/10.0.0.9",
+                            member_epoch=3,
+                            topics=("orders",),
+                            pattern="ord.*",
+                            assignment=(TopicPartitions(topic="orders", partitions=(0,)),),
+                            revoking=(TopicPartitions(topic="orders", partitions=(1,)),),
+                        ),
+                        DescribedMember(
+                            member_id="m-2",
+                            instance_id=None,
+                            client_id=None,
+                            client_host=None,
+                            member_epoch=-2,
+                            topics=(),
+                            pattern=None,
+                            assignment=(),
+                            revoking=(),
+                        ),
+                    ),
+                    rebalance_reason="member m-2 joined",
+                    rebalance_time_ms=T0,
+                ),
+                DescribedGroup(
+                    group_id="x", error=ErrorCode.GROUP_ID_NOT_FOUND, message="no such group"
+                ),
+            )
+        ),
+        14,
+    ),
+    (
+        DeleteGroupsResponse(
+            groups=(
+                GroupResult(group_id="grp-1", error=ErrorCode.NONE),
+                GroupResult(group_id="g", error=ErrorCode.NON_EMPTY_GROUP, message="live"),
+            )
+        ),
+        15,
     ),
 ]
 assert {type(r) for r, _ in RESPONSES} == set(RESPONSE_TYPES.values())
@@ -761,6 +956,71 @@ def test_decode_request_raises_only_wire_errors_with_the_named_correlation_id(
 
 def test_decode_request_keeps_its_contract_for_every_single_substitution() -> None:
     sweep([(seed, check_request) for seed in ALL_REQUEST_PAYLOADS])
+
+
+GROUP_APIS = frozenset(
+    {
+        ApiKey.FIND_COORDINATOR,
+        ApiKey.GROUP_HEARTBEAT,
+        ApiKey.OFFSET_COMMIT,
+        ApiKey.OFFSET_FETCH,
+        ApiKey.LIST_GROUPS,
+        ApiKey.DESCRIBE_GROUPS,
+        ApiKey.DELETE_GROUPS,
+    }
+)
+GROUP_REQUEST_SEEDS = [(r, cid, client) for r, cid, client in REQUESTS if r.API_KEY in GROUP_APIS]
+assert {r.API_KEY for r, _, _ in GROUP_REQUEST_SEEDS} == GROUP_APIS
+
+
+def check_group_body(request: Request, cid: int, client: str | None, body: object) -> None:
+    """A consumer-group request in a valid envelope with `body` (a damaged one): when the
+    document is well-formed CBOR, the answer is INVALID_REQUEST naming the request's
+    correlation id, or the body is valid and re-encodes to exactly what was sent."""
+    payload = cbor2.dumps([int(request.API_KEY), 0, cid, client, body])
+    try:
+        cbor.decode(payload)
+    except WireError:
+        check_request(payload)  # bad CBOR (a tag, a float, deep nesting): the general contract
+        return
+    try:
+        header, decoded = decode_request(payload)
+    except WireError as exc:
+        assert (exc.code, exc.correlation_id) == (ErrorCode.INVALID_REQUEST, cid), exc
+        assert exc.message.split(":")[0], exc  # names a field (or "body")
+        return
+    assert header.api_key is request.API_KEY and header.correlation_id == cid
+    again = encode_request(decoded, cid, client)
+    assert exactly_equal(cbor2.loads(again[HEADER_BYTES:]), cbor2.loads(payload))
+
+
+def test_damaged_group_request_bodies_are_invalid_request() -> None:
+    """Every body one change away from a group seed's (each field of each type and range
+    edge, list items and map entries removed or repeated) is refused as INVALID_REQUEST or
+    is valid; so is any other API's body (a mix-up of APIs, as the live fuzzer sends)."""
+    failures: list[str] = []
+    others = [r.to_body(0) for r, _, _ in REQUESTS]
+    for request, cid, client in GROUP_REQUEST_SEEDS:
+        body = request.to_body(0)
+        cases = [*single_mutations(body), *((f"body of {o!r:.40}", o) for o in others)]
+        for what, damaged in cases:
+            try:
+                check_group_body(request, cid, client, damaged)
+            except Exception as exc:
+                failures.append(f"{request.API_KEY.name}, {what}: {type(exc).__name__}: {exc}")
+    assert not failures, f"{len(failures)} failures, the first 8:\n" + "\n".join(failures[:8])
+
+
+@fuzz(150)
+@given(st.sampled_from(GROUP_REQUEST_SEEDS), st.data())
+def test_group_request_bodies_damaged_several_times_are_invalid_request(
+    seed: tuple[Request, int, str | None], data: st.DataObject
+) -> None:
+    request, cid, client = seed
+    body: object = request.to_body(0)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3), "mutations")):
+        body = data.draw(mutate_tree(body), "body")
+    check_group_body(request, cid, client, body)
 
 
 # --------------------------------------------------------------------------- 2. responses

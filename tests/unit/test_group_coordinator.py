@@ -41,14 +41,23 @@ def booted() -> Broker:
 
 
 def beat(
-    b: Broker, member: str, epoch: int, owned: frozenset[tuple[str, int]] = frozenset(), **kw: object
+    b: Broker,
+    member: str,
+    epoch: int,
+    owned: frozenset[tuple[str, int]] = frozenset(),
+    **kw: object,
 ) -> GroupHeartbeatResponse:
     owned_tp = tuple(
         TopicPartitions(topic=t, partitions=tuple(sorted(p for tt, p in owned if tt == t)))
         for t in sorted({t for t, _ in owned})
     )
     req = GroupHeartbeatRequest(
-        group_id="g", member_id=member, member_epoch=epoch, topics=("t",), owned=owned_tp, **kw  # type: ignore[arg-type]
+        group_id="g",
+        member_id=member,
+        member_epoch=epoch,
+        topics=("t",),
+        owned=owned_tp,
+        **kw,  # type: ignore[arg-type]
     )
     reply = b.call(req)
     assert reply.error == ErrorCode.NONE, reply

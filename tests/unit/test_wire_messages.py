@@ -16,6 +16,37 @@ from broker.wire import cbor
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, capped
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
+from broker.wire.group_messages import (
+    MAX_GROUP_ID,
+    MAX_PATTERN,
+    CommitPartition,
+    CommittedOffset,
+    CommitTopic,
+    CoordinatorType,
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
+    DescribedGroup,
+    DescribedMember,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    GroupHeartbeatRequest,
+    GroupHeartbeatResponse,
+    GroupResult,
+    ListedGroup,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+    PartitionError,
+    TopicErrors,
+    TopicPartitions,
+    pairs,
+    to_topic_partitions,
+)
 from broker.wire.limits import Limits, traceparent_problem
 from broker.wire.messages import (
     AbortedTransaction,
@@ -119,6 +150,26 @@ def _by_partition(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[A
     return _tuple(strategy, unique_by=lambda p: p.partition)
 
 
+def _by_topic(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, ...]]:
+    return _tuple(strategy, unique_by=lambda t: t.topic)
+
+
+# Consumer groups: ids are 1..255 characters without control characters (the C0 set and DEL
+# are refused; C1 ones are left out here too), any other text.
+_ID_CHARS = st.characters(blacklist_categories=("Cc", "Cs"))
+GROUP_ID = st.text(_ID_CHARS, min_size=1, max_size=20) | st.just("g" * MAX_GROUP_ID)
+OPT_GROUP_ID = st.none() | GROUP_ID
+HEARTBEAT_EPOCH = st.integers(min_value=-2, max_value=2**31 - 1)
+POSITIVE_MS = st.integers(min_value=1, max_value=2**31 - 1)
+TOPIC_PARTITIONS = _by_topic(
+    st.builds(TopicPartitions, topic=TOPIC_NAME, partitions=_tuple(PARTITION, unique=True))
+)
+PATTERN = st.none() | st.text(min_size=1, max_size=30) | st.just("p" * MAX_PATTERN)
+GROUP_STATE = st.sampled_from(["empty", "reconciling", "stable", "dead"]) | st.text(
+    min_size=1, max_size=10
+)
+
+
 REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
     ApiKey.API_VERSIONS: st.just(ApiVersionsRequest()),
     ApiKey.METADATA: st.builds(MetadataRequest, topics=st.none() | _tuple(TOPIC_NAME, unique=True)),
@@ -189,6 +240,55 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         producer_epoch=st.integers(min_value=-1, max_value=2**15 - 1),
     ),
     ApiKey.DESCRIBE_CLUSTER: st.just(DescribeClusterRequest()),
+    ApiKey.FIND_COORDINATOR: st.builds(
+        FindCoordinatorRequest, key=GROUP_ID, key_type=st.sampled_from(list(CoordinatorType))
+    ),
+    ApiKey.GROUP_HEARTBEAT: st.builds(
+        GroupHeartbeatRequest,
+        group_id=GROUP_ID,
+        member_id=GROUP_ID,
+        member_epoch=HEARTBEAT_EPOCH,
+        instance_id=OPT_GROUP_ID,
+        client_host=st.none() | st.text(max_size=20) | st.just("h" * MAX_GROUP_ID),
+        session_timeout_ms=PARTITION,
+        topics=_tuple(TOPIC_NAME, unique=True),
+        pattern=PATTERN,
+        assignor=OPT_GROUP_ID,
+        owned=TOPIC_PARTITIONS,
+    ),
+    ApiKey.OFFSET_COMMIT: st.one_of(
+        st.tuples(st.just(""), st.just(-1)),
+        st.tuples(GROUP_ID, st.integers(min_value=0, max_value=2**31 - 1)),
+    ).flatmap(
+        lambda who: st.builds(
+            OffsetCommitRequest,
+            group_id=GROUP_ID,
+            member_id=st.just(who[0]),
+            member_epoch=st.just(who[1]),
+            topics=_by_topic(
+                st.builds(
+                    CommitTopic,
+                    topic=TOPIC_NAME,
+                    partitions=_by_partition(
+                        st.builds(
+                            CommitPartition,
+                            partition=PARTITION,
+                            offset=st.integers(min_value=0, max_value=2**63 - 1),
+                            metadata=OPT_TEXT | st.just("m" * 4096),
+                        )
+                    ),
+                )
+            ),
+        )
+    ),
+    ApiKey.OFFSET_FETCH: st.builds(
+        OffsetFetchRequest, group_id=GROUP_ID, topics=st.none() | TOPIC_PARTITIONS
+    ),
+    ApiKey.LIST_GROUPS: st.just(ListGroupsRequest()),
+    ApiKey.DESCRIBE_GROUPS: st.builds(
+        DescribeGroupsRequest, group_ids=_tuple(GROUP_ID, unique=True)
+    ),
+    ApiKey.DELETE_GROUPS: st.builds(DeleteGroupsRequest, group_ids=_tuple(GROUP_ID, unique=True)),
 }
 
 LEADER_HINT = st.none() | st.integers(min_value=0, max_value=2**31 - 1)
@@ -360,6 +460,86 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
             ),
             unique_by=lambda p: (p.topic, p.partition),
         ),
+    ),
+    ApiKey.FIND_COORDINATOR: st.builds(
+        FindCoordinatorResponse,
+        node_id=NODE,
+        host=st.text(min_size=1, max_size=20),
+        port=st.integers(min_value=0, max_value=65535),
+        partition=PARTITION,
+    ),
+    ApiKey.GROUP_HEARTBEAT: st.builds(
+        GroupHeartbeatResponse,
+        member_id=GROUP_ID,
+        member_epoch=HEARTBEAT_EPOCH,
+        heartbeat_interval_ms=POSITIVE_MS,
+        session_timeout_ms=POSITIVE_MS,
+        assignment=TOPIC_PARTITIONS,
+    ),
+    ApiKey.OFFSET_COMMIT: st.builds(
+        OffsetCommitResponse,
+        topics=_tuple(
+            st.builds(
+                TopicErrors,
+                topic=TOPIC_NAME,
+                partitions=_tuple(
+                    st.builds(PartitionError, partition=PARTITION, error=ERROR, message=OPT_TEXT)
+                ),
+            )
+        ),
+    ),
+    ApiKey.OFFSET_FETCH: st.builds(
+        OffsetFetchResponse,
+        offsets=_tuple(
+            st.builds(
+                CommittedOffset,
+                topic=TOPIC_NAME,
+                partition=PARTITION,
+                offset=OFFSET,
+                metadata=OPT_TEXT,
+            ),
+            unique_by=lambda o: (o.topic, o.partition),
+        ),
+    ),
+    ApiKey.LIST_GROUPS: st.builds(
+        ListGroupsResponse,
+        groups=_tuple(
+            st.builds(ListedGroup, group_id=GROUP_ID, state=GROUP_STATE, members=PARTITION)
+        ),
+    ),
+    ApiKey.DESCRIBE_GROUPS: st.builds(
+        DescribeGroupsResponse,
+        groups=_tuple(
+            st.builds(
+                DescribedGroup,
+                group_id=GROUP_ID,
+                error=ERROR,
+                message=OPT_TEXT,
+                state=GROUP_STATE,
+                assignor=TEXT,
+                group_epoch=PARTITION,
+                members=_tuple(
+                    st.builds(
+                        DescribedMember,
+                        member_id=GROUP_ID,
+                        instance_id=OPT_GROUP_ID,
+                        client_id=OPT_TEXT,
+                        client_host=OPT_TEXT,
+                        member_epoch=HEARTBEAT_EPOCH,
+                        topics=_tuple(TOPIC_NAME),
+                        pattern=OPT_TEXT,
+                        assignment=TOPIC_PARTITIONS,
+                        revoking=TOPIC_PARTITIONS,
+                    )
+                ),
+                rebalance_reason=TEXT,
+                rebalance_time_ms=OFFSET,
+            )
+        ),
+    ),
+    ApiKey.DELETE_GROUPS: st.builds(
+        DeleteGroupsResponse,
+        groups=_tuple(st.builds(GroupResult, group_id=GROUP_ID, error=ERROR, message=OPT_TEXT)),
     ),
 }
 
@@ -551,6 +731,461 @@ def _delete(key: str) -> Callable[[dict[str, Any]], None]:
 
 P0 = ["topics", 0, "partitions", 0]
 
+
+def _heartbeat_body() -> dict[str, Any]:
+    return {
+        "group_id": "g",
+        "member_id": "m-1",
+        "member_epoch": 0,
+        "instance_id": None,
+        "client_host": None,
+        "session_timeout_ms": 0,
+        "topics": ["orders", "audit"],
+        "pattern": None,
+        "assignor": None,
+        "owned": [["orders", [0, 1]], ["audit", [3]]],
+    }
+
+
+def _commit_body() -> dict[str, Any]:
+    return {
+        "group_id": "g",
+        "member_id": "m-1",
+        "member_epoch": 3,
+        "topics": [["orders", [[0, 10, None], [1, 5, "meta"]]], ["audit", [[3, 0, ""]]]],
+    }
+
+
+def _offset_fetch_body() -> dict[str, Any]:
+    return {"group_id": "g", "topics": [["orders", [0, 1]], ["audit", []]]}
+
+
+def _find_coordinator_body() -> dict[str, Any]:
+    return {"key": "g", "key_type": 0}
+
+
+def _group_ids_body() -> dict[str, Any]:
+    return {"group_ids": ["g", "h"]}
+
+
+CONTROL = "must not contain control characters"
+C0 = ["topics", 0, 1, 0]
+"""OFFSET_COMMIT: topics[0], its partitions, the first [partition, offset, metadata]."""
+
+GROUP_REJECTIONS: list[tuple[str, ApiKey, Callable[[], dict[str, Any]], Any, str]] = [
+    # FIND_COORDINATOR
+    (
+        "coordinator key with NUL",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_body,
+        _set(["key"], "g\x00"),
+        f"key: {CONTROL}",
+    ),
+    (
+        "coordinator key with DEL",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_body,
+        _set(["key"], "\x7f"),
+        f"key: {CONTROL}",
+    ),
+    (
+        "empty coordinator key",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_body,
+        _set(["key"], ""),
+        "key: must not be empty",
+    ),
+    (
+        "coordinator key of 256 characters",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_body,
+        _set(["key"], "k" * (MAX_GROUP_ID + 1)),
+        "key: 256 characters exceed 255",
+    ),
+    (
+        "key type 2",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_body,
+        _set(["key_type"], 2),
+        "key_type: 2 is outside [0, 1]",
+    ),
+    (
+        "key type as bool",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_body,
+        _set(["key_type"], False),
+        "key_type: expected int, got bool",
+    ),
+    # GROUP_HEARTBEAT
+    (
+        "group id with a newline",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["group_id"], "g\nh"),
+        f"group_id: {CONTROL}",
+    ),
+    (
+        "group id of 256 characters",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["group_id"], "g" * (MAX_GROUP_ID + 1)),
+        "group_id: 256 characters exceed 255",
+    ),
+    (
+        "group id null",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["group_id"], None),
+        "group_id: expected text, got null",
+    ),
+    (
+        "heartbeat without a member id",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["member_id"], ""),
+        "member_id: must not be empty",
+    ),
+    (
+        "member id with a tab",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["member_id"], "m\t1"),
+        f"member_id: {CONTROL}",
+    ),
+    (
+        "member epoch -3",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["member_epoch"], -3),
+        "member_epoch: -3 is outside",
+    ),
+    (
+        "member epoch beyond int32",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["member_epoch"], 2**31),
+        "member_epoch: 2147483648 is outside",
+    ),
+    (
+        "instance id with ESC",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["instance_id"], "i\x1b"),
+        f"instance_id: {CONTROL}",
+    ),
+    (
+        "empty instance id",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["instance_id"], ""),
+        "instance_id: must not be empty",
+    ),
+    (
+        "client host of 256 characters",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["client_host"], "h" * (MAX_GROUP_ID + 1)),
+        "client_host: 256 characters exceed 255",
+    ),
+    (
+        "negative session timeout",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["session_timeout_ms"], -1),
+        "session_timeout_ms: -1 is outside",
+    ),
+    (
+        "subscribed topic listed twice",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["topics", 1], "orders"),
+        "topics[1]: duplicate topic 'orders'",
+    ),
+    (
+        "subscribed topic with a slash",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["topics", 0], "a/b"),
+        "topics[0]: topic name may contain only",
+    ),
+    (
+        "pattern of 1025 characters",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["pattern"], "a" * (MAX_PATTERN + 1)),
+        "pattern: 1025 characters exceed 1024",
+    ),
+    (
+        "empty pattern",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["pattern"], ""),
+        "pattern: must not be empty",
+    ),
+    (
+        "empty assignor",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["assignor"], ""),
+        "assignor: must not be empty",
+    ),
+    (
+        "owned partition listed twice",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["owned", 0, 1], [0, 1, 0]),
+        "owned[0][1][2]: duplicate partition 0",
+    ),
+    (
+        "owned topic listed twice",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["owned", 1, 0], "orders"),
+        "owned[1]: duplicate topic 'orders'",
+    ),
+    (
+        "owned negative partition",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["owned", 1, 1, 0], -1),
+        "owned[1][1][0]: -1 is outside",
+    ),
+    (
+        "owned entry of three items",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["owned", 0], ["orders", [0], 1]),
+        "owned[0]: expected [topic, partitions], got 3 items",
+    ),
+    (
+        "owned bad topic",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["owned", 1, 0], ""),
+        "owned[1][0]: topic name is empty",
+    ),
+    (
+        "owned null",  # the full set every time: null ("unchanged") is not allowed
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["owned"], None),
+        "owned: expected an array, got null",
+    ),
+    (
+        "heartbeat without owned",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _delete("owned"),
+        "body: missing owned",
+    ),
+    (
+        "heartbeat with an unknown key",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_body,
+        _set(["rebalance_timeout_ms"], 1),
+        "body: unknown 'rebalance_timeout_ms'",
+    ),
+    # OFFSET_COMMIT
+    (
+        "negative commit offset",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set([*C0, 1], -1),
+        "topics[0][1][0][1]: -1 is outside",
+    ),
+    (
+        "commit offset beyond int64",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set([*C0, 1], 2**63),
+        "topics[0][1][0][1]: 9223372036854775808 is outside",
+    ),
+    (
+        "commit offset as float",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set([*C0, 1], 10.0),
+        "topics[0][1][0][1]: expected int, got float",
+    ),
+    (
+        "committed partition listed twice",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["topics", 0, 1, 1, 0], 0),
+        "topics[0][1][1]: duplicate partition 0",
+    ),
+    (
+        "committed topic listed twice",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["topics", 1, 0], "orders"),
+        "topics[1]: duplicate topic 'orders'",
+    ),
+    (
+        "committed negative partition",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set([*C0, 0], -1),
+        "topics[0][1][0][0]: -1 is outside",
+    ),
+    (
+        "commit metadata of 4097 characters",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["topics", 0, 1, 1, 2], "m" * 4097),
+        "topics[0][1][1][2]: metadata longer than 4096 characters",
+    ),
+    (
+        "commit metadata as bytes",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set([*C0, 2], b"meta"),
+        "topics[0][1][0][2]: expected text, got bytes",
+    ),
+    (
+        "commit entry of two items",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(C0, [0, 10]),
+        "topics[0][1][0]: expected [partition, offset, metadata], got 2 items",
+    ),
+    (
+        "committed topic with a slash",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["topics", 1, 0], "a/b"),
+        "topics[1][0]: topic name may contain only",
+    ),
+    (
+        "commit epoch -2",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["member_epoch"], -2),
+        "member_epoch: -2 is outside",
+    ),
+    (
+        "commit member id with a control character",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["member_id"], "m\x01"),
+        f"member_id: {CONTROL}",
+    ),
+    (
+        "commit member id null",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["member_id"], None),
+        "member_id: expected text, got null",
+    ),
+    (
+        "commit to an empty group id",
+        ApiKey.OFFSET_COMMIT,
+        _commit_body,
+        _set(["group_id"], ""),
+        "group_id: must not be empty",
+    ),
+    # OFFSET_FETCH
+    (
+        "offset fetch topics a map",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_body,
+        _set(["topics"], {}),
+        "topics: expected an array, got map",
+    ),
+    (
+        "offset fetch topics a topic name",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_body,
+        _set(["topics"], "orders"),
+        "topics: expected an array, got text",
+    ),
+    (
+        "offset fetch partition listed twice",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_body,
+        _set(["topics", 0, 1], [1, 1]),
+        "topics[0][1][1]: duplicate partition 1",
+    ),
+    (
+        "offset fetch topic listed twice",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_body,
+        _set(["topics", 1, 0], "orders"),
+        "topics[1]: duplicate topic 'orders'",
+    ),
+    (
+        "offset fetch partitions null",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_body,
+        _set(["topics", 1, 1], None),
+        "topics[1][1]: expected an array, got null",
+    ),
+    (
+        "offset fetch group id with a control character",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_body,
+        _set(["group_id"], "a\x1fb"),
+        f"group_id: {CONTROL}",
+    ),
+    (
+        "offset fetch without topics",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_body,
+        _delete("topics"),
+        "body: missing topics",
+    ),
+    # LIST_GROUPS, DESCRIBE_GROUPS, DELETE_GROUPS
+    (
+        "list groups body not empty",
+        ApiKey.LIST_GROUPS,
+        dict,
+        _set(["states"], []),
+        "body: unknown 'states'",
+    ),
+    (
+        "described group listed twice",
+        ApiKey.DESCRIBE_GROUPS,
+        _group_ids_body,
+        _set(["group_ids", 1], "g"),
+        "group_ids[1]: duplicate group 'g'",
+    ),
+    (
+        "described group id of 256 characters",
+        ApiKey.DESCRIBE_GROUPS,
+        _group_ids_body,
+        _set(["group_ids", 0], "g" * (MAX_GROUP_ID + 1)),
+        "group_ids[0]: 256 characters exceed 255",
+    ),
+    (
+        "described group ids null",
+        ApiKey.DESCRIBE_GROUPS,
+        _group_ids_body,
+        _set(["group_ids"], None),
+        "group_ids: expected an array, got null",
+    ),
+    (
+        "deleted group id with a control character",
+        ApiKey.DELETE_GROUPS,
+        _group_ids_body,
+        _set(["group_ids", 1], "h\r"),
+        f"group_ids[1]: {CONTROL}",
+    ),
+    (
+        "deleted group id empty",
+        ApiKey.DELETE_GROUPS,
+        _group_ids_body,
+        _set(["group_ids", 0], ""),
+        "group_ids[0]: must not be empty",
+    ),
+    (
+        "deleted group listed twice",
+        ApiKey.DELETE_GROUPS,
+        _group_ids_body,
+        _set(["group_ids"], ["g", "h", "g"]),
+        "group_ids[2]: duplicate group 'g'",
+    ),
+]
+
 REJECTIONS: list[tuple[str, ApiKey, Callable[[], dict[str, Any]], Any, str]] = [
     # (id, api, body factory, mutation, expected message prefix)
     (
@@ -737,6 +1372,7 @@ REJECTIONS: list[tuple[str, ApiKey, Callable[[], dict[str, Any]], Any, str]] = [
         _set(["topics"], None),
         "body: unknown 'topics'",
     ),
+    *GROUP_REJECTIONS,
 ]
 
 
@@ -859,6 +1495,459 @@ def test_bad_describe_cluster_response_fields_are_named(
     assert info.value.code is ErrorCode.INVALID_REQUEST
     assert info.value.message.startswith(expected), info.value.message
     assert info.value.correlation_id == 4
+
+
+# ---------------------------------------------------------------------------- consumer groups
+
+
+def _find_coordinator_answer() -> dict[str, Any]:
+    return {"node_id": 1, "host": "10.0.0.1", "port": 9092, "partition": 7}
+
+
+def _heartbeat_answer() -> dict[str, Any]:
+    return {
+        "member_id": "m-1",
+        "member_epoch": 4,
+        "heartbeat_interval_ms": 3000,
+        "session_timeout_ms": 45000,
+        "assignment": [["orders", [0, 2]], ["audit", []]],
+    }
+
+
+def _commit_answer() -> dict[str, Any]:
+    return {"topics": [["orders", [[0, 0, None], [1, 113, "stale"]]], ["audit", []]]}
+
+
+def _offset_fetch_answer() -> dict[str, Any]:
+    return {"offsets": [["orders", 0, 10, None], ["orders", 1, -1, None], ["audit", 0, 5, "m"]]}
+
+
+def _list_groups_answer() -> dict[str, Any]:
+    return {"groups": [["g", "stable", 2], ["h", "empty", 0]]}
+
+
+def _describe_groups_answer() -> dict[str, Any]:
+    member = {
+        "member_id": "m-1",
+        "instance_id": "host-a",
+        "client_id": "c",
+        "client_host": "/10.0.0.9",
+        "member_epoch": 3,
+        "topics": ["orders"],
+        "pattern": None,
+        "assignment": [["orders", [0]]],
+        "revoking": [["orders", [1, 2]]],
+    }
+    return {
+        "groups": [
+            {
+                "group_id": "g",
+                "error": 0,
+                "message": None,
+                "state": "reconciling",
+                "assignor": "uniform",
+                "group_epoch": 3,
+                "members": [member],
+                "rebalance_reason": "member m-1 joined",
+                "rebalance_time_ms": 1_700_000_000_000,
+            },
+            {
+                "group_id": "x",
+                "error": int(ErrorCode.GROUP_ID_NOT_FOUND),
+                "message": "no such group",
+                "state": "dead",
+                "assignor": "",
+                "group_epoch": 0,
+                "members": [],
+                "rebalance_reason": "",
+                "rebalance_time_ms": -1,
+            },
+        ]
+    }
+
+
+def _delete_groups_answer() -> dict[str, Any]:
+    return {"groups": [["g", 0, None], ["h", int(ErrorCode.NON_EMPTY_GROUP), "live members"]]}
+
+
+M0 = ["groups", 0, "members", 0]
+
+GROUP_RESPONSE_REJECTIONS: list[tuple[str, ApiKey, Callable[[], dict[str, Any]], Any, str]] = [
+    # (id, api, valid answer body, mutation, expected message prefix)
+    (
+        "coordinator port beyond 65535",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_answer,
+        _set(["port"], 65536),
+        "port: 65536 is outside",
+    ),
+    (
+        "coordinator node -1",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_answer,
+        _set(["node_id"], -1),
+        "node_id: -1 is outside",
+    ),
+    (
+        "coordinator host empty",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_answer,
+        _set(["host"], ""),
+        "host: must not be empty",
+    ),
+    (
+        "coordinator partition -1",
+        ApiKey.FIND_COORDINATOR,
+        _find_coordinator_answer,
+        _set(["partition"], -1),
+        "partition: -1 is outside",
+    ),
+    (
+        "heartbeat interval 0",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_answer,
+        _set(["heartbeat_interval_ms"], 0),
+        "heartbeat_interval_ms: 0 is outside",
+    ),
+    (
+        "session timeout 0 in the answer",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_answer,
+        _set(["session_timeout_ms"], 0),
+        "session_timeout_ms: 0 is outside",
+    ),
+    (
+        "answered member epoch -3",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_answer,
+        _set(["member_epoch"], -3),
+        "member_epoch: -3 is outside",
+    ),
+    (
+        "answered member id empty",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_answer,
+        _set(["member_id"], ""),
+        "member_id: must not be empty",
+    ),
+    (
+        "assigned partition listed twice",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_answer,
+        _set(["assignment", 0, 1], [2, 2]),
+        "assignment[0][1][1]: duplicate partition 2",
+    ),
+    (
+        "assigned topic listed twice",
+        ApiKey.GROUP_HEARTBEAT,
+        _heartbeat_answer,
+        _set(["assignment", 1, 0], "orders"),
+        "assignment[1]: duplicate topic 'orders'",
+    ),
+    (
+        "commit result of two items",
+        ApiKey.OFFSET_COMMIT,
+        _commit_answer,
+        _set(["topics", 0, 1, 0], [0, 0]),
+        "topics[0][1][0]: expected [partition, error, message], got 2 items",
+    ),
+    (
+        "commit result error beyond int16",
+        ApiKey.OFFSET_COMMIT,
+        _commit_answer,
+        _set(["topics", 0, 1, 1, 1], 2**15),
+        "topics[0][1][1][1]: 32768 is outside",
+    ),
+    (
+        "commit result topic empty",
+        ApiKey.OFFSET_COMMIT,
+        _commit_answer,
+        _set(["topics", 1, 0], ""),
+        "topics[1][0]: topic name is empty",
+    ),
+    (
+        "committed offset -2",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_answer,
+        _set(["offsets", 1, 2], -2),
+        "offsets[1][2]: -2 is outside",
+    ),
+    (
+        "committed offset listed twice",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_answer,
+        _set(["offsets", 1, 1], 0),
+        "offsets[1]: duplicate partition ('orders', 0)",
+    ),
+    (
+        "committed offset of three items",
+        ApiKey.OFFSET_FETCH,
+        _offset_fetch_answer,
+        _set(["offsets", 2], ["audit", 0, 5]),
+        "offsets[2]: expected [topic, partition, offset, metadata], got 3 items",
+    ),
+    (
+        "listed group with -1 members",
+        ApiKey.LIST_GROUPS,
+        _list_groups_answer,
+        _set(["groups", 1, 2], -1),
+        "groups[1][2]: -1 is outside",
+    ),
+    (
+        "listed group without a state",
+        ApiKey.LIST_GROUPS,
+        _list_groups_answer,
+        _set(["groups", 0, 1], ""),
+        "groups[0][1]: must not be empty",
+    ),
+    (
+        "listed group id with a control character",
+        ApiKey.LIST_GROUPS,
+        _list_groups_answer,
+        _set(["groups", 0, 0], "g\x00"),
+        "groups[0][0]: must not contain control characters",
+    ),
+    (
+        "described member without revoking",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        lambda b: b["groups"][0]["members"][0].pop("revoking"),
+        "groups[0].members[0]: missing revoking",
+    ),
+    (
+        "described member epoch -3",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set([*M0, "member_epoch"], -3),
+        "groups[0].members[0].member_epoch: -3 is outside",
+    ),
+    (
+        "described member id empty",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set([*M0, "member_id"], ""),
+        "groups[0].members[0].member_id: must not be empty",
+    ),
+    (
+        "revoking partition listed twice",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set([*M0, "revoking", 0, 1], [1, 1]),
+        "groups[0].members[0].revoking[0][1][1]: duplicate partition 1",
+    ),
+    (
+        "described member topic with a slash",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set([*M0, "topics", 0], "a/b"),
+        "groups[0].members[0].topics[0]: topic name may contain only",
+    ),
+    (
+        "group epoch -1",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set(["groups", 0, "group_epoch"], -1),
+        "groups[0].group_epoch: -1 is outside",
+    ),
+    (
+        "rebalance time -2",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set(["groups", 1, "rebalance_time_ms"], -2),
+        "groups[1].rebalance_time_ms: -2 is outside",
+    ),
+    (
+        "described group state empty",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set(["groups", 1, "state"], ""),
+        "groups[1].state: must not be empty",
+    ),
+    (
+        "described group as an array",
+        ApiKey.DESCRIBE_GROUPS,
+        _describe_groups_answer,
+        _set(["groups", 1], ["x", 69]),
+        "groups[1]: expected a map, got array",
+    ),
+    (
+        "delete result of two items",
+        ApiKey.DELETE_GROUPS,
+        _delete_groups_answer,
+        _set(["groups", 1], ["h", 68]),
+        "groups[1]: expected [group_id, error, message], got 2 items",
+    ),
+    (
+        "delete result error as text",
+        ApiKey.DELETE_GROUPS,
+        _delete_groups_answer,
+        _set(["groups", 0, 1], "NONE"),
+        "groups[0][1]: expected int, got text",
+    ),
+    (
+        "delete result group id empty",
+        ApiKey.DELETE_GROUPS,
+        _delete_groups_answer,
+        _set(["groups", 0, 0], ""),
+        "groups[0][0]: must not be empty",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("api_key", "factory", "mutate", "expected"),
+    [row[1:] for row in GROUP_RESPONSE_REJECTIONS],
+    ids=[row[0] for row in GROUP_RESPONSE_REJECTIONS],
+)
+def test_bad_group_response_fields_are_named(
+    api_key: ApiKey,
+    factory: Callable[[], dict[str, Any]],
+    mutate: Callable[[dict[str, Any]], None],
+    expected: str,
+) -> None:
+    body = factory()
+    good = decode_response(cbor.encode([8, 0, None, body]), api_key).body
+    assert good is not None and good.API_KEY is api_key
+    assert good.to_body(0) == body  # the unmutated body is valid and round-trips exactly
+    mutate(body)
+    with pytest.raises(WireError) as info:
+        decode_response(cbor.encode([8, 0, None, body]), api_key)
+    assert info.value.code is ErrorCode.INVALID_REQUEST
+    assert info.value.message.startswith(expected), info.value.message
+    assert info.value.correlation_id == 8
+
+
+def _group_request(api_key: ApiKey, body: dict[str, Any]) -> Request:
+    header, request = decode_request(cbor.encode([int(api_key), 0, 31, "c", body]))
+    assert header.api_key is api_key and header.correlation_id == 31
+    again = encode_request(request, 31, "c")
+    assert cbor.decode(again[4:]) == [int(api_key), 0, 31, "c", body]  # exactly what was sent
+    return request
+
+
+def test_offset_fetch_topics_null_means_every_offset_and_a_list_only_those() -> None:
+    every = _group_request(ApiKey.OFFSET_FETCH, {"group_id": "g", "topics": None})
+    assert every == OffsetFetchRequest(group_id="g", topics=None)
+    nothing = _group_request(ApiKey.OFFSET_FETCH, {"group_id": "g", "topics": []})
+    assert nothing == OffsetFetchRequest(group_id="g", topics=())
+    assert every != nothing  # null and [] are different questions, kept apart both ways
+    some = _group_request(ApiKey.OFFSET_FETCH, _offset_fetch_body())
+    assert isinstance(some, OffsetFetchRequest)
+    assert some.topics == (
+        TopicPartitions(topic="orders", partitions=(0, 1)),
+        TopicPartitions(topic="audit", partitions=()),
+    )
+    assert OffsetFetchRequest(group_id="g").to_body(0) == {"group_id": "g", "topics": None}
+
+
+def test_offset_commit_by_a_member_and_by_an_operator() -> None:
+    member = _group_request(ApiKey.OFFSET_COMMIT, _commit_body())
+    assert isinstance(member, OffsetCommitRequest)
+    assert (member.member_id, member.member_epoch) == ("m-1", 3)
+    assert member.topics[0].partitions == (
+        CommitPartition(partition=0, offset=10),
+        CommitPartition(partition=1, offset=5, metadata="meta"),
+    )
+    operator = _group_request(
+        ApiKey.OFFSET_COMMIT, {**_commit_body(), "member_id": "", "member_epoch": -1}
+    )
+    assert isinstance(operator, OffsetCommitRequest)
+    assert (operator.member_id, operator.member_epoch) == ("", -1)
+    metadata = {**_commit_body(), "topics": [["t", [[0, 2**63 - 1, "m" * 4096]]]]}
+    assert _group_request(ApiKey.OFFSET_COMMIT, metadata) is not None  # both bounds included
+
+
+def test_heartbeat_epochs_and_identifiers_at_their_bounds() -> None:
+    for epoch in (-2, -1, 0, 2**31 - 1):  # temporary leave, leave, join, any epoch
+        request = _group_request(
+            ApiKey.GROUP_HEARTBEAT, {**_heartbeat_body(), "member_epoch": epoch}
+        )
+        assert isinstance(request, GroupHeartbeatRequest) and request.member_epoch == epoch
+    longest = {
+        **_heartbeat_body(),
+        "group_id": "g" * MAX_GROUP_ID,
+        "member_id": "é" * MAX_GROUP_ID,  # characters, not bytes
+        "instance_id": "i" * MAX_GROUP_ID,
+        "client_host": "h" * MAX_GROUP_ID,
+        "assignor": "a" * MAX_GROUP_ID,
+        "pattern": "p" * MAX_PATTERN,
+        "topics": [],
+        "owned": [],
+    }
+    request = _group_request(ApiKey.GROUP_HEARTBEAT, longest)
+    assert isinstance(request, GroupHeartbeatRequest) and request.pattern == "p" * MAX_PATTERN
+    spaced = {**_heartbeat_body(), "group_id": "a group / with spaces ✓", "client_host": ""}
+    assert _group_request(ApiKey.GROUP_HEARTBEAT, spaced) is not None
+
+
+def test_find_coordinator_body_and_key_types() -> None:
+    assert FindCoordinatorRequest(key="g").to_body(0) == {"key": "g", "key_type": 0}
+    request = _group_request(ApiKey.FIND_COORDINATOR, {"key": "tx-1", "key_type": 1})
+    assert isinstance(request, FindCoordinatorRequest)
+    assert request.key_type is CoordinatorType.TRANSACTION
+
+
+def test_list_describe_and_delete_groups_requests() -> None:
+    assert _group_request(ApiKey.LIST_GROUPS, {}) == ListGroupsRequest()
+    for key, cls in (
+        (ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest),
+        (ApiKey.DELETE_GROUPS, DeleteGroupsRequest),
+    ):
+        assert _group_request(key, {"group_ids": []}) == cls(group_ids=())
+        assert _group_request(key, _group_ids_body()) == cls(group_ids=("g", "h"))
+
+
+def test_group_answers_decode_to_their_values() -> None:
+    def answer(api_key: ApiKey, body: dict[str, Any]) -> Response | None:
+        return decode_response(cbor.encode([2, 0, None, body]), api_key).body
+
+    heartbeat = answer(ApiKey.GROUP_HEARTBEAT, _heartbeat_answer())
+    assert isinstance(heartbeat, GroupHeartbeatResponse)
+    assert pairs(heartbeat.assignment) == {("orders", 0), ("orders", 2)}
+    fetched = answer(ApiKey.OFFSET_FETCH, _offset_fetch_answer())
+    assert isinstance(fetched, OffsetFetchResponse)
+    assert fetched.offsets[1] == CommittedOffset(topic="orders", partition=1, offset=-1)
+    described = answer(ApiKey.DESCRIBE_GROUPS, _describe_groups_answer())
+    assert isinstance(described, DescribeGroupsResponse)
+    assert described.groups[1] == DescribedGroup(
+        group_id="x", error=ErrorCode.GROUP_ID_NOT_FOUND, message="no such group"
+    )  # the defaults are a dead group's answer
+    committed = answer(ApiKey.OFFSET_COMMIT, _commit_answer())
+    assert isinstance(committed, OffsetCommitResponse)
+    assert committed.topics[0].partitions[1].error is ErrorCode.STALE_MEMBER_EPOCH
+    deleted = answer(ApiKey.DELETE_GROUPS, _delete_groups_answer())
+    assert isinstance(deleted, DeleteGroupsResponse)
+    assert [g.error for g in deleted.groups] == [ErrorCode.NONE, ErrorCode.NON_EMPTY_GROUP]
+    # A message the answer carries is cut for the wire like every other one.
+    long = GroupResult(group_id="g", error=ErrorCode.NON_EMPTY_GROUP, message="x" * 10_000)
+    frame = encode_response(2, ErrorCode.NONE, None, DeleteGroupsResponse(groups=(long,)))
+    cut = decode_response(frame[4:], ApiKey.DELETE_GROUPS).body
+    assert isinstance(cut, DeleteGroupsResponse)
+    assert cut.groups[0].message is not None and len(cut.groups[0].message) == MAX_ERROR_MESSAGE
+
+
+def test_topic_partitions_from_pairs() -> None:
+    tps = to_topic_partitions([("b", 1), ("a", 2), ("a", 0), ("a", 2)])
+    assert tps == (
+        TopicPartitions(topic="a", partitions=(0, 2)),
+        TopicPartitions(topic="b", partitions=(1,)),
+    )
+    assert pairs(tps) == {("a", 0), ("a", 2), ("b", 1)}
+    assert to_topic_partitions([]) == ()
+
+
+@settings(max_examples=40, deadline=1000)
+@given(st.lists(st.tuples(TOPIC, st.integers(min_value=0, max_value=8)), max_size=12))
+def test_topic_partitions_from_any_pairs_are_valid_on_the_wire(
+    given_pairs: list[tuple[str, int]],
+) -> None:
+    """What a member reports (`owned`) is built from pairs, repeated or not: the decoder
+    must accept it (a repeated partition is refused) and it must name the same pairs."""
+    owned = to_topic_partitions(given_pairs)
+    assert pairs(owned) == set(given_pairs)
+    request = GroupHeartbeatRequest(group_id="g", member_id="m", member_epoch=1, owned=owned)
+    _, decoded = decode_request(_payload(encode_request(request, 1, None)))
+    assert decoded == request
 
 
 def test_acks_other_than_minus_one_is_invalid_required_acks() -> None:
@@ -1238,6 +2327,15 @@ def _sample_request(key: ApiKey) -> Request:
         ApiKey.INIT_PRODUCER_ID: InitProducerIdRequest(),
         ApiKey.DESCRIBE_CLUSTER: DescribeClusterRequest(),
         ApiKey.API_VERSIONS: ApiVersionsRequest(),
+        ApiKey.FIND_COORDINATOR: FindCoordinatorRequest(key="g"),
+        ApiKey.GROUP_HEARTBEAT: GroupHeartbeatRequest(group_id="g", member_id="m", member_epoch=0),
+        ApiKey.OFFSET_COMMIT: OffsetCommitRequest(
+            group_id="g", member_id="", member_epoch=-1, topics=()
+        ),
+        ApiKey.OFFSET_FETCH: OffsetFetchRequest(group_id="g"),
+        ApiKey.LIST_GROUPS: ListGroupsRequest(),
+        ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest(group_ids=("g",)),
+        ApiKey.DELETE_GROUPS: DeleteGroupsRequest(group_ids=("g",)),
     }[key]
 
 
@@ -1305,3 +2403,12 @@ def test_traceparent_problems() -> None:
     assert traceparent_problem(TRACE[:-1]) is not None
     assert traceparent_problem(TRACE + "\n") is not None
     assert traceparent_problem("") is not None
+
+
+def test_offset_commit_ties_operator_id_to_operator_epoch() -> None:
+    for member, epoch in (("", 5), ("m-1", -1)):
+        with pytest.raises(WireError) as e:
+            _group_request(
+                ApiKey.OFFSET_COMMIT, {**_commit_body(), "member_id": member, "member_epoch": epoch}
+            )
+        assert "member_epoch" in e.value.message
