@@ -11,6 +11,10 @@
         c.assign([("events", md.partition)])
         c.seek(("events", md.partition), md.offset)
         record = (await c.poll(timeout=5))[0]
+    async with Consumer("127.0.0.1:9092", group_id="billing") as c:
+        c.subscribe(["events"], on_revoked=lambda tps: print("revoked", tps))
+        async for record in c:  # positions are committed every auto_commit_interval_ms
+            ...
 
 Every error is a `consumers.errors.SluiceError` (typed per broker error code).
 """
@@ -24,12 +28,11 @@ from consumers.admin import (
     PartitionStatus,
     TopicDescription,
 )
-from consumers.consumer import Consumer, ConsumerRecord
+from consumers.consumer import CommitCallback, Consumer, ConsumerRecord, RebalanceCallback
 from consumers.errors import (
     BufferFull,
     ClientClosedError,
     CorruptBatch,
-    GroupsNotSupported,
     SluiceError,
     TransactionsNotSupported,
     error_for,
@@ -42,14 +45,15 @@ __all__ = [
     "BufferFull",
     "ClientClosedError",
     "ClusterDescription",
+    "CommitCallback",
     "Consumer",
     "ConsumerRecord",
     "CorruptBatch",
     "Delivery",
-    "GroupsNotSupported",
     "PartitionDescription",
     "PartitionStatus",
     "Producer",
+    "RebalanceCallback",
     "RecordMetadata",
     "SluiceError",
     "TopicDescription",

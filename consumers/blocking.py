@@ -9,11 +9,18 @@ Every method delegates into the loop and returns or raises what the asynchronous
 A call into the loop costs a thread round trip (tens of µs): `send_nowait` is still the fast
 way to queue many records. `for record in consumer` takes records in chunks of
 `max_poll_records`; records taken but not yet yielded are returned first by the next `poll`,
-count as unconsumed for `position`, and are dropped by `seek` of their partition.
+count as unconsumed for `position` and for `commit()`, and are dropped by `seek` of their
+partition and when their partition stops being read (revoked or lost in a group: a
+revocation then commits the offset of the first of them, never past a record not yielded).
+
+Group callbacks (`on_assigned`, `on_revoked`, `on_lost`, commit callbacks) given as plain
+functions run in a worker thread while the loop waits for them, so they may call the
+consumer (`commit()` in `on_revoked`, say); async functions run in the loop itself.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,7 +34,7 @@ from consumers import admin as _admin
 from consumers import consumer as _consumer
 from consumers import producer as _producer
 from consumers.cluster import TopicPartition
-from consumers.consumer import ConsumerRecord
+from consumers.consumer import CommitCallback, ConsumerRecord, RebalanceCallback
 from consumers.errors import ClientClosedError, TransactionsNotSupported
 from consumers.producer import Headers, RecordMetadata
 
@@ -337,6 +344,10 @@ class Consumer(_Facade[_consumer.Consumer]):
         bootstrap: str | Sequence[str] = "127.0.0.1:9092",
         *,
         group_id: str | None = None,
+        group_instance_id: str | None = None,
+        session_timeout_ms: int = 10_000,
+        group_assignor: str | None = None,
+        auto_commit_interval_ms: int = 5_000,
         isolation: Literal["read_committed", "read_uncommitted"] = "read_committed",
         auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
         enable_auto_commit: bool = True,
@@ -354,6 +365,10 @@ class Consumer(_Facade[_consumer.Consumer]):
         self._async = _consumer.Consumer(
             bootstrap,
             group_id=group_id,
+            group_instance_id=group_instance_id,
+            session_timeout_ms=session_timeout_ms,
+            group_assignor=group_assignor,
+            auto_commit_interval_ms=auto_commit_interval_ms,
             isolation=isolation,
             auto_offset_reset=auto_offset_reset,
             enable_auto_commit=enable_auto_commit,
@@ -369,24 +384,59 @@ class Consumer(_Facade[_consumer.Consumer]):
             retry_backoff_max_ms=retry_backoff_max_ms,
         )
         self._pending: deque[ConsumerRecord] = deque()
+        """Records taken from the loop, not yet yielded (guarded by `_lock`: the loop drops
+        those of partitions that stop being read)."""
+        self._lock = threading.Lock()
+        group = self._async._group
+        if group is not None:
+            group.on_stop = self._stopped
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         wanted = list(partitions)
+        self._loop.run_sync(self._async.assign, wanted)  # a group's hook drops what it stops
         self._drop_pending(lambda tp: tp not in set(wanted))
-        self._loop.run_sync(self._async.assign, wanted)
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        self._loop.run_sync(self._async.subscribe, list(topics))
+    def subscribe(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        pattern: str | None = None,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        names = None if topics is None else topics if isinstance(topics, str) else list(topics)
+
+        def subscribe() -> None:
+            self._async.subscribe(
+                names,
+                pattern=pattern,
+                on_assigned=_in_worker(on_assigned),
+                on_revoked=_in_worker(on_revoked),
+                on_lost=_in_worker(on_lost),
+            )
+
+        self._loop.run_sync(subscribe)
 
     def unsubscribe(self) -> None:
-        self._pending.clear()
-        self._loop.run_sync(self._async.unsubscribe)
+        self._loop.run_sync(self._async.unsubscribe)  # a group's hook drops what it stops
+        with self._lock:
+            self._pending.clear()
 
     def subscription(self) -> frozenset[str]:
         return self._loop.run_sync(self._async.subscription)
 
     def assignment(self) -> frozenset[TopicPartition]:
         return self._loop.run_sync(self._async.assignment)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._loop.run_sync(self._async.pause, list(partitions))
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._loop.run_sync(self._async.resume, list(partitions))
+
+    def paused(self) -> frozenset[TopicPartition]:
+        return self._loop.run_sync(self._async.paused)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._drop_pending(lambda other: other == tp)
@@ -406,33 +456,102 @@ class Consumer(_Facade[_consumer.Consumer]):
         return self._loop.run_sync(self._async.skip_corrupt, tp)
 
     def position(self, tp: TopicPartition) -> int:
-        for record in self._pending:
-            if (record.topic, record.partition) == tuple(tp):
-                return record.offset
+        with self._lock:
+            for record in self._pending:
+                if (record.topic, record.partition) == tuple(tp):
+                    return record.offset
         return self._loop.run(self._async.position, tp)
 
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[ConsumerRecord]:
-        if self._pending:
-            n = min(max_records, len(self._pending))
-            return [self._pending.popleft() for _ in range(n)]
+        with self._lock:
+            if self._pending:
+                n = min(max_records, len(self._pending))
+                return [self._pending.popleft() for _ in range(n)]
         return self._loop.run(self._async.poll, timeout, max_records)
 
-    def commit(self) -> None:
-        self._loop.run(self._async.commit)
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        async def commit() -> None:
+            await self._async.commit(self._consumed(offsets))
+
+        self._loop.run(commit)
+
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartition, int] | None = None,
+        callback: CommitCallback | None = None,
+    ) -> None:
+        def commit() -> None:
+            self._async.commit_async(self._consumed(offsets), _in_worker(callback))
+
+        self._loop.run_sync(commit)
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        return self._loop.run(self._async.committed, list(partitions))
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         return self
 
     def __next__(self) -> ConsumerRecord:
-        while not self._pending:
-            self._pending.extend(
-                self._loop.run(self._async.poll, 1.0, self._async.max_poll_records)
-            )
-        return self._pending.popleft()
+        while True:
+            with self._lock:
+                if self._pending:
+                    return self._pending.popleft()
+            self._loop.run(self._refill)
+
+    async def _refill(self) -> None:
+        """Take a chunk in the loop (no partition can stop being read between the poll and
+        the chunk joining `_pending`)."""
+        records = await self._async.poll(1.0, self._async.max_poll_records)
+        with self._lock:
+            self._pending.extend(records)
+
+    def _consumed(
+        self, offsets: Mapping[TopicPartition, int] | None
+    ) -> Mapping[TopicPartition, int] | None:
+        """What `commit(offsets)` commits (run in the loop): None means the positions,
+        moved back to the first record not yielded yet."""
+        group = self._async._group
+        if offsets is not None or group is None:
+            return offsets
+        with self._lock:
+            first = _first_offsets(self._pending)
+        return {**group.current_offsets(), **first} if first else None
+
+    def _stopped(self, tps: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        """The loop stops reading `tps`: drop their records not yielded; where they began."""
+        with self._lock:
+            dropped = [r for r in self._pending if (r.topic, r.partition) in tps]
+            if dropped:
+                kept = [r for r in self._pending if (r.topic, r.partition) not in tps]
+                self._pending = deque(kept)
+        return _first_offsets(dropped)
 
     def _drop_pending(self, drop: Callable[[TopicPartition], bool]) -> None:
-        if self._pending:
-            self._pending = deque(r for r in self._pending if not drop((r.topic, r.partition)))
+        with self._lock:
+            if self._pending:
+                self._pending = deque(r for r in self._pending if not drop((r.topic, r.partition)))
+
+
+def _first_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        first.setdefault((r.topic, r.partition), r.offset)
+    return first
+
+
+CallbackT = TypeVar("CallbackT", bound=Callable[..., Any])
+
+
+def _in_worker(callback: CallbackT | None) -> CallbackT | None:
+    """A plain callback wrapped to run in a worker thread (it may call the facade, which
+    enters the loop); an async one as it is."""
+    if callback is None or inspect.iscoroutinefunction(callback):
+        return callback
+
+    async def run(*args: Any) -> None:
+        await trio.to_thread.run_sync(callback, *args)
+
+    return cast(CallbackT, run)
 
 
 # --------------------------------------------------------------------------- admin
@@ -487,3 +606,23 @@ class Admin(_Facade[_admin.Admin]):
 
     def describe_cluster(self) -> _admin.ClusterDescription:
         return self._loop.run(self._async.describe_cluster)
+
+    def list_groups(self) -> list[_admin.GroupListing]:
+        return self._loop.run(self._async.list_groups)
+
+    def describe_group(self, group_id: str) -> _admin.GroupDescription:
+        return self._loop.run(self._async.describe_group, group_id)
+
+    def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        return self._loop.run(self._async.group_offsets, group_id)
+
+    def reset_offsets_plan(
+        self, group_id: str, spec: _admin.OffsetResetSpec
+    ) -> list[_admin.OffsetReset]:
+        return self._loop.run(self._async.reset_offsets_plan, group_id, spec)
+
+    def reset_offsets(self, group_id: str, plan: Sequence[_admin.OffsetReset]) -> None:
+        self._loop.run(self._async.reset_offsets, group_id, plan)
+
+    def delete_group(self, group_id: str) -> None:
+        self._loop.run(self._async.delete_group, group_id)

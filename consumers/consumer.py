@@ -1,5 +1,5 @@
-"""The asynchronous consumer (without groups: assign or subscribe, positions kept locally):
-the Trio shell over `consumers.core.positions.Positions`.
+"""The asynchronous consumer: the Trio shell over `consumers.core.positions.Positions`, and, with
+a `group_id`, over the group shell `consumers.group.GroupSession` (membership, commits).
 
 Theory of operation
 -------------------
@@ -16,15 +16,22 @@ plans, and sleep until woken or the core's next deadline. Fetches go on the conn
 `max_poll_records` records per partition plus one fetch answer per leader (each bounded by
 fetch_max_bytes).
 
-`poll` first raises a pending CorruptBatch or error of a partition with nothing buffered
-before it, then returns buffered records (rotating over partitions, advancing positions),
-waiting up to `timeout` for some. `async for record in consumer` takes records one by one
-from the same buffers (positions advance per record) and never ends.
+`poll` first raises the group's fatal or pending error, then a pending CorruptBatch or error
+of a partition with nothing buffered before it, then returns buffered records (rotating over
+partitions not paused, advancing positions), waiting up to `timeout` for some. `async for
+record in consumer` takes records one by one from the same buffers (positions advance per
+record) and never ends. Both trigger the group's auto-commit once its interval passed.
+
+Without a group, `subscribe` reads every partition of its topics (a pattern: of every topic
+whose name it matches, listing all topics every `metadata_max_age_ms`). With a group,
+`subscribe` joins it and the coordinator assigns the partitions (`consumers.group`); `assign`
+reads exactly the partitions given, from the group's committed offsets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Literal
@@ -39,28 +46,42 @@ from consumers.core.positions import ConsumerRecord, FetchPlan, Positions
 from consumers.core.refresh import MetadataRefresh
 from consumers.errors import (
     ClientClosedError,
-    GroupsNotSupported,
+    InvalidGroupIdError,
+    InvalidRegularExpressionError,
     RequestTimedOutError,
     SluiceError,
 )
+from consumers.group import CommitCallback, GroupSession, RebalanceCallback
 
-__all__ = ["Consumer", "ConsumerRecord"]
+__all__ = ["CommitCallback", "Consumer", "ConsumerRecord", "RebalanceCallback"]
 
 MiB = 1024 * 1024
 FETCH_LANE = "fetch"
 ITER_YIELD_MASK = 63
 """`async for` yields to the scheduler every 64 records (a checkpoint costs ~6 µs here); it
 checks cancellation on every record."""
+CLOSE_TIMEOUT_S = 5.0
+"""Time `close` gives the group's last commit, revocation and leave (best effort)."""
 
 
 class Consumer:
-    """Reads records from assigned partitions; use as `async with Consumer(...) as c`."""
+    """Reads records from assigned partitions; use as `async with Consumer(...) as c`.
+
+    With `group_id`: `subscribe` joins the consumer group (the coordinator assigns the
+    partitions; `group_instance_id` makes the member static, `session_timeout_ms` is how long
+    the coordinator waits for its heartbeats, `group_assignor` None means the broker's default,
+    "uniform", or "range"); commits go to the group, automatically every
+    `auto_commit_interval_ms` unless `enable_auto_commit` is False."""
 
     def __init__(
         self,
         bootstrap: str | Sequence[str] = "127.0.0.1:9092",
         *,
         group_id: str | None = None,
+        group_instance_id: str | None = None,
+        session_timeout_ms: int = 10_000,
+        group_assignor: str | None = None,
+        auto_commit_interval_ms: int = 5_000,
         isolation: Literal["read_committed", "read_uncommitted"] = "read_committed",
         auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
         enable_auto_commit: bool = True,
@@ -75,11 +96,12 @@ class Consumer:
         retry_backoff_ms: float = 100,
         retry_backoff_max_ms: float = 1000,
     ) -> None:
-        if group_id is not None:
-            raise GroupsNotSupported(
-                "consumer groups are not available yet: use group_id=None with assign() or "
-                "subscribe()"
-            )
+        if group_id is not None and not 0 < len(group_id) <= 255:
+            raise ValueError("group_id must have 1 to 255 characters")
+        if group_instance_id is not None and (group_id is None or not group_instance_id):
+            raise ValueError("group_instance_id needs a group_id (and must not be empty)")
+        if session_timeout_ms < 1 or auto_commit_interval_ms < 1:
+            raise ValueError("session_timeout_ms and auto_commit_interval_ms must be >= 1")
         if isolation not in ("read_committed", "read_uncommitted"):
             raise ValueError("isolation must be 'read_committed' or 'read_uncommitted'")
         if auto_offset_reset not in ("earliest", "latest", "none"):
@@ -95,8 +117,8 @@ class Consumer:
             else IsolationLevel.READ_UNCOMMITTED
         )
         self.auto_offset_reset = auto_offset_reset
+        self.group_id = group_id
         self.enable_auto_commit = enable_auto_commit
-        """Kept for the contract; without groups there is nothing to commit."""
         self.max_poll_records = max_poll_records
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
@@ -122,6 +144,23 @@ class Consumer:
             refresh=self._refresh,
             backoff=self._backoff,
             on_data=self._signal_data,
+        )
+        self._group = (
+            None
+            if group_id is None
+            else GroupSession(
+                group_id=group_id,
+                instance_id=group_instance_id,
+                session_timeout_ms=session_timeout_ms,
+                assignor=group_assignor,
+                positions=self._positions,
+                backoff=self._backoff,
+                request_timeout_s=self.request_timeout_s,
+                enable_auto_commit=enable_auto_commit,
+                auto_commit_interval_s=auto_commit_interval_ms / 1000,
+                on_change=self._poke,
+                on_data=self._signal_data,
+            )
         )
         self._open = False
         self._stack: AsyncExitStack | None = None
@@ -149,6 +188,8 @@ class Consumer:
             await stack.enter_async_context(self._cluster)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             self._nursery.start_soon(self._manager)
+            if self._group is not None:
+                self._group.start(self._cluster, self._nursery)
         except BaseException:
             await stack.aclose()
             raise
@@ -164,6 +205,18 @@ class Consumer:
         await self.close()
 
     async def close(self) -> None:
+        """Close; with a group, first commit (auto-commit), revoke and leave, within
+        CLOSE_TIMEOUT_S (a callback's exception is raised once the consumer is closed)."""
+        if self._stack is None:
+            return
+        try:
+            if self._group is not None and self._open:
+                with trio.CancelScope(deadline=trio.current_time() + CLOSE_TIMEOUT_S, shield=True):
+                    await self._group.close()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
         if self._stack is None:
             return
         self._open = False
@@ -179,26 +232,106 @@ class Consumer:
     # -- assignment and positions ------------------------------------------------------------
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
-        """Read exactly these partitions (replacing any assignment); new ones start at
-        auto_offset_reset unless `seek` says otherwise."""
-        self._positions.assign(partitions)
+        """Read exactly these partitions (replacing any assignment); new ones start at the
+        group's committed offset (with a group_id), else at auto_offset_reset, unless `seek`
+        says otherwise.
+
+        With a group_id this is a "simple consumer": it does not join the group, and its
+        commits carry member id "" and epoch -1, which the coordinator accepts only while the
+        group has no live members."""
+        group = self._group
+        if group is None:
+            self._positions.assign(partitions)
+        elif group.member_mode:
+            raise ValueError("assign() and subscribe() exclude each other: unsubscribe() first")
+        else:
+            wanted = {(t, int(p)) for t, p in partitions}
+            before = set(self._positions.partitions)
+            removed = group.stop_reading(before - wanted)
+            self._positions.assign(wanted)
+            group.manual_assign(frozenset(wanted - before), removed)
         self._poke()
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        """Read every partition of these topics (no group: this consumer alone), following
-        partitions and topics as they appear in metadata."""
-        self._positions.subscribe(topics)
+    def subscribe(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        pattern: str | None = None,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        """Read these topics and/or every topic whose whole name `pattern` matches (Python
+        `re`; internal `__` topics never match).
+
+        Without a group: every partition, this consumer alone, following partitions and
+        topics as they appear in metadata. With a group: join it (or change the
+        subscription); the coordinator assigns partitions. The callbacks (plain or async,
+        called with a frozenset of (topic, partition), in the consumer's background task, one
+        at a time) say: `on_assigned` the partitions are this member's (their positions are
+        the committed offsets: `seek` may move them before the first fetch); `on_revoked`
+        they stop being read (their positions were committed with auto-commit; called for
+        everything at close); `on_lost` they were lost without a commit (fenced, or the
+        coordinator unreachable for 2/3 of the session timeout; `on_revoked` if not given)."""
+        names = frozenset(
+            () if topics is None else ([topics] if isinstance(topics, str) else topics)
+        )
+        if not names and pattern is None:
+            raise ValueError("subscribe to topics, a pattern, or both")
+        compiled: re.Pattern[str] | None = None
+        if pattern is not None:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as e:
+                raise InvalidRegularExpressionError(f"pattern {pattern!r}: {e}") from None
+        group = self._group
+        if group is None:
+            if on_assigned is not None or on_revoked is not None or on_lost is not None:
+                raise ValueError("on_assigned/on_revoked/on_lost need a group_id")
+            self._positions.subscribe(names, compiled)
+        else:
+            if self._positions.partitions and not group.member_mode:
+                raise ValueError("assign() and subscribe() exclude each other: assign([]) first")
+            group.on_assigned, group.on_revoked, group.on_lost = on_assigned, on_revoked, on_lost
+            group.subscribe(names, pattern)
         self._poke()
 
     def unsubscribe(self) -> None:
-        self._positions.unsubscribe()
+        """Stop reading; with a group, revoke every partition (committing with auto-commit)
+        and leave the group, in the background."""
+        group = self._group
+        if group is not None and group.member_mode:
+            group.unsubscribe()
+        elif group is not None:
+            self.assign([])  # a simple consumer: commits what it read (auto-commit)
+        else:
+            self._positions.unsubscribe()
         self._poke()
 
     def subscription(self) -> frozenset[str]:
+        """The topics named by `subscribe` (not those a pattern matches)."""
+        if self._group is not None and self._group.member.subscribed:
+            return frozenset(self._group.member.subscription.topics)
         return self._positions.subscription or frozenset()
 
     def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions being read: in a group, those owned and handed over by
+        `on_assigned`, until their revocation starts."""
         return frozenset(self._positions.partitions)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Stop fetching these assigned partitions, and hold back their buffered records,
+        until `resume` (ValueError for a partition not assigned)."""
+        self._positions.pause(partitions)
+        self._poke()
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._positions.resume(partitions)
+        self._signal_data()
+        self._poke()
+
+    def paused(self) -> frozenset[TopicPartition]:
+        return frozenset(self._positions.paused)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """The next record returned for `tp` will be the one at `offset`."""
@@ -238,11 +371,35 @@ class Consumer:
             return state.position
         raise RequestTimedOutError(f"the position of {tp!r} could not be resolved in time")
 
-    async def commit(self) -> None:
-        """Consumer groups arrive in a later stage: raises GroupsNotSupported (positions
-        without a group live only in this consumer)."""
-        await trio.lowlevel.checkpoint()
-        raise GroupsNotSupported("commit() needs a consumer group; groups are not available yet")
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit to the group and return once the coordinator applied it. `offsets`: the
+        next offset to read per partition; None: the current positions of the partitions
+        being read. Raises the typed error (StaleMemberEpochError for a partition this member
+        no longer owns, FencedMemberEpochError when the member lost everything,
+        RequestTimedOutError after request_timeout)."""
+        await self._committer().commit(offsets)
+
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartition, int] | None = None,
+        callback: CommitCallback | None = None,
+    ) -> None:
+        """Start a commit (as `commit`, taken in order after earlier ones) and return at once;
+        `callback(offsets, error or None)` runs when it ended (a failure without a callback
+        is logged)."""
+        self._committer().commit_async(offsets, callback)
+
+    async def committed(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None: nothing committed)."""
+        return await self._committer().committed(partitions)
+
+    def _committer(self) -> GroupSession:
+        self._check_open()
+        if self._group is None:
+            raise InvalidGroupIdError("commits need a consumer with a group_id")
+        return self._group
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -252,8 +409,14 @@ class Consumer:
         self._check_open()
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
-        deadline = trio.current_time() + max(0.0, timeout)
+        now = trio.current_time()
+        deadline = now + max(0.0, timeout)
+        group = self._group
+        if group is not None:
+            group.maybe_auto_commit(now)
         while True:
+            if group is not None:
+                group.raise_pending()
             self._positions.raise_pending()
             records = self._positions.take(max_records)
             if records:
@@ -272,8 +435,13 @@ class Consumer:
 
     async def __anext__(self) -> ConsumerRecord:
         """The next record, waiting as long as it takes (the iteration never ends)."""
+        group = self._group
+        if group is not None:
+            group.maybe_auto_commit(trio.current_time())
         while True:
             self._check_open()
+            if group is not None:
+                group.raise_pending()
             taken = self._positions.next_record()
             if taken is not None:
                 record, refetch = taken
@@ -315,6 +483,8 @@ class Consumer:
                 self._nursery.start_soon(self._reset, leader, tps)
             for plan in positions.fetches_due(now):
                 self._nursery.start_soon(self._fetch, plan)
+            if positions.listing_due(now):
+                self._nursery.start_soon(self._list_topics)
             deadline = positions.next_deadline(now, self.metadata_max_age_s)
             with trio.move_on_at(max(deadline, now + 0.001)):
                 await self._wake.wait()
@@ -334,6 +504,21 @@ class Consumer:
             stale = self._positions.refreshed(now, before, cluster.unreachable)
             self._refresh.finish(now, topics, ok, stale)
             self._poke()
+
+    async def _list_topics(self) -> None:
+        """List every topic for a pattern subscription (then apply it)."""
+        cluster = self._cluster
+        positions = self._positions
+        before = positions.leaders(t for t, _ in positions.partitions)
+        try:
+            await cluster.refresh(None)
+        except SluiceError:
+            positions.listed(trio.current_time(), False, self.metadata_max_age_s)
+        else:
+            now = trio.current_time()
+            positions.refreshed(now, before, cluster.unreachable)
+            positions.listed(now, True, self.metadata_max_age_s)
+        self._poke()
 
     async def _reset(self, leader: int, tps: list[TopicPartition]) -> None:
         positions = self._positions
@@ -355,6 +540,8 @@ class Consumer:
         positions = self._positions
         try:
             request, snapshot = positions.fetch_request(plan)
+            if not snapshot:
+                return
             try:
                 response = await self._cluster.request(
                     plan.leader,

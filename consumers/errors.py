@@ -38,7 +38,6 @@ __all__ = [
     "GroupError",
     "GroupIdNotFoundError",
     "GroupMemberError",
-    "GroupsNotSupported",
     "InvalidConfigError",
     "InvalidFrameError",
     "InvalidGroupIdError",
@@ -477,7 +476,3 @@ class NotSupportedError(SluiceError, NotImplementedError):
 class TransactionsNotSupported(NotSupportedError):
     """Transactions (transactional_id, transaction(), send_offsets_to_transaction) are not
     available yet."""
-
-
-class GroupsNotSupported(NotSupportedError):
-    """Consumer groups (group_id, commit()) are not available yet."""

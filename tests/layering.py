@@ -105,6 +105,7 @@ PURE_STDLIB = frozenset(
         "textwrap",
         "types",
         "typing",
+        "unicodedata",
         "weakref",
         "zlib",
     }

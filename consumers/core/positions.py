@@ -28,15 +28,23 @@ for metadata (a leadership error forgets the leader; an answer naming the new le
 backoff) and retry with backoff; other errors are raised once by `poll`, then the fetch is
 retried after a backoff. A refresh that names a partition's new leader ends its backoff too.
 
-Subscriptions assign every partition of their topics (new topics and partitions are picked up
-by refreshes at least every `metadata_max_age_s`).
+Subscriptions (without a group) assign every partition of their topics, and of every topic a
+pattern matches (`re.fullmatch` on the name; internal `__` topics never match): new topics and
+partitions are picked up by refreshes at least every `metadata_max_age_s` (a pattern lists all
+topics: `listing_due`/`listed`). In a group the consumer adds and removes partitions itself
+(`add`, `remove`).
+
+Pausing: a paused partition is neither fetched nor does `take`/`next_record` return its
+buffered records. A *waiting* partition (assigned, but its committed offset or the group's
+`on_assigned` is still pending) is neither fetched nor reset until `start`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -183,6 +191,16 @@ class Positions:
         """Called when `poll` has something new to raise (an error set outside an answer)."""
         self.partitions: dict[TopicPartition, PartitionPosition] = {}
         self.subscription: frozenset[str] | None = None
+        self.pattern: re.Pattern[str] | None = None
+        """A subscription's pattern (with `subscription`, possibly empty, its named topics)."""
+        self.listing = False
+        """An all-topic metadata refresh for the pattern runs."""
+        self.list_at = -math.inf
+        """The next one starts no earlier."""
+        self.list_failures = 0
+        self.paused: set[TopicPartition] = set()
+        self.waiting: set[TopicPartition] = set()
+        """Assigned partitions not yet to be fetched or reset (see the module docstring)."""
         self.metadata_at = -math.inf
         """When the last metadata refresh ended."""
         self.fetching: set[int] = set()
@@ -197,11 +215,7 @@ class Positions:
 
     def set_assignment(self, wanted: set[TopicPartition]) -> None:
         """Exactly these partitions (new ones in sorted order: deterministic)."""
-        for tp in list(self.partitions):
-            if tp not in wanted:
-                del self.partitions[tp]
-                if self.current == tp:
-                    self.current = None
+        self.remove([tp for tp in self.partitions if tp not in wanted])
         for tp in sorted(wanted):
             if tp not in self.partitions:
                 self.partitions[tp] = PartitionPosition(self.auto_offset_reset)
@@ -211,24 +225,90 @@ class Positions:
             raise ValueError("assign() and subscribe() exclude each other: unsubscribe() first")
         self.set_assignment({(t, int(p)) for t, p in partitions})
 
-    def subscribe(self, topics: Iterable[str]) -> None:
+    def subscribe(self, topics: Iterable[str], pattern: re.Pattern[str] | None = None) -> None:
         names = frozenset(topics)
         if self.partitions and self.subscription is None:
             raise ValueError("assign() and subscribe() exclude each other: assign([]) first")
         self.subscription = names
-        self.metadata_at = -math.inf
-        self.set_assignment({tp for tp in self.partitions if tp[0] in names})
+        self.pattern = pattern
+        self.metadata_at = self.list_at = -math.inf
+        self.set_assignment({tp for tp in self.partitions if self._subscribed(tp[0])})
 
     def unsubscribe(self) -> None:
         self.subscription = None
+        self.pattern = None
         self.set_assignment(set())
+
+    def _subscribed(self, topic: str) -> bool:
+        if self.subscription is not None and topic in self.subscription:
+            return True
+        return (
+            self.pattern is not None
+            and not topic.startswith("__")
+            and self.pattern.fullmatch(topic) is not None
+        )
+
+    def add(self, offsets: Mapping[TopicPartition, int | None], *, waiting: bool = False) -> None:
+        """Add partitions (keeping every other one) at these positions (None: by
+        auto_offset_reset); `waiting`: not read until `start`."""
+        for tp, offset in sorted(offsets.items()):
+            state = self.partitions[tp] = PartitionPosition(self.auto_offset_reset)
+            state.position = state.fetch_offset = offset
+            if waiting:
+                self.waiting.add(tp)
+
+    def remove(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """Stop reading these partitions (their buffered records are dropped, answers in
+        flight for them ignored); returns the position each had."""
+        out: dict[TopicPartition, int | None] = {}
+        for tp in tps:
+            state = self.partitions.pop(tp, None)
+            if state is None:
+                continue
+            out[tp] = state.position
+            self.paused.discard(tp)
+            self.waiting.discard(tp)
+            if self.current == tp:
+                self.current = None
+        return out
+
+    def start(self, tps: Iterable[TopicPartition]) -> None:
+        """Waiting partitions may be read from now."""
+        self.waiting.difference_update(tps)
+
+    def pause(self, tps: Iterable[TopicPartition]) -> None:
+        wanted = [self._key(tp) for tp in tps]
+        for tp in wanted:
+            self.get(tp)
+        self.paused.update(wanted)
+
+    def resume(self, tps: Iterable[TopicPartition]) -> None:
+        wanted = [self._key(tp) for tp in tps]
+        for tp in wanted:
+            self.get(tp)
+        self.paused.difference_update(wanted)
+
+    @staticmethod
+    def _key(tp: TopicPartition) -> TopicPartition:
+        return (tp[0], int(tp[1]))
+
+    def readable(self) -> dict[TopicPartition, int]:
+        """The known positions of the partitions being read (not waiting)."""
+        return {
+            tp: s.position
+            for tp, s in self.partitions.items()
+            if s.position is not None and tp not in self.waiting
+        }
 
     def apply_subscription(self) -> None:
         """Assign every partition the metadata knows of the subscribed topics."""
         if self.subscription is None:
             return
         wanted: set[TopicPartition] = set()
-        for name in self.subscription:
+        names = set(self.subscription)
+        if self.pattern is not None:
+            names.update(t for t in self.meta.topics if self._subscribed(t))
+        for name in names:
             count = self.meta.partition_count(name)
             if count is not None:
                 wanted.update((name, p) for p in range(count))
@@ -289,7 +369,8 @@ class Positions:
     def take(self, max_records: int) -> list[ConsumerRecord]:
         """Buffered records, rotating over partitions; positions advance past them."""
         out: list[ConsumerRecord] = []
-        tps = [tp for tp, s in self.partitions.items() if s.records]
+        paused = self.paused
+        tps = [tp for tp, s in self.partitions.items() if s.records and tp not in paused]
         if not tps:
             return out
         self._rotation = (self._rotation + 1) % len(tps)
@@ -313,7 +394,7 @@ class Positions:
         before moving to another partition."""
         tp = self.current
         state = self.partitions.get(tp) if tp is not None else None
-        if state is None or not state.records:
+        if state is None or not state.records or tp in self.paused:
             self.raise_pending()
             self.current = self._next_with_records()
             if self.current is None:
@@ -329,7 +410,7 @@ class Positions:
             return None
         self._rotation = (self._rotation + 1) % len(tps)
         for tp in tps[self._rotation :] + tps[: self._rotation]:
-            if self.partitions[tp].records:
+            if self.partitions[tp].records and tp not in self.paused:
                 return tp
         return None
 
@@ -374,6 +455,21 @@ class Positions:
         self.apply_subscription()
         return stale
 
+    def listing_due(self, now: float) -> bool:
+        """Whether to list every topic now (a pattern subscription; marks it running)."""
+        if self.pattern is None or self.listing or now < self.list_at:
+            return False
+        self.listing = True
+        return True
+
+    def listed(self, now: float, ok: bool, max_age_s: float) -> None:
+        """The listing ended (`refreshed` applied the subscription if `ok`): the next one in
+        `max_age_s`, or after a backoff if it failed."""
+        self.listing = False
+        self.list_failures = 0 if ok else self.list_failures + 1
+        delay = max_age_s if ok else min(max_age_s, self.backoff.delay(self.list_failures - 1))
+        self.list_at = now + delay
+
     # -- resets ------------------------------------------------------------------------------
 
     def resets_due(self, now: float) -> dict[int, list[TopicPartition]]:
@@ -381,6 +477,8 @@ class Positions:
         by_leader: dict[int, list[TopicPartition]] = {}
         for tp, state in self.partitions.items():
             if state.position is not None or tp in self.resetting or state.error is not None:
+                continue
+            if tp in self.waiting:
                 continue
             if now < state.retry_at:
                 continue
@@ -426,6 +524,8 @@ class Positions:
                 state = self.partitions.get(tp)
                 if state is None or generations.get(tp) != state.generation:
                     continue
+                if state.position is not None:
+                    continue  # re-added since at a known position: this reset is moot
                 if p.error is not ErrorCode.NONE:
                     self.retry_later(tp, error_for(p.error, f"list offsets of {tp}"), now)
                     continue
@@ -458,6 +558,8 @@ class Positions:
         for tp, state in self.partitions.items():
             if not state.fetchable(now, self.max_poll_records):
                 continue
+            if tp in self.paused or tp in self.waiting:
+                continue
             leader = self.meta.leader_for(tp)
             if leader is None:
                 self.refresh.want(tp[0])
@@ -468,7 +570,7 @@ class Positions:
         for leader, tps in by_leader.items():
             self.fetching.add(leader)
             busy = any(
-                state.records and self.meta.leader_for(tp) == leader
+                state.records and tp not in self.paused and self.meta.leader_for(tp) == leader
                 for tp, state in self.partitions.items()
             )
             wait = min(self.fetch_max_wait_ms, BUSY_MAX_WAIT_MS) if busy else None
@@ -476,11 +578,14 @@ class Positions:
         return plans
 
     def fetch_request(self, plan: FetchPlan) -> tuple[FetchRequest, Snapshot]:
+        """The FETCH of a plan, for its partitions still assigned with a fetch offset (an
+        empty snapshot: none is left)."""
         snapshot: Snapshot = {}
         topics: dict[str, list[FetchPartition]] = {}
         for tp in plan.tps:
-            state = self.partitions[tp]
-            assert state.fetch_offset is not None
+            state = self.partitions.get(tp)
+            if state is None or state.fetch_offset is None:
+                continue  # removed or moved since the plan was made
             snapshot[tp] = (state.generation, state.fetch_offset)
             topics.setdefault(tp[0], []).append(
                 FetchPartition(
@@ -596,6 +701,8 @@ class Positions:
         deadline = min(now + 1.0, self.refresh.next_at())
         if self.subscription is not None:
             deadline = min(deadline, self.metadata_at + max_age_s)
+        if self.pattern is not None and not self.listing:
+            deadline = min(deadline, self.list_at)
         for state in self.partitions.values():
             if state.retry_at > now:
                 deadline = min(deadline, state.retry_at)

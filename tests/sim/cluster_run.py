@@ -1,7 +1,8 @@
 """Run cluster-simulator seeds: `python -m tests.sim.cluster_run --seeds N [--jobs J]`, or one
 seed verbosely with `--seed S --profile P`. Each seed runs the profile `--profile` names, or
 by default the seed's own (`PROFILES[seed % 5]`: quiet, crash, partition, network, mixed);
-`--profile wipe` adds wiped-disk restarts. Ends with `N seeds, V violations`; exits 1 on any
+`--profile wipe` adds wiped-disk restarts, `--profile groups` runs consumer groups
+(tests/sim/cluster_groups.py). Ends with `N seeds, V violations`; exits 1 on any
 violation, printing the command that reproduces it and the end of its trace."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-from tests.sim.cluster_scenario import ALL_PROFILES, ClusterResult, run_cluster_seed
+from tests.sim.cluster_scenario import ALL_PROFILES, ClusterResult
+from tests.sim.cluster_seed import run_cluster_seed
 from tests.sim.mutations import CLUSTER_MUTATIONS
 
 TRACE_LINES = 25
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         totals["acked"] = totals.get("acked", 0) + res.acked
         totals["read"] = totals.get("read", 0) + res.read
         totals["elections"] = totals.get("elections", 0) + res.elections
+        for k, v in (res.groups or {}).items():
+            totals[f"group_{k}"] = totals.get(f"group_{k}", 0) + v
         if args.seed is not None:
             print(f"scenario: {res.scenario.describe()}")
             print(
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(f"{k}={v}" for k, v in vars(res.stats).items())
                 + f" acked={res.acked} read={res.read} elections={res.elections}"
             )
+            if res.groups is not None:
+                print("groups: " + " ".join(f"{k}={v}" for k, v in res.groups.items()))
             if args.trace:
                 print("\n".join(res.trace))
         if res.violation is not None:

@@ -32,16 +32,14 @@ metadata must have caught up and every broker must be ready. Then the final chec
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from broker.core.raft import ConfState
 from tests.sim.checker import Violation
+from tests.sim.cluster_checker import ClusterChecker
 from tests.sim.cluster_clients import SimAdmin, SimProducer, SimReader
 from tests.sim.cluster_world import ClusterStats, ClusterWorld, NetOptions
 
@@ -50,9 +48,11 @@ BOOT_TICKS = 400
 LIVENESS_TICKS = 600
 PROFILES = ("quiet", "crash", "partition", "network", "mixed")
 """The profiles `make test` cycles through (seed % len)."""
-EXTRA_PROFILES = ("wipe",)
+EXTRA_PROFILES = ("wipe", "groups")
 """Opt-in: wiped-disk restarts (`--profile wipe`; test_cluster_sim.WIPE_SEEDS in `make test`,
-WIPE=0 switches them off in `make sim-cluster`)."""
+WIPE=0 switches them off in `make sim-cluster`); consumer groups (`--profile groups`: members,
+churn and the group checkers of tests/sim/cluster_groups.py; test_group_sim.py in `make
+test`)."""
 ALL_PROFILES = PROFILES + EXTRA_PROFILES
 
 
@@ -141,7 +141,32 @@ class ClusterScenario:
             sc.snapshot_chunk_bytes = r.choice([64, 512, 1 << 20])
         if profile in ("network", "mixed"):
             sc.duplicate = r.choice([0.0, 0.02, 0.05])
+        if profile == "groups":
+            sc._draw_groups(r)
         return sc
+
+    def _draw_groups(self, r: random.Random) -> None:
+        """The `groups` profile (tests/sim/cluster_groups.py): three brokers, a topic of 6-12
+        partitions and no producers (members only advance positions); broker crashes (the
+        coordinator's leader preferred), partitions, pauses, frame loss, duplication and
+        reordering, each switched on or off per seed. Drawn after everything else, so the
+        other profiles draw exactly what they drew before."""
+        self.brokers = 3
+        self.partitions = r.randint(6, 12)
+        self.producers = 0
+        self.skew = r.choice([0, 1])
+        self.fault_ticks = r.randint(120, 200)
+        self.early_faults = False
+        self.crash_rate = r.choice([0.0, 0.01, 0.02, 0.03])
+        self.crash_mid_round = r.choice([0.0, 0.005])
+        self.kill_new_leader = r.choice([0.0, 0.0, 0.1])
+        self.power_loss = r.choice([0.0, 0.0, 0.0, 0.003])
+        self.partition_rate = r.choice([0.0, 0.01, 0.02])
+        self.pause_rate = r.choice([0.0, 0.01])
+        self.drop = r.choice([0.0, 0.01, 0.05])
+        self.duplicate = r.choice([0.0, 0.02])
+        self.reorder = r.choice([0.0, 0.02])
+        self.latency_max = r.choice([2, 4, 8])
 
     def node_options(self) -> dict[str, int]:
         """NodeConfig fields the scenario sets."""
@@ -160,7 +185,14 @@ class ClusterScenario:
 class ClusterDriver:
     """Clients and faults of one scenario over a ClusterWorld."""
 
-    def __init__(self, sc: ClusterScenario) -> None:
+    def __init__(
+        self,
+        sc: ClusterScenario,
+        *,
+        checker: ClusterChecker | None = None,
+        node_options: dict[str, int] | None = None,
+    ) -> None:
+        """`checker` and `node_options` (added to the scenario's) are the groups profile's."""
         self.sc = sc
         rng = random.Random(sc.seed * 7919 + 17)
         units = [10 + (rng.randint(-sc.skew, sc.skew) if sc.skew else 0) for _ in range(sc.brokers)]
@@ -179,8 +211,9 @@ class ClusterDriver:
             ),
             tick_units=units,
             disk_latency=(1, sc.disk_latency_max),
-            node_options=sc.node_options(),
+            node_options={**sc.node_options(), **(node_options or {})},
             seed_label=f"s{sc.seed}",
+            checker=checker,
         )
         self.rng = rng
         self.world.after_round_start = self._after_round_start
@@ -444,6 +477,10 @@ class ClusterDriver:
             hws[(TOPIC, pi.partition)] = lg.machine.high_watermark
         return self.reader.caught_up(hws)
 
+    def group_counts(self) -> dict[str, int] | None:
+        """The groups profile's counts (None: no groups in this scenario)."""
+        return None
+
     def report(self) -> str:
         w = self.world
         parts = [f"controller={w.controller()}", f"leaders={w.partition_leaders()}"]
@@ -478,53 +515,11 @@ class ClusterResult:
     violation: Violation | None
     scenario: ClusterScenario
     trace: list[str]
+    groups: dict[str, int] | None = None
+    """The groups profile's counts (joins, leaves, crashes, stalls, commits, ...)."""
 
     def repro(self, mutation: str | None = None) -> str:
         cmd = f"python -m tests.sim.cluster_run --seed {self.seed} --profile {self.profile}"
         if self.scenario.dial_rule != "runtime":
             cmd += f" --dial-rule {self.scenario.dial_rule}"
         return cmd + (f" --mutation {mutation}" if mutation else "")
-
-
-Mutation = Callable[[], AbstractContextManager[None]]
-
-
-def run_cluster_seed(
-    seed: int,
-    profile: str | None = None,
-    mutation: Mutation | None = None,
-    *,
-    dial_rule: str = "runtime",
-) -> ClusterResult:
-    profile = profile or profile_for(seed)
-    sc = ClusterScenario.draw(seed, profile)
-    sc.dial_rule = dial_rule
-    drv = ClusterDriver(sc)
-    violation: Violation | None = None
-    with mutation() if mutation is not None else _nothing():
-        try:
-            drv.run()
-        except Violation as v:
-            violation = v
-        except Exception as e:  # a bug of the simulator or an assertion of the core
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            violation = Violation("sim-error", f"{e!r} at {tb.filename}:{tb.lineno}")
-    w = drv.world
-    if violation is not None:
-        w.log(f"VIOLATION {violation}")
-    return ClusterResult(
-        seed,
-        profile,
-        w.stats,
-        sum(len(p.acked) for p in drv.producers),
-        drv.reader.records,
-        w.checker.elections,
-        violation,
-        sc,
-        list(w.trace),
-    )
-
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield

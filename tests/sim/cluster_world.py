@@ -202,6 +202,7 @@ class ClusterWorld:
         disk_latency: tuple[int, int] = (1, 3),
         node_options: dict[str, int] | None = None,
         seed_label: str = "sim",
+        checker: ClusterChecker | None = None,
     ) -> None:
         self.rng = rng
         self.now = 0
@@ -212,7 +213,8 @@ class ClusterWorld:
         self.label = seed_label
         self.stats = ClusterStats()
         self.trace: deque[str] = deque(maxlen=80)
-        self.checker = ClusterChecker()
+        self.checker = checker if checker is not None else ClusterChecker()
+        """The consumer-group profile passes a subclass (tests/sim/cluster_groups.py)."""
         self.after_round_start: Callable[[int, list[int]], None] | None = None
         """Hook for fault injection: a broker's round has started (its messages left, its
         write is in flight); with the groups it just became leader of."""

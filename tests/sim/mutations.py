@@ -5,18 +5,25 @@ the real node. Broker rules (the cluster simulator): `BROKER_MUTATIONS`, context
 monkeypatch one method of the broker's core for the duration of a run. Client rules (the
 cluster simulator, whose producers drive the client library's pure core): `CLIENT_MUTATIONS`,
 context managers that switch on one of the core's mutation flags (`consumers.core.producer
-.MUTATIONS`) for the duration of a run.
+.MUTATIONS`) for the duration of a run. Consumer-group rules (the cluster simulator's `groups`
+profile): `GROUP_MUTATIONS`, the coordinator's methods and the member core's monkeypatched, or
+a flag of the simulated members switched on (tests/sim/test_group_sim.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from broker.core import host as host_module
+from broker.core.groups.assignors import Subscription, UniformAssignor
+from broker.core.groups.group import Committed, ConsumerGroup
+from broker.core.groups.membership import GroupMembership, HeartbeatAnswer, MemberState
+from broker.core.groups.membership import Outcome as MemberOutcome
 from broker.core.metadata import PRODUCER_ID_BLOCK, cmd_alloc_producer_ids
 from broker.core.node import BrokerNode, FetchResult
 from broker.core.partition import ApplyResult, Outcome, PartitionMachine
@@ -28,6 +35,8 @@ from broker.core.raft.types import MemberId, RequestVote, SnapshotMeta, VoteResp
 from broker.wire.batch import BatchHeader, parse_header
 from broker.wire.errors import ErrorCode
 from consumers.core import producer as producer_core
+from consumers.core.group_member import GroupMember
+from tests.sim import cluster_groups
 
 
 class CommitPreviousTermByCounting(RaftNode):
@@ -332,3 +341,111 @@ CLIENT_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
 }
 CLUSTER_MUTATIONS = {**BROKER_MUTATIONS, **CLIENT_MUTATIONS}
 """Every mutation the cluster simulator runs (`cluster_run --mutation`)."""
+
+
+# -- consumer-group mutations (the cluster simulator's `groups` profile) -----------------------
+# Server rules are monkeypatched like BROKER_MUTATIONS; member rules patch the client core
+# (`consumers.core.group_member`) or switch on a flag of the simulated members
+# (tests/sim/cluster_groups.py MUTATIONS). Each is caught by one group checker; see
+# tests/sim/test_group_sim.py for which, and at which seed.
+
+
+def group_eager_handout() -> AbstractContextManager[None]:
+    """The coordinator hands a target partition to its new owner at once, while its previous
+    owner still holds it (has not reported it released)."""
+
+    def mutant(self: GroupMembership, m: MemberState) -> HeartbeatAnswer:
+        target = self.target.get(m.member_id, frozenset())
+        m.held |= set(target)
+        assigned = frozenset(m.held & target)
+        if m.held <= target and m.epoch != self.epoch:
+            m.previous_epoch, m.epoch = m.epoch, self.epoch
+        return HeartbeatAnswer(MemberOutcome.OK, m.epoch, assigned)
+
+    return _patched(GroupMembership, "_reconcile", mutant)
+
+
+def group_commit_unheld() -> AbstractContextManager[None]:
+    """The coordinator accepts a member's commit (current or previous epoch) of any
+    partition, held or not."""
+    commit = ConsumerGroup.commit
+
+    def mutant(
+        self: ConsumerGroup,
+        member_id: str,
+        member_epoch: int,
+        offsets: list[tuple[str, int, int, str | None]],
+        meta_index: int,
+        index: int,
+    ) -> list[ErrorCode]:
+        ms = self.membership.members.get(member_id)
+        if member_id and ms is not None and member_epoch in (ms.epoch, ms.previous_epoch):
+            for topic, partition, offset, metadata in offsets:
+                self.offsets[(topic, partition)] = Committed(offset, metadata, meta_index)
+            self.changed = index
+            return [ErrorCode.NONE] * len(offsets)
+        return commit(self, member_id, member_epoch, offsets, meta_index, index)
+
+    return _patched(ConsumerGroup, "commit", mutant)
+
+
+def group_assignor_not_sticky() -> AbstractContextManager[None]:
+    """The uniform assignor ignores what members hold (balanced, but not sticky)."""
+    assign = UniformAssignor.assign
+
+    def mutant(
+        self: UniformAssignor,
+        members: Mapping[str, Subscription],
+        partitions: Mapping[str, int],
+        current: Mapping[str, frozenset[tuple[str, int]]],
+    ) -> dict[str, frozenset[tuple[str, int]]]:
+        return assign(self, members, partitions, {})
+
+    return _patched(UniformAssignor, "assign", mutant)
+
+
+def group_expire_without_rebalance() -> AbstractContextManager[None]:
+    """An expired member is removed without a new target assignment: its partitions stay
+    in nobody's target until the membership changes again."""
+
+    def mutant(self: GroupMembership, member_id: str) -> MemberOutcome:
+        if member_id not in self.members:
+            return MemberOutcome.FENCED
+        self._remove(member_id)
+        return MemberOutcome.OK
+
+    return _patched(GroupMembership, "expire", mutant)
+
+
+def member_ignores_lost_rule() -> AbstractContextManager[None]:
+    """The member core never treats its partitions as lost for want of heartbeat answers
+    (the 2/3 rule): a stalled member goes on processing after the coordinator expired it."""
+
+    def mutant(self: GroupMember) -> float:
+        return math.inf
+
+    return _patched(GroupMember, "lost_deadline", mutant)
+
+
+def _member_switch(name: str) -> Callable[[], AbstractContextManager[None]]:
+    @contextlib.contextmanager
+    def switch() -> Iterator[None]:
+        cluster_groups.MUTATIONS.add(name)
+        try:
+            yield
+        finally:
+            cluster_groups.MUTATIONS.discard(name)
+
+    return switch
+
+
+GROUP_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    "group-eager-handout": group_eager_handout,
+    "group-commit-unheld": group_commit_unheld,
+    "group-assignor-not-sticky": group_assignor_not_sticky,
+    "group-expire-without-rebalance": group_expire_without_rebalance,
+    "member-ignores-lost-rule": member_ignores_lost_rule,
+    cluster_groups.STALE_COMMIT_QUEUE: _member_switch(cluster_groups.STALE_COMMIT_QUEUE),
+}
+"""Run with `cluster_run --profile groups --mutation NAME`."""
+CLUSTER_MUTATIONS.update(GROUP_MUTATIONS)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from broker.core.controller import ENSURE_INTERNAL_TOPIC
 from broker.core.peer_codec import PeerResponse
 from broker.core.peer_requests import PING, Inbound, PeerRequests, PeerRequestStats, PeerResult
 from broker.core.producer_ids import ALLOC_PRODUCER_IDS
@@ -204,7 +205,7 @@ class PeerRequestRun:
             expected: tuple[ErrorCode, object] = (ErrorCode.UNSUPPORTED_VERSION, None)
         elif sent.kind == PING:
             me = {"node_id": dst, "incarnation": w.brokers[dst].disk.incarnation}
-            kinds = sorted([PING, SLOW, ALLOC_PRODUCER_IDS])  # the node's kinds, and the test's
+            kinds = sorted([PING, SLOW, ALLOC_PRODUCER_IDS, ENSURE_INTERNAL_TOPIC])
             expected = (ErrorCode.NONE, {**me, "kinds": kinds, "echo": sent.token})
         else:
             expected = (ErrorCode.NONE, {"by": dst, "echo": sent.token})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sim.cluster_run import describe_failure
-from tests.sim.cluster_scenario import run_cluster_seed
+from tests.sim.cluster_seed import run_cluster_seed
 from tests.sim.mutations import CLIENT_MUTATIONS
 
 SEED_BUDGET = 8

@@ -67,12 +67,15 @@ async def serve(
     handshake: Answer | None = None,
     streams: list[trio.SocketStream] | None = None,
     seen: list[tuple[ApiKey, int]] | None = None,
+    ordered: bool = False,
 ) -> int:
     """A fake broker listening on `port` (0: any free one); returns the port. It answers
     API_VERSIONS with `handshake` (default: no error, `versions()`) and hands every other
     request to `handler`, at the version it came in. Each connection it accepts is appended to
     `streams` if given: a test may close one itself (`trio.aclose_forcefully`), which ends that
-    connection; `seen`, if given, gets every request's (API, version)."""
+    connection; `seen`, if given, gets every request's (API, version). `ordered`: a
+    connection's requests are handled one at a time, in order (as a real broker answers
+    them), so a request the handler holds back holds back the rest of its connection."""
     error, message, body = handshake or (ErrorCode.NONE, None, versions())
 
     async def connection(stream: trio.SocketStream) -> None:
@@ -104,6 +107,8 @@ async def serve(
                         seen.append((header.api_key, header.api_version))
                     if header.api_key is ApiKey.API_VERSIONS:
                         await send(header.correlation_id, error, message, body)
+                    elif ordered:
+                        await handler(header, request, send)
                     else:
                         tasks.start_soon(handler, header, request, send)
 

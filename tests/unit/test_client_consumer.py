@@ -12,7 +12,7 @@ from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchedBatch, FetchPartitionResult
 from consumers.consumer import Consumer
 from consumers.core.positions import PartitionPosition, Positions
-from consumers.errors import CorruptBatch, GroupsNotSupported, OffsetOutOfRangeError
+from consumers.errors import CorruptBatch, OffsetOutOfRangeError
 
 TP = ("t", 0)
 
@@ -152,7 +152,7 @@ def test_seek_discards_buffered_records_and_in_flight_answers() -> None:
         c.seek(("other", 0), 0)
 
 
-def test_assign_and_subscribe_exclude_each_other_and_groups_are_refused() -> None:
+def test_assign_and_subscribe_exclude_each_other() -> None:
     c, _ = consumer()
     with pytest.raises(ValueError):
         c.subscribe(["t"])
@@ -160,5 +160,3 @@ def test_assign_and_subscribe_exclude_each_other_and_groups_are_refused() -> Non
     c.subscribe(["t"])
     with pytest.raises(ValueError):
         c.assign([TP])
-    with pytest.raises(GroupsNotSupported):
-        Consumer("127.0.0.1:1", group_id="g")

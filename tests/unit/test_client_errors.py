@@ -21,7 +21,6 @@ from consumers.errors import (
     GroupError,
     GroupIdNotFoundError,
     GroupMemberError,
-    GroupsNotSupported,
     InvalidGroupIdError,
     InvalidRegularExpressionError,
     InvalidSessionTimeoutError,
@@ -112,7 +111,7 @@ def test_client_side_errors() -> None:
     assert "t[2]" in str(corrupt) and "10..14" in str(corrupt)
     assert "10..?" in str(CorruptBatch("t", 0, 10, None, "bad"))
     assert copy.copy(corrupt).base_offset == 10
-    for cls in (TransactionsNotSupported, GroupsNotSupported):
+    for cls in (TransactionsNotSupported,):
         e = cls("later")
         assert isinstance(e, NotImplementedError) and isinstance(e, SluiceError)
         assert not e.retriable
@@ -162,7 +161,9 @@ def test_group_codes_map_to_their_classes(
     assert type(e) is cls and e.code is code and e.message == "m"
     assert isinstance(e, family)
     assert [f for f in GROUP_FAMILIES if isinstance(e, f)] == [family]  # one family only
-    assert not isinstance(e, (LeadershipError, errors.InvalidRequestError, GroupsNotSupported))
+    assert not isinstance(
+        e, (LeadershipError, errors.InvalidRequestError, TransactionsNotSupported)
+    )
     assert e.retriable is retriable is code.retriable
     assert error_for(code).message == code.description
     c = copy.copy(e)
