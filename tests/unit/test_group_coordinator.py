@@ -138,3 +138,77 @@ def test_list_describe_and_delete() -> None:
     b.call(GroupHeartbeatRequest(group_id="g", member_id="a", member_epoch=-1))
     deleted = b.call(DeleteGroupsRequest(group_ids=("g",))).body
     assert [r.error for r in deleted.groups] == [ErrorCode.NONE]  # type: ignore[union-attr]
+
+
+def test_a_static_member_that_comes_back_keeps_its_partitions_without_a_rebalance() -> None:
+    b = booted()
+    first = beat(b, "s1", 0, instance_id="i1")
+    owned = pairs(first.assignment)
+    assert len(owned) == 4
+    group_epoch = b.call(DescribeGroupsRequest(group_ids=("g",))).body.groups[0].group_epoch  # type: ignore[union-attr]
+    reply = b.call(
+        GroupHeartbeatRequest(group_id="g", member_id="s1", member_epoch=-2, instance_id="i1")
+    )
+    assert reply.error == ErrorCode.NONE
+    again = beat(b, "s2", 0, instance_id="i1")  # the restarted process, a new member id
+    assert pairs(again.assignment) == owned and again.member_epoch == first.member_epoch
+    d = b.call(DescribeGroupsRequest(group_ids=("g",))).body.groups[0]  # type: ignore[union-attr]
+    assert d.group_epoch == group_epoch and [m.member_id for m in d.members] == ["s2"]
+    twin = b.call(
+        GroupHeartbeatRequest(
+            group_id="g", member_id="s3", member_epoch=0, instance_id="i1", topics=("t",)
+        )
+    )
+    assert twin.error == ErrorCode.UNRELEASED_INSTANCE_ID  # s2 is active: no two holders
+    stale = b.call(
+        GroupHeartbeatRequest(group_id="g", member_id="s1", member_epoch=first.member_epoch)
+    )
+    assert stale.error == ErrorCode.UNKNOWN_MEMBER_ID  # the old incarnation is fenced
+
+
+def test_a_pattern_subscription_picks_up_a_new_matching_topic() -> None:
+    b = booted()
+    b.create_topic("p-a", partitions=2)
+    first = b.call(GroupHeartbeatRequest(group_id="g", member_id="m", member_epoch=0,
+                                         pattern="p-.*"))  # fmt: skip
+    assert isinstance(first.body, GroupHeartbeatResponse)
+    assert pairs(first.body.assignment) == {("p-a", 0), ("p-a", 1)}
+    b.create_topic("p-b", partitions=1)
+    b.create_topic("q", partitions=1)
+    b.tick(12)  # the leader compares groups with metadata every 10 ticks
+    owned = first.body.assignment
+    reply = b.call(GroupHeartbeatRequest(group_id="g", member_id="m",
+                                         member_epoch=first.body.member_epoch, pattern="p-.*",
+                                         owned=owned))  # fmt: skip
+    assert isinstance(reply.body, GroupHeartbeatResponse)
+    assert pairs(reply.body.assignment) == {("p-a", 0), ("p-a", 1), ("p-b", 0)}
+    bad = b.call(GroupHeartbeatRequest(group_id="g", member_id="x", member_epoch=0,
+                                       pattern="(a+)+$"))  # fmt: skip
+    assert bad.error == ErrorCode.INVALID_REGULAR_EXPRESSION
+
+
+def test_offsets_of_a_deleted_topic_are_dropped_and_an_empty_group_expires() -> None:
+    from broker.core.context import GroupConfig
+
+    b = Broker(options={**OPTIONS, "groups": GroupConfig(empty_group_expiry_ms=2000)}).boot()  # type: ignore[dict-item]
+    b.create_topic("t", partitions=4)
+    b.create_topic("u", partitions=1)
+    for _ in range(40):
+        b.tick()
+        if b.call(FindCoordinatorRequest(key="g")).error == ErrorCode.NONE:
+            break
+    commit = OffsetCommitRequest(
+        group_id="g", member_id="", member_epoch=-1,
+        topics=(CommitTopic(topic="t", partitions=(CommitPartition(partition=0, offset=7),)),
+                CommitTopic(topic="u", partitions=(CommitPartition(partition=0, offset=3),))),
+    )  # fmt: skip
+    assert b.call(commit).error == ErrorCode.NONE
+    token = b.token()
+    assert b.node.delete_topic(token, 0, "u")[0] == ErrorCode.NONE
+    b.run()
+    b.tick(12)
+    fetched = b.call(OffsetFetchRequest(group_id="g")).body
+    assert [(o.topic, o.offset) for o in fetched.offsets] == [("t", 7)]  # type: ignore[union-attr]
+    b.tick(45)  # 2.25 s without members
+    d = b.call(DescribeGroupsRequest(group_ids=("g",))).body.groups[0]  # type: ignore[union-attr]
+    assert d.error == ErrorCode.GROUP_ID_NOT_FOUND
