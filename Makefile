@@ -51,7 +51,7 @@ sim-cluster: $(STAMP)
 # (tests/sim/test_cluster_sim.py), 200 of the consumer-group profile (tests/sim/test_group_sim.py).
 test: lint
 	$(VENV)/bin/pytest
-	@$(MAKE) --no-print-directory sim SEEDS=2500
+	@$(MAKE) --no-print-directory sim SEEDS=2000
 
 soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)
@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.raft_bench
 	$(VENV_PY) -m tests.bench.store_bench
 	$(VENV_PY) -m tests.bench.cluster_bench
+	$(VENV_PY) -m tests.bench.group_bench
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -122,6 +122,15 @@ class Connection:
         return f"{self.host}:{self.port}"
 
     @property
+    def local_host(self) -> str | None:
+        """This side's address of the connection (how the broker sees this client), once
+        connected."""
+        if self._stream is None:
+            return None
+        name = self._stream.socket.getsockname()
+        return str(name[0]) if isinstance(name, tuple) else None
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

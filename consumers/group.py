@@ -325,6 +325,9 @@ class GroupSession:
                 error = e
         self._hb_request = None
         now = trio.current_time()
+        if answer is not None and member.client_host is None and self.link.coordinator is not None:
+            conn = self.link.cluster.ready_connection(self.link.coordinator, HEARTBEAT_LANE)
+            member.client_host = None if conn is None else conn.local_host  # for describe
         if answer is not None:
             assert isinstance(answer, GroupHeartbeatResponse)
             change = member.on_heartbeat(sent, answer, now)

@@ -22,7 +22,10 @@ SESSION_MS = 4000
 
 
 def describe(bootstrap: str) -> dict[str, Any]:
+    """`sluice group describe g --json` (before the first member joined: no members)."""
     r = run_sluice("group", "describe", "g", "--json", bootstrap=bootstrap)
+    if r.returncode == 1 and b"GROUP_ID_NOT_FOUND" in r.stderr:
+        return {"members": [], "offsets": [], "state": "dead"}
     assert r.returncode == 0, r.stderr
     out: dict[str, Any] = json.loads(r.stdout)
     return out

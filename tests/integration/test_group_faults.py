@@ -39,7 +39,7 @@ from tests.support.wait import poll_until_async
 
 TOPIC, GROUP = "grouped", "workers"
 PARTITIONS = 12
-SESSION_MS = 6000
+SESSION_MS = 4000
 
 MakeCluster = Callable[..., Cluster]
 
@@ -136,23 +136,23 @@ def test_group_under_member_and_coordinator_faults(
             nursery.start_soon(produce, stop)
             for i in range(6):
                 add(f"m{i}")
-            await trio.sleep(8)
+            await trio.sleep(6)
             add("m6")  # a member joins
-            await trio.sleep(4)
+            await trio.sleep(3)
             await trio.to_thread.run_sync(members[1].stop)  # one leaves cleanly
-            await trio.sleep(4)
+            await trio.sleep(3)
             await trio.to_thread.run_sync(members[2].kill)  # one crashes
-            await trio.sleep(SESSION_MS / 1000 + 2)
+            await trio.sleep(SESSION_MS / 1000 + 1)
             before_kill = await committed(bootstrap)
             coordinator = await coordinator_broker(bootstrap)
             await trio.to_thread.run_sync(cluster.kill, coordinator)  # the coordinator dies
             after_failover.update(await committed(bootstrap))
-            await trio.sleep(4)
+            await trio.sleep(2)
             await trio.to_thread.run_sync(cluster.restart, coordinator)
             add("m7")
-            await trio.sleep(4)
+            await trio.sleep(3)
             await trio.to_thread.run_sync(members[3].kill)
-            await trio.sleep(4)
+            await trio.sleep(3)
             stop.set()
         live = [m for m in members if m.proc.poll() is None]
 
