@@ -206,11 +206,17 @@ class Consumer:
 
     async def close(self) -> None:
         """Close; with a group, first commit (auto-commit), revoke and leave, within
-        CLOSE_TIMEOUT_S (a callback's exception is raised once the consumer is closed)."""
+        CLOSE_TIMEOUT_S (a callback's exception is raised once the consumer is closed).
+
+        Closed from a cancelled scope (the task around `async with` was cancelled), the
+        consumer's connections are being cancelled with it: nothing can be sent, so it closes
+        at once without committing or leaving (its partitions move when its session times
+        out; what it read since its last commit is read again by their next owner)."""
         if self._stack is None:
             return
+        cancelled = trio.current_effective_deadline() == float("-inf")
         try:
-            if self._group is not None and self._open:
+            if self._group is not None and self._open and not cancelled:
                 with trio.CancelScope(deadline=trio.current_time() + CLOSE_TIMEOUT_S, shield=True):
                     await self._group.close()
         finally:
