@@ -442,12 +442,13 @@ class Consumer:
     async def __anext__(self) -> ConsumerRecord:
         """The next record, waiting as long as it takes (the iteration never ends)."""
         group = self._group
-        if group is not None:
+        if group is not None and not self._iterated & ITER_YIELD_MASK:
+            # Every 64 records (and when waiting for data): the group's errors, and the
+            # auto-commit of what the iteration returned before.
+            group.raise_pending()
             group.maybe_auto_commit(trio.current_time())
         while True:
             self._check_open()
-            if group is not None:
-                group.raise_pending()
             taken = self._positions.next_record()
             if taken is not None:
                 record, refetch = taken
@@ -459,6 +460,9 @@ class Consumer:
                 else:
                     await trio.lowlevel.checkpoint()
                 return record
+            if group is not None:
+                group.raise_pending()
+                group.maybe_auto_commit(trio.current_time())
             self._poke()
             await self._wait_data()
 
