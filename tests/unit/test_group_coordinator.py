@@ -212,3 +212,23 @@ def test_offsets_of_a_deleted_topic_are_dropped_and_an_empty_group_expires() -> 
     b.tick(45)  # 2.25 s without members
     d = b.call(DescribeGroupsRequest(group_ids=("g",))).body.groups[0]  # type: ignore[union-attr]
     assert d.error == ErrorCode.GROUP_ID_NOT_FOUND
+
+
+def test_new_partitions_of_a_subscribed_topic_are_assigned() -> None:
+    """Sluice has no API to add partitions yet: the topic grows in this broker's metadata
+    view directly, and a later metadata entry (another topic) moves the applied index the
+    coordinator's comparison keys on."""
+    import dataclasses
+
+    from broker.core.metadata import PartitionInfo
+
+    b = booted()
+    first = beat(b, "a", 0)
+    assert len(pairs(first.assignment)) == 4
+    topic = b.node.meta.topics["t"]
+    grown = (*topic.partitions, PartitionInfo(4, 999_999, topic.partitions[0].replicas))
+    b.node.meta.topics["t"] = dataclasses.replace(topic, partitions=grown)
+    b.create_topic("other", partitions=1)
+    b.tick(12)
+    answer = beat(b, "a", first.member_epoch, pairs(first.assignment))
+    assert pairs(answer.assignment) == {("t", i) for i in range(5)}
