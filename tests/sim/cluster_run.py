@@ -12,6 +12,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 
 from tests.sim.cluster_scenario import ALL_PROFILES, ClusterResult
 from tests.sim.cluster_seed import run_cluster_seed
@@ -34,8 +35,8 @@ def results(
     if jobs <= 1:
         yield from map(run_one, work)
         return
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        yield from pool.imap_unordered(run_one, work, chunksize=4)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield from pool.map(run_one, work, chunksize=4)
 
 
 def describe_failure(res: ClusterResult, mutation: str | None = None) -> str:

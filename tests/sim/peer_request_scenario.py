@@ -34,6 +34,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -347,8 +348,8 @@ def peer_results(seeds: range, mutation: str | None, jobs: int) -> Iterator[Peer
     if jobs <= 1:
         yield from map(_run_one, work)
         return
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        yield from pool.imap(_run_one, work, chunksize=8)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield from pool.map(_run_one, work, chunksize=8)
 
 
 def main(argv: list[str] | None = None) -> int:

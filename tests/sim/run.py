@@ -18,6 +18,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from tests.sim.mutations import MUTATIONS
@@ -34,8 +35,8 @@ def _results(seeds: Iterable[int], mutation: str | None, jobs: int) -> Iterator[
     if jobs <= 1:
         yield from map(_run, work)
         return
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        yield from pool.imap_unordered(_run, work, chunksize=8)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield from pool.map(_run, work, chunksize=8)
 
 
 def _percentile(sorted_values: list[int], q: float) -> int:
