@@ -110,7 +110,7 @@ class GroupRequests:
         else:
             assert isinstance(value, HeartbeatAnswer)
             epoch, assignment = value.member_epoch, to_topic_partitions(value.assigned)
-            waiting = value.waiting
+            waiting = value.waiting or service.overdue(req.group_id)
         body = GroupHeartbeatResponse(
             member_id=req.member_id,
             member_epoch=epoch,

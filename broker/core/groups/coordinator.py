@@ -78,6 +78,9 @@ class GroupCoordinator:
         self._heard: dict[tuple[str, str], int] = {}
         self._empty_since: dict[str, int] = {}
         self._proposed: dict[tuple[str, ...], int] = {}
+        self.overdue: set[str] = set()
+        """Groups with a member silent for more than half its session timeout (it missed a
+        heartbeat): their other members poll quickly, so they learn of its expiry at once."""
 
     # -- StateMachine -----------------------------------------------------------------------
 
@@ -154,10 +157,14 @@ class GroupCoordinator:
         self._tick += 1
         now = self._tick
         out: list[bytes] = []
+        self.overdue.clear()
         for gid, group in self.groups.items():
             for mid, info in group.members.items():
                 heard = self._heard.setdefault((gid, mid), now)
-                if now - heard > self._ticks(info.session_ms) and self._due(("x", gid, mid)):
+                session = self._ticks(info.session_ms)
+                if 2 * (now - heard) > session and not info.left:
+                    self.overdue.add(gid)
+                if now - heard > session and self._due(("x", gid, mid)):
                     out.append(cmd_expire(gid, mid, info.seen, self.wall_ms()))
             if group.empty:
                 since = self._empty_since.setdefault(gid, now)

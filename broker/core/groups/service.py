@@ -158,10 +158,19 @@ class GroupService:
             return requested
         return None
 
+    def overdue(self, group_id: str) -> bool:
+        """A member of the group missed a heartbeat (see GroupCoordinator.overdue)."""
+        n = self._partition_count()
+        if n is None:
+            return False
+        g = self.partitions.by_partition.get((OFFSETS_TOPIC, coordinator_partition(group_id, n)))
+        return g is not None and group_id in self._machine(g).overdue
+
     def interval_ms(self, session_ms: int, *, waiting: bool = False) -> int:
         """How soon a member heartbeats again: the configured interval (at most a third of
         its session), or WAITING_INTERVAL_MS while partitions of its target are still held
-        by others (they are released at their owners' next heartbeats)."""
+        by others (they are released at their owners' next heartbeats) or while another
+        member is overdue (its partitions come free when its session expires)."""
         interval = max(1, min(self.config.heartbeat_interval_ms, session_ms // 3))
         return min(interval, WAITING_INTERVAL_MS) if waiting else interval
 
