@@ -79,6 +79,7 @@ import trio
 
 from broker.wire.limits import Limits, MiB
 from consumers import Admin
+from consumers.coordinator import CoordinatorLink
 from tests.fuzz.checks import (
     AckLog,
     budgets_given_back,
@@ -119,6 +120,7 @@ REQUEST_BUDGET_BYTES = 32 * MiB
 BROKER_CONFIG: dict[str, object] = {
     "request_budget_bytes": REQUEST_BUDGET_BYTES,
     "max_frame_bytes": MAX_FRAME_BYTES,
+    "offsets_topic_partitions": 2,
 }
 RSS_SLACK_MIB = 64
 PRELOAD = 3000
@@ -493,6 +495,10 @@ async def setup(o: Options, bootstrap: str) -> tuple[Target, AckLog]:
             raise RuntimeError(f"{CHECKED_TOPIC} or {RAFT_TOPIC} exists: use a fresh broker")
         await admin.create_topic(CHECKED_TOPIC, partitions=CHECKED_PARTITIONS)
         await admin.create_topic(RAFT_TOPIC, partitions=RAFT_PARTITIONS)
+        # The offsets topic now, while this broker is the only one alive: group requests
+        # then reach a real coordinator (later, fuzzed peers could hold its replicas).
+        link = CoordinatorLink(admin.cluster, "fz-setup")
+        await admin.cluster.retry_until(trio.current_time() + 30, link.find)
     checked = frozenset(range(first_group, first_group + CHECKED_PARTITIONS))
     raft = tuple(
         range(first_group + CHECKED_PARTITIONS, first_group + CHECKED_PARTITIONS + RAFT_PARTITIONS)
