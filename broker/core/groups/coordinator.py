@@ -27,6 +27,7 @@ from typing import Any
 
 from broker.core.groups.group import Committed, ConsumerGroup, Heartbeat, MemberInfo
 from broker.core.groups.membership import HeartbeatAnswer, MemberState
+from broker.core.keyed_records import KeyedRecords
 from broker.core.machine import NOTHING_APPLIED, Applied, MachineWrites
 from broker.core.raft import Entry, EntryKind
 from broker.wire import cbor
@@ -40,7 +41,6 @@ SCAN_TICKS = 10
 """The leader compares groups with metadata every this many ticks."""
 RETRY_TICKS = 40
 """A timer's command not applied after this many ticks is proposed again."""
-ALL_KEYS = 1 << 63
 
 
 def coordinator_partition(group_id: str, partitions: int) -> int:
@@ -67,12 +67,7 @@ class GroupCoordinator:
         self.empty_expiry_ticks = max(1, empty_group_expiry_ms // self.tick_ms)
         self.groups: dict[str, ConsumerGroup] = {}
         self._applied = 0
-        self._keys: dict[str, int] = {}
-        self._free: list[int] = []
-        self._next_key = 0
-        self._dirty: set[str] = set()
-        self._deleted: list[int] = []
-        self._rewrite = False
+        self._records = KeyedRecords()
         # Leader timers (soft state).
         self._tick = 0
         self._heard: dict[tuple[str, str], int] = {}
@@ -100,23 +95,7 @@ class GroupCoordinator:
         return handler(self, cmd, entry.index)
 
     def take_writes(self) -> MachineWrites:
-        state = cbor.encode([self._applied, self._next_key, sorted(self._free)])
-        if self._rewrite:
-            self._rewrite = False
-            self._dirty.clear()
-            self._deleted.clear()
-            records = tuple(
-                (self._keys[g], _encode_group(self.groups[g])) for g in sorted(self.groups)
-            )
-            return MachineWrites(state, ALL_KEYS, records)
-        records = tuple(
-            (self._keys[g], _encode_group(self.groups[g]))
-            for g in sorted(self._dirty)
-            if g in self.groups
-        )
-        self._dirty.clear()
-        deleted, self._deleted = tuple(self._deleted), []
-        return MachineWrites(state, None, records, deleted)
+        return self._records.writes(self._applied, lambda g: _encode_group(self.groups[g]))
 
     def snapshot(self) -> bytes:
         return cbor.encode(
@@ -134,22 +113,16 @@ class GroupCoordinator:
             g = _group_from_wire(raw)
             self.groups[g.group_id] = g
         self._applied = snap["applied"]
-        self._keys = {g: i for i, g in enumerate(sorted(self.groups))}
-        self._next_key = len(self._keys)
-        self._free = []
-        self._rewrite = True
+        self._records.reset(self.groups)
 
     def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
         if state is None:
             return
-        decoded = cbor.decode(state)
-        assert isinstance(decoded, list) and len(decoded) == 3
-        self._applied, self._next_key = decoded[0], decoded[1]
-        self._free = list(decoded[2])
+        self._applied = self._records.load_state(state)
         for key, value in records:
             g = _group_from_wire(cbor.decode(value))
             self.groups[g.group_id] = g
-            self._keys[g.group_id] = key
+            self._records.bind(g.group_id, key)
 
     def leader_tick(self) -> list[bytes]:
         """Session expiries, empty groups past their expiry, and (every SCAN_TICKS) groups
@@ -223,17 +196,12 @@ class GroupCoordinator:
         g = self.groups.get(gid)
         if g is None:
             g = self.groups[gid] = ConsumerGroup(gid)
-            key = self._free.pop() if self._free else self._next_key
-            self._next_key = max(self._next_key, key + 1)
-            self._keys[gid] = key
-        self._dirty.add(gid)
+        self._records.touch(gid)
         return g
 
     def _drop(self, gid: str) -> None:
         del self.groups[gid]
-        self._deleted.append(self._keys[gid])
-        self._free.append(self._keys.pop(gid))
-        self._dirty.discard(gid)
+        self._records.drop(gid)
         self._empty_since.pop(gid, None)
 
     def _heartbeat(self, cmd: dict[str, Any], index: int) -> Applied:
@@ -266,7 +234,7 @@ class GroupCoordinator:
         group = self.groups.get(cmd["group"])
         if group is None:
             return Applied(ErrorCode.UNKNOWN_MEMBER_ID)
-        self._dirty.add(group.group_id)
+        self._records.touch(group.group_id)
         error = group.leave(cmd["member"], cmd["epoch"], cmd["temporary"], index, cmd["now_ms"])
         return Applied(error)
 
@@ -274,14 +242,14 @@ class GroupCoordinator:
         group = self.groups.get(cmd["group"])
         if group is None:
             return NOTHING_APPLIED
-        self._dirty.add(group.group_id)
+        self._records.touch(group.group_id)
         self._heard.pop((group.group_id, cmd["member"]), None)
         return Applied(group.expire(cmd["member"], cmd["seen"], index, cmd["now_ms"]))
 
     def _refresh(self, cmd: dict[str, Any], index: int) -> Applied:
         group = self.groups.get(cmd["group"])
         if group is not None:
-            self._dirty.add(group.group_id)
+            self._records.touch(group.group_id)
             resolved = {m: frozenset(ts) for m, ts in cmd["resolved"].items()}
             group.refresh(cmd["partitions"], resolved, cmd["meta_index"], index, cmd["now_ms"])
         return NOTHING_APPLIED
@@ -317,7 +285,7 @@ class GroupCoordinator:
     def _drop_topics(self, cmd: dict[str, Any], index: int) -> Applied:
         group = self.groups.get(cmd["group"])
         if group is not None:
-            self._dirty.add(group.group_id)
+            self._records.touch(group.group_id)
             group.drop_topics(frozenset(cmd["topics"]), cmd["meta_index"], index)
             if group.empty and not group.offsets:
                 self._drop(group.group_id)
