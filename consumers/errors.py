@@ -27,6 +27,7 @@ __all__ = [
     "BrokerUnavailableError",
     "BufferFull",
     "ClientClosedError",
+    "ConcurrentTransactionsError",
     "CoordinatorError",
     "CoordinatorLoadInProgressError",
     "CoordinatorNotAvailableError",
@@ -42,12 +43,15 @@ __all__ = [
     "InvalidFrameError",
     "InvalidGroupIdError",
     "InvalidPartitionsError",
+    "InvalidProducerIdMappingError",
     "InvalidRegularExpressionError",
     "InvalidReplicationFactorError",
     "InvalidRequestError",
     "InvalidRequiredAcksError",
     "InvalidSessionTimeoutError",
     "InvalidTopicError",
+    "InvalidTransactionTimeoutError",
+    "InvalidTxnStateError",
     "LeaderNotAvailableError",
     "LeadershipError",
     "MessageTooLargeError",
@@ -69,12 +73,19 @@ __all__ = [
     "StorageError",
     "ThrottledError",
     "TopicAlreadyExistsError",
+    "TransactionAbortedError",
+    "TransactionCoordinatorFencedError",
+    "TransactionError",
+    "TransactionTimedOutError",
+    "TransactionalIdNotFoundError",
+    "TransactionalProducerFencedError",
     "TransactionsNotSupported",
     "UnknownMemberIdError",
     "UnknownProducerIdError",
     "UnknownServerError",
     "UnknownTopicError",
     "UnreleasedInstanceIdError",
+    "UnstableOffsetCommitError",
     "UnsupportedAssignorError",
     "UnsupportedVersionError",
     "error_for",
@@ -360,6 +371,66 @@ class InvalidRegularExpressionError(GroupError):
     default_code = ErrorCode.INVALID_REGULAR_EXPRESSION
 
 
+class TransactionalProducerFencedError(ProducerFencedError):
+    """PRODUCER_FENCED: a newer producer with the same transactional id called
+    InitProducerId. Fatal: close this producer."""
+
+    default_code = ErrorCode.PRODUCER_FENCED
+
+
+class TransactionError(SluiceError):
+    """A transaction could not go on as asked (the family of transaction errors)."""
+
+    default_code = ErrorCode.INVALID_TXN_STATE
+
+
+class InvalidTxnStateError(TransactionError):
+    default_code = ErrorCode.INVALID_TXN_STATE
+
+
+class InvalidProducerIdMappingError(TransactionError):
+    default_code = ErrorCode.INVALID_PRODUCER_ID_MAPPING
+
+
+class InvalidTransactionTimeoutError(TransactionError):
+    default_code = ErrorCode.INVALID_TRANSACTION_TIMEOUT
+
+
+class ConcurrentTransactionsError(TransactionError):
+    """The previous transaction is still completing (retriable: the client retries)."""
+
+    default_code = ErrorCode.CONCURRENT_TRANSACTIONS
+
+
+class TransactionCoordinatorFencedError(TransactionError):
+    default_code = ErrorCode.TRANSACTION_COORDINATOR_FENCED
+
+
+class TransactionalIdNotFoundError(TransactionError):
+    default_code = ErrorCode.TRANSACTIONAL_ID_NOT_FOUND
+
+
+class TransactionAbortedError(TransactionError):
+    """The transaction was aborted (a participant refused it, an operator aborted it, or a
+    newer producer fenced it): nothing of it is visible to read_committed readers."""
+
+    default_code = ErrorCode.TRANSACTION_ABORTED
+
+
+class TransactionTimedOutError(TransactionError):
+    """The transaction ran past its timeout: the coordinator aborted it and fenced the
+    producer, which must be created again."""
+
+    default_code = ErrorCode.TRANSACTION_TIMED_OUT
+
+
+class UnstableOffsetCommitError(GroupError):
+    """An open transaction holds an offset of the partition: fetch it again once the
+    transaction ended (retriable)."""
+
+    default_code = ErrorCode.UNSTABLE_OFFSET_COMMIT
+
+
 ERROR_CLASSES: Mapping[ErrorCode, type[SluiceError]] = {
     ErrorCode.UNKNOWN_SERVER_ERROR: UnknownServerError,
     ErrorCode.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
@@ -404,6 +475,16 @@ ERROR_CLASSES: Mapping[ErrorCode, type[SluiceError]] = {
     ErrorCode.UNSUPPORTED_ASSIGNOR: UnsupportedAssignorError,
     ErrorCode.STALE_MEMBER_EPOCH: StaleMemberEpochError,
     ErrorCode.INVALID_REGULAR_EXPRESSION: InvalidRegularExpressionError,
+    ErrorCode.INVALID_TXN_STATE: InvalidTxnStateError,
+    ErrorCode.INVALID_PRODUCER_ID_MAPPING: InvalidProducerIdMappingError,
+    ErrorCode.INVALID_TRANSACTION_TIMEOUT: InvalidTransactionTimeoutError,
+    ErrorCode.CONCURRENT_TRANSACTIONS: ConcurrentTransactionsError,
+    ErrorCode.TRANSACTION_COORDINATOR_FENCED: TransactionCoordinatorFencedError,
+    ErrorCode.UNSTABLE_OFFSET_COMMIT: UnstableOffsetCommitError,
+    ErrorCode.PRODUCER_FENCED: TransactionalProducerFencedError,
+    ErrorCode.TRANSACTIONAL_ID_NOT_FOUND: TransactionalIdNotFoundError,
+    ErrorCode.TRANSACTION_ABORTED: TransactionAbortedError,
+    ErrorCode.TRANSACTION_TIMED_OUT: TransactionTimedOutError,
 }
 """The one table: broker error code -> exception class (every code but NONE)."""
 

@@ -41,11 +41,19 @@ class ErrorCode(IntEnum):
     OUT_OF_ORDER_SEQUENCE_NUMBER = 45
     DUPLICATE_SEQUENCE_NUMBER = 46
     INVALID_PRODUCER_EPOCH = 47
+    INVALID_TXN_STATE = 48
+    INVALID_PRODUCER_ID_MAPPING = 49
+    INVALID_TRANSACTION_TIMEOUT = 50
+    CONCURRENT_TRANSACTIONS = 51
+    TRANSACTION_COORDINATOR_FENCED = 52
     STORAGE_ERROR = 56
     UNKNOWN_PRODUCER_ID = 59
     NON_EMPTY_GROUP = 68
+    UNSTABLE_OFFSET_COMMIT = 88
     GROUP_ID_NOT_FOUND = 69
     THROTTLED = 89
+    PRODUCER_FENCED = 90
+    TRANSACTIONAL_ID_NOT_FOUND = 105
     FENCED_MEMBER_EPOCH = 110
     UNRELEASED_INSTANCE_ID = 111
     UNSUPPORTED_ASSIGNOR = 112
@@ -56,6 +64,8 @@ class ErrorCode(IntEnum):
     BACKPRESSURE = 1002
     NOT_READY = 1003
     INVALID_REGULAR_EXPRESSION = 1004
+    TRANSACTION_ABORTED = 1005
+    TRANSACTION_TIMED_OUT = 1006
 
     @property
     def retriable(self) -> bool:
@@ -129,6 +139,37 @@ _INFO: dict[ErrorCode, tuple[bool, str]] = {
         "the member's view is behind (its epoch moved, or the partition is not its own)",
     ),
     ErrorCode.INVALID_REGULAR_EXPRESSION: (False, "the subscription's pattern does not compile"),
+    ErrorCode.INVALID_TXN_STATE: (False, "the request does not fit the transaction's state"),
+    ErrorCode.INVALID_PRODUCER_ID_MAPPING: (
+        False,
+        "the producer id is not the one the transactional id holds",
+    ),
+    ErrorCode.INVALID_TRANSACTION_TIMEOUT: (False, "the transaction timeout is out of bounds"),
+    ErrorCode.CONCURRENT_TRANSACTIONS: (
+        True,
+        "the producer's previous transaction is still completing",
+    ),
+    ErrorCode.TRANSACTION_COORDINATOR_FENCED: (
+        False,
+        "the request came from an older term of the transaction coordinator",
+    ),
+    ErrorCode.UNSTABLE_OFFSET_COMMIT: (
+        True,
+        "an offset commit of an open transaction is pending for the partition",
+    ),
+    ErrorCode.PRODUCER_FENCED: (
+        False,
+        "a newer producer with the same transactional id fenced this one",
+    ),
+    ErrorCode.TRANSACTIONAL_ID_NOT_FOUND: (False, "no such transactional id"),
+    ErrorCode.TRANSACTION_ABORTED: (
+        False,
+        "the transaction was aborted (a participant refused it, or an operator aborted it)",
+    ),
+    ErrorCode.TRANSACTION_TIMED_OUT: (
+        False,
+        "the transaction ran past its timeout: it was aborted and the producer fenced",
+    ),
 }
 assert set(_INFO) == set(ErrorCode), "every ErrorCode needs a row in _INFO"
 

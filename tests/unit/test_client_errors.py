@@ -37,6 +37,7 @@ from consumers.errors import (
     UnknownMemberIdError,
     UnknownTopicError,
     UnreleasedInstanceIdError,
+    UnstableOffsetCommitError,
     UnsupportedAssignorError,
     error_for,
 )
@@ -139,6 +140,7 @@ GROUP_CODES: list[tuple[ErrorCode, int, type[SluiceError], type[SluiceError], bo
     (ErrorCode.UNSUPPORTED_ASSIGNOR, 112, UnsupportedAssignorError, GroupError, False),
     (ErrorCode.STALE_MEMBER_EPOCH, 113, StaleMemberEpochError, GroupMemberError, True),
     (ErrorCode.INVALID_REGULAR_EXPRESSION, 1004, InvalidRegularExpressionError, GroupError, False),
+    (ErrorCode.UNSTABLE_OFFSET_COMMIT, 88, UnstableOffsetCommitError, GroupError, True),
 ]
 GROUP_FAMILIES = (CoordinatorError, GroupMemberError, GroupError)
 
@@ -193,4 +195,48 @@ def test_coordinator_errors_are_retriable_and_member_errors_mostly_not() -> None
     assert not error_for(ErrorCode.UNKNOWN_MEMBER_ID).retriable
     assert error_for(ErrorCode.STALE_MEMBER_EPOCH).retriable
     assert error_for(ErrorCode.UNRELEASED_INSTANCE_ID).retriable
-    assert not any(error_for(code).retriable for code, _, _, f, _ in GROUP_CODES if f is GroupError)
+    group = [code for code, _, _, f, _ in GROUP_CODES if f is GroupError]
+    # Only an offset an open transaction holds clears with time (once it ends).
+    assert [c for c in group if error_for(c).retriable] == [ErrorCode.UNSTABLE_OFFSET_COMMIT]
+
+
+# Transactions: (code, wire number, class, retriable); every one in the TransactionError
+# family but PRODUCER_FENCED, a ProducerFencedError (fatal for the producer, as
+# INVALID_PRODUCER_EPOCH is).
+TXN_CODES: list[tuple[ErrorCode, int, type[SluiceError], bool]] = [
+    (ErrorCode.INVALID_TXN_STATE, 48, errors.InvalidTxnStateError, False),
+    (ErrorCode.INVALID_PRODUCER_ID_MAPPING, 49, errors.InvalidProducerIdMappingError, False),
+    (ErrorCode.INVALID_TRANSACTION_TIMEOUT, 50, errors.InvalidTransactionTimeoutError, False),
+    (ErrorCode.CONCURRENT_TRANSACTIONS, 51, errors.ConcurrentTransactionsError, True),
+    (
+        ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+        52,
+        errors.TransactionCoordinatorFencedError,
+        False,
+    ),
+    (ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, 105, errors.TransactionalIdNotFoundError, False),
+    (ErrorCode.TRANSACTION_ABORTED, 1005, errors.TransactionAbortedError, False),
+    (ErrorCode.TRANSACTION_TIMED_OUT, 1006, errors.TransactionTimedOutError, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "number", "cls", "retriable"), TXN_CODES, ids=[r[0].name for r in TXN_CODES]
+)
+def test_transaction_codes_map_to_their_classes(
+    code: ErrorCode, number: int, cls: type[SluiceError], retriable: bool
+) -> None:
+    assert int(code) == number and ErrorCode.from_wire(number) is code
+    e = error_for(code, "m")
+    assert type(e) is cls and isinstance(e, errors.TransactionError)
+    assert not isinstance(e, ProducerFencedError)
+    assert e.retriable is retriable is code.retriable
+    assert cls.__name__ in errors.__all__
+
+
+def test_transaction_family_holds_exactly_its_codes() -> None:
+    held = {c for c, cls in ERROR_CLASSES.items() if issubclass(cls, errors.TransactionError)}
+    assert held == {row[0] for row in TXN_CODES}
+    fenced = error_for(ErrorCode.PRODUCER_FENCED)
+    assert isinstance(fenced, ProducerFencedError) and not fenced.retriable
+    assert type(fenced) is errors.TransactionalProducerFencedError

@@ -127,6 +127,14 @@ def test_error_codes_use_kafkas_numbers() -> None:
         "UNRELEASED_INSTANCE_ID": 111,
         "UNSUPPORTED_ASSIGNOR": 112,
         "STALE_MEMBER_EPOCH": 113,
+        "INVALID_TXN_STATE": 48,
+        "INVALID_PRODUCER_ID_MAPPING": 49,
+        "INVALID_TRANSACTION_TIMEOUT": 50,
+        "CONCURRENT_TRANSACTIONS": 51,
+        "TRANSACTION_COORDINATOR_FENCED": 52,
+        "UNSTABLE_OFFSET_COMMIT": 88,
+        "PRODUCER_FENCED": 90,
+        "TRANSACTIONAL_ID_NOT_FOUND": 105,
     }
     sluice = {
         "INVALID_FRAME": 1000,
@@ -134,6 +142,8 @@ def test_error_codes_use_kafkas_numbers() -> None:
         "BACKPRESSURE": 1002,
         "NOT_READY": 1003,
         "INVALID_REGULAR_EXPRESSION": 1004,
+        "TRANSACTION_ABORTED": 1005,
+        "TRANSACTION_TIMED_OUT": 1006,
     }
     assert {code.name: int(code) for code in ErrorCode} == kafka | sluice
 
