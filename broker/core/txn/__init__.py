@@ -1,0 +1,1 @@
+"""Transactions: the coordinator's state machine and driver, and the participants' ledger."""
