@@ -35,11 +35,23 @@ watermark) can be served). A Raft snapshot of the machine (`snapshot_bytes`) is 
 its applied index with no records: a replica installing it holds none of the entries it
 covers, so its log start offset is the snapshot's next offset and its index starts empty.
 
+Transactions (broker/core/txn/). The partition is a participant of the three-phase commit:
+its `TxnLedger` holds each producer's open transaction. The coordinator's requests arrive as
+CBOR command entries (BEGIN, PREPARE, PRECOMMIT: they take no offset and are never served)
+and as control batches (the COMMIT and ABORT markers, written by this partition's leader: a
+marker takes one offset when its transaction wrote data here, none otherwise). A
+transactional batch is appended only inside a transaction the coordinator registered here
+(BEGIN applied), and a batch a client flags control is refused at the leader. The last stable
+offset is the first offset of the earliest open transaction holding data (the high watermark
+when there is none); an aborted transaction's range goes to the `AbortedIndex`, which
+read_committed fetches filter by. A producer with an open transaction never expires.
+
 Persistence (the `StateMachine` protocol of broker/core/machine.py): the offset index is
 written incrementally, one record per accepted batch (key: base offset; value: Raft index and
 max timestamp, two big-endian int64), and deleted below a moved log start; the rest of the
 state (offsets, producers: bounded by the producers active within `producer_expiry_ms`) is
-the apply state, rewritten in the round after an apply changed it.
+the apply state, rewritten in the round after an apply changed it. Aborted transactions
+are records too, keyed above every offset (aborted.py).
 """
 
 from __future__ import annotations
@@ -54,10 +66,19 @@ from enum import IntEnum
 
 from broker.core.machine import Applied, MachineWrites
 from broker.core.raft import Entry, EntryKind
+from broker.core.txn.aborted import ABORTED_KEYS, AbortedIndex, split_records
+from broker.core.txn.ledger import LedgerResult, TxnLedger
+from broker.core.txn.protocol import (
+    Participant,
+    Phase,
+    TxnCommand,
+    decode_marker,
+    marker_command,
+)
 from broker.wire.batch import BatchError, BatchHeader, parse_header
 from broker.wire.cbor import decode as cbor_decode
 from broker.wire.cbor import encode as cbor_encode
-from broker.wire.errors import ErrorCode
+from broker.wire.errors import ErrorCode, WireError
 from broker.wire.limits import MAX_FRAME_BYTES_CEILING, Limits
 
 PRODUCER_BATCHES_KEPT = 5
@@ -110,9 +131,25 @@ class ApplyResult:
     base_offset: int = -1
     last_offset: int = -1
     error: ErrorCode = ErrorCode.NONE
+    message: str | None = None
+    vote: bool = False
+    """A PREPARE command's vote."""
 
 
 _NOT_DATA = ApplyResult(Outcome.NOT_DATA)
+
+
+def is_command(data: bytes) -> bool:
+    """A participant command entry (a CBOR map), not a record batch."""
+    return 0xA0 <= data[0] <= 0xBF
+
+
+def _aborted_below(key: int, offset: int) -> bool:
+    return ABORTED_KEYS <= key < ABORTED_KEYS + offset
+
+
+def _from_ledger(res: LedgerResult) -> ApplyResult:
+    return ApplyResult(Outcome.NOT_DATA, error=res.error, message=res.message, vote=res.vote)
 
 
 class OffsetIndex:
@@ -168,11 +205,14 @@ class PartitionMachine:
     """One partition's state, rebuilt by applying its committed Raft entries in order."""
 
     __slots__ = (
+        "_dropped_records",
         "_new_records",
         "_start_moved",
+        "aborted",
         "applied_index",
         "config",
         "index",
+        "ledger",
         "log_start_offset",
         "max_timestamp",
         "next_offset",
@@ -187,8 +227,12 @@ class PartitionMachine:
         self.max_timestamp = -1
         self.index = OffsetIndex()
         self.producers: dict[int, ProducerState] = {}
+        self.ledger = TxnLedger()
+        self.aborted = AbortedIndex()
         self._new_records: list[tuple[int, bytes]] = []
-        """Offset-index records added since the writes were last taken."""
+        """Offset-index and aborted-transaction records added since the writes were last
+        taken."""
+        self._dropped_records: list[int] = []
         self._start_moved = False
         """The log start offset moved since the writes were last taken."""
 
@@ -197,11 +241,27 @@ class PartitionMachine:
         """Every applied entry is committed, so the log end is the high watermark."""
         return self.next_offset
 
+    @property
+    def last_stable_offset(self) -> int:
+        """Below it every transaction has ended: the first offset of the earliest open
+        transaction holding data, or the high watermark."""
+        first = self.ledger.first_unstable()
+        return self.next_offset if first < 0 else first
+
     # -- validation at the leader (fail fast; apply decides) --------------------------------
 
     def validate(self, batch: bytes) -> BatchHeader:
-        """Check a batch before proposing it (raises BatchError with the code to answer)."""
-        return parse_header(batch, self.config.limits, self.config.max_message_bytes)
+        """Check a client's batch before proposing it (raises BatchError with the code to
+        answer): its shape, and that it is no control batch (markers are the broker's) and
+        no transactional batch of a transaction not registered here."""
+        h = parse_header(batch, self.config.limits, self.config.max_message_bytes)
+        if h.is_control:
+            raise BatchError(ErrorCode.INVALID_REQUEST, "control batches are written by brokers")
+        if h.is_transactional:
+            res = self.ledger.data_problem(h.producer_id, h.producer_epoch, True)
+            if not res.ok:
+                raise BatchError(res.error, res.message or res.error.description)
+        return h
 
     # -- apply ------------------------------------------------------------------------------
 
@@ -210,6 +270,8 @@ class PartitionMachine:
         self.applied_index = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
             return _NOT_DATA
+        if is_command(entry.data):
+            return self._apply_command(entry.data)
         try:
             header = parse_header(entry.data, self.config.limits, None, check_crc=False)
         except BatchError as e:
@@ -221,7 +283,41 @@ class PartitionMachine:
         pid = header.producer_id
         if pid < 0:
             return self._append(entry.index, header)
+        if header.is_control:
+            return self._apply_marker(entry, header)
         return self._apply_idempotent(entry.index, header)
+
+    def _apply_command(self, data: bytes) -> ApplyResult:
+        try:
+            cmd = TxnCommand.decode(data)
+        except WireError as e:
+            return ApplyResult(Outcome.REJECTED, error=e.code, message=e.message)
+        if cmd.phase in (Phase.COMMIT, Phase.ABORT):
+            return ApplyResult(
+                Outcome.REJECTED, error=ErrorCode.INVALID_REQUEST, message="markers are batches"
+            )
+        return _from_ledger(self.ledger.apply(cmd))
+
+    def _apply_marker(self, entry: Entry, h: BatchHeader) -> ApplyResult:
+        """A COMMIT or ABORT marker: it closes the producer's transaction here, and takes an
+        offset only when that transaction wrote data here."""
+        try:
+            marker = decode_marker(entry.data)
+        except BatchError as e:
+            return ApplyResult(Outcome.REJECTED, error=e.code, message=e.message)
+        cmd = marker_command(
+            marker, h.producer_id, h.producer_epoch, h.max_timestamp, Participant("", 0)
+        )
+        res = self.ledger.apply(cmd)
+        closed = res.closed
+        if not res.ok or closed is None or closed.first_offset < 0:
+            return _from_ledger(res)
+        appended = self._append(entry.index, h)
+        if cmd.phase == Phase.ABORT:
+            self._new_records.append(
+                self.aborted.add(h.producer_id, closed.first_offset, appended.base_offset)
+            )
+        return appended
 
     def _append(self, raft_index: int, h: BatchHeader) -> ApplyResult:
         base = self.next_offset
@@ -238,6 +334,18 @@ class PartitionMachine:
         pid, epoch, first = h.producer_id, h.producer_epoch, h.base_sequence
         last = (first + h.record_count - 1) % SEQUENCE_MODULUS
         state = self.producers.get(pid)
+        if state is not None and epoch == state.epoch:
+            for cached in state.batches:
+                if cached.first_seq == first and cached.last_seq == last:
+                    return ApplyResult(
+                        Outcome.DUPLICATE,
+                        cached.base_offset,
+                        cached.last_offset,
+                        ErrorCode.NONE,
+                    )
+        txn = self.ledger.data_problem(pid, epoch, h.is_transactional)
+        if not txn.ok:
+            return ApplyResult(Outcome.REJECTED, error=txn.error, message=txn.message)
         if state is None:
             if first != 0:
                 return ApplyResult(Outcome.REJECTED, error=ErrorCode.UNKNOWN_PRODUCER_ID)
@@ -250,33 +358,30 @@ class PartitionMachine:
             state.epoch = epoch
             state.last_seq = -1
             state.batches.clear()
-        else:
-            for cached in state.batches:
-                if cached.first_seq == first and cached.last_seq == last:
-                    return ApplyResult(
-                        Outcome.DUPLICATE,
-                        cached.base_offset,
-                        cached.last_offset,
-                        ErrorCode.NONE,
-                    )
-            expected = (state.last_seq + 1) % SEQUENCE_MODULUS
-            if first != expected:
-                return ApplyResult(Outcome.REJECTED, error=ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
+        elif first != (state.last_seq + 1) % SEQUENCE_MODULUS:
+            return ApplyResult(Outcome.REJECTED, error=ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
         result = self._append(raft_index, h)
         state.last_seq = last
         state.last_timestamp = max(state.last_timestamp, h.max_timestamp)
         state.batches.append(_CachedBatch(first, last, result.base_offset, result.last_offset))
         if len(state.batches) > PRODUCER_BATCHES_KEPT:
             state.batches.popleft()
+        if h.is_transactional:
+            self.ledger.note_data(pid, result.base_offset, last)
         return result
 
     def _expire_producers(self) -> None:
         horizon = self.max_timestamp - self.config.producer_expiry_ms
         if not self.producers or horizon <= 0:
             return
-        stale = [pid for pid, s in self.producers.items() if s.last_timestamp < horizon]
+        stale = [
+            pid
+            for pid, s in self.producers.items()
+            if s.last_timestamp < horizon and not self.ledger.has_open(pid)
+        ]
         for pid in stale:
             del self.producers[pid]
+        self.ledger.expire(horizon)
 
     # -- the StateMachine protocol (broker/core/machine.py) ---------------------------------
 
@@ -285,19 +390,27 @@ class PartitionMachine:
         if res.outcome == Outcome.APPENDED:
             base, raft_index, max_ts = self.index.last()
             self._new_records.append((base, _INDEX_RECORD.pack(raft_index, max_ts)))
-        return Applied(res.error, None, res)
+        return Applied(res.error, res.message, res)
 
     def take_writes(self) -> MachineWrites:
         records, self._new_records = tuple(self._new_records), []
+        dropped, self._dropped_records = tuple(self._dropped_records), []
         moved, self._start_moved = self._start_moved, False
-        return MachineWrites(self.state_bytes(), self.log_start_offset if moved else None, records)
+        return MachineWrites(
+            self.state_bytes(), self.log_start_offset if moved else None, records, dropped
+        )
 
     def snapshot(self) -> bytes:
         return self.snapshot_bytes()
 
     def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
         """Rebuild from what `take_writes` persisted (see `restore`)."""
-        self.restore(state, ((k, *_INDEX_RECORD.unpack(v)) for k, v in records))
+        index, aborted = split_records(records)
+        self.restore(state, ((k, *_INDEX_RECORD.unpack(v)) for k, v in index))
+        if state is not None:
+            for key, value in aborted:
+                self.aborted.load(key, value)
+            self._dropped_records.extend(self.aborted.drop_before(self.log_start_offset))
 
     def leader_tick(self) -> list[bytes]:
         return []
@@ -349,6 +462,7 @@ class PartitionMachine:
                 "start": log_start,
                 "max_ts": self.max_timestamp,
                 "producers": producers,
+                "txns": self.ledger.to_wire(),
             }
         )
 
@@ -369,6 +483,7 @@ class PartitionMachine:
         self._decode(data)
         self.log_start_offset = self.next_offset
         self.index = OffsetIndex()
+        self._dropped_records.extend(self.aborted.drop_before(self.log_start_offset))
         self._new_records = []
         self._start_moved = True
 
@@ -385,6 +500,7 @@ class PartitionMachine:
             for first, last, base, last_off in batches:
                 st.batches.append(_CachedBatch(first, last, base, last_off))
             self.producers[int(pid)] = st
+        self.ledger = TxnLedger.from_wire(d.get("txns", []))
 
     # -- retention --------------------------------------------------------------------------
 
@@ -397,6 +513,9 @@ class PartitionMachine:
             return
         self.log_start_offset = offset
         self.index.drop_before(offset)
-        self._new_records = [r for r in self._new_records if r[0] >= offset]
+        self._dropped_records.extend(self.aborted.drop_before(offset))
+        self._new_records = [
+            r for r in self._new_records if r[0] >= offset and not _aborted_below(r[0], offset)
+        ]
         self._start_moved = True
         assert not len(self.index) or self.index.base_at(0) == offset, "not a batch boundary"

@@ -25,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from broker.core.groups.group import Committed, ConsumerGroup, Heartbeat, MemberInfo
-from broker.core.groups.membership import HeartbeatAnswer, MemberState
+from broker.core.groups.group import ConsumerGroup, Heartbeat
+from broker.core.groups.group_codec import encode_group, group_from_wire, group_to_wire
+from broker.core.groups.membership import HeartbeatAnswer
 from broker.core.keyed_records import KeyedRecords
 from broker.core.machine import NOTHING_APPLIED, Applied, MachineWrites
 from broker.core.raft import Entry, EntryKind
+from broker.core.txn.ledger import TxnLedger
+from broker.core.txn.protocol import Phase, TxnCommand
 from broker.wire import cbor
 from broker.wire.errors import ErrorCode
 from broker.wire.partitioner import jump_hash, key_hash64
@@ -37,10 +40,20 @@ from broker.wire.partitioner import jump_hash, key_hash64
 TopicView = Callable[[], tuple[int, Mapping[str, int]]]
 """(metadata applied index, topic -> partition count of every non-internal topic)."""
 
+LEDGER_RECORD = "\x00ledger"
+"""The record holding the transaction ledger (group ids never hold control characters)."""
+LEDGER_EXPIRY_MS = 7 * 24 * 3600 * 1000
+"""Ended transactions are remembered this long after their last command (fencing a late
+message of one needs no longer)."""
 SCAN_TICKS = 10
 """The leader compares groups with metadata every this many ticks."""
 RETRY_TICKS = 40
 """A timer's command not applied after this many ticks is proposed again."""
+
+
+def no_clock() -> int:
+    """The wall clock of a machine that has none (tests, a replica that never leads)."""
+    return -1
 
 
 def coordinator_partition(group_id: str, partitions: int) -> int:
@@ -58,7 +71,7 @@ class GroupCoordinator:
         *,
         tick_ms: int,
         empty_group_expiry_ms: int,
-        wall_ms: Callable[[], int] = lambda: -1,
+        wall_ms: Callable[[], int] = no_clock,
     ) -> None:
         self.topics = topics
         self.wall_ms = wall_ms
@@ -68,6 +81,8 @@ class GroupCoordinator:
         self.groups: dict[str, ConsumerGroup] = {}
         self._applied = 0
         self._records = KeyedRecords()
+        self.ledger = TxnLedger()
+        """The transactions whose offsets groups of this partition hold (participant)."""
         # Leader timers (soft state).
         self._tick = 0
         self._heard: dict[tuple[str, str], int] = {}
@@ -95,13 +110,19 @@ class GroupCoordinator:
         return handler(self, cmd, entry.index)
 
     def take_writes(self) -> MachineWrites:
-        return self._records.writes(self._applied, lambda g: _encode_group(self.groups[g]))
+        return self._records.writes(self._applied, self._encode_record)
+
+    def _encode_record(self, name: str) -> bytes:
+        if name == LEDGER_RECORD:
+            return cbor.encode({"ledger": self.ledger.to_wire()})
+        return encode_group(self.groups[name])
 
     def snapshot(self) -> bytes:
         return cbor.encode(
             {
                 "applied": self._applied,
-                "groups": [_group_to_wire(self.groups[g]) for g in sorted(self.groups)],
+                "groups": [group_to_wire(self.groups[g]) for g in sorted(self.groups)],
+                "ledger": self.ledger.to_wire(),
             }
         )
 
@@ -110,17 +131,23 @@ class GroupCoordinator:
         assert isinstance(snap, dict)
         self.groups = {}
         for raw in snap["groups"]:
-            g = _group_from_wire(raw)
+            g = group_from_wire(raw)
             self.groups[g.group_id] = g
         self._applied = snap["applied"]
-        self._records.reset(self.groups)
+        self.ledger = TxnLedger.from_wire(snap["ledger"])
+        self._records.reset([*self.groups, LEDGER_RECORD])
 
     def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
         if state is None:
             return
         self._applied = self._records.load_state(state)
         for key, value in records:
-            g = _group_from_wire(cbor.decode(value))
+            raw = cbor.decode(value)
+            if isinstance(raw, dict) and "ledger" in raw:
+                self.ledger = TxnLedger.from_wire(raw["ledger"])
+                self._records.bind(LEDGER_RECORD, key)
+                continue
+            g = group_from_wire(raw)
             self.groups[g.group_id] = g
             self._records.bind(g.group_id, key)
 
@@ -226,7 +253,7 @@ class GroupCoordinator:
         if error == ErrorCode.NONE:
             self._heard[(gid, hb.member_id)] = self._tick
             self._proposed.pop(("x", gid, hb.member_id), None)
-        elif not existed and group.empty and not group.offsets:
+        elif not existed and group.disposable:
             self._drop(gid)
         return Applied(error, None, answer)
 
@@ -260,7 +287,7 @@ class GroupCoordinator:
         group = self._group(gid)
         offsets = [(t, p, o, m) for t, p, o, m in cmd["offsets"]]
         errors = group.commit(cmd["member"], cmd["epoch"], offsets, cmd["meta_index"], index)
-        if not existed and group.empty and not group.offsets:
+        if not existed and group.disposable:
             self._drop(gid)
         return Applied(value=errors)
 
@@ -268,17 +295,23 @@ class GroupCoordinator:
         group = self.groups.get(cmd["group"])
         if group is None:
             return Applied(ErrorCode.GROUP_ID_NOT_FOUND, f"no group {cmd['group']!r}")
-        if group.members:
+        if group.members or group.pending:
             return Applied(
                 ErrorCode.NON_EMPTY_GROUP,
-                f"group {group.group_id!r} has {len(group.members)} members",
+                f"group {group.group_id!r} has {len(group.members)} members"
+                f" and offsets in {len(group.pending)} open transactions",
             )
         self._drop(group.group_id)
         return NOTHING_APPLIED
 
     def _expire_group(self, cmd: dict[str, Any], index: int) -> Applied:
         group = self.groups.get(cmd["group"])
-        if group is not None and group.empty and group.changed == cmd["changed"]:
+        if (
+            group is not None
+            and group.empty
+            and not group.pending
+            and group.changed == cmd["changed"]
+        ):
             self._drop(group.group_id)
         return NOTHING_APPLIED
 
@@ -287,9 +320,45 @@ class GroupCoordinator:
         if group is not None:
             self._records.touch(group.group_id)
             group.drop_topics(frozenset(cmd["topics"]), cmd["meta_index"], index)
-            if group.empty and not group.offsets:
+            if group.disposable:
                 self._drop(group.group_id)
         return NOTHING_APPLIED
+
+    # -- transactions (this partition as a participant) -------------------------------------
+
+    def _txn(self, cmd: dict[str, Any], index: int) -> Applied:
+        """A coordinator's request (BEGIN .. COMMIT/ABORT) for a group's offsets."""
+        txn = TxnCommand.from_wire(cmd)
+        res = self.ledger.apply(txn)
+        self._records.touch(LEDGER_RECORD)
+        if res.closed is not None:
+            committed = txn.phase == Phase.COMMIT
+            for group in list(self.groups.values()):
+                if group.end_transaction(txn.producer_id, committed, index):
+                    self._records.touch(group.group_id)
+        self.ledger.expire(txn.timestamp - LEDGER_EXPIRY_MS)
+        return Applied(res.error, res.message, res)
+
+    def _txn_offsets(self, cmd: dict[str, Any], index: int) -> Applied:
+        """TxnOffsetCommit: offsets staged in the producer's open transaction."""
+        offsets = [(t, p, o, m) for t, p, o, m in cmd["offsets"]]
+        check = self.ledger.data_problem(cmd["pid"], cmd["pid_epoch"], True)
+        if not check.ok:
+            return Applied(check.error, check.message, [check.error] * len(offsets))
+        gid = cmd["group"]
+        existed = gid in self.groups
+        group = self._group(gid)
+        errors = group.commit(
+            cmd["member"],
+            cmd["epoch"],
+            offsets,
+            cmd["meta_index"],
+            index,
+            producer_id=cmd["pid"],
+        )
+        if not existed and group.disposable:
+            self._drop(gid)
+        return Applied(value=errors)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -326,6 +395,8 @@ _HANDLERS: dict[object, Callable[[GroupCoordinator, dict[str, Any], int], Applie
     "delete": GroupCoordinator._delete,
     "expire_group": GroupCoordinator._expire_group,
     "drop_topics": GroupCoordinator._drop_topics,
+    "txn": GroupCoordinator._txn,
+    "txn_offsets": GroupCoordinator._txn_offsets,
 }
 
 
@@ -417,6 +488,29 @@ def cmd_commit(
     )
 
 
+def cmd_txn_offsets(
+    group_id: str,
+    producer_id: int,
+    producer_epoch: int,
+    member_id: str,
+    member_epoch: int,
+    offsets: list[tuple[str, int, int, str | None]],
+    meta_index: int,
+) -> bytes:
+    return cbor.encode(
+        {
+            "op": "txn_offsets",
+            "group": group_id,
+            "pid": producer_id,
+            "pid_epoch": producer_epoch,
+            "member": member_id,
+            "epoch": member_epoch,
+            "offsets": [list(o) for o in offsets],
+            "meta_index": meta_index,
+        }
+    )
+
+
 def cmd_delete(group_id: str) -> bytes:
     return cbor.encode({"op": "delete", "group": group_id})
 
@@ -429,69 +523,3 @@ def cmd_drop_topics(group_id: str, topics: list[str], meta_index: int) -> bytes:
     return cbor.encode(
         {"op": "drop_topics", "group": group_id, "topics": topics, "meta_index": meta_index}
     )
-
-
-# -- persistence ------------------------------------------------------------------------------
-
-
-def _group_to_wire(g: ConsumerGroup) -> dict[str, Any]:
-    ms = g.membership
-    return {
-        "id": g.group_id,
-        "assignor": g.assignor,
-        "epoch": ms.epoch,
-        "partitions": dict(sorted(ms.partitions.items())),
-        "target": {m: sorted(list(tp) for tp in tps) for m, tps in sorted(ms.target.items())},
-        "members": [
-            [
-                mid,
-                m.epoch,
-                m.previous_epoch,
-                sorted(m.topics),
-                sorted(list(tp) for tp in m.held),
-                [
-                    i.instance_id,
-                    i.client_id,
-                    i.client_host,
-                    i.session_ms,
-                    list(i.topics),
-                    i.pattern,
-                    i.left,
-                    i.seen,
-                ],
-            ]
-            for mid, m in sorted(ms.members.items())
-            for i in (g.members[mid],)
-        ],
-        "offsets": [
-            [t, p, c.offset, c.metadata, c.meta_index] for (t, p), c in sorted(g.offsets.items())
-        ],
-        "reason": g.rebalance_reason,
-        "reason_ms": g.rebalance_ms,
-        "meta_index": g.meta_index,
-        "changed": g.changed,
-    }
-
-
-def _group_from_wire(raw: Any) -> ConsumerGroup:
-    g = ConsumerGroup(raw["id"], raw["assignor"])
-    ms = g.membership
-    ms.epoch = raw["epoch"]
-    ms.partitions = dict(raw["partitions"])
-    ms.target = {m: frozenset((t, p) for t, p in tps) for m, tps in raw["target"].items()}
-    for mid, epoch, previous, topics, held, info in raw["members"]:
-        ms.members[mid] = MemberState(
-            mid, epoch, frozenset(topics), previous, {(t, p) for t, p in held}
-        )
-        instance, client, host, session_ms, names, pattern, left, seen = info
-        g.members[mid] = MemberInfo(
-            instance, client, host, session_ms, tuple(names), pattern, left, seen
-        )
-    g.offsets = {(t, p): Committed(o, m, mi) for t, p, o, m, mi in raw["offsets"]}
-    g.rebalance_reason, g.rebalance_ms = raw["reason"], raw["reason_ms"]
-    g.meta_index, g.changed = raw["meta_index"], raw["changed"]
-    return g
-
-
-def _encode_group(g: ConsumerGroup) -> bytes:
-    return cbor.encode(_group_to_wire(g))

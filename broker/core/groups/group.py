@@ -76,19 +76,27 @@ class Committed:
     metadata at or after it are dropped)."""
 
 
-def _assignor(name: str) -> Assign:
-    """The named assignor in the shape GroupMembership calls it (topic sets per member)."""
-    impl = ASSIGNORS[name]
+@dataclass(frozen=True, slots=True)
+class _NamedAssignor:
+    """The named assignor in the shape GroupMembership calls it (topic sets per member); a
+    value, so a group can be copied and pickled."""
 
-    def assign(
+    name: str
+
+    def __call__(
+        self,
         subscribed: Mapping[str, frozenset[str]],
         counts: Mapping[str, int],
         current: Mapping[str, frozenset[TopicPartition]],
     ) -> dict[str, frozenset[TopicPartition]]:
         subs = {m: Subscription(ts) for m, ts in subscribed.items()}
-        return impl.assign(subs, counts, current)
+        return ASSIGNORS[self.name].assign(subs, counts, current)
 
-    return assign
+
+def _assignor(name: str) -> Assign:
+    if name not in ASSIGNORS:
+        raise KeyError(name)  # an unknown name fails here, not at the first rebalance
+    return _NamedAssignor(name)
 
 
 @dataclass(slots=True)
@@ -104,6 +112,9 @@ class ConsumerGroup:
     """The newest metadata index any command of this group carried."""
     changed: int = 0
     """Index of the last entry that changed the group (an expiry proposed before it is void)."""
+    pending: dict[int, dict[TopicPartition, Committed]] = field(default_factory=dict)
+    """Offsets committed inside open transactions, per producer id: they become `offsets`
+    when the transaction commits and vanish when it aborts."""
 
     def __post_init__(self) -> None:
         self.membership = GroupMembership(_assignor(self.assignor))
@@ -111,6 +122,15 @@ class ConsumerGroup:
     @property
     def empty(self) -> bool:
         return not self.members
+
+    @property
+    def disposable(self) -> bool:
+        """Nothing left to keep: no member, no offset, no transaction's offsets."""
+        return not self.members and not self.offsets and not self.pending
+
+    def unstable(self, tp: TopicPartition) -> bool:
+        """An open transaction holds an offset of `tp` (a reader waits for its outcome)."""
+        return any(tp in staged for staged in self.pending.values())
 
     def state(self) -> str:
         if not self.members:
@@ -220,8 +240,11 @@ class ConsumerGroup:
         offsets: list[tuple[str, int, int, str | None]],
         meta_index: int,
         index: int,
+        *,
+        producer_id: int = -1,
     ) -> list[ErrorCode]:
-        """Per partition: NONE (committed) or why not."""
+        """Per partition: NONE (committed) or why not. With a `producer_id` the offsets are
+        staged in its open transaction (the caller checked the transaction is open)."""
         if member_id == "":
             if self.members:
                 return [ErrorCode.NON_EMPTY_GROUP] * len(offsets)
@@ -233,15 +256,29 @@ class ConsumerGroup:
             if member_epoch not in (ms.epoch, ms.previous_epoch):
                 return [ErrorCode.FENCED_MEMBER_EPOCH] * len(offsets)
             allowed = ms.held
+        target = self.offsets if producer_id < 0 else self.pending.setdefault(producer_id, {})
         out = []
         for topic, partition, offset, metadata in offsets:
             if allowed is not None and (topic, partition) not in allowed:
                 out.append(ErrorCode.STALE_MEMBER_EPOCH)
                 continue
-            self.offsets[(topic, partition)] = Committed(offset, metadata, meta_index)
+            target[(topic, partition)] = Committed(offset, metadata, meta_index)
             out.append(ErrorCode.NONE)
+        if producer_id >= 0 and not target:
+            del self.pending[producer_id]
         self.changed = index
         return out
+
+    def end_transaction(self, producer_id: int, committed: bool, index: int) -> bool:
+        """The producer's transaction ended: its staged offsets become committed (or are
+        dropped). Returns whether the group held any."""
+        staged = self.pending.pop(producer_id, None)
+        if staged is None:
+            return False
+        if committed:
+            self.offsets.update(staged)
+        self.changed = index
+        return True
 
     def drop_topics(
         self, topics: frozenset[str], meta_index: int, index: int
