@@ -304,10 +304,10 @@ def test_epochs_running_out_hand_out_a_new_producer_id() -> None:
     coord = log.m
     assert isinstance(coord, TransactionCoordinator)
     coord.txns["tx"].epoch = EPOCH_MAX - 1
-    err, ans = log.apply(cmd_end("tx", pid, EPOCH_MAX - 1, True, [], 1))
+    _, ans = log.apply(cmd_end("tx", pid, EPOCH_MAX - 1, True, [], 1))
     assert isinstance(ans, EndAnswer) and ans.done and ans.reinit
     assert log.apply(cmd_init("tx", -1, 60_000, 2))[0] == ErrorCode.CONCURRENT_TRANSACTIONS
-    err, ans = log.apply(cmd_init("tx", 99, 60_000, 3))
+    _, ans = log.apply(cmd_init("tx", 99, 60_000, 3))
     assert isinstance(ans, InitAnswer) and (ans.producer_id, ans.epoch) == (99, 0)
 
 
