@@ -6,8 +6,8 @@ A message gains fields only in a new version (`messages.py` says which field exi
 version); every version in a range stays readable and writable.
 
 Versions past 0: FETCH v1 (per partition `next_offset` and `aborted_transactions`), PRODUCE v1
-(an optional W3C `trace_context`). A broker may serve less than SUPPORTED_VERSIONS (`capped`:
-the `max_api_versions` option), never more.
+(an optional W3C `trace_context`), INIT_PRODUCER_ID v1 (`transaction_timeout_ms`). A broker
+may serve less than SUPPORTED_VERSIONS (`capped`: the `max_api_versions` option), never more.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ class ApiKey(IntEnum):
     LIST_GROUPS = 13
     DESCRIBE_GROUPS = 14
     DELETE_GROUPS = 15
+    ADD_PARTITIONS_TO_TXN = 16
+    ADD_OFFSETS_TO_TXN = 17
+    TXN_OFFSET_COMMIT = 18
+    END_TXN = 19
+    DESCRIBE_TRANSACTIONS = 20
+    LIST_TRANSACTIONS = 21
+    ABORT_TRANSACTION = 22
 
 
 VersionRange = tuple[int, int]
@@ -48,7 +55,7 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.PRODUCE: (0, 1),
     ApiKey.FETCH: (0, 1),
     ApiKey.LIST_OFFSETS: (0, 0),
-    ApiKey.INIT_PRODUCER_ID: (0, 0),
+    ApiKey.INIT_PRODUCER_ID: (0, 1),
     ApiKey.DESCRIBE_CLUSTER: (0, 0),
     ApiKey.FIND_COORDINATOR: (0, 0),
     ApiKey.GROUP_HEARTBEAT: (0, 0),
@@ -57,6 +64,13 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.LIST_GROUPS: (0, 0),
     ApiKey.DESCRIBE_GROUPS: (0, 0),
     ApiKey.DELETE_GROUPS: (0, 0),
+    ApiKey.ADD_PARTITIONS_TO_TXN: (0, 0),
+    ApiKey.ADD_OFFSETS_TO_TXN: (0, 0),
+    ApiKey.TXN_OFFSET_COMMIT: (0, 0),
+    ApiKey.END_TXN: (0, 0),
+    ApiKey.DESCRIBE_TRANSACTIONS: (0, 0),
+    ApiKey.LIST_TRANSACTIONS: (0, 0),
+    ApiKey.ABORT_TRANSACTION: (0, 0),
 }
 """The versions of each API this code can encode and decode."""
 

@@ -14,7 +14,11 @@ the only place that says which key exists from which version. Writing at an olde
 leaves out the newer fields; reading a version refuses a key of a newer one as unknown, and
 gives the fields it lacks their default (None where "not sent" must be told apart, as FETCH
 v0's `next_offset`). Versions past 0: PRODUCE v1 adds `trace_context`, FETCH v1 adds
-`next_offset` and `aborted_transactions` to each partition result.
+`next_offset` and `aborted_transactions` to each partition result, INIT_PRODUCER_ID v1 adds
+`transaction_timeout_ms` to the request.
+
+The consumer-group APIs are in `group_messages.py`, the transaction APIs in
+`txn_messages.py`; `Request` and `Response` below name every API's messages.
 
 Sequences are tuples and maps are dicts. Error codes are ErrorCode values; a code this version
 does not know reads as UNKNOWN_SERVER_ERROR. Byte strings are `bytes`.
@@ -47,6 +51,22 @@ from broker.wire.group_messages import (
     OffsetFetchResponse,
 )
 from broker.wire.limits import DEFAULT_LIMITS, Limits
+from broker.wire.txn_messages import (
+    AbortTransactionRequest,
+    AbortTransactionResponse,
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
+    EndTxnRequest,
+    EndTxnResponse,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+)
 
 __all__ = [
     "AbortedTransaction",
@@ -101,6 +121,8 @@ NO_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1
 PORT_MAX = 65535
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
+"""INIT_PRODUCER_ID: the transaction timeout a v0 request reads as (it cannot send one)."""
 
 
 def _bytes(value: bytes | bytearray | memoryview) -> bytes:
@@ -1109,7 +1131,9 @@ class ListOffsetsResponse:
 
 # --------------------------------------------------------------------------- INIT_PRODUCER_ID
 
-_INIT_PRODUCER_ID_REQUEST = frozenset({"transactional_id", "producer_id", "producer_epoch"})
+_INIT_PRODUCER_ID_REQUEST = s.Shape(
+    "transactional_id", "producer_id", "producer_epoch", added={1: ("transaction_timeout_ms",)}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1121,23 +1145,36 @@ class InitProducerIdRequest:
     transactional_id: str | None = None
     producer_id: int = -1
     producer_epoch: int = -1
+    transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS
+    """v1: how long a transaction of this transactional id may stay open before its
+    coordinator aborts it (1 .. 2**31-1; the broker may refuse more than its maximum). A v0
+    request reads as DEFAULT_TRANSACTION_TIMEOUT_MS."""
 
     def to_body(self, version: int) -> dict[str, object]:
-        return {
-            "transactional_id": self.transactional_id,
-            "producer_id": self.producer_id,
-            "producer_epoch": self.producer_epoch,
-        }
+        return _INIT_PRODUCER_ID_REQUEST.write(
+            {
+                "transactional_id": self.transactional_id,
+                "producer_id": self.producer_id,
+                "producer_epoch": self.producer_epoch,
+                "transaction_timeout_ms": self.transaction_timeout_ms,
+            },
+            version,
+        )
 
     @classmethod
     def from_body(
         cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
     ) -> InitProducerIdRequest:
-        b = s.fields(body, "", _INIT_PRODUCER_ID_REQUEST)
+        b = _INIT_PRODUCER_ID_REQUEST.read(body, "", version)
         return cls(
             transactional_id=s.opt_nonempty_text(b["transactional_id"], "transactional_id"),
             producer_id=s.int64(b["producer_id"], "producer_id", -1),
             producer_epoch=s.int16(b["producer_epoch"], "producer_epoch", -1),
+            transaction_timeout_ms=(
+                s.int32(b["transaction_timeout_ms"], "transaction_timeout_ms", 1)
+                if "transaction_timeout_ms" in b
+                else DEFAULT_TRANSACTION_TIMEOUT_MS
+            ),
         )
 
 
@@ -1337,6 +1374,13 @@ Request: TypeAlias = (
     | ListGroupsRequest
     | DescribeGroupsRequest
     | DeleteGroupsRequest
+    | AddPartitionsToTxnRequest
+    | AddOffsetsToTxnRequest
+    | TxnOffsetCommitRequest
+    | EndTxnRequest
+    | DescribeTransactionsRequest
+    | ListTransactionsRequest
+    | AbortTransactionRequest
 )
 
 Response: TypeAlias = (
@@ -1356,4 +1400,11 @@ Response: TypeAlias = (
     | ListGroupsResponse
     | DescribeGroupsResponse
     | DeleteGroupsResponse
+    | AddPartitionsToTxnResponse
+    | AddOffsetsToTxnResponse
+    | TxnOffsetCommitResponse
+    | EndTxnResponse
+    | DescribeTransactionsResponse
+    | ListTransactionsResponse
+    | AbortTransactionResponse
 )

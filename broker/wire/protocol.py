@@ -74,6 +74,22 @@ from broker.wire.messages import (
     Request,
     Response,
 )
+from broker.wire.txn_messages import (
+    AbortTransactionRequest,
+    AbortTransactionResponse,
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
+    EndTxnRequest,
+    EndTxnResponse,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+)
 
 __all__ = [
     "MAX_ERROR_MESSAGE",
@@ -106,6 +122,13 @@ REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.LIST_GROUPS: ListGroupsRequest,
     ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest,
     ApiKey.DELETE_GROUPS: DeleteGroupsRequest,
+    ApiKey.ADD_PARTITIONS_TO_TXN: AddPartitionsToTxnRequest,
+    ApiKey.ADD_OFFSETS_TO_TXN: AddOffsetsToTxnRequest,
+    ApiKey.TXN_OFFSET_COMMIT: TxnOffsetCommitRequest,
+    ApiKey.END_TXN: EndTxnRequest,
+    ApiKey.DESCRIBE_TRANSACTIONS: DescribeTransactionsRequest,
+    ApiKey.LIST_TRANSACTIONS: ListTransactionsRequest,
+    ApiKey.ABORT_TRANSACTION: AbortTransactionRequest,
 }
 
 RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
@@ -125,6 +148,13 @@ RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
     ApiKey.LIST_GROUPS: ListGroupsResponse,
     ApiKey.DESCRIBE_GROUPS: DescribeGroupsResponse,
     ApiKey.DELETE_GROUPS: DeleteGroupsResponse,
+    ApiKey.ADD_PARTITIONS_TO_TXN: AddPartitionsToTxnResponse,
+    ApiKey.ADD_OFFSETS_TO_TXN: AddOffsetsToTxnResponse,
+    ApiKey.TXN_OFFSET_COMMIT: TxnOffsetCommitResponse,
+    ApiKey.END_TXN: EndTxnResponse,
+    ApiKey.DESCRIBE_TRANSACTIONS: DescribeTransactionsResponse,
+    ApiKey.LIST_TRANSACTIONS: ListTransactionsResponse,
+    ApiKey.ABORT_TRANSACTION: AbortTransactionResponse,
 }
 assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
 assert all(t.API_KEY is k for k, t in REQUEST_TYPES.items())

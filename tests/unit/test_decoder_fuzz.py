@@ -215,6 +215,27 @@ from broker.wire.protocol import (
     encode_request,
     encode_response,
 )
+from broker.wire.txn_messages import (
+    AbortTransactionRequest,
+    AbortTransactionResponse,
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
+    EndTxnRequest,
+    EndTxnResponse,
+    ListedTransaction,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
+    TransactionDescription,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+    TxnParticipantInfo,
+    TxnSequence,
+    TxnTopic,
+)
 from tests.unit.cbor_mutations import (
     INTERESTING_INTS,
     mutate_bytes,
@@ -442,6 +463,86 @@ REQUESTS: list[tuple[Request, int, str | None]] = [
     (ListGroupsRequest(), 14, "ops"),
     (DescribeGroupsRequest(group_ids=("grp-1", "g")), 15, "ops"),
     (DeleteGroupsRequest(group_ids=("grp-1",)), 16, "ops"),
+    # Transactions.
+    (
+        AddPartitionsToTxnRequest(
+            transactional_id="tx-1",
+            producer_id=7,
+            producer_epoch=0,
+            topics=(
+                TxnTopic(name="orders", partitions=(0, INT32_MAX)),
+                TxnTopic(name="audit", partitions=(3,)),
+            ),
+        ),
+        17,
+        "p",
+    ),
+    (
+        AddOffsetsToTxnRequest(
+            transactional_id="tx-é", producer_id=INT64_MAX, producer_epoch=32767, group_id="g"
+        ),
+        18,
+        None,
+    ),
+    (
+        TxnOffsetCommitRequest(
+            transactional_id="tx-1",
+            group_id="grp-1",
+            producer_id=7,
+            producer_epoch=1,
+            member_id="m-4f2a",
+            member_epoch=3,
+            topics=(
+                CommitTopic(
+                    topic="orders",
+                    partitions=(
+                        CommitPartition(partition=0, offset=INT64_MAX, metadata="m"),
+                        CommitPartition(partition=1, offset=0),
+                    ),
+                ),
+            ),
+        ),
+        19,
+        "p",
+    ),
+    (
+        TxnOffsetCommitRequest(
+            transactional_id="t",
+            group_id="g",
+            producer_id=0,
+            producer_epoch=0,
+            member_id="",
+            member_epoch=-1,
+            topics=(),
+        ),
+        20,
+        None,
+    ),
+    (
+        EndTxnRequest(
+            transactional_id="tx-1",
+            producer_id=7,
+            producer_epoch=1,
+            commit=True,
+            sequences=(
+                TxnSequence(topic="orders", partition=0, last_sequence=INT32_MAX),
+                TxnSequence(topic="orders", partition=1, last_sequence=-1),
+            ),
+        ),
+        21,
+        "p",
+    ),
+    (
+        EndTxnRequest(
+            transactional_id="tx-1", producer_id=7, producer_epoch=1, commit=False, sequences=()
+        ),
+        22,
+        None,
+    ),
+    (DescribeTransactionsRequest(transactional_ids=("tx-1", "tx-é")), 23, "ops"),
+    (ListTransactionsRequest(), 24, "ops"),
+    (ListTransactionsRequest(states=("ongoing", "pre_committed")), 25, None),
+    (AbortTransactionRequest(transactional_id="tx-1"), 26, "ops"),
 ]
 assert {type(r) for r, _, _ in REQUESTS} == set(REQUEST_TYPES.values())
 REQUEST_PAYLOADS = [encode_request(r, cid, client)[HEADER_BYTES:] for r, cid, client in REQUESTS]
@@ -449,11 +550,11 @@ TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def _newest(request: Request) -> Request:
-    return (
-        dataclasses.replace(request, trace_context=TRACE)
-        if isinstance(request, ProduceRequest)
-        else request
-    )
+    if isinstance(request, ProduceRequest):
+        return dataclasses.replace(request, trace_context=TRACE)
+    if isinstance(request, InitProducerIdRequest):
+        return dataclasses.replace(request, transaction_timeout_ms=INT32_MAX)
+    return request
 
 
 NEWER_REQUEST_PAYLOADS = [
@@ -463,7 +564,8 @@ NEWER_REQUEST_PAYLOADS = [
     for r, cid, client in REQUESTS
     if SUPPORTED_VERSIONS[r.API_KEY][1] > 0
 ]
-"""The requests of APIs past version 0 at their newest version (PRODUCE with a trace context)."""
+"""The requests of APIs past version 0 at their newest version (PRODUCE with a trace context,
+INIT_PRODUCER_ID with a transaction timeout)."""
 ALL_REQUEST_PAYLOADS = REQUEST_PAYLOADS + NEWER_REQUEST_PAYLOADS
 
 RESPONSES: list[tuple[Response, int]] = [
@@ -702,6 +804,72 @@ RESPONSES: list[tuple[Response, int]] = [
         ),
         15,
     ),
+    (AddPartitionsToTxnResponse(), 16),
+    (AddOffsetsToTxnResponse(), 17),
+    (
+        TxnOffsetCommitResponse(
+            topics=(
+                TopicErrors(
+                    topic="orders",
+                    partitions=(
+                        PartitionError(partition=0, error=ErrorCode.NONE),
+                        PartitionError(
+                            partition=1, error=ErrorCode.UNKNOWN_MEMBER_ID, message="who"
+                        ),
+                    ),
+                ),
+            )
+        ),
+        18,
+    ),
+    (EndTxnResponse(producer_id=INT64_MAX, producer_epoch=0, reinit=True), 19),
+    (
+        DescribeTransactionsResponse(
+            transactions=(
+                TransactionDescription(
+                    transactional_id="tx-1",
+                    state="pre_committed",
+                    producer_id=7,
+                    producer_epoch=1,
+                    timeout_ms=60_000,
+                    start_ms=T0,
+                    coordinator=2,
+                    participants=(
+                        TxnParticipantInfo(name="orders", partition=0, last_sequence=5),
+                        TxnParticipantInfo(name="grp-1", partition=-1),
+                    ),
+                ),
+                TransactionDescription(
+                    transactional_id="tx-2",
+                    error=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND,
+                    message="no such id",
+                ),
+            )
+        ),
+        20,
+    ),
+    (
+        ListTransactionsResponse(
+            transactions=(
+                ListedTransaction(
+                    transactional_id="tx-1",
+                    producer_id=7,
+                    state="ongoing",
+                    start_ms=T0,
+                    participants=2,
+                ),
+                ListedTransaction(
+                    transactional_id="tx-2",
+                    producer_id=-1,
+                    state="empty",
+                    start_ms=-1,
+                    participants=0,
+                ),
+            )
+        ),
+        21,
+    ),
+    (AbortTransactionResponse(), 22),
 ]
 assert {type(r) for r, _ in RESPONSES} == set(RESPONSE_TYPES.values())
 

@@ -107,6 +107,16 @@ from broker.wire.protocol import (
     response_correlation_id,
 )
 from broker.wire.schema import Shape
+from broker.wire.txn_messages import (
+    AbortTransactionRequest,
+    AddOffsetsToTxnRequest,
+    AddPartitionsToTxnRequest,
+    DescribeTransactionsRequest,
+    EndTxnRequest,
+    ListTransactionsRequest,
+    TxnOffsetCommitRequest,
+)
+from tests.unit.test_wire_txn_messages import TXN_REQUESTS, TXN_RESPONSES
 
 # ---------------------------------------------------------------------------- strategies
 
@@ -238,6 +248,7 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         transactional_id=st.none() | st.text(min_size=1, max_size=20),
         producer_id=st.integers(min_value=-1, max_value=2**63 - 1),
         producer_epoch=st.integers(min_value=-1, max_value=2**15 - 1),
+        transaction_timeout_ms=POSITIVE_MS,
     ),
     ApiKey.DESCRIBE_CLUSTER: st.just(DescribeClusterRequest()),
     ApiKey.FIND_COORDINATOR: st.builds(
@@ -289,6 +300,7 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         DescribeGroupsRequest, group_ids=_tuple(GROUP_ID, unique=True)
     ),
     ApiKey.DELETE_GROUPS: st.builds(DeleteGroupsRequest, group_ids=_tuple(GROUP_ID, unique=True)),
+    **TXN_REQUESTS,
 }
 
 LEADER_HINT = st.none() | st.integers(min_value=0, max_value=2**31 - 1)
@@ -541,6 +553,7 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
         DeleteGroupsResponse,
         groups=_tuple(st.builds(GroupResult, group_id=GROUP_ID, error=ERROR, message=OPT_TEXT)),
     ),
+    **TXN_RESPONSES,
 }
 
 
@@ -565,6 +578,8 @@ def as_of(message: Any, version: int) -> Any:
     at their defaults (a second statement of messages.py's shapes, as a test oracle)."""
     if isinstance(message, ProduceRequest) and version < 1:
         return dataclasses.replace(message, trace_context=None)
+    if isinstance(message, InitProducerIdRequest) and version < 1:
+        return dataclasses.replace(message, transaction_timeout_ms=60_000)
     if isinstance(message, FetchResponse) and version < 1:
         old = dataclasses.replace
         return old(
@@ -583,9 +598,10 @@ def as_of(message: Any, version: int) -> Any:
 
 
 def test_supported_versions_are_what_the_messages_know() -> None:
-    """Versions past 0 are FETCH v1 and PRODUCE v1; everything else is at version 0."""
+    """Versions past 0 are FETCH v1, PRODUCE v1 and INIT_PRODUCER_ID v1; everything else is
+    at version 0."""
     newer = {key: high for key, (_, high) in SUPPORTED_VERSIONS.items() if high > 0}
-    assert newer == {ApiKey.PRODUCE: 1, ApiKey.FETCH: 1}
+    assert newer == {ApiKey.PRODUCE: 1, ApiKey.FETCH: 1, ApiKey.INIT_PRODUCER_ID: 1}
     assert all(low == 0 for low, _ in SUPPORTED_VERSIONS.values())
 
 
@@ -2336,6 +2352,27 @@ def _sample_request(key: ApiKey) -> Request:
         ApiKey.LIST_GROUPS: ListGroupsRequest(),
         ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest(group_ids=("g",)),
         ApiKey.DELETE_GROUPS: DeleteGroupsRequest(group_ids=("g",)),
+        ApiKey.ADD_PARTITIONS_TO_TXN: AddPartitionsToTxnRequest(
+            transactional_id="tx", producer_id=1, producer_epoch=0, topics=()
+        ),
+        ApiKey.ADD_OFFSETS_TO_TXN: AddOffsetsToTxnRequest(
+            transactional_id="tx", producer_id=1, producer_epoch=0, group_id="g"
+        ),
+        ApiKey.TXN_OFFSET_COMMIT: TxnOffsetCommitRequest(
+            transactional_id="tx",
+            group_id="g",
+            producer_id=1,
+            producer_epoch=0,
+            member_id="",
+            member_epoch=-1,
+            topics=(),
+        ),
+        ApiKey.END_TXN: EndTxnRequest(
+            transactional_id="tx", producer_id=1, producer_epoch=0, commit=True, sequences=()
+        ),
+        ApiKey.DESCRIBE_TRANSACTIONS: DescribeTransactionsRequest(transactional_ids=("tx",)),
+        ApiKey.LIST_TRANSACTIONS: ListTransactionsRequest(),
+        ApiKey.ABORT_TRANSACTION: AbortTransactionRequest(transactional_id="tx"),
     }[key]
 
 
