@@ -28,6 +28,16 @@ class GroupConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TxnConfig:
+    default_timeout_ms: int = 60_000
+    """The timeout of a transaction whose producer does not ask for one."""
+    max_timeout_ms: int = 900_000
+    precommit_timeout_ms: int = 10_000
+    """A participant commits a pre-committed transaction on its own once its coordinator
+    stayed silent this long."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: int
     incarnation: int
@@ -60,6 +70,7 @@ class NodeConfig:
     tick_ms: int = 50
     """Wall-clock milliseconds per tick (session timeouts are counted in ticks)."""
     groups: GroupConfig = field(default_factory=GroupConfig)
+    transactions: TxnConfig = field(default_factory=TxnConfig)
     internal_topic_partitions: int = 16
     """Partitions of each internal topic (`__consumer_offsets`, `__transaction_state`)."""
     internal_topic_replication_factor: int = 3

@@ -19,6 +19,7 @@ from broker.wire.group_messages import (
     LEAVE_EPOCH,
     TEMPORARY_LEAVE_EPOCH,
     CommittedOffset,
+    CoordinatorType,
     DeleteGroupsRequest,
     DeleteGroupsResponse,
     DescribeGroupsRequest,
@@ -41,6 +42,7 @@ from broker.wire.group_messages import (
 )
 from broker.wire.messages import Request
 from broker.wire.protocol import RequestHeader
+from broker.wire.txn_messages import TxnOffsetCommitRequest, TxnOffsetCommitResponse
 
 if TYPE_CHECKING:
     from broker.core.node import BrokerNode
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 
 class GroupRequests:
     node: BrokerNode
+
+    @abstractmethod
+    def _find_txn_coordinator(self, corr: int, txn_id: str) -> Reply: ...
 
     @abstractmethod
     def _park(
@@ -60,10 +65,8 @@ class GroupRequests:
         self, token: int, header: RequestHeader, req: FindCoordinatorRequest
     ) -> Reply:
         corr = header.correlation_id
-        if req.key_type != 0:
-            return Reply(
-                corr, ErrorCode.INVALID_REQUEST, "transactions are not supported yet", None
-            )
+        if req.key_type == CoordinatorType.TRANSACTION:
+            return self._find_txn_coordinator(corr, req.key)
         err, msg, body = self.node.group_service.find(req.key)
         assert body is None or isinstance(body, FindCoordinatorResponse)
         return Reply(corr, err, msg, body)
@@ -121,14 +124,16 @@ class GroupRequests:
         return Reply(corr, ErrorCode.NONE, None, body)
 
     def _offset_commit(
-        self, token: int, header: RequestHeader, req: OffsetCommitRequest
+        self, token: int, header: RequestHeader, req: OffsetCommitRequest | TxnOffsetCommitRequest
     ) -> Reply | None:
         now, refused = self.node.group_service.commit(token, 0, req)
         if now is None:
             return self._park(token, header, req, [None, refused])
         return self._commit_done(header.correlation_id, req, [now, refused])
 
-    def _commit_done(self, corr: int, req: OffsetCommitRequest, results: list[object]) -> Reply:
+    def _commit_done(
+        self, corr: int, req: OffsetCommitRequest | TxnOffsetCommitRequest, results: list[object]
+    ) -> Reply:
         first, refused = results
         assert isinstance(first, tuple) and isinstance(refused, dict)
         err, msg, value = first
@@ -145,7 +150,12 @@ class GroupRequests:
                     code = next(errors)
                 parts.append(PartitionError(partition=p.partition, error=code))
             topics.append(TopicErrors(topic=t.topic, partitions=tuple(parts)))
-        return Reply(corr, ErrorCode.NONE, None, OffsetCommitResponse(topics=tuple(topics)))
+        body: OffsetCommitResponse | TxnOffsetCommitResponse
+        if isinstance(req, TxnOffsetCommitRequest):
+            body = TxnOffsetCommitResponse(topics=tuple(topics))
+        else:
+            body = OffsetCommitResponse(topics=tuple(topics))
+        return Reply(corr, ErrorCode.NONE, None, body)
 
     def _delete_groups(
         self, token: int, header: RequestHeader, req: DeleteGroupsRequest

@@ -48,6 +48,7 @@ from broker.core.host import (
     Waiter,
 )
 from broker.core.ids import Member
+from broker.core.internal_ops import InternalOps
 from broker.core.machine import Applied, MachineKind, MachineRegistry
 from broker.core.metadata import (
     INTERNAL_PREFIX,
@@ -66,6 +67,8 @@ from broker.core.peer_requests import PeerRequests
 from broker.core.producer_ids import ProducerIdAllocator
 from broker.core.raft import CatchUpBudget, ConfState, Entry, Message, RandomSource
 from broker.core.rounds import Compaction, Completion, Envelope, Round
+from broker.core.txn.participants import TxnParticipants
+from broker.core.txn.service import TXN_TOPIC, TransactionService
 from broker.core.views import ClusterView, PartitionStatus, PartitionView
 from broker.wire.errors import ErrorCode
 
@@ -127,6 +130,17 @@ class BrokerNode:
         if self.registry.kind_for(OFFSETS_TOPIC) is self.registry.default:
             self.registry.register(self.group_service.kind, [OFFSETS_TOPIC])
         self.producer_ids = ProducerIdAllocator(self.ctx, self.controller_part)
+        self.ops = InternalOps(self.host)
+        txn = config.transactions
+        self.txn_participants = TxnParticipants(
+            self.ctx, self.partitions, self.ops, max(1, txn.precommit_timeout_ms // config.tick_ms)
+        )
+        self.txn_service = TransactionService(
+            self.ctx, self.views, self.controller_part, self.partitions, self.producer_ids,
+            self.ops, txn,
+        )  # fmt: skip
+        if self.registry.kind_for(TXN_TOPIC) is self.registry.default:
+            self.registry.register(self.txn_service.kind, [TXN_TOPIC])
         self.peers: dict[int, tuple[int, str | None, bool]] = {}
         """What each seed said in its handshake: (incarnation, cluster id, bootstrapped)."""
         self._to_controller: list[tuple[int, BrokerHeartbeat]] = []
@@ -232,6 +246,8 @@ class BrokerNode:
         `PeerRequests` (its owner, the runtime, carries the frames)."""
         self.producer_ids.attach(peer)
         self.controller_part.attach(peer)
+        self.txn_participants.attach(peer)
+        self.txn_service.attach(peer)
 
     # -- peers and cluster membership ---------------------------------------------------------
 
@@ -309,6 +325,8 @@ class BrokerNode:
             targets, hb = out
             self._to_controller.extend((t, hb) for t in targets)
         self.producer_ids.serve()  # asks again after a failed or lost request
+        self.txn_participants.tick()
+        self.txn_service.tick()
 
     def step(self, group_id: int, message: Message) -> None:
         self.host.step(group_id, message)
@@ -330,13 +348,17 @@ class BrokerNode:
 
     def apply_committed(self, rnd: Round) -> list[Completion]:
         """Apply the round's committed partition entries before its write (see GroupHost)."""
-        return self.host.apply_committed(rnd)
+        done = self.host.apply_committed(rnd)
+        self.txn_service.after_apply()
+        return self.ops.route(done + self.host.take_completions())
 
     def finish_round(self, rnd: Round) -> tuple[list[Envelope], list[Completion]]:
-        """The round's write is durable: release acknowledgements, apply, complete."""
+        """The round's write is durable: release acknowledgements, apply, complete (the
+        node's own operations' completions go to their callbacks, not to the runtime)."""
         after = self.host.finish_round(rnd)
         self._after_apply()
-        return after, self.host.take_completions()
+        self.txn_service.after_apply()
+        return after, self.ops.route(self.host.take_completions())
 
     def _after_apply(self) -> None:
         self.controller_part.after_apply()
@@ -357,6 +379,7 @@ class BrokerNode:
     def cancel(self, token: int) -> None:
         """The runtime gave up on an operation (timeout, connection closed)."""
         self.host.cancel(token)
+        self.txn_service.cancel(token)
         for key in [k for k in self._pending_creates if k[0] == token]:
             del self._pending_creates[key]
         self.producer_ids.cancel(token)
@@ -389,8 +412,10 @@ class BrokerNode:
     def high_watermark(self, topic: str, partition: int) -> int:
         return self.partitions.high_watermark(topic, partition)
 
-    def list_offset(self, topic: str, partition: int, timestamp: int) -> tuple[ErrorCode, int]:
-        return self.partitions.list_offset(topic, partition, timestamp)
+    def list_offset(
+        self, topic: str, partition: int, timestamp: int, read_committed: bool = False
+    ) -> tuple[ErrorCode, int]:
+        return self.partitions.list_offset(topic, partition, timestamp, read_committed)
 
     def create_topic(
         self,

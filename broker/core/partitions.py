@@ -30,9 +30,23 @@ from broker.core.metadata import INTERNAL_PREFIX, METADATA_GROUP, PartitionInfo,
 from broker.core.partition import PartitionConfig, PartitionMachine
 from broker.core.raft import ConfState, LogStorage, Role
 from broker.core.rounds import Compaction
-from broker.wire.batch import BatchError
+from broker.core.txn.aborted import is_aborted
+from broker.wire.batch import BatchError, parse_header
 from broker.wire.errors import ErrorCode
+from broker.wire.limits import INT32_MAX, MAX_FRAME_BYTES_CEILING, Limits
 from broker.wire.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+
+_STORED = Limits(max_batch_bytes=MAX_FRAME_BYTES_CEILING, max_batch_records=INT32_MAX)
+"""Stored batches were checked on the way in; reading one back checks only its shape."""
+
+
+def _record_count(data: bytes) -> int:
+    """A stored batch's record count (0 for one whose header does not parse: a damaged
+    disk; the reader stops at its base offset)."""
+    try:
+        return parse_header(data, _STORED, check_crc=False).record_count
+    except BatchError:
+        return 0
 
 
 class GroupStore(Protocol):
@@ -59,6 +73,8 @@ class FetchResult:
     log_start_offset: int = NO_OFFSET
     batches: tuple[tuple[int, bytes], ...] = ()
     message: str | None = None
+    next_offset: int = NO_OFFSET
+    """Where the reader continues: past the last batch served or left out."""
 
     @property
     def size(self) -> int:
@@ -239,7 +255,9 @@ class PartitionService:
 
     # -- the data path ----------------------------------------------------------------------
 
-    def _log(self, topic: str, partition: int) -> tuple[ErrorCode, str | None, HostedGroup | None]:
+    def serving_log(
+        self, topic: str, partition: int
+    ) -> tuple[ErrorCode, str | None, HostedGroup | None]:
         """The serving leader's group of a partition log, or why there is none."""
         if self.ctx.meta.partition(topic, partition) is None:
             return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None, None
@@ -258,7 +276,7 @@ class PartitionService:
         """Propose one batch; NONE means a Completion with its ApplyResult will follow."""
         if topic.startswith(INTERNAL_PREFIX):
             return ErrorCode.INVALID_TOPIC, f"topic {topic!r} is internal: clients cannot write it"
-        err, msg, g = self._log(topic, partition)
+        err, msg, g = self.serving_log(topic, partition)
         if g is None:
             return err, msg
         assert isinstance(g.machine, PartitionMachine)
@@ -278,12 +296,13 @@ class PartitionService:
         *,
         min_one: bool = True,
     ) -> FetchResult:
-        """Whole batches from `offset` up to the high watermark (read_committed: the last
-        stable offset, equal to it until transactions exist), within max_bytes; with
+        """Whole batches from `offset` up to the high watermark (read_committed: up to the
+        last stable offset, without control batches and aborted transactions' data), within
+        max_bytes; with
         `min_one`, the first batch even if it alone is larger (so a consumer never stalls).
         OFFSET_OUT_OF_RANGE outside [log start offset, high watermark] (below it: deleted by
         retention; the answer carries the log start offset to move to)."""
-        err, msg, g = self._log(topic, partition)
+        err, msg, g = self.serving_log(topic, partition)
         if g is None:
             return FetchResult(err, message=msg)
         m = g.machine
@@ -298,23 +317,43 @@ class PartitionService:
                 m.log_start_offset,
                 message=f"offset {offset} not in [{m.log_start_offset}, {hw}]",
             )
-        if pos < 0:
-            return FetchResult(ErrorCode.NONE, hw, hw, m.log_start_offset)
+        lso = m.last_stable_offset
+        if pos < 0 or (read_committed and offset >= lso):
+            return FetchResult(ErrorCode.NONE, hw, lso, m.log_start_offset, next_offset=offset)
+        end = lso if read_committed else hw
+        # read_committed on a partition that saw transactions: each batch's header decides
+        # (control batches and aborted transactions' data are left out; the answer's
+        # next offset moves past them, so a consumer never stalls on a filtered stretch).
+        ranges = m.aborted.covering(offset, end) if read_committed and m.aborted else None
+        screen = read_committed and (ranges is not None or bool(m.ledger.producers))
         batches: list[tuple[int, bytes]] = []
         size = 0
+        next_offset = offset
         log = g.raft.log
         for base_offset, raft_index, _ in m.index.items(pos):
+            if base_offset >= end:
+                break
             got = log.slice(raft_index, raft_index + 1)
             if not got:
                 break  # cannot happen: the index lists only batches the log holds
             data = got[0].data
+            if screen:
+                h = parse_header(data, _STORED, check_crc=False)
+                if h.is_control or (
+                    ranges is not None and is_aborted(ranges, h.producer_id, base_offset)
+                ):
+                    next_offset = base_offset + h.record_count
+                    continue
             if (batches or not min_one) and size + len(data) > max_bytes:
                 break
             batches.append((base_offset, data))
+            next_offset = base_offset + _record_count(data)
             size += len(data)
             if size >= max_bytes:
                 break
-        return FetchResult(ErrorCode.NONE, hw, hw, m.log_start_offset, tuple(batches))
+        return FetchResult(
+            ErrorCode.NONE, hw, lso, m.log_start_offset, tuple(batches), next_offset=next_offset
+        )
 
     def _machine(self, topic: str, partition: int) -> tuple[HostedGroup, PartitionMachine] | None:
         g = self.by_partition.get((topic, partition))
@@ -335,14 +374,18 @@ class PartitionService:
         found = self._machine(topic, partition)
         return NO_OFFSET if found is None else found[1].high_watermark
 
-    def list_offset(self, topic: str, partition: int, timestamp: int) -> tuple[ErrorCode, int]:
-        err, _, g = self._log(topic, partition)
+    def list_offset(
+        self, topic: str, partition: int, timestamp: int, read_committed: bool = False
+    ) -> tuple[ErrorCode, int]:
+        """The offset for `timestamp`: latest is the last stable offset for read_committed
+        (what such a reader can reach), the high watermark otherwise."""
+        err, _, g = self.serving_log(topic, partition)
         if g is None:
             return err, NO_OFFSET
         m = g.machine
         assert isinstance(m, PartitionMachine)
         if timestamp == LATEST_TIMESTAMP:
-            return ErrorCode.NONE, m.high_watermark
+            return ErrorCode.NONE, m.last_stable_offset if read_committed else m.high_watermark
         if timestamp == EARLIEST_TIMESTAMP:
             return ErrorCode.NONE, m.log_start_offset
         return ErrorCode.NONE, m.offset_for_timestamp(timestamp)

@@ -30,8 +30,8 @@ from broker.core.metadata import (
 from broker.core.node import BrokerNode, Completion, FetchResult
 from broker.core.partition import ApplyResult
 from broker.core.reply import Reply as Reply
+from broker.core.txn_requests import TxnRequests
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
-from broker.wire.batch import BatchError, parse_header
 from broker.wire.errors import ErrorCode
 from broker.wire.group_messages import (
     DeleteGroupsRequest,
@@ -42,7 +42,6 @@ from broker.wire.group_messages import (
     OffsetCommitRequest,
     OffsetFetchRequest,
 )
-from broker.wire.limits import INT32_MAX, MAX_FRAME_BYTES_CEILING, Limits
 from broker.wire.messages import (
     BROKER_DEFAULT,
     NO_TIMESTAMP,
@@ -79,6 +78,15 @@ from broker.wire.messages import (
     TopicResult,
 )
 from broker.wire.protocol import RequestHeader
+from broker.wire.txn_messages import (
+    AbortTransactionRequest,
+    AddOffsetsToTxnRequest,
+    AddPartitionsToTxnRequest,
+    DescribeTransactionsRequest,
+    EndTxnRequest,
+    ListTransactionsRequest,
+    TxnOffsetCommitRequest,
+)
 
 MAX_EPOCH = (1 << 15) - 1
 
@@ -94,7 +102,7 @@ class _Pending:
     stage: list[int] = field(default_factory=list)
 
 
-class RequestHandler(GroupRequests):
+class RequestHandler(TxnRequests, GroupRequests):
     def __init__(
         self, node: BrokerNode, versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS
     ) -> None:
@@ -177,6 +185,8 @@ class RequestHandler(GroupRequests):
     def _init_producer_id_done(
         self, corr: int, req: InitProducerIdRequest, results: list[object]
     ) -> Reply:
+        if req.transactional_id is not None:
+            return self._txn_done(corr, req, results)
         first = results[0]
         assert isinstance(first, tuple)
         err, msg, pid = first
@@ -199,13 +209,6 @@ class RequestHandler(GroupRequests):
     # -- produce ----------------------------------------------------------------------------
 
     def _produce(self, token: int, header: RequestHeader, req: ProduceRequest) -> Reply | None:
-        if req.transactional_id is not None:
-            return Reply(
-                header.correlation_id,
-                ErrorCode.INVALID_REQUEST,
-                "transactional produce is not supported by this broker yet",
-                None,
-            )
         results: list[object] = []
         for t in req.topics:
             for pp in t.partitions:
@@ -281,11 +284,12 @@ class RequestHandler(GroupRequests):
         )
 
     def _list_offsets(self, req: ListOffsetsRequest) -> ListOffsetsResponse:
+        committed = req.isolation == IsolationLevel.READ_COMMITTED
         topics = []
         for t in req.topics:
             parts = []
             for lp in t.partitions:
-                err, off = self.node.list_offset(t.name, lp.partition, lp.timestamp)
+                err, off = self.node.list_offset(t.name, lp.partition, lp.timestamp, committed)
                 parts.append(
                     ListOffsetsPartitionResult(
                         partition=lp.partition, error=err, offset=off, timestamp=NO_TIMESTAMP
@@ -343,9 +347,7 @@ class RequestHandler(GroupRequests):
     ) -> Reply | None:
         corr = header.correlation_id
         if req.transactional_id is not None:
-            return Reply(
-                corr, ErrorCode.INVALID_REQUEST, "transactions are not supported yet", None
-            )
+            return self._init_txn_producer(token, header, req)
         if req.producer_id >= 0:
             # KIP-360: an idempotent producer bumps its epoch after a batch failed for good.
             if req.producer_epoch < 0:
@@ -427,8 +429,8 @@ def _produce_response(
 def _fetch_partition(
     topic: str, fp: FetchPartition, r: FetchResult, hint: LeaderHint
 ) -> FetchPartitionResult:
-    """One partition's answer. `aborted_transactions` stays empty: there are no
-    transactions yet."""
+    """One partition's answer. `aborted_transactions` stays empty: the broker filters a
+    read_committed fetch itself (PartitionService.fetch)."""
     leader, term = _hint(r.error, topic, fp.partition, hint)
     return FetchPartitionResult(
         partition=fp.partition,
@@ -440,27 +442,8 @@ def _fetch_partition(
         last_stable_offset=r.last_stable_offset,
         log_start_offset=r.log_start_offset,
         batches=tuple(FetchedBatch(base_offset=b, data=d) for b, d in r.batches),
-        next_offset=_next_offset(fp.offset, r.batches),
+        next_offset=r.next_offset if r.next_offset >= 0 else fp.offset,
     )
-
-
-_STORED = Limits(max_batch_bytes=MAX_FRAME_BYTES_CEILING, max_batch_records=INT32_MAX)
-"""Stored batches were checked against their partition's limits on the way in; reading one
-back for its record count checks only its shape."""
-
-
-def _next_offset(requested: int, batches: tuple[tuple[int, bytes], ...]) -> int:
-    """One past the last batch's last offset, or `requested` when there is no batch. A last
-    batch whose header does not parse (a damaged disk) ends at its base offset: the reader
-    stops at it."""
-    if not batches:
-        return requested
-    base, data = batches[-1]
-    try:
-        count = parse_header(data, _STORED, check_crc=False).record_count
-    except BatchError:
-        count = 0
-    return max(requested, base + count)
 
 
 _R = TypeVar("_R", bound=Request)
@@ -522,6 +505,13 @@ _ROUTES: Mapping[ApiKey, _Route] = dict(
         _answer(ListGroupsRequest, RequestHandler._list_groups),
         _answer(DescribeGroupsRequest, RequestHandler._describe_groups),
         _handler(DeleteGroupsRequest, RequestHandler._delete_groups),
+        _handler(AddPartitionsToTxnRequest, RequestHandler._add_partitions_to_txn),
+        _handler(AddOffsetsToTxnRequest, RequestHandler._add_offsets_to_txn),
+        _handler(TxnOffsetCommitRequest, RequestHandler._offset_commit),
+        _handler(EndTxnRequest, RequestHandler._end_txn),
+        _answer(DescribeTransactionsRequest, RequestHandler._describe_transactions),
+        _answer(ListTransactionsRequest, RequestHandler._list_transactions),
+        _handler(AbortTransactionRequest, RequestHandler._abort_transaction),
     )
 )
 assert set(_ROUTES) == set(ApiKey)
@@ -535,5 +525,10 @@ _FINISHERS: Mapping[ApiKey, _Finisher] = dict(
         _finisher(GroupHeartbeatRequest, RequestHandler._heartbeat_done),
         _finisher(OffsetCommitRequest, RequestHandler._commit_done),
         _finisher(DeleteGroupsRequest, RequestHandler._delete_groups_done),
+        _finisher(AddPartitionsToTxnRequest, RequestHandler._txn_done),
+        _finisher(AddOffsetsToTxnRequest, RequestHandler._txn_done),
+        _finisher(TxnOffsetCommitRequest, RequestHandler._commit_done),
+        _finisher(EndTxnRequest, RequestHandler._txn_done),
+        _finisher(AbortTransactionRequest, RequestHandler._txn_done),
     )
 )

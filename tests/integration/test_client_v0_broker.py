@@ -24,7 +24,7 @@ def config(data_dir: Path) -> BrokerConfig:
         listen=LOCAL,
         peer_listen=LOCAL,
         http_listen=LOCAL,
-        max_api_versions={ApiKey.FETCH: 0, ApiKey.PRODUCE: 0},
+        max_api_versions={ApiKey.FETCH: 0, ApiKey.PRODUCE: 0, ApiKey.INIT_PRODUCER_ID: 0},
     )
 
 

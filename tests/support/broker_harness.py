@@ -29,6 +29,7 @@ from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, Completion, NodeConfig, Round
 from broker.core.partition import PartitionConfig
 from broker.core.peer_codec import BrokerHeartbeat
+from broker.core.peer_requests import PeerRequests
 from broker.core.raft import ConfState, Entry, MemoryStorage
 from broker.core.requests import Reply, RequestHandler
 from broker.core.rounds import Envelope, begin_round, end_round
@@ -155,6 +156,7 @@ class Broker:
         rack: str | None = None,
         options: dict[str, int] | None = None,
         registry: MachineRegistry | None = None,
+        peers: bool = False,
     ) -> None:
         self.store = store if store is not None else MemGroupStore()
         self.registry = registry
@@ -180,6 +182,12 @@ class Broker:
             registry=registry,
         )
         self.handler = RequestHandler(self.node)
+        self.peers = peers
+        self.peer_requests: PeerRequests | None = None
+        """With `peers`: the node's peer requests, to itself only (the local path)."""
+        if peers:
+            self.peer_requests = PeerRequests(node_id, incarnation, seed)
+            self.node.attach_peer_requests(self.peer_requests)
         self.completions: list[Completion] = []
         self.replies: dict[int, Reply] = {}
         self.applied: list[Applied] = []
@@ -204,8 +212,15 @@ class Broker:
         """Rounds while the node has work; every completion of those rounds."""
         out: list[Completion] = []
         for _ in range(max_rounds):
+            pr = self.peer_requests
+            if pr is not None and pr.has_work():
+                pr.run_local()
+                assert not pr.take_outgoing(), "a single broker asks only itself"
+                pr.deliver_results()
             if not self.node.has_work():
-                return out
+                if pr is None or not pr.has_work():
+                    return out
+                continue
             out.extend(self.round())
         raise AssertionError(f"node still has work after {max_rounds} rounds")
 
@@ -213,6 +228,8 @@ class Broker:
         """n ticks, each followed by the rounds they cause (lets followers elect)."""
         for _ in range(n):
             self.node.tick()
+            if self.peer_requests is not None:
+                self.peer_requests.tick()
             self.run()
 
     def crash_mid_round(self) -> Round:
@@ -240,6 +257,7 @@ class Broker:
             rack=self.rack,
             options=self.options,
             registry=self.registry,
+            peers=self.peers,
         )
         return b.boot() if boot else b
 

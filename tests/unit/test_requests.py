@@ -6,6 +6,7 @@ from broker.core.peer_codec import BrokerHeartbeat
 from broker.core.raft.types import AppendEntries
 from broker.core.requests import MAX_EPOCH, RequestHandler
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, capped
+from broker.wire.batch import Record, encode_batch
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import (
     ApiVersionsRequest,
@@ -101,7 +102,7 @@ def test_api_versions() -> None:
 
 def test_api_versions_lists_the_served_table_and_refuses_outside_its_own_range() -> None:
     b = booted()
-    served = capped({ApiKey.FETCH: 0, ApiKey.PRODUCE: 0})
+    served = capped({ApiKey.FETCH: 0, ApiKey.PRODUCE: 0, ApiKey.INIT_PRODUCER_ID: 0})
     handler = RequestHandler(b.node, served)
     reply = handler.handle(1, header(ApiKey.API_VERSIONS, 4), ApiVersionsRequest())
     assert reply is not None and reply.error == ErrorCode.NONE
@@ -341,11 +342,19 @@ def test_produce_sequence_errors_and_duplicates() -> None:
     )
 
 
-def test_transactional_produce_is_refused() -> None:
+def test_a_transactional_batch_outside_a_registered_transaction_is_refused() -> None:
     b = booted(("t", 1))
-    reply = b.call(produce_req(("t", 0, batch()), transactional_id="tx"), correlation_id=5)
-    assert (reply.correlation_id, reply.error, reply.body) == (5, ErrorCode.INVALID_REQUEST, None)
-    assert reply.message
+    data = encode_batch(
+        [Record(value=b"x", timestamp=1)],
+        producer_id=9,
+        producer_epoch=0,
+        base_sequence=0,
+        transactional=True,
+    )
+    reply = b.call(produce_req(("t", 0, data), transactional_id="tx"), correlation_id=5)
+    assert reply.error == ErrorCode.NONE
+    got = results(reply.body)[("t", 0)]
+    assert got.error == ErrorCode.INVALID_TXN_STATE and got.message
 
 
 def test_multi_partition_produce_completes_once_every_partition_is_done() -> None:
@@ -701,10 +710,7 @@ def test_init_producer_id_epoch_bump() -> None:
 
 def test_init_producer_id_refusals() -> None:
     b = booted()
-    for req in (
-        InitProducerIdRequest(producer_id=3, producer_epoch=-1),
-        InitProducerIdRequest(transactional_id="tx"),
-    ):
+    for req in (InitProducerIdRequest(producer_id=3, producer_epoch=-1),):
         _, reply = b.request(req)
         assert reply is not None
         assert (reply.error, reply.body) == (ErrorCode.INVALID_REQUEST, None)

@@ -32,6 +32,7 @@ from broker.core.groups.coordinator import (
     cmd_delete,
     cmd_heartbeat,
     cmd_leave,
+    cmd_txn_offsets,
     coordinator_partition,
     resolve,
 )
@@ -56,6 +57,7 @@ from broker.wire.group_messages import (
     OffsetFetchRequest,
     to_topic_partitions,
 )
+from broker.wire.txn_messages import TxnOffsetCommitRequest
 
 OFFSETS_TOPIC = "__consumer_offsets"
 WAITING_INTERVAL_MS = 200
@@ -242,10 +244,11 @@ class GroupService:
     # -- offsets ----------------------------------------------------------------------------
 
     def commit(
-        self, token: int, slot: int, req: OffsetCommitRequest
+        self, token: int, slot: int, req: OffsetCommitRequest | TxnOffsetCommitRequest
     ) -> tuple[Result | None, dict[tuple[str, int], ErrorCode]]:
         """(a Result now or None: a Completion with per-partition errors follows; the
-        partitions refused up front)."""
+        partitions refused up front). A TxnOffsetCommit stages the offsets in the
+        producer's open transaction (visible when it commits)."""
         found = self._coordinator(req.group_id)
         if not isinstance(found, HostedGroup):
             return found, {}
@@ -260,7 +263,18 @@ class GroupService:
                     offsets.append((t.topic, p.partition, p.offset, p.metadata))
         if not offsets:
             return (ErrorCode.NONE, None, []), refused
-        cmd = cmd_commit(req.group_id, req.member_id, req.member_epoch, offsets, meta_index)
+        if isinstance(req, TxnOffsetCommitRequest):
+            cmd = cmd_txn_offsets(
+                req.group_id,
+                req.producer_id,
+                req.producer_epoch,
+                req.member_id,
+                req.member_epoch,
+                offsets,
+                meta_index,
+            )
+        else:
+            cmd = cmd_commit(req.group_id, req.member_id, req.member_epoch, offsets, meta_index)
         return self._propose(found, cmd, token, slot), refused
 
     def fetch_offsets(self, req: OffsetFetchRequest) -> Result:
@@ -273,6 +287,11 @@ class GroupService:
             wanted = sorted(stored)
         else:
             wanted = [(t.topic, p) for t in req.topics for p in t.partitions]
+        if req.topics is not None and group is not None and any(map(group.unstable, wanted)):
+            # A member about to read from these partitions waits for the transaction's
+            # outcome (KIP-447); listing all of a group's offsets (tools) shows them as are.
+            why = "an open transaction holds an offset of a partition asked for"
+            return ErrorCode.UNSTABLE_OFFSET_COMMIT, why, None
         out = []
         for tp in wanted:
             c = stored.get(tp)

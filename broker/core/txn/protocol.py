@@ -25,10 +25,10 @@ from broker.wire import cbor
 from broker.wire.batch import Record, decode_records, encode_batch
 from broker.wire.errors import BatchError, ErrorCode, WireError
 from broker.wire.limits import INT64_MAX, Limits
+from broker.wire.txn_messages import transactional_id
 
 GROUP = -1
 """`Participant.partition` of a consumer group's offsets."""
-MAX_TXN_ID_CHARS = 249
 EPOCH_MAX = 32767
 """Producer epochs are int16; past it the coordinator hands out a new producer id."""
 MARKER_VERSION = 0
@@ -127,9 +127,7 @@ class TxnCommand:
             phase = Phase(_int(raw, "phase", 0, 4))
         except ValueError as e:
             raise WireError(ErrorCode.INVALID_REQUEST, str(e)) from None
-        txn = raw.get("txn")
-        if not isinstance(txn, str) or txn_id_problem(txn) is not None:
-            raise WireError(ErrorCode.INVALID_REQUEST, f"bad transactional id {txn!r:.80}")
+        txn = transactional_id(raw.get("txn"), "txn")
         by = raw.get("self")
         if type(by) is not bool:
             raise WireError(ErrorCode.INVALID_REQUEST, "self: expected bool")
@@ -155,17 +153,6 @@ def _int(raw: dict[str, object], key: str, low: int, high: int) -> int:
     if type(v) is not int or not low <= v <= high:
         raise WireError(ErrorCode.INVALID_REQUEST, f"{key}: expected int in [{low}, {high}]")
     return v
-
-
-def txn_id_problem(txn_id: str) -> str | None:
-    """Why `txn_id` is not a valid transactional id, or None."""
-    if not txn_id:
-        return "a transactional id is not empty"
-    if len(txn_id) > MAX_TXN_ID_CHARS:
-        return f"a transactional id has at most {MAX_TXN_ID_CHARS} characters"
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in txn_id):
-        return "a transactional id has no control characters"
-    return None
 
 
 # -- markers -----------------------------------------------------------------------------
