@@ -58,6 +58,7 @@ soak: $(STAMP)
 	@$(MAKE) --no-print-directory sim-cluster CLUSTER_SEEDS=$(CLUSTER_SOAK_SEEDS) GROUP_SEEDS=$(CLUSTER_SOAK_SEEDS)
 	SLUICE_STEADY_S=60 $(VENV)/bin/pytest -q tests/integration/test_cluster_faults.py -k steady
 	$(VENV_PY) -m tests.fuzz.live --frames $(FUZZ_SOAK_FRAMES)
+	$(VENV_PY) -m tests.model.txn_model --soak
 
 bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.raft_bench

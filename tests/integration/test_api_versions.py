@@ -69,6 +69,23 @@ from broker.wire.messages import (
     Response,
 )
 from broker.wire.protocol import ResponseEnvelope
+from broker.wire.txn_messages import (
+    AbortTransactionRequest,
+    AbortTransactionResponse,
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
+    EndTxnRequest,
+    EndTxnResponse,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+    TxnTopic,
+)
 from tests.integration.wire_client import RawClient
 from tests.support.harness import BrokerProcess
 
@@ -96,8 +113,32 @@ COORDINATOR_STARTING = frozenset(
         ErrorCode.COORDINATOR_NOT_AVAILABLE,
         ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
         ErrorCode.NOT_COORDINATOR,
+        ErrorCode.CONCURRENT_TRANSACTIONS,
     }
 )
+TXN = "api-versions-txn"
+TXN_APIS = frozenset(
+    {
+        ApiKey.ADD_PARTITIONS_TO_TXN,
+        ApiKey.ADD_OFFSETS_TO_TXN,
+        ApiKey.TXN_OFFSET_COMMIT,
+        ApiKey.END_TXN,
+        ApiKey.DESCRIBE_TRANSACTIONS,
+        ApiKey.LIST_TRANSACTIONS,
+        ApiKey.ABORT_TRANSACTION,
+    }
+)
+"""Sent in key order after INIT_PRODUCER_ID v1 initialised TXN: register a partition and a
+group, stage an offset, commit; describe and list; then (a transaction opened again) abort."""
+
+
+class TxnProducer:
+    """The transactional producer the transaction APIs act for (its id and epoch)."""
+
+    producer_id = 0
+    epoch = 0
+
+
 COORDINATOR_WAIT_S = 30.0
 
 
@@ -129,6 +170,38 @@ def fetch(topic: str, offset: int) -> FetchRequest:
     return FetchRequest(topics=(FetchTopic(name=topic, partitions=(part,)),), max_wait_ms=0)
 
 
+def txn_request(key: ApiKey) -> Request:
+    """The transaction API `key` for TXN, at the producer's current epoch."""
+    pid, epoch = TxnProducer.producer_id, TxnProducer.epoch
+    commit = CommitTopic(topic="t", partitions=(CommitPartition(partition=0, offset=COMMITTED),))
+    return {
+        ApiKey.ADD_PARTITIONS_TO_TXN: AddPartitionsToTxnRequest(
+            transactional_id=TXN,
+            producer_id=pid,
+            producer_epoch=epoch,
+            topics=(TxnTopic(name="t", partitions=(0,)),),
+        ),
+        ApiKey.ADD_OFFSETS_TO_TXN: AddOffsetsToTxnRequest(
+            transactional_id=TXN, producer_id=pid, producer_epoch=epoch, group_id=OPERATOR_GROUP
+        ),
+        ApiKey.TXN_OFFSET_COMMIT: TxnOffsetCommitRequest(
+            transactional_id=TXN,
+            group_id=OPERATOR_GROUP,
+            producer_id=pid,
+            producer_epoch=epoch,
+            member_id="",
+            member_epoch=-1,
+            topics=(commit,),
+        ),
+        ApiKey.END_TXN: EndTxnRequest(
+            transactional_id=TXN, producer_id=pid, producer_epoch=epoch, commit=True, sequences=()
+        ),
+        ApiKey.DESCRIBE_TRANSACTIONS: DescribeTransactionsRequest(transactional_ids=(TXN,)),
+        ApiKey.LIST_TRANSACTIONS: ListTransactionsRequest(),
+        ApiKey.ABORT_TRANSACTION: AbortTransactionRequest(transactional_id=TXN),
+    }[key]
+
+
 def valid_request(key: ApiKey, version: int) -> Request:
     """A request of `key` that is valid at `version` and succeeds on a broker holding topic
     "t" (DELETE_TOPICS deletes what CREATE_TOPICS created at the same version, DELETE_GROUPS
@@ -149,7 +222,9 @@ def valid_request(key: ApiKey, version: int) -> Request:
         ApiKey.LIST_OFFSETS: ListOffsetsRequest(
             topics=(ListOffsetsTopic(name="t", partitions=(ListOffsetsPartition(partition=0),)),)
         ),
-        ApiKey.INIT_PRODUCER_ID: InitProducerIdRequest(),
+        ApiKey.INIT_PRODUCER_ID: (
+            InitProducerIdRequest(transactional_id=TXN) if version >= 1 else InitProducerIdRequest()
+        ),
         ApiKey.DESCRIBE_CLUSTER: DescribeClusterRequest(),
         ApiKey.FIND_COORDINATOR: FindCoordinatorRequest(key=GROUP),
         ApiKey.GROUP_HEARTBEAT: GroupHeartbeatRequest(
@@ -162,7 +237,7 @@ def valid_request(key: ApiKey, version: int) -> Request:
         ApiKey.LIST_GROUPS: ListGroupsRequest(),
         ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest(group_ids=(GROUP,)),
         ApiKey.DELETE_GROUPS: DeleteGroupsRequest(group_ids=(OPERATOR_GROUP,)),
-    }[key]
+    }.get(key) or txn_request(key)
 
 
 def _errors(body: Response | None) -> list[ErrorCode]:
@@ -171,8 +246,10 @@ def _errors(body: Response | None) -> list[ErrorCode]:
         return [t.error for t in body.topics]
     if isinstance(body, (ProduceResponse, FetchResponse, ListOffsetsResponse)):
         return [p.error for t in body.topics for p in t.partitions]
-    if isinstance(body, OffsetCommitResponse):
+    if isinstance(body, (OffsetCommitResponse, TxnOffsetCommitResponse)):
         return [p.error for t in body.topics for p in t.partitions]
+    if isinstance(body, DescribeTransactionsResponse):
+        return [t.error for t in body.transactions]
     if isinstance(body, (DescribeGroupsResponse, DeleteGroupsResponse)):
         return [g.error for g in body.groups]
     return []
@@ -189,8 +266,12 @@ def succeeded(body: Response | None) -> bool:
         return CommittedOffset(topic="t", partition=0, offset=COMMITTED, metadata="m") in (
             body.offsets
         )
-    if isinstance(body, OffsetCommitResponse):
+    if isinstance(body, (OffsetCommitResponse, TxnOffsetCommitResponse)):
         return len(body.topics) == 1 and len(body.topics[0].partitions) == 1
+    if isinstance(body, DescribeTransactionsResponse):
+        return [t.transactional_id for t in body.transactions] == [TXN]
+    if isinstance(body, ListTransactionsResponse):
+        return TXN in {t.transactional_id for t in body.transactions}
     if isinstance(body, (DescribeGroupsResponse, DeleteGroupsResponse)):
         return len(body.groups) == 1
     return isinstance(
@@ -207,6 +288,10 @@ def succeeded(body: Response | None) -> bool:
             ListOffsetsResponse,
             FindCoordinatorResponse,
             ListGroupsResponse,
+            AddPartitionsToTxnResponse,
+            AddOffsetsToTxnResponse,
+            EndTxnResponse,
+            AbortTransactionResponse,
         ),
     )
 
@@ -243,11 +328,20 @@ async def test_every_advertised_version_answers_and_the_next_one_is_refused(
     for raw_key, (low, high) in sorted(advertised.items()):
         key = ApiKey(raw_key)
         for version in range(low, high + 1):
+            if key is ApiKey.ABORT_TRANSACTION:  # something to abort: a new transaction
+                opened = await c.call(txn_request(ApiKey.ADD_PARTITIONS_TO_TXN))
+                assert opened.error is ErrorCode.NONE, opened
             request = valid_request(key, version)
-            if key in GROUP_APIS:
+            coordinated = key in GROUP_APIS or key in TXN_APIS or key is ApiKey.INIT_PRODUCER_ID
+            if coordinated:
                 envelope = await call_coordinator(c, request, version)
             else:
                 envelope = await c.call(request, api_version=version)
+            if isinstance(envelope.body, InitProducerIdResponse) and version >= 1:
+                TxnProducer.producer_id = envelope.body.producer_id
+                TxnProducer.epoch = envelope.body.producer_epoch
+            if isinstance(envelope.body, EndTxnResponse):
+                TxnProducer.epoch = envelope.body.producer_epoch
             assert envelope.error is ErrorCode.NONE, (key, version, envelope.message)
             assert envelope.body is not None and envelope.body.API_KEY is key
             assert succeeded(envelope.body), (key, version, envelope.body)

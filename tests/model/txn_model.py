@@ -693,14 +693,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ticks", type=int, default=3)
     ap.add_argument("--no-zombie", action="store_true")
     ap.add_argument("--heal-every", type=int, default=1)
+    ap.add_argument("--soak", action="store_true", help="run the SOAK bounds one by one")
     a = ap.parse_args(argv)
-    b = Bounds(a.participants, a.group, a.losses, a.duplicates, a.crashes, a.ticks, not a.no_zombie)
-    r = explore(b, heal_every=a.heal_every)
-    print(
-        f"{b}: {r.states} states, {r.transitions} transitions, {r.seconds:.1f} s, "
-        f"heal <= {r.max_heal_rounds} rounds, outcomes {r.outcomes}"
+    runs = (
+        SOAK
+        if a.soak
+        else [
+            Bounds(
+                a.participants, a.group, a.losses, a.duplicates, a.crashes, a.ticks, not a.no_zombie
+            )
+        ]
     )
+    for b in runs:
+        r = explore(b, heal_every=a.heal_every)
+        print(
+            f"{b}: {r.states} states, {r.transitions} transitions, {r.seconds:.1f} s, "
+            f"heal <= {r.max_heal_rounds} rounds, outcomes {r.outcomes}",
+            flush=True,
+        )
     return 0
+
+
+SOAK = [
+    Bounds(losses=2, duplicates=0, crashes=0, zombie=False, ticks=2),
+    Bounds(losses=1, duplicates=1, crashes=0, zombie=False, ticks=2),
+    Bounds(losses=1, duplicates=0, crashes=1, zombie=False, ticks=1),
+    Bounds(losses=0, duplicates=1, crashes=1, zombie=False, ticks=1),
+    Bounds(losses=0, duplicates=0, crashes=1, zombie=True, ticks=0),
+    Bounds(participants=3, group=True, losses=1, duplicates=0, crashes=0, zombie=False, ticks=1),
+    Bounds(participants=3, group=True, losses=0, duplicates=0, crashes=1, zombie=False, ticks=1),
+]
+"""Larger bounds for `make soak`, each a separate exploration (their product is too big)."""
 
 
 if __name__ == "__main__":

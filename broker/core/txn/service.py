@@ -134,7 +134,12 @@ class TransactionService:
     def _coordinator(self, txn_id: str, *, read: bool = False) -> HostedGroup | Result:
         n = self._partition_count()
         if n is None:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE, "no transaction topic yet", None
+            self.controller.request_internal_topic(TXN_TOPIC)
+            return (
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                "the transaction topic is being created",
+                None,
+            )
         g = self.partitions.by_partition.get((TXN_TOPIC, coordinator_partition(txn_id, n)))
         if g is None or not g.serving():
             return ErrorCode.NOT_COORDINATOR, f"not the coordinator of {txn_id!r}", None
