@@ -25,7 +25,7 @@ from functools import partial
 import trio
 
 from broker.config import BrokerConfig, ConfigError, HostPort
-from broker.core.context import GroupConfig
+from broker.core.context import GroupConfig, TxnConfig
 from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, NodeConfig
 from broker.core.partition import PartitionConfig
@@ -174,6 +174,10 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                     max_session_timeout_ms=config.group_max_session_timeout_ms,
                     heartbeat_interval_ms=config.group_heartbeat_interval_ms,
                     empty_group_expiry_ms=config.group_empty_expiry_ms,
+                ),
+                transactions=TxnConfig(
+                    max_timeout_ms=config.transaction_max_timeout_ms,
+                    precommit_timeout_ms=config.transaction_precommit_timeout_ms,
                 ),
                 internal_topic_partitions=config.offsets_topic_partitions,
                 internal_topic_replication_factor=config.offsets_topic_replication_factor,

@@ -121,6 +121,11 @@ class BrokerConfig:
     """Partitions (Raft groups) of `__consumer_offsets`, fixed once the topic exists."""
     offsets_topic_replication_factor: int = 3
     """Capped at the brokers alive when the topic is created (on first use)."""
+    transaction_max_timeout_ms: int = 900_000
+    """The longest transaction timeout a producer may ask for."""
+    transaction_precommit_timeout_ms: int = 10_000
+    """A participant commits a pre-committed transaction itself once its coordinator stayed
+    silent this long."""
     max_api_versions: Mapping[ApiKey, int] = field(default_factory=dict)
     """Per API, the newest client-protocol version this broker serves (TOML: a table of API
     names, `[max_api_versions]` `fetch = 0`): it advertises no more and refuses newer
@@ -207,6 +212,10 @@ class BrokerConfig:
             raise ConfigError("offsets_topic_partitions must be 1..1000")
         if self.offsets_topic_replication_factor < 1:
             raise ConfigError("offsets_topic_replication_factor must be >= 1")
+        if self.transaction_max_timeout_ms < 1 or self.transaction_precommit_timeout_ms < 1:
+            raise ConfigError(
+                "transaction_max_timeout_ms and transaction_precommit_timeout_ms must be >= 1"
+            )
         try:
             capped(self.max_api_versions)
         except ValueError as e:
