@@ -42,6 +42,7 @@ from broker.core.controller import ENSURE_INTERNAL_TOPIC
 from broker.core.peer_codec import PeerResponse
 from broker.core.peer_requests import PING, Inbound, PeerRequests, PeerRequestStats, PeerResult
 from broker.core.producer_ids import ALLOC_PRODUCER_IDS
+from broker.core.txn.participants import TXN_REQUEST
 from broker.wire.errors import ErrorCode
 from tests.sim.checker import Violation
 from tests.sim.cluster_world import ClusterWorld, NetOptions, SimBroker
@@ -206,7 +207,7 @@ class PeerRequestRun:
             expected: tuple[ErrorCode, object] = (ErrorCode.UNSUPPORTED_VERSION, None)
         elif sent.kind == PING:
             me = {"node_id": dst, "incarnation": w.brokers[dst].disk.incarnation}
-            kinds = sorted([PING, SLOW, ALLOC_PRODUCER_IDS, ENSURE_INTERNAL_TOPIC])
+            kinds = sorted([PING, SLOW, ALLOC_PRODUCER_IDS, ENSURE_INTERNAL_TOPIC, TXN_REQUEST])
             expected = (ErrorCode.NONE, {**me, "kinds": kinds, "echo": sent.token})
         else:
             expected = (ErrorCode.NONE, {"by": dst, "echo": sent.token})

@@ -134,7 +134,7 @@ class GroupCoordinator:
             g = group_from_wire(raw)
             self.groups[g.group_id] = g
         self._applied = snap["applied"]
-        self.ledger = TxnLedger.from_wire(snap["ledger"])
+        self.ledger = TxnLedger.from_wire(snap.get("ledger", []))  # none before transactions
         self._records.reset([*self.groups, LEDGER_RECORD])
 
     def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
