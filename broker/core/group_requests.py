@@ -13,7 +13,7 @@ from abc import abstractmethod
 from typing import TYPE_CHECKING
 
 from broker.core.groups.membership import HeartbeatAnswer
-from broker.core.reply import Reply
+from broker.core.reply import Reply, coordinator_error
 from broker.wire.errors import ErrorCode
 from broker.wire.group_messages import (
     LEAVE_EPOCH,
@@ -103,7 +103,7 @@ class GroupRequests:
         assert isinstance(first, tuple)
         err, msg, value = first
         if err != ErrorCode.NONE:
-            return Reply(corr, _coordinator_error(err), msg, None)
+            return Reply(corr, coordinator_error(err), msg, None)
         service = self.node.group_service
         session = service.session_ms(req.session_timeout_ms) or service.config.session_timeout_ms
         assignment: tuple[TopicPartitions, ...] = ()
@@ -138,7 +138,7 @@ class GroupRequests:
         assert isinstance(first, tuple) and isinstance(refused, dict)
         err, msg, value = first
         if err != ErrorCode.NONE:
-            return Reply(corr, _coordinator_error(err), msg, None)
+            return Reply(corr, coordinator_error(err), msg, None)
         assert isinstance(value, list)
         errors = iter(value)
         topics = []
@@ -171,10 +171,5 @@ class GroupRequests:
         out = []
         for gid, r in zip(req.group_ids, results, strict=True):
             assert isinstance(r, tuple)
-            out.append(GroupResult(group_id=gid, error=_coordinator_error(r[0]), message=r[1]))
+            out.append(GroupResult(group_id=gid, error=coordinator_error(r[0]), message=r[1]))
         return Reply(corr, ErrorCode.NONE, None, DeleteGroupsResponse(groups=tuple(out)))
-
-
-def _coordinator_error(error: ErrorCode) -> ErrorCode:
-    """A proposal lost to a new leader means the coordinator moved: find it again."""
-    return ErrorCode.NOT_COORDINATOR if error == ErrorCode.NOT_LEADER_OR_FOLLOWER else error

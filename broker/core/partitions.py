@@ -31,7 +31,7 @@ from broker.core.partition import PartitionConfig, PartitionMachine
 from broker.core.raft import ConfState, LogStorage, Role
 from broker.core.rounds import Compaction
 from broker.core.txn.aborted import is_aborted
-from broker.wire.batch import BatchError, parse_header
+from broker.wire.batch import BatchError, BatchHeader, parse_header
 from broker.wire.errors import ErrorCode
 from broker.wire.limits import INT32_MAX, MAX_FRAME_BYTES_CEILING, Limits
 from broker.wire.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
@@ -40,13 +40,20 @@ _STORED = Limits(max_batch_bytes=MAX_FRAME_BYTES_CEILING, max_batch_records=INT3
 """Stored batches were checked on the way in; reading one back checks only its shape."""
 
 
-def _record_count(data: bytes) -> int:
-    """A stored batch's record count (0 for one whose header does not parse: a damaged
-    disk; the reader stops at its base offset)."""
+def _header(data: bytes) -> BatchHeader | None:
+    """A stored batch's header; None when it does not parse (a damaged disk: the batch is
+    served as it is and the reader reports it)."""
     try:
-        return parse_header(data, _STORED, check_crc=False).record_count
+        return parse_header(data, _STORED, check_crc=False)
     except BatchError:
-        return 0
+        return None
+
+
+def _record_count(data: bytes) -> int:
+    """A stored batch's record count (0 for a damaged one: the reader stops at its base
+    offset)."""
+    h = _header(data)
+    return 0 if h is None else h.record_count
 
 
 class GroupStore(Protocol):
@@ -337,17 +344,19 @@ class PartitionService:
             if not got:
                 break  # cannot happen: the index lists only batches the log holds
             data = got[0].data
-            if screen:
-                h = parse_header(data, _STORED, check_crc=False)
+            count = -1
+            h = _header(data) if screen else None
+            if h is not None:
+                count = h.record_count
                 if h.is_control or (
                     ranges is not None and is_aborted(ranges, h.producer_id, base_offset)
                 ):
-                    next_offset = base_offset + h.record_count
+                    next_offset = base_offset + count
                     continue
             if (batches or not min_one) and size + len(data) > max_bytes:
                 break
             batches.append((base_offset, data))
-            next_offset = base_offset + _record_count(data)
+            next_offset = base_offset + (count if count >= 0 else _record_count(data))
             size += len(data)
             if size >= max_bytes:
                 break

@@ -14,3 +14,9 @@ class Reply:
     error: ErrorCode
     message: str | None
     body: Response | None
+
+
+def coordinator_error(error: ErrorCode) -> ErrorCode:
+    """A coordinator's proposal lost to a new leader means the coordinator moved: the
+    client finds it again (NOT_COORDINATOR); every other error stands."""
+    return ErrorCode.NOT_COORDINATOR if error == ErrorCode.NOT_LEADER_OR_FOLLOWER else error

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING
 
-from broker.core.reply import Reply
+from broker.core.reply import Reply, coordinator_error
 from broker.core.txn.coordinator import EndAnswer, InitAnswer, TxnEntry
 from broker.core.txn.protocol import GROUP, Participant
 from broker.wire.errors import ErrorCode
@@ -140,7 +140,7 @@ class TxnRequests:
         assert isinstance(first, tuple)
         err, msg, value = first
         if err != ErrorCode.NONE:
-            return Reply(corr, _moved(err), msg, None)
+            return Reply(corr, coordinator_error(err), msg, None)
         if isinstance(req, InitProducerIdRequest):
             assert isinstance(value, InitAnswer)
             body: Response = InitProducerIdResponse(
@@ -158,11 +158,6 @@ class TxnRequests:
         else:
             body = AbortTransactionResponse()
         return Reply(corr, ErrorCode.NONE, None, body)
-
-
-def _moved(error: ErrorCode) -> ErrorCode:
-    """A proposal lost to a new leader means the coordinator moved: find it again."""
-    return ErrorCode.NOT_COORDINATOR if error == ErrorCode.NOT_LEADER_OR_FOLLOWER else error
 
 
 def _state(t: TxnEntry) -> str:

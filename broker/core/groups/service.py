@@ -42,6 +42,7 @@ from broker.core.host import HostedGroup
 from broker.core.machine import GroupContext, MachineKind
 from broker.core.metadata import INTERNAL_PREFIX
 from broker.core.partitions import PartitionService
+from broker.core.reply import coordinator_error
 from broker.core.views import ClusterView
 from broker.wire.errors import ErrorCode
 from broker.wire.group_messages import (
@@ -237,9 +238,7 @@ class GroupService:
 
     def _propose(self, g: HostedGroup, cmd: bytes, token: int, slot: int) -> Result | None:
         err, msg = self.ctx.host.propose_waiting(g, cmd, token, slot)
-        if err == ErrorCode.NOT_LEADER_OR_FOLLOWER:
-            return ErrorCode.NOT_COORDINATOR, msg, None
-        return None if err == ErrorCode.NONE else (err, msg, None)
+        return None if err == ErrorCode.NONE else (coordinator_error(err), msg, None)
 
     # -- offsets ----------------------------------------------------------------------------
 

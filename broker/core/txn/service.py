@@ -31,6 +31,7 @@ from broker.core.metadata import INTERNAL_PREFIX
 from broker.core.partitions import PartitionService
 from broker.core.peer_requests import PeerRequests, PeerResult
 from broker.core.producer_ids import ProducerIdAllocator
+from broker.core.reply import coordinator_error
 from broker.core.rounds import Completion
 from broker.core.txn.coordinator import (
     AbortReason,
@@ -155,9 +156,7 @@ class TransactionService:
 
     def _propose(self, g: HostedGroup, cmd: bytes, token: int, slot: int) -> Result | None:
         err, msg = self.ctx.host.propose_waiting(g, cmd, token, slot)
-        if err == ErrorCode.NOT_LEADER_OR_FOLLOWER:
-            return ErrorCode.NOT_COORDINATOR, msg, None
-        return None if err == ErrorCode.NONE else (err, msg, None)
+        return None if err == ErrorCode.NONE else (coordinator_error(err), msg, None)
 
     def _propose_then(
         self, g: HostedGroup, cmd: bytes, token: int, slot: int, then: Callback
@@ -223,7 +222,7 @@ class TransactionService:
 
         def registered(c: Completion) -> None:
             if c.error != ErrorCode.NONE:
-                self.ctx.host.complete(token, slot, _moved(c.error), c.message)
+                self.ctx.host.complete(token, slot, coordinator_error(c.error), c.message)
                 return
             self._adds.append(_AddWait(token, slot, g.id, txn_id, epoch, wanted))
             self._poll(g)
@@ -261,7 +260,7 @@ class TransactionService:
 
         def ended(c: Completion) -> None:
             if c.error != ErrorCode.NONE or not isinstance(c.value, EndAnswer):
-                self.ctx.host.complete(token, slot, _moved(c.error), c.message)
+                self.ctx.host.complete(token, slot, coordinator_error(c.error), c.message)
                 return
             if c.value.done:
                 self.ctx.host.complete(token, slot, ErrorCode.NONE, None, c.value)
@@ -429,10 +428,6 @@ class TransactionService:
 
     def _now(self) -> int:
         return max(0, self.ctx.wall_ms)
-
-
-def _moved(error: ErrorCode) -> ErrorCode:
-    return ErrorCode.NOT_COORDINATOR if error == ErrorCode.NOT_LEADER_OR_FOLLOWER else error
 
 
 def _ended_early(t: TxnEntry | None) -> tuple[ErrorCode, str]:
