@@ -34,10 +34,13 @@ from consumers.errors import (
     ClientClosedError,
     CorruptBatch,
     SluiceError,
-    TransactionsNotSupported,
+    TransactionAbortedError,
+    TransactionalProducerFencedError,
+    TransactionError,
+    TransactionTimedOutError,
     error_for,
 )
-from consumers.producer import Delivery, Producer, RecordMetadata
+from consumers.producer import Delivery, GroupMetadata, Producer, RecordMetadata
 
 __all__ = [
     "Admin",
@@ -50,6 +53,7 @@ __all__ = [
     "ConsumerRecord",
     "CorruptBatch",
     "Delivery",
+    "GroupMetadata",
     "PartitionDescription",
     "PartitionStatus",
     "Producer",
@@ -57,7 +61,10 @@ __all__ = [
     "RecordMetadata",
     "SluiceError",
     "TopicDescription",
-    "TransactionsNotSupported",
+    "TransactionAbortedError",
+    "TransactionError",
+    "TransactionTimedOutError",
+    "TransactionalProducerFencedError",
     "error_for",
     "errors",
 ]

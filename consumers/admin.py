@@ -43,6 +43,7 @@ from broker.wire.group_messages import (
     NO_OFFSET,
     CommitPartition,
     CommitTopic,
+    CoordinatorType,
     DeleteGroupsRequest,
     DeleteGroupsResponse,
     DescribedGroup,
@@ -74,7 +75,16 @@ from broker.wire.messages import (
     MetadataRequest,
     MetadataResponse,
     NewTopic,
+    Request,
+    Response,
     TopicInfo,
+)
+from broker.wire.txn_messages import (
+    AbortTransactionRequest,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
 )
 from consumers.cluster import Backoff, Cluster, TopicPartition
 from consumers.coordinator import CoordinatorLink
@@ -88,8 +98,17 @@ from consumers.errors import (
     NotControllerError,
     RequestTimedOutError,
     SluiceError,
+    UnknownServerError,
     UnknownTopicError,
     error_for,
+)
+from consumers.txn_admin import (
+    OPEN_STATES,
+    HeldBack,
+    TransactionDetails,
+    TransactionListing,
+    details,
+    listing,
 )
 
 __all__ = [
@@ -557,26 +576,35 @@ class Admin:
     # -- consumer groups ---------------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupListing]:
-        """Every group, sorted by id: LIST_GROUPS asked of every broker in the metadata and
-        merged by group id (the lowest broker id's answer wins a duplicate). A broker that
-        cannot be reached or does not answer in time is skipped (if none answers, its error
-        is raised); any other error is raised."""
+        """Every group, sorted by id: LIST_GROUPS asked of every broker (`_ask_every_broker`)
+        and merged by group id (the lowest broker id's answer wins a duplicate)."""
+        answers = await self._ask_every_broker(ListGroupsRequest(), "groups")
+        merged: dict[str, GroupListing] = {}
+        for broker in sorted(answers):
+            answer = answers[broker]
+            assert isinstance(answer, ListGroupsResponse)
+            for g in answer.groups:
+                merged.setdefault(g.group_id, GroupListing(g.group_id, g.state, g.members))
+        return [merged[g] for g in sorted(merged)]
+
+    async def _ask_every_broker(self, request: Request, what: str) -> dict[int, Response]:
+        """`request` asked of every broker in the metadata (each answers for the coordinator
+        partitions it leads). A broker that cannot be reached or does not answer in time is
+        skipped (if none answers, its error is raised); any other error is raised."""
         cluster = self.cluster
         deadline = self._deadline(None)
         await cluster.retry_until(deadline, lambda: cluster.refresh(()))
-        answers: dict[int, ListGroupsResponse] = {}
+        answers: dict[int, Response] = {}
         unreachable: dict[int, SluiceError] = {}
         failed: dict[int, SluiceError] = {}
 
         async def ask(broker: int) -> None:
-            async def attempt() -> ListGroupsResponse | None:
+            async def attempt() -> Response | None:
                 try:
-                    response = await cluster.request(broker, ListGroupsRequest())
+                    return await cluster.request(broker, request)
                 except BrokerUnavailableError as e:
                     unreachable[broker] = e  # down: it leads no coordinator partition
                     return None
-                assert isinstance(response, ListGroupsResponse)
-                return response
 
             try:
                 answer = await cluster.retry_until(deadline, attempt)
@@ -597,13 +625,9 @@ class Admin:
         if not answers:
             first = min(unreachable, default=None)
             if first is None:
-                raise BrokerUnavailableError("the metadata names no broker to ask for groups")
+                raise BrokerUnavailableError(f"the metadata names no broker to ask for {what}")
             raise unreachable[first]
-        merged: dict[str, GroupListing] = {}
-        for broker in sorted(answers):
-            for g in answers[broker].groups:
-                merged.setdefault(g.group_id, GroupListing(g.group_id, g.state, g.members))
-        return [merged[g] for g in sorted(merged)]
+        return answers
 
     async def describe_group(self, group_id: str) -> GroupDescription:
         """The group's state, members and, per partition of every topic it has offsets for,
@@ -761,29 +785,92 @@ class Admin:
 
         await self.cluster.retry_until(self._deadline(None), attempt)
 
+    # -- transactions ------------------------------------------------------------------------
+
+    async def list_transactions(
+        self, states: Sequence[str] = OPEN_STATES
+    ) -> list[TransactionListing]:
+        """Transactional ids in one of `states` (default: every open transaction), sorted:
+        LIST_TRANSACTIONS asked of every broker (each names the ids it coordinates)."""
+        answers = await self._ask_every_broker(
+            ListTransactionsRequest(states=tuple(states)), "transactions"
+        )
+        merged: dict[str, TransactionListing] = {}
+        for broker in sorted(answers):
+            answer = answers[broker]
+            assert isinstance(answer, ListTransactionsResponse)
+            for t in answer.transactions:
+                merged.setdefault(t.transactional_id, listing(t, broker))
+        return [merged[t] for t in sorted(merged)]
+
+    async def describe_transaction(self, transactional_id: str) -> TransactionDetails:
+        """One transactional id's state at its coordinator (TransactionalIdNotFoundError)."""
+        link = CoordinatorLink(self.cluster, transactional_id, CoordinatorType.TRANSACTION)
+
+        async def attempt() -> TransactionDetails:
+            response = await link.request(
+                DescribeTransactionsRequest(transactional_ids=(transactional_id,))
+            )
+            assert isinstance(response, DescribeTransactionsResponse)
+            for d in response.transactions:
+                if d.transactional_id != transactional_id:
+                    continue
+                if d.error is not ErrorCode.NONE:
+                    raise _group_error(link, d.error, d.message)
+                return details(d)
+            raise UnknownServerError(f"the coordinator did not describe {transactional_id!r}")
+
+        return await self.cluster.retry_until(self._deadline(None), attempt)
+
+    async def abort_transaction(self, transactional_id: str) -> None:
+        """An operator's abort of the id's open transaction: nothing of it becomes visible,
+        and its producer is fenced (it must be created again)."""
+        link = CoordinatorLink(self.cluster, transactional_id, CoordinatorType.TRANSACTION)
+        request = AbortTransactionRequest(transactional_id=transactional_id)
+        await self.cluster.retry_until(self._deadline(None), lambda: link.request(request))
+
+    async def held_back(self, partitions: Iterable[TopicPartition]) -> list[HeldBack]:
+        """Each partition's last stable offset and high watermark (None where its leader
+        did not answer), sorted."""
+        wanted = sorted(set(partitions))
+        topics = tuple(sorted({t for t, _ in wanted}))
+        lso: dict[TopicPartition, int] = {}
+        hw: dict[TopicPartition, int] = {}
+        if topics:
+            response = await self._metadata(topics)
+            for info in response.topics:
+                if info.error is not ErrorCode.NONE:
+                    continue
+                topic = _describe(info)
+                for p, o in (await self._offsets(topic, LATEST_TIMESTAMP, committed=True)).items():
+                    lso[(topic.name, p)] = o
+                for p, o in (await self._offsets(topic, LATEST_TIMESTAMP)).items():
+                    hw[(topic.name, p)] = o
+        return [HeldBack(t, p, lso.get((t, p)), hw.get((t, p))) for t, p in wanted]
+
     async def _described(self, link: CoordinatorLink, deadline: float) -> DescribedGroup:
         """DESCRIBE_GROUPS of the link's group at its coordinator; an unknown group comes
         back with error GROUP_ID_NOT_FOUND (state "dead"), any other error is raised."""
 
         async def attempt() -> DescribedGroup:
-            response = await link.request(DescribeGroupsRequest(group_ids=(link.group_id,)))
+            response = await link.request(DescribeGroupsRequest(group_ids=(link.key,)))
             assert isinstance(response, DescribeGroupsResponse)
             for g in response.groups:
-                if g.group_id != link.group_id:
+                if g.group_id != link.key:
                     continue
                 if g.error in (ErrorCode.NONE, ErrorCode.GROUP_ID_NOT_FOUND):
                     return g
                 raise _group_error(link, g.error, g.message)
             raise error_for(
                 ErrorCode.UNKNOWN_SERVER_ERROR,
-                f"the coordinator did not describe group {link.group_id!r}",
+                f"the coordinator did not describe group {link.key!r}",
             )
 
         return await self.cluster.retry_until(deadline, attempt)
 
     async def _committed(self, link: CoordinatorLink, deadline: float) -> dict[TopicPartition, int]:
         async def attempt() -> dict[TopicPartition, int]:
-            response = await link.request(OffsetFetchRequest(group_id=link.group_id))
+            response = await link.request(OffsetFetchRequest(group_id=link.key))
             assert isinstance(response, OffsetFetchResponse)
             return {
                 (o.topic, o.partition): o.offset for o in response.offsets if o.offset != NO_OFFSET
@@ -839,8 +926,11 @@ class Admin:
 
         return await cluster.retry_until(self._deadline(None), fetch)
 
-    async def _offsets(self, topic: TopicDescription, timestamp: int) -> dict[int, int]:
-        """partition -> offset, asked of each partition's leader (best effort)."""
+    async def _offsets(
+        self, topic: TopicDescription, timestamp: int, *, committed: bool = False
+    ) -> dict[int, int]:
+        """partition -> offset, asked of each partition's leader (best effort); `committed`:
+        as a read_committed reader sees it (latest: the last stable offset)."""
         by_leader: dict[int, list[int]] = {}
         for p in topic.partitions:
             if p.leader is not None:
@@ -857,7 +947,9 @@ class Admin:
                         ),
                     ),
                 ),
-                isolation=IsolationLevel.READ_UNCOMMITTED,
+                isolation=(
+                    IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+                ),
             )
             try:
                 response = await self.cluster.request(leader, request)

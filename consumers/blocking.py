@@ -21,10 +21,11 @@ consumer (`commit()` in `on_revoked`, say); async functions run in the loop itse
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, cast
 
@@ -35,10 +36,14 @@ from consumers import consumer as _consumer
 from consumers import producer as _producer
 from consumers.cluster import TopicPartition
 from consumers.consumer import CommitCallback, ConsumerRecord, RebalanceCallback
-from consumers.errors import ClientClosedError, TransactionsNotSupported
+from consumers.core.group_member import GroupMetadata
+from consumers.errors import ClientClosedError, SluiceError
 from consumers.producer import Headers, RecordMetadata
+from consumers.txn_admin import OPEN_STATES, HeldBack, TransactionDetails, TransactionListing
 
 __all__ = ["Admin", "Consumer", "Delivery", "Producer"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -236,6 +241,7 @@ class Producer(_Facade[_producer.Producer]):
         bootstrap: str | Sequence[str] = "127.0.0.1:9092",
         *,
         transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         idempotent: bool = True,
         linger_ms: float = 5,
         batch_bytes: int = 256 * 1024,
@@ -252,6 +258,7 @@ class Producer(_Facade[_producer.Producer]):
         self._async = _producer.Producer(
             bootstrap,
             transactional_id=transactional_id,
+            transaction_timeout_ms=transaction_timeout_ms,
             idempotent=idempotent,
             linger_ms=linger_ms,
             batch_bytes=batch_bytes,
@@ -324,11 +331,35 @@ class Producer(_Facade[_producer.Producer]):
     def flush(self) -> None:
         self._loop.run(self._async.flush)
 
-    def transaction(self) -> AbstractAsyncContextManager[None]:
-        raise TransactionsNotSupported("transactions are not available yet")
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """`with producer.transaction():` commits on exit, aborts when the block raises."""
+        self.begin_transaction()
+        try:
+            yield
+        except BaseException:
+            try:
+                self.abort_transaction()
+            except SluiceError as e:
+                logger.warning("transaction %s: abort failed: %s", self._async.transactional_id, e)
+            raise
+        self.commit_transaction()
 
-    def send_offsets_to_transaction(self, offsets: object, group_metadata: object) -> None:
-        raise TransactionsNotSupported("transactions are not available yet")
+    def begin_transaction(self) -> None:
+        self._loop.run(self._async.begin_transaction)
+
+    def commit_transaction(self) -> None:
+        self._loop.run(self._async.commit_transaction)
+
+    def abort_transaction(self) -> None:
+        self._loop.run(self._async.abort_transaction)
+
+    def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[tuple[str, int], int],
+        group_metadata: GroupMetadata | str,
+    ) -> None:
+        self._loop.run(self._async.send_offsets_to_transaction, offsets, group_metadata)
 
 
 # --------------------------------------------------------------------------- consumer
@@ -488,6 +519,9 @@ class Consumer(_Facade[_consumer.Consumer]):
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         return self._loop.run(self._async.committed, list(partitions))
 
+    def group_metadata(self) -> GroupMetadata:
+        return self._loop.run_sync(self._async.group_metadata)
+
     def __iter__(self) -> Iterator[ConsumerRecord]:
         return self
 
@@ -623,6 +657,18 @@ class Admin(_Facade[_admin.Admin]):
 
     def reset_offsets(self, group_id: str, plan: Sequence[_admin.OffsetReset]) -> None:
         self._loop.run(self._async.reset_offsets, group_id, plan)
+
+    def list_transactions(self, states: Sequence[str] = OPEN_STATES) -> list[TransactionListing]:
+        return self._loop.run(self._async.list_transactions, states)
+
+    def describe_transaction(self, transactional_id: str) -> TransactionDetails:
+        return self._loop.run(self._async.describe_transaction, transactional_id)
+
+    def abort_transaction(self, transactional_id: str) -> None:
+        self._loop.run(self._async.abort_transaction, transactional_id)
+
+    def held_back(self, partitions: Iterable[TopicPartition]) -> list[HeldBack]:
+        return self._loop.run(self._async.held_back, list(partitions))
 
     def delete_group(self, group_id: str) -> None:
         self._loop.run(self._async.delete_group, group_id)

@@ -41,6 +41,7 @@ import trio
 from broker.wire.limits import Limits
 from broker.wire.messages import FetchResponse, IsolationLevel, ListOffsetsResponse
 from consumers.cluster import Backoff, Cluster, TopicPartition
+from consumers.core.group_member import GroupMetadata
 from consumers.core.metadata import MetadataCache
 from consumers.core.positions import ConsumerRecord, FetchPlan, Positions
 from consumers.core.refresh import MetadataRefresh
@@ -400,6 +401,15 @@ class Consumer:
     ) -> dict[TopicPartition, int | None]:
         """The group's committed offsets (None: nothing committed)."""
         return await self._committer().committed(partitions)
+
+    def group_metadata(self) -> GroupMetadata:
+        """This consumer's group and membership, for `Producer.send_offsets_to_transaction`
+        (offsets committed in a transaction are refused once the member's epoch moved on)."""
+        session = self._committer()
+        if session.member_mode:
+            member = session.member
+            return GroupMetadata(session.group_id, member.member_id, member.member_epoch)
+        return GroupMetadata(session.group_id)
 
     def _committer(self) -> GroupSession:
         self._check_open()

@@ -1,11 +1,13 @@
-"""CoordinatorLink: requests to one group's coordinator, found with FIND_COORDINATOR.
+"""CoordinatorLink: requests to one group's or transactional id's coordinator, found with
+FIND_COORDINATOR.
 
 The coordinator of a group is the leader of one partition of the internal topic
-`__consumer_offsets`; any broker names it. The link caches the answer and forgets it when a
-request fails in a way that says the coordinator moved (NOT_COORDINATOR,
-COORDINATOR_NOT_AVAILABLE, a broken connection), so the next request asks again. The link
-does not retry on its own: callers wrap it in `Cluster.retry_until` (the Admin) or their own
-loop (the consumer's heartbeat), since each knows its deadline.
+`__consumer_offsets` (of a transactional id: of `__transaction_state`); any broker names it.
+The link caches the answer and forgets it when a request fails in a way that says the
+coordinator moved (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, a broken connection), so the
+next request asks again. The link does not retry on its own: callers wrap it in
+`Cluster.retry_until` (the Admin, transactions) or their own loop (the consumer's
+heartbeat), since each knows its deadline.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from consumers.errors import BrokerUnavailableError, CoordinatorError, RequestTi
 
 
 class CoordinatorLink:
-    def __init__(self, cluster: Cluster, group_id: str) -> None:
+    def __init__(
+        self, cluster: Cluster, key: str, key_type: CoordinatorType = CoordinatorType.GROUP
+    ) -> None:
         self.cluster = cluster
-        self.group_id = group_id
+        self.key = key
+        self.key_type = key_type
         self.coordinator: int | None = None
         """The coordinator's broker id, while known."""
 
@@ -32,7 +37,7 @@ class CoordinatorLink:
         if self.coordinator is not None:
             return self.coordinator
         answer = await self.cluster.request_any(
-            FindCoordinatorRequest(key=self.group_id, key_type=CoordinatorType.GROUP),
+            FindCoordinatorRequest(key=self.key, key_type=self.key_type),
             timeout_s=timeout_s,
         )
         assert isinstance(answer, FindCoordinatorResponse)

@@ -10,8 +10,8 @@ base class so callers can catch them together (`LeadershipError`, `InvalidReques
 Errors that arise in the client itself (no broker answered) carry the closest code and fix
 `retriable` explicitly: `BrokerUnavailableError` (the connection failed; retriable),
 `BufferFull` (the producer's buffer is full; retry after it drains), `ClientClosedError`,
-`CorruptBatch` (a fetched batch failed to decode; retrying the fetch will not help, skip it),
-and the `NotSupportedError`s of features that arrive in a later stage.
+and `CorruptBatch` (a fetched batch failed to decode; retrying the fetch will not help, skip
+it).
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ __all__ = [
     "NotEnoughReplicasError",
     "NotLeaderError",
     "NotReadyError",
-    "NotSupportedError",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "ProducerFencedError",
@@ -79,7 +78,6 @@ __all__ = [
     "TransactionTimedOutError",
     "TransactionalIdNotFoundError",
     "TransactionalProducerFencedError",
-    "TransactionsNotSupported",
     "UnknownMemberIdError",
     "UnknownProducerIdError",
     "UnknownServerError",
@@ -545,15 +543,3 @@ class CorruptBatch(SluiceError):
     @property
     def retriable(self) -> bool:
         return False
-
-
-class NotSupportedError(SluiceError, NotImplementedError):
-    """A feature of the contract that arrives in a later stage (the broker refuses it too,
-    with INVALID_REQUEST). Raised honestly rather than pretended."""
-
-    default_code = ErrorCode.INVALID_REQUEST
-
-
-class TransactionsNotSupported(NotSupportedError):
-    """Transactions (transactional_id, transaction(), send_offsets_to_transaction) are not
-    available yet."""

@@ -30,16 +30,25 @@ queued so far; it raises the first failure since the previous flush. Leaving `as
 normally flushes (bounded by the delivery timeout) and raises that failure; leaving with an
 exception flushes likewise but raises nothing of its own. Records still queued after that
 fail with ClientClosedError.
+
+Transactions: with a `transactional_id`, opening the producer asks the transaction
+coordinator for its identity (fencing older producers of the id) and records are sent only
+inside `async with producer.transaction():` (commit on exit, abort on an exception), or
+between `begin_transaction()` and `commit_transaction()`/`abort_transaction()`. The
+`consumers.transaction.TransactionSession` owns that conversation; the sender asks it to
+register partitions before their first batch. Leaving the producer with a transaction open
+aborts it.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -47,8 +56,10 @@ from typing import Literal
 import trio
 
 from broker.wire.batch import Record
+from broker.wire.errors import WireError
 from broker.wire.messages import InitProducerIdRequest, InitProducerIdResponse, ProduceResponse
 from broker.wire.partitioner import default_partition, murmur2_partition
+from broker.wire.txn_messages import transactional_id as valid_transactional_id
 from consumers.cluster import Backoff, Cluster
 from consumers.connection import Connection, Pending
 from consumers.core.accumulator import Accumulator, Batch, record_size
@@ -57,12 +68,15 @@ from consumers.core.refresh import MetadataRefresh
 from consumers.errors import (
     BufferFull,
     ClientClosedError,
+    InvalidTxnStateError,
     RequestTimedOutError,
     SluiceError,
-    TransactionsNotSupported,
 )
+from consumers.transaction import GroupMetadata, TransactionSession
 
-__all__ = ["Delivery", "Producer", "RecordMetadata"]
+__all__ = ["Delivery", "GroupMetadata", "Producer", "RecordMetadata"]
+
+logger = logging.getLogger(__name__)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -180,6 +194,7 @@ class Producer:
         bootstrap: str | Sequence[str] = "127.0.0.1:9092",
         *,
         transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         idempotent: bool = True,
         linger_ms: float = 5,
         batch_bytes: int = 256 * KiB,
@@ -194,9 +209,14 @@ class Producer:
         retry_backoff_max_ms: float = 1000,
     ) -> None:
         if transactional_id is not None:
-            raise TransactionsNotSupported(
-                "transactional producers are not available yet (transactional_id must be None)"
-            )
+            try:
+                valid_transactional_id(transactional_id, "transactional_id")
+            except WireError as e:
+                raise ValueError(str(e)) from None
+            if not idempotent:
+                raise ValueError("a transactional producer is idempotent (idempotent=True)")
+            if not 1 <= transaction_timeout_ms < 2**31:
+                raise ValueError("transaction_timeout_ms must be in [1, 2**31)")
         if not 1 <= max_in_flight <= 5:
             raise ValueError("max_in_flight must be 1..5 (the broker's dedup window is 5)")
         if batch_bytes < 1 or buffer_bytes < 1 or max_request_bytes < 1:
@@ -210,6 +230,8 @@ class Producer:
         if partitioner not in partitioners:
             raise ValueError("partitioner must be 'default' or 'murmur2'")
         self.bootstrap = bootstrap
+        self.transactional_id = transactional_id
+        self.transaction_timeout_ms = transaction_timeout_ms
         self.idempotent = idempotent
         self.linger_s = linger_ms / 1000
         self.batch_bytes = batch_bytes
@@ -252,7 +274,18 @@ class Producer:
             on_settled=self._settled,
             on_routed=self._routed,
             on_unroutable=self._unroutable,
+            transactional=self.transactional_id is not None,
         )
+        self._txn: TransactionSession | None = None
+        if self.transactional_id is not None:
+            self._txn = TransactionSession(
+                cluster=self._cluster,
+                core=self._core,
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=self.transaction_timeout_ms,
+                op_timeout_s=self.delivery_timeout_s,
+                wake=self._wake_sender,
+            )
         self._done: dict[Batch, trio.Event] = {}
         """The event each unsettled batch's deliveries wait on."""
         self._buffered = 0
@@ -267,6 +300,8 @@ class Producer:
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             self._nursery.start_soon(self._sender)
             self._nursery.start_soon(self._metadata_task)
+            if self._txn is not None:
+                await self._txn.init()
         except BaseException:
             await stack.aclose()
             raise
@@ -293,6 +328,7 @@ class Producer:
         failure: SluiceError | None = None
         if exc is None or isinstance(exc, Exception):
             try:
+                await self._abort_open_transaction()
                 await self._close_flush()
             except SluiceError as e:
                 failure = e
@@ -304,12 +340,19 @@ class Producer:
         """Flush (bounded by the delivery timeout), then close. Raises the flush failure."""
         failure: SluiceError | None = None
         try:
+            await self._abort_open_transaction()
             await self._close_flush()
         except SluiceError as e:
             failure = e
         await self._shutdown()
         if failure is not None:
             raise failure
+
+    async def _abort_open_transaction(self) -> None:
+        txn = self._txn
+        if txn is not None and txn.open and not txn.ending and self._core.fatal is None:
+            with trio.move_on_after(self.delivery_timeout_s + 1):
+                await txn.abort()
 
     async def _close_flush(self) -> None:
         if not self._open or self._closing or self._core.fatal is not None:
@@ -338,6 +381,11 @@ class Producer:
         if self._core.fatal is not None:
             raise _fresh(self._core.fatal)
 
+    def _check_sendable(self) -> None:
+        self._check_open()
+        if self._txn is not None:
+            self._txn.check_can_send()
+
     # -- public API --------------------------------------------------------------------------
 
     async def send(
@@ -353,19 +401,19 @@ class Producer:
         """Queue a record; returns once it is queued (waiting while the buffer is full, and
         for the topic's metadata: UnknownTopicError past the delivery timeout)."""
         await trio.lowlevel.checkpoint()
-        self._check_open()
+        self._check_sendable()
         record, size = self._make_record(value, key, headers, timestamp)
         if self._cluster.metadata.partition_count(topic) is None and (
             topic not in self._core.unrouted
         ):
             deadline = trio.current_time() + self.delivery_timeout_s
             await self._cluster.topic(topic, deadline)
-            self._check_open()
+            self._check_sendable()
         while self._buffered and self._buffered + size > self.buffer_bytes:
             if self._space.is_set():
                 self._space = trio.Event()
             await self._space.wait()
-            self._check_open()
+            self._check_sendable()
         return self._enqueue(topic, record, key, partition, size)
 
     def send_nowait(
@@ -379,7 +427,7 @@ class Producer:
         timestamp: int | None = None,
     ) -> Delivery:
         """Queue a record without waiting; raises BufferFull when the buffer is full."""
-        self._check_open()
+        self._check_sendable()
         record, size = self._make_record(value, key, headers, timestamp)
         if self._buffered and self._buffered + size > self.buffer_bytes:
             raise BufferFull(
@@ -429,14 +477,73 @@ class Producer:
         if failure is not None:
             raise _fresh(failure)
 
-    def transaction(self) -> AbstractAsyncContextManager[None]:
-        """Transactions arrive in a later stage: raises TransactionsNotSupported."""
-        raise TransactionsNotSupported("transactions are not available yet")
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """`async with producer.transaction():` commits on exit (raising
+        TransactionAbortedError if it had to abort instead) and aborts when the block
+        raises (the block's exception goes on)."""
+        await self.begin_transaction()
+        try:
+            yield
+        except BaseException:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self._op_bound()):
+                try:
+                    await self.abort_transaction()
+                except SluiceError as e:
+                    logger.warning("transaction %s: abort failed: %s", self.transactional_id, e)
+            raise
+        await self.commit_transaction()
 
-    async def send_offsets_to_transaction(self, offsets: object, group_metadata: object) -> None:
-        """Transactions arrive in a later stage: raises TransactionsNotSupported."""
+    async def begin_transaction(self) -> None:
+        """Start a transaction (records may then be sent until it commits or aborts)."""
         await trio.lowlevel.checkpoint()
-        raise TransactionsNotSupported("transactions are not available yet")
+        self._check_open()
+        self._transactional().begin()
+        self._first_failure = None
+
+    async def commit_transaction(self) -> None:
+        """Flush and commit: every record and offset of the transaction becomes visible to
+        read_committed readers at once. Raises TransactionAbortedError if a record of it
+        failed or a participant refused (it was aborted instead)."""
+        self._check_open()
+        await self._transactional().commit(self.flush)
+
+    async def abort_transaction(self) -> None:
+        """Abort: nothing of the transaction is ever visible to read_committed readers."""
+        await trio.lowlevel.checkpoint()
+        if not self._open:
+            raise ClientClosedError("the producer is not open (use `async with Producer(...)`)")
+        await self._transactional().abort()
+
+    async def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[tuple[str, int], int],
+        group_metadata: GroupMetadata | str,
+    ) -> None:
+        """Commit consumer offsets (`{(topic, partition): next offset to read}`) of a group
+        as part of the transaction: visible when it commits, never if it aborts.
+        `group_metadata` is `consumer.group_metadata()` (or a group id, to commit without a
+        membership)."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        group = GroupMetadata(group_metadata) if isinstance(group_metadata, str) else group_metadata
+        checked: dict[tuple[str, int], int] = {}
+        for (topic, partition), offset in offsets.items():
+            if type(offset) is not int or offset < 0:
+                raise ValueError(f"offset of {topic}[{partition}] must be an int >= 0")
+            checked[(topic, int(partition))] = offset
+        await self._transactional().send_offsets(checked, group)
+
+    def _transactional(self) -> TransactionSession:
+        if self._txn is None:
+            raise InvalidTxnStateError(
+                "transactions need a transactional producer: Producer(transactional_id=...)"
+            )
+        return self._txn
+
+    def _op_bound(self) -> float:
+        """How long an abort may take at most: the answers on the wire, then EndTxn."""
+        return 2 * self.delivery_timeout_s + 1
 
     @property
     def buffered_bytes(self) -> int:
@@ -519,6 +626,8 @@ class Producer:
             request = core.identity_request(now)
             if request is not None:
                 self._nursery.start_soon(self._identity, request)
+            if self._txn is not None:
+                self._txn.register_due(self._nursery)
             await self._drain(now)
             now = trio.current_time()
             deadline = core.next_deadline(now)
@@ -573,7 +682,7 @@ class Producer:
             pending = await conn.submit(request, timeout_s=self.request_timeout_ms / 1000 + 5.0)
         except SluiceError as e:
             self._core.on_request_error(picked, e, trio.current_time())
-            self._wake_sender()
+            self._answered()
             return
         self._nursery.start_soon(self._await_response, pending, picked)
 
@@ -585,6 +694,11 @@ class Producer:
         else:
             assert isinstance(response, ProduceResponse)
             self._core.on_response(picked, response, trio.current_time())
+        self._answered()
+
+    def _answered(self) -> None:
+        if self._txn is not None:
+            self._txn.note_answer()
         self._wake_sender()
 
     # -- metadata ----------------------------------------------------------------------------

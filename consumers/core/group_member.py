@@ -535,6 +535,17 @@ class OffsetLedger:
             self.committed.pop(tp, None)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupMetadata:
+    """What `send_offsets_to_transaction` needs of a consumer: its group and membership
+    (`Consumer.group_metadata()`); member "" and epoch -1 commit without a membership (the
+    coordinator accepts that only for a group without live members)."""
+
+    group_id: str
+    member_id: str = ""
+    member_epoch: int = -1
+
+
 def commit_request(
     group_id: str, member_id: str, member_epoch: int, offsets: Mapping[TopicPartition, int]
 ) -> OffsetCommitRequest:

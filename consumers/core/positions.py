@@ -384,6 +384,7 @@ class Positions:
             else:
                 out.extend(records.popleft() for _ in range(want))
             state.position = out[-1].offset + 1
+            _past_skipped(state)
             if len(out) >= max_records:
                 break
         return out
@@ -402,6 +403,7 @@ class Positions:
             state = self.partitions[self.current]
         record = state.records.popleft()
         state.position = record.offset + 1
+        _past_skipped(state)
         return record, len(state.records) == self.max_poll_records - 1
 
     def _next_with_records(self) -> TopicPartition | None:
@@ -661,6 +663,7 @@ class Positions:
         if result.next_offset is not None and state.corrupt is None:
             offset = max(offset, result.next_offset)  # v1: the broker says where to go on
         state.fetch_offset = offset
+        _past_skipped(state)
         return len(state.records) > before or state.corrupt is not None
 
     @staticmethod
@@ -716,3 +719,13 @@ def _last_offset(data: bytes, base: int, next_base: int | None) -> int | None:
         return base + parse_header(data).record_count - 1
     except BatchError:
         return None if next_base is None else next_base - 1
+
+
+def _past_skipped(state: PartitionPosition) -> None:
+    """With nothing buffered, the position moves to the fetch offset: past control markers
+    and aborted data the fetch skipped (nothing there is a record to consume)."""
+    if state.records or state.corrupt is not None or state.error is not None:
+        return
+    fetch, position = state.fetch_offset, state.position
+    if fetch is not None and position is not None and fetch > position:
+        state.position = fetch

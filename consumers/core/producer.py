@@ -36,6 +36,15 @@ Answers (`on_response`, `on_request_error`) go through `ProducerSequences.on_res
 A batch still unacknowledged at its delivery deadline fails with its last error; if it was
 ever sent its sequence is abandoned, which bumps the epoch after it.
 
+Transactions (`transactional=True`): the shell obtains the producer id and epoch from the
+transaction coordinator (`identity_request` never asks) and registers partitions with it: a
+partition is sent to only once it is in `registered` (`unregistered()` lists those holding
+records). Batches are flagged transactional. The first batch failing for good sets
+`txn_error` and fails every record not yet sent (`abort_unsent`): the transaction must
+abort. A fenced answer (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH) is fatal. Each transaction
+runs under its own epoch (the coordinator hands out the next one when it ends), so every
+partition starts again at sequence 0 and `last_sequences()` is what EndTxn reports.
+
 Without idempotence batches carry producer id -1: a retry after a lost answer may write a
 batch twice, and a retried batch may land after a later one.
 
@@ -71,6 +80,8 @@ from consumers.errors import (
     ProducerFencedError,
     RequestTimedOutError,
     SluiceError,
+    TransactionAbortedError,
+    TransactionalProducerFencedError,
     UnknownTopicError,
     error_for,
 )
@@ -97,6 +108,9 @@ RETRY_AS_NEW_BATCH = "retry-as-new-batch"
 (re-encoded under the next epoch), so a first copy that was written is written twice."""
 MUTATIONS: set[str] = set()
 """Rules broken on purpose by tests; empty in use."""
+
+_FENCED = frozenset({ErrorCode.PRODUCER_FENCED, ErrorCode.INVALID_PRODUCER_EPOCH})
+"""Answers that fence a transactional producer: a newer one has its transactional id."""
 
 
 @dataclass(slots=True)
@@ -142,6 +156,7 @@ class ProducerCore(Generic[T]):
         on_settled: Callable[[Batch], None],
         on_routed: Callable[[T, Batch, int], None],
         on_unroutable: Callable[[T, int, SluiceError], None],
+        transactional: bool = False,
     ) -> None:
         self.acc = accumulator
         self.meta = metadata
@@ -163,6 +178,11 @@ class ProducerCore(Generic[T]):
         self.identity_at = -math.inf
         self._identity_attempts = 0
         self.fatal: SluiceError | None = None
+        self.transactional = transactional
+        self.registered: set[TopicPartition] = set()
+        """Transactional: partitions the coordinator registered in the current transaction."""
+        self.txn_error: SluiceError | None = None
+        """Transactional: the first failure of the current transaction (it must abort)."""
         self.closing = False
         """Set by the shell once it stops waiting: a batch answered RETRY fails instead."""
         self._order = 0
@@ -250,6 +270,7 @@ class ProducerCore(Generic[T]):
         self._expire(now)
 
     def _route_unrouted(self, now: float) -> None:
+        failed: SluiceError | None = None
         for topic in list(self.unrouted):
             waiting = self.unrouted[topic]
             count = self.meta.partition_count(topic)
@@ -260,11 +281,10 @@ class ProducerCore(Generic[T]):
                         self.refresh.want(topic)
                         break
                     waiting.popleft()
-                    self._on_unroutable(
-                        u.ticket,
-                        u.size,
-                        UnknownTopicError(f"topic {topic!r} unknown after the delivery timeout"),
+                    failed = UnknownTopicError(
+                        f"topic {topic!r} unknown after the delivery timeout"
                     )
+                    self._on_unroutable(u.ticket, u.size, failed)
                     continue
                 waiting.popleft()
                 try:
@@ -273,13 +293,17 @@ class ProducerCore(Generic[T]):
                     )
                 except SluiceError as e:
                     self._on_unroutable(u.ticket, u.size, e)
+                    failed = e
                     continue
                 self._on_routed(u.ticket, batch, index)
             if not waiting:
                 del self.unrouted[topic]
+        if failed is not None and self.transactional:
+            self.txn_failed(failed, now)
 
     def _expire(self, now: float) -> None:
         """Fail batches not in flight whose delivery deadline passed."""
+        failed: SluiceError | None = None
         for tp, queue in self.acc.ready.items():
             while queue and queue[0].deadline <= now:
                 batch = queue.popleft()
@@ -288,6 +312,7 @@ class ProducerCore(Generic[T]):
                     f" ({self._blocked_reason(tp)})"
                 )
                 self._fail(batch, reason, now)
+                failed = failed or reason
         for ps in self.partitions.values():
             if not ps.retry:
                 continue
@@ -297,10 +322,12 @@ class ProducerCore(Generic[T]):
                     keep.append(batch)
                     continue
                 self._abandon(batch)
-                self._fail(
-                    batch, batch.last_error or RequestTimedOutError("delivery timeout passed"), now
-                )
+                reason = batch.last_error or RequestTimedOutError("delivery timeout passed")
+                self._fail(batch, reason, now)
+                failed = failed or reason
             ps.retry = keep
+        if failed is not None and self.transactional:
+            self.txn_failed(failed, now)
 
     def _blocked_reason(self, tp: TopicPartition) -> str:
         if self.meta.leader_for(tp) is None:
@@ -341,16 +368,60 @@ class ProducerCore(Generic[T]):
         for ps in self.partitions.values():
             ps.retry.clear()
 
-    def _go_fatal(self, error: SluiceError, now: float) -> None:
+    def go_fatal(self, error: SluiceError, now: float) -> None:
         self.fatal = error
+        self.abort_unsent(error, now)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def unregistered(self) -> set[TopicPartition]:
+        """Partitions holding records of this transaction that are not registered yet."""
+        held = set(self.acc.open)
+        held.update(tp for tp, queue in self.acc.ready.items() if queue)
+        held.difference_update(self.registered)
+        return held
+
+    def txn_failed(self, error: SluiceError, now: float) -> None:
+        """The current transaction cannot commit: remember why, fail what is not sent."""
+        if self.txn_error is None:
+            self.txn_error = error
+        self.abort_unsent(
+            TransactionAbortedError(f"an earlier failure in the transaction: {error}"), now
+        )
+
+    def abort_unsent(self, error: SluiceError, now: float) -> None:
+        """Fail every record not yet acknowledged; batches waiting for a retry give up their
+        sequences (batches on the wire keep theirs until answered)."""
+        for ps in self.partitions.values():
+            for batch in ps.retry:
+                self._abandon(batch)
         self.fail_everything(error, now)
+
+    def new_transaction(self) -> None:
+        """A transaction begins (under the epoch the last one's end handed out)."""
+        self.registered.clear()
+        self.txn_error = None
+
+    def last_sequences(self) -> dict[TopicPartition, int]:
+        """Per registered partition, the last sequence written in this transaction (-1:
+        none): what EndTxn asks each participant to hold."""
+        seq = self.sequences
+        if seq is None:
+            return {tp: -1 for tp in self.registered}
+        return {tp: seq.next_sequence(tp) - 1 for tp in self.registered}
+
+    def on_the_wire(self) -> int:
+        """Batches sent and not answered yet (their sequences are unresolved)."""
+        return 0 if self.sequences is None else self.sequences.total_in_flight()
 
     # -- the producer id ---------------------------------------------------------------------
 
     def identity_request(self, now: float) -> InitProducerIdRequest | None:
         """The InitProducerId to send now, if one is due: a new id before the first batch, or
         the next epoch once a batch failed for good and nothing is in flight."""
-        if not self.idempotent or self.fatal is not None or self.identity_busy:
+        if not self.idempotent or self.transactional or self.fatal is not None:
+            return None
+        if self.identity_busy:
             return None
         if now < self.identity_at:
             return None
@@ -382,7 +453,7 @@ class ProducerCore(Generic[T]):
         """InitProducerId failed: retried after a backoff, unless the error is final."""
         self.identity_busy = False
         if not error.retriable:
-            self._go_fatal(error, now)
+            self.go_fatal(error, now)
             return
         self.identity_at = now + self.backoff.delay(self._identity_attempts)
         self._identity_attempts += 1
@@ -403,6 +474,8 @@ class ProducerCore(Generic[T]):
             return False
         in_flight = 0 if ps is None else ps.in_flight
         if in_flight >= self.max_in_flight:
+            return False
+        if self.transactional and tp not in self.registered:
             return False
         if not self.idempotent:
             return True
@@ -468,6 +541,7 @@ class ProducerCore(Generic[T]):
                 producer_id=seq.producer_id,
                 producer_epoch=seq.producer_epoch,
                 base_sequence=batch.base_sequence,
+                transactional=self.transactional,
             )
         else:
             batch.data = encode_batch(batch.records)
@@ -530,6 +604,14 @@ class ProducerCore(Generic[T]):
             kind = DecisionKind.ACKED
         else:
             kind = DecisionKind.RETRY if code.retriable else DecisionKind.FAIL_AND_BUMP_EPOCH
+        if self.transactional and code in _FENCED:
+            kind = DecisionKind.FATAL
+        if batch.settled and kind is not DecisionKind.FATAL:
+            # Failed already (an abort or close failed it while it was on the wire): only
+            # its sequence is resolved.
+            if kind is DecisionKind.RETRY:
+                self._abandon(batch)
+            return
         if kind is DecisionKind.ACKED:
             if base_offset < 0:
                 self._fail(batch, error_for(ErrorCode.UNKNOWN_SERVER_ERROR, "no base offset"), now)
@@ -558,13 +640,14 @@ class ProducerCore(Generic[T]):
                 self.refresh.want(tp[0])
         elif kind is DecisionKind.FAIL_AND_BUMP_EPOCH:
             self._fail(batch, failure, now)
+            if self.transactional:
+                self.txn_failed(failure, now)
         else:
             who = "" if seq is None else f" {seq.producer_id} (epoch {seq.producer_epoch})"
-            fenced = ProducerFencedError(
-                f"producer{who} was fenced by a newer epoch: {failure.message}", code=code
-            )
+            cls = TransactionalProducerFencedError if self.transactional else ProducerFencedError
+            fenced = cls(f"producer{who} was fenced by a newer epoch: {failure.message}", code=code)
             self._fail(batch, fenced, now)
-            self._go_fatal(fenced, now)
+            self.go_fatal(fenced, now)
 
     def _resend_as_new(self, batch: Batch) -> None:
         """The RETRY_AS_NEW_BATCH mutation: the batch gives up its sequence and goes back,

@@ -25,8 +25,8 @@ from consumers.errors import (
     InvalidConfigError,
     InvalidGroupIdError,
     InvalidPartitionsError,
+    InvalidTxnStateError,
     TopicAlreadyExistsError,
-    TransactionsNotSupported,
     UnknownTopicError,
 )
 from tests.support.wait import poll_records
@@ -85,12 +85,13 @@ async def test_admin_topic_lifecycle(broker: Broker) -> None:
         assert trio.current_time() - start < 1  # not retried: the controller knows
 
 
-async def test_later_stage_features_are_refused_honestly(broker: Broker) -> None:
-    with pytest.raises(TransactionsNotSupported):
-        Producer(address(broker), transactional_id="tx-1")
+async def test_misuse_is_refused_with_a_clear_error(broker: Broker) -> None:
+    with pytest.raises(ValueError, match="transactional"):
+        Producer(address(broker), transactional_id="tx-1", idempotent=False)
     async with Producer(address(broker)) as p:
-        with pytest.raises(TransactionsNotSupported):
-            p.transaction()
+        with pytest.raises(InvalidTxnStateError, match="transactional_id"):
+            async with p.transaction():
+                pass
     async with Consumer(address(broker)) as c:
         with pytest.raises(InvalidGroupIdError):
             await c.commit()  # offsets are a group's: no group, nothing to commit to

@@ -7,7 +7,6 @@ import inspect
 import pytest
 
 from consumers import Admin, Consumer, Producer, blocking
-from consumers.errors import TransactionsNotSupported
 
 PAIRS = [(Producer, blocking.Producer), (Consumer, blocking.Consumer), (Admin, blocking.Admin)]
 
@@ -36,5 +35,7 @@ def test_same_names_and_signatures(async_cls: type, blocking_cls: type) -> None:
 
 
 def test_constructor_refusals_are_the_same() -> None:
-    with pytest.raises(TransactionsNotSupported):
-        blocking.Producer(transactional_id="t")
+    with pytest.raises(ValueError, match="transactional_id"):
+        blocking.Producer(transactional_id="")
+    with pytest.raises(ValueError, match="idempotent"):
+        blocking.Producer(transactional_id="t", idempotent=False)

@@ -33,7 +33,6 @@ from consumers.errors import (
     SluiceError,
     StaleMemberEpochError,
     StorageError,
-    TransactionsNotSupported,
     UnknownMemberIdError,
     UnknownTopicError,
     UnreleasedInstanceIdError,
@@ -112,10 +111,6 @@ def test_client_side_errors() -> None:
     assert "t[2]" in str(corrupt) and "10..14" in str(corrupt)
     assert "10..?" in str(CorruptBatch("t", 0, 10, None, "bad"))
     assert copy.copy(corrupt).base_offset == 10
-    for cls in (TransactionsNotSupported,):
-        e = cls("later")
-        assert isinstance(e, NotImplementedError) and isinstance(e, SluiceError)
-        assert not e.retriable
 
 
 # Consumer groups: (code, its wire number, its class, its family, retriable), as the table in
@@ -163,9 +158,7 @@ def test_group_codes_map_to_their_classes(
     assert type(e) is cls and e.code is code and e.message == "m"
     assert isinstance(e, family)
     assert [f for f in GROUP_FAMILIES if isinstance(e, f)] == [family]  # one family only
-    assert not isinstance(
-        e, (LeadershipError, errors.InvalidRequestError, TransactionsNotSupported)
-    )
+    assert not isinstance(e, (LeadershipError, errors.InvalidRequestError))
     assert e.retriable is retriable is code.retriable
     assert error_for(code).message == code.description
     c = copy.copy(e)

@@ -223,7 +223,7 @@ def test_a_new_producer_fences_the_old_one_and_aborts_its_transaction() -> None:
     pid2, epoch2 = init(b)  # retries while the old transaction aborts
     assert pid2 == pid and epoch2 > epoch + 1
     assert produce(b, 0, pid, epoch, 1, b"late") == ErrorCode.PRODUCER_FENCED
-    assert end(b, pid, epoch, True, {0: 0})[0] == ErrorCode.TRANSACTION_ABORTED
+    assert end(b, pid, epoch, True, {0: 0})[0] == ErrorCode.PRODUCER_FENCED
     assert read(b, 0, committed=True)[0] == []
 
 

@@ -288,7 +288,10 @@ class TransactionCoordinator:
         return Applied(value=EndAnswer(False, commit, t.producer_id, t.epoch))
 
     def _repeat_end(self, t: TxnEntry, commit: bool) -> Applied:
-        """The answer for the last completed transaction (a retry after a failover)."""
+        """The answer for the last completed transaction (a retry after a failover), unless
+        a newer producer initialised since: a zombie must not learn it may re-initialise."""
+        if t.epoch > t.last_epoch + 1:
+            return Applied(ErrorCode.PRODUCER_FENCED, "a newer producer initialised since")
         if commit != t.last_committed:
             if t.last_committed:
                 return Applied(ErrorCode.INVALID_TXN_STATE, "the transaction committed")
