@@ -107,12 +107,25 @@ def consume(
             f"its partitions to others (default {DEFAULT_SESSION_TIMEOUT_MS}).",
         ),
     ] = None,
+    isolation: Annotated[
+        str,
+        typer.Option(
+            "--isolation",
+            help="read_committed (default: only committed transactions' records) or "
+            "read_uncommitted (also open and aborted ones).",
+        ),
+    ] = "read_committed",
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
 ) -> None:
     """Print records as they arrive (Ctrl-C to stop), or the first N with --max-messages."""
     if output not in ("text", "json"):
         raise usage(f"--format must be text or json, got {output!r}")
+    if isolation not in ("read_committed", "read_uncommitted"):
+        raise usage(f"--isolation must be read_committed or read_uncommitted, got {isolation!r}")
+    level: Literal["read_committed", "read_uncommitted"] = (
+        "read_committed" if isolation == "read_committed" else "read_uncommitted"
+    )
     if group is not None and partition is not None:
         raise usage("--group and --partition exclude each other: the group assigns partitions")
     if group is None and session_timeout_ms is not None:
@@ -140,7 +153,7 @@ def consume(
     async def go() -> None:
         async with admin(bootstrap, timeout) as a:
             await a.describe_topic(topic)  # an unknown topic or no broker: exit 1, not a hang
-        async with Consumer(bootstrap, auto_offset_reset=reset) as c:
+        async with Consumer(bootstrap, auto_offset_reset=reset, isolation=level) as c:
             if partition is None:
                 c.subscribe([topic])
             else:
@@ -174,6 +187,7 @@ def consume(
             session_timeout_ms=session_timeout_ms or DEFAULT_SESSION_TIMEOUT_MS,
             auto_offset_reset=reset,
             enable_auto_commit=True,
+            isolation=level,
         ) as c:
             c.subscribe([topic])
             with stop.reading:

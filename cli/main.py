@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli import bench, cluster, dev, group, topic
+from cli import bench, cluster, dev, group, topic, txn
 from cli.consume import consume
 from cli.produce import produce
 from cli.serve import serve
@@ -24,6 +24,7 @@ app.add_typer(topic.app, name="topic")
 app.command("produce")(produce)
 app.command("consume")(consume)
 app.add_typer(group.app, name="group")
+app.add_typer(txn.app, name="txn")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(bench.app, name="bench")
 app.add_typer(dev.app, name="dev")

@@ -66,7 +66,7 @@ from consumers.errors import (
     RequestTimedOutError,
     SluiceError,
     TransactionAbortedError,
-    TransactionTimedOutError,
+    TransactionalProducerFencedError,
     error_for,
 )
 
@@ -361,7 +361,7 @@ class TransactionSession:
         if answer.reinit:
             if answer.producer_epoch < EPOCH_MAX - 1:
                 self._go_fatal(
-                    TransactionTimedOutError(
+                    TransactionalProducerFencedError(
                         "the coordinator aborted the transaction (its timeout or an operator) "
                         "and fenced this producer: open a new one"
                     )
