@@ -178,6 +178,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 transactions=TxnConfig(
                     max_timeout_ms=config.transaction_max_timeout_ms,
                     precommit_timeout_ms=config.transaction_precommit_timeout_ms,
+                    kill_after_precommit="txn.kill_after_precommit" in config.failpoint_names(),
                 ),
                 internal_topic_partitions=config.offsets_topic_partitions,
                 internal_topic_replication_factor=config.offsets_topic_replication_factor,

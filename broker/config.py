@@ -22,6 +22,9 @@ class ConfigError(ValueError):
     """A bad configuration value (exit code 2)."""
 
 
+KNOWN_FAILPOINTS = frozenset({"txn.kill_after_precommit"})
+
+
 @dataclass(frozen=True, slots=True)
 class HostPort:
     host: str
@@ -126,6 +129,10 @@ class BrokerConfig:
     transaction_precommit_timeout_ms: int = 10_000
     """A participant commits a pre-committed transaction itself once its coordinator stayed
     silent this long."""
+    failpoints: str = ""
+    """Fault injection for tests, comma-separated; empty in production. Known:
+    `txn.kill_after_precommit` (a transaction coordinator's leader never sends COMMIT: once
+    every participant of a transaction acknowledged PRECOMMIT, the broker SIGKILLs itself)."""
     max_api_versions: Mapping[ApiKey, int] = field(default_factory=dict)
     """Per API, the newest client-protocol version this broker serves (TOML: a table of API
     names, `[max_api_versions]` `fetch = 0`): it advertises no more and refuses newer
@@ -216,6 +223,9 @@ class BrokerConfig:
             raise ConfigError(
                 "transaction_max_timeout_ms and transaction_precommit_timeout_ms must be >= 1"
             )
+        unknown = set(self.failpoint_names()) - KNOWN_FAILPOINTS
+        if unknown:
+            raise ConfigError(f"failpoints: unknown {', '.join(sorted(unknown))}")
         try:
             capped(self.max_api_versions)
         except ValueError as e:
@@ -225,6 +235,9 @@ class BrokerConfig:
     def api_versions(self) -> dict[ApiKey, VersionRange]:
         """The version range of each client API this broker serves."""
         return capped(self.max_api_versions)
+
+    def failpoint_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.failpoints.split(",") if n.strip())
 
     @property
     def is_single_node(self) -> bool:
@@ -246,7 +259,7 @@ def _convert(key: str, raw: Any) -> Any:
             return Path(raw)
         if key in ("rack",):
             return None if raw in (None, "") else str(raw)
-        if key in ("log_format", "sync_mode"):
+        if key in ("log_format", "sync_mode", "failpoints"):
             return str(raw)
         if key == "durability_audit":
             if isinstance(raw, bool):

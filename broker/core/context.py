@@ -35,6 +35,10 @@ class TxnConfig:
     precommit_timeout_ms: int = 10_000
     """A participant commits a pre-committed transaction on its own once its coordinator
     stayed silent this long."""
+    kill_after_precommit: bool = False
+    """Failpoint (tests only): the coordinator's leader stops driving a transaction once
+    every participant acknowledged PRECOMMIT and reports `txn.kill_after_precommit` in
+    `NodeContext.failpoints_hit` (the runtime then SIGKILLs the broker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,8 @@ class NodeContext:
     meta: MetadataMachine = field(default_factory=MetadataMachine)
     own: OwnProposals = field(default_factory=OwnProposals)
     ticks: int = 0
+    failpoints_hit: list[str] = field(default_factory=list)
+    """Failpoints the core reached (tests only; see TxnConfig): the runtime acts on them."""
     wall_ms: int = 0
     """The runtime's wall clock at the last tick (shown, e.g. a group's last rebalance time;
     never decides anything)."""

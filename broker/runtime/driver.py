@@ -28,7 +28,9 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import random
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -67,6 +69,12 @@ from broker.wire.messages import FetchRequest, Request
 from broker.wire.protocol import RequestHeader
 
 log = logging.getLogger("sluice.driver")
+
+
+def _die_at_failpoint(name: str) -> None:
+    """A configured failpoint was reached (tests only): the broker dies as by SIGKILL."""
+    log.error("failpoint %s reached: SIGKILL", name)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(eq=False)
@@ -281,6 +289,8 @@ class Driver:
             while node.has_work():
                 await self._round()
                 self._pump_peer_requests()
+            if node.ctx.failpoints_hit:
+                _die_at_failpoint(node.ctx.failpoints_hit[0])
             self._expire_parked()
             await trio.lowlevel.checkpoint()
 

@@ -74,8 +74,13 @@ class TxnDriver:
         tick_ms: int,
         wall_ms: Callable[[], int] = no_clock,
         retry_ticks: int = RETRY_TICKS,
+        kill_after_precommit: bool = False,
     ) -> None:
         self.machine = machine
+        self.kill_after_precommit = kill_after_precommit
+        """Failpoint (tests only): COMMIT is never sent; `halted` is set once every
+        participant of a transaction acknowledged PRECOMMIT (the broker then dies)."""
+        self.halted = False
         self.tick_ms = max(1, tick_ms)
         self.wall_ms = wall_ms
         self.retry_ticks = retry_ticks
@@ -139,9 +144,12 @@ class TxnDriver:
             else:
                 self._send(t, prog, Phase.PREPARE, pending, sends)
         elif t.state == TxnState.PRE_COMMITTED:
-            if not self._send_all(t, prog, Phase.PRECOMMIT, sends) and not self._send_all(
-                t, prog, Phase.COMMIT, sends
-            ):
+            if self._send_all(t, prog, Phase.PRECOMMIT, sends):
+                return
+            if self.kill_after_precommit:
+                self.halted = True
+                return
+            if not self._send_all(t, prog, Phase.COMMIT, sends):
                 self._propose(t, "complete", props)
         elif t.state == TxnState.ABORTING and not self._send_all(t, prog, Phase.ABORT, sends):
             self._propose(t, "complete", props)

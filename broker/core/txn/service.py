@@ -333,7 +333,10 @@ class TransactionService:
         d = self._drivers.get(g.id)
         if d is None or d.term != g.raft.term or d.machine is not g.machine:
             d = self._drivers[g.id] = TxnDriver(
-                self.machine(g), tick_ms=self.ctx.config.tick_ms, wall_ms=self._now
+                self.machine(g),
+                tick_ms=self.ctx.config.tick_ms,
+                wall_ms=self._now,
+                kill_after_precommit=self.config.kill_after_precommit,
             )
             d.restart(g.raft.term)
         return d
@@ -346,6 +349,8 @@ class TransactionService:
         for data in proposals:
             self.ctx.host.propose(g, data)
         driver = self._drivers[g.id]
+        if driver.halted and "txn.kill_after_precommit" not in self.ctx.failpoints_hit:
+            self.ctx.failpoints_hit.append("txn.kill_after_precommit")
         for send in sends:
             dst = self._leader_of(send.key[3])
             peer = self._peer
