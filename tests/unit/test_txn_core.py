@@ -3,8 +3,11 @@ coordinator as participants (the explorer in tests/model checks their interplay)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from broker.config import BrokerConfig, ConfigError
 from broker.core.groups.coordinator import GroupCoordinator, cmd_txn_offsets
 from broker.core.partition import ApplyResult, Outcome, PartitionMachine
 from broker.core.raft import Entry, EntryKind
@@ -21,6 +24,7 @@ from broker.core.txn.coordinator import (
     cmd_end,
     cmd_init,
 )
+from broker.core.txn.driver import TxnDriver
 from broker.core.txn.protocol import (
     EPOCH_MAX,
     GROUP,
@@ -337,3 +341,28 @@ def test_a_data_batch_outside_any_transaction_still_works_for_idempotent_produce
     send(log, cmd(Phase.BEGIN, 1))
     # Inside a transaction the same producer id may not write outside it.
     assert log.apply(data(1, txn=False))[0] == ErrorCode.INVALID_TXN_STATE
+
+
+def test_the_kill_after_precommit_failpoint_stops_the_driver_before_commit() -> None:
+    for failpoint in (False, True):
+        log, pid, epoch = _coordinator()
+        log.apply(cmd_add("tx", pid, epoch, [P0], 1))
+        log.apply(cmd_end("tx", pid, epoch, True, [(P0, -1)], 2))
+        log.apply(cmd_decide("tx", epoch, True, AbortReason.NONE, 3))
+        coord = log.m
+        assert isinstance(coord, TransactionCoordinator)
+        driver = TxnDriver(coord, tick_ms=50, kill_after_precommit=failpoint)
+        driver.restart(term=1)
+        (precommit,), _ = driver.poll()
+        assert precommit.command.phase == Phase.PRECOMMIT
+        driver.on_answer(precommit.key, ErrorCode.NONE)
+        sends, _ = driver.poll()
+        if failpoint:
+            assert sends == [] and driver.halted  # no COMMIT: the runtime kills the broker
+        else:
+            assert [s.command.phase for s in sends] == [Phase.COMMIT] and not driver.halted
+
+
+def test_an_unknown_failpoint_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="failpoints: unknown nope"):
+        BrokerConfig(data_dir=tmp_path, failpoints="txn.kill_after_precommit, nope").validate()
