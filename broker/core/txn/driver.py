@@ -104,6 +104,11 @@ class TxnDriver:
         self._tick += 1
         return self.poll()
 
+    def count_tick(self) -> None:
+        """A tick while the group's applied state is behind its commit index: the clock moves
+        on, nothing is decided on the stale state."""
+        self._tick += 1
+
     def poll(self) -> tuple[list[Send], list[bytes]]:
         """Requests to send and commands to propose now. The owner polls after every tick,
         and after every apply and answer, so a phase starts as soon as the previous one

@@ -309,7 +309,7 @@ class TransactionService:
     # -- the leader's loop ------------------------------------------------------------------
 
     def tick(self) -> None:
-        for g in self._serving_groups():
+        for g in self._serving_groups(tick=True):
             self._issue(g, *self._driver(g).tick())
         self._check_waits()
 
@@ -318,16 +318,28 @@ class TransactionService:
             self._poll(g)
         self._check_waits()
 
-    def _serving_groups(self) -> list[HostedGroup]:
-        live = []
-        for (topic, _), g in self.partitions.by_partition.items():
-            caught_up = g.machine.applied_index >= g.raft.commit_index
-            if topic == TXN_TOPIC and g.serving() and caught_up:
-                live.append(g)
-        ids = {g.id for g in live}
+    def _serving_groups(self, *, tick: bool = False) -> list[HostedGroup]:
+        """The coordinator groups this broker leads and serves, caught up with their commit
+        index (the ones to drive now). A driver is dropped only when its group stops being
+        served here: one behind by a round keeps its timers and outstanding requests (a
+        round commits coordinator entries before it applies them, so dropping those would
+        restart every timer under steady load and a transaction would never time out).
+        With `tick`, the drivers of groups behind count the tick without acting on it."""
+        serving = [
+            g
+            for (topic, _), g in self.partitions.by_partition.items()
+            if topic == TXN_TOPIC and g.serving()
+        ]
+        ids = {g.id for g in serving}
         for gid in [k for k in self._drivers if k not in ids]:
             del self._drivers[gid]
-        return live
+        ready = [g for g in serving if g.machine.applied_index >= g.raft.commit_index]
+        if tick:
+            for g in serving:
+                d = self._drivers.get(g.id)
+                if d is not None and g not in ready:
+                    d.count_tick()
+        return ready
 
     def _driver(self, g: HostedGroup) -> TxnDriver:
         d = self._drivers.get(g.id)
@@ -426,6 +438,12 @@ class TransactionService:
         if t.last_committed != w.commit:
             code, msg = _ended_early(t)
             self.ctx.host.complete(w.token, w.slot, code, msg)
+            return True
+        if t.epoch > t.last_epoch + 1:
+            # A newer producer initialised in the same apply batch as the `complete`: as in
+            # `_repeat_end`, the waiting zombie must not be handed the newer one's epoch.
+            msg = "a newer producer initialised since"
+            self.ctx.host.complete(w.token, w.slot, ErrorCode.PRODUCER_FENCED, msg)
             return True
         answer = EndAnswer(True, t.last_committed, t.producer_id, t.epoch, t.fenced)
         self.ctx.host.complete(w.token, w.slot, ErrorCode.NONE, None, answer)
