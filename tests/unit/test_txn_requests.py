@@ -5,6 +5,7 @@ offsets, the operator's view and abort, timeouts and zombies."""
 
 from __future__ import annotations
 
+from broker.core.txn.coordinator import coordinator_partition
 from broker.wire.batch import Record, decode_records, encode_batch
 from broker.wire.errors import ErrorCode
 from broker.wire.group_messages import (
@@ -109,10 +110,10 @@ def produce(b: Broker, part: int, pid: int, epoch: int, seq: int, *values: bytes
 
 
 def end(
-    b: Broker, pid: int, epoch: int, commit: bool, seqs: dict[int, int]
+    b: Broker, pid: int, epoch: int, commit: bool, seqs: dict[int, int], txn: str = "tx"
 ) -> tuple[ErrorCode, object]:
     req = EndTxnRequest(
-        transactional_id="tx",
+        transactional_id=txn,
         producer_id=pid,
         producer_epoch=epoch,
         commit=commit,
@@ -287,3 +288,27 @@ def test_operators_see_and_abort_open_transactions() -> None:
     b.tick(2)
     assert end(b, pid, epoch, True, {})[0] == ErrorCode.TRANSACTION_ABORTED
     assert add(b, pid, epoch + 1, 0) == ErrorCode.PRODUCER_FENCED
+
+
+def test_a_timeout_fires_while_the_coordinator_is_busy_with_other_transactions() -> None:
+    """Every round of a busy coordinator commits entries before it applies them; its driver
+    (and the timers in it) must live through those rounds."""
+    b = booted()
+    busy = next(
+        f"busy-{i}"
+        for i in range(100)
+        if coordinator_partition(f"busy-{i}", OPTIONS["internal_topic_partitions"])
+        == coordinator_partition("tx", OPTIONS["internal_topic_partitions"])
+    )
+    pid, epoch = init(b, timeout_ms=200)
+    add(b, pid, epoch, 0)
+    produce(b, 0, pid, epoch, 0, b"stuck")
+    other, other_epoch = init(b, busy)
+    for _ in range(10):  # 500 ms of ticks, each after a round of the other's transactions
+        assert add(b, other, other_epoch, 1, txn=busy) == ErrorCode.NONE
+        err, body = end(b, other, other_epoch, False, {}, txn=busy)
+        assert err == ErrorCode.NONE and isinstance(body, EndTxnResponse)
+        other_epoch = body.producer_epoch
+        b.tick()
+    assert read(b, 0, committed=True)[2] == read(b, 0, committed=False)[1]  # aborted: LSO free
+    assert end(b, pid, epoch, True, {0: 0})[0] == ErrorCode.TRANSACTION_TIMED_OUT
