@@ -12,8 +12,10 @@ One transaction at a time, `begin` -> records and offsets -> `commit` or `abort`
 
 - Records go through the producer's core, which sends to a partition only once the
   coordinator registered it (`ProducerCore.registered`). The producer's sender calls
-  `register_due`; one AddPartitionsToTxn at a time carries every partition holding records
-  and not registered yet. It is answered once each new participant logged BEGIN.
+  `register_due`, which sends an AddPartitionsToTxn for the partitions holding records that
+  are neither registered nor being registered (several may be in flight: a partition's
+  registration never waits for another's). Each is answered once its new participants
+  logged BEGIN.
 - `send_offsets(offsets, group)`: AddOffsetsToTxn (once per group and transaction) makes the
   group's coordinator a participant; TxnOffsetCommit then stages the offsets there, visible
   only when the transaction commits.
@@ -112,8 +114,9 @@ class TransactionSession:
         self.touched = False
         """The coordinator heard of this transaction (a registration or offsets were sent)."""
         self.groups: set[str] = set()
-        self._registering: frozenset[TopicPartition] = frozenset()
-        self._register_scope: trio.CancelScope | None = None
+        self._registering: set[TopicPartition] = set()
+        """Partitions in an AddPartitionsToTxn that has not ended yet."""
+        self._register_scopes: set[trio.CancelScope] = set()
         self._registered_event = trio.Event()
         self._answered = trio.Event()
 
@@ -162,13 +165,13 @@ class TransactionSession:
 
     def register_due(self, nursery: trio.Nursery) -> None:
         """Called by the sender: start registering partitions that hold records, if due."""
-        if not self.open or self._registering or self.core.txn_error is not None:
+        if not self.open or self.core.txn_error is not None:
             return
-        wanted = self.core.unregistered()
+        wanted = frozenset(self.core.unregistered() - self._registering)
         if wanted:
-            self._registering = frozenset(wanted)
+            self._registering |= wanted
             self.touched = True
-            nursery.start_soon(self._register, self._registering)
+            nursery.start_soon(self._register, wanted)
 
     async def _register(self, tps: frozenset[TopicPartition]) -> None:
         pid, epoch = self._identity()
@@ -181,17 +184,18 @@ class TransactionSession:
             producer_epoch=epoch,
             topics=tuple(TxnTopic(name=t, partitions=tuple(p)) for t, p in by_topic.items()),
         )
+        scope = trio.CancelScope()
+        self._register_scopes.add(scope)
         try:
-            with trio.CancelScope() as scope:
-                self._register_scope = scope
+            with scope:
                 await self._retry(lambda: self.link.request(request))
                 if self.core.sequences is not None and self.core.sequences.producer_epoch == epoch:
                     self.core.registered.update(tps)
         except SluiceError as e:
             self._failed(e)
         finally:
-            self._register_scope = None
-            self._registering = frozenset()
+            self._register_scopes.discard(scope)
+            self._registering -= tps
             self._registered_event.set()
             self._registered_event = trio.Event()
             self._wake()
@@ -269,8 +273,8 @@ class TransactionSession:
         self._check_open()
         self.ending = True
         try:
-            if self._register_scope is not None:
-                self._register_scope.cancel()
+            for scope in self._register_scopes:
+                scope.cancel()
             while self._registering:
                 await self._registered_event.wait()
             self.core.abort_unsent(_aborted("the transaction was aborted"), trio.current_time())
