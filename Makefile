@@ -9,10 +9,12 @@ SEEDS ?= 2000
 JOBS ?= 2
 SOAK_SEEDS ?= 200000
 # The cluster simulator (whole brokers and clients): seeds of the five default profiles,
-# CLUSTER_SEEDS/5 more with wiped-disk restarts (WIPE=0 switches those off), and GROUP_SEEDS of
-# the consumer-group profile (tests/sim/cluster_groups.py).
+# CLUSTER_SEEDS/5 more with wiped-disk restarts (WIPE=0 switches those off), GROUP_SEEDS of
+# the consumer-group profile (tests/sim/cluster_groups.py) and TXN_SEEDS of the transaction
+# profile (tests/sim/cluster_txn.py).
 CLUSTER_SEEDS ?= 1000
 GROUP_SEEDS ?= 1000
+TXN_SEEDS ?= 1000
 CLUSTER_SOAK_SEEDS ?= 20000
 WIPE ?= 1
 # Frames the live fuzzer sends to a broker process in `make soak` (both ports together).
@@ -46,16 +48,18 @@ sim-cluster: $(STAMP)
 		$(VENV_PY) -m tests.sim.cluster_run --seeds $$(( $(CLUSTER_SEEDS) / 5 )) --jobs $(JOBS) --profile wipe; \
 	fi
 	$(VENV_PY) -m tests.sim.cluster_run --seeds $(GROUP_SEEDS) --jobs $(JOBS) --profile groups
+	$(VENV_PY) -m tests.sim.cluster_run --seeds $(TXN_SEEDS) --jobs $(JOBS) --profile txn
 
 # pytest includes the cluster simulator's seeds: 200 of the five profiles and 20 wiped-disk ones
-# (tests/sim/test_cluster_sim.py), 200 of the consumer-group profile (tests/sim/test_group_sim.py).
+# (tests/sim/test_cluster_sim.py), 200 of the consumer-group profile (tests/sim/test_group_sim.py),
+# 200 of the transaction profile (tests/sim/test_txn_sim.py).
 test: lint
 	$(VENV)/bin/pytest
 	@$(MAKE) --no-print-directory sim SEEDS=2000
 
 soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)
-	@$(MAKE) --no-print-directory sim-cluster CLUSTER_SEEDS=$(CLUSTER_SOAK_SEEDS) GROUP_SEEDS=$(CLUSTER_SOAK_SEEDS)
+	@$(MAKE) --no-print-directory sim-cluster CLUSTER_SEEDS=$(CLUSTER_SOAK_SEEDS) GROUP_SEEDS=$(CLUSTER_SOAK_SEEDS) TXN_SEEDS=$(CLUSTER_SOAK_SEEDS)
 	SLUICE_STEADY_S=60 $(VENV)/bin/pytest -q tests/integration/test_cluster_faults.py -k steady
 	$(VENV_PY) -m tests.fuzz.live --frames $(FUZZ_SOAK_FRAMES)
 	$(VENV_PY) -m tests.model.txn_model --soak
@@ -65,6 +69,7 @@ bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.store_bench
 	$(VENV_PY) -m tests.bench.cluster_bench
 	$(VENV_PY) -m tests.bench.group_bench
+	$(VENV_PY) -m tests.bench.txn_bench
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .

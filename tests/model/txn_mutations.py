@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from broker.core.txn import coordinator as coordinator_module
 from broker.core.txn.coordinator import AbortReason, TransactionCoordinator, TxnState
 from broker.core.txn.driver import PrecommitWatch, TxnDriver
 from broker.core.txn.ledger import LedgerResult, OpenTxn, ProducerTxns, TxnLedger, TxnPhase
@@ -23,6 +24,17 @@ def _patched(owner: type, name: str, replacement: Callable[..., Any]) -> Iterato
         yield
     finally:
         setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def _patched_handler(op: str, replacement: Callable[..., Any]) -> Iterator[None]:
+    """Replace the coordinator's handler of command `op` in its dispatch table."""
+    original = coordinator_module._HANDLERS[op]
+    coordinator_module._HANDLERS[op] = replacement
+    try:
+        yield
+    finally:
+        coordinator_module._HANDLERS[op] = original
 
 
 def commit_on_first_yes() -> AbstractContextManager[None]:
@@ -131,7 +143,8 @@ def abort_on_timeout_after_precommit() -> AbstractContextManager[None]:
         return original_decide(self, cmd)
 
     stack.enter_context(_patched(TxnDriver, "_step", step))
-    stack.enter_context(_patched(TransactionCoordinator, "_decide", decide))
+    # The machine dispatches through `_HANDLERS`, bound at import: that is what is patched.
+    stack.enter_context(_patched_handler("decide", decide))
     return stack
 
 

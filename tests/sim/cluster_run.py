@@ -2,8 +2,9 @@
 seed verbosely with `--seed S --profile P`. Each seed runs the profile `--profile` names, or
 by default the seed's own (`PROFILES[seed % 5]`: quiet, crash, partition, network, mixed);
 `--profile wipe` adds wiped-disk restarts, `--profile groups` runs consumer groups
-(tests/sim/cluster_groups.py). Ends with `N seeds, V violations`; exits 1 on any
-violation, printing the command that reproduces it and the end of its trace."""
+(tests/sim/cluster_groups.py), `--profile txn` transactions (tests/sim/cluster_txn.py). Ends
+with `N seeds, V violations`; exits 1 on any violation, printing the command that reproduces
+it and the end of its trace."""
 
 from __future__ import annotations
 
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         totals["acked"] = totals.get("acked", 0) + res.acked
         totals["read"] = totals.get("read", 0) + res.read
         totals["elections"] = totals.get("elections", 0) + res.elections
+        prefix = "txn" if res.profile == "txn" else "group"
         for k, v in (res.groups or {}).items():
-            totals[f"group_{k}"] = totals.get(f"group_{k}", 0) + v
+            totals[f"{prefix}_{k}"] = totals.get(f"{prefix}_{k}", 0) + v
         if args.seed is not None:
             print(f"scenario: {res.scenario.describe()}")
             print(
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 + f" acked={res.acked} read={res.read} elections={res.elections}"
             )
             if res.groups is not None:
-                print("groups: " + " ".join(f"{k}={v}" for k, v in res.groups.items()))
+                print(f"{res.profile}: " + " ".join(f"{k}={v}" for k, v in res.groups.items()))
             if args.trace:
                 print("\n".join(res.trace))
         if res.violation is not None:

@@ -48,11 +48,13 @@ BOOT_TICKS = 400
 LIVENESS_TICKS = 600
 PROFILES = ("quiet", "crash", "partition", "network", "mixed")
 """The profiles `make test` cycles through (seed % len)."""
-EXTRA_PROFILES = ("wipe", "groups")
+EXTRA_PROFILES = ("wipe", "groups", "txn")
 """Opt-in: wiped-disk restarts (`--profile wipe`; test_cluster_sim.WIPE_SEEDS in `make test`,
 WIPE=0 switches them off in `make sim-cluster`); consumer groups (`--profile groups`: members,
 churn and the group checkers of tests/sim/cluster_groups.py; test_group_sim.py in `make
-test`)."""
+test`); transactions (`--profile txn`: transactional producers, zombies, a read_committed
+reader, crashes at the protocol's step boundaries and the checkers of tests/sim/cluster_txn.py;
+test_txn_sim.py in `make test`)."""
 ALL_PROFILES = PROFILES + EXTRA_PROFILES
 
 
@@ -143,6 +145,8 @@ class ClusterScenario:
             sc.duplicate = r.choice([0.0, 0.02, 0.05])
         if profile == "groups":
             sc._draw_groups(r)
+        if profile == "txn":
+            sc._draw_txn(r)
         return sc
 
     def _draw_groups(self, r: random.Random) -> None:
@@ -168,7 +172,34 @@ class ClusterScenario:
         self.reorder = r.choice([0.0, 0.02])
         self.latency_max = r.choice([2, 4, 8])
 
-    def node_options(self) -> dict[str, int]:
+    def _draw_txn(self, r: random.Random) -> None:
+        """The `txn` profile (tests/sim/cluster_txn.py): three brokers, a topic of 3-6
+        partitions (RF 3) and no idempotent producers (the profile runs its own transactional
+        ones); broker crashes (the coordinator's leader preferred, and at the protocol's step
+        boundaries), partitions, pauses, power loss, frame loss, duplication and reordering,
+        each switched on or off per seed; no retention (the reader must read every record).
+        Drawn after everything else, so the other profiles draw exactly what they drew
+        before."""
+        self.brokers = 3
+        self.partitions = r.randint(3, 6)
+        self.producers = 0
+        self.skew = r.choice([0, 1])
+        self.fault_ticks = r.randint(50, 90)
+        self.early_faults = False
+        self.crash_rate = r.choice([0.0, 0.01, 0.02])
+        self.crash_mid_round = r.choice([0.0, 0.005])
+        self.kill_new_leader = r.choice([0.0, 0.0, 0.1])
+        self.power_loss = r.choice([0.0, 0.0, 0.0, 0.003])
+        self.partition_rate = r.choice([0.0, 0.01, 0.02])
+        self.pause_rate = r.choice([0.0, 0.01])
+        self.drop = r.choice([0.0, 0.01, 0.05])
+        self.duplicate = r.choice([0.0, 0.02, 0.05])
+        self.reorder = r.choice([0.0, 0.02, 0.1])
+        self.latency_max = r.choice([2, 4, 8])
+        self.retention_entries = 0
+        self.probe_every = 0
+
+    def node_options(self) -> dict[str, object]:
         """NodeConfig fields the scenario sets."""
         return {
             "catchup_bytes_per_tick": self.catchup_bytes_per_tick,
@@ -190,9 +221,10 @@ class ClusterDriver:
         sc: ClusterScenario,
         *,
         checker: ClusterChecker | None = None,
-        node_options: dict[str, int] | None = None,
+        node_options: dict[str, object] | None = None,
     ) -> None:
-        """`checker` and `node_options` (added to the scenario's) are the groups profile's."""
+        """`checker` and `node_options` (added to the scenario's) are the groups and txn
+        profiles'."""
         self.sc = sc
         rng = random.Random(sc.seed * 7919 + 17)
         units = [10 + (rng.randint(-sc.skew, sc.skew) if sc.skew else 0) for _ in range(sc.brokers)]
@@ -478,7 +510,7 @@ class ClusterDriver:
         return self.reader.caught_up(hws)
 
     def group_counts(self) -> dict[str, int] | None:
-        """The groups profile's counts (None: no groups in this scenario)."""
+        """The groups or txn profile's counts (None: neither in this scenario)."""
         return None
 
     def report(self) -> str:
@@ -516,7 +548,9 @@ class ClusterResult:
     scenario: ClusterScenario
     trace: list[str]
     groups: dict[str, int] | None = None
-    """The groups profile's counts (joins, leaves, crashes, stalls, commits, ...)."""
+    """The groups profile's counts (joins, leaves, crashes, stalls, commits, ...), or the
+    txn profile's (transactions begun, committed, aborted, zombies, step-boundary crashes,
+    ...)."""
 
     def repro(self, mutation: str | None = None) -> str:
         cmd = f"python -m tests.sim.cluster_run --seed {self.seed} --profile {self.profile}"

@@ -1,5 +1,6 @@
 """Run one cluster-simulator seed: draw its scenario, pick its driver (the `groups` profile's
-GroupDriver, else the ClusterDriver), run it under an optional mutation, and report."""
+GroupDriver, the `txn` profile's TxnDriver, else the ClusterDriver), run it under an optional
+mutation, and report."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import AbstractContextManager
 from tests.sim.checker import Violation
 from tests.sim.cluster_groups import GroupDriver
 from tests.sim.cluster_scenario import ClusterDriver, ClusterResult, ClusterScenario, profile_for
+from tests.sim.cluster_txn import TxnDriver
 
 Mutation = Callable[[], AbstractContextManager[None]]
 
@@ -26,7 +28,12 @@ def run_cluster_seed(
     sc = ClusterScenario.draw(seed, profile)
     sc.dial_rule = dial_rule
     drv: ClusterDriver
-    drv = GroupDriver(sc) if profile == "groups" else ClusterDriver(sc)
+    if profile == "groups":
+        drv = GroupDriver(sc)
+    elif profile == "txn":
+        drv = TxnDriver(sc)
+    else:
+        drv = ClusterDriver(sc)
     violation: Violation | None = None
     with mutation() if mutation is not None else _nothing():
         try:

@@ -40,6 +40,11 @@ acknowledgement, the applied-state hash chain (which makes every broker's applie
 a prefix of one sequence), and every state machine restored from a snapshot (installed, or
 read back at a restart) against the committed history replayed to the snapshot's index.
 
+Step boundaries (the `txn` profile): the `after_apply` hook runs right after a broker
+applied a round's committed entries (before its write for those `begin_round` applies, after
+it for the others), before the completions, peer requests and peer answers the apply set off
+have left; a crash there loses all of them (and, before the write, the round's write).
+
 Snapshots run as in the runtime: a round's `compactions` are written by `write_round` after
 the rest of the round (so a crash mid-round loses them with it). The stats count snapshots
 taken, compactions that shortened a log, InstallSnapshot chunks sent and snapshots installed.
@@ -200,7 +205,7 @@ class ClusterWorld:
         net: NetOptions | None = None,
         tick_units: list[int] | None = None,
         disk_latency: tuple[int, int] = (1, 3),
-        node_options: dict[str, int] | None = None,
+        node_options: dict[str, object] | None = None,
         seed_label: str = "sim",
         checker: ClusterChecker | None = None,
     ) -> None:
@@ -218,6 +223,13 @@ class ClusterWorld:
         self.after_round_start: Callable[[int, list[int]], None] | None = None
         """Hook for fault injection: a broker's round has started (its messages left, its
         write is in flight); with the groups it just became leader of."""
+        self.after_apply: Callable[[int, BrokerNode, Round, bool], None] | None = None
+        """Hook for step-boundary faults (the `txn` profile): broker `id` has just applied
+        the committed entries of `rnd` (`early`: those `begin_round` applied before the
+        round's write, else those `end_round` applied after it), before anything the apply
+        set off has left (its completions to clients; its peer requests and answers, which
+        leave when the round ends). The hook may crash the broker: then none of that leaves
+        and, for an early apply, the round's write is lost with it."""
         self.on_peer_start: Callable[[SimBroker], None] | None = None
         """A broker life began: register its peer request handlers on `peer_requests`."""
         self.on_peer_result: Callable[[int, PeerResult], None] | None = None
@@ -445,15 +457,17 @@ class ClusterWorld:
                     return
             else:
                 return
-        rnd = begin_round(node, _SimRoundIO(self, b))
+        life = b.life
+        rnd = begin_round(node, _SimRoundIO(self, b, early=True))
         self.checker.on_applied_early(b.id, b.disk.store, node, rnd)
+        if b.life != life:
+            return  # crashed at a step boundary (`after_apply`): the write is lost
         elected = [
             gid
             for gid, rd in rnd.readies
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER
         ]
         lo, hi = b.disk_latency
-        life = b.life
         self.at(self.now + self.rng.randint(lo, hi), lambda: self._written(b, life, rnd))
         if elected:
             terms = ", ".join(f"g{g} t{node.groups[g].raft.term}" for g in elected)
@@ -472,11 +486,13 @@ class ClusterWorld:
         self._count_snapshots(b, rnd)
         b.disk.store.write_round(rnd)
         b.writing = None
-        end_round(node, rnd, _SimRoundIO(self, b))
+        end_round(node, rnd, _SimRoundIO(self, b, rnd))
         self.checker.on_round_done(b.id, b.life, node, rnd)
         cid = node.meta.cluster_id
         if cid is not None and b.disk.cluster_id is None:
             b.disk.cluster_id = cid
+        if b.life != life:
+            return  # crashed at a step boundary (`after_apply`): nothing else leaves
         self._pump_peer_requests(b)
         self._next_round(b)
 
@@ -826,11 +842,16 @@ class ClusterWorld:
 
 
 class _SimRoundIO:
-    """One broker's side of `begin_round` / `end_round` in the simulated world."""
+    """One broker's side of `begin_round` (`early`) or `end_round` (`rnd` given) in the
+    simulated world."""
 
-    def __init__(self, world: ClusterWorld, b: SimBroker) -> None:
+    def __init__(
+        self, world: ClusterWorld, b: SimBroker, rnd: Round | None = None, *, early: bool = False
+    ) -> None:
         self.world = world
         self.b = b
+        self.rnd = rnd
+        self.early = early
 
     def started(self, rnd: Round) -> None:
         w, b = self.world, self.b
@@ -838,6 +859,7 @@ class _SimRoundIO:
         w.stats.rounds += 1
         w.checker.on_round_start(b.id, b.life, b.node, rnd)
         b.writing = rnd
+        self.rnd = rnd
 
     def send(self, envelopes: list[Envelope]) -> None:
         self.world._send_envelopes(self.b, envelopes)
@@ -847,4 +869,12 @@ class _SimRoundIO:
             self.world._send_frame(self.b.id, dst, encode_heartbeat(hb))
 
     def complete(self, completions: list[Completion]) -> None:
-        self.world._complete(self.b, completions)
+        """Called right after the node applied what this half of the round applies: the
+        `after_apply` hook may crash the broker before its completions leave."""
+        w, b = self.world, self.b
+        if w.after_apply is not None and b.node is not None and self.rnd is not None:
+            life = b.life
+            w.after_apply(b.id, b.node, self.rnd, self.early)
+            if b.life != life:
+                return  # crashed: its clients got "connection reset" for every open request
+        w._complete(b, completions)

@@ -7,7 +7,11 @@ cluster simulator, whose producers drive the client library's pure core): `CLIEN
 context managers that switch on one of the core's mutation flags (`consumers.core.producer
 .MUTATIONS`) for the duration of a run. Consumer-group rules (the cluster simulator's `groups`
 profile): `GROUP_MUTATIONS`, the coordinator's methods and the member core's monkeypatched, or
-a flag of the simulated members switched on (tests/sim/test_group_sim.py).
+a flag of the simulated members switched on (tests/sim/test_group_sim.py). Transaction rules
+(the cluster simulator's `txn` profile): `TXN_MUTATIONS`, the protocol explorer's planted
+faults of the coordinator, driver and ledger (tests/model/txn_mutations.py) and the
+partition's read_committed, dedup and InitProducerId rules monkeypatched
+(tests/sim/test_txn_sim.py).
 """
 
 from __future__ import annotations
@@ -20,22 +24,29 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from broker.core import host as host_module
+from broker.core import partitions as partitions_module
 from broker.core.groups.assignors import Subscription, UniformAssignor
 from broker.core.groups.group import Committed, ConsumerGroup
 from broker.core.groups.membership import GroupMembership, HeartbeatAnswer, MemberState
 from broker.core.groups.membership import Outcome as MemberOutcome
+from broker.core.machine import Applied
 from broker.core.metadata import PRODUCER_ID_BLOCK, cmd_alloc_producer_ids
 from broker.core.node import BrokerNode, FetchResult
-from broker.core.partition import ApplyResult, Outcome, PartitionMachine
+from broker.core.partition import SEQUENCE_MODULUS, ApplyResult, Outcome, PartitionMachine
+from broker.core.partitions import PartitionService
 from broker.core.peer_requests import Answer, Inbound
 from broker.core.producer_ids import ProducerIdAllocator
 from broker.core.raft import Entry, EntryKind, RaftNode
 from broker.core.raft.log import NO_TERM, RaftLog
 from broker.core.raft.types import MemberId, RequestVote, SnapshotMeta, VoteResponse
+from broker.core.txn import coordinator as coordinator_module
+from broker.core.txn.coordinator import AbortReason, InitAnswer, TransactionCoordinator, TxnState
+from broker.core.txn.driver import TxnDriver
 from broker.wire.batch import BatchHeader, parse_header
 from broker.wire.errors import ErrorCode
 from consumers.core import producer as producer_core
 from consumers.core.group_member import GroupMember
+from tests.model import txn_mutations
 from tests.sim import cluster_groups
 
 
@@ -449,3 +460,169 @@ GROUP_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
 }
 """Run with `cluster_run --profile groups --mutation NAME`."""
 CLUSTER_MUTATIONS.update(GROUP_MUTATIONS)
+
+
+# -- transaction mutations (the cluster simulator's `txn` profile) -----------------------------
+# The protocol explorer's planted faults (tests/model/txn_mutations.py) apply unchanged: they
+# patch the same coordinator, driver and ledger the simulated brokers run. The others break a
+# partition's read_committed, dedup or the coordinator's InitProducerId rule. See
+# tests/sim/test_txn_sim.py for which checker catches each, and at which seed.
+
+
+def txn_fetch_past_lso() -> AbstractContextManager[None]:
+    """A partition's last stable offset is its high watermark: read_committed fetches serve
+    the records of transactions still open (aborted data and markers still left out)."""
+    return _patched(
+        PartitionMachine, "last_stable_offset", property(lambda self: self.high_watermark)
+    )
+
+
+@contextlib.contextmanager
+def txn_fetch_aborted() -> Iterator[None]:
+    """read_committed fetches leave out markers but serve aborted transactions' records."""
+    original = partitions_module.is_aborted
+    partitions_module.is_aborted = lambda ranges, pid, offset: False
+    try:
+        yield
+    finally:
+        partitions_module.is_aborted = original
+
+
+def txn_fetch_skips_after_gap() -> AbstractContextManager[None]:
+    """A read_committed fetch stops at the first batch it leaves out (a marker, aborted data)
+    but still answers the next offset past everything it looked at: committed batches after
+    the gap are skipped for good."""
+    fetch = PartitionService.fetch
+
+    def mutant(
+        self: PartitionService,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int,
+        read_committed: bool,
+        *,
+        min_one: bool = True,
+    ) -> FetchResult:
+        r = fetch(self, topic, partition, offset, max_bytes, read_committed, min_one=min_one)
+        if not read_committed or not r.batches:
+            return r
+        kept: list[tuple[int, bytes]] = []
+        position = offset
+        for base, data in r.batches:
+            if base != position:
+                break
+            kept.append((base, data))
+            position = base + parse_header(data, check_crc=False).record_count
+        return dataclasses.replace(r, batches=tuple(kept))
+
+    return _patched(PartitionService, "fetch", mutant)
+
+
+def txn_dedup_lost() -> AbstractContextManager[None]:
+    """A transactional batch repeating one the partition holds (a producer's retry after a
+    lost answer) is appended again instead of answered with the first copy's offsets."""
+    original = PartitionMachine._apply_idempotent
+
+    def mutant(self: PartitionMachine, raft_index: int, h: BatchHeader) -> ApplyResult:
+        state = self.producers.get(h.producer_id)
+        if h.is_transactional and state is not None and h.producer_epoch == state.epoch:
+            last = (h.base_sequence + h.record_count - 1) % SEQUENCE_MODULUS
+            cached = any(
+                c.first_seq == h.base_sequence and c.last_seq == last for c in state.batches
+            )
+            if cached and self.ledger.data_problem(h.producer_id, h.producer_epoch, True).ok:
+                result = self._append(raft_index, h)
+                self.ledger.note_data(h.producer_id, result.base_offset, last)
+                return result
+        return original(self, raft_index, h)
+
+    return _patched(PartitionMachine, "_apply_idempotent", mutant)
+
+
+@contextlib.contextmanager
+def txn_init_reuses_epoch() -> Iterator[None]:
+    """InitProducerId of a transactional id with no open transaction hands out its current
+    epoch again instead of the next one: the previous producer is not fenced. (The machine
+    dispatches commands through its `_HANDLERS` table, so that is what is patched.)"""
+    original = coordinator_module._HANDLERS["init"]
+
+    def mutant(self: TransactionCoordinator, cmd: dict[str, Any]) -> Applied:
+        t = self.txns.get(cmd["txn"])
+        before = None if t is None or t.open else (t.producer_id, t.epoch)
+        applied = original(self, cmd)
+        reused = before is not None and t is not None and t.producer_id == before[0]
+        if reused and applied.error == ErrorCode.NONE:
+            assert t is not None and before is not None
+            t.epoch = before[1]
+            return Applied(value=InitAnswer(t.producer_id, t.epoch))
+        return applied
+
+    coordinator_module._HANDLERS["init"] = mutant
+    try:
+        yield
+    finally:
+        coordinator_module._HANDLERS["init"] = original
+
+
+@contextlib.contextmanager
+def txn_init_ends_precommitted() -> Iterator[None]:
+    """InitProducerId of a transactional id whose transaction is PRE_COMMITTED completes it
+    at once (its outcome is known: commit) instead of answering CONCURRENT_TRANSACTIONS
+    until every participant holds its marker: the new producer's transactions may be read
+    before the participants commit the old one on their own (the pre-commit timeout)."""
+    original = coordinator_module._HANDLERS["init"]
+
+    def mutant(self: TransactionCoordinator, cmd: dict[str, Any]) -> Applied:
+        t = self.txns.get(cmd["txn"])
+        if t is not None and t.state == TxnState.PRE_COMMITTED:
+            self._complete_entry(t, True, AbortReason.NONE, cmd["ts"])
+        return original(self, cmd)
+
+    coordinator_module._HANDLERS["init"] = mutant
+    try:
+        yield
+    finally:
+        coordinator_module._HANDLERS["init"] = original
+
+
+def txn_timeout_never_fires() -> AbstractContextManager[None]:
+    """The coordinator's leader never aborts a transaction for its timeout (its timer starts
+    again at every step)."""
+    original = TxnDriver._step
+
+    def mutant(self: TxnDriver, t: Any, prog: Any, sends: list[Any], props: list[bytes]) -> None:
+        prog.since = self._tick
+        original(self, t, prog, sends, props)
+
+    return _patched(TxnDriver, "_step", mutant)
+
+
+@contextlib.contextmanager
+def abort_on_timeout_after_precommit() -> Iterator[None]:
+    """The explorer's `abort-on-timeout-after-precommit` (the coordinator's timeout also
+    aborts a PRE_COMMITTED transaction), with its coordinator half made effective: the
+    machine dispatches commands through its `_HANDLERS` table, bound at import, so patching
+    `TransactionCoordinator._decide` alone leaves the real rule in force."""
+    with txn_mutations.abort_on_timeout_after_precommit():
+        original = coordinator_module._HANDLERS["decide"]
+        coordinator_module._HANDLERS["decide"] = TransactionCoordinator._decide
+        try:
+            yield
+        finally:
+            coordinator_module._HANDLERS["decide"] = original
+
+
+TXN_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    **txn_mutations.MUTATIONS,
+    "abort-on-timeout-after-precommit": abort_on_timeout_after_precommit,
+    "txn-fetch-past-lso": txn_fetch_past_lso,
+    "txn-fetch-aborted": txn_fetch_aborted,
+    "txn-fetch-skips-after-gap": txn_fetch_skips_after_gap,
+    "txn-dedup-lost": txn_dedup_lost,
+    "txn-init-reuses-epoch": txn_init_reuses_epoch,
+    "txn-init-ends-precommitted": txn_init_ends_precommitted,
+    "txn-timeout-never-fires": txn_timeout_never_fires,
+}
+"""Run with `cluster_run --profile txn --mutation NAME`."""
+CLUSTER_MUTATIONS.update(TXN_MUTATIONS)
