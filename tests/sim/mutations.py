@@ -598,24 +598,8 @@ def txn_timeout_never_fires() -> AbstractContextManager[None]:
     return _patched(TxnDriver, "_step", mutant)
 
 
-@contextlib.contextmanager
-def abort_on_timeout_after_precommit() -> Iterator[None]:
-    """The explorer's `abort-on-timeout-after-precommit` (the coordinator's timeout also
-    aborts a PRE_COMMITTED transaction), with its coordinator half made effective: the
-    machine dispatches commands through its `_HANDLERS` table, bound at import, so patching
-    `TransactionCoordinator._decide` alone leaves the real rule in force."""
-    with txn_mutations.abort_on_timeout_after_precommit():
-        original = coordinator_module._HANDLERS["decide"]
-        coordinator_module._HANDLERS["decide"] = TransactionCoordinator._decide
-        try:
-            yield
-        finally:
-            coordinator_module._HANDLERS["decide"] = original
-
-
 TXN_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     **txn_mutations.MUTATIONS,
-    "abort-on-timeout-after-precommit": abort_on_timeout_after_precommit,
     "txn-fetch-past-lso": txn_fetch_past_lso,
     "txn-fetch-aborted": txn_fetch_aborted,
     "txn-fetch-skips-after-gap": txn_fetch_skips_after_gap,
