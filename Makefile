@@ -55,7 +55,7 @@ sim-cluster: $(STAMP)
 # 200 of the transaction profile (tests/sim/test_txn_sim.py).
 test: lint
 	$(VENV)/bin/pytest
-	@$(MAKE) --no-print-directory sim SEEDS=2000
+	@$(MAKE) --no-print-directory sim SEEDS=1500
 
 soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)

@@ -20,7 +20,7 @@ from pathlib import Path
 from tests.fuzz.live import Options, run
 
 SEED = int(os.environ.get("SLUICE_FUZZ_SEED", "20261205"))
-FRAMES = int(os.environ.get("SLUICE_FUZZ_FRAMES", "25000"))
+FRAMES = int(os.environ.get("SLUICE_FUZZ_FRAMES", "15000"))
 
 
 async def test_fuzz_live(tmp_path: Path) -> None:

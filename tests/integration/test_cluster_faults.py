@@ -46,7 +46,7 @@ from tests.support.history import History
 TOPIC = "faults"
 PARTITIONS = 3
 SEED = int(os.environ.get("SLUICE_FAULT_SEED", "20261126"))
-STEADY_S = float(os.environ.get("SLUICE_STEADY_S", "15"))
+STEADY_S = float(os.environ.get("SLUICE_STEADY_S", "8"))
 KILLS = 6
 
 MakeCluster = Callable[..., Cluster]

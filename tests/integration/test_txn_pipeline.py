@@ -171,7 +171,7 @@ def test_consume_transform_produce_is_exactly_once_across_broker_kills(
             feed_failures: list[SluiceError] = []
 
             async def feeding() -> None:
-                fed.append(await feed(bootstrap, 3000, 150, feed_failures))
+                fed.append(await feed(bootstrap, 2400, 200, feed_failures))
 
             nursery.start_soon(feeding)
             await poll_until_async(lambda: trio.sleep(0), lambda _: tally.committed > 200,
