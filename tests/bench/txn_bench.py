@@ -60,31 +60,15 @@ from broker.config import BrokerConfig
 from consumers import Admin, Consumer, Producer, TransactionAbortedError
 from consumers.connection import Connection, Pending
 from consumers.errors import SluiceError
+from tests.bench.cluster_bench import start_cluster
 from tests.support import harness
-from tests.support.harness import BrokerProcess, free_port
+from tests.support.harness import BrokerProcess
 from tests.support.sluice_cli import ROOT
 
 PARTITIONS = 3
 VALUE_BYTES = 100
 
-# -- the cluster (as tests/bench/cluster_bench.py starts it) -------------------------------------
-
-
-def start_cluster(base: Path, n: int = 3) -> list[BrokerProcess]:
-    """`n` broker processes with free ports, the first three the controllers."""
-    peer_ports = [free_port() for _ in range(n)]
-    controllers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in enumerate(peer_ports[:3]))
-    brokers = [
-        BrokerProcess(
-            base / f"d{i}", node_id=i, peer_port=peer_ports[i], config={"controllers": controllers}
-        )
-        for i in range(n)
-    ]
-    for b in brokers:
-        b.start()
-    for b in brokers:
-        b.wait_ready()
-    return brokers
+# -- the cluster ---------------------------------------------------------------------------
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:

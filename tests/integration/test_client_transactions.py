@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import trio
@@ -21,7 +22,10 @@ from consumers.errors import (
     TransactionalProducerFencedError,
     TransactionTimedOutError,
 )
+from tests.support.reads import read_to_end
 from tests.support.wait import poll_records, poll_until_async
+
+Isolation = Literal["read_committed", "read_uncommitted"]
 
 
 @pytest.fixture
@@ -41,19 +45,8 @@ def address(b: Broker) -> str:
     return str(b.addresses.clients)
 
 
-async def read_all(addr: str, topic: str, partitions: int, isolation: str) -> list[bytes]:
-    """Every value of `topic` a consumer of `isolation` reads up to its end offsets."""
-    async with Consumer(addr, isolation=isolation) as c:  # type: ignore[arg-type]
-        tps = [(topic, p) for p in range(partitions)]
-        c.assign(tps)
-        c.seek_to_end()
-        ends = {tp: await c.position(tp) for tp in tps}
-        c.seek_to_beginning()
-        values: list[bytes] = []
-        with trio.fail_after(10):
-            while any([await c.position(tp) < end for tp, end in ends.items()]):
-                values.extend(r.value or b"" for r in await c.poll(timeout=0.5))
-        return sorted(values)
+async def read_all(addr: str, topic: str, partitions: int, isolation: Isolation) -> list[bytes]:
+    return sorted(await read_to_end(addr, topic, partitions, isolation, timeout=10))
 
 
 async def test_records_over_partitions_commit_together_and_aborts_stay_invisible(

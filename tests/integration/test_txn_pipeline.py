@@ -32,6 +32,7 @@ import trio
 from consumers import Admin, Consumer, Producer
 from consumers.errors import SluiceError, TransactionAbortedError
 from tests.integration.cluster import Cluster
+from tests.support.reads import read_to_end
 from tests.support.wait import poll_until_async
 
 MakeCluster = Callable[..., Cluster]
@@ -125,19 +126,8 @@ async def feed(bootstrap: str, count: int, rate: float, failed: list[SluiceError
 
 
 async def read_all(bootstrap: str, topic: str) -> list[bytes]:
-    """Every value of `topic` as a read_committed reader sees it, up to the last stable
-    offsets."""
-    async with Consumer(bootstrap, isolation="read_committed") as c:
-        tps = [(topic, p) for p in range(PARTITIONS)]
-        c.assign(tps)
-        c.seek_to_end()
-        ends = {tp: await c.position(tp) for tp in tps}
-        c.seek_to_beginning()
-        values: list[bytes] = []
-        with trio.fail_after(60):
-            while any([await c.position(tp) < end for tp, end in ends.items()]):
-                values.extend(r.value or b"" for r in await c.poll(timeout=0.5))
-        return values
+    """Every value of `topic` as a read_committed reader sees it."""
+    return await read_to_end(bootstrap, topic, PARTITIONS)
 
 
 async def lag(bootstrap: str) -> int | None:
