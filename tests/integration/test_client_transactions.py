@@ -28,16 +28,19 @@ from tests.support.wait import poll_records, poll_until_async
 Isolation = Literal["read_committed", "read_uncommitted"]
 
 
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    cfg = BrokerConfig(
-        data_dir=tmp_path,
+def config(data_dir: Path) -> BrokerConfig:
+    return BrokerConfig(
+        data_dir=data_dir,
         listen=HostPort("127.0.0.1", 0),
         peer_listen=HostPort("127.0.0.1", 0),
         http_listen=HostPort("127.0.0.1", 0),
         offsets_topic_partitions=2,
     )
-    async with embedded(cfg) as b:
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    async with embedded(config(tmp_path)) as b:
         yield b
 
 
@@ -165,14 +168,7 @@ async def test_misuse_is_refused(broker: Broker) -> None:
 
 def test_the_blocking_facade_commits_and_aborts(tmp_path: Path) -> None:
     async def main() -> None:
-        cfg = BrokerConfig(
-            data_dir=tmp_path,
-            listen=HostPort("127.0.0.1", 0),
-            peer_listen=HostPort("127.0.0.1", 0),
-            http_listen=HostPort("127.0.0.1", 0),
-            offsets_topic_partitions=2,
-        )
-        async with embedded(cfg) as b:
+        async with embedded(config(tmp_path)) as b:
             addr = address(b)
             async with Admin(addr) as admin:
                 await admin.create_topic("b", partitions=2)
