@@ -34,6 +34,7 @@ from broker.runtime.diagnostics import peer_ping
 from broker.runtime.driver import Driver
 from broker.runtime.groups import RocksGroupStore
 from broker.runtime.http import JSON, TEXT, HttpEndpoint
+from broker.runtime.json_logs import JsonLogFormatter
 from broker.runtime.peers import PeerNetwork
 from broker.runtime.server import ClientServer, request_budget
 from broker.runtime.store import RocksStore, StoreError, StoreIdentityError, StoreLockedError
@@ -74,24 +75,12 @@ class Broker:
 def setup_logging(fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonLogFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("sluice")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "ts": record.created,
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "msg": record.getMessage(),
-            }
-        )
 
 
 def raise_fd_limit() -> int:
