@@ -35,6 +35,9 @@ from broker.runtime.driver import Driver
 from broker.runtime.groups import RocksGroupStore
 from broker.runtime.http import JSON, TEXT, HttpEndpoint
 from broker.runtime.json_logs import JsonLogFormatter
+from broker.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from broker.runtime.metrics import BrokerMetrics, NodeCollector
+from broker.runtime.node_metrics import node_samples
 from broker.runtime.peers import PeerNetwork
 from broker.runtime.server import ClientServer, request_budget
 from broker.runtime.store import RocksStore, StoreError, StoreIdentityError, StoreLockedError
@@ -204,6 +207,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             frozenset(seeds),
         )
         driver.network = network
+        metrics = BrokerMetrics()
         server = ClientServer(
             driver,
             limits,
@@ -214,7 +218,9 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             budget=budget,
             stall_timeout_s=config.stall_timeout_s,
             versions=driver.handler.versions,
+            metrics=metrics,
         )
+        metrics.add(NodeCollector(partial(node_samples, node, server, network, driver)))
         http = HttpEndpoint(
             {
                 "/healthz": lambda: (200, "ok\n", TEXT),
@@ -222,6 +228,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                     (200, "ready\n", TEXT) if node.is_ready() else (503, "not ready\n", TEXT)
                 ),
                 "/stats": lambda: (200, stats_json(server, network, driver), JSON),
+                "/metrics": lambda: (200, metrics.render(), METRICS_CONTENT_TYPE),
             },
             {"/peers/ping": partial(peer_ping, driver)},
         )

@@ -94,6 +94,8 @@ class Op:
     """Bytes of the connection's byte budget this request holds until it is answered."""
     reply_bytes: int = 0
     """Record bytes its answer carries (a fetch), accounted through `account` on resolve."""
+    started: float = 0.0
+    """Trio time at which its frame was read (request latency)."""
     account: Callable[[int], None] | None = None
     watch: tuple[tuple[int, int, bool], ...] = ()
     """A parked fetch's partitions as it last saw them (`RequestHandler.fetch_watch`)."""

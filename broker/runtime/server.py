@@ -42,6 +42,7 @@ from broker.runtime.budget import ByteBudget
 from broker.runtime.driver import Driver, Op
 from broker.runtime.fault_log import FaultLog
 from broker.runtime.frame_reader import FrameReader, Received
+from broker.runtime.metrics import BrokerMetrics
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.errors import ErrorCode, WireError
 from broker.wire.frames import FrameDecoder
@@ -165,9 +166,12 @@ class ClientServer:
         budget: ByteBudget,
         stall_timeout_s: float,
         versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self.driver = driver
         self.limits = limits
+        self.metrics = metrics
+        """Counts and times every answered request (None: not measured)."""
         self.versions = versions
         """The API versions this broker accepts (as its API_VERSIONS answer lists them)."""
         self.max_inflight = max_inflight
@@ -319,7 +323,7 @@ class ClientServer:
             if e.correlation_id is None:
                 return None
             return _error_op(e)
-        op = Op(header, request)
+        op = Op(header, request, started=trio.current_time())
         timeout_ms = _timeout_ms(request)
         if timeout_ms is not None:
             timeout_s = min(timeout_ms, self.max_request_timeout_ms) / 1000
@@ -360,6 +364,8 @@ class ClientServer:
                         break
                     ops.append(op)
                 payload = b"".join([_encode(op) for op in ops])
+                if self.metrics is not None:
+                    _measure(self.metrics, ops)
                 sent = _write_nowait(fd, payload)
                 if sent < len(payload):
                     with trio.move_on_after(self.stall_timeout_s) as sending:
@@ -384,6 +390,15 @@ class ClientServer:
         if op.reply is None:
             self.driver.abandon(op)
             await op.done.wait()
+
+
+def _measure(metrics: BrokerMetrics, ops: list[Op]) -> None:
+    """Count and time answered requests (a bad frame without a header is not counted)."""
+    now = trio.current_time()
+    for op in ops:
+        if op.header is not None and op.reply is not None:
+            api = op.header.api_key.name.lower()
+            metrics.request_answered(api, op.reply.error.name, now - op.started)
 
 
 def _write_nowait(fd: int, payload: bytes) -> int:
