@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -573,19 +574,30 @@ def test_create_group_clears_leftover_records(tmp_path: Path) -> None:
 async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> None:
     s = RocksStore.open(tmp_path, 0, durability="flush_wal_thread")
     g = s.create_group(1, C0)
+    flushing, tried = threading.Event(), threading.Event()
+    real_flush = s._flush_wal
 
-    async def try_close() -> None:
-        while not s._in_flight:  # the guard's own flag: a commit in another thread
-            await trio.lowlevel.checkpoint()
-        with pytest.raises(StoreError, match="in flight"):
-            s.close()
+    def held_flush() -> None:
+        """The commit's flush, held until the close was tried: the commit is in flight."""
+        flushing.set()
+        tried.wait(timeout=30)
+        real_flush()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(try_close)
-        await trio.lowlevel.checkpoint()
+    s._flush_wal = held_flush  # type: ignore[method-assign]
+
+    async def commit() -> None:
         rnd = WriteRound()
         rnd.append(g, ents(1, 2, 1))
         await trio.to_thread.run_sync(s.commit, rnd)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit)
+        assert await trio.to_thread.run_sync(flushing.wait, 30)
+        try:
+            with pytest.raises(StoreError, match="in flight"):
+                s.close()
+        finally:
+            tried.set()
     s.close()
     with pytest.raises(StoreClosedError):
         s.read_apply(1)
