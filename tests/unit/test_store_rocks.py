@@ -436,26 +436,41 @@ def test_commit_makes_the_round_durable_then_visible(tmp_path: Path, mode: str) 
         assert g.last_index() == 6
 
 
+def hold_flush(s: RocksStore) -> tuple[threading.Event, threading.Event]:
+    """Gate the store's WAL flush: `flushing` is set once a commit reached its flush (it is in
+    flight), which then waits until `release` is set (at most 30 s)."""
+    flushing, release = threading.Event(), threading.Event()
+    real_flush = s._flush_wal
+
+    def held_flush() -> None:
+        flushing.set()
+        release.wait(timeout=30)
+        real_flush()
+
+    s._flush_wal = held_flush  # type: ignore[method-assign]
+    return flushing, release
+
+
 async def test_writes_are_refused_while_a_commit_is_in_flight(tmp_path: Path) -> None:
     with RocksStore.open(tmp_path, 0, durability="flush_wal_thread") as s:
         g = s.create_group(1, C0)
-        refused: list[str] = []
+        flushing, release = hold_flush(s)
 
-        async def meddle() -> None:
-            while not s._in_flight:  # the guard's own flag: a commit in another thread
-                await trio.lowlevel.checkpoint()
-            with pytest.raises(StoreError, match="in flight") as info:
-                append(s, g, ents(2, 3, 1))
-            refused.append(str(info.value))
-            assert g.last_index() == 0  # the in-flight round is not visible yet
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(meddle)
-            await trio.lowlevel.checkpoint()
+        async def commit() -> None:
             rnd = WriteRound()
             rnd.append(g, ents(1, 2, 1))
             await trio.to_thread.run_sync(s.commit, rnd)
-        assert refused and g.last_index() == 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit)
+            assert await trio.to_thread.run_sync(flushing.wait, 30)
+            try:
+                with pytest.raises(StoreError, match="in flight"):
+                    append(s, g, ents(2, 3, 1))
+                assert g.last_index() == 0  # the in-flight round is not visible yet
+            finally:
+                release.set()
+        assert g.last_index() == 1
 
 
 def test_round_misuse_is_refused_and_writes_nothing(tmp_path: Path) -> None:
@@ -574,16 +589,7 @@ def test_create_group_clears_leftover_records(tmp_path: Path) -> None:
 async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> None:
     s = RocksStore.open(tmp_path, 0, durability="flush_wal_thread")
     g = s.create_group(1, C0)
-    flushing, tried = threading.Event(), threading.Event()
-    real_flush = s._flush_wal
-
-    def held_flush() -> None:
-        """The commit's flush, held until the close was tried: the commit is in flight."""
-        flushing.set()
-        tried.wait(timeout=30)
-        real_flush()
-
-    s._flush_wal = held_flush  # type: ignore[method-assign]
+    flushing, release = hold_flush(s)
 
     async def commit() -> None:
         rnd = WriteRound()
@@ -597,7 +603,7 @@ async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> N
             with pytest.raises(StoreError, match="in flight"):
                 s.close()
         finally:
-            tried.set()
+            release.set()
     s.close()
     with pytest.raises(StoreClosedError):
         s.read_apply(1)
