@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from broker.app import Broker, embedded
-from broker.config import BrokerConfig, HostPort
+from broker.config import BrokerConfig
 from consumers import Admin, Consumer, Producer, blocking
 from consumers.errors import (
     InvalidTxnStateError,
@@ -22,6 +22,7 @@ from consumers.errors import (
     TransactionalProducerFencedError,
     TransactionTimedOutError,
 )
+from tests.support.embedded import embedded_config
 from tests.support.reads import read_to_end
 from tests.support.wait import poll_records, poll_until_async
 
@@ -29,13 +30,7 @@ Isolation = Literal["read_committed", "read_uncommitted"]
 
 
 def config(data_dir: Path) -> BrokerConfig:
-    return BrokerConfig(
-        data_dir=data_dir,
-        listen=HostPort("127.0.0.1", 0),
-        peer_listen=HostPort("127.0.0.1", 0),
-        http_listen=HostPort("127.0.0.1", 0),
-        offsets_topic_partitions=2,
-    )
+    return embedded_config(data_dir, offsets_topic_partitions=2)
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from broker.app import Broker, embedded
-from broker.config import BrokerConfig, HostPort
 from consumers import Admin, Consumer, Producer
 from consumers.admin import GroupDescription
+from tests.support.embedded import embedded_config
 from tests.support.wait import poll_until_async
 
 TP = tuple[str, int]
@@ -21,14 +21,7 @@ TP = tuple[str, int]
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    cfg = BrokerConfig(
-        data_dir=tmp_path,
-        listen=HostPort("127.0.0.1", 0),
-        peer_listen=HostPort("127.0.0.1", 0),
-        http_listen=HostPort("127.0.0.1", 0),
-        offsets_topic_partitions=4,
-        group_heartbeat_interval_ms=200,
-    )
+    cfg = embedded_config(tmp_path, offsets_topic_partitions=4, group_heartbeat_interval_ms=200)
     async with embedded(cfg) as b:
         yield b
 

@@ -14,20 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from broker.app import Broker, embedded
-from broker.config import BrokerConfig, HostPort
 from consumers import Admin, Producer
+from tests.support.embedded import embedded_config
 
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    cfg = BrokerConfig(
-        data_dir=tmp_path,
-        listen=HostPort("127.0.0.1", 0),
-        peer_listen=HostPort("127.0.0.1", 0),
-        http_listen=HostPort("127.0.0.1", 0),
-        offsets_topic_partitions=2,
-    )
-    async with embedded(cfg) as b:
+    async with embedded(embedded_config(tmp_path, offsets_topic_partitions=2)) as b:
         yield b
 
 
