@@ -259,7 +259,8 @@ class TransactionSession:
             self._raise_fatal()
             cause = self.core.txn_error or failure
             if cause is not None:
-                self.core.abort_unsent(_aborted("a record of it failed"), trio.current_time())
+                failed = TransactionAbortedError("a record of it failed")
+                self.core.abort_unsent(failed, trio.current_time())
                 await self._end(commit=False)
                 raise TransactionAbortedError(
                     f"the transaction was aborted: a record of it failed: {cause}"
@@ -277,15 +278,15 @@ class TransactionSession:
                 scope.cancel()
             while self._registering:
                 await self._registered_event.wait()
-            self.core.abort_unsent(_aborted("the transaction was aborted"), trio.current_time())
+            aborted = TransactionAbortedError("the transaction was aborted")
+            self.core.abort_unsent(aborted, trio.current_time())
             if self.core.fatal is None:
                 await self._end(commit=False)
         finally:
             self.open = self.ending = False
 
     def _check_open(self) -> None:
-        if self.core.fatal is not None:
-            raise _copy(self.core.fatal)
+        self._raise_fatal()
         if not self.open or self.ending:
             raise InvalidTxnStateError("no transaction is open (or it is ending already)")
 
@@ -409,10 +410,6 @@ async def _stage(link: CoordinatorLink, request: TxnOffsetCommitRequest) -> Resp
             if p.error is not ErrorCode.NONE:
                 raise error_for(p.error, f"offset of {topic.topic}[{p.partition}]: {p.message}")
     return response
-
-
-def _aborted(why: str) -> TransactionAbortedError:
-    return TransactionAbortedError(why)
 
 
 def _copy(error: SluiceError) -> SluiceError:
