@@ -303,6 +303,11 @@ class Producer:
             if self._txn is not None:
                 await self._txn.init()
         except BaseException:
+            # The sender and metadata tasks run until cancelled: without this, closing the
+            # stack would wait for them forever (an InitProducerId refused for good).
+            nursery = getattr(self, "_nursery", None)
+            if nursery is not None:
+                nursery.cancel_scope.cancel()
             await stack.aclose()
             raise
         self._open = True

@@ -17,6 +17,7 @@ from broker.app import Broker, embedded
 from broker.config import BrokerConfig
 from consumers import Admin, Consumer, Producer, blocking
 from consumers.errors import (
+    InvalidTransactionTimeoutError,
     InvalidTxnStateError,
     MessageTooLargeError,
     TransactionalProducerFencedError,
@@ -182,3 +183,17 @@ def test_the_blocking_facade_commits_and_aborts(tmp_path: Path) -> None:
                 p.send("b", b"x" * 2_000_000, partition=0)  # over max.message.bytes
 
     trio.run(main)
+
+
+async def test_a_producer_whose_identity_is_refused_for_good_raises_on_entry(
+    broker: Broker,
+) -> None:
+    """INVALID_TRANSACTION_TIMEOUT (a timeout above the broker's maximum) is not retriable:
+    entering the producer raises it, and its sender and metadata tasks are stopped (they
+    once kept the exit waiting forever)."""
+    with trio.fail_after(20):
+        with pytest.raises(InvalidTransactionTimeoutError):
+            async with Producer(
+                address(broker), transactional_id="too-long", transaction_timeout_ms=900_001
+            ):
+                pytest.fail("entered with a refused identity")
