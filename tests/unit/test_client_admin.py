@@ -139,11 +139,16 @@ async def test_describe_cluster_retries_retriable_errors_until_the_timeout(
     assert described.controller == 0
     assert fake.asked.count("DescribeClusterRequest") == 3
     fake.errors = 1000
-    async with Admin(f"127.0.0.1:{port}", timeout_s=0.5) as admin:
+    asked = fake.asked.count("DescribeClusterRequest")
+    # 2 s, not less: on a loaded machine the first answer alone may take a good part of a
+    # shorter timeout, and what is checked is that retriable errors are retried until it.
+    async with Admin(f"127.0.0.1:{port}", timeout_s=2) as admin:
         start_time = trio.current_time()
         with pytest.raises(BackpressureError):
             await admin.describe_cluster()
-        assert trio.current_time() - start_time < 3
+        elapsed = trio.current_time() - start_time
+    assert 1.0 <= elapsed < 6
+    assert fake.asked.count("DescribeClusterRequest") - asked >= 3
 
 
 async def test_describe_cluster_rejects_a_malformed_answer(nursery: trio.Nursery) -> None:
