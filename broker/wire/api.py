@@ -5,8 +5,9 @@ supports, and `negotiate` picks, per API both sides know, the highest version in
 A message gains fields only in a new version (`messages.py` says which field exists from which
 version); every version in a range stays readable and writable.
 
-Versions past 0: FETCH v1 (per partition `next_offset` and `aborted_transactions`), PRODUCE v1
-(an optional W3C `trace_context`), INIT_PRODUCER_ID v1 (`transaction_timeout_ms`). A broker
+Versions past 0: FETCH v1 (per partition `next_offset` and `aborted_transactions`), PRODUCE v1,
+FETCH v2 and END_TXN v1 (an optional W3C `trace_context`: the client span that asks),
+INIT_PRODUCER_ID v1 (`transaction_timeout_ms`). A broker
 may serve less than SUPPORTED_VERSIONS (`capped`: the `max_api_versions` option), never more.
 """
 
@@ -53,7 +54,7 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.CREATE_TOPICS: (0, 0),
     ApiKey.DELETE_TOPICS: (0, 0),
     ApiKey.PRODUCE: (0, 1),
-    ApiKey.FETCH: (0, 1),
+    ApiKey.FETCH: (0, 2),
     ApiKey.LIST_OFFSETS: (0, 0),
     ApiKey.INIT_PRODUCER_ID: (0, 1),
     ApiKey.DESCRIBE_CLUSTER: (0, 0),
@@ -67,7 +68,7 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.ADD_PARTITIONS_TO_TXN: (0, 0),
     ApiKey.ADD_OFFSETS_TO_TXN: (0, 0),
     ApiKey.TXN_OFFSET_COMMIT: (0, 0),
-    ApiKey.END_TXN: (0, 0),
+    ApiKey.END_TXN: (0, 1),
     ApiKey.DESCRIBE_TRANSACTIONS: (0, 0),
     ApiKey.LIST_TRANSACTIONS: (0, 0),
     ApiKey.ABORT_TRANSACTION: (0, 0),

@@ -120,6 +120,23 @@ def traceparent_problem(text: str) -> str | None:
     return None
 
 
+TRACEPARENT_HEADER = "traceparent"
+"""The record header that carries a W3C traceparent from producer to consumer."""
+
+
+def format_traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
+    """The version-00 traceparent of a span context."""
+    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
+
+
+def parse_traceparent(text: str) -> tuple[int, int, int] | None:
+    """(trace id, parent span id, flags) of a valid traceparent, else None."""
+    if traceparent_problem(text) is not None:
+        return None
+    _, trace_id, span_id, flags = text.split("-")
+    return int(trace_id, 16), int(span_id, 16), int(flags, 16)
+
+
 def in_int32(value: int) -> bool:
     return INT32_MIN <= value <= INT32_MAX
 

@@ -600,9 +600,9 @@ class ProduceRequest:
     transactional_id: str | None = None
     acks: int = -1
     trace_context: str | None = None
-    """v1: the W3C traceparent of the span that produced the records (at most 55
-    characters, checked: `limits.traceparent_problem`); None when there is none or at v0.
-    The broker keeps it in the decoded request; nothing traces yet."""
+    """v1: the W3C traceparent of the client's produce-request span (at most 55 characters,
+    checked: `limits.traceparent_problem`); None when there is none or at v0. The broker's
+    request span continues that trace, without decoding any record."""
 
     def to_body(self, version: int) -> dict[str, object]:
         return _PRODUCE_REQUEST.write(
@@ -634,11 +634,7 @@ class ProduceRequest:
             timeout_ms=s.int32(b["timeout_ms"], "timeout_ms", 0),
             transactional_id=s.opt_nonempty_text(b["transactional_id"], "transactional_id"),
             topics=topics,
-            trace_context=(
-                s.opt_traceparent(b["trace_context"], "trace_context")
-                if "trace_context" in b
-                else None
-            ),
+            trace_context=s.trace_context(b),
         )
 
 
@@ -775,7 +771,9 @@ class FetchTopic:
         return cls(name=s.topic(b["name"], s.at(path, "name"), limits), partitions=partitions)
 
 
-_FETCH_REQUEST = frozenset({"max_wait_ms", "min_bytes", "max_bytes", "isolation", "topics"})
+_FETCH_REQUEST = s.Shape(
+    "max_wait_ms", "min_bytes", "max_bytes", "isolation", "topics", added={2: ("trace_context",)}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -786,19 +784,26 @@ class FetchRequest:
     min_bytes: int = 1
     max_bytes: int = 50 << 20
     isolation: IsolationLevel = IsolationLevel.READ_COMMITTED
+    trace_context: str | None = None
+    """v2: the W3C traceparent of the client's span that asks (checked like PRODUCE's);
+    None when there is none or below v2."""
 
     def to_body(self, version: int) -> dict[str, object]:
-        return {
-            "max_wait_ms": self.max_wait_ms,
-            "min_bytes": self.min_bytes,
-            "max_bytes": self.max_bytes,
-            "isolation": int(self.isolation),
-            "topics": [t.to_wire() for t in self.topics],
-        }
+        return _FETCH_REQUEST.write(
+            {
+                "max_wait_ms": self.max_wait_ms,
+                "min_bytes": self.min_bytes,
+                "max_bytes": self.max_bytes,
+                "isolation": int(self.isolation),
+                "topics": [t.to_wire() for t in self.topics],
+                "trace_context": self.trace_context,
+            },
+            version,
+        )
 
     @classmethod
     def from_body(cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS) -> FetchRequest:
-        b = s.fields(body, "", _FETCH_REQUEST)
+        b = _FETCH_REQUEST.read(body, "", version)
         topics = tuple(
             FetchTopic.from_wire(v, s.item("topics", i), limits)
             for i, v in enumerate(s.array(b["topics"], "topics", limits))
@@ -810,6 +815,7 @@ class FetchRequest:
             max_bytes=s.int32(b["max_bytes"], "max_bytes", 0),
             isolation=_isolation(b["isolation"], "isolation"),
             topics=topics,
+            trace_context=s.trace_context(b),
         )
 
 

@@ -172,6 +172,12 @@ def opt_nonempty_text(value: object, path: str) -> str | None:
     return None if value is None else nonempty_text(value, path)
 
 
+def trace_context(b: dict[str, object]) -> str | None:
+    """A request's optional `trace_context` field (a W3C traceparent): None when absent,
+    as below the version that adds it."""
+    return opt_traceparent(b["trace_context"], "trace_context") if "trace_context" in b else None
+
+
 def opt_traceparent(value: object, path: str) -> str | None:
     """None, or a W3C traceparent (`limits.traceparent_problem`)."""
     if value is None:

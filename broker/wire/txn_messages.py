@@ -336,8 +336,13 @@ class TxnSequence:
         )
 
 
-_END_TXN_REQUEST = frozenset(
-    {"transactional_id", "producer_id", "producer_epoch", "commit", "sequences"}
+_END_TXN_REQUEST = s.Shape(
+    "transactional_id",
+    "producer_id",
+    "producer_epoch",
+    "commit",
+    "sequences",
+    added={1: ("trace_context",)},
 )
 
 
@@ -353,21 +358,28 @@ class EndTxnRequest:
     producer_epoch: int
     commit: bool
     sequences: tuple[TxnSequence, ...]
+    trace_context: str | None = None
+    """v1: the W3C traceparent of the client's commit (or abort) span; the coordinator's
+    3PC phase spans continue that trace."""
 
     def to_body(self, version: int) -> dict[str, object]:
-        return {
-            "transactional_id": self.transactional_id,
-            "producer_id": self.producer_id,
-            "producer_epoch": self.producer_epoch,
-            "commit": self.commit,
-            "sequences": [q.to_wire() for q in self.sequences],
-        }
+        return _END_TXN_REQUEST.write(
+            {
+                "transactional_id": self.transactional_id,
+                "producer_id": self.producer_id,
+                "producer_epoch": self.producer_epoch,
+                "commit": self.commit,
+                "sequences": [q.to_wire() for q in self.sequences],
+                "trace_context": self.trace_context,
+            },
+            version,
+        )
 
     @classmethod
     def from_body(
         cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
     ) -> EndTxnRequest:
-        b = s.fields(body, "", _END_TXN_REQUEST)
+        b = _END_TXN_REQUEST.read(body, "", version)
         sequences = tuple(
             TxnSequence.from_wire(v, s.item("sequences", i), limits)
             for i, v in enumerate(s.array(b["sequences"], "sequences", limits))
@@ -379,6 +391,7 @@ class EndTxnRequest:
             producer_epoch=_producer_epoch(b["producer_epoch"], "producer_epoch"),
             commit=s.boolean(b["commit"], "commit"),
             sequences=sequences,
+            trace_context=s.trace_context(b),
         )
 
 

@@ -75,9 +75,9 @@ async def test_the_highest_shared_version_is_used_both_ways(nursery: trio.Nurser
     seen: list[tuple[ApiKey, int]] = []
     conn, response = await fetch_through(nursery, await serve(nursery, SUPPORTED_VERSIONS, seen))
     assert conn.versions == {key: high for key, (_, high) in SUPPORTED_VERSIONS.items()}
-    assert conn.versions[ApiKey.FETCH] == conn.versions[ApiKey.PRODUCE] == 1
-    assert seen == [(ApiKey.API_VERSIONS, 0), (ApiKey.FETCH, 1)]
-    assert response.topics[0].partitions[0].next_offset == 4  # read as v1
+    assert (conn.versions[ApiKey.FETCH], conn.versions[ApiKey.PRODUCE]) == (2, 1)
+    assert seen == [(ApiKey.API_VERSIONS, 0), (ApiKey.FETCH, 2)]
+    assert response.topics[0].partitions[0].next_offset == 4  # read as v1 and later
 
 
 async def test_a_broker_of_version_0_is_spoken_to_at_version_0(nursery: trio.Nursery) -> None:

@@ -35,7 +35,7 @@ def test_a_toml_table_caps_the_named_apis(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("[max_api_versions]\nfetch = 2\n", r"FETCH: version cap 2 is outside \[0, 1\]"),
+        ("[max_api_versions]\nfetch = 3\n", r"FETCH: version cap 3 is outside \[0, 2\]"),
         ("[max_api_versions]\nfetch = -1\n", r"FETCH: version cap -1 is outside"),
         ("[max_api_versions]\nfetches = 0\n", "unknown API 'fetches'"),
         ("[max_api_versions]\nfetch = true\n", "max_api_versions.fetch: expected a version"),

@@ -102,7 +102,9 @@ def test_api_versions() -> None:
 
 def test_api_versions_lists_the_served_table_and_refuses_outside_its_own_range() -> None:
     b = booted()
-    served = capped({ApiKey.FETCH: 0, ApiKey.PRODUCE: 0, ApiKey.INIT_PRODUCER_ID: 0})
+    served = capped(
+        {ApiKey.FETCH: 0, ApiKey.PRODUCE: 0, ApiKey.INIT_PRODUCER_ID: 0, ApiKey.END_TXN: 0}
+    )
     handler = RequestHandler(b.node, served)
     reply = handler.handle(1, header(ApiKey.API_VERSIONS, 4), ApiVersionsRequest())
     assert reply is not None and reply.error == ErrorCode.NONE

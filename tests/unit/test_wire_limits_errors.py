@@ -182,7 +182,12 @@ def test_errors_are_values_with_codes() -> None:
 
 
 def test_supported_versions_and_negotiation() -> None:
-    newer = {ApiKey.PRODUCE: (0, 1), ApiKey.FETCH: (0, 1), ApiKey.INIT_PRODUCER_ID: (0, 1)}
+    newer = {
+        ApiKey.PRODUCE: (0, 1),
+        ApiKey.FETCH: (0, 2),
+        ApiKey.INIT_PRODUCER_ID: (0, 1),
+        ApiKey.END_TXN: (0, 1),
+    }
     assert dict(SUPPORTED_VERSIONS) == {key: newer.get(key, (0, 0)) for key in ApiKey}
     client = {0: (0, 3), 1: (0, 1), 4: (2, 5), 5: (0, 0)}
     server = {0: (1, 2), 1: (0, 0), 4: (0, 1), 99: (0, 9)}

@@ -225,6 +225,7 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         min_bytes=PARTITION,
         max_bytes=PARTITION,
         isolation=ISOLATION,
+        trace_context=st.none() | TRACEPARENT,
     ),
     ApiKey.LIST_OFFSETS: st.builds(
         ListOffsetsRequest,
@@ -578,6 +579,8 @@ def as_of(message: Any, version: int) -> Any:
     at their defaults (a second statement of messages.py's shapes, as a test oracle)."""
     if isinstance(message, ProduceRequest) and version < 1:
         return dataclasses.replace(message, trace_context=None)
+    if isinstance(message, FetchRequest) and version < 2:
+        return dataclasses.replace(message, trace_context=None)
     if isinstance(message, InitProducerIdRequest) and version < 1:
         return dataclasses.replace(message, transaction_timeout_ms=60_000)
     if isinstance(message, FetchResponse) and version < 1:
@@ -598,10 +601,15 @@ def as_of(message: Any, version: int) -> Any:
 
 
 def test_supported_versions_are_what_the_messages_know() -> None:
-    """Versions past 0 are FETCH v1, PRODUCE v1 and INIT_PRODUCER_ID v1; everything else is
-    at version 0."""
+    """Versions past 0 are FETCH v2, PRODUCE v1, INIT_PRODUCER_ID v1 and END_TXN v1;
+    everything else is at version 0."""
     newer = {key: high for key, (_, high) in SUPPORTED_VERSIONS.items() if high > 0}
-    assert newer == {ApiKey.PRODUCE: 1, ApiKey.FETCH: 1, ApiKey.INIT_PRODUCER_ID: 1}
+    assert newer == {
+        ApiKey.PRODUCE: 1,
+        ApiKey.FETCH: 2,
+        ApiKey.INIT_PRODUCER_ID: 1,
+        ApiKey.END_TXN: 1,
+    }
     assert all(low == 0 for low, _ in SUPPORTED_VERSIONS.values())
 
 
@@ -2249,6 +2257,18 @@ def _produce_request(version: int, body: dict[str, Any]) -> ProduceRequest:
     return request
 
 
+def test_fetch_v2_keeps_a_trace_context() -> None:
+    traced = FetchRequest(topics=(), trace_context=TRACE)
+    for version, expected in ((0, None), (1, None), (2, TRACE)):
+        body = traced.to_body(version)
+        assert ("trace_context" in body) is (version == 2)
+        _, decoded = decode_request(cbor.encode([5, version, 1, None, body]))
+        assert isinstance(decoded, FetchRequest) and decoded.trace_context == expected
+    bad = {**traced.to_body(2), "trace_context": TRACE.upper()}
+    with pytest.raises(WireError, match="trace_context: not a W3C traceparent"):
+        decode_request(cbor.encode([5, 2, 1, None, bad]))
+
+
 def test_produce_v1_keeps_a_trace_context() -> None:
     assert _produce_request(1, {**_produce_body(), "trace_context": TRACE}).trace_context == TRACE
     assert _produce_request(1, {**_produce_body(), "trace_context": None}).trace_context is None
@@ -2386,8 +2406,8 @@ def test_a_broker_serving_fewer_versions_refuses_the_newer_ones() -> None:
     assert "FETCH version 1" in info.value.message and "versions 0 to 0" in info.value.message
     header, _ = decode_request(cbor.encode([5, 0, 4, None, FetchRequest(topics=()).to_body(0)]))
     assert header.api_version == 0
-    with pytest.raises(ValueError, match=r"FETCH: version cap 2 is outside \[0, 1\]"):
-        capped({ApiKey.FETCH: 2})
+    with pytest.raises(ValueError, match=r"FETCH: version cap 3 is outside \[0, 2\]"):
+        capped({ApiKey.FETCH: 3})
 
 
 def test_api_versions_outside_its_range_decodes_without_its_body() -> None:
@@ -2430,8 +2450,8 @@ def test_responses_are_read_at_the_version_asked() -> None:
     v0 = encode_response(1, ErrorCode.NONE, None, answer)
     with pytest.raises(WireError, match="missing aborted_transactions, next_offset"):
         decode_response(v0[4:], ApiKey.FETCH, api_version=1)
-    with pytest.raises(ValueError, match=r"FETCH version 2 is not in \[0, 1\]"):
-        decode_response(v0[4:], ApiKey.FETCH, api_version=2)
+    with pytest.raises(ValueError, match=r"FETCH version 3 is not in \[0, 2\]"):
+        decode_response(v0[4:], ApiKey.FETCH, api_version=3)
 
 
 def test_traceparent_problems() -> None:

@@ -69,6 +69,8 @@ from broker.wire.txn_messages import (
     transactional_id,
 )
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
 TXN_APIS = (
     ApiKey.ADD_PARTITIONS_TO_TXN,
     ApiKey.ADD_OFFSETS_TO_TXN,
@@ -449,9 +451,10 @@ def _name(case: tuple[object, dict[str, Any]]) -> str:
 
 
 def test_the_transaction_apis_are_registered_at_version_0() -> None:
+    """Every transaction API is at version 0, except END_TXN (v1 adds `trace_context`)."""
     assert [int(k) for k in TXN_APIS] == list(range(16, 23))
     for key in TXN_APIS:
-        assert SUPPORTED_VERSIONS[key] == (0, 0)
+        assert SUPPORTED_VERSIONS[key] == ((0, 1) if key is ApiKey.END_TXN else (0, 0))
         assert REQUEST_TYPES[key].API_KEY is key and RESPONSE_TYPES[key].API_KEY is key
     assert SUPPORTED_VERSIONS[ApiKey.INIT_PRODUCER_ID] == (0, 1)
     assert set(TXN_REQUESTS) == set(TXN_RESPONSES) == set(TXN_APIS)
@@ -651,14 +654,28 @@ def test_init_producer_id_timeout_bounds_are_accepted() -> None:
         assert request.transaction_timeout_ms == timeout
 
 
-def test_transaction_apis_refuse_version_1() -> None:
+def test_transaction_apis_refuse_versions_past_theirs() -> None:
     for request, body in SAMPLE_REQUESTS:
+        past = SUPPORTED_VERSIONS[request.API_KEY][1] + 1
         with pytest.raises(WireError) as info:
-            decode_request(cbor.encode([int(request.API_KEY), 1, 8, None, body]))
+            decode_request(cbor.encode([int(request.API_KEY), past, 8, None, body]))
         assert (info.value.code, info.value.correlation_id) == (ErrorCode.UNSUPPORTED_VERSION, 8)
-        assert f"{request.API_KEY.name} version 1 is not supported" in info.value.message
+        assert f"{request.API_KEY.name} version {past} is not supported" in info.value.message
         with pytest.raises(ValueError):
-            encode_request(request, 8, None, api_version=1)
+            encode_request(request, 8, None, api_version=past)
+
+
+def test_end_txn_v1_carries_a_trace_context_and_v0_drops_it() -> None:
+    request = next(r for r, _ in SAMPLE_REQUESTS if isinstance(r, EndTxnRequest))
+    traced = dataclasses.replace(request, trace_context=TRACEPARENT)
+    _, decoded = decode_request(_payload(encode_request(traced, 3, None, api_version=1)))
+    assert decoded == traced
+    _, old = decode_request(_payload(encode_request(traced, 3, None, api_version=0)))
+    assert old == request and isinstance(old, EndTxnRequest) and old.trace_context is None
+    body = {**traced.to_body(1), "trace_context": "00-bad"}
+    with pytest.raises(WireError) as info:
+        decode_request(cbor.encode([int(ApiKey.END_TXN), 1, 4, None, body]))
+    assert info.value.code is ErrorCode.INVALID_REQUEST and "trace_context" in info.value.message
 
 
 # ---------------------------------------------------------------------------- rejections
