@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import random
 import resource
 import signal
@@ -37,10 +38,12 @@ from broker.runtime.http import JSON, TEXT, HttpEndpoint
 from broker.runtime.json_logs import JsonLogFormatter
 from broker.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from broker.runtime.metrics import BrokerMetrics, NodeCollector
-from broker.runtime.node_metrics import node_samples
+from broker.runtime.node_metrics import DiskUsage, node_samples
+from broker.runtime.otlp_metrics import OtlpConfig, OtlpExporter
 from broker.runtime.peers import PeerNetwork
 from broker.runtime.server import ClientServer, request_budget
 from broker.runtime.store import RocksStore, StoreError, StoreIdentityError, StoreLockedError
+from broker.runtime.tracing import BrokerTracing, install_global_provider, provider_from_env
 from broker.wire.limits import Limits
 
 log = logging.getLogger("sluice")
@@ -132,6 +135,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
     config.validate()
     raise_fd_limit()
     store = open_store(config)
+    tracing: BrokerTracing | None = None
     try:
         cluster_id = store.cluster_id
         if cluster_id is None and config.is_single_node:
@@ -190,6 +194,9 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             ),
         )
         driver = Driver(node, store, config.api_versions)
+        provider = provider_from_env("sluice-broker", {"sluice.node_id": config.node_id})
+        if provider is not None:
+            tracing = driver.tracing = BrokerTracing(provider, config.node_id)
         budget = request_budget(config.request_budget_bytes)
         driver.budget = budget
         driver.max_wait_s = config.request_timeout_ms_max / 1000
@@ -220,7 +227,11 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             versions=driver.handler.versions,
             metrics=metrics,
         )
-        metrics.add(NodeCollector(partial(node_samples, node, server, network, driver)))
+        driver.metrics = metrics
+        disk = DiskUsage(config.data_dir)
+        metrics.add(NodeCollector(partial(node_samples, node, server, network, driver, disk)))
+        otlp = OtlpConfig.from_env(os.environ)
+        exporter = None if otlp is None else OtlpExporter(otlp, metrics.registry, config.node_id)
         http = HttpEndpoint(
             {
                 "/healthz": lambda: (200, "ok\n", TEXT),
@@ -238,6 +249,8 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             nursery.start_soon(driver.run)
             nursery.start_soon(_ticker, driver, config.tick_ms)
             nursery.start_soon(_freeze_gc_when_ready, node)
+            if exporter is not None:
+                nursery.start_soon(exporter.run)
             async with trio.open_nursery() as listeners:
                 listeners.start_soon(server.serve, client_l)
                 listeners.start_soon(http.serve, http_l)
@@ -250,6 +263,8 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                     listeners.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
     finally:
+        if tracing is not None:
+            tracing.shutdown()
         store.close()
 
 
@@ -334,3 +349,11 @@ def run_serve(config: BrokerConfig) -> int:
         print(f"sluice serve: {e}", file=sys.stderr, flush=True)
         return 2
     return 0
+
+
+def install_client_tracing(service: str) -> Callable[[], None]:
+    """Client programs (the CLI): install the tracer provider the environment asks for (see
+    broker.runtime.tracing) as the global one the client library uses; returns what flushes
+    and stops it at exit (nothing when tracing is off)."""
+    provider = install_global_provider(service)
+    return (lambda: None) if provider is None else provider.shutdown

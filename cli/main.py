@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from broker.app import install_client_tracing
 from cli import bench, cluster, dev, group, topic, txn
 from cli.consume import consume
 from cli.produce import produce
@@ -36,8 +37,14 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+TRACED_COMMANDS = frozenset({"produce", "consume", "txn", "group", "bench"})
+"""Commands whose client spans are exported when the OTEL_* variables ask (see ops/README.md);
+the provider flushes at exit."""
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -49,6 +56,8 @@ def _root(
     ] = False,
 ) -> None:
     """Sluice: a Raft-replicated message-queue broker."""
+    if ctx.invoked_subcommand in TRACED_COMMANDS:
+        install_client_tracing("sluice-cli")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,13 +30,16 @@ reads exactly the partitions given, from the group's committed offsets.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Literal
 
 import trio
+from opentelemetry.trace import Span
 
 from broker.wire.limits import Limits
 from broker.wire.messages import FetchResponse, IsolationLevel, ListOffsetsResponse
@@ -53,6 +56,7 @@ from consumers.errors import (
     SluiceError,
 )
 from consumers.group import CommitCallback, GroupSession, RebalanceCallback
+from consumers.tracing import ConsumerSpans, end_span, traceparent
 
 __all__ = ["CommitCallback", "Consumer", "ConsumerRecord", "RebalanceCallback"]
 
@@ -163,6 +167,7 @@ class Consumer:
                 on_data=self._signal_data,
             )
         )
+        self._spans = ConsumerSpans(group_id, client_id)
         self._open = False
         self._stack: AsyncExitStack | None = None
         self._iterated = 0
@@ -215,6 +220,7 @@ class Consumer:
         out; what it read since its last commit is read again by their next owner)."""
         if self._stack is None:
             return
+        self._spans.done_processing()
         cancelled = trio.current_effective_deadline() == float("-inf")
         try:
             if self._group is not None and self._open and not cancelled:
@@ -384,6 +390,7 @@ class Consumer:
         being read. Raises the typed error (StaleMemberEpochError for a partition this member
         no longer owns, FencedMemberEpochError when the member lost everything,
         RequestTimedOutError after request_timeout)."""
+        self._spans.done_processing()
         await self._committer().commit(offsets)
 
     def commit_async(
@@ -425,6 +432,8 @@ class Consumer:
         self._check_open()
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
+        self._spans.done_processing()
+        called_ns = time.time_ns()
         now = trio.current_time()
         deadline = now + max(0.0, timeout)
         group = self._group
@@ -437,6 +446,7 @@ class Consumer:
             records = self._positions.take(max_records)
             if records:
                 self._poke()
+                self._spans.polled(records, called_ns)
                 await trio.lowlevel.checkpoint()
                 return records
             if trio.current_time() >= deadline:
@@ -558,10 +568,14 @@ class Consumer:
 
     async def _fetch(self, plan: FetchPlan) -> None:
         positions = self._positions
+        span: Span | None = None
         try:
             request, snapshot = positions.fetch_request(plan)
             if not snapshot:
                 return
+            span = self._spans.fetch_started(tp[0] for tp in plan.tps)
+            if span is not None:
+                request = dataclasses.replace(request, trace_context=traceparent(span))
             try:
                 response = await self._cluster.request(
                     plan.leader,
@@ -571,11 +585,16 @@ class Consumer:
                 )
             except SluiceError as e:
                 positions.fetch_failed(plan.tps, e, trio.current_time())
+                if span is not None:
+                    end_span(span, e)
+                    span = None
                 return
             assert isinstance(response, FetchResponse)
             if positions.on_fetch(snapshot, response, trio.current_time()):
                 self._signal_data()
         finally:
+            if span is not None:
+                span.end()
             positions.fetching.discard(plan.leader)
             self._poke()
 

@@ -54,6 +54,7 @@ from types import TracebackType
 from typing import Literal
 
 import trio
+from opentelemetry.trace import Span
 
 from broker.wire.batch import Record
 from broker.wire.errors import WireError
@@ -72,6 +73,7 @@ from consumers.errors import (
     RequestTimedOutError,
     SluiceError,
 )
+from consumers.tracing import ProducerSpans, end_span, traceparent
 from consumers.transaction import GroupMetadata, TransactionSession
 
 __all__ = ["Delivery", "GroupMetadata", "Producer", "RecordMetadata"]
@@ -257,14 +259,17 @@ class Producer:
         self._cluster = self._make_cluster()
         self._want_event = trio.Event()
         self._refresh = MetadataRefresh(self._backoff, on_want=self._signal_metadata)
+        accumulator = Accumulator(
+            batch_bytes=self.batch_bytes,
+            linger_s=self.linger_s,
+            delivery_timeout_s=self.delivery_timeout_s,
+            partitioner=self._partitioner,
+            rng=random.Random(),
+        )
+        self._spans = ProducerSpans(self.client_id)
+        accumulator.on_open = self._spans.batch_opened
         self._core: ProducerCore[Delivery] = ProducerCore(
-            accumulator=Accumulator(
-                batch_bytes=self.batch_bytes,
-                linger_s=self.linger_s,
-                delivery_timeout_s=self.delivery_timeout_s,
-                partitioner=self._partitioner,
-                rng=random.Random(),
-            ),
+            accumulator=accumulator,
             metadata=self._cluster.metadata,
             refresh=self._refresh,
             backoff=self._backoff,
@@ -597,6 +602,7 @@ class Producer:
         delivery._fail_unrouted(error)
 
     def _settled(self, batch: Batch) -> None:
+        self._spans.batch_settled(batch)
         self._release(batch.size)
         if batch.error is not None:
             self._note_failure(batch.error)
@@ -682,23 +688,35 @@ class Producer:
         self._wake_sender()
 
     async def _submit(self, conn: Connection, picked: list[Batch]) -> None:
-        request = ProducerCore.produce_request(picked, self.request_timeout_ms)
+        span = self._spans.request_started(picked)
+        request = ProducerCore.produce_request(
+            picked, self.request_timeout_ms, None if span is None else traceparent(span)
+        )
         try:
             pending = await conn.submit(request, timeout_s=self.request_timeout_ms / 1000 + 5.0)
         except SluiceError as e:
+            if span is not None:
+                end_span(span, e)
             self._core.on_request_error(picked, e, trio.current_time())
             self._answered()
             return
-        self._nursery.start_soon(self._await_response, pending, picked)
+        self._nursery.start_soon(self._await_response, pending, picked, span)
 
-    async def _await_response(self, pending: Pending, picked: list[Batch]) -> None:
+    async def _await_response(
+        self, pending: Pending, picked: list[Batch], span: Span | None
+    ) -> None:
+        error: SluiceError | None = None
         try:
             response = await pending.result()
         except SluiceError as e:
+            error = e
             self._core.on_request_error(picked, e, trio.current_time())
         else:
             assert isinstance(response, ProduceResponse)
             self._core.on_response(picked, response, trio.current_time())
+        finally:
+            if span is not None:
+                end_span(span, error)
         self._answered()
 
     def _answered(self) -> None:

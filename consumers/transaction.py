@@ -71,6 +71,7 @@ from consumers.errors import (
     TransactionalProducerFencedError,
     error_for,
 )
+from consumers.tracing import end_span, traceparent, transaction_span
 
 __all__ = ["GroupMetadata", "TransactionSession"]
 
@@ -315,6 +316,17 @@ class TransactionSession:
         await self._wire_idle()
         if not self.touched:
             return  # the coordinator never heard of it: the epoch stays
+        span = transaction_span(self.transactional_id, commit)
+        try:
+            await self._end_traced(commit, None if span is None else traceparent(span))
+        except BaseException as e:
+            if span is not None:
+                end_span(span, e)
+            raise
+        if span is not None:
+            end_span(span)
+
+    async def _end_traced(self, commit: bool, trace_context: str | None) -> None:
         pid, epoch = self._identity()
         sequences = self.core.last_sequences() if commit else {}
         request = EndTxnRequest(
@@ -326,6 +338,7 @@ class TransactionSession:
                 TxnSequence(topic=t, partition=p, last_sequence=s)
                 for (t, p), s in sorted(sequences.items())
             ),
+            trace_context=trace_context,
         )
         try:
             answer = await self._retry(lambda: self.link.request(request))

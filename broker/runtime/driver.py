@@ -13,7 +13,8 @@ their partitions changed (high watermark, term, serving), until they have enough
 
 With the durability audit on (tests), every committed entry a round applies, and so every
 acknowledgement it causes, is checked to be durable first (the store checks its own writes
-too).
+too). With `metrics` attached, each round whose write was synced is timed and sized (its
+entries and their payload bytes): work per round and per entry, never per record.
 
 Peer requests: the driver owns the process's one `PeerRequests` (`peer_requests`, with a
 random session per process life). The node's modules register handlers and result listeners
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from broker.core.node import BrokerNode, Completion, Envelope, Round
 from broker.core.peer_codec import (
@@ -62,7 +65,9 @@ from broker.core.rounds import begin_round, end_round
 from broker.runtime.budget import ByteBudget
 from broker.runtime.fault_log import FaultLog
 from broker.runtime.groups import round_writes, write_compactions
+from broker.runtime.metrics import BrokerMetrics
 from broker.runtime.store import RocksStore
+from broker.runtime.tracing import BrokerTracing
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchRequest, Request
@@ -99,10 +104,14 @@ class Op:
     account: Callable[[int], None] | None = None
     watch: tuple[tuple[int, int, bool], ...] = ()
     """A parked fetch's partitions as it last saw them (`RequestHandler.fetch_watch`)."""
+    span: Span | None = None
+    """Its tracing span, when traced and sampled (ended with the answer)."""
 
     def resolve(self, reply: Reply) -> None:
         if self.reply is None:
             self.reply = reply
+            if self.span is not None:
+                BrokerTracing.request_answered(self.span, reply.error.name)
             if self.reply_bytes and self.account is not None:
                 self.account(self.reply_bytes)
             self.done.set()
@@ -149,8 +158,12 @@ class Driver:
         """Longest a fetch stays parked, whatever its max_wait_ms asks."""
         self.budget: ByteBudget | None = None
         """The client servers' byte budget: fetch answers shrink to the room left in it."""
+        self.tracing: BrokerTracing | None = None
+        """The broker's spans, when tracing is on (`broker.runtime.tracing`)."""
         self.request_errors = 0
         self.peer_input_errors = 0
+        self.metrics: BrokerMetrics | None = None
+        """Times each round's synced write and sizes it (None: not measured)."""
         self._faults = FaultLog(log)
         config = node.config
         self.peer_requests = PeerRequests(
@@ -346,7 +359,16 @@ class Driver:
 
     def _start(self, op: Op) -> None:
         """Start one request. A request whose handling raises is answered
-        UNKNOWN_SERVER_ERROR (as Kafka does): one request's bug never stops the broker."""
+        UNKNOWN_SERVER_ERROR (as Kafka does): one request's bug never stops the broker. A
+        traced request is handled with its span current (what is logged meanwhile carries
+        its trace and span ids)."""
+        if op.span is None:
+            self._handle(op)
+            return
+        with trace.use_span(op.span, end_on_exit=False):
+            self._handle(op)
+
+    def _handle(self, op: Op) -> None:
         self.ops_started += 1
         req = op.request
         try:
@@ -361,6 +383,8 @@ class Driver:
             op.resolve(reply)
         else:
             self._ops[op.token] = op
+            if op.span is not None and self.tracing is not None:
+                self.tracing.started(op.span, op.token, req, self.node)
 
     def _failed(self, op: Op, e: Exception) -> None:
         self.request_errors += 1
@@ -423,16 +447,36 @@ class Driver:
             # wire before this thread blocks in the sync: followers then write in parallel
             # with the leader, and no acknowledgement waits for the next batch's sync.
             await trio.lowlevel.checkpoint()
-        self.store.commit(round_writes(self.store, rnd))
-        write_compactions(self.store, rnd)
+        store = self.store
+        writes = round_writes(store, rnd)
+        synced = store.synced_commits
+        started = time.perf_counter()
+        store.commit(writes)
+        if self.metrics is not None and store.synced_commits != synced:
+            self._measure_write(rnd, time.perf_counter() - started)
+        write_compactions(store, rnd)
         self.rounds_written += 1
         end_round(node, rnd, self)
+        if self.tracing is not None:
+            self.tracing.after_round(node)
         self._log_roles(rnd)
         cid = node.meta.cluster_id
         if cid is not None and self.store.cluster_id is None:
             self.store.record_cluster_id(cid)  # this broker has now joined a cluster
         if any(rd.committed_entries for gid, rd in rnd.readies if gid not in rnd.applied_early):
             self._high_watermarks_moved()
+
+    def _measure_write(self, rnd: Round, seconds: float) -> None:
+        """A round's synced write: its duration, and the entries and payload bytes it wrote
+        (work per entry, and entries are batches: never per record)."""
+        assert self.metrics is not None
+        entries = nbytes = 0
+        for _, rd in rnd.readies:
+            if rd.entries:
+                entries += len(rd.entries)
+                for e in rd.entries:
+                    nbytes += len(e.data)
+        self.metrics.round_written(seconds, entries, nbytes)
 
     # -- RoundIO (broker.core.rounds) ---------------------------------------------------------
 

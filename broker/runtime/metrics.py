@@ -1,18 +1,32 @@
-"""BrokerMetrics: the broker's metrics, served as Prometheus text on `GET /metrics`.
+"""BrokerMetrics: the broker's metrics, served as Prometheus text on `GET /metrics` (and pushed
+by OTLP when configured: otlp_metrics.py converts the same registry's samples).
 
 One metrics API: `prometheus_client`, in a registry of the broker's own (never the process-wide
-default, so embedded brokers in one process do not mix). Two kinds of metric:
+default, so embedded brokers in one process do not mix). Three kinds of metric:
 
 - measured on the hot path, through bound label children cached per label set (0.3 µs an
   increment, 0.7 µs a histogram observation, measured; OpenTelemetry's instruments cost 2.5-2.7
-  µs): requests answered per API and error code, and their latency from the frame's arrival to
-  its answer's encoding;
+  µs), per request or per round, never per record (server.py `_measure`, driver.py `_round`;
+  all of a produce answer's measuring costs about 6.5 µs, measured):
+  - `sluice_requests_total{api,error}`: requests answered, by API and top-level error code;
+  - `sluice_request_duration_seconds{api}`: from the frame's arrival to its answer's encoding;
+  - `sluice_request_bytes_total{api}`, `sluice_response_bytes_total{api}`: request frames
+    received and answer frames sent, length prefix included;
+  - `sluice_records_produced_total{topic}`: records of produce batches answered without error
+    (a producer's retry answered as a duplicate counts again), from batch headers;
+  - `sluice_records_fetched_total{topic}`: data records of the batches fetch answers carry
+    (control batches not counted), from batch headers;
+  - `sluice_produce_commit_seconds`: a produce request's duration, from its arrival to the
+    answer its commit allows, for answers without any error;
+  - `sluice_store_write_seconds`, `sluice_round_entries`, `sluice_round_bytes`: per driver
+    round whose write was synced, the write's duration, and the Raft entries and their
+    payload bytes it carried (0 entries: a vote or snapshot alone);
 - read at scrape time by `NodeCollector` from what the runtime and the pure core already keep
-  (the core stays free of any metrics library): connections and byte budgets, driver rounds,
-  per Raft group its term, commit and applied index and leader, partitions without a leader or
-  with a replica behind, open transactions and the age of the oldest.
+  (the core stays free of any metrics library): node_metrics.py lists them;
+- with OTLP export on, `sluice_otlp_exports_total{result}` (otlp_metrics.py).
 
-Metric names start with `sluice_`; counters end in `_total`, durations are in seconds.
+Metric names start with `sluice_`; counters end in `_total`, durations are in seconds, sizes in
+bytes. Label children are never removed: a deleted topic's series stay until the restart.
 """
 
 from __future__ import annotations
@@ -29,38 +43,134 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 """Request latency buckets, seconds: from a cached metadata answer to a long-polled fetch."""
+STORE_WRITE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+"""Synced write buckets, seconds: an fsync costs 150-400 µs here; a stalled disk seconds."""
+ROUND_ENTRIES_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+"""Entries per written round: group commit shows as rounds of many entries."""
+ROUND_BYTES_BUCKETS = tuple(float(256 * 4**i) for i in range(10))
+"""Entry payload bytes per written round: 256 B to 64 MiB in steps of 4."""
 
 
 class BrokerMetrics:
     """The registry of one broker, and its hot-path instruments."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry = CollectorRegistry(auto_describe=False)
         self._requests = Counter(
             "sluice_requests",
             "Client requests answered, by API and top-level error code.",
             ["api", "error"],
-            registry=self.registry,
+            registry=r,
         )
         self._latency = Histogram(
             "sluice_request_duration_seconds",
             "Client request latency, from the frame's arrival to its answer, by API.",
             ["api"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=r,
+        )
+        self._request_bytes = Counter(
+            "sluice_request_bytes",
+            "Bytes of client request frames received (length prefix included), by API.",
+            ["api"],
+            registry=r,
+        )
+        self._response_bytes = Counter(
+            "sluice_response_bytes",
+            "Bytes of answer frames sent to clients (length prefix included), by API.",
+            ["api"],
+            registry=r,
+        )
+        self._produced = Counter(
+            "sluice_records_produced",
+            "Records in produce batches answered without error, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self._fetched = Counter(
+            "sluice_records_fetched",
+            "Data records in the batches of fetch answers, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self._commit = Histogram(
+            "sluice_produce_commit_seconds",
+            "From a produce request's arrival to its answer once committed (no error).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._store_write = Histogram(
+            "sluice_store_write_seconds",
+            "Duration of each driver round's synced store write.",
+            buckets=STORE_WRITE_BUCKETS,
+            registry=r,
+        )
+        self._round_entries = Histogram(
+            "sluice_round_entries",
+            "Raft log entries written by each synced driver round.",
+            buckets=ROUND_ENTRIES_BUCKETS,
+            registry=r,
+        )
+        self._round_bytes = Histogram(
+            "sluice_round_bytes",
+            "Raft entry payload bytes written by each synced driver round.",
+            buckets=ROUND_BYTES_BUCKETS,
+            registry=r,
         )
         self._counted: dict[tuple[str, str], Any] = {}
-        self._timed: dict[str, Any] = {}
+        self._per_api: dict[str, tuple[Any, Any, Any]] = {}
+        """api -> its (latency, request bytes, response bytes) children."""
+        self._per_topic_produced: dict[str, Any] = {}
+        self._per_topic_fetched: dict[str, Any] = {}
 
-    def request_answered(self, api: str, error: str, seconds: float) -> None:
+    def request_answered(
+        self,
+        api: str,
+        error: str,
+        seconds: float,
+        request_bytes: int = 0,
+        response_bytes: int = 0,
+    ) -> None:
+        """One answered request: counted, timed, and its frames' bytes added."""
         counter = self._counted.get((api, error))
         if counter is None:
             counter = self._counted[(api, error)] = self._requests.labels(api, error)
         counter.inc()
-        timer = self._timed.get(api)
-        if timer is None:
-            timer = self._timed[api] = self._latency.labels(api)
+        per = self._per_api.get(api)
+        if per is None:
+            per = self._per_api[api] = (
+                self._latency.labels(api),
+                self._request_bytes.labels(api),
+                self._response_bytes.labels(api),
+            )
+        timer, received, sent = per
         timer.observe(seconds)
+        received.inc(request_bytes)
+        sent.inc(response_bytes)
+
+    def produce_committed(self, seconds: float) -> None:
+        """A produce request answered without error after `seconds`."""
+        self._commit.observe(seconds)
+
+    def records_produced(self, topic: str, records: int) -> None:
+        child = self._per_topic_produced.get(topic)
+        if child is None:
+            child = self._per_topic_produced[topic] = self._produced.labels(topic)
+        child.inc(records)
+
+    def records_fetched(self, topic: str, records: int) -> None:
+        child = self._per_topic_fetched.get(topic)
+        if child is None:
+            child = self._per_topic_fetched[topic] = self._fetched.labels(topic)
+        child.inc(records)
+
+    def round_written(self, seconds: float, entries: int, nbytes: int) -> None:
+        """A driver round's synced write: its duration, Raft entries and their bytes."""
+        self._store_write.observe(seconds)
+        self._round_entries.observe(entries)
+        self._round_bytes.observe(nbytes)
 
     def add(self, collector: Collector) -> None:
         self.registry.register(collector)

@@ -44,14 +44,18 @@ from broker.runtime.fault_log import FaultLog
 from broker.runtime.frame_reader import FrameReader, Received
 from broker.runtime.metrics import BrokerMetrics
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
+from broker.wire.batch import data_record_count
 from broker.wire.errors import ErrorCode, WireError
+from broker.wire.frames import HEADER_BYTES as FRAME_PREFIX_BYTES
 from broker.wire.frames import FrameDecoder
 from broker.wire.limits import Limits
 from broker.wire.messages import (
     CreateTopicsRequest,
     DeleteTopicsRequest,
     FetchRequest,
+    FetchResponse,
     ProduceRequest,
+    ProduceResponse,
 )
 from broker.wire.protocol import decode_request, encode_response
 
@@ -324,6 +328,9 @@ class ClientServer:
                 return None
             return _error_op(e)
         op = Op(header, request, started=trio.current_time())
+        tracing = self.driver.tracing
+        if tracing is not None and tracing.enabled:
+            op.span = tracing.request_started(header, request)
         timeout_ms = _timeout_ms(request)
         if timeout_ms is not None:
             timeout_s = min(timeout_ms, self.max_request_timeout_ms) / 1000
@@ -363,9 +370,10 @@ class ClientServer:
                         nxt = op
                         break
                     ops.append(op)
-                payload = b"".join([_encode(op) for op in ops])
+                frames = [_encode(op) for op in ops]
+                payload = b"".join(frames)
                 if self.metrics is not None:
-                    _measure(self.metrics, ops)
+                    _measure(self.metrics, ops, frames)
                 sent = _write_nowait(fd, payload)
                 if sent < len(payload):
                     with trio.move_on_after(self.stall_timeout_s) as sending:
@@ -392,13 +400,54 @@ class ClientServer:
             await op.done.wait()
 
 
-def _measure(metrics: BrokerMetrics, ops: list[Op]) -> None:
-    """Count and time answered requests (a bad frame without a header is not counted)."""
+_API_NAMES = {key: key.name.lower() for key in ApiKey}
+
+
+def _measure(metrics: BrokerMetrics, ops: list[Op], frames: list[bytes]) -> None:
+    """Count, time and size answered requests (`frames`: their answers as sent; a bad frame
+    without a header is not counted); count the records of produce and fetch answers from
+    their batch headers, per topic. Work per request and per batch, never per record."""
     now = trio.current_time()
-    for op in ops:
-        if op.header is not None and op.reply is not None:
-            api = op.header.api_key.name.lower()
-            metrics.request_answered(api, op.reply.error.name, now - op.started)
+    for op, frame in zip(ops, frames, strict=True):
+        header, reply = op.header, op.reply
+        if header is None or reply is None:
+            continue
+        key = header.api_key
+        seconds = now - op.started
+        metrics.request_answered(
+            _API_NAMES[key], reply.error.name, seconds, op.held + FRAME_PREFIX_BYTES, len(frame)
+        )
+        if key is ApiKey.PRODUCE:
+            _produced(metrics, op.request, reply, seconds)
+        elif key is ApiKey.FETCH and isinstance(reply.body, FetchResponse):
+            for t in reply.body.topics:
+                n = 0
+                for p in t.partitions:
+                    if p.error == ErrorCode.NONE:
+                        for b in p.batches:
+                            n += data_record_count(b.data)
+                if n:
+                    metrics.records_fetched(t.name, n)
+
+
+def _produced(metrics: BrokerMetrics, req: object, reply: Reply, seconds: float) -> None:
+    """Records of the batches a produce answer acknowledged, per topic; the commit latency
+    of an answer without any error."""
+    body = reply.body
+    if not isinstance(req, ProduceRequest) or not isinstance(body, ProduceResponse):
+        return
+    clean = reply.error == ErrorCode.NONE
+    for t, tr in zip(req.topics, body.topics, strict=True):
+        n = 0
+        for p, pr in zip(t.partitions, tr.partitions, strict=True):
+            if pr.error == ErrorCode.NONE:
+                n += data_record_count(p.batch)
+            else:
+                clean = False
+        if n:
+            metrics.records_produced(t.name, n)
+    if clean:
+        metrics.produce_committed(seconds)
 
 
 def _write_nowait(fd: int, payload: bytes) -> int:

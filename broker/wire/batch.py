@@ -58,6 +58,7 @@ __all__ = [
     "Compression",
     "CorruptBatchError",
     "Record",
+    "data_record_count",
     "decode_records",
     "encode_batch",
     "parse_header",
@@ -360,6 +361,20 @@ def parse_header(
     if parser is None:
         raise _corrupt(f"unknown batch magic byte {raw[0]:#04x}")
     return parser(raw, limits, check_crc)
+
+
+_COUNT_FIELDS = struct.Struct(">HI")
+"""attributes and record_count, at byte 6 of a Sluice batch header."""
+
+
+def data_record_count(data: bytes) -> int:
+    """The data records a batch's header states, read without any check (for batches
+    `parse_header` accepted already: counting them costs one field read, never a record
+    decoded). 0 for a control batch, a batch of another format and a truncated one."""
+    if len(data) < HEADER_BYTES or data[0] != SLUICE_MAGIC:
+        return 0
+    attributes, count = _COUNT_FIELDS.unpack_from(data, 6)
+    return 0 if attributes & ATTR_CONTROL else int(count)
 
 
 # --------------------------------------------------------------------------- decoding

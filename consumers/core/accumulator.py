@@ -87,11 +87,14 @@ class Batch:
         "data",
         "deadline",
         "error",
+        "extra",
+        "header",
         "last_error",
         "order",
         "records",
         "settled_at",
         "size",
+        "span",
         "tp",
     )
 
@@ -114,12 +117,29 @@ class Batch:
         self.error: SluiceError | None = None
         self.settled_at: float | None = None
         """Time at which the outcome arrived (None while pending)."""
+        self.span: object = None
+        """The shell's tracing span of this batch (opaque here; None when untraced)."""
+        self.header: tuple[str, bytes] | None = None
+        """A header every record gets when encoded (the span's traceparent), or None."""
+        self.extra = 0
+        """Bytes `header` adds to each record: counted against the batch limit, never in
+        `size` (the buffer accounts records as the caller sized them)."""
 
     def __repr__(self) -> str:
         return (
             f"Batch({self.tp}, records={len(self.records)}, seq={self.base_sequence}, "
             f"attempts={self.attempts})"
         )
+
+    def to_encode(self) -> list[Record]:
+        """The records as they are encoded: each with `header` added when there is one."""
+        if self.header is None:
+            return self.records
+        header = (self.header,)
+        return [
+            Record(key=r.key, value=r.value, headers=r.headers + header, timestamp=r.timestamp)
+            for r in self.records
+        ]
 
     @property
     def settled(self) -> bool:
@@ -167,6 +187,9 @@ class Accumulator:
         self._sticky: dict[str, int] = {}
         self._last_sticky: dict[str, int] = {}
         self.sealed_count = 0
+        self.on_open: Callable[[Batch], None] | None = None
+        """Called with each new batch before its first record is added (the shell starts
+        the batch's span there and may set `header` and `extra`)."""
 
     def choose_partition(
         self, topic: str, num_partitions: int, key: bytes | None, partition: int | None
@@ -195,7 +218,7 @@ class Accumulator:
         limit = self.batch_bytes if limit is None else limit
         batch = self.open.get(tp)
         changed = False
-        if batch is not None and batch.size + size > limit:
+        if batch is not None and _bytes(batch) + size + batch.extra > limit:
             self._seal(batch)
             batch = None
         if batch is None:
@@ -204,10 +227,12 @@ class Accumulator:
             batch = Batch(tp, now, now + self.delivery_timeout_s)
             self.open[tp] = batch
             changed = True
+            if self.on_open is not None:
+                self.on_open(batch)
         index = len(batch.records)
         batch.records.append(record)
         batch.size += size
-        if batch.size >= limit and self.open.get(tp) is batch:
+        if _bytes(batch) >= limit and self.open.get(tp) is batch:
             self._seal(batch)
             changed = True
         return batch, index, changed
@@ -222,7 +247,7 @@ class Accumulator:
         if not queue:
             return None
         tail = queue[-1]
-        if tail.data is not None or tail.size + size > limit:
+        if tail.data is not None or _bytes(tail) + size + tail.extra > limit:
             return None
         if now - tail.created > self.delivery_timeout_s / 2:
             return None
@@ -276,3 +301,8 @@ class Accumulator:
 
     def pending_records(self) -> int:
         return sum(len(b.records) for b in self.batches())
+
+
+def _bytes(batch: Batch) -> int:
+    """Estimated encoded bytes of a batch's records, their added headers included."""
+    return batch.size + batch.extra * len(batch.records)

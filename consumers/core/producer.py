@@ -520,7 +520,8 @@ class ProducerCore(Generic[T]):
             else:
                 queue = self.acc.ready[tp]
                 batch = queue[0]
-                if picked and total + batch.size + BATCH_OVERHEAD > self.max_request_bytes:
+                estimate = batch.size + batch.extra * len(batch.records) + BATCH_OVERHEAD
+                if picked and total + estimate > self.max_request_bytes:
                     continue
                 queue.popleft()
                 self._encode(batch)
@@ -533,23 +534,26 @@ class ProducerCore(Generic[T]):
 
     def _encode(self, batch: Batch) -> None:
         seq = self.sequences
+        records = batch.to_encode()
         if self.idempotent:
             assert seq is not None
             batch.base_sequence = seq.assign(batch.tp, len(batch.records))
             batch.data = encode_batch(
-                batch.records,
+                records,
                 producer_id=seq.producer_id,
                 producer_epoch=seq.producer_epoch,
                 base_sequence=batch.base_sequence,
                 transactional=self.transactional,
             )
         else:
-            batch.data = encode_batch(batch.records)
+            batch.data = encode_batch(records)
         batch.order = self._order
         self._order += 1
 
     @staticmethod
-    def produce_request(batches: list[Batch], timeout_ms: int) -> ProduceRequest:
+    def produce_request(
+        batches: list[Batch], timeout_ms: int, trace_context: str | None = None
+    ) -> ProduceRequest:
         """ONE produce request carrying `batches` (at most one per partition)."""
         topics: dict[str, list[ProducePartition]] = {}
         for batch in batches:
@@ -562,6 +566,7 @@ class ProducerCore(Generic[T]):
                 ProduceTopic(name=name, partitions=tuple(parts)) for name, parts in topics.items()
             ),
             timeout_ms=timeout_ms,
+            trace_context=trace_context,
         )
 
     # -- answers -----------------------------------------------------------------------------

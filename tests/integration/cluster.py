@@ -69,9 +69,12 @@ def merge(views: Iterable[View]) -> Leaders:
 
 
 class Cluster:
-    """`size` brokers (all of them seed controllers, up to 5) under `root`."""
+    """`size` brokers (all of them seed controllers, up to 5) under `root`; `env`: variables
+    every broker process gets on top of the test's."""
 
-    def __init__(self, root: Path, size: int = 3, **config: object) -> None:
+    def __init__(
+        self, root: Path, size: int = 3, env: dict[str, str] | None = None, **config: object
+    ) -> None:
         if not 1 <= size <= 5:
             raise ValueError("1 to 5 brokers (every broker is a seed controller)")
         self.root = root
@@ -94,6 +97,7 @@ class Cluster:
                     "controllers": controllers,
                     "advertise_peer": self.proxies[i].address,
                 },
+                env=dict(env or {}),
             )
             for i in range(size)
         ]

@@ -27,13 +27,14 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    """`make(size=3, **config)`: a started cluster, every broker ready, the durability audit
-    on (config overrides it and any other TOML option). Every process and proxy is stopped at
-    teardown, whatever the test did."""
+    """`make(size=3, env=None, **config)`: a started cluster, every broker ready, the
+    durability audit on (config overrides it and any other TOML option; `env`: variables every
+    broker process gets). Every process and proxy is stopped at teardown, whatever the test
+    did."""
     made: list[Cluster] = []
 
-    def make(size: int = 3, **config: object) -> Cluster:
-        c = Cluster(tmp_path / f"cluster-{len(made)}", size, **config)
+    def make(size: int = 3, env: dict[str, str] | None = None, **config: object) -> Cluster:
+        c = Cluster(tmp_path / f"cluster-{len(made)}", size, env, **config)
         made.append(c)
         c.start()
         return c

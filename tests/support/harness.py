@@ -80,6 +80,8 @@ class BrokerProcess:
     peer_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     config: dict[str, object] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables the broker gets on top of this process's."""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     stdout: Lines | None = None
@@ -112,7 +114,7 @@ class BrokerProcess:
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, env={**os.environ}
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **self.env}
         )
         assert self.proc.stdout is not None
         self.stdout = Lines(self.proc.stdout)

@@ -3,9 +3,40 @@ samples, and two registries that never mix (two embedded brokers in one process)
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.core.ids import Member
+from broker.core.reply import Reply
+from broker.runtime.driver import Op
 from broker.runtime.metrics import BrokerMetrics, NodeCollector
+from broker.runtime.node_metrics import DiskUsage, follower_lag
+from broker.runtime.server import _measure
+from broker.wire.api import ApiKey
+from broker.wire.batch import Record, data_record_count, encode_batch
+from broker.wire.errors import ErrorCode
+from broker.wire.messages import (
+    FetchedBatch,
+    FetchPartition,
+    FetchPartitionResult,
+    FetchRequest,
+    FetchResponse,
+    FetchTopic,
+    FetchTopicResult,
+    ProducePartition,
+    ProducePartitionResult,
+    ProduceRequest,
+    ProduceResponse,
+    ProduceTopic,
+    ProduceTopicResult,
+    Request,
+    Response,
+)
+from broker.wire.protocol import RequestHeader
+from tests.unit.raft_harness import Net
 
 
 def samples(m: BrokerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -46,3 +77,170 @@ def test_scrape_time_samples_are_read_at_each_scrape_and_registries_do_not_mix()
     assert ("sluice_x", ()) not in samples(b)
     a.add(NodeCollector(lambda: [("counter", "sluice_y", "y", [(("r",), 7.0)], ("kind",))]))
     assert samples(a)[("sluice_y_total", (("kind", "r"),))] == 7
+
+
+def test_frame_bytes_records_commit_latency_and_round_writes_are_recorded() -> None:
+    m = BrokerMetrics()
+    m.request_answered("produce", "NONE", 0.003, request_bytes=120, response_bytes=40)
+    m.request_answered("produce", "NONE", 0.004, request_bytes=80, response_bytes=41)
+    m.records_produced("a", 7)
+    m.records_produced("a", 3)
+    m.records_fetched("b", 2)
+    m.produce_committed(0.003)
+    m.round_written(0.0003, 12, 5000)
+    m.round_written(0.002, 0, 0)
+    got = samples(m)
+    assert got[("sluice_request_bytes_total", (("api", "produce"),))] == 200
+    assert got[("sluice_response_bytes_total", (("api", "produce"),))] == 81
+    assert got[("sluice_records_produced_total", (("topic", "a"),))] == 10
+    assert got[("sluice_records_fetched_total", (("topic", "b"),))] == 2
+    assert got[("sluice_produce_commit_seconds_count", ())] == 1
+    assert got[("sluice_produce_commit_seconds_bucket", (("le", "0.0025"),))] == 0
+    assert got[("sluice_produce_commit_seconds_bucket", (("le", "0.005"),))] == 1
+    assert got[("sluice_store_write_seconds_count", ())] == 2
+    assert got[("sluice_store_write_seconds_bucket", (("le", "0.0005"),))] == 1
+    assert got[("sluice_round_entries_sum", ())] == 12
+    assert got[("sluice_round_entries_bucket", (("le", "0.0"),))] == 1
+    assert got[("sluice_round_entries_bucket", (("le", "16.0"),))] == 2
+    assert got[("sluice_round_bytes_sum", ())] == 5000
+    assert got[("sluice_round_bytes_bucket", (("le", "4096.0"),))] == 1
+
+
+def batch(n: int, *, control: bool = False) -> bytes:
+    records = [Record(value=b"v%d" % i, timestamp=1_000 + i) for i in range(n)]
+    if control:
+        return encode_batch(records, producer_id=9, producer_epoch=0, transactional=True,
+                            control=True)  # fmt: skip
+    return encode_batch(records)
+
+
+def answered(api: ApiKey, request: Request, body: Response | None, *, held: int) -> Op:
+    header = RequestHeader(api_key=api, api_version=0, correlation_id=1, client_id=None)
+    op = Op(header, request, started=trio.current_time() - 0.002)
+    op.held = held
+    op.resolve(Reply(1, ErrorCode.NONE, None, body))
+    return op
+
+
+async def test_answers_count_frame_bytes_and_records_from_batch_headers_per_topic() -> None:
+    """Produce: records of the partitions answered without error, per topic; the commit
+    latency only of an answer without any error. Fetch: data records, control batches
+    left out. Bytes: the request frame with its length prefix, the answer frame as sent."""
+    ok = ErrorCode.NONE
+    produce = ProduceRequest(topics=(
+        ProduceTopic(name="a", partitions=(ProducePartition(partition=0, batch=batch(3)),
+                                           ProducePartition(partition=1, batch=batch(4)))),
+        ProduceTopic(name="b", partitions=(ProducePartition(partition=0, batch=batch(5)),)),
+    ))  # fmt: skip
+    produced = ProduceResponse(topics=(
+        ProduceTopicResult(name="a", partitions=(
+            ProducePartitionResult(partition=0, error=ok, base_offset=0),
+            ProducePartitionResult(partition=1, error=ErrorCode.NOT_LEADER_OR_FOLLOWER))),
+        ProduceTopicResult(name="b", partitions=(
+            ProducePartitionResult(partition=0, error=ok, base_offset=0),)),
+    ))  # fmt: skip
+    clean = ProduceRequest(topics=(
+        ProduceTopic(name="a", partitions=(ProducePartition(partition=0, batch=batch(2)),)),
+    ))  # fmt: skip
+    clean_answer = ProduceResponse(topics=(
+        ProduceTopicResult(name="a", partitions=(
+            ProducePartitionResult(partition=0, error=ok, base_offset=3),)),
+    ))  # fmt: skip
+    fetch = FetchRequest(topics=(FetchTopic(name="a", partitions=(
+        FetchPartition(partition=0, offset=0),)),))  # fmt: skip
+    fetched = FetchResponse(topics=(
+        FetchTopicResult(name="a", partitions=(
+            FetchPartitionResult(partition=0, batches=(
+                FetchedBatch(base_offset=0, data=batch(3)),
+                FetchedBatch(base_offset=3, data=batch(1, control=True)),
+                FetchedBatch(base_offset=4, data=batch(6)))),
+            FetchPartitionResult(partition=1, error=ErrorCode.OFFSET_OUT_OF_RANGE))),
+    ))  # fmt: skip
+    ops = [
+        answered(ApiKey.PRODUCE, produce, produced, held=300),
+        answered(ApiKey.PRODUCE, clean, clean_answer, held=100),
+        answered(ApiKey.FETCH, fetch, fetched, held=50),
+    ]
+    frames = [b"x" * 30, b"y" * 20, b"z" * 400]
+    m = BrokerMetrics()
+    _measure(m, ops, frames)
+    got = samples(m)
+    assert got[("sluice_records_produced_total", (("topic", "a"),))] == 3 + 2
+    assert got[("sluice_records_produced_total", (("topic", "b"),))] == 5
+    assert got[("sluice_records_fetched_total", (("topic", "a"),))] == 3 + 6
+    assert got[("sluice_produce_commit_seconds_count", ())] == 1
+    assert 0.002 <= got[("sluice_produce_commit_seconds_sum", ())] < 1
+    assert got[("sluice_request_bytes_total", (("api", "produce"),))] == 300 + 100 + 2 * 4
+    assert got[("sluice_response_bytes_total", (("api", "produce"),))] == 30 + 20
+    assert got[("sluice_request_bytes_total", (("api", "fetch"),))] == 50 + 4
+    assert got[("sluice_response_bytes_total", (("api", "fetch"),))] == 400
+    assert got[("sluice_requests_total", (("api", "produce"), ("error", "NONE")))] == 2
+
+
+def test_a_batch_header_gives_its_data_record_count_without_decoding() -> None:
+    assert data_record_count(batch(7)) == 7
+    assert data_record_count(batch(1, control=True)) == 0
+    assert data_record_count(b"\x02" + batch(7)[1:]) == 0  # another format: not counted
+    assert data_record_count(batch(7)[:20]) == 0
+
+
+def test_raft_counts_the_elections_it_started_and_the_leaders_it_learned() -> None:
+    net = Net([1, 2, 3])
+    net.elect(1)
+    nodes = [net[n] for n in (1, 2, 3)]
+    assert [n.elections_started for n in nodes] == [1, 0, 0]
+    assert [n.leader_changes for n in nodes] == [1, 1, 1]
+    net.tick(1, 5)  # heartbeats of the same leader in the same term change nothing
+    net.deliver_all()
+    assert [n.leader_changes for n in nodes] == [1, 1, 1]
+    net.isolate(3)  # a pre-vote that cannot win starts no election
+    net[3].campaign()
+    net.process(3)
+    net.deliver_all()
+    assert net[3].elections_started == 0 and net[3].leader is None
+    net.heal()
+    net.tick(1, 2)
+    net.deliver_all()
+    assert net[3].leader == 1 and net[3].leader_changes == 1  # the same leadership again
+    net[1].transfer_leadership(2)
+    net.process(1)
+    net.deliver_all()
+    assert net[2].is_leader and net[2].term == 2
+    assert [n.elections_started for n in nodes] == [1, 1, 0]
+    assert [n.leader_changes for n in nodes] == [2, 2, 2]
+
+
+def test_a_leader_reports_each_followers_lag_in_entries_by_broker_id() -> None:
+    a, b, c = Member(1, 11), Member(2, 22), Member(3, 33)
+    net = Net([a, b, c])  # broker members, as the node's groups have them
+    leader = net.elect(a)
+    assert follower_lag(leader) == {2: 0, 3: 0}
+    net.isolate(c)
+    for i in range(4):
+        net.propose(a, b"x%d" % i)
+    net.deliver_all()
+    assert follower_lag(leader) == {2: 0, 3: 4}
+    assert follower_lag(net[b]) == {}  # a follower reports nothing
+
+
+def test_disk_usage_reads_the_file_system_each_time_and_walks_the_files_at_most_every_10_s(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "000001.sst").write_bytes(b"s" * 3000)
+    (tmp_path / "LOCK").write_bytes(b"l" * 17)
+    (tmp_path / "link").symlink_to(tmp_path / "db" / "000001.sst")  # not counted twice
+    now = [100.0]
+    disk = DiskUsage(tmp_path, clock=lambda: now[0])
+    got = {name: values[0][1] for _, name, _, values, _ in disk.samples()}
+    st = os.statvfs(tmp_path)
+    assert got["sluice_store_disk_total_bytes"] == st.f_blocks * st.f_frsize
+    assert 0 < got["sluice_store_disk_free_bytes"] <= got["sluice_store_disk_total_bytes"]
+    assert got["sluice_store_size_bytes"] == 3017
+    (tmp_path / "db" / "000002.sst").write_bytes(b"t" * 1000)
+    now[0] += 9.9
+    assert disk.size_bytes() == 3017 and disk.walks == 1  # the cached walk
+    now[0] += 0.1
+    assert disk.size_bytes() == 4017 and disk.walks == 2
+    gone = DiskUsage(tmp_path / "missing")
+    assert gone.samples() == []  # no data directory: the series are left out, no failure

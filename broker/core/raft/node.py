@@ -198,6 +198,15 @@ class RaftNode:
         self._prev_hs = HardState(self.term, self.vote, self.log.committed)
         self._prev_ss = SoftState(None, Role.FOLLOWER, self.term)
         self.elections_won = 0
+        self.elections_started = 0
+        """Elections this node started as a candidate (its term raised to campaign; pre-votes
+        that went no further are not counted): a plain count for the runtime's metrics."""
+        self.leader_changes = 0
+        """Terms in which this node learned of a leader, itself included (at most one leader
+        per term, so each is a change of leadership, a re-elected leader too): a plain count
+        for the runtime's metrics."""
+        self._leader_term = -1
+        """The last term in which a leader was learned (`leader_changes` counts each once)."""
         self.snapshots_refused = 0
         """Snapshot transfers this node, as leader, ended because the follower refused them
         (SnapshotResponse.reject): for the runtime to count or log."""
@@ -520,7 +529,15 @@ class RaftNode:
     def _become_follower(self, term: int, leader: MemberId | None) -> None:
         self._reset(term)
         self.role = Role.FOLLOWER
+        if leader is not None:
+            self._learn_leader(leader)
+
+    def _learn_leader(self, leader: MemberId) -> None:
+        """`leader` leads the current term; the first one learned in a term is a change."""
         self.leader = leader
+        if self._leader_term != self.term:
+            self._leader_term = self.term
+            self.leader_changes += 1
 
     def _adopt_term(self, term: int) -> None:
         """Follow a higher term learned from a non-leader. Raft §5.2: only a leader's message
@@ -544,11 +561,12 @@ class RaftNode:
         self._reset(self.term + 1)
         self.vote = self.id
         self.role = Role.CANDIDATE
+        self.elections_started += 1
 
     def _become_leader(self) -> None:
         self._reset(self.term)
         self.role = Role.LEADER
-        self.leader = self.id
+        self._learn_leader(self.id)
         self.elections_won += 1
         last = self.log.last_index()
         cfg = self.config
@@ -952,7 +970,7 @@ class RaftNode:
         if self.role != Role.FOLLOWER:
             self._become_follower(term, leader)
         self.election_elapsed = 0
-        self.leader = leader
+        self._learn_leader(leader)
         return True
 
     def _on_append(self, m: AppendEntries) -> None:

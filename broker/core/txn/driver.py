@@ -129,6 +129,20 @@ class TxnDriver:
             del self._progress[key]
         return sends, proposals
 
+    def phase(self, t: TxnEntry) -> str | None:
+        """The phase this leader drives `t` in: "prepare" (PREPARING: votes), "precommit"
+        (PRE_COMMITTED until every participant acknowledged PRECOMMIT), "commit" (then the
+        markers), "abort" (ABORTING), else None."""
+        if t.state == TxnState.PREPARING:
+            return "prepare"
+        if t.state == TxnState.ABORTING:
+            return "abort"
+        if t.state != TxnState.PRE_COMMITTED:
+            return None
+        prog = self._progress.get((t.txn_id, t.epoch))
+        acked = set() if prog is None else prog.acked.get(Phase.PRECOMMIT, set())
+        return "commit" if all(p in acked for p in t.participants) else "precommit"
+
     def _step(self, t: TxnEntry, prog: _Progress, sends: list[Send], props: list[bytes]) -> None:
         timed_out = (self._tick - prog.since) * self.tick_ms > t.timeout_ms
         if t.state == TxnState.ONGOING:

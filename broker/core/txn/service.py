@@ -294,6 +294,19 @@ class TransactionService:
             return ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, f"no transactional id {txn_id!r}", None
         return ErrorCode.NONE, None, t
 
+    def phase(self, txn_id: str) -> tuple[str | None, int]:
+        """(the 3PC phase this broker's coordinator drives `txn_id` in, its epoch), for
+        tracing: "prepare", "precommit", "commit", "abort", or None when its transaction is
+        not ending here (ongoing, complete, unknown, or led elsewhere)."""
+        found = self._coordinator(txn_id, read=True)
+        if not isinstance(found, HostedGroup):
+            return None, -1
+        t = self.machine(found).txns.get(txn_id)
+        d = self._drivers.get(found.id)
+        if t is None or d is None:
+            return None, -1
+        return d.phase(t), t.epoch
+
     def entries(self) -> list[TxnEntry]:
         """Every transactional id the coordinator groups this broker serves hold."""
         out: list[TxnEntry] = []

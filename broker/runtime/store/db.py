@@ -139,6 +139,8 @@ class RocksStore:
         self._lock_fd: int | None = None
         self._seq = 0
         self._in_flight = False
+        self.synced_commits = 0
+        """Commits that made their write durable with a sync (the runtime times these)."""
         self._failed: BaseException | None = None
         self._wo_sync = WriteOptions()
         self._wo_sync.sync = True
@@ -505,6 +507,8 @@ class RocksStore:
                 self._flush_completed(token)
         finally:
             self._in_flight = False
+        if plan.needs_sync:
+            self.synced_commits += 1
         self._acknowledge(plan)
 
     def _flush_started(self) -> int:
