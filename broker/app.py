@@ -31,6 +31,7 @@ from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, NodeConfig
 from broker.core.partition import PartitionConfig
 from broker.core.peer_codec import Hello
+from broker.runtime.console import StatusConsole
 from broker.runtime.diagnostics import peer_ping
 from broker.runtime.driver import Driver
 from broker.runtime.groups import RocksGroupStore
@@ -232,8 +233,11 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
         metrics.add(NodeCollector(partial(node_samples, node, server, network, driver, disk)))
         otlp = OtlpConfig.from_env(os.environ)
         exporter = None if otlp is None else OtlpExporter(otlp, metrics.registry, config.node_id)
+        console = StatusConsole(driver, metrics.registry, config.tick_ms)
+        console.register()
         http = HttpEndpoint(
             {
+                "/": console.page,
                 "/healthz": lambda: (200, "ok\n", TEXT),
                 "/readyz": lambda: (
                     (200, "ready\n", TEXT) if node.is_ready() else (503, "not ready\n", TEXT)
@@ -241,7 +245,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 "/stats": lambda: (200, stats_json(server, network, driver), JSON),
                 "/metrics": lambda: (200, metrics.render(), METRICS_CONTENT_TYPE),
             },
-            {"/peers/ping": partial(peer_ping, driver)},
+            {"/peers/ping": partial(peer_ping, driver), "/status.json": console.status_json},
         )
         stop = trio.Event()
         broker = Broker(config, addrs, node, driver, server, stop, network)

@@ -16,6 +16,7 @@ from cli import bench, cluster, dev, group, topic, txn
 from cli.consume import consume
 from cli.produce import produce
 from cli.serve import serve
+from cli.top import top
 
 __version__ = _dist_version("sluice-broker")
 
@@ -27,6 +28,7 @@ app.command("consume")(consume)
 app.add_typer(group.app, name="group")
 app.add_typer(txn.app, name="txn")
 app.add_typer(cluster.app, name="cluster")
+app.command("top")(top)
 app.add_typer(bench.app, name="bench")
 app.add_typer(dev.app, name="dev")
 

@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 endpoint for orchestrators: /healthz, /readyz, /stats (and later /metrics).
+"""A small HTTP/1.1 endpoint for orchestrators and operators: /healthz, /readyz, /stats,
+/metrics, and the status console (`/` and `/status.json`, console.py).
 
 One request per connection, bounded (8 KiB of request head, 5 s to send it). /healthz is 200
 while the process serves; /readyz is 200 once the broker has caught up with the metadata log
@@ -30,6 +31,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     400: "Bad Request",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 

@@ -1,0 +1,346 @@
+"""`sluice top`: the status console's view in a terminal, polled from a broker's HTTP listener.
+
+It reads `GET /status.json` (the cluster-wide document any broker assembles: brokers up or
+down, partitions, consumer groups and their lag, open transactions, cumulative counters) every
+`--interval` seconds and redraws in place on a terminal (else prints each view after the
+last). Rates come from two successive documents: per broker, counter differences over that
+broker's own clock, only between two reports of one incarnation; so `--once` polls twice,
+`--interval` apart, prints one view and exits 0.
+
+`--json` prints the document with `"rates": {"interval_s", "brokers": {id: {counter: per
+second}}, "total": {...}}` added (one line per poll). A broker that cannot be reached at the
+first poll is a failed operation (exit 1, the reason on stderr); later, the last view stays
+with the error above it until the broker answers again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from cli.common import Json, fail, usage
+
+DEFAULT_HTTP = "127.0.0.1:9095"
+RATE_COUNTERS = ("records_produced", "produce_bytes", "records_fetched", "fetch_bytes")
+FETCH_TIMEOUT_S = 10.0
+LIVE_ROWS = 20
+"""Rows per table when redrawing a terminal (the rest are counted)."""
+CLEAR = "\x1b[H\x1b[2J"
+WIDTH = 140
+"""Columns of a view printed to a pipe or file (a terminal's own width otherwise)."""
+
+Doc = dict[str, Any]
+Rates = dict[int, dict[str, float]]
+
+Http = Annotated[
+    str,
+    typer.Option(
+        "--http",
+        envvar="SLUICE_HTTP",
+        show_envvar=True,
+        help="A broker's HTTP listener, HOST:PORT.",
+    ),
+]
+Interval = Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between two polls.")]
+Once = Annotated[
+    bool, typer.Option("--once", help="Poll twice (for rates), print one view and exit.")
+]
+
+
+class StatusUnavailable(Exception):
+    """The broker's /status.json could not be read."""
+
+
+def status_url(http: str) -> str:
+    host, sep, port = http.rpartition(":")
+    if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
+        raise usage(f"--http expects HOST:PORT, got {http!r}")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{int(port)}/status.json"
+
+
+def fetch_status(url: str, timeout: float = FETCH_TIMEOUT_S) -> Doc:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = r.read()
+    except urllib.error.HTTPError as e:
+        raise StatusUnavailable(f"{url} answered HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise StatusUnavailable(f"cannot reach {url}: {reason}") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise StatusUnavailable(f"{url} did not answer JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("brokers"), list):
+        raise StatusUnavailable(f"{url} did not answer a status document")
+    return doc
+
+
+def broker_rates(before: Doc | None, now: Doc) -> Rates:
+    """Per broker, counter name -> per second between the two documents: only for a broker
+    whose report in both has the same incarnation and a later clock, and only counters that
+    did not go back."""
+    if before is None:
+        return {}
+    old = {b["id"]: b for b in before["brokers"] if b.get("counters") is not None}
+    out: Rates = {}
+    for b in now["brokers"]:
+        p = old.get(b["id"])
+        if b.get("counters") is None or p is None or p["incarnation"] != b["incarnation"]:
+            continue
+        dt = (b["time_ms"] - p["time_ms"]) / 1000
+        if dt <= 0:
+            continue
+        out[b["id"]] = {
+            k: (v - p["counters"][k]) / dt
+            for k, v in b["counters"].items()
+            if k in p["counters"] and v >= p["counters"][k]
+        }
+    return out
+
+
+def total_rates(rates: Rates) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rates.values():
+        for k, v in r.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def with_rates(doc: Doc, before: Doc | None) -> Doc:
+    """The document with `rates` added (see the module docstring)."""
+    rates = broker_rates(before, doc)
+    interval = None if before is None else (doc["time_ms"] - before["time_ms"]) / 1000
+    return {
+        **doc,
+        "rates": {
+            "interval_s": interval,
+            "brokers": {str(k): v for k, v in sorted(rates.items())},
+            "total": total_rates(rates),
+        },
+    }
+
+
+# -- the view -------------------------------------------------------------------------------
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.1f}")
+
+
+def _bytes(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if v < 1024:
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} GiB"
+
+
+def _n(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def _table(
+    title: str, headers: list[str], rows: list[list[RenderableType]], limit: int | None
+) -> RenderableType:
+    """A table of `rows` (the first `limit` of them, the rest counted), or a line saying
+    there are none."""
+    if not rows:
+        return Text(f"{title}: none", style="dim")
+    table = Table(*headers, title=title, title_justify="left")
+    for row in rows if limit is None else rows[:limit]:
+        table.add_row(*row)
+    if limit is not None and len(rows) > limit:
+        table.caption = f"... and {len(rows) - limit} more"
+    return table
+
+
+def render(doc: Doc, before: Doc | None, *, limit: int | None = None) -> RenderableType:
+    """The view of one document (rates against `before`); `limit` caps each table's rows."""
+    rates = broker_rates(before, doc)
+    total = total_rates(rates) if rates else {}
+    up = sum(1 for b in doc["brokers"] if b["up"])
+    head = Text.assemble(
+        ("sluice top", "bold"),
+        f"  cluster {doc.get('cluster_id') or '(unknown)'}",
+        f"  controller {_n(doc.get('controller'))}",
+        f"  served by broker {doc['served_by']}",
+        f"  brokers up {up}/{len(doc['brokers'])}\n",
+        f"produce {_rate(total.get('records_produced'))} rec/s "
+        f"{_bytes(total.get('produce_bytes'))}/s   "
+        f"fetch {_rate(total.get('records_fetched'))} rec/s {_bytes(total.get('fetch_bytes'))}/s",
+    )
+    internal = {t["name"] for t in doc["topics"] if t["internal"]}
+    views: list[RenderableType] = [
+        head,
+        _table(
+            "brokers",
+            ["BROKER", "ADDRESS", "STATUS", "ROLE", "PRODUCE/S", "IN B/S", "FETCH/S", "OUT B/S",
+             "NOTE"],
+            [_broker_row(b, rates.get(b["id"], {})) for b in doc["brokers"]],
+            None,
+        ),
+        _table(
+            "partitions (internal topics left out)",
+            ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "IN SYNC", "HW", "LSO", "REPLICA LAG"],
+            [_partition_row(p) for p in doc["partitions"] if p["topic"] not in internal],
+            limit,
+        ),
+        _table(
+            "consumer groups",
+            ["GROUP", "STATE", "MEMBERS", "COORDINATOR", "PARTITION", "COMMITTED", "HW", "LAG"],
+            [row for g in doc["groups"] for row in _group_rows(g)],
+            limit,
+        ),
+        _table(
+            "open transactions",
+            ["TRANSACTIONAL ID", "STATE", "AGE", "COORDINATOR", "PARTITIONS"],
+            [_txn_row(t) for t in doc["transactions"]],
+            limit,
+        ),
+    ]  # fmt: skip
+    cut = [k for k, v in doc["truncated"].items() if v and k != "reports"]
+    if cut:
+        views.append(Text(f"truncated by the broker: {', '.join(cut)}", style="yellow"))
+    return Group(*views)
+
+
+def _broker_row(b: Mapping[str, Any], r: Mapping[str, float]) -> list[RenderableType]:
+    return [
+        str(b["id"]),
+        escape(b["address"]),
+        "[green]UP[/green]" if b["up"] else "[bold red]DOWN[/bold red]",
+        "controller" if b["controller"] else "",
+        _rate(r.get("records_produced")),
+        _bytes(r.get("produce_bytes")),
+        _rate(r.get("records_fetched")),
+        _bytes(r.get("fetch_bytes")),
+        escape(b.get("error") or ""),
+    ]
+
+
+def _group_rows(g: Mapping[str, Any]) -> list[list[RenderableType]]:
+    rows: list[list[RenderableType]] = [
+        [escape(g["group_id"]), g["state"], str(g["member_count"]), _n(g["coordinator"]),
+         "(all)", "", "", _n(g["lag"])]
+    ]  # fmt: skip
+    for o in g["offsets"]:
+        where = f"{o['topic']}[{o['partition']}]"
+        rows.append(["", "", "", "", where, str(o["committed"]), _n(o["high_watermark"]),
+                     _n(o["lag"])])  # fmt: skip
+    return rows
+
+
+def _partition_row(p: Mapping[str, Any]) -> list[RenderableType]:
+    behind = len(p["caught_up"]) < len(p["replicas"])
+    in_sync = f"{len(p['caught_up'])}/{len(p['replicas'])}"
+    return [
+        p["topic"],
+        str(p["partition"]),
+        "[red]none[/red]" if p["leader"] is None else str(p["leader"]),
+        ",".join(map(str, p["replicas"])),
+        f"[yellow]{in_sync}[/yellow]" if behind else in_sync,
+        _n(p["high_watermark"]),
+        _n(p["last_stable_offset"]),
+        _n(p["commit_lag"]),
+    ]
+
+
+def _txn_row(t: Mapping[str, Any]) -> list[RenderableType]:
+    age = "-" if t["age_s"] is None else f"{t['age_s']:.1f}s"
+    where = [f"{p['topic']}[{p['partition']}]" for p in t["partitions"]] + t["groups"]
+    return [
+        escape(t["transactional_id"]),
+        t["state"],
+        age,
+        _n(t["coordinator"]),
+        escape(", ".join(where) or "-"),
+    ]
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def top(
+    http: Http = DEFAULT_HTTP,
+    interval: Interval = 1.0,
+    once: Once = False,
+    as_json: Json = False,
+) -> None:
+    """Watch the cluster: brokers up or down, partitions, consumer group lag, open
+    transactions and produce/fetch rates, from a broker's /status.json."""
+    url = status_url(http)
+    live = sys.stdout.isatty() and not once and not as_json
+    console = Console(highlight=False, width=None if live else max(WIDTH, Console().width))
+    try:
+        before = _first(url)
+        if once:
+            time.sleep(interval)
+            _show(console, _first(url), before, as_json=as_json, live=False)
+            return
+        _show(console, before, None, as_json=as_json, live=live)
+        due = time.monotonic() + interval
+        while True:
+            time.sleep(max(0.0, due - time.monotonic()))
+            due = time.monotonic() + interval
+            try:
+                doc = fetch_status(url)
+            except StatusUnavailable as e:
+                if as_json:
+                    typer.echo(f"sluice: {e}", err=True)
+                else:
+                    _show(console, before, None, as_json=False, live=live, error=str(e))
+                continue
+            _show(console, doc, before, as_json=as_json, live=live)
+            before = doc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        sys.stderr.close()
+        raise typer.Exit(0) from None
+
+
+def _first(url: str) -> Doc:
+    try:
+        return fetch_status(url)
+    except StatusUnavailable as e:
+        raise fail(str(e)) from None
+
+
+def _show(
+    console: Console,
+    doc: Doc,
+    before: Doc | None,
+    *,
+    as_json: bool,
+    live: bool,
+    error: str | None = None,
+) -> None:
+    if as_json:
+        typer.echo(json.dumps(with_rates(doc, before)))
+        return
+    view = render(doc, before, limit=LIVE_ROWS if live else None)
+    if error is not None:
+        view = Group(Text(f"{error}; showing the last view", style="bold red"), view)
+    if not live:
+        console.print(view)
+        return
+    with console.capture() as captured:
+        console.print(view)
+    sys.stdout.write(CLEAR + captured.get())
+    sys.stdout.flush()
