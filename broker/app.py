@@ -268,7 +268,9 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             nursery.cancel_scope.cancel()
     finally:
         if tracing is not None:
-            tracing.shutdown()
+            # Flushes the last spans (a blocking export): in a thread, within 5 s.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
+                await trio.to_thread.run_sync(tracing.shutdown, abandon_on_cancel=True)
         store.close()
 
 

@@ -573,7 +573,10 @@ class Consumer:
             request, snapshot = positions.fetch_request(plan)
             if not snapshot:
                 return
-            span = self._spans.fetch_started(tp[0] for tp in plan.tps)
+            leader = self._metadata.brokers.get(plan.leader)
+            span = self._spans.fetch_started(
+                (tp[0] for tp in plan.tps), None if leader is None else leader.address
+            )
             if span is not None:
                 request = dataclasses.replace(request, trace_context=traceparent(span))
             try:

@@ -688,7 +688,7 @@ class Producer:
         self._wake_sender()
 
     async def _submit(self, conn: Connection, picked: list[Batch]) -> None:
-        span = self._spans.request_started(picked)
+        span = self._spans.request_started(picked, conn.address)
         request = ProducerCore.produce_request(
             picked, self.request_timeout_ms, None if span is None else traceparent(span)
         )
@@ -700,6 +700,10 @@ class Producer:
             self._core.on_request_error(picked, e, trio.current_time())
             self._answered()
             return
+        except BaseException as e:  # cancelled while submitting: the span still ends
+            if span is not None:
+                end_span(span, e)
+            raise
         self._nursery.start_soon(self._await_response, pending, picked, span)
 
     async def _await_response(

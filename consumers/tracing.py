@@ -24,6 +24,9 @@ Spans, one per batch or request, never one per record:
   of the batch (at most MAX_LINKS).
 - `commit_transaction` / `abort_transaction` (CLIENT): the END_TXN request (v1 carries its
   traceparent, and the coordinator's 3PC phase spans continue it).
+
+`async for record in consumer` hands out one record at a time, so it makes no poll or process
+span (that would be one per record); its fetches are traced. Use `poll()` for processing spans.
 """
 
 from __future__ import annotations
@@ -59,18 +62,19 @@ MAX_LINKS = 128
 """Links on one span (the SDK's default limit): a batch from more producers links the first."""
 INSTRUMENTATION = "sluice.client"
 
-_tracers: dict[int, Tracer] = {}
+_last: tuple[object, Tracer] | None = None
+"""The global provider last seen and its tracer (the global provider is set once)."""
 
 
 def active_tracer() -> Tracer | None:
     """The client's tracer when a real provider is installed, else None (tracing off)."""
+    global _last
     provider = trace.get_tracer_provider()
     if isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider)):
         return None
-    tracer = _tracers.get(id(provider))
-    if tracer is None:
-        tracer = _tracers[id(provider)] = provider.get_tracer(INSTRUMENTATION)
-    return tracer
+    if _last is None or _last[0] is not provider:
+        _last = (provider, provider.get_tracer(INSTRUMENTATION))
+    return _last[1]
 
 
 def traceparent(span: Span) -> str | None:
@@ -92,14 +96,16 @@ def remote_context(value: str | bytes) -> SpanContext | None:
 
 
 def messaging_attributes(
-    operation: str, kind: str, topics: Sequence[str], partition: int | None = None
+    operation: str, kind: str | None, topics: Sequence[str], partition: int | None = None
 ) -> dict[str, Any]:
-    """The common attributes: system, operation, and the destination when there is one."""
+    """The common attributes: system, operation (its type when the conventions have one),
+    and the destination when there is one."""
     attrs: dict[str, Any] = {
         "messaging.system": SYSTEM,
         "messaging.operation.name": operation,
-        "messaging.operation.type": kind,
     }
+    if kind is not None:
+        attrs["messaging.operation.type"] = kind
     if len(topics) == 1:
         attrs["messaging.destination.name"] = topics[0]
         if partition is not None:
@@ -154,13 +160,18 @@ def producer_contexts(records: Iterable[Any]) -> list[SpanContext]:
     return out
 
 
+def server_attributes(address: str) -> dict[str, Any]:
+    """`server.address` and `server.port` of a HOST:PORT."""
+    host, _, port = address.rpartition(":")
+    return {"server.address": host, "server.port": int(port)} if port.isdecimal() else {}
+
+
 def topics_of(names: Iterable[str]) -> list[str]:
     return sorted(set(names))
 
 
-HEADER_BYTES = record_size(None, None, ((TRACEPARENT_HEADER, b"0" * TRACEPARENT_CHARS),)) - (
-    record_size(None, None, ())
-)
+_TRACED = ((TRACEPARENT_HEADER, b"0" * TRACEPARENT_CHARS),)
+TRACEPARENT_RECORD_BYTES = record_size(None, None, _TRACED) - record_size(None, None, ())
 """What the traceparent header adds to a record's encoded size."""
 
 
@@ -185,7 +196,7 @@ class ProducerSpans:
         value = traceparent(span)
         if value is not None and span.get_span_context().trace_flags.sampled:
             batch.header = (TRACEPARENT_HEADER, value.encode())
-            batch.extra = HEADER_BYTES
+            batch.header_bytes = TRACEPARENT_RECORD_BYTES
 
     def batch_settled(self, batch: Batch) -> None:
         span = batch.span
@@ -193,11 +204,12 @@ class ProducerSpans:
             return
         span.set_attribute("messaging.batch.message_count", len(batch.records))
         if batch.base_offset >= 0:
-            span.set_attribute("messaging.kafka.offset", batch.base_offset)
+            span.set_attribute("sluice.base_offset", batch.base_offset)
         end_span(span, batch.error)
 
-    def request_started(self, batches: Sequence[Batch]) -> Span | None:
-        """The `produce` span of a request carrying `batches`, when one of them is traced."""
+    def request_started(self, batches: Sequence[Batch], address: str) -> Span | None:
+        """The `produce` span of a request carrying `batches` to the broker at `address`
+        (HOST:PORT), when one of them is traced."""
         traced = [b.span for b in batches if isinstance(b.span, Span) and b.span.is_recording()]
         tracer = active_tracer()
         if not traced or tracer is None:
@@ -205,6 +217,7 @@ class ProducerSpans:
         topics = topics_of(b.tp[0] for b in batches)
         attrs = messaging_attributes("produce", "send", topics)
         attrs["messaging.batch.message_count"] = sum(len(b.records) for b in batches)
+        attrs.update(server_attributes(address))
         contexts = [s.get_span_context() for s in traced]
         return start_child(tracer, "produce", SpanKind.CLIENT, attrs, contexts[0], contexts[1:])
 
@@ -226,12 +239,14 @@ class ConsumerSpans:
             attrs["messaging.client.id"] = self.client_id
         return attrs
 
-    def fetch_started(self, topics: Iterable[str]) -> Span | None:
+    def fetch_started(self, topics: Iterable[str], address: str | None) -> Span | None:
         tracer = active_tracer()
         if tracer is None:
             return None
         names = topics_of(topics)
         attrs = self._attrs("fetch", "receive", names)
+        if address is not None:
+            attrs.update(server_attributes(address))
         return start_child(tracer, span_name("fetch", names), SpanKind.CLIENT, attrs, None)
 
     def done_processing(self) -> None:
@@ -272,6 +287,6 @@ def transaction_span(transactional_id: str, commit: bool) -> Span | None:
     if tracer is None:
         return None
     name = "commit_transaction" if commit else "abort_transaction"
-    attrs = messaging_attributes(name, "settle", ())
+    attrs = messaging_attributes(name, None, ())
     attrs["sluice.transactional_id"] = transactional_id
     return start_child(tracer, name, SpanKind.CLIENT, attrs, None)

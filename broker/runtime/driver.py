@@ -384,7 +384,10 @@ class Driver:
         else:
             self._ops[op.token] = op
             if op.span is not None and self.tracing is not None:
-                self.tracing.started(op.span, op.token, req, self.node)
+                try:
+                    self.tracing.started(op.span, op.token, req, self.node)
+                except Exception as e:  # tracing must never cost a request
+                    self._faults.report("tracing", e)
 
     def _failed(self, op: Op, e: Exception) -> None:
         self.request_errors += 1
@@ -458,7 +461,10 @@ class Driver:
         self.rounds_written += 1
         end_round(node, rnd, self)
         if self.tracing is not None:
-            self.tracing.after_round(node)
+            try:
+                self.tracing.after_round(node)
+            except Exception as e:  # tracing must never stop the driver
+                self._faults.report("tracing", e)
         self._log_roles(rnd)
         cid = node.meta.cluster_id
         if cid is not None and self.store.cluster_id is None:

@@ -329,7 +329,7 @@ class ClientServer:
             return _error_op(e)
         op = Op(header, request, started=trio.current_time())
         tracing = self.driver.tracing
-        if tracing is not None and tracing.enabled:
+        if tracing is not None:
             op.span = tracing.request_started(header, request)
         timeout_ms = _timeout_ms(request)
         if timeout_ms is not None:
@@ -373,7 +373,10 @@ class ClientServer:
                 frames = [_encode(op) for op in ops]
                 payload = b"".join(frames)
                 if self.metrics is not None:
-                    _measure(self.metrics, ops, frames)
+                    try:
+                        _measure(self.metrics, ops, frames)
+                    except Exception as e:  # measuring must never cost an answer
+                        self._faults.report("request metrics", e)
                 sent = _write_nowait(fd, payload)
                 if sent < len(payload):
                     with trio.move_on_after(self.stall_timeout_s) as sending:

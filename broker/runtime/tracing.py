@@ -2,12 +2,12 @@
 
 `provider_from_env` builds a TracerProvider exporting OTLP over HTTP in batches (a background
 thread of the SDK, never the Trio loop) when the environment asks for export: OTEL_TRACES_EXPORTER
-lists `otlp`, or OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; and
-not when OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none. The SDK itself reads the rest:
+lists `otlp`, or it is unset and OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+is set; never with OTEL_SDK_DISABLED=true. The SDK itself reads the rest:
 OTEL_TRACES_SAMPLER and its argument (default parent-based always-on), the endpoint, headers,
 timeout and compression, OTEL_BSP_* for batching, OTEL_SERVICE_NAME and
-OTEL_RESOURCE_ATTRIBUTES. Otherwise there is no provider, `BrokerTracing.enabled` is False and
-no span is ever started: one attribute test per request.
+OTEL_RESOURCE_ATTRIBUTES. Otherwise there is no provider and no `BrokerTracing` (the driver's
+`tracing` is None): no span is ever started, one attribute test per request.
 
 The broker's spans (for PRODUCE, FETCH and END_TXN, the requests of the data path):
 - the request, kind SERVER, `{operation} {topic}` (`produce orders`, `fetch orders`,
@@ -68,10 +68,10 @@ def tracing_configured(env: Mapping[str, str] = os.environ) -> bool:
     """Whether the standard OpenTelemetry variables ask for trace export (see the module)."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",")}
-    if "none" in exporters:
-        return False
-    return "otlp" in exporters or bool(
+    listed = env.get("OTEL_TRACES_EXPORTER", "").strip()
+    if listed:
+        return "otlp" in {e.strip().lower() for e in listed.split(",")}
+    return bool(
         env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
 
@@ -171,19 +171,20 @@ class _Replicating:
 
 @dataclass(eq=False, slots=True)
 class _Ending:
-    """An END_TXN being followed through its coordinator's phases."""
+    """An END_TXN being followed through its coordinator's phases: the transaction of
+    `epoch` (the request's producer epoch) only, and once (a retried END_TXN of the same
+    transaction is not followed again)."""
 
     parent: Span
     txn_id: str
+    epoch: int
     since: float
-    epoch: int = -1
     phase: str | None = None
     span: Span | None = None
-    started: bool = False
 
 
 class BrokerTracing:
-    """The broker's spans (see the module). `enabled` is False without a provider."""
+    """The broker's spans (see the module)."""
 
     def __init__(self, provider: TracerProvider | None, node_id: int) -> None:
         self.provider = provider
@@ -191,7 +192,6 @@ class BrokerTracing:
         self.tracer: Tracer | None = (
             None if provider is None else provider.get_tracer("sluice.broker")
         )
-        self.enabled = self.tracer is not None
         self._replicating: list[_Replicating] = []
         self._ending: list[_Ending] = []
 
@@ -225,8 +225,13 @@ class BrokerTracing:
             return
         now = time.monotonic()
         if isinstance(request, EndTxnRequest):
-            if len(self._ending) < MAX_FOLLOWED:
-                self._ending.append(_Ending(span, request.transactional_id, now))
+            followed = (request.transactional_id, request.producer_epoch)
+            if len(self._ending) < MAX_FOLLOWED and all(
+                (e.txn_id, e.epoch) != followed for e in self._ending
+            ):
+                self._ending.append(
+                    _Ending(span, request.transactional_id, request.producer_epoch, now)
+                )
             return
         if not isinstance(request, ProduceRequest):
             return
@@ -248,7 +253,6 @@ class BrokerTracing:
                         "sluice.raft.group": g.id,
                         "sluice.raft.index": index,
                         "sluice.raft.term": g.raft.term,
-                        "sluice.node_id": self.node_id,
                     },
                 )
                 self._replicating.append(_Replicating(child, g.id, index, g.raft.term, now))
@@ -288,20 +292,25 @@ class BrokerTracing:
         return True
 
     def _follow_txn(self, e: _Ending, node: BrokerNode) -> bool:
-        """Whether `e` is still followed: a span per phase the coordinator drives it in,
-        until the transaction leaves the last one (its epoch moves on at completion)."""
+        """Whether `e` is still followed: a span per phase the coordinator drives its
+        transaction (its epoch) through, until it is past the last one. A round in which
+        this broker cannot tell (catching up, leadership moving) changes nothing."""
         tracer = self.tracer
         assert tracer is not None
-        phase, epoch = node.txn_service.phase(e.txn_id)
-        if e.started and (phase, epoch) == (e.phase, e.epoch):
+        seen = node.txn_service.phase(e.txn_id)
+        if seen is None:
+            return self._within_limit(e)
+        phase, epoch = seen
+        if epoch == e.epoch and phase == e.phase:
             return self._within_limit(e)
         if e.span is not None:
             e.span.end()
             e.span = None
-        if phase is None or (e.started and epoch != e.epoch):
-            return not e.started and self._within_limit(e)
-        e.started = True
-        e.phase, e.epoch = phase, epoch
+        if epoch != e.epoch or phase is None:
+            # Past its transaction (the epoch moved on at completion), or never reached a
+            # phase here while the transaction was still ongoing: wait, within the limit.
+            return epoch <= e.epoch and e.phase is None and self._within_limit(e)
+        e.phase = phase
         e.span = tracer.start_span(
             f"txn {phase}",
             context=trace.set_span_in_context(e.parent),
@@ -310,7 +319,6 @@ class BrokerTracing:
                 "messaging.system": SYSTEM,
                 "sluice.transactional_id": e.txn_id,
                 "sluice.txn.epoch": epoch,
-                "sluice.node_id": self.node_id,
             },
         )
         return self._within_limit(e)

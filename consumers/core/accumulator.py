@@ -87,8 +87,8 @@ class Batch:
         "data",
         "deadline",
         "error",
-        "extra",
         "header",
+        "header_bytes",
         "last_error",
         "order",
         "records",
@@ -121,7 +121,7 @@ class Batch:
         """The shell's tracing span of this batch (opaque here; None when untraced)."""
         self.header: tuple[str, bytes] | None = None
         """A header every record gets when encoded (the span's traceparent), or None."""
-        self.extra = 0
+        self.header_bytes = 0
         """Bytes `header` adds to each record: counted against the batch limit, never in
         `size` (the buffer accounts records as the caller sized them)."""
 
@@ -132,12 +132,16 @@ class Batch:
         )
 
     def to_encode(self) -> list[Record]:
-        """The records as they are encoded: each with `header` added when there is one."""
+        """The records as they are encoded: each with `header` added when there is one,
+        unless the record already has a header of that name (the application's own)."""
         if self.header is None:
             return self.records
+        name = self.header[0]
         header = (self.header,)
         return [
-            Record(key=r.key, value=r.value, headers=r.headers + header, timestamp=r.timestamp)
+            r
+            if any(h[0] == name for h in r.headers)
+            else Record(key=r.key, value=r.value, headers=r.headers + header, timestamp=r.timestamp)
             for r in self.records
         ]
 
@@ -218,7 +222,7 @@ class Accumulator:
         limit = self.batch_bytes if limit is None else limit
         batch = self.open.get(tp)
         changed = False
-        if batch is not None and _bytes(batch) + size + batch.extra > limit:
+        if batch is not None and _bytes(batch) + size + batch.header_bytes > limit:
             self._seal(batch)
             batch = None
         if batch is None:
@@ -229,6 +233,10 @@ class Accumulator:
             changed = True
             if self.on_open is not None:
                 self.on_open(batch)
+                if batch.header_bytes and size + batch.header_bytes > limit:
+                    # A record alone at the limit: its header would push the batch past it
+                    # (and past max.message.bytes), so this batch goes without one.
+                    batch.header, batch.header_bytes = None, 0
         index = len(batch.records)
         batch.records.append(record)
         batch.size += size
@@ -247,7 +255,7 @@ class Accumulator:
         if not queue:
             return None
         tail = queue[-1]
-        if tail.data is not None or _bytes(tail) + size + tail.extra > limit:
+        if tail.data is not None or _bytes(tail) + size + tail.header_bytes > limit:
             return None
         if now - tail.created > self.delivery_timeout_s / 2:
             return None
@@ -305,4 +313,4 @@ class Accumulator:
 
 def _bytes(batch: Batch) -> int:
     """Estimated encoded bytes of a batch's records, their added headers included."""
-    return batch.size + batch.extra * len(batch.records)
+    return batch.size + batch.header_bytes * len(batch.records)

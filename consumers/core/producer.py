@@ -520,7 +520,7 @@ class ProducerCore(Generic[T]):
             else:
                 queue = self.acc.ready[tp]
                 batch = queue[0]
-                estimate = batch.size + batch.extra * len(batch.records) + BATCH_OVERHEAD
+                estimate = batch.size + batch.header_bytes * len(batch.records) + BATCH_OVERHEAD
                 if picked and total + estimate > self.max_request_bytes:
                     continue
                 queue.popleft()

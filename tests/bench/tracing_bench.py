@@ -100,9 +100,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--modes", default="off,1%,100%", help="tracing modes to compare (off, 1%%, 100%%)"
+    )
+    ap.add_argument("--no-scrape", action="store_true", help="skip the /metrics comparison")
     args = ap.parse_args()
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    modes = ("off", "1%", "100%")
+    modes = tuple(args.modes.split(","))
     figures: dict[str, list[float]] = {m: [] for m in modes}
     scraped: dict[str, list[float]] = {"none": [], "1 s": []}
     latencies: list[float] = []
@@ -121,7 +125,9 @@ def main() -> None:
                 )
                 figures[mode].append(rate)
                 print(f"round {r + 1} tracing {mode:>4}: {rate:,.0f} records/s", flush=True)
-            for scrape in ("none", "1 s") if r % 2 == 0 else ("1 s", "none"):
+            for scrape in (
+                () if args.no_scrape else ("none", "1 s") if r % 2 == 0 else ("1 s", "none")
+            ):
                 n += 1
 
                 def run(b: BrokerProcess, scrape: str = scrape) -> float:
@@ -137,12 +143,14 @@ def main() -> None:
                 scraped[scrape].append(rate)
                 print(f"round {r + 1} scrape {scrape:>4}: {rate:,.0f} records/s", flush=True)
         spans = len(receiver.snapshot())
-    base = statistics.median(figures["off"])
+    base = statistics.median(figures[modes[0]])
     print(f"\nproduce, 100-byte records, {args.records:,} per run, medians of {args.rounds}:")
     for mode in modes:
         med = statistics.median(figures[mode])
         print(f"  tracing {mode:>4}: {med:,.0f} records/s ({(1 - med / base) * 100:+.1f}% cost)")
     print(f"  spans received: {spans:,}")
+    if args.no_scrape:
+        return
     none = statistics.median(scraped["none"])
     every = statistics.median(scraped["1 s"])
     print(

@@ -25,7 +25,12 @@ from broker.wire.messages import FetchPartition, FetchRequest, FetchTopic
 from broker.wire.protocol import RequestHeader
 from consumers.core.accumulator import Accumulator, record_size
 from consumers.core.positions import ConsumerRecord
-from consumers.tracing import ConsumerSpans, ProducerSpans, producer_contexts
+from consumers.tracing import (
+    TRACEPARENT_RECORD_BYTES,
+    ConsumerSpans,
+    ProducerSpans,
+    producer_contexts,
+)
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -48,6 +53,7 @@ def provider(sampler: Sampler = ALWAYS_ON) -> tuple[TracerProvider, InMemorySpan
         ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c"}, False),
         ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
         ({"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c"}, False),
     ],
 )
 def test_export_is_on_only_when_the_environment_asks(env: dict[str, str], on: bool) -> None:
@@ -95,10 +101,10 @@ def test_a_sampled_batch_carries_its_send_span_on_every_record_within_the_limit(
     assert len(batches) >= 2  # the header's bytes count against the limit
     for batch in [*acc.ready[("t", 0)], *acc.open.values()]:
         assert batch.header is not None and batch.header[0] == TRACEPARENT_HEADER
-        assert (len(batch.records) - 1) * (size + batch.extra) < 2000
-        data = encode_batch(batch.to_encode())
-        assert len(data) <= 2000 + 64  # the batch header and the CBOR array's head
-        decoded = decode_records(data)
+        assert batch.header_bytes == TRACEPARENT_RECORD_BYTES
+        estimate = sum(record_size(r.key, r.value, (batch.header,)) for r in batch.records)
+        assert estimate == len(batch.records) * (size + TRACEPARENT_RECORD_BYTES) <= 2000
+        decoded = decode_records(encode_batch(batch.to_encode()))
         assert all(r.headers == (batch.header,) for r in decoded)
         spans.batch_settled(batch)
     sent = exporter.get_finished_spans()
@@ -107,13 +113,37 @@ def test_a_sampled_batch_carries_its_send_span_on_every_record_within_the_limit(
     assert all(s.attributes and s.attributes["messaging.client.id"] == "app-1" for s in sent)
 
 
+def test_a_record_alone_at_the_limit_goes_without_the_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The header would push a batch of one record near the limit past it (and past the
+    topic's max.message.bytes): that batch carries no header; a record with its own
+    traceparent keeps it and gets no second one."""
+    p, _ = provider()
+    monkeypatch.setattr(client_tracing, "active_tracer", lambda: p.get_tracer("t"))
+    acc = accumulator(limit=2000)
+    acc.on_open = ProducerSpans(None).batch_opened
+    big = 2000 - TRACEPARENT_RECORD_BYTES + 1
+    batch, _, _ = acc.append(("t", 0), Record(value=b"v", timestamp=1), big, 0.0)
+    assert batch.header is None and batch.header_bytes == 0 and batch.span is not None
+    fits = 2000 - TRACEPARENT_RECORD_BYTES
+    batch, _, _ = acc.append(("t", 1), Record(value=b"v", timestamp=1), fits, 0.0)
+    assert batch.header is not None
+    own = Record(value=b"w", headers=((TRACEPARENT_HEADER, TRACE.encode()),), timestamp=1)
+    other = ProducerSpans(None)
+    acc.on_open = other.batch_opened
+    batch, _, _ = acc.append(("t", 2), own, 50, 0.0)
+    (encoded,) = batch.to_encode()
+    assert encoded.headers == ((TRACEPARENT_HEADER, TRACE.encode()),)
+
+
 def test_an_unsampled_batch_has_no_header(monkeypatch: pytest.MonkeyPatch) -> None:
     p, exporter = provider(ALWAYS_OFF)
     monkeypatch.setattr(client_tracing, "active_tracer", lambda: p.get_tracer("t"))
     acc = accumulator(limit=2000)
     acc.on_open = ProducerSpans(None).batch_opened
     batch, _, _ = acc.append(("t", 0), Record(value=b"v", timestamp=1), 10, 0.0)
-    assert batch.header is None and batch.extra == 0
+    assert batch.header is None and batch.header_bytes == 0
     assert exporter.get_finished_spans() == ()
 
 

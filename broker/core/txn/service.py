@@ -294,18 +294,24 @@ class TransactionService:
             return ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, f"no transactional id {txn_id!r}", None
         return ErrorCode.NONE, None, t
 
-    def phase(self, txn_id: str) -> tuple[str | None, int]:
-        """(the 3PC phase this broker's coordinator drives `txn_id` in, its epoch), for
-        tracing: "prepare", "precommit", "commit", "abort", or None when its transaction is
-        not ending here (ongoing, complete, unknown, or led elsewhere)."""
-        found = self._coordinator(txn_id, read=True)
-        if not isinstance(found, HostedGroup):
+    def phase(self, txn_id: str) -> tuple[str | None, int] | None:
+        """For tracing, read-only: (the 3PC phase this broker's coordinator drives `txn_id`
+        in: "prepare", "precommit", "commit", "abort", or None when its transaction is not
+        ending; the transaction's epoch, -1 for an unknown id), or None when this broker
+        cannot tell now (not its serving coordinator, or catching up)."""
+        n = self._partition_count()
+        g = (
+            None
+            if n is None
+            else self.partitions.by_partition.get((TXN_TOPIC, coordinator_partition(txn_id, n)))
+        )
+        if g is None or not g.serving() or g.machine.applied_index < g.raft.commit_index:
+            return None
+        t = self.machine(g).txns.get(txn_id)
+        if t is None:
             return None, -1
-        t = self.machine(found).txns.get(txn_id)
-        d = self._drivers.get(found.id)
-        if t is None or d is None:
-            return None, -1
-        return d.phase(t), t.epoch
+        d = self._drivers.get(g.id)
+        return (None if d is None else d.phase(t)), t.epoch
 
     def entries(self) -> list[TxnEntry]:
         """Every transactional id the coordinator groups this broker serves hold."""
