@@ -215,7 +215,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             frozenset(seeds),
         )
         driver.network = network
-        metrics = BrokerMetrics()
+        metrics = BrokerMetrics(topics=lambda: node.meta.topics)
         server = ClientServer(
             driver,
             limits,
@@ -253,6 +253,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             nursery.start_soon(driver.run)
             nursery.start_soon(_ticker, driver, config.tick_ms)
             nursery.start_soon(_freeze_gc_when_ready, node)
+            nursery.start_soon(disk.run)
             if exporter is not None:
                 nursery.start_soon(exporter.run)
             async with trio.open_nursery() as listeners:

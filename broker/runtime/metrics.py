@@ -12,10 +12,12 @@ default, so embedded brokers in one process do not mix). Three kinds of metric:
   - `sluice_request_duration_seconds{api}`: from the frame's arrival to its answer's encoding;
   - `sluice_request_bytes_total{api}`, `sluice_response_bytes_total{api}`: request frames
     received and answer frames sent, length prefix included;
-  - `sluice_records_produced_total{topic}`: records of produce batches answered without error
-    (a producer's retry answered as a duplicate counts again), from batch headers;
-  - `sluice_records_fetched_total{topic}`: data records of the batches fetch answers carry
-    (control batches not counted), from batch headers;
+  - `sluice_records_produced_total{topic}`: records of the produce batches this broker
+    acknowledged (answered without error), from batch headers; a producer's retry answered
+    as a duplicate counts again;
+  - `sluice_records_fetched_total{topic}`: records of the batches fetch answers carried, from
+    batch headers: whole batches, so records before the fetch offset in the first batch and
+    aborted transactional records count too (control batches do not);
   - `sluice_produce_commit_seconds`: a produce request's duration, from its arrival to the
     answer its commit allows, for answers without any error;
   - `sluice_store_write_seconds`, `sluice_round_entries`, `sluice_round_bytes`: per driver
@@ -26,12 +28,17 @@ default, so embedded brokers in one process do not mix). Three kinds of metric:
 - with OTLP export on, `sluice_otlp_exports_total{result}` (otlp_metrics.py).
 
 Metric names start with `sluice_`; counters end in `_total`, durations are in seconds, sizes in
-bytes. Label children are never removed: a deleted topic's series stay until the restart.
+bytes. Per-topic children go with their topic: given `topics` (the names in the broker's
+metadata), every collection of the whole registry (a scrape, an OTLP export) first removes
+the children and series of topics no longer there (one look-up per topic with a series); a
+topic created again under the same name starts from 0 (a counter reset). Other label
+children (APIs, error codes) are never removed: their values are few and fixed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
+from contextlib import suppress
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -56,8 +63,13 @@ ROUND_BYTES_BUCKETS = tuple(float(256 * 4**i) for i in range(10))
 class BrokerMetrics:
     """The registry of one broker, and its hot-path instruments."""
 
-    def __init__(self) -> None:
+    def __init__(self, topics: Callable[[], Container[str]] | None = None) -> None:
+        """`topics`: the topic names that exist (the broker's metadata), read at each
+        collection to drop the per-topic series of deleted topics; None keeps them all."""
         r = self.registry = CollectorRegistry(auto_describe=False)
+        self._topics = topics
+        if topics is not None:
+            r.register(_TopicPruner(self))  # first: it runs before the counters are collected
         self._requests = Counter(
             "sluice_requests",
             "Client requests answered, by API and top-level error code.",
@@ -85,13 +97,16 @@ class BrokerMetrics:
         )
         self._produced = Counter(
             "sluice_records_produced",
-            "Records in produce batches answered without error, by topic.",
+            "Records of the produce batches this broker acknowledged, by topic (a retried "
+            "batch answered as a duplicate counts again).",
             ["topic"],
             registry=r,
         )
         self._fetched = Counter(
             "sluice_records_fetched",
-            "Data records in the batches of fetch answers, by topic.",
+            "Records of the batches fetch answers carried, by topic: whole batches (records "
+            "before the fetch offset and aborted transactional ones included; control "
+            "batches not).",
             ["topic"],
             registry=r,
         )
@@ -155,16 +170,33 @@ class BrokerMetrics:
         self._commit.observe(seconds)
 
     def records_produced(self, topic: str, records: int) -> None:
+        """`records` of produce batches acknowledged (duplicates of a retry included)."""
         child = self._per_topic_produced.get(topic)
         if child is None:
             child = self._per_topic_produced[topic] = self._produced.labels(topic)
         child.inc(records)
 
     def records_fetched(self, topic: str, records: int) -> None:
+        """`records` in the whole batches of a fetch answer (data batches: those before the
+        fetch offset and aborted transactional ones included)."""
         child = self._per_topic_fetched.get(topic)
         if child is None:
             child = self._per_topic_fetched[topic] = self._fetched.labels(topic)
         child.inc(records)
+
+    def forget_deleted_topics(self) -> None:
+        """Remove the per-topic children and series of topics `topics()` no longer holds."""
+        if self._topics is None:
+            return
+        existing = self._topics()
+        for cache, counter in (
+            (self._per_topic_produced, self._produced),
+            (self._per_topic_fetched, self._fetched),
+        ):
+            for topic in [t for t in cache if t not in existing]:
+                del cache[topic]
+                with suppress(KeyError):
+                    counter.remove(topic)
 
     def round_written(self, seconds: float, entries: int, nbytes: int) -> None:
         """A driver round's synced write: its duration, Raft entries and their bytes."""
@@ -177,6 +209,18 @@ class BrokerMetrics:
 
     def render(self) -> str:
         return generate_latest(self.registry).decode()
+
+
+class _TopicPruner(Collector):
+    """Registered first: each collection of the registry starts by forgetting the series
+    of deleted topics (metrics.forget_deleted_topics); it yields no metric itself."""
+
+    def __init__(self, metrics: BrokerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        self._metrics.forget_deleted_topics()
+        return iter(())
 
 
 Sample = tuple[str, str, str, list[tuple[tuple[str, ...], float]], tuple[str, ...]]

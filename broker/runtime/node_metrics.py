@@ -17,32 +17,51 @@ Exported (gauges unless `_total`):
   `sluice_raft_follower_lag_entries{...,follower}`: the leader's last index minus that
   follower's match index (learners included; a broker with two incarnations in the group,
   being replaced, shows the larger lag). Counters restart with the group's replica here;
-- partition health, this broker's view (`BrokerNode.describe_partitions`): a partition without
-  a leader, or one of whose replicas lacks committed entries, counts once, wherever it is led:
-  `sluice_partitions`, `sluice_partitions_leaderless`, `sluice_partitions_under_replicated`;
+- partitions in this broker's copy of the metadata log: `sluice_partitions`; and
+  `sluice_partitions_leaderless`, those for which this broker knows no leader (its own replica
+  neither serves as leader nor knows who does, and the metadata log reports none, or one whose
+  broker it marks failed: `ClusterView.partition_view`). Every broker gives its own view of
+  every partition: take the max over brokers, never the sum;
+- `sluice_partitions_under_replicated`: partitions whose Raft group this broker leads and
+  serves, with a replica (learners included) missing committed entries in this leader's own
+  view of its followers' progress (match index < commit index). Only the serving leader counts
+  a partition, so the sum over brokers counts each partition once (twice at most briefly: a
+  deposed leader cut off from the others serves until check-quorum steps it down, within an
+  election timeout). A follower that stopped answering counts only once entries commit
+  without it (`sluice_raft_follower_lag_entries` shows how far behind each one is);
 - per partition log this broker leads and serves (`topic`, `partition`):
   `sluice_partition_high_watermark` and `sluice_partition_lso_lag` (high watermark minus last
   stable offset: records held back from read_committed readers by open transactions);
 - per consumer group whose coordinator partition this broker leads and serves:
-  `sluice_consumer_group_members{consumer_group}`, and
-  `sluice_consumer_group_lag{consumer_group,topic,partition}` per committed offset: the
-  partition's high watermark minus the offset, never below 0. The high watermark is this
-  broker's replica's (the leader's, or a follower's applied one, at most a round behind); a
-  partition with no replica here has no lag series (the coordinator cannot see its end);
+  `sluice_consumer_group_members{consumer_group}`, and per committed offset
+  (`consumer_group`, `topic`, `partition`) `sluice_consumer_group_committed_offset` (every
+  committed partition of the group, wherever the partition is led) and
+  `sluice_consumer_group_lag`, the coordinator's local view: the high watermark of its own
+  replica of the partition (the leader's, or a follower's applied one, at most a round behind)
+  minus the offset, never below 0, and no series for a partition without a replica here. The
+  lag of every partition is the leader's `sluice_partition_high_watermark` minus
+  `sluice_consumer_group_committed_offset`, joined on (topic, partition) in PromQL: what the
+  Grafana dashboard and the SluiceConsumerLagGrowing alert compute;
 - transactions whose coordinator partitions this broker leads: `sluice_transactions_open`
   by `state`, `sluice_transaction_oldest_age_seconds`;
 - the data directory's file system and files (`DiskUsage`): `sluice_store_disk_free_bytes`
-  and `sluice_store_disk_total_bytes` (statvfs at each scrape; free = available to the
-  broker's user), `sluice_store_size_bytes` (its files' sizes, recomputed at most every
-  `SIZE_EVERY_S`).
+  and `sluice_store_disk_total_bytes` (statvfs; free = available to the broker's user) and
+  `sluice_store_size_bytes` (its files' sizes), all measured in a worker thread every
+  `SIZE_EVERY_S` by `DiskUsage.run` (a task in the broker's nursery): a scrape only reads the
+  last measurement, so a slow walk or a hung file system never stalls the Trio loop. A failed
+  measurement keeps the last good value (logged once per kind); a series is absent only until
+  its first success.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import trio
 
 from broker.core.groups.coordinator import GroupCoordinator
 from broker.core.groups.service import OFFSETS_TOPIC
@@ -60,8 +79,11 @@ from broker.runtime.server import ClientServer
 GROUP_LABELS = ("group", "topic", "partition")
 PARTITION_LABELS = ("topic", "partition")
 SIZE_EVERY_S = 10.0
-"""The data directory's size is walked at most this often (scrapes in between reuse it)."""
+"""The data directory's file system and files are measured this often (scrapes in between
+read the last measurement)."""
 Values = list[tuple[tuple[str, ...], float]]
+
+log = logging.getLogger("sluice.metrics")
 
 
 def node_samples(
@@ -165,18 +187,39 @@ def follower_lag(raft: RaftNode) -> dict[int, int]:
 
 
 def _partition_samples(node: BrokerNode) -> list[Sample]:
-    statuses = node.describe_partitions()
-    leaderless = sum(1 for p in statuses if p.view.leader is None)
-    behind = sum(
-        1 for p in statuses if p.commit_lag >= 0 and len(p.caught_up) < len(p.view.replicas)
-    )
+    """Partitions in the metadata, those this broker knows no leader of, and those it leads
+    with a replica missing committed entries (see the module doc)."""
+    views = node.views
+    groups = node.host.groups
+    total = leaderless = behind = 0
+    for t in node.meta.topics.values():
+        for pi in t.partitions:
+            total += 1
+            if views.partition_view(pi).leader is None:
+                leaderless += 1
+            g = groups.get(pi.group_id)
+            if g is not None and g.serving() and under_replicated(g.raft):
+                behind += 1
     return [
-        ("gauge", "sluice_partitions", "Partitions in the metadata.", [((), len(statuses))], ()),
-        ("gauge", "sluice_partitions_leaderless", "Partitions without a leader.",
-         [((), leaderless)], ()),
+        ("gauge", "sluice_partitions", "Partitions in this broker's copy of the metadata.",
+         [((), total)], ()),
+        ("gauge", "sluice_partitions_leaderless",
+         "Partitions for which this broker knows no leader (each broker's own view: take the "
+         "max over brokers).", [((), leaderless)], ()),
         ("gauge", "sluice_partitions_under_replicated",
-         "Partitions (led here) with a replica missing committed entries.", [((), behind)], ()),
+         "Partitions led and served by this broker with a replica missing committed entries "
+         "(match index < commit index, in this leader's view): sum over brokers.",
+         [((), behind)], ()),
     ]  # fmt: skip
+
+
+def under_replicated(raft: RaftNode) -> bool:
+    """On a leader: whether some other replica (learners included) lacks committed entries,
+    by the leader's own record of its followers' match indexes. False elsewhere."""
+    if not raft.is_leader:
+        return False
+    commit = raft.commit_index
+    return any(pr.match < commit for member, pr in raft.progress.items() if member != raft.id)
 
 
 def _log_samples(node: BrokerNode) -> list[Sample]:
@@ -201,8 +244,10 @@ def _log_samples(node: BrokerNode) -> list[Sample]:
 
 
 def _consumer_group_samples(node: BrokerNode) -> list[Sample]:
-    """Members and committed-offset lag of the groups coordinated here (see the module doc)."""
+    """Members, committed offsets and local lag of the groups coordinated here (see the
+    module doc)."""
     members: Values = []
+    committed_at: Values = []
     lag: Values = []
     for (topic, _), g in sorted(node.partitions.by_partition.items()):
         m = g.machine
@@ -211,15 +256,22 @@ def _consumer_group_samples(node: BrokerNode) -> list[Sample]:
         for group_id, group in sorted(m.groups.items()):
             members.append(((group_id,), float(len(group.members))))
             for (t, p), committed in sorted(group.offsets.items()):
+                labels = (group_id, t, str(p))
+                committed_at.append((labels, float(committed.offset)))
                 high = node.high_watermark(t, p)
                 if high != NO_OFFSET:
-                    lag.append(((group_id, t, str(p)), float(max(0, high - committed.offset))))
+                    lag.append((labels, float(max(0, high - committed.offset))))
+    labels = ("consumer_group", "topic", "partition")
     return [
         ("gauge", "sluice_consumer_group_members",
          "Members of each consumer group coordinated here.", members, ("consumer_group",)),
+        ("gauge", "sluice_consumer_group_committed_offset",
+         "Committed offset of each partition of each consumer group coordinated here (lag: "
+         "the partition leader's sluice_partition_high_watermark minus this).", committed_at,
+         labels),
         ("gauge", "sluice_consumer_group_lag",
-         "High watermark minus the group's committed offset (partitions with a replica here).",
-         lag, ("consumer_group", "topic", "partition")),
+         "The coordinator's local view: its own replica's high watermark minus the group's "
+         "committed offset, only for partitions with a replica on this broker.", lag, labels),
     ]  # fmt: skip
 
 
@@ -240,76 +292,118 @@ def _transaction_samples(node: BrokerNode) -> list[Sample]:
 
 
 class DiskUsage:
-    """The data directory's file system (statvfs at each call) and the bytes of its files
-    (walked at most every `every_s` seconds of `clock`; scrapes in between reuse the last
-    walk). A file vanishing mid-walk (a compaction) is skipped; an unreadable directory
-    leaves its series out rather than failing the scrape."""
+    """The data directory's file system (statvfs) and the bytes of its files, measured by
+    `run` in a worker thread every `every_s` seconds; `samples` (at each scrape, on the Trio
+    thread) only reads the last measurement and touches no file system. A failed statvfs or
+    an unreadable directory keeps the last good value, its first failure of each kind logged
+    once; a series is left out only until its first success. A file vanishing mid-walk (a
+    compaction) is skipped."""
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
         every_s: float = SIZE_EVERY_S,
-        clock: Callable[[], float] = time.monotonic,
+        statvfs: Callable[[Path], os.statvfs_result] = os.statvfs,
+        tree_bytes: Callable[[Path], int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.every_s = every_s
-        self._clock = clock
-        self._size = -1
-        self._walked_at = -float("inf")
-        self.walks = 0
-        """Walks of the directory so far (the cache's hit rate, for tests)."""
+        self._statvfs = statvfs
+        self._tree_bytes = _tree_bytes if tree_bytes is None else tree_bytes
+        self.free_total: tuple[int, int] | None = None
+        """(bytes free for the broker, bytes in all) of the file system, as last measured."""
+        self.size = -1
+        """The files' bytes as last walked (-1: never walked successfully)."""
+        self.refreshes = 0
+        self._logged: set[str] = set()
+
+    async def run(self) -> None:
+        """Measure now, then every `every_s` seconds after the previous measurement ended
+        (a measurement stuck on a hung file system delays the next, never stacks them)."""
+        while True:
+            await self.refresh()
+            await trio.sleep(self.every_s)
+
+    async def refresh(self) -> None:
+        """One measurement in a worker thread (abandoned if cancelled: the broker can stop
+        while a file system hangs), kept on the Trio thread."""
+        fs, size = await trio.to_thread.run_sync(self._measure, abandon_on_cancel=True)
+        self.refreshes += 1
+        if isinstance(fs, OSError):
+            self._failed("statvfs", fs)
+        else:
+            self.free_total = fs
+        if isinstance(size, OSError):
+            self._failed("walk", size)
+        else:
+            self.size = size
+
+    def _measure(self) -> tuple[tuple[int, int] | OSError, int | OSError]:
+        """In a worker thread: (free, total) bytes of the file system and the files' bytes,
+        or the error each failed with."""
+        fs: tuple[int, int] | OSError
+        size: int | OSError
+        try:
+            st = self._statvfs(self.path)
+            fs = (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+        except OSError as e:
+            fs = e
+        try:
+            size = self._tree_bytes(self.path)
+        except OSError as e:
+            size = e
+        return fs, size
+
+    def _failed(self, kind: str, error: OSError) -> None:
+        if kind not in self._logged:
+            self._logged.add(kind)
+            what = "statvfs of" if kind == "statvfs" else "walking"
+            log.warning(
+                "%s the data directory %s failed: %s; its disk metrics keep their last value, "
+                "further failures are not logged",
+                what,
+                self.path,
+                error,
+            )
 
     def samples(self) -> list[Sample]:
         out: list[Sample] = []
-        try:
-            st = os.statvfs(self.path)
-        except OSError:
-            pass
-        else:
+        if self.free_total is not None:
+            free, total = self.free_total
             out.append(("gauge", "sluice_store_disk_free_bytes",
                         "Bytes free for the broker on the data directory's file system.",
-                        [((), float(st.f_bavail * st.f_frsize))], ()))  # fmt: skip
+                        [((), float(free))], ()))  # fmt: skip
             out.append(("gauge", "sluice_store_disk_total_bytes",
                         "Size of the data directory's file system, bytes.",
-                        [((), float(st.f_blocks * st.f_frsize))], ()))  # fmt: skip
-        size = self.size_bytes()
-        if size >= 0:
+                        [((), float(total))], ()))  # fmt: skip
+        if self.size >= 0:
             out.append(("gauge", "sluice_store_size_bytes",
-                        f"Bytes of the data directory's files (recomputed at most every "
-                        f"{self.every_s:g} s).", [((), float(size))], ()))  # fmt: skip
+                        f"Bytes of the data directory's files (measured every "
+                        f"{self.every_s:g} s).", [((), float(self.size))], ()))  # fmt: skip
         return out
-
-    def size_bytes(self) -> int:
-        """The files' bytes as last walked (-1: the directory cannot be read)."""
-        now = self._clock()
-        if now - self._walked_at >= self.every_s:
-            self._walked_at = now
-            self.walks += 1
-            self._size = _tree_bytes(self.path)
-        return self._size
 
 
 def _tree_bytes(root: Path) -> int:
-    """Bytes of the regular files under `root` (symbolic links not followed); -1 when
-    `root` itself cannot be read."""
+    """Bytes of the regular files under `root` (symbolic links not followed); OSError when
+    `root` itself cannot be read. Blocking: run it in a worker thread."""
     total = 0
-    stack = [root]
-    first = True
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            if first:
-                return -1
-            continue
-        first = False
+    stack: list[str] = []
+    with os.scandir(root) as listing:
+        entries = list(listing)
+    while True:
         for e in entries:
             try:
                 if e.is_dir(follow_symlinks=False):
-                    stack.append(Path(e.path))
+                    stack.append(e.path)
                 elif e.is_file(follow_symlinks=False):
                     total += e.stat(follow_symlinks=False).st_size
             except OSError:
                 continue  # gone since the listing (RocksDB deletes files as it compacts)
-    return total
+        if not stack:
+            return total
+        try:
+            with os.scandir(stack.pop()) as listing:
+                entries = list(listing)
+        except OSError:
+            entries = []  # a directory gone or unreadable since its parent was listed

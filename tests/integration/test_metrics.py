@@ -139,11 +139,37 @@ async def test_records_bytes_rounds_disk_and_a_groups_committed_lag(broker: Brok
                  partition="0") == 5 - 2  # fmt: skip
     assert value(lag, "sluice_consumer_group_lag", consumer_group="readers", topic="lag",
                  partition="1") == 0  # fmt: skip
+    for partition, committed in (("0", 2), ("1", 5)):
+        assert one("sluice_consumer_group_committed_offset", consumer_group="readers", topic="lag",
+                   partition=partition) == committed  # fmt: skip
     assert one("sluice_consumer_group_members", consumer_group="readers") == 1
     assert not m.get("sluice_raft_follower_lag_entries")  # no follower anywhere
     free = one("sluice_store_disk_free_bytes")
     assert 0 < free <= one("sluice_store_disk_total_bytes")
     assert one("sluice_store_size_bytes") > 0
+
+
+async def test_a_deleted_topics_records_series_go_at_the_next_scrape(broker: Broker) -> None:
+    addr = str(broker.addresses.clients)
+    async with Admin(addr) as admin:
+        await admin.create_topic("brief", partitions=1)
+        await admin.create_topic("kept", partitions=1)
+        async with Producer(addr) as p:
+            await p.send("brief", b"x")
+            await p.send("kept", b"y")
+            await p.flush()
+        _, m = await trio.to_thread.run_sync(scrape, broker)
+        produced = m["sluice_records_produced"]
+        assert value(produced, "sluice_records_produced_total", topic="brief") == 1
+        await admin.delete_topic("brief")
+
+    async def topics_counted() -> set[str]:
+        _, m = await trio.to_thread.run_sync(scrape, broker)
+        return {s.labels["topic"] for s in m["sluice_records_produced"]
+                if s.name == "sluice_records_produced_total"}  # fmt: skip
+
+    await poll_until_async(topics_counted, lambda t: t == {"kept"},
+                           "the deleted topic's series gone", timeout=10)  # fmt: skip
 
 
 class OtlpReceiver:
@@ -286,6 +312,31 @@ async def test_a_broker_process_pushes_its_metrics_by_otlp_when_the_environment_
     assert totals == sorted(totals)
 
 
+async def test_a_test_broker_process_ignores_the_runners_otel_variables(
+    tmp_path: Path, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A developer's OTEL_* settings in the test runner's environment must not turn on
+    export in the brokers the tests start (BrokerProcess.env still can, as above)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.url)
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    b = BrokerProcess(tmp_path / "data", node_id=0)
+    try:
+        await trio.to_thread.run_sync(b.start)
+        await trio.to_thread.run_sync(b.wait_ready)
+        async with Admin(b.bootstrap) as admin:
+            await admin.create_topic("quiet", partitions=1)
+        async with Producer(b.bootstrap) as p:
+            await p.send("quiet", b"r")  # a request span, were tracing on
+            await p.flush()
+        await trio.sleep(0.5)  # five export intervals, were export on
+        log = b.log_tail()
+    finally:
+        b.kill()
+    assert otlp_receiver.paths == [], otlp_receiver.paths
+    assert "OTLP" not in log, log
+
+
 def scrape_port(http_port: int) -> dict[str, list[Sample]]:
     url = f"http://127.0.0.1:{http_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -339,3 +390,48 @@ async def test_a_leader_reports_the_lag_in_entries_of_a_paused_follower(
         await trio.to_thread.run_sync(cluster.resume, paused)
     await poll_until_async(view, lags_are({paused: 0, other: 0}), "the resumed follower caught up",
                            timeout=10)  # fmt: skip
+
+
+async def test_an_under_replicated_partition_is_counted_once_by_its_leader_alone(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """Three broker processes, a topic of 3 partitions of RF 3 (preferred leaders spread, so
+    some partition is led by a broker other than the controller). With the link between that
+    partition's leader and its third replica cut, records committed to it leave that replica
+    behind: the leader counts the partition under-replicated, and nobody else (the
+    controller, which hears of every partition's replicas, neither); summed over brokers:
+    1. Once the link heals and the replica catches up: 0 everywhere."""
+    cluster = await trio.to_thread.run_sync(cluster_factory, 3)
+    async with Admin(cluster.bootstrap) as admin:
+        await admin.create_topic("u", partitions=3, replication_factor=3)
+    views = await cluster.wait_stable("u")
+    controller = views[0].controller
+    leaders = {p: leader for p, (leader, _) in views[0].leaders.items()}
+    partition, leader = next((p, ld) for p, ld in sorted(leaders.items()) if ld != controller)
+    (behind,) = {0, 1, 2} - {leader, controller}
+
+    async def counts() -> dict[int, float]:
+        out = {}
+        for i, b in enumerate(cluster.brokers):
+            m = await trio.to_thread.run_sync(scrape_port, b.http_port)
+            out[i] = value(m["sluice_partitions_under_replicated"],
+                           "sluice_partitions_under_replicated")  # fmt: skip
+            assert value(m["sluice_partitions"], "sluice_partitions") == 3
+        return out
+
+    await poll_until_async(counts, lambda c: sum(c.values()) == 0, "all replicas caught up",
+                           timeout=10)  # fmt: skip
+    await trio.to_thread.run_sync(cluster.cut_link, leader, behind)
+    try:
+        async with Producer(cluster.brokers[leader].bootstrap) as p:
+            for i in range(3):
+                await p.send_and_wait("u", b"r%d" % i, partition=partition)
+        # Given a few heartbeats for the controller to hear of the leader's view.
+        await trio.sleep(1.0)
+        got = await poll_until_async(counts, lambda c: c[leader] == 1,
+                                     "the leader to count its partition", timeout=10)  # fmt: skip
+        assert got == {leader: 1, controller: 0, behind: 0}, (leader, controller, got)
+    finally:
+        await trio.to_thread.run_sync(cluster.heal)
+    await poll_until_async(counts, lambda c: sum(c.values()) == 0,
+                           "the replica caught up after the heal", timeout=15)  # fmt: skip

@@ -6,16 +6,18 @@ scripts/install-debian-tools when missing) scraping a real 3-broker cluster.
 - `promtool test rules` drives every alert rule (its expression, `for` and labels) over
   synthetic series: each fires where it should, with its severity, and stays quiet nearby;
 - the brokers serve real traffic through the client library: records produced and fetched,
-  a consumer group whose committed offsets stay behind the end (lag > 0), a committed
-  transaction and one left open (open-transaction and LSO-lag series); and a request refused
-  with an error code (raw protocol). Prometheus scrapes them every second; then every query
-  of the Grafana dashboard (variables at "All", Grafana's intervals replaced), every template
-  variable's query and every alert rule is evaluated: each must be valid, each dashboard
-  query must return data, and each alert's metric selectors must (the alert's own condition
-  is false while all is well); a few values show the traffic (lag, the open transaction, the
-  error); every `sluice_*` metric named anywhere is in some broker's /metrics;
-  /api/v1/rules shows every rule loaded and healthy. The test prints each query and what it
-  answered (`-s`)."""
+  a consumer group whose committed offsets stay behind the end (lag > 0) on a topic of
+  replication factor 3 and on one of replication factor 1 (whose partitions mostly have no
+  replica on the group coordinator's broker), a committed transaction and one left open
+  (open-transaction and LSO-lag series); and a request refused with an error code (raw
+  protocol). Prometheus scrapes them every second; then every query of the Grafana dashboard
+  (variables at "All", Grafana's intervals replaced), every template variable's query and
+  every alert rule is evaluated: each must be valid, each dashboard query must return data,
+  and each alert's metric selectors must (the alert's own condition is false while all is
+  well); a few values show the traffic (the lag of every partition of both topics, the open
+  transaction, the error); every `sluice_*` metric named anywhere is in some broker's
+  /metrics; /api/v1/rules shows every rule loaded and healthy. The test prints each query and
+  what it answered (`-s`)."""
 
 from __future__ import annotations
 
@@ -58,6 +60,13 @@ PARTITIONS = 3
 GROUP = "obs-readers"
 COMMITTED_AT = 5
 """The group commits this offset on every partition, behind the end: lag > 0."""
+SPREAD = "obs-rf1"
+"""A topic of replication factor 1 the group also reads: most of its partitions have no
+replica on the group coordinator's broker (their lag comes from their leaders' high
+watermarks, joined with the coordinator's committed offsets)."""
+SPREAD_RECORDS = 8
+"""Records produced to each partition of SPREAD (its high watermark)."""
+SPREAD_COMMITTED_AT = 2
 
 
 def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
@@ -166,14 +175,26 @@ SCENARIOS: list[dict[str, Any]] = [
             alert("10m", "SluiceRequestHandlerFailing"),
         ],
     },
-    {  # t/0: lag grows past 1000; t/1: large but steady; t/2: grows but stays small
+    {  # lag = leader's high watermark - committed offset, each from another broker.
+       # t/0: grows past 1000, its leader moving from b1 to b2 halfway; t/1: large but steady;
+       # t/2: grows but stays small; group h keeps up with t/0
         "input_series": [
-            series("sluice_consumer_group_lag",
+            series("sluice_partition_high_watermark", 'instance="b1", topic="t", partition="0"',
+                   "0+200x20 stale"),
+            series("sluice_partition_high_watermark", 'instance="b2", topic="t", partition="0"',
+                   "_x21 4200+200x19"),
+            series("sluice_partition_high_watermark", 'instance="b1", topic="t", partition="1"',
+                   "5000x40"),
+            series("sluice_partition_high_watermark", 'instance="b2", topic="t", partition="2"',
+                   "0+10x40"),
+            series("sluice_consumer_group_committed_offset",
                    'instance="b0", consumer_group="g", topic="t", partition="0"', "0+100x40"),
-            series("sluice_consumer_group_lag",
-                   'instance="b0", consumer_group="g", topic="t", partition="1"', "5000x40"),
-            series("sluice_consumer_group_lag",
-                   'instance="b0", consumer_group="g", topic="t", partition="2"', "0+10x40"),
+            series("sluice_consumer_group_committed_offset",
+                   'instance="b0", consumer_group="g", topic="t", partition="1"', "0x40"),
+            series("sluice_consumer_group_committed_offset",
+                   'instance="b0", consumer_group="g", topic="t", partition="2"', "0x40"),
+            series("sluice_consumer_group_committed_offset",
+                   'instance="b1", consumer_group="h", topic="t", partition="0"', "0+200x40"),
         ],
         "alert_rule_test": [
             alert("15m", "SluiceConsumerLagGrowing"),
@@ -258,13 +279,16 @@ def step(what: str, seconds: float = 20.0) -> Iterator[None]:
 
 async def make_traffic(bootstrap: str) -> None:
     """Records in, a committed transaction, a refused request."""
-    with step("create the topic"):
+    with step("create the topics"):
         async with Admin(bootstrap) as admin:
             await admin.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=3)
+            await admin.create_topic(SPREAD, partitions=PARTITIONS, replication_factor=1)
     with step("produce"):
         async with Producer(bootstrap, linger_ms=2) as p:
             for i in range(60):
                 await p.send(TOPIC, b"v%03d" % i, partition=i % PARTITIONS)
+            for i in range(SPREAD_RECORDS * PARTITIONS):
+                await p.send(SPREAD, b"s%03d" % i, partition=i % PARTITIONS)
             await p.flush()
     with step("commit a transaction"):
         async with Producer(bootstrap, transactional_id="obs-committed") as tp, tp.transaction():
@@ -292,11 +316,14 @@ async def open_transaction(hanging: Producer) -> None:
 async def lag_behind(consumer: Consumer) -> None:
     """Read, then commit offsets behind the end: the group lags."""
     with step("join a group and consume"):
-        consumer.subscribe([TOPIC])
+        consumer.subscribe([TOPIC, SPREAD])
         await poll_records(consumer, 30, timeout=15)
-        assert consumer.assignment() == {(TOPIC, p) for p in range(PARTITIONS)}
+        assert consumer.assignment() == {(t, p) for t in (TOPIC, SPREAD) for p in range(PARTITIONS)}
     with step("commit offsets behind the end"):
-        await consumer.commit({(TOPIC, p): COMMITTED_AT for p in range(PARTITIONS)})
+        await consumer.commit({
+            **{(TOPIC, p): COMMITTED_AT for p in range(PARTITIONS)},
+            **{(SPREAD, p): SPREAD_COMMITTED_AT for p in range(PARTITIONS)},
+        })  # fmt: skip
 
 
 def exported_names(cluster: Cluster) -> set[str]:
@@ -333,6 +360,18 @@ def wait_scraped(prom: PrometheusServer, brokers: int) -> None:
 
 PRODUCED = 60 + 6 + 1
 """Records produced: plain, in the committed transaction, in the open one."""
+
+
+def group_lag(topic: str) -> str:
+    """GROUP's lag on each partition of `topic`, as the dashboard and the alert compute it."""
+    return (
+        f'max by (topic, partition) (sluice_partition_high_watermark{{job="sluice", '
+        f'topic="{topic}"}}) - on (topic, partition) group_right max by (consumer_group, topic, '
+        f'partition) (sluice_consumer_group_committed_offset{{job="sluice", '
+        f'consumer_group="{GROUP}", topic="{topic}"}})'
+    )
+
+
 TRAFFIC_SEEN = [
     ('sum(up{job="sluice"})', lambda v: v == 3),
     ('max(sluice_partitions_leaderless{job="sluice"})', lambda v: v == 0),
@@ -343,9 +382,14 @@ TRAFFIC_SEEN = [
      'error="INVALID_TRANSACTION_TIMEOUT"})', lambda v: v == 1),
     (f'max(sluice_consumer_group_members{{job="sluice", consumer_group="{GROUP}"}})',
      lambda v: v == 1),
-    (f'sum(max by (partition) (sluice_consumer_group_lag{{job="sluice", '
-     f'consumer_group="{GROUP}", topic="{TOPIC}"}}))',
-     lambda v: v >= PRODUCED - PARTITIONS * COMMITTED_AT),
+    (f"sum({group_lag(TOPIC)})", lambda v: v >= PRODUCED - PARTITIONS * COMMITTED_AT),
+    (f"count({group_lag(TOPIC)})", lambda v: v == PARTITIONS),
+    # Every partition of the RF 1 topic has its lag, wherever its one replica is.
+    (f"count({group_lag(SPREAD)})", lambda v: v == PARTITIONS),
+    (f"sum({group_lag(SPREAD)})",
+     lambda v: v == PARTITIONS * (SPREAD_RECORDS - SPREAD_COMMITTED_AT)),
+    ('count(max by (topic, partition) (sluice_consumer_group_committed_offset{job="sluice", '
+     f'consumer_group="{GROUP}"}}))', lambda v: v == 2 * PARTITIONS),
     ('sum(sluice_transactions_open{job="sluice", state="ongoing"})', lambda v: v == 1),
     (f'max(sluice_partition_lso_lag{{job="sluice", topic="{TOPIC}", partition="0"}})',
      lambda v: v >= 1),

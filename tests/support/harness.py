@@ -12,6 +12,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,14 @@ def _bindable(ports: range) -> bool:
             s.close()
 
 
+def broker_env(inherited: Mapping[str, str], asked: Mapping[str, str]) -> dict[str, str]:
+    """A test broker's environment: this process's without the `OTEL_*` variables (a
+    developer's OpenTelemetry settings must not turn on export in every test broker), then
+    what the test asks for (`BrokerProcess.env`, `OTEL_*` included)."""
+    kept = {k: v for k, v in inherited.items() if not k.startswith("OTEL_")}
+    return {**kept, **asked}
+
+
 @dataclass
 class BrokerProcess:
     data_dir: Path
@@ -81,7 +90,7 @@ class BrokerProcess:
     http_port: int = field(default_factory=free_port)
     config: dict[str, object] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    """Environment variables the broker gets on top of this process's."""
+    """Environment variables the broker gets on top of this process's (`broker_env`)."""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     stdout: Lines | None = None
@@ -114,7 +123,7 @@ class BrokerProcess:
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **self.env}
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, env=broker_env(os.environ, self.env)
         )
         assert self.proc.stdout is not None
         self.stdout = Lines(self.proc.stdout)

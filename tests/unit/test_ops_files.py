@@ -143,6 +143,51 @@ def test_the_headless_service_publishes_peers_before_they_are_ready() -> None:
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == PORTS
 
 
+LOCAL = "127.0.0.1"
+
+
+def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
+    """A Compose service's published ports: container port -> (host address, host port), from
+    the short syntax `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTOCOL]` or the long one (a mapping
+    with `target`, `published`, `host_ip`); no host address reads as "" (every interface)."""
+    out: dict[int, tuple[str, int]] = {}
+    for spec in service.get("ports", []):
+        if isinstance(spec, dict):
+            host, published_port = spec.get("host_ip", ""), int(spec["published"])
+            out[int(spec["target"])] = (host, published_port)
+            continue
+        parts = str(spec).split("/")[0].rsplit(":", 2)
+        assert len(parts) >= 2, f"{spec!r}: a port published on an ephemeral host port"
+        host = parts[0] if len(parts) == 3 else ""
+        out[int(parts[-1])] = (host, int(parts[-2]))
+    return out
+
+
+def test_published_ports_read_every_compose_syntax() -> None:
+    long_form = {"target": 16686, "published": "16686", "host_ip": "127.0.0.1"}
+    service = {"ports": ["3000:3000", "127.0.0.1:19092:9092", "127.0.0.1:4318:4318/tcp", long_form]}
+    assert published(service) == {
+        3000: ("", 3000),
+        9092: (LOCAL, 19092),
+        4318: (LOCAL, 4318),
+        16686: (LOCAL, 16686),
+    }
+
+
+def test_the_compose_file_publishes_every_port_on_the_loopback_interface_only() -> None:
+    """Grafana's anonymous admin, Prometheus (with its lifecycle API), Jaeger, the collector's
+    OTLP receivers and the brokers take anything sent to them: the host reaches them, other
+    machines do not (ops/README.md says how to expose one deliberately)."""
+    services = compose()["services"]
+    ports = {name: published(s) for name, s in services.items()}
+    assert all(ports[name] for name in services if name.startswith("broker-")), ports
+    for name, by_target in ports.items():
+        for target, (host, _) in by_target.items():
+            assert host == LOCAL, f"{name}: port {target} published on {host or 'every interface'}"
+    _, grafana = service_of("grafana/grafana")
+    assert published(grafana) == {3000: (LOCAL, 3000)}
+
+
 def test_the_compose_file_runs_three_brokers_of_one_quorum() -> None:
     compose = yaml.safe_load((OPS / "compose.yaml").read_text())
     brokers = {name: s for name, s in compose["services"].items() if name.startswith("broker-")}
@@ -159,7 +204,7 @@ def test_the_compose_file_runs_three_brokers_of_one_quorum() -> None:
         assert env["SLUICE_NODE_ID"] == i
         assert env["SLUICE_ADVERTISE_PEER"] == f"{name}:{PORTS['peers']}"
         host_port = env["SLUICE_ADVERTISE"].rsplit(":", 1)[1]
-        assert f"{host_port}:{PORTS['clients']}" in s["ports"]
+        assert published(s)[PORTS["clients"]] == (LOCAL, int(host_port))
         assert s["stop_signal"] == "SIGTERM"
 
 
@@ -266,7 +311,7 @@ def test_compose_runs_the_observability_stack_from_files_that_exist() -> None:
     config_file = Path(config_flag.removeprefix("--config.file="))
     assert mounts(prometheus)[str(config_file.parent)] == "./prometheus"
     assert (OPS / "prometheus" / config_file.name).is_file()
-    assert "9090:9090" in prometheus["ports"]
+    assert published(prometheus)[9090] == (LOCAL, 9090)
     grafana = services[names["grafana/grafana"]]
     env = grafana["environment"]
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
@@ -291,7 +336,7 @@ def test_the_brokers_export_traces_to_the_collector() -> None:
         assert env["OTEL_SERVICE_NAME"] == "sluice-broker"
         assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
         assert 0 < float(env["OTEL_TRACES_SAMPLER_ARG"]) <= 1
-    assert f"{OTLP_HTTP}:{OTLP_HTTP}" in collector["ports"]
+    assert published(collector)[OTLP_HTTP] == (LOCAL, OTLP_HTTP)
 
 
 def test_the_collector_configs_receive_otlp_and_export_what_they_define() -> None:
@@ -371,7 +416,8 @@ def test_the_grafana_datasources_are_the_compose_services() -> None:
     assert (url.hostname, url.port) == (prometheus_name, 9090)
     url = urlsplit(by_uid["jaeger"]["url"])
     assert (url.hostname, url.port) == (jaeger_name, 16686)
-    assert "16686:16686" in jaeger["ports"] and "9090:9090" in prometheus["ports"]
+    assert published(jaeger)[16686] == (LOCAL, 16686)
+    assert published(prometheus)[9090] == (LOCAL, 9090)
     assert by_uid["prometheus"]["jsonData"]["timeInterval"] == "5s"
     (providers,) = [
         d["providers"]
