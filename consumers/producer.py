@@ -688,7 +688,7 @@ class Producer:
         self._wake_sender()
 
     async def _submit(self, conn: Connection, picked: list[Batch]) -> None:
-        span = self._spans.request_started(picked, conn.address)
+        span = self._spans.request_started(picked, conn)
         request = ProducerCore.produce_request(
             picked, self.request_timeout_ms, None if span is None else traceparent(span)
         )

@@ -207,9 +207,9 @@ class ProducerSpans:
             span.set_attribute("sluice.base_offset", batch.base_offset)
         end_span(span, batch.error)
 
-    def request_started(self, batches: Sequence[Batch], address: str) -> Span | None:
-        """The `produce` span of a request carrying `batches` to the broker at `address`
-        (HOST:PORT), when one of them is traced."""
+    def request_started(self, batches: Sequence[Batch], conn: Any) -> Span | None:
+        """The `produce` span of a request carrying `batches` on `conn` (its `address` is
+        read only for a span), when one of them is traced."""
         traced = [b.span for b in batches if isinstance(b.span, Span) and b.span.is_recording()]
         tracer = active_tracer()
         if not traced or tracer is None:
@@ -217,7 +217,7 @@ class ProducerSpans:
         topics = topics_of(b.tp[0] for b in batches)
         attrs = messaging_attributes("produce", "send", topics)
         attrs["messaging.batch.message_count"] = sum(len(b.records) for b in batches)
-        attrs.update(server_attributes(address))
+        attrs.update(server_attributes(conn.address))
         contexts = [s.get_span_context() for s in traced]
         return start_child(tracer, "produce", SpanKind.CLIENT, attrs, contexts[0], contexts[1:])
 
