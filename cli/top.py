@@ -4,13 +4,17 @@ It reads `GET /status.json` (the cluster-wide document any broker assembles: bro
 down, partitions, consumer groups and their lag, open transactions, cumulative counters) every
 `--interval` seconds and redraws in place on a terminal (else prints each view after the
 last). Rates come from two successive documents: per broker, counter differences over that
-broker's own clock, only between two reports of one incarnation; so `--once` polls twice,
-`--interval` apart, prints one view and exits 0.
+broker's own monotonic clock (`mono_ms`; its wall clock may step), only between two reports
+of one incarnation and process life (`run`); so `--once` polls twice, `--interval` apart,
+prints one view and exits 0. A broker answers polls closer than its minimum interval (about
+half a second) with the document it served last: a poll that brings that document again is
+not a new view (nothing is printed; `--once` asks again until a new one comes, for at most
+FETCH_TIMEOUT_S).
 
 `--json` prints the document with `"rates": {"interval_s", "brokers": {id: {counter: per
-second}}, "total": {...}}` added (one line per poll). A broker that cannot be reached at the
-first poll is a failed operation (exit 1, the reason on stderr); later, the last view stays
-with the error above it until the broker answers again.
+second}}, "total": {...}}` added (one line per new document). A broker that cannot be
+reached at the first poll is a failed operation (exit 1, the reason on stderr); later, the
+last view stays with the error above it until the broker answers again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from cli.common import Json, fail, usage
 DEFAULT_HTTP = "127.0.0.1:9095"
 RATE_COUNTERS = ("records_produced", "produce_bytes", "records_fetched", "fetch_bytes")
 FETCH_TIMEOUT_S = 10.0
+AGAIN_S = 0.2
+"""How long `--once` waits before asking again when it got the first document twice."""
 LIVE_ROWS = 20
 """Rows per table when redrawing a terminal (the rest are counted)."""
 CLEAR = "\x1b[H\x1b[2J"
@@ -89,19 +95,26 @@ def fetch_status(url: str, timeout: float = FETCH_TIMEOUT_S) -> Doc:
     return doc
 
 
+def same_document(a: Doc, b: Doc) -> bool:
+    """Whether two polls brought the same collection (the broker served its last again)."""
+    return all(a.get(k) == b.get(k) for k in ("served_by", "run", "mono_ms", "time_ms"))
+
+
 def broker_rates(before: Doc | None, now: Doc) -> Rates:
     """Per broker, counter name -> per second between the two documents: only for a broker
-    whose report in both has the same incarnation and a later clock, and only counters that
-    did not go back."""
+    whose report in both has the same incarnation and run and a later monotonic clock, and
+    only counters that did not go back."""
     if before is None:
         return {}
     old = {b["id"]: b for b in before["brokers"] if b.get("counters") is not None}
     out: Rates = {}
     for b in now["brokers"]:
         p = old.get(b["id"])
-        if b.get("counters") is None or p is None or p["incarnation"] != b["incarnation"]:
+        if b.get("counters") is None or p is None or b.get("mono_ms") is None:
             continue
-        dt = (b["time_ms"] - p["time_ms"]) / 1000
+        if (p["incarnation"], p.get("run")) != (b["incarnation"], b.get("run")):
+            continue
+        dt = (b["mono_ms"] - p["mono_ms"]) / 1000
         if dt <= 0:
             continue
         out[b["id"]] = {
@@ -122,15 +135,22 @@ def total_rates(rates: Rates) -> dict[str, float]:
 
 def with_rates(doc: Doc, before: Doc | None) -> Doc:
     """The document with `rates` added (see the module docstring)."""
+    return {**doc, "rates": rates_of(doc, before)}
+
+
+def rates_of(doc: Doc, before: Doc | None) -> dict[str, Any]:
+    """The `rates` of the --json document: `interval_s` between the two documents (over the
+    serving broker's monotonic clock when one process served both, else its wall clock)."""
     rates = broker_rates(before, doc)
-    interval = None if before is None else (doc["time_ms"] - before["time_ms"]) / 1000
+    interval = None
+    if before is not None:
+        one_run = all(before.get(k) == doc.get(k) for k in ("served_by", "run"))
+        key = "mono_ms" if one_run and doc.get("mono_ms") is not None else "time_ms"
+        interval = (doc[key] - before[key]) / 1000
     return {
-        **doc,
-        "rates": {
-            "interval_s": interval,
-            "brokers": {str(k): v for k, v in sorted(rates.items())},
-            "total": total_rates(rates),
-        },
+        "interval_s": interval,
+        "brokers": {str(k): v for k, v in sorted(rates.items())},
+        "total": total_rates(rates),
     }
 
 
@@ -291,21 +311,31 @@ def top(
         before = _first(url)
         if once:
             time.sleep(interval)
-            _show(console, _first(url), before, as_json=as_json, live=False)
+            doc = _first(url)
+            until = time.monotonic() + FETCH_TIMEOUT_S
+            while same_document(doc, before) and time.monotonic() < until:
+                time.sleep(AGAIN_S)
+                doc = _first(url)
+            _show(console, doc, before, as_json=as_json, live=False)
             return
         _show(console, before, None, as_json=as_json, live=live)
         due = time.monotonic() + interval
+        failing = False
         while True:
             time.sleep(max(0.0, due - time.monotonic()))
             due = time.monotonic() + interval
             try:
                 doc = fetch_status(url)
             except StatusUnavailable as e:
+                failing = True
                 if as_json:
                     typer.echo(f"sluice: {e}", err=True)
                 else:
                     _show(console, before, None, as_json=False, live=live, error=str(e))
                 continue
+            if same_document(doc, before) and not failing:
+                continue  # the broker served its last document again: nothing new to show
+            failing = False
             _show(console, doc, before, as_json=as_json, live=live)
             before = doc
     except KeyboardInterrupt:

@@ -4,13 +4,18 @@ request every broker answers for it (status_report.py).
 
 `/status.json` asks every registered broker, this one included (the local path), for its
 report at once, each with a deadline of STATUS_DEADLINE_MS in ticks; a broker whose answer
-has not come by then is shown down (see status.py for the rest of the rule). Requests that
-arrive while a collection runs share its result (one collection in flight at a time, so
-open consoles cost the cluster one round of requests per collection, whatever their number).
+has not come by then is shown down (see status.py for the rest of the rule). Collections are
+rationed: one runs at a time (requests that arrive meanwhile share its result), and a request
+within MIN_INTERVAL_S of the last collection's start is answered that collection's document,
+kept encoded. So however many consoles and scripts poll, and however often, the cluster sees
+at most one round of `status` requests, and this broker's loop one assembly, per
+MIN_INTERVAL_S.
 
 The `status` handler is a closure of this module: it reads the node (pure), this process's
-wall clock and its Prometheus counters (`read_counters`), runs inside the driver's loop and
-answers at once with a report fitted under the peer message bound.
+clocks and its Prometheus counters (`read_counters`), runs inside the driver's loop and
+answers at once with the report, built in one pass under the peer message bound and encoded
+once; the same bytes answer every asker for REPORT_TTL_S (monotonic), so many consoles cost
+each broker one report per REPORT_TTL_S.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.resources import files
 
 import trio
@@ -28,14 +34,14 @@ from prometheus_client import CollectorRegistry
 from broker.core.peer_requests import DEFAULT_RETRY_TICKS, Answer, Inbound
 from broker.runtime.driver import Driver
 from broker.runtime.fault_log import FaultLog
-from broker.runtime.http import JSON
+from broker.runtime.http import JSON, HttpAnswer
 from broker.runtime.status import BrokerAnswer, ClusterStatus, MetadataSnapshot
 from broker.runtime.status_report import (
     STATUS,
     BrokerReport,
     ReportError,
     collect_report,
-    fit_report,
+    report_body,
 )
 from broker.wire.errors import ErrorCode
 
@@ -45,6 +51,14 @@ HTML = "text/html; charset=utf-8"
 STATUS_DEADLINE_MS = 1000
 """How long a broker has to answer before it is shown down."""
 MAX_BROKERS_ASKED = 256
+MIN_INTERVAL_S = 0.5
+"""A request within this long of the last collection's start gets that collection's
+document (the page polls every second: each of its polls still gets a new one)."""
+REPORT_TTL_S = 0.5
+"""How long this broker answers `status` requests with the report it built last."""
+CUT = "no answer (the request was cut)"
+"""Why a broker is shown down when its request outlived `guard_s` (a stalled ticker)."""
+FAILED = b'{"error": "the status could not be collected (see the log)"}\n'
 
 COUNTERS: dict[str, tuple[str, Mapping[str, str]]] = {
     "records_produced": ("sluice_records_produced_total", {}),
@@ -80,51 +94,78 @@ def console_page() -> str:
 class StatusConsole:
     """Serves `/` and `/status.json` for one broker, and answers `status` peer requests."""
 
-    def __init__(self, driver: Driver, registry: CollectorRegistry, tick_ms: int) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        registry: CollectorRegistry,
+        tick_ms: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.driver = driver
         self.registry = registry
         self.deadline_ticks = max(1, math.ceil(STATUS_DEADLINE_MS / tick_ms))
         self.guard_s = 2 * STATUS_DEADLINE_MS / 1000 + 1
         """Wall-clock cut of one request, should the ticker stall."""
-        self._page = console_page()
+        self.clock = clock
+        """This process's monotonic clock, seconds (reports' `mono_ms`, the report cache)."""
+        self.run = random.SystemRandom().getrandbits(52)
+        """This process life's id in reports (an integer JavaScript holds exactly)."""
+        self._page = console_page().encode()
         self._running: trio.Event | None = None
-        self._last: str | None = None
-        """The last collection's document; None when it failed (the waiters' answer too)."""
+        self._last: tuple[int, bytes] | None = None
+        """The last collection's answer: 200 and its document, or 500 when it failed."""
+        self._last_began = -math.inf
+        """When the last collection began (Trio's clock)."""
+        self._report: tuple[float, bytes] | None = None
+        """(when, body) of the last report this broker built for a `status` request."""
+        self.collections = 0
+        self.reports_built = 0
         self._faults = FaultLog(log)
 
     def register(self) -> None:
         self.driver.peer_requests.register(STATUS, self._answer)
 
     def _answer(self, request: Inbound) -> Answer:
-        node, now_ms, counters = self.driver.node, _wall_ms(), read_counters(self.registry)
-        return Answer(
-            fit_report(
-                lambda caps: collect_report(node, time_ms=now_ms, counters=counters, caps=caps)
+        now = self.clock()
+        cached = self._report
+        if cached is None or not 0 <= now - cached[0] < REPORT_TTL_S:
+            report = collect_report(
+                self.driver.node,
+                time_ms=_wall_ms(),
+                run=self.run,
+                mono_ms=math.floor(now * 1000),
+                counters=read_counters(self.registry),
             )
-        )
+            cached = self._report = (now, report_body(report))
+            self.reports_built += 1
+        return Answer(cached[1])
 
     # -- HTTP routes ------------------------------------------------------------------------
 
-    def page(self) -> tuple[int, str, str]:
+    def page(self) -> HttpAnswer:
         return 200, self._page, HTML
 
-    async def status_json(self, params: Mapping[str, str]) -> tuple[int, str, str]:
+    async def status_json(self, params: Mapping[str, str]) -> HttpAnswer:
         running = self._running
         if running is not None:
             await running.wait()
-        else:
+        elif self._last is None or trio.current_time() - self._last_began >= MIN_INTERVAL_S:
             self._running = done = trio.Event()
+            self._last_began = trio.current_time()
+            self.collections += 1
             try:
-                self._last = json.dumps(await self.collect(), separators=(",", ":"))
+                doc = await self.collect()
+                self._last = 200, json.dumps(doc, separators=(",", ":")).encode()
             except Exception as e:  # a bug: answered, never allowed to end the listener
                 self._faults.report("status collection", e)
-                self._last = None
+                self._last = 500, FAILED
             finally:
                 self._running = None
                 done.set()
-        if self._last is None:
-            return 500, '{"error": "the status could not be collected (see the log)"}\n', JSON
-        return 200, self._last, JSON
+        assert self._last is not None
+        status, body = self._last
+        return status, body, JSON
 
     async def collect(self) -> dict[str, object]:
         """Ask every broker at once and assemble the document."""
@@ -134,11 +175,17 @@ class StatusConsole:
             for broker in snapshot.broker_ids()[:MAX_BROKERS_ASKED]:
                 nursery.start_soon(self._ask, broker, answers)
         snapshot = MetadataSnapshot.of(self.driver.node)  # what changed while asking
-        return ClusterStatus(snapshot, answers, time_ms=_wall_ms()).build()
+        return ClusterStatus(
+            snapshot,
+            answers,
+            time_ms=_wall_ms(),
+            run=self.run,
+            mono_ms=math.floor(self.clock() * 1000),
+        ).build()
 
     async def _ask(self, broker: int, answers: dict[int, BrokerAnswer]) -> None:
         began = trio.current_time()
-        answers[broker] = BrokerAnswer(None, False, "no answer (the request was cut)")
+        answers[broker] = BrokerAnswer(None, False, CUT)
         with trio.move_on_after(self.guard_s):
             result = await self.driver.peer_request(
                 broker,
@@ -155,7 +202,7 @@ class StatusConsole:
                 answers[broker] = BrokerAnswer(None, True, why, ms)
             else:
                 try:
-                    report = BrokerReport.from_wire(result.body)
+                    report = BrokerReport.decode(result.body)
                 except ReportError as e:
                     answers[broker] = BrokerAnswer(None, True, f"bad status report: {e}", ms)
                 else:

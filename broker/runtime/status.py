@@ -7,19 +7,25 @@ Two sources:
   replicas and, where this broker knows it, replica progress;
 - the `status` report of each broker it asked (status_report.py), or why there is none:
   high watermarks and replica progress of the partitions each leads, the consumer groups
-  and open transactions it coordinates, and its cumulative counters with its wall clock.
+  and open transactions it coordinates, and its cumulative counters with its clocks (the
+  wall clock, shown, and a monotonic one with its process life's id, `run`: a rate is the
+  difference of two reports' counters over the difference of their `mono_ms`, for one
+  incarnation and run only).
 
 Invariants:
 - a broker is `up` only when it answered the status request by the deadline AND the
   metadata log does not hold it failed; the serving broker is always up (it is answering);
 - when two reports name the same partition, group or transaction (a deposed leader answers
   until check-quorum deposes it), the one read from the newer Raft term wins;
-- a group's lag on a partition is the high watermark its leader reported minus the committed
-  offset (never negative), null when no leader's report gave the high watermark;
+- a partition's high watermark, LSO and log start come from a report of its current leader:
+  one read in a Raft term at least the leader term this broker's metadata knows; without one
+  (the current leader did not answer, only a deposed one did) they are null, never stale;
+- a group's lag on a partition is that high watermark minus the committed offset (never
+  negative), null when it is unknown;
 - every list is bounded (`StatusLimits`); `truncated` says which were cut, and which
   brokers' reports were cut at their source.
 
-Pure: the caller supplies the clock (`time_ms`) and the answers.
+Pure: the caller supplies the clocks (`time_ms`, `mono_ms` and `run`) and the answers.
 """
 
 from __future__ import annotations
@@ -129,16 +135,25 @@ class ClusterStatus:
         answers: Mapping[int, BrokerAnswer],
         *,
         time_ms: int,
+        mono_ms: int | None = None,
+        run: int | None = None,
         limits: StatusLimits | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.answers = answers
         self.time_ms = time_ms
+        self.mono_ms = mono_ms
+        self.run = run
         self.limits = limits or StatusLimits()
         self.reports = [a.report for _, a in sorted(answers.items()) if a.report is not None]
-        self.leading: dict[tuple[str, int], PartitionReport] = newest(
+        newest_reports = newest(
             ((p.topic, p.partition), p.term, p) for r in self.reports for p in r.partitions
         )
+        terms = {(p.topic, p.view.partition): p.view.leader_term for p in snapshot.partitions}
+        self.leading: dict[tuple[str, int], PartitionReport] = {
+            key: p for key, p in newest_reports.items() if p.term >= terms.get(key, p.term)
+        }
+        """Per partition, the report of its current leader (see the module's invariants)."""
 
     def build(self) -> dict[str, object]:
         snap, lim = self.snapshot, self.limits
@@ -154,6 +169,8 @@ class ClusterStatus:
             "version": FORMAT_VERSION,
             "served_by": snap.node_id,
             "time_ms": self.time_ms,
+            "mono_ms": self.mono_ms,
+            "run": self.run,
             "cluster_id": snap.cluster_id,
             "controller": snap.controller,
             "brokers": [self._broker(b) for b in snap.brokers],
@@ -194,7 +211,9 @@ class ClusterStatus:
             "error": None if a is None else a.error,
             "ms": None if a is None else a.ms,
             "incarnation": None if r is None else r.incarnation,
+            "run": None if r is None else r.run,
             "time_ms": None if r is None else r.time_ms,
+            "mono_ms": None if r is None else r.mono_ms,
             "counters": None if r is None else dict(r.counters),
         }
 
@@ -209,9 +228,8 @@ class ClusterStatus:
 
     def _partition(self, p: PartitionStatus) -> dict[str, object]:
         led = self.leading.get((p.topic, p.view.partition))
-        known = led is not None and led.term >= p.view.leader_term
-        caught = led.caught_up if led is not None and known else p.caught_up
-        lag = led.commit_lag if led is not None and known else p.commit_lag
+        caught = p.caught_up if led is None else led.caught_up
+        lag = p.commit_lag if led is None else led.commit_lag
         return {
             "topic": p.topic,
             "partition": p.view.partition,

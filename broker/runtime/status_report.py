@@ -1,43 +1,53 @@
 """What one broker tells the broker assembling the status console (`/status.json`) about what
 only it knows: the peer request kind "status".
 
-A report holds this broker's identity and wall clock, its cumulative produce and fetch
-counters (the console computes rates from two reports of one incarnation), and the parts of
-the cluster's state kept by the groups it serves as leader: each partition log's high
-watermark, last stable offset, log start and replica progress; each consumer group its
-coordinator partitions hold (state, members and their assignments, committed offsets); each
-open transaction its coordinator partitions hold.
+A report holds this broker's identity, its clocks (the wall clock, shown, and a monotonic
+clock with the id of the process life it belongs to, which rates divide by), its cumulative
+produce and fetch counters (the console computes rates from two reports of one process life),
+and the parts of the cluster's state kept by the groups it serves as leader: each partition
+log's high watermark, last stable offset, log start and replica progress; each consumer group
+its coordinator partitions hold (state, members and their assignments, committed offsets);
+each open transaction its coordinator partitions hold.
 
 Invariants:
-- a report is plain CBOR (maps with text keys, arrays, text, numbers, bools, null) and its
-  encoding stays under REPORT_BYTES, below the peer message bound: every list is capped
-  (`ReportCaps`), the caps are halved until it fits, and `truncated` says a list was cut;
+- a report is plain CBOR (maps with text keys, arrays, text, numbers, bools, null), sent as
+  one CBOR byte string (`report_body`: the answer is encoded once and the same bytes answer
+  every asker while the responder keeps them), and its encoding stays under the budget
+  (REPORT_BYTES, below the peer message bound): it is built in one pass with a running count
+  of its encoded size (`wire_size`, exact but for floats, counted as 9 bytes) that stops
+  adding items once one does not fit, after which it holds a prefix of what it would have
+  held; every list is also capped (`ReportCaps`); `truncated` says something was cut;
 - every item names the Raft term of the group it was read from, so the assembler keeps the
   newest of two brokers that both believe they lead (a deposed leader answers until
   check-quorum deposes it);
-- `BrokerReport.from_wire` accepts only that shape (ReportError otherwise): a report is peer
+- `BrokerReport.decode` accepts only that shape (ReportError otherwise): a report is peer
   input, and a broken one costs that broker's row, never the page.
 
-Reading the node is pure; the clock and the counters come in as arguments.
+Reading the node is pure; the clocks and the counters come in as arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from broker.core.groups.coordinator import GroupCoordinator
 from broker.core.groups.group import ConsumerGroup
 from broker.core.groups.service import OFFSETS_TOPIC
+from broker.core.host import HostedGroup
 from broker.core.node import BrokerNode
 from broker.core.partition import PartitionMachine
+from broker.core.peer_codec import PEER_LIMITS
 from broker.core.txn.coordinator import TransactionCoordinator, TxnEntry, TxnState
 from broker.core.txn.service import TXN_TOPIC
-from broker.wire.cbor import encode
+from broker.wire.cbor import decode, encode
+from broker.wire.errors import WireError
 
 STATUS = "status"
 """The peer request kind."""
-VERSION = 1
+VERSION = 2
 REPORT_BYTES = 768 * 1024
 """Most bytes a report's encoding may take (the peer message bound is 1 MiB)."""
 COUNTER_NAMES = (
@@ -50,6 +60,13 @@ COUNTER_NAMES = (
 )
 """Cumulative counters a report may carry (absent: the broker does not count it)."""
 
+LIST_SLACK = 4
+"""Bytes a CBOR array's head may grow by as items are added (1 byte up to 23 items, at most
+5 below 2**32): reserved per list when its container is counted."""
+
+K = TypeVar("K", str, tuple[str, int])
+V = TypeVar("V")
+
 
 class ReportError(ValueError):
     """A status report that does not have the expected shape."""
@@ -59,20 +76,17 @@ class ReportError(ValueError):
 class ReportCaps:
     """How many items of each list one report holds at most."""
 
-    partitions: int = 2000
-    groups: int = 200
-    members: int = 50
+    partitions: int = 1000
+    groups: int = 100
+    members: int = 20
     """Per group."""
-    assigned: int = 200
+    assigned: int = 100
     """Partitions per member."""
-    offsets: int = 500
+    offsets: int = 200
     """Committed offsets per group."""
-    txns: int = 200
-    participants: int = 100
+    txns: int = 100
+    participants: int = 50
     """Partitions and groups per transaction."""
-
-    def halved(self) -> ReportCaps:
-        return ReportCaps(*(max(1, getattr(self, f.name) // 2) for f in fields(self)))
 
 
 TopicPartition = tuple[str, int]
@@ -179,7 +193,13 @@ class BrokerReport:
     node_id: int
     incarnation: int
     time_ms: int
-    """The broker's wall clock when it answered (rates divide by its differences)."""
+    """The broker's wall clock when it read its state (shown; never a rate's interval)."""
+    run: int
+    """This life of the broker process (drawn at random when it starts): `mono_ms` of two
+    reports can be compared only when their runs are the same."""
+    mono_ms: int
+    """The broker's monotonic clock when it read its state, in milliseconds (rates divide by
+    its differences: a step of the wall clock does not skew them)."""
     counters: Mapping[str, float]
     partitions: tuple[PartitionReport, ...] = ()
     groups: tuple[GroupReport, ...] = ()
@@ -192,6 +212,8 @@ class BrokerReport:
             "node_id": self.node_id,
             "incarnation": self.incarnation,
             "time_ms": self.time_ms,
+            "run": self.run,
+            "mono_ms": self.mono_ms,
             "counters": dict(self.counters),
             "partitions": [p.to_wire() for p in self.partitions],
             "groups": [g.to_wire() for g in self.groups],
@@ -200,8 +222,20 @@ class BrokerReport:
         }
 
     @classmethod
+    def decode(cls, body: object) -> BrokerReport:
+        """The report in a `status` answer's body (`report_body`: its CBOR encoding as a byte
+        string); ReportError if it is not one."""
+        if not isinstance(body, bytes):
+            raise ReportError("a status answer is a byte string")
+        try:
+            raw = decode(body, PEER_LIMITS)
+        except WireError as e:
+            raise ReportError(f"undecodable status report: {e.message}") from None
+        return cls.from_wire(raw)
+
+    @classmethod
     def from_wire(cls, raw: object) -> BrokerReport:
-        """The report in `raw` (a decoded peer answer); ReportError if it is not one."""
+        """The report in `raw` (its decoded wire form); ReportError if it is not one."""
         if not isinstance(raw, dict):
             raise ReportError("a status report is a map")
         if raw.get("version") != VERSION:
@@ -213,6 +247,8 @@ class BrokerReport:
             node_id=_int(raw.get("node_id"), "node_id"),
             incarnation=_int(raw.get("incarnation"), "incarnation"),
             time_ms=_int(raw.get("time_ms"), "time_ms"),
+            run=_int(raw.get("run"), "run"),
+            mono_ms=_int(raw.get("mono_ms"), "mono_ms"),
             counters={k: _number(v, k) for k, v in counters.items() if k in COUNTER_NAMES},
             partitions=tuple(_partition(p) for p in _list(raw.get("partitions"), "partitions")),
             groups=tuple(_group(g) for g in _list(raw.get("groups"), "groups")),
@@ -221,70 +257,171 @@ class BrokerReport:
         )
 
 
+def report_body(report: BrokerReport, limit: int = REPORT_BYTES) -> bytes:
+    """The body of a `status` answer: the report's CBOR encoding (a byte string on the wire).
+    A report built for `limit` fits it; should one not, its lists go (`truncated`)."""
+    body = encode(report.to_wire())
+    if len(body) > limit:
+        body = encode(replace(report, partitions=(), groups=(), txns=(), truncated=True).to_wire())
+    return body
+
+
+# -- the encoded size ---------------------------------------------------------------------------
+
+
+def _head(n: int) -> int:
+    """Bytes of a CBOR head whose argument is `n` (>= 0)."""
+    if n < 24:
+        return 1
+    if n < 0x100:
+        return 2
+    if n < 0x10000:
+        return 3
+    return 5 if n < 0x1_0000_0000 else 9
+
+
+def wire_size(v: object) -> int:
+    """Bytes of `v`'s CBOR encoding (`encode`'s): exact for null, bools, integers of 64 bits,
+    text, bytes, arrays and maps of them; 9 for a float (its most)."""
+    if v is None or isinstance(v, bool):
+        return 1
+    if isinstance(v, int):
+        return _head(v if v >= 0 else -1 - v)
+    if isinstance(v, str):
+        n = len(v.encode())
+        return _head(n) + n
+    if isinstance(v, float):
+        return 9
+    if isinstance(v, bytes):
+        return _head(len(v)) + len(v)
+    if isinstance(v, list | tuple):
+        return _head(len(v)) + sum(map(wire_size, v))
+    if isinstance(v, dict):
+        return _head(len(v)) + sum(wire_size(k) + wire_size(x) for k, x in v.items())
+    raise TypeError(f"no CBOR size for {type(v).__name__}")
+
+
+class _Room:
+    """The bytes a report has left for items. `take(n)` takes n bytes if they fit; once an
+    item did not fit, nothing more is taken (`full`), so the report keeps a prefix."""
+
+    __slots__ = ("full", "left")
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.full = left < 0
+
+    def take(self, n: int) -> bool:
+        if self.full or n > self.left:
+            self.full = True
+            return False
+        self.left -= n
+        return True
+
+
+def _first(items: Iterable[tuple[K, V]], n: int) -> tuple[list[tuple[K, V]], bool]:
+    """The `n` items of the smallest keys (unique), in order, and whether there were more:
+    without sorting them all."""
+    got = heapq.nsmallest(n + 1, items, key=lambda kv: kv[0])
+    return got[:n], len(got) > n
+
+
 # -- reading the node ---------------------------------------------------------------------------
 
 
 def collect_report(
-    node: BrokerNode, *, time_ms: int, counters: Mapping[str, float], caps: ReportCaps
+    node: BrokerNode,
+    *,
+    time_ms: int,
+    run: int,
+    mono_ms: int,
+    counters: Mapping[str, float],
+    caps: ReportCaps | None = None,
+    budget: int = REPORT_BYTES,
 ) -> BrokerReport:
-    """This broker's report, each list cut at its cap (pure: reads applied state only)."""
-    cut = False
-    parts: list[PartitionReport] = []
-    groups: list[GroupReport] = []
-    txns: list[TxnReport] = []
-    for (topic, partition), g in sorted(node.by_partition.items()):
+    """This broker's report (pure: reads applied state only), in one pass: partition logs in
+    (topic, partition) order, then groups, then open transactions, each list cut at its cap,
+    and no item added once one would take the encoding over `budget` bytes."""
+    caps = caps or ReportCaps()
+    shell = BrokerReport(
+        node.config.node_id,
+        node.config.incarnation,
+        time_ms,
+        run,
+        mono_ms,
+        {k: float(v) for k, v in counters.items() if k in COUNTER_NAMES},
+    )
+    room = _Room(budget - wire_size(shell.to_wire()) - 3 * LIST_SLACK)
+    logs: list[tuple[TopicPartition, HostedGroup]] = []
+    group_coords: list[tuple[TopicPartition, int, GroupCoordinator]] = []
+    txn_coords: list[tuple[TopicPartition, int, TransactionCoordinator]] = []
+    for key, g in node.by_partition.items():
         if not g.serving():
             continue
         m = g.machine
         if isinstance(m, PartitionMachine):
-            if len(parts) >= caps.partitions:
-                cut = True
-                continue
-            caught, lag = node.views.replica_lag(g)
-            parts.append(
-                PartitionReport(
-                    topic,
-                    partition,
-                    g.raft.term,
-                    m.high_watermark,
-                    m.last_stable_offset,
-                    m.log_start_offset,
-                    caught,
-                    lag,
-                )
-            )
-        elif topic == OFFSETS_TOPIC and isinstance(m, GroupCoordinator):
-            for gid, group in sorted(m.groups.items()):
-                if len(groups) >= caps.groups:
-                    cut = True
-                    break
-                groups.append(_group_report(gid, group, g.raft.term, caps))
-        elif topic == TXN_TOPIC and isinstance(m, TransactionCoordinator):
-            for tid, t in sorted(m.txns.items()):
-                if t.state == TxnState.EMPTY:
-                    continue
-                if len(txns) >= caps.txns:
-                    cut = True
-                    break
-                txns.append(_txn_report(tid, t, g.raft.term, time_ms, caps))
-    cut = cut or any(g.truncated for g in groups) or any(t.truncated for t in txns)
-    return BrokerReport(
-        node.config.node_id,
-        node.config.incarnation,
-        time_ms,
-        {k: float(v) for k, v in counters.items() if k in COUNTER_NAMES},
-        tuple(parts),
-        tuple(groups),
-        tuple(txns),
-        cut,
+            logs.append((key, g))
+        elif key[0] == OFFSETS_TOPIC and isinstance(m, GroupCoordinator):
+            group_coords.append((key, g.raft.term, m))
+        elif key[0] == TXN_TOPIC and isinstance(m, TransactionCoordinator):
+            txn_coords.append((key, g.raft.term, m))
+
+    parts: list[PartitionReport] = []
+    first_logs, cut = _first(logs, caps.partitions)
+    for (topic, partition), g in first_logs:
+        m = g.machine
+        assert isinstance(m, PartitionMachine)
+        caught, lag = node.views.replica_lag(g)
+        p = PartitionReport(
+            topic,
+            partition,
+            g.raft.term,
+            m.high_watermark,
+            m.last_stable_offset,
+            m.log_start_offset,
+            caught,
+            lag,
+        )
+        if not room.take(wire_size(p.to_wire())):
+            break
+        parts.append(p)
+
+    groups: list[GroupReport] = []
+    for _, term, gm in sorted(group_coords, key=lambda c: c[0]):
+        if room.full:
+            break
+        chosen, more = _first(gm.groups.items(), caps.groups - len(groups))
+        cut = cut or more
+        for gid, group in chosen:
+            gr = _group_report(gid, group, term, caps, room)
+            if gr is None:
+                break
+            groups.append(gr)
+
+    txns: list[TxnReport] = []
+    for _, term, tm in sorted(txn_coords, key=lambda c: c[0]):
+        if room.full:
+            break
+        open_txns = ((tid, t) for tid, t in tm.txns.items() if t.state != TxnState.EMPTY)
+        chosen_txns, more = _first(open_txns, caps.txns - len(txns))
+        cut = cut or more
+        for tid, t in chosen_txns:
+            tr = _txn_report(tid, t, term, time_ms, caps, room)
+            if tr is None:
+                break
+            txns.append(tr)
+
+    cut = cut or room.full or any(g.truncated for g in groups) or any(t.truncated for t in txns)
+    return replace(
+        shell, partitions=tuple(parts), groups=tuple(groups), txns=tuple(txns), truncated=cut
     )
 
 
-def _txn_report(tid: str, t: TxnEntry, term: int, time_ms: int, caps: ReportCaps) -> TxnReport:
-    ordered = sorted(t.participants, key=lambda p: (p.name, p.partition))
-    tps = [(p.name, p.partition) for p in ordered if not p.is_group]
-    names = [p.name for p in ordered if p.is_group]
-    return TxnReport(
+def _txn_report(
+    tid: str, t: TxnEntry, term: int, time_ms: int, caps: ReportCaps, room: _Room
+) -> TxnReport | None:
+    """The transaction with as many participants as fit `room`; None if nothing of it does."""
+    shell = TxnReport(
         tid,
         term,
         t.state.name.lower(),
@@ -292,56 +429,56 @@ def _txn_report(tid: str, t: TxnEntry, term: int, time_ms: int, caps: ReportCaps
         t.epoch,
         None if t.started_ms < 0 else max(0, time_ms - t.started_ms),
         t.timeout_ms,
-        tuple(tps[: caps.participants]),
-        tuple(names[: caps.participants]),
-        len(tps) > caps.participants or len(names) > caps.participants,
+        (),
+        (),
+        False,
     )
+    if not room.take(wire_size(shell.to_wire()) + 2 * LIST_SLACK):
+        return None
+    n = caps.participants
+    tps = heapq.nsmallest(n + 1, ((p.name, p.partition) for p in t.participants if not p.is_group))
+    names = heapq.nsmallest(n + 1, (p.name for p in t.participants if p.is_group))
+    cut = len(tps) > n or len(names) > n
+    kept_tps = [tp for tp in tps[:n] if room.take(wire_size(tp))]
+    kept_names = [name for name in names[:n] if room.take(wire_size(name))]
+    cut = cut or room.full
+    return replace(shell, partitions=tuple(kept_tps), groups=tuple(kept_names), truncated=cut)
 
 
-def _group_report(gid: str, group: ConsumerGroup, term: int, caps: ReportCaps) -> GroupReport:
+def _group_report(
+    gid: str, group: ConsumerGroup, term: int, caps: ReportCaps, room: _Room
+) -> GroupReport | None:
+    """The group with as many members, assignments and offsets as fit `room`; None if
+    nothing of it does."""
+    shell = GroupReport(
+        gid, term, group.state(), group.membership.epoch, len(group.members), (), (), False
+    )
+    if not room.take(wire_size(shell.to_wire()) + 2 * LIST_SLACK):
+        return None
     held = group.membership.members
     members: list[MemberReport] = []
-    cut = len(group.members) > caps.members or len(group.offsets) > caps.offsets
-    for mid, info in sorted(group.members.items())[: caps.members]:
+    chosen, cut = _first(group.members.items(), caps.members)
+    for mid, info in chosen:
         state = held.get(mid)
-        assigned = sorted(state.held) if state is not None else []
-        cut = cut or len(assigned) > caps.assigned
-        members.append(
-            MemberReport(
-                mid,
-                info.client_id,
-                info.client_host,
-                state.epoch if state is not None else -1,
-                tuple(assigned[: caps.assigned]),
-            )
+        member = MemberReport(
+            mid, info.client_id, info.client_host, state.epoch if state is not None else -1, ()
         )
-    offsets = tuple(
-        (tp[0], tp[1], c.offset) for tp, c in sorted(group.offsets.items())[: caps.offsets]
-    )
-    return GroupReport(
-        gid,
-        term,
-        group.state(),
-        group.membership.epoch,
-        len(group.members),
-        tuple(members),
-        offsets,
-        cut,
-    )
-
-
-def fit_report(
-    build: Callable[[ReportCaps], BrokerReport], limit: int = REPORT_BYTES
-) -> dict[str, object]:
-    """The wire form of `build(caps)` with the largest caps (from the defaults, halved each
-    time) whose encoding is at most `limit` bytes; past the smallest caps, every list goes."""
-    caps = ReportCaps()
-    for _ in range(16):
-        wire = build(caps).to_wire()
-        if len(encode(wire)) <= limit:
-            return wire
-        caps = caps.halved()
-    return replace(build(caps), partitions=(), groups=(), txns=(), truncated=True).to_wire()
+        if not room.take(wire_size(member.to_wire()) + LIST_SLACK):
+            break
+        assigned = heapq.nsmallest(caps.assigned + 1, state.held) if state is not None else []
+        cut = cut or len(assigned) > caps.assigned
+        kept = [tp for tp in assigned[: caps.assigned] if room.take(wire_size(tp))]
+        members.append(replace(member, assigned=tuple(kept)))
+    offsets: list[tuple[str, int, int]] = []
+    chosen_offsets, more = _first(group.offsets.items(), caps.offsets)
+    cut = cut or more
+    for (topic, partition), committed in chosen_offsets:
+        o = (topic, partition, committed.offset)
+        if not room.take(wire_size(o)):
+            break
+        offsets.append(o)
+    cut = cut or room.full
+    return replace(shell, members=tuple(members), offsets=tuple(offsets), truncated=cut)
 
 
 # -- decoding -----------------------------------------------------------------------------------

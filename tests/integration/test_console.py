@@ -1,9 +1,9 @@
 """`GET /status.json` and `sluice top` against three real broker processes: any broker serves
 the cluster-wide view (brokers, partitions with leaders and high watermarks, a consumer
 group's committed offsets and lag, an open transaction, counters that give rates), a SIGKILLed
-broker is shown down within a few seconds, and `sluice top --once` prints the same view (or
-its JSON with rates from two polls), exits 1 when the broker cannot be reached and 2 for a
-bad address. The page at `/` is the console's HTML."""
+broker is shown down, and `sluice top --once` prints the same view (or its JSON with rates
+from two polls), exits 1 when the broker cannot be reached and 2 for a bad address. The page
+at `/` is the console's HTML."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from broker.runtime.console import CUT
 from consumers import Producer
 from tests.integration.cluster import Cluster
 from tests.support.harness import free_port
@@ -22,8 +23,10 @@ from tests.support.lagging import lagging_group
 from tests.support.sluice_cli import run_sluice
 from tests.support.wait import poll_until_async
 
-DOWN_WITHIN_S = 5.0
-"""A killed broker's link drops at once; its status request times out after 1 s."""
+DOWN_WITHIN_S = 20.0
+"""A killed broker's link drops at once and its status request times out after 1 s (of
+ticks); the bound is generous so a loaded machine's slow ticks cannot fail the test, which
+checks that it goes down, not how fast."""
 
 
 def get(port: int, path: str) -> tuple[str, bytes]:
@@ -70,7 +73,8 @@ async def test_status_json_and_top_show_the_cluster_and_a_killed_broker(
         )  # fmt: skip
         assert doc["served_by"] == 1 and doc["controller"] in (0, 1, 2)
         assert sum(p["high_watermark"] for p in doc["partitions"] if p["topic"] == "orders") == 43
-        assert all(b["counters"]["records_produced"] >= 0 for b in doc["brokers"])
+        # Every record acknowledged so far: 30 + 12 (lagging_group) and the open transaction's.
+        assert sum(b["counters"]["records_produced"] for b in doc["brokers"]) == 43
         txn = doc["transactions"][0]
         assert txn["state"] == "ongoing" and txn["partitions"] == [
             {"topic": "orders", "partition": 1}
@@ -81,28 +85,32 @@ async def test_status_json_and_top_show_the_cluster_and_a_killed_broker(
         content_type, page = await trio.to_thread.run_sync(get, http[0], "/")
         assert content_type.startswith("text/html") and b"/status.json" in page
 
-        # Rates: `top --once --json` polls twice while records are produced.
+        # Rates: `top --once --json` polls twice, 2 s apart, while records are produced (it
+        # starts once the producer has one acknowledged, so both polls see it producing).
         async with trio.open_nursery() as nursery:
-            done = trio.Event()
+            done, producing = trio.Event(), trio.Event()
 
             async def produce_until_done() -> None:
                 async with Producer(c.bootstrap, linger_ms=0) as p:
                     i = 0
                     while not done.is_set():
                         await p.send_and_wait("orders", b"load%d" % i)
+                        producing.set()
                         i += 1
 
             nursery.start_soon(produce_until_done)
+            with trio.fail_after(30):
+                await producing.wait()
             top = await trio.to_thread.run_sync(
                 lambda: run_sluice(
                     "top", "--once", "--json", "--http", f"127.0.0.1:{http[0]}",
-                    "--interval", "1", timeout=60,
+                    "--interval", "2", timeout=60,
                 )
             )  # fmt: skip
             done.set()
         assert top.returncode == 0, top.stderr
         view = json.loads(top.stdout)
-        assert view["rates"]["interval_s"] > 0.5
+        assert view["rates"]["interval_s"] >= 1.5
         assert view["rates"]["total"]["records_produced"] > 0, view["rates"]
         assert view["rates"]["total"]["produce_bytes"] > 0, view["rates"]
         await txp.abort_transaction()
@@ -123,7 +131,11 @@ async def test_status_json_and_top_show_the_cluster_and_a_killed_broker(
     )  # fmt: skip
     took = time.monotonic() - began
     dead = doc["brokers"][2]
-    assert dead["error"] == "REQUEST_TIMED_OUT" or not dead["alive"], dead
+    # Down because its request went unanswered (timed out, or cut by the wall-clock guard
+    # should the ticker lag) or because the metadata log already holds it failed.
+    assert not dead["answered"] or not dead["alive"], dead
+    if not dead["answered"]:
+        assert dead["error"] in ("REQUEST_TIMED_OUT", CUT) and dead["counters"] is None, dead
     assert [b["up"] for b in doc["brokers"][:2]] == [True, True]
     print(f"broker 2 shown down {took:.2f}s after SIGKILL ({dead['error']}, alive={dead['alive']})")
     down = await trio.to_thread.run_sync(
