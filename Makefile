@@ -20,7 +20,7 @@ WIPE ?= 1
 # Frames the live fuzzer sends to a broker process in `make soak` (both ports together).
 FUZZ_SOAK_FRAMES ?= 1000000
 
-.PHONY: run lint unit sim sim-cluster test soak bench fmt clean
+.PHONY: run lint tools unit sim sim-cluster test soak bench fmt clean
 
 run: $(STAMP)
 	$(VENV)/bin/sluice serve
@@ -34,6 +34,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# Debian's prometheus (with promtool) and chromium, which the observability tests drive.
+tools:
+	scripts/install-debian-tools
 
 # tests/sim is included once it exists.
 unit: $(STAMP)
@@ -53,7 +57,7 @@ sim-cluster: $(STAMP)
 # pytest includes the cluster simulator's seeds: 200 of the five profiles and 20 wiped-disk ones
 # (tests/sim/test_cluster_sim.py), 200 of the consumer-group profile (tests/sim/test_group_sim.py),
 # 200 of the transaction profile (tests/sim/test_txn_sim.py).
-test: lint
+test: lint tools
 	$(VENV)/bin/pytest
 	@$(MAKE) --no-print-directory sim SEEDS=1500
 
@@ -70,6 +74,7 @@ bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.cluster_bench
 	$(VENV_PY) -m tests.bench.group_bench
 	$(VENV_PY) -m tests.bench.txn_bench
+	$(VENV_PY) -m tests.bench.tracing_bench
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
