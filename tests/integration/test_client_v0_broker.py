@@ -9,7 +9,7 @@ from pathlib import Path
 
 from broker.app import embedded
 from broker.config import BrokerConfig, HostPort
-from broker.wire.api import ApiKey
+from broker.wire.api import SUPPORTED_VERSIONS, ApiKey
 from consumers import Admin, Consumer, Producer
 from consumers.connection import Connection
 from tests.support.wait import poll_records
@@ -24,7 +24,7 @@ def config(data_dir: Path) -> BrokerConfig:
         listen=LOCAL,
         peer_listen=LOCAL,
         http_listen=LOCAL,
-        max_api_versions={ApiKey.FETCH: 0, ApiKey.PRODUCE: 0, ApiKey.INIT_PRODUCER_ID: 0},
+        max_api_versions={key: 0 for key, (_, high) in SUPPORTED_VERSIONS.items() if high > 0},
     )
 
 

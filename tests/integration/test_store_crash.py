@@ -72,6 +72,7 @@ def run_and_kill(path: Path, rng: random.Random) -> int:
         [sys.executable, "-m", "tests.integration.test_store_crash", str(path)],
         cwd=REPO,
         stdout=subprocess.PIPE,
+        bufsize=0,  # unbuffered: a buffered readline() could take acks that os.read() then misses
     )
     assert proc.stdout is not None
     try:
