@@ -20,7 +20,7 @@ WIPE ?= 1
 # Frames the live fuzzer sends to a broker process in `make soak` (both ports together).
 FUZZ_SOAK_FRAMES ?= 1000000
 
-.PHONY: run lint tools unit sim sim-cluster test soak bench fmt clean
+.PHONY: run lint tools unit sim sim-cluster test soak bench bench-peers fmt clean
 
 run: $(STAMP)
 	$(VENV)/bin/sluice serve
@@ -75,6 +75,14 @@ bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.group_bench
 	$(VENV_PY) -m tests.bench.txn_bench
 	$(VENV_PY) -m tests.bench.tracing_bench
+
+# Sluice beside NATS JetStream (R1, R3) and Redis Streams (appendfsync always), all on this
+# machine: installs Debian's nats-server and redis-server, then prints one table of figures and
+# ratios. A benchmark, not a test. PEERS_ARGS passes flags, e.g. "--records 50000 --rounds 1".
+PEERS_ARGS ?=
+bench-peers: $(STAMP)
+	scripts/install-peer-brokers
+	$(VENV_PY) -m tests.bench.peers_bench $(PEERS_ARGS)
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
