@@ -7,10 +7,8 @@ process whose environment asks for OTLP: the same registry pushed to a real rece
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -32,6 +30,8 @@ from consumers import Admin, Consumer, Producer
 from tests.integration.cluster import Cluster
 from tests.support.embedded import embedded_config
 from tests.support.harness import BrokerProcess
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import otlp_receiver as otlp_receiving
 from tests.support.wait import poll_records, poll_until_async, wait_until_async
 
 
@@ -172,52 +172,10 @@ async def test_a_deleted_topics_records_series_go_at_the_next_scrape(broker: Bro
                            "the deleted topic's series gone", timeout=10)  # fmt: skip
 
 
-class OtlpReceiver:
-    """A collector's OTLP/HTTP endpoint in a thread, answering 200 to every POST: those to
-    /v1/metrics are kept with their headers (names in lower case) and decoded
-    ExportMetricsServiceRequest; the paths of all are kept (the broker may send traces to
-    the same endpoint)."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[dict[str, str], ExportMetricsServiceRequest]] = []
-        self.paths: list[str] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with receiver._lock:
-                    receiver.paths.append(self.path)
-                    if self.path == "/v1/metrics":
-                        decoded = ExportMetricsServiceRequest.FromString(body)
-                        receiver.posts.append((headers, decoded))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def received(self) -> list[tuple[dict[str, str], ExportMetricsServiceRequest]]:
-        with self._lock:
-            return list(self.posts)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def otlp_receiver() -> Iterator[OtlpReceiver]:
-    r = OtlpReceiver()
-    yield r
-    r.close()
+    with otlp_receiving() as r:
+        yield r
 
 
 def otlp_metrics(request: ExportMetricsServiceRequest) -> dict[str, Metric]:
@@ -236,7 +194,7 @@ async def test_a_broker_process_pushes_its_metrics_by_otlp_when_the_environment_
     gauges as gauges, histograms as explicit-bucket histograms, under the broker's resource,
     every 500 ms to {OTEL_EXPORTER_OTLP_ENDPOINT}/v1/metrics with the configured headers."""
     b = BrokerProcess(tmp_path / "data", node_id=0, env={
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
         "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=sluice%20ci",
         "OTEL_SERVICE_NAME": "sluice-it",
@@ -317,7 +275,7 @@ async def test_a_test_broker_process_ignores_the_runners_otel_variables(
 ) -> None:
     """A developer's OTEL_* settings in the test runner's environment must not turn on
     export in the brokers the tests start (BrokerProcess.env still can, as above)."""
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     b = BrokerProcess(tmp_path / "data", node_id=0)

@@ -1,9 +1,11 @@
-"""A real OTLP/HTTP trace receiver for tests: POST /v1/traces bodies are decoded with
-`opentelemetry-proto` (protobuf, or JSON when the content type says so) into `ReceivedSpan`s.
+"""A real OTLP/HTTP receiver for tests, decoding with `opentelemetry-proto`: POST /v1/traces
+bodies (protobuf, or JSON when the content type says so) become `ReceivedSpan`s; POST
+/v1/metrics bodies are kept decoded, with the request's headers (names in lower case).
 
 It runs `http.server` in a thread of the test process, on 127.0.0.1 and a free port; brokers
 and clients in other processes export to `endpoint` through the standard variables (`env()`).
-Every other path answers 404; a body that does not decode answers 400 and is counted."""
+The path of every POST is kept; other paths answer 404; a body that does not decode answers
+400 and is counted."""
 
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -48,6 +54,10 @@ class ReceivedSpan:
 @dataclass
 class OtlpReceiver:
     spans: list[ReceivedSpan] = field(default_factory=list)
+    metric_posts: list[tuple[dict[str, str], ExportMetricsServiceRequest]] = field(
+        default_factory=list
+    )
+    paths: list[str] = field(default_factory=list)
     bad_bodies: int = 0
     exports: int = 0
     port: int = 0
@@ -69,6 +79,16 @@ class OtlpReceiver:
     def snapshot(self) -> list[ReceivedSpan]:
         with self._lock:
             return list(self.spans)
+
+    def received(self) -> list[tuple[dict[str, str], ExportMetricsServiceRequest]]:
+        """The metrics exports so far: (headers, decoded request)."""
+        with self._lock:
+            return list(self.metric_posts)
+
+    def accept_metrics(self, body: bytes, headers: dict[str, str]) -> None:
+        request = ExportMetricsServiceRequest.FromString(body)
+        with self._lock:
+            self.metric_posts.append((headers, request))
 
     def accept(self, body: bytes, content_type: str) -> None:
         request = ExportTraceServiceRequest()
@@ -112,17 +132,24 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
-            if self.path != "/v1/traces":
+            with receiver._lock:
+                receiver.paths.append(self.path)
+            if self.path not in ("/v1/traces", "/v1/metrics"):
                 self.send_error(404)
                 return
             try:
-                receiver.accept(body, self.headers.get("Content-Type", ""))
+                if self.path == "/v1/metrics":
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver.accept_metrics(body, headers)
+                    answer = ExportMetricsServiceResponse().SerializeToString()
+                else:
+                    receiver.accept(body, self.headers.get("Content-Type", ""))
+                    answer = ExportTraceServiceResponse().SerializeToString()
             except Exception:
                 with receiver._lock:
                     receiver.bad_bodies += 1
                 self.send_error(400)
                 return
-            answer = ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(answer)))
