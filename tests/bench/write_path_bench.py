@@ -33,6 +33,7 @@ throughout, 0 = it held it).
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import fcntl
@@ -123,7 +124,9 @@ class Worker:
         self._t.join()
 
 
-class Candidate:
+class Candidate(abc.ABC):
+    """One durable-write design: `write` returns once the entries are durable."""
+
     name = ""
 
     def __init__(self, workdir: Path, switch: float = DEFAULT_SWITCH) -> None:
@@ -131,19 +134,19 @@ class Candidate:
         self.switch = switch
         self.index = 0
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 (an optional hook: nothing by default)
         pass
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (an optional hook: nothing by default)
         pass
 
-    async def write(self, entries: list[bytes]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def write(self, entries: list[bytes]) -> None: ...
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 (an optional hook: nothing by default)
         pass
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: nothing by default)
         pass
 
 
