@@ -303,18 +303,19 @@ class Producer:
         try:
             await stack.enter_async_context(self._cluster)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self._nursery.start_soon(self._sender)
-            self._nursery.start_soon(self._metadata_task)
-            if self._txn is not None:
-                await self._txn.init()
         except BaseException:
-            # The sender and metadata tasks run until cancelled: without this, closing the
-            # stack would wait for them forever (an InitProducerId refused for good).
-            nursery = getattr(self, "_nursery", None)
-            if nursery is not None:
-                nursery.cancel_scope.cancel()
             await stack.aclose()
             raise
+        self._nursery.start_soon(self._sender)
+        self._nursery.start_soon(self._metadata_task)
+        if self._txn is not None:
+            try:
+                await self._txn.init()
+            except BaseException:
+                # Closed as `close` does (its tasks cancelled first): an InitProducerId
+                # refused for good never leaves the exit waiting for them.
+                await self._shutdown()
+                raise
         self._open = True
         return self
 
