@@ -130,11 +130,19 @@ def _bound(listeners: list[trio.SocketListener]) -> HostPort:
     return HostPort(host, port)
 
 
+SWITCH_INTERVAL_S = 0.0005
+"""The WAL sync thread returns from a GIL-free fsync and then waits for the loop to let it
+back in: at most this long, instead of the interpreter's default 5 ms (DECISIONS.md, "The
+durable write and the event loop")."""
+
+
 @asynccontextmanager
 async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
-    """Run a broker inside the caller's Trio run; it stops when the block exits."""
+    """Run a broker inside the caller's Trio run; it stops when the block exits. Sets the
+    process's interpreter switch interval to `SWITCH_INTERVAL_S`."""
     config.validate()
     raise_fd_limit()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     store = open_store(config)
     tracing: BrokerTracing | None = None
     try:
@@ -243,9 +251,12 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                     (200, "ready\n", TEXT) if node.is_ready() else (503, "not ready\n", TEXT)
                 ),
                 "/stats": lambda: (200, stats_json(server, network, driver), JSON),
-                "/metrics": lambda: (200, metrics.render(), METRICS_CONTENT_TYPE),
             },
-            {"/peers/ping": partial(peer_ping, driver), "/status.json": console.status_json},
+            {
+                "/peers/ping": partial(peer_ping, driver),
+                "/status.json": console.status_json,
+                "/metrics": partial(_scrape, metrics),
+            },
         )
         stop = trio.Event()
         broker = Broker(config, addrs, node, driver, server, stop, network)
@@ -273,6 +284,10 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
                 await trio.to_thread.run_sync(tracing.shutdown, abandon_on_cancel=True)
         store.close()
+
+
+async def _scrape(metrics: BrokerMetrics, _query: object) -> tuple[int, str, str]:
+    return 200, await metrics.render_off_loop(), METRICS_CONTENT_TYPE
 
 
 def stats_json(server: ClientServer, network: PeerNetwork, driver: Driver) -> str:

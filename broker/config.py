@@ -104,7 +104,9 @@ class BrokerConfig:
     """A connection silent this long in the middle of a frame, or not reading its
     answers, is closed."""
     request_timeout_ms_max: int = 300_000
-    sync_mode: str = "inline"
+    sync_mode: str = "pipelined"
+    """How a round's write is made durable: `pipelined` (written on the event loop, synced
+    by one thread while the next rounds begin) or `inline` (a synced write on the loop)."""
     durability_audit: bool = False
     max_message_bytes: int = 1 << 20
     default_partitions: int = 1
@@ -176,8 +178,8 @@ class BrokerConfig:
             raise ConfigError("node_id must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be text or json")
-        if self.sync_mode not in ("inline", "flush_wal_thread"):
-            raise ConfigError("sync_mode must be inline or flush_wal_thread")
+        if self.sync_mode not in ("inline", "pipelined"):
+            raise ConfigError("sync_mode must be pipelined or inline")
         if self.tick_ms < 1:
             raise ConfigError("tick_ms must be >= 1")
         if not 1 <= self.heartbeat_ticks < self.election_ticks:

@@ -13,6 +13,7 @@ audit and the acknowledging code asks it:
 - `flush_started()` -> token, read BEFORE flush_wal(True) begins: the writes that had
   returned then; `flush_completed(token)` once it returned. A write that returned after the
   flush started is not covered by it;
+- `assert_synced(seq)`: write `seq` is durable (the store, acknowledging a round);
 - `assert_durable(group, index)`: the entry now at `index` is durable: `index` is within the
   last durable write's log and no write still unsynced replaced anything at or below it
   (an entry overwritten in flight, even with the same term, is not durable: cockroach#127424);
@@ -94,6 +95,14 @@ class DurabilityAudit:
 
     def flush_completed(self, token: int) -> None:
         self.synced(token)
+
+    def assert_synced(self, seq: int) -> None:
+        """Write `seq` is durable: a sync covered it."""
+        if seq > self._synced:
+            raise DurabilityViolation(
+                f"write {seq} acknowledged, but writes are synced only up to {self._synced}"
+            )
+        self.checks += 1
 
     def assert_durable(self, group: int, index: int) -> None:
         if index <= 0:

@@ -2,10 +2,19 @@
 
 Loop: take every operation that arrived (client requests, abandons, ticks), start them on the
 node, then while the node has work run a round: send the messages that may go now, write the
-round's Readies of all groups plus the state machines' writes as ONE synced write, then tell
-the node it is durable, send the acknowledgements that had to wait, apply, and answer. After a
-round it checkpoints, so connection tasks can queue more: requests that arrive while a round
-is being written go together into the next one (group commit, across partitions and clients).
+round's Readies of all groups plus the state machines' writes as ONE write, and once it is
+durable tell the node, send the acknowledgements that had to wait, apply, and answer.
+
+Rounds are pipelined (store mode `pipelined`, the default): a round's write goes to the WAL
+unsynced, on the loop (short), and the `WalSyncer` thread makes it durable while the loop goes
+on: it reads sockets, parses requests, and begins the next rounds (up to `PIPELINE_DEPTH`
+written and not yet durable), whose writes the next sync covers (group commit, across
+partitions, clients and rounds). A round ends (`end_round`: acknowledgements, apply, answers)
+only once its write is durable, and rounds end in the order they began; the Raft core keeps
+each Ready's persistence separate (`RaftNode.persisted`), so nothing counts as durable early.
+The event loop never waits on the disk, except for the rare synced writes outside rounds
+(group creation and deletion, joining a cluster). Mode `inline` writes each round with
+sync=True on the loop and ends it at once.
 
 Fetches that do not yet have `min_bytes` are parked, and re-run after a round only when one of
 their partitions changed (high watermark, term, serving), until they have enough or their
@@ -13,8 +22,9 @@ their partitions changed (high watermark, term, serving), until they have enough
 
 With the durability audit on (tests), every committed entry a round applies, and so every
 acknowledgement it causes, is checked to be durable first (the store checks its own writes
-too). With `metrics` attached, each round whose write was synced is timed and sized (its
-entries and their payload bytes): work per round and per entry, never per record.
+too, when it acknowledges them). With `metrics` attached, each round whose write needed a sync
+is timed from its write to its durability and sized (its entries and their payload bytes):
+work per round and per entry, never per record.
 
 Peer requests: the driver owns the process's one `PeerRequests` (`peer_requests`, with a
 random session per process life). The node's modules register handlers and result listeners
@@ -66,14 +76,20 @@ from broker.runtime.budget import ByteBudget
 from broker.runtime.fault_log import FaultLog
 from broker.runtime.groups import round_writes, write_compactions
 from broker.runtime.metrics import BrokerMetrics
-from broker.runtime.store import RocksStore
+from broker.runtime.store import RocksStore, StoreError
+from broker.runtime.store.db import Written
 from broker.runtime.tracing import BrokerTracing
+from broker.runtime.wal_syncer import WalSyncer
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchRequest, Request
 from broker.wire.protocol import RequestHeader
 
 log = logging.getLogger("sluice.driver")
+
+PIPELINE_DEPTH = 4
+"""Rounds written and not yet durable at most; the loop then waits for the sync (the requests
+that arrive meanwhile make the next round bigger)."""
 
 
 def _die_at_failpoint(name: str) -> None:
@@ -115,6 +131,16 @@ class Op:
             if self.reply_bytes and self.account is not None:
                 self.account(self.reply_bytes)
             self.done.set()
+
+
+@dataclass(slots=True, eq=False)
+class _InFlight:
+    """A round begun and written, ended once its write is durable."""
+
+    rnd: Round
+    written: Written | None
+    started: float
+    """perf_counter() when its write began."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +191,11 @@ class Driver:
         self.metrics: BrokerMetrics | None = None
         """Times each round's synced write and sizes it (None: not measured)."""
         self._faults = FaultLog(log)
+        self._in_flight: deque[_InFlight] = deque()
+        self._syncer: WalSyncer | None = None
+        self._sync_failed: BaseException | None = None
+        self.max_in_flight = 0
+        """The most rounds that were written and not yet durable at once."""
         config = node.config
         self.peer_requests = PeerRequests(
             config.node_id, config.incarnation, random.SystemRandom().getrandbits(63)
@@ -290,24 +321,63 @@ class Driver:
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        store = self.store
+        if store.durability == "pipelined":
+            self._syncer = WalSyncer(store.sync_wal, self._synced, self._failed_sync)
+            self._syncer.start()
+        try:
+            await self._loop()
+        finally:
+            if self._syncer is not None:
+                self._syncer.stop()
+
+    async def _loop(self) -> None:
         node = self.node
         while True:
             if not (
                 self._inbox or self._abandoned or self._ticks or self._peer_inputs
-                or node.has_work() or self.peer_requests.has_work()
+                or (node.has_work() and self._room()) or self.peer_requests.has_work()
+                or self._durable_ahead()
             ):  # fmt: skip
                 with trio.move_on_at(self.next_deadline()):
                     await self._wake.wait()
             self._wake = trio.Event()
+            if self._sync_failed is not None:
+                raise StoreError(f"the WAL sync failed: {self._sync_failed}")
+            self._end_durable()
             self._absorb()
             self._pump_peer_requests()
-            while node.has_work():
-                await self._round()
+            while node.has_work() and self._room():
+                self._round()
+                self._end_durable()
                 self._pump_peer_requests()
             if node.ctx.failpoints_hit:
                 _die_at_failpoint(node.ctx.failpoints_hit[0])
             self._expire_parked()
             await trio.lowlevel.checkpoint()
+
+    def _room(self) -> bool:
+        return len(self._in_flight) < PIPELINE_DEPTH
+
+    def _durable_ahead(self) -> bool:
+        """Is the oldest round in flight durable (ready to end)? Without a syncer (`inline`)
+        the write synced itself (the audit checks that it did)."""
+        if not self._in_flight:
+            return False
+        w = self._in_flight[0].written
+        return (
+            w is None or not w.needs_sync or w.seq <= self.store.synced_seq
+            or self._syncer is None
+        )  # fmt: skip
+
+    def _synced(self, token: int) -> None:
+        """From the syncer (on the loop): every write up to `token` is durable."""
+        self.store.wal_synced(token)
+        self._wake.set()
+
+    def _failed_sync(self, exc: BaseException) -> None:
+        self._sync_failed = exc
+        self._wake.set()
 
     def _absorb(self) -> None:
         node = self.node
@@ -437,40 +507,53 @@ class Driver:
     def next_deadline(self) -> float:
         return min((op.deadline for op in self._parked), default=math.inf)
 
-    async def _round(self) -> None:
-        """One round (`begin_round`, the write, `end_round`), with the driver's additions:
-        the durability audit before anything applies, waking long polls when high
-        watermarks moved, and recording the cluster id once joined."""
+    def _round(self) -> None:
+        """Begin a round (`begin_round`) and write it; it ends in `_end_durable` once its
+        write is durable (at once in `inline` mode, or when it needed no sync and no round
+        before it is still in flight)."""
         node = self.node
         rnd = begin_round(node, self)
         if rnd.applied_early:
             self._high_watermarks_moved()
-        if rnd.applied_early or (rnd.messages and any(rd.entries for _, rd in rnd.readies)):
-            # Let the connection and peer writers put acknowledgements and appends on the
-            # wire before this thread blocks in the sync: followers then write in parallel
-            # with the leader, and no acknowledgement waits for the next batch's sync.
-            await trio.lowlevel.checkpoint()
         store = self.store
         writes = round_writes(store, rnd)
-        synced = store.synced_commits
         started = time.perf_counter()
-        store.commit(writes)
-        if self.metrics is not None and store.synced_commits != synced:
-            self._measure_write(rnd, time.perf_counter() - started)
-        write_compactions(store, rnd)
-        self.rounds_written += 1
-        end_round(node, rnd, self)
-        if self.tracing is not None:
-            try:
-                self.tracing.after_round(node)
-            except Exception as e:  # tracing must never stop the driver
-                self._faults.report("tracing", e)
-        self._log_roles(rnd)
-        cid = node.meta.cluster_id
-        if cid is not None and self.store.cluster_id is None:
-            self.store.record_cluster_id(cid)  # this broker has now joined a cluster
-        if any(rd.committed_entries for gid, rd in rnd.readies if gid not in rnd.applied_early):
-            self._high_watermarks_moved()
+        written = store.write(writes)
+        self._in_flight.append(_InFlight(rnd, written, started))
+        self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
+        if (
+            written is not None and written.needs_sync and written.seq > store.synced_seq
+            and self._syncer is not None
+        ):  # fmt: skip
+            self._syncer.request(store.flush_token())
+
+    def _end_durable(self) -> None:
+        """End, in order, every round in flight whose write is durable: acknowledge it in
+        the store, write its compactions, `end_round`, and the driver's reactions (waking
+        long polls when high watermarks moved, recording the cluster id once joined)."""
+        store = self.store
+        while self._durable_ahead():
+            flight = self._in_flight.popleft()
+            rnd, written = flight.rnd, flight.written
+            if written is not None:
+                store.acknowledge(written)
+                if self.metrics is not None and written.needs_sync:
+                    self._measure_write(rnd, time.perf_counter() - flight.started)
+            write_compactions(store, rnd)
+            self.rounds_written += 1
+            end_round(self.node, rnd, self)
+            if self.tracing is not None:
+                try:
+                    self.tracing.after_round(self.node)
+                except Exception as e:  # tracing must never stop the driver
+                    self._faults.report("tracing", e)
+            self._log_roles(rnd)
+            cid = self.node.meta.cluster_id
+            if cid is not None and store.cluster_id is None:
+                store.record_cluster_id(cid)  # this broker has now joined a cluster
+            early = rnd.applied_early
+            if any(rd.committed_entries for gid, rd in rnd.readies if gid not in early):
+                self._high_watermarks_moved()
 
     def _measure_write(self, rnd: Round, seconds: float) -> None:
         """A round's synced write: its duration, and the entries and payload bytes it wrote

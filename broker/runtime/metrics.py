@@ -41,6 +41,7 @@ from collections.abc import Callable, Container, Iterator
 from contextlib import suppress
 from typing import Any
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -208,7 +209,28 @@ class BrokerMetrics:
         self.registry.register(collector)
 
     def render(self) -> str:
+        """The exposition text, collected and formatted on the caller's thread."""
         return generate_latest(self.registry).decode()
+
+    async def render_off_loop(self) -> str:
+        """The exposition text for a scrape: the registry is collected here, on the event
+        loop (collectors read the node, which only the loop may touch; about 4 ms for 300
+        partitions), and the text is formatted in a worker thread (about 10 ms), which
+        gives the loop the GIL back every switch interval instead of pausing it."""
+        families = list(self.registry.collect())
+        text: bytes = await trio.to_thread.run_sync(generate_latest, _Collected(families))
+        return text.decode()
+
+
+class _Collected(CollectorRegistry):
+    """Metric families already collected, as a registry `generate_latest` can format."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        super().__init__(auto_describe=False)
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
 
 
 class _TopicPruner(Collector):

@@ -3,7 +3,7 @@
 Run with `python -m tests.bench.store_bench` (`--help` lists the flags). A benchmark: it prints
 figures and never asserts timing.
 
-For each durability mode (`inline`: write(sync=True); `flush_wal_thread`: write(sync=False)
+For each durability mode (`inline`: write(sync=True); `pipelined`: write(sync=False)
 then flush_wal(True), which releases the GIL while it syncs) and each shape (E entries of 100 B
 per round, spread over min(E, G) of G groups, rotating, each touched group also writing a
 hard state, as a Ready would), one writer task commits rounds back to back as the broker's

@@ -4,7 +4,7 @@ the durability audit, bad input, and the request paths end to end."""
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import trio
 from broker.app import Broker, embedded
 from broker.config import BrokerConfig, HostPort
 from broker.runtime.audit import DurabilityViolation
+from broker.runtime.driver import Driver
 from broker.runtime.store import RocksStore
 from broker.wire import cbor
 from broker.wire.batch import Record, encode_batch
@@ -122,9 +123,9 @@ async def test_produce_then_fetch_with_audit_on(tmp_path: Path) -> None:
 async def test_audit_fails_an_acknowledgement_ahead_of_its_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The planted bug: the store writes rounds without syncing them (a lost fsync), so the
-    acknowledgements that follow would run ahead of durability. The audit must stop the
-    broker instead of letting them out."""
+    """The planted bug (inline mode): the store writes rounds without syncing them (a lost
+    fsync), so the acknowledgements that follow would run ahead of durability. The audit
+    must stop the broker instead of letting them out."""
     write_plan = RocksStore._write_plan
     planted = False
 
@@ -132,18 +133,49 @@ async def test_audit_fails_an_acknowledgement_ahead_of_its_sync(
         write_plan(self, plan, sync=sync and not planted)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RocksStore, "_write_plan", maybe_unsynced)
+
+    def plant() -> None:
+        nonlocal planted
+        planted = True
+
+    await _assert_planted_fault_stops_the_broker(tmp_path, "inline", plant)
+
+
+async def test_audit_fails_a_pipelined_round_ended_before_its_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planted bug (pipelined mode): the driver ends a round (acknowledges, applies,
+    answers) as soon as it is written, without waiting for the WAL sync that covers it."""
+    durable_ahead = Driver._durable_ahead
+    planted = False
+
+    def early(self: Driver) -> bool:
+        return bool(self._in_flight) if planted else durable_ahead(self)
+
+    monkeypatch.setattr(Driver, "_durable_ahead", early)
+
+    def plant() -> None:
+        nonlocal planted
+        planted = True
+
+    await _assert_planted_fault_stops_the_broker(tmp_path, "pipelined", plant)
+
+
+async def _assert_planted_fault_stops_the_broker(
+    tmp_path: Path, sync_mode: str, plant: Callable[[], None]
+) -> None:
     acked = False
     with pytest.RaisesGroup(DurabilityViolation, flatten_subgroups=True, allow_unwrapped=True):
-        async with embedded(config(tmp_path)) as b:
+        async with embedded(config(tmp_path, sync_mode=sync_mode)) as b:
             with trio.fail_after(10):
                 await wait_ready(b)
                 async with client_of(b) as c:
                     await create_topic(c, "t")
-                    planted = True
+                    plant()
                     await c.call(produce("t", 0, encode_batch([Record(value=b"x", timestamp=0)])))
                     acked = True
                     await trio.sleep_forever()
-    assert not acked, "the produce was acknowledged although its write was never synced"
+    assert not acked, "the produce was acknowledged although its write was not yet durable"
 
 
 async def test_fetch_long_polls_until_data_arrives(tmp_path: Path) -> None:

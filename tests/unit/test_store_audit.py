@@ -107,12 +107,12 @@ class EarlyAckStore(RocksStore):
     """Fault (a): makes the round visible (acknowledges) before its flush has completed."""
 
     def commit(self, rnd: WriteRound) -> None:
-        plan = self._prepare(rnd)
-        self._write_plan(plan, sync=False)
-        self._acknowledge(plan)
-        token = self._flush_started()
-        self._flush_wal()
-        self._flush_completed(token)
+        written = self.write(rnd)
+        assert written is not None
+        self.acknowledge(written)
+        token = self.flush_token()
+        self.sync_wal()
+        self.wal_synced(token)
 
 
 class NoSyncStore(RocksStore):
@@ -121,7 +121,7 @@ class NoSyncStore(RocksStore):
     def commit(self, rnd: WriteRound) -> None:
         plan = self._prepare(rnd)
         self._write_plan(plan, sync=False)
-        self._acknowledge(plan)
+        self._acknowledge(plan, self.seq)
 
 
 class StaleFlushStore(RocksStore):
@@ -129,18 +129,18 @@ class StaleFlushStore(RocksStore):
     piggybacking on a flush already running for the previous round."""
 
     def commit(self, rnd: WriteRound) -> None:
-        plan = self._prepare(rnd)
-        token = self._flush_started()
-        self._write_plan(plan, sync=False)  # returns after the flush started
-        self._flush_wal()
-        self._flush_completed(token)
-        self._acknowledge(plan)
+        token = self.flush_token()
+        written = self.write(rnd)  # returns after the flush started
+        assert written is not None
+        self.sync_wal()
+        self.wal_synced(token)
+        self.acknowledge(written)
 
 
 def test_acknowledging_before_the_flush_completes_is_caught(tmp_path: Path) -> None:
-    store = open_store(tmp_path, EarlyAckStore, "flush_wal_thread")
+    store = open_store(tmp_path, EarlyAckStore, "pipelined")
     try:
-        with pytest.raises(DurabilityViolation, match="index 1 acknowledged"):
+        with pytest.raises(DurabilityViolation, match="acknowledged, but writes are synced only up to"):
             store.commit(round_for(store, 1))
     finally:
         store.close()
@@ -156,15 +156,15 @@ def test_acknowledging_an_unsynced_write_is_caught(tmp_path: Path) -> None:
 
 
 def test_a_flush_that_started_before_the_write_is_caught(tmp_path: Path) -> None:
-    store = open_store(tmp_path, StaleFlushStore, "flush_wal_thread")
+    store = open_store(tmp_path, StaleFlushStore, "pipelined")
     try:
-        with pytest.raises(DurabilityViolation, match="index 1 acknowledged"):
+        with pytest.raises(DurabilityViolation, match="acknowledged, but writes are synced only up to"):
             store.commit(round_for(store, 1))
     finally:
         store.close()
 
 
-@pytest.mark.parametrize("mode", ["inline", "flush_wal_thread"])
+@pytest.mark.parametrize("mode", ["inline", "pipelined"])
 def test_the_correct_paths_pass(tmp_path: Path, mode: str) -> None:
     store = open_store(tmp_path, RocksStore, mode)
     try:
@@ -172,7 +172,7 @@ def test_the_correct_paths_pass(tmp_path: Path, mode: str) -> None:
             store.commit(round_for(store, n))
         audit = store.audit
         assert audit is not None
-        assert audit.checks == 12  # an entry check and a hard-state check per round
+        assert audit.checks == 18  # a write, an entry and a hard-state check per round
         audit.assert_durable(1, 6)
         audit.assert_hard_state_durable(1, 6, 1)
     finally:

@@ -28,6 +28,7 @@ from broker.core.raft import (
     Snapshot,
     SnapshotMeta,
 )
+from broker.runtime.audit import DurabilityViolation
 from broker.runtime.store import (
     COLUMN_FAMILIES,
     FORMAT_VERSION,
@@ -418,7 +419,7 @@ def test_a_commit_index_only_round_is_written_without_a_sync(tmp_path: Path) -> 
         assert audit.synced_seq == synced + 2
 
 
-@pytest.mark.parametrize("mode", ["inline", "flush_wal_thread"])
+@pytest.mark.parametrize("mode", ["inline", "pipelined"])
 def test_commit_makes_the_round_durable_then_visible(tmp_path: Path, mode: str) -> None:
     with RocksStore.open(tmp_path, 0, durability=mode, audit=True) as s:  # type: ignore[arg-type]
         g = s.create_group(1, C0)
@@ -440,19 +441,19 @@ def hold_flush(s: RocksStore) -> tuple[threading.Event, threading.Event]:
     """Gate the store's WAL flush: `flushing` is set once a commit reached its flush (it is in
     flight), which then waits until `release` is set (at most 30 s)."""
     flushing, release = threading.Event(), threading.Event()
-    real_flush = s._flush_wal
+    real_flush = s.sync_wal
 
     def held_flush() -> None:
         flushing.set()
         release.wait(timeout=30)
         real_flush()
 
-    s._flush_wal = held_flush  # type: ignore[method-assign]
+    s.sync_wal = held_flush  # type: ignore[method-assign]
     return flushing, release
 
 
 async def test_writes_are_refused_while_a_commit_is_in_flight(tmp_path: Path) -> None:
-    with RocksStore.open(tmp_path, 0, durability="flush_wal_thread") as s:
+    with RocksStore.open(tmp_path, 0, durability="pipelined") as s:
         g = s.create_group(1, C0)
         flushing, release = hold_flush(s)
 
@@ -587,7 +588,7 @@ def test_create_group_clears_leftover_records(tmp_path: Path) -> None:
 
 
 async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> None:
-    s = RocksStore.open(tmp_path, 0, durability="flush_wal_thread")
+    s = RocksStore.open(tmp_path, 0, durability="pipelined")
     g = s.create_group(1, C0)
     flushing, release = hold_flush(s)
 
@@ -607,3 +608,59 @@ async def test_close_is_refused_while_a_commit_is_in_flight(tmp_path: Path) -> N
     s.close()
     with pytest.raises(StoreClosedError):
         s.read_apply(1)
+
+
+# -- pipelined rounds: written before the previous one is durable ---------------------------
+
+
+def test_pipelined_rounds_chain_their_plans_and_show_only_once_acknowledged(
+    tmp_path: Path,
+) -> None:
+    with RocksStore.open(tmp_path, 0, durability="pipelined", audit=True) as s:
+        g = s.create_group(1, C0)
+        first, second = WriteRound(), WriteRound()
+        first.add_ready(g, ready(1, ents(1, 4, 1), HardState(1, (0, 1), 0)))
+        w1 = s.write(first)
+        second.append(g, ents(4, 6, 1))  # plans from the first round, not from the view
+        w2 = s.write(second)
+        assert w1 is not None and w2 is not None and w1.seq < w2.seq
+        assert g.last_index() == 0  # nothing is durable yet
+        token = s.flush_token()
+        s.sync_wal()
+        s.wal_synced(token)
+        s.acknowledge(w1)
+        assert g.last_index() == 3
+        s.acknowledge(w2)
+        assert g.last_index() == 5
+        assert [e.data for e in g.entries(1, 6)] == [e.data for e in ents(1, 6, 1)]
+    with RocksStore.open(tmp_path, 0) as s:
+        assert s.group(1).last_index() == 5
+
+
+def test_a_pipelined_round_that_replaces_an_earlier_rounds_entries(tmp_path: Path) -> None:
+    """Round 2 (a new leader's entries) replaces from index 2 what round 1 wrote; round 1 is
+    synced and acknowledged while round 2 is still unsynced: the audit accepts round 1's write
+    (it is durable) without claiming its replaced entries, and once round 2 is durable the
+    view holds the new entries."""
+    with RocksStore.open(tmp_path, 0, durability="pipelined", audit=True) as s:
+        g = s.create_group(1, C0)
+        first, second = WriteRound(), WriteRound()
+        first.append(g, ents(1, 4, 1))
+        w1 = s.write(first)
+        token = s.flush_token()
+        second.add_ready(g, ready(2, ents(2, 3, 2, b"new"), HardState(2, None, 0)))
+        w2 = s.write(second)
+        assert w1 is not None and w2 is not None
+        s.sync_wal()
+        s.wal_synced(token)  # covers round 1 only
+        s.acknowledge(w1)
+        assert s.audit is not None
+        with pytest.raises(DurabilityViolation, match="replaced the log from 2"):
+            s.audit.assert_durable(1, 2)
+        s.audit.assert_durable(1, 1)
+        with pytest.raises(DurabilityViolation, match="synced only up to"):
+            s.acknowledge(w2)
+    with RocksStore.open(tmp_path, 0, durability="pipelined", audit=True) as s:
+        g = s.group(1)
+        assert g.last_index() == 2  # round 2's write reached the WAL (no crash here)
+        assert g.entries(2, 3)[0].data == ents(2, 3, 2, b"new")[0].data

@@ -13,15 +13,24 @@ Column families (names and keys in codec.py; commit planning in plan.py):
 - `meta`       identity: node_id, format_version, cluster_id, incarnation, created_at (ms
   since the epoch, a record for operators: the store never reads it back).
 
-Durability: `commit(round)` does ONE `db.write(WriteBatch)` and makes it durable before the
-groups' in-memory views change and before it returns. Mode `inline` writes with sync=True
-(rocksdict holds the GIL through the sync); mode `flush_wal_thread` writes with sync=False,
-then calls `flush_wal(True)`, which releases the GIL while it syncs, so the broker's other
-threads run meanwhile. A round whose only change is a higher
-commit index or state-machine data is written without a sync (Ready.must_sync semantics).
-A failed write leaves the store failed: every later write raises (fail-stop). At most one
-commit is in flight; reads are allowed meanwhile and see the views as of the last durable
-commit (RocksDB may already hold the in-flight round's keys).
+Durability: a round's writes are ONE `db.write(WriteBatch)`, and the groups' in-memory views
+change only once it is durable. Mode `inline`: `commit(round)` writes with sync=True (rocksdict
+holds the GIL through the sync). Mode `pipelined` (the broker's default): `write(round)` writes
+with sync=False (the WAL record reaches the OS; short, on the caller's thread) and returns a
+`Written`; `sync_wal()` (any thread: `flush_wal(True)` releases the GIL while it syncs) makes
+every write that returned before it started durable; `wal_synced(token)` (the writer's thread,
+token from `flush_token()` taken before the sync was asked for) records that, and
+`acknowledge(written)` then updates the views. Several rounds may be written before the
+first is durable: each plans from the previous one's Draft (plan.py), and they are
+acknowledged in order. `commit(round)` in this mode is write, sync, acknowledge on one thread.
+A round whose only change is a higher commit index or state-machine data needs no sync
+(Ready.must_sync semantics), but is still acknowledged in order. RocksDB recovers a prefix of
+its WAL, so a sync covers every earlier write, and a write lost in a crash loses every later
+one with it. Snapshot and compaction records (`write_snapshot`, `write_compaction`) in
+`pipelined` mode are unsynced writes that the next sync covers (losing them in a crash loses
+nothing: the log they would shorten is still there). A failed write or sync leaves the store
+failed: every later write raises (fail-stop). Reads are allowed meanwhile and see the views
+as of the last acknowledged round (RocksDB may already hold later rounds' keys).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -69,16 +79,27 @@ from broker.runtime.store.errors import (
     StoreNotFoundError,
 )
 from broker.runtime.store.group import GroupStorage
-from broker.runtime.store.plan import Plan, build_plan, put_snapshot
+from broker.runtime.store.plan import Draft, Plan, build_plan, put_snapshot
 from broker.runtime.store.round import EntriesOp, HardStateOp, SnapshotOp, WriteRound
 
 FORMAT_VERSION = 1
 """On-disk format version, recorded at creation; a store of another version is refused."""
 
-Durability = Literal["inline", "flush_wal_thread"]
-DURABILITY_MODES: tuple[Durability, ...] = ("inline", "flush_wal_thread")
+Durability = Literal["inline", "pipelined"]
+DURABILITY_MODES: tuple[Durability, ...] = ("inline", "pipelined")
 
 _LOCK_FILE = "sluice.lock"
+
+
+@dataclass(slots=True, eq=False)
+class Written:
+    """A round written but not yet acknowledged (`RocksStore.write`)."""
+
+    seq: int
+    """Its write's sequence number: durable once `synced_seq` reaches it."""
+    plan: Plan
+    needs_sync: bool
+    """False: it only moved commit indexes or wrote state-machine data (no sync needed)."""
 
 
 @contextlib.contextmanager
@@ -138,7 +159,11 @@ class RocksStore:
         self._groups: dict[int, GroupStorage] = {}
         self._lock_fd: int | None = None
         self._seq = 0
+        self._synced_seq = 0
+        self._flushing = False
         self._in_flight = False
+        self._written: dict[int, Draft] = {}
+        """Per group, the Draft of its latest round written but not yet acknowledged."""
         self.synced_commits = 0
         """Commits that made their write durable with a sync (the runtime times these)."""
         self._failed: BaseException | None = None
@@ -243,9 +268,11 @@ class RocksStore:
     def close(self) -> None:
         """Close the database and release the directory lock (idempotent). CF views and
         handles are dropped first: a live one would keep RocksDB's LOCK held. Refused while
-        a commit is in flight (its flush still uses the database)."""
-        if self._in_flight:
+        a commit or a sync is in flight (its flush still uses the database). Rounds written
+        and never acknowledged stay in the WAL as they are (like a crash after the write)."""
+        if self._in_flight or self._flushing:
             raise StoreError("cannot close the store while a commit is in flight")
+        self._written.clear()
         while self._views:
             with contextlib.suppress(Exception):
                 self._views.popitem()[1].close()
@@ -492,48 +519,105 @@ class RocksStore:
 
     # -- commit -------------------------------------------------------------------------------
 
+    @property
+    def durability(self) -> Durability:
+        return self._durability
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last write that returned."""
+        return self._seq
+
+    @property
+    def synced_seq(self) -> int:
+        """Every write up to this sequence number is durable."""
+        return self._synced_seq
+
     def commit(self, rnd: WriteRound) -> None:
-        """Write the round in one WriteBatch, make it durable, then update the views.
-        In flush_wal_thread mode the flush runs on this thread (GIL released meanwhile)."""
-        plan = self._prepare(rnd)
-        if plan.batch.is_empty():
+        """Write the round in one WriteBatch, make it durable, then update the views (in
+        `pipelined` mode: write, sync and acknowledge on this thread)."""
+        if self._durability == "inline":
+            plan = self._prepare(rnd)
+            if plan.batch.is_empty():
+                return
+            self._write_plan(plan, sync=plan.needs_sync)
+            if plan.needs_sync:
+                self.synced_commits += 1
+            self._acknowledge(plan, self._seq)
+            return
+        if self._in_flight:
+            raise StoreError("a commit is in flight; writes are sequential")
+        written = self.write(rnd)
+        if written is None:
             return
         self._in_flight = True
         try:
-            self._write_plan(plan, sync=plan.needs_sync and self._durability == "inline")
-            if plan.needs_sync and self._durability == "flush_wal_thread":
-                token = self._flush_started()
-                self._flush_wal()
-                self._flush_completed(token)
+            if written.needs_sync and written.seq > self._synced_seq:
+                token = self.flush_token()
+                self.sync_wal()
+                self.wal_synced(token)
         finally:
             self._in_flight = False
-        if plan.needs_sync:
-            self.synced_commits += 1
-        self._acknowledge(plan)
+        self.acknowledge(written)
 
-    def _flush_started(self) -> int:
+    def write(self, rnd: WriteRound) -> Written | None:
+        """Plan and write the round, not yet durable (`pipelined` mode; in `inline` mode the
+        write is synced); None if it writes nothing. Acknowledge each Written, in order, once
+        `synced_seq` reaches it (or at once if it needs no sync)."""
+        plan = self._prepare(rnd)
+        if plan.batch.is_empty():
+            return None
+        sync = plan.needs_sync and self._durability == "inline"
+        self._write_plan(plan, sync=sync)
+        written = self._written
+        for g, draft in plan.drafts.items():
+            written[g] = draft
+        return Written(self._seq, plan, plan.needs_sync)
+
+    def flush_token(self) -> int:
+        """Take just before asking for a sync: the writes it will cover (`wal_synced`)."""
         return self._audit.flush_started() if self._audit is not None else self._seq
 
-    def _flush_completed(self, token: int) -> None:
-        if self._audit is not None:
-            self._audit.flush_completed(token)
-
-    def _flush_wal(self) -> None:
+    def sync_wal(self) -> None:
+        """Make every write that returned before this call durable (`flush_wal(True)`; any
+        thread; the GIL is released while it syncs). A failure fails the store."""
         db = self._db
         if db is None:
             raise StoreClosedError("flush_wal: the store is closed")
+        self._flushing = True
         try:
             db.flush_wal(True)
         except Exception as exc:
             self._failed = exc
             raise StoreError(f"flush_wal failed; the store is now failed: {exc}") from exc
+        finally:
+            self._flushing = False
+
+    def wal_synced(self, token: int) -> None:
+        """A sync asked for with `token` (from `flush_token`) completed."""
+        if self._audit is not None:
+            self._audit.flush_completed(token)
+        if token > self._synced_seq:
+            self._synced_seq = token
+
+    def acknowledge(self, written: Written) -> None:
+        """The written round is durable (its sequence is synced, or it needed no sync): show
+        it in the views. Rounds are acknowledged in the order they were written."""
+        plan = written.plan
+        pending = self._written
+        for g, draft in plan.drafts.items():
+            if pending.get(g) is draft:
+                del pending[g]
+        if written.needs_sync:
+            self.synced_commits += 1
+        self._acknowledge(plan, written.seq)
 
     def _prepare(self, rnd: WriteRound) -> Plan:
         """Pass 1 (plan.py): the round's batch, validated; nothing written, no view changed.
         Marks the round committed (it cannot be reused, even if it is refused)."""
         self._check_writable()
         rnd.mark_committed()
-        return build_plan(rnd.ops, self, self._codec, self._handles)
+        return build_plan(rnd.ops, self, self._codec, self._handles, self._written)
 
     def _write_plan(self, plan: Plan, *, sync: bool) -> None:
         updates = [
@@ -557,19 +641,31 @@ class RocksStore:
             self._failed = exc
             raise StoreError(f"write failed; the store is now failed: {exc}") from exc
         self._seq += 1
+        if sync:
+            self._synced_seq = self._seq
         if self._audit is not None:
             self._audit.write_returned(self._seq, updates)
             if sync:
                 self._audit.synced(self._seq)
 
     def _write_now(self, wb: WriteBatch) -> None:
-        """A synced write outside the round machinery (identity, group lifecycle, snapshots)."""
+        """A synced write outside the round machinery (identity, group lifecycle). In
+        `pipelined` mode a sync already running in another thread makes it wait for that
+        one (rare writes: topic creation and deletion, joining a cluster)."""
         self._check_writable()
         self._write_batch(wb, True, [])
 
-    def _acknowledge(self, plan: Plan) -> None:
-        """Pass 2, once the round is durable: update the views; the audit (when on) checks
-        that everything this commit now reports is durable."""
+    def _write_log_upkeep(self, wb: WriteBatch) -> None:
+        """A snapshot or compaction record: synced in `inline` mode; in `pipelined` mode
+        unsynced, covered by the next sync (see the module docstring)."""
+        self._check_writable()
+        self._write_batch(wb, self._durability == "inline", [])
+
+    def _acknowledge(self, plan: Plan, seq: int) -> None:
+        """Pass 2, once write `seq` is durable: update the views; the audit (when on) checks
+        that everything this commit now reports is durable: the write itself (if it needed a
+        sync), each group's hard state, and each group's entries unless a later round, still
+        in flight, replaces part of them (the Raft core never counts those as durable)."""
         for op in plan.installs:
             match op:
                 case EntriesOp():
@@ -580,8 +676,10 @@ class RocksStore:
                     op.group.on_durable_snapshot(op.snapshot.meta)
         audit = self._audit
         if audit is not None:
+            if plan.needs_sync:
+                audit.assert_synced(seq)
             for g, d in plan.drafts.items():
-                if d.first_touched is not None and d.last > 0:
+                if d.first_touched is not None and d.last > 0 and g not in self._written:
                     audit.assert_durable(g, d.last)
                 if d.hs is not None:
                     audit.assert_hard_state_durable(g, d.hs.term, d.hs.vote)
@@ -606,15 +704,15 @@ class RocksStore:
         return self._codec
 
     def write_snapshot(self, group_id: int, meta: SnapshotMeta, data: bytes) -> None:
-        """Record a snapshot of the group (metadata and data; synced)."""
+        """Record a snapshot of the group (metadata and data; see `_write_log_upkeep`)."""
         self._check_writable()
         wb = WriteBatch(raw_mode=True)
         put_snapshot(wb, self._handles[CF_SNAPSHOTS], self._codec, group_id, meta, data)
-        self._write_now(wb)
+        self._write_log_upkeep(wb)
 
     def write_compaction(self, group_id: int, index: int, term: int, conf: ConfState) -> None:
         """Delete the group's log and configuration records up to `index` and record the new
-        base configuration (`index`, `term`, `conf`) (synced)."""
+        base configuration (`index`, `term`, `conf`) (see `_write_log_upkeep`)."""
         self._check_writable()
         g = group_id
         wb = WriteBatch(raw_mode=True)
@@ -622,7 +720,7 @@ class RocksStore:
         wb.delete_range(c.group_key(g), c.indexed_key(g, index + 1), self._handles[CF_CONFS])
         record = c.encode_conf_record(self._codec, term, conf)
         wb.put(c.indexed_key(g, index), record, self._handles[CF_CONFS])
-        self._write_now(wb)
+        self._write_log_upkeep(wb)
 
     def read_snapshot_data(self, group_id: int, meta: SnapshotMeta) -> bytes:
         """The data of the group's snapshot whose metadata is `meta` (CorruptRecordError if

@@ -13,8 +13,9 @@ with an upper-bound iterator and are CRC-checked. Invariants, as MemoryStorage:
 
 Writes: the log and the hard state change only through a WriteRound committed by the store,
 which calls `on_durable_*` here once the round is durable; `create_snapshot` and `compact`
-are synced writes of their own. GroupStorage reaches its store only through `GroupBackend`,
-so this module imports neither the store nor the round (see the package docstring).
+are writes of their own (ordered after every round written before them). GroupStorage reaches
+its store only through `GroupBackend`, so this module imports neither the store nor the round
+(see the package docstring).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from broker.runtime.store.errors import CorruptEntryError, StoreError
 
 class GroupBackend(Protocol):
     """What a GroupStorage needs from the store that holds it (RocksStore implements it).
-    The writes are synced and change no view: GroupStorage updates its own once they return."""
+    The writes change no view: GroupStorage updates its own once they return. They are
+    ordered after every round written before them, and need not be durable: the log they
+    would shorten stays until they are."""
 
     @property
     def member_codec(self) -> MemberCodec:
@@ -193,11 +196,11 @@ class GroupStorage:
         """Whether this is a live group of `store` (neither deleted nor closed with it)."""
         return self._store is store and not self._deleted
 
-    # -- writes of their own (synced) ---------------------------------------------------------
+    # -- writes of their own (ordered after the rounds written before them) ---------------
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
-        """Record the application's snapshot at `index` (which must be in the log); a synced
-        write. An older or equal index is a no-op returning the current snapshot."""
+        """Record the application's snapshot at `index` (which must be in the log).
+        An older or equal index is a no-op returning the current snapshot."""
         if index <= self._snap_meta.index:
             return self.snapshot()
         if index > self._last:
@@ -208,8 +211,8 @@ class GroupStorage:
         return Snapshot(meta, bytes(data))
 
     def compact(self, index: int) -> None:
-        """Drop entries up to `index`, which the latest snapshot must cover (a synced
-        write: range deletes of the log and configuration keys, a new base configuration)."""
+        """Drop entries up to `index`, which the latest snapshot must cover (range
+        deletes of the log and configuration keys, a new base configuration)."""
         if index <= self._offset:
             return
         if index > self._snap_meta.index or index > self._last:

@@ -7,6 +7,8 @@ deletes: a suffix replacement deletes the group's log and configuration keys fro
 replaced index on; a snapshot install deletes all of them. `installs` lists the group
 operations whose view updates the store applies, in order, once the batch is durable;
 `needs_sync` is false when the round only moves commit indexes or writes state-machine data.
+A group with a round written but not yet durable (pipelined commits) starts from that round's
+Draft (`pending`), not from its view, so consecutive rounds compose as within one round.
 On any error nothing has been written. The store checks that it is writable and marks the
 round committed before it calls `build_plan`, which knows the store only as an identity (the
 `owner` every group of the round must belong to) plus its codec and column families.
@@ -46,15 +48,35 @@ from broker.runtime.store.round import (
 class Draft:
     """A group's log bounds as the round being planned leaves them."""
 
-    __slots__ = ("first_touched", "group", "hs", "last", "last_conf", "offset", "snap_index")
+    __slots__ = (
+        "first_touched",
+        "group",
+        "hs",
+        "last",
+        "last_conf",
+        "offset",
+        "prev_hs",
+        "snap_index",
+    )
 
-    def __init__(self, group: GroupStorage) -> None:
+    def __init__(self, group: GroupStorage, written: Draft | None = None) -> None:
+        """From the group's view, or from `written`: the Draft of its latest round written
+        but not yet durable."""
         self.group = group
-        self.snap_index = group.snapshot_meta.index
-        self.offset = group.first_index() - 1
-        self.last = group.last_index()
-        self.last_conf = group.last_conf_index
-        """An upper bound of the last configuration key's index."""
+        if written is None:
+            self.snap_index = group.snapshot_meta.index
+            self.offset = group.first_index() - 1
+            self.last = group.last_index()
+            self.last_conf = group.last_conf_index
+            self.prev_hs = group.hard_state
+        else:
+            self.snap_index = written.snap_index
+            self.offset = written.offset
+            self.last = written.last
+            self.last_conf = written.last_conf
+            self.prev_hs = written.hs if written.hs is not None else written.prev_hs
+        """last_conf: an upper bound of the last configuration key's index; prev_hs: the
+        hard state as the store holds it before this round."""
         self.hs: HardState | None = None
         """The hard state this round writes (None: none)."""
         self.first_touched: int | None = None
@@ -77,9 +99,11 @@ def build_plan(
     owner: object,
     codec: c.MemberCodec,
     handles: Mapping[str, ColumnFamily],
+    pending: Mapping[int, Draft] | None = None,
 ) -> Plan:
     """Validate `ops` (a round's, whose groups must all be live groups of `owner`) and build
-    their batch. No local here may hold a CF handle: a traceback keeping this frame alive
+    their batch; `pending`: per group, the Draft of its latest round written but not yet
+    durable. No local here may hold a CF handle: a traceback keeping this frame alive
     would keep RocksDB's LOCK held after close() (`handles` is the store's dict, emptied by
     close())."""
     plan = Plan(WriteBatch(raw_mode=True))
@@ -87,12 +111,21 @@ def build_plan(
     drafts = plan.drafts
     key2 = c.KEY2.pack
     conf_kind = EntryKind.CONF
+    written = pending or {}
+
+    def draft_of(group: GroupStorage) -> Draft:
+        g = group.group_id
+        draft = drafts.get(g)
+        if draft is None:
+            draft = drafts[g] = Draft(group, written.get(g))
+        return draft
+
     for op in ops:
         # An isinstance chain, the most frequent first (measured 2x faster than `match`).
         if isinstance(op, EntriesOp):
             group = _own(owner, op.group)
             g = group.group_id
-            draft = drafts.get(g) or drafts.setdefault(g, Draft(group))
+            draft = draft_of(group)
             ents: Sequence[Entry] = op.entries
             if ents[0].index <= draft.offset:
                 ents = [e for e in ents if e.index > draft.offset]
@@ -122,9 +155,9 @@ def build_plan(
         elif isinstance(op, HardStateOp):
             group = _own(owner, op.group)
             g = group.group_id
-            draft = drafts.get(g) or drafts.setdefault(g, Draft(group))
+            draft = draft_of(group)
             hs = op.hard_state
-            prev = draft.hs if draft.hs is not None else group.hard_state
+            prev = draft.hs if draft.hs is not None else draft.prev_hs
             if hs.term != prev.term or hs.vote != prev.vote:
                 plan.needs_sync = True
             wb.put(c.group_key(g), c.encode_hard_state(codec, hs), handles[CF_STATE])
@@ -147,7 +180,7 @@ def build_plan(
         elif isinstance(op, SnapshotOp):
             group = _own(owner, op.group)
             g = group.group_id
-            draft = drafts.get(g) or drafts.setdefault(g, Draft(group))
+            draft = draft_of(group)
             meta = op.snapshot.meta
             if meta.index <= draft.snap_index:
                 continue
