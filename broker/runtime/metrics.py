@@ -119,7 +119,7 @@ class BrokerMetrics:
         )
         self._store_write = Histogram(
             "sluice_store_write_seconds",
-            "Duration of each driver round's synced store write.",
+            "From each driver round's store write to its durability (rounds that needed a sync).",
             buckets=STORE_WRITE_BUCKETS,
             registry=r,
         )

@@ -14,6 +14,7 @@ thread returning from the sync waits up to that long for a busy loop to let it b
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,10 +36,8 @@ class WalSyncer:
         self._sync = sync
         self._on_synced = on_synced
         self._on_failed = on_failed
-        self._cond = threading.Condition()
-        self._wanted = 0
-        self._covered = 0
-        self._stopping = False
+        self._requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        """Tokens asked for (None: stop); a C queue, cheaper than a Condition per request."""
         self._thread: threading.Thread | None = None
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self.syncs = 0
@@ -51,38 +50,37 @@ class WalSyncer:
 
     def request(self, token: int) -> None:
         """Make every write up to `token` durable (the loop's thread; never blocks)."""
-        with self._cond:
-            if token > self._wanted:
-                self._wanted = token
-                self._cond.notify()
+        self._requests.put(token)
 
     def stop(self) -> None:
         """Let the thread finish the sync it runs (if any) and end."""
         thread = self._thread
         if thread is None:
             return
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        self._requests.put(None)
         thread.join()
         self._thread = None
 
     def _run(self) -> None:
         token = self._trio_token
         assert token is not None
+        requests = self._requests
+        covered = 0
         while True:
-            with self._cond:
-                while self._wanted <= self._covered and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                target = self._wanted
+            target = requests.get()
+            while target is not None and not requests.empty():
+                newer = requests.get_nowait()
+                target = None if newer is None else max(target, newer)
+            if target is None:
+                return
+            if target <= covered:
+                continue
             try:
                 self._sync()
             except BaseException as exc:
                 self._hand_back(token, self._on_failed, exc)
                 return
-            self._covered = target
+            covered = target
             self.syncs += 1
             if not self._hand_back(token, self._on_synced, target):
                 return

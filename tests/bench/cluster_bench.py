@@ -38,12 +38,18 @@ from tests.support.sluice_cli import run_sluice
 from tests.support.wait import poll_until_async
 
 
-def start_cluster(base: Path, n: int = 3) -> list[BrokerProcess]:
+def start_cluster(
+    base: Path, n: int = 3, config: dict[str, object] | None = None
+) -> list[BrokerProcess]:
+    """`n` brokers (the first three controllers), each with `config` added to its own."""
     peer_ports = [free_port() for _ in range(n)]
     controllers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in enumerate(peer_ports[:3]))
     brokers = [
         BrokerProcess(
-            base / f"d{i}", node_id=i, peer_port=peer_ports[i], config={"controllers": controllers}
+            base / f"d{i}",
+            node_id=i,
+            peer_port=peer_ports[i],
+            config={"controllers": controllers, **(config or {})},
         )
         for i in range(n)
     ]
