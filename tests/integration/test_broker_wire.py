@@ -15,7 +15,7 @@ from broker.app import Broker, embedded
 from broker.config import BrokerConfig, HostPort
 from broker.runtime.audit import DurabilityViolation
 from broker.runtime.driver import Driver
-from broker.runtime.store import RocksStore
+from broker.runtime.store import RocksStore, StoreError
 from broker.wire import cbor
 from broker.wire.batch import Record, encode_batch
 from broker.wire.errors import ErrorCode
@@ -159,6 +159,35 @@ async def test_audit_fails_a_pipelined_round_ended_before_its_sync(
         planted = True
 
     await _assert_planted_fault_stops_the_broker(tmp_path, "pipelined", plant)
+
+
+async def test_a_failed_wal_sync_stops_the_broker_before_any_acknowledgement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail-stop: the sync thread's flush fails (a disk error); the store is failed and the
+    driver stops the broker, and the record whose round the sync covered is never answered."""
+    sync_wal = RocksStore.sync_wal
+    failing = False
+
+    def maybe_failing(self: RocksStore) -> None:
+        if failing:
+            self._failed = OSError("EIO")
+            raise StoreError("flush_wal failed; the store is now failed: EIO")
+        sync_wal(self)
+
+    monkeypatch.setattr(RocksStore, "sync_wal", maybe_failing)
+    acked = False
+    with pytest.RaisesGroup(StoreError, flatten_subgroups=True, allow_unwrapped=True):
+        async with embedded(config(tmp_path)) as b:
+            with trio.fail_after(10):
+                await wait_ready(b)
+                async with client_of(b) as c:
+                    await create_topic(c, "t")
+                    failing = True
+                    await c.call(produce("t", 0, encode_batch([Record(value=b"x", timestamp=0)])))
+                    acked = True
+                    await trio.sleep_forever()
+    assert not acked, "the produce was acknowledged although its sync failed"
 
 
 async def _assert_planted_fault_stops_the_broker(
