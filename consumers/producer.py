@@ -56,7 +56,7 @@ from typing import Literal
 import trio
 from opentelemetry.trace import Span
 
-from broker.wire.batch import Record
+from broker.wire.batch import Record, new_record
 from broker.wire.errors import WireError
 from broker.wire.messages import InitProducerIdRequest, InitProducerIdResponse, ProduceResponse
 from broker.wire.partitioner import default_partition, murmur2_partition
@@ -146,6 +146,16 @@ class Delivery:
         assert self._done is not None
         await self._done.wait()
         return self.result()
+
+    def exception(self) -> SluiceError | None:
+        """The record's typed error now (a fresh copy), None once it was acknowledged, or
+        RuntimeError while pending: `result()` without building its metadata."""
+        if self._error is not None:
+            return _fresh(self._error)
+        batch = self._batch
+        if batch is None or batch.settled_at is None:
+            raise RuntimeError("the record is not acknowledged yet")
+        return None if batch.error is None else _fresh(batch.error)
 
     def result(self) -> RecordMetadata:
         """The outcome now: metadata, the typed error, or RuntimeError while pending."""
@@ -293,6 +303,9 @@ class Producer:
             )
         self._done: dict[Batch, trio.Event] = {}
         """The event each unsettled batch's deliveries wait on."""
+        self._now = trio.lowlevel.current_clock().current_time
+        """trio.current_time without its indirections (the run's clock is fixed): the
+        enqueue path reads it once per record."""
         self._buffered = 0
         self._space = trio.Event()
         self._space.set()
@@ -438,7 +451,8 @@ class Producer:
         timestamp: int | None = None,
     ) -> Delivery:
         """Queue a record without waiting; raises BufferFull when the buffer is full."""
-        self._check_sendable()
+        if not self._open or self._closing or self._txn is not None or self._core.fatal is not None:
+            self._check_sendable()  # raises unless a transaction allows sending
         record, size = self._make_record(value, key, headers, timestamp)
         if self._buffered and self._buffered + size > self.buffer_bytes:
             raise BufferFull(
@@ -566,28 +580,37 @@ class Producer:
     def _make_record(
         self, value: object, key: object, headers: Headers, timestamp: int | None
     ) -> tuple[Record, int]:
-        v = _bytes_or_none(value, "value")
-        k = _bytes_or_none(key, "key")
-        h = _headers(headers)
+        """The checked record and its size estimate (`record_size`). Runs once per record:
+        the record is built through `new_record` (a frozen dataclass's __init__ costs
+        three times as much), its fields checked by `_bytes_or_none` only when they are
+        not plain bytes or None already."""
+        v = value if value is None or type(value) is bytes else _bytes_or_none(value, "value")
+        k = key if key is None or type(key) is bytes else _bytes_or_none(key, "key")
+        h = _headers(headers) if headers else ()
         if timestamp is None:
             timestamp = time.time_ns() // 1_000_000
         elif type(timestamp) is not int:
             raise TypeError("timestamp must be an int (milliseconds)")
-        return Record(key=k, value=v, headers=h, timestamp=timestamp), record_size(k, v, h)
+        return new_record(k, v, h, timestamp), record_size(k, v, h)
 
     def _enqueue(
         self, topic: str, record: Record, key: bytes | None, partition: int | None, size: int
     ) -> Delivery:
         delivery = Delivery(topic, record.timestamp)
-        now = trio.current_time()
-        routed = self._core.enqueue(topic, record, key, partition, size, now, delivery)
+        routed = self._core.enqueue(topic, record, key, partition, size, self._now(), delivery)
         if routed is None:
             delivery._routed = trio.Event()
         else:
             batch, index, changed = routed
-            self._routed(delivery, batch, index)
+            done = self._done.get(batch)
+            if done is None:
+                done = self._done[batch] = trio.Event()
+            # delivery._bind(batch, index, done), inline: nothing waits on `_routed` yet
+            delivery._batch = batch
+            delivery._index = index
+            delivery._done = done
             if changed:
-                self._wake_sender()
+                self._wake.set()
         self._buffered += size
         return delivery
 

@@ -16,8 +16,9 @@ partitions, at most one in flight per leader; its long-poll wait is short while 
 partitions of that leader hold buffered records (they will need a fetch soon, and a broker
 answers one connection in order).
 
-Fetch answers: batches are decoded with `decode_records`; records below the fetch offset are
-skipped (a fetch returns whole batches); control batches are skipped. The next fetch offset is
+Fetch answers: batches are decoded with `decode_record_fields` (the checks of
+`decode_records`, without its Record objects); records below the fetch offset are skipped (a
+fetch returns whole batches); control batches are skipped. The next fetch offset is
 the answer's `next_offset` (FETCH v1), or, from a broker speaking only v0, one past the last
 batch's last record; never below what the batches covered. A batch that fails to decode stops
 the partition: its records before it stay buffered, and once they are consumed `poll` raises
@@ -48,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from broker.wire.batch import ATTR_CONTROL, HEADER_BYTES, decode_records, parse_header
+from broker.wire.batch import ATTR_CONTROL, HEADER_BYTES, decode_record_fields, parse_header
 from broker.wire.errors import BatchError, CorruptBatchError, ErrorCode
 from broker.wire.messages import (
     EARLIEST_TIMESTAMP,
@@ -102,6 +103,16 @@ class ConsumerRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp: int
+
+
+_new_object = object.__new__
+_SET_RECORD_FIELDS = tuple(
+    vars(ConsumerRecord)[name].__set__
+    for name in ("topic", "partition", "offset", "key", "value", "headers", "timestamp")
+)
+"""ConsumerRecord's slot setters: `_apply_batch` builds one record per fetched record through
+them (a frozen dataclass's __init__ costs three times as much; the fields are checked
+already)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -681,7 +692,7 @@ class Positions:
             count = int.from_bytes(data[8:12], "big")
             return max(offset, base + count)
         try:
-            records = decode_records(data)
+            records = decode_record_fields(data)
         except CorruptBatchError as e:
             state.corrupt = CorruptBatch(
                 tp[0], tp[1], base, _last_offset(data, base, next_base), e.message
@@ -689,11 +700,28 @@ class Positions:
             return max(offset, base) if base >= offset else offset
         topic, partition = tp
         append = state.records.append
-        for i, r in enumerate(records):
-            at = base + i
-            if at < offset:
+        new, cls = _new_object, ConsumerRecord
+        set_topic, set_partition, set_offset, set_key, set_value, set_headers, set_timestamp = (
+            _SET_RECORD_FIELDS
+        )
+        skip = offset - base  # records below the fetch offset (a fetch returns whole batches)
+        at = base
+        for timestamp, key, value, headers in records:
+            if skip > 0:
+                skip -= 1
+                at += 1
                 continue
-            append(ConsumerRecord(topic, partition, at, r.key, r.value, r.headers, r.timestamp))
+            # ConsumerRecord(topic, partition, at, key, value, headers, timestamp), inline
+            record: ConsumerRecord = new(cls)
+            set_topic(record, topic)
+            set_partition(record, partition)
+            set_offset(record, at)
+            set_key(record, key)
+            set_value(record, value)
+            set_headers(record, headers)
+            set_timestamp(record, timestamp)
+            append(record)
+            at += 1
         return max(offset, base + len(records))
 
     # -- time --------------------------------------------------------------------------------

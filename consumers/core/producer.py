@@ -205,12 +205,12 @@ class ProducerCore(Generic[T]):
         """Route a record: (its batch, its index, whether the sender should look), or None
         when it waits for the topic's metadata. Raises for a bad partition or an oversized
         record."""
-        waiting = self.unrouted.get(topic)
         count = self.meta.partition_count(topic)
-        if waiting is None and count is not None:
+        if count is not None and topic not in self.unrouted:
             return self._route(topic, count, record, key, partition, size, now)
         if partition is not None and partition < 0:
             raise ValueError("partition must be >= 0")
+        waiting = self.unrouted.get(topic)
         if waiting is None:
             waiting = self.unrouted[topic] = deque()
         deadline = now + self.acc.delivery_timeout_s
@@ -232,14 +232,20 @@ class ProducerCore(Generic[T]):
             raise UnknownTopicError(
                 f"topic {topic!r} has partitions 0..{count - 1}, not {partition}"
             )
-        limit = self._batch_limit(topic)
+        # _batch_limit's cache, read inline (this runs once per record)
+        limit = self._limits.get(topic) if self._limits_version == self.meta.version else None
+        if limit is None:
+            limit = self._batch_limit(topic)
         if size > limit and size + BATCH_OVERHEAD > self._max_message(topic):
             raise MessageTooLargeError(
                 f"a record of ~{size} bytes exceeds {topic!r}'s max.message.bytes"
             )
         tp = (topic, self.acc.choose_partition(topic, count, key, partition))
         batch, index, changed = self.acc.append(tp, record, size, now, limit)
-        self.incomplete[batch] = None
+        if index == 0:
+            # A batch's first record: from here until it settles, the batch is incomplete
+            # (a batch that settled is never appended to again).
+            self.incomplete[batch] = None
         return batch, index, changed
 
     def _max_message(self, topic: str) -> int:

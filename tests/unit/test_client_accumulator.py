@@ -49,6 +49,18 @@ def test_record_size_bounds_the_encoding(
     assert encoded_item <= size <= encoded_item + 5
 
 
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("headers", [(), (("traceparent", b"0" * 55),), (("é" * 30, b"x"),)])
+def test_record_size_is_exact_but_for_the_delta(
+    n: int, headers: tuple[tuple[str, bytes], ...]
+) -> None:
+    """The estimate is the encoding with the timestamp delta counted as 5 bytes (a delta of
+    0 takes 1), at every head length of keys and values."""
+    for key, value in [(None, b"v" * n), (b"k" * n, None), (b"k" * n, b"v" * n)]:
+        one = encode_batch([Record(key=key, value=value, headers=headers, timestamp=5)])
+        assert record_size(key, value, headers) == len(one) - HEADER_BYTES - 1 + 4
+
+
 def test_seals_by_size_and_never_overfills() -> None:
     acc = make(batch_bytes=1000)
     r = rec(b"x" * 100)

@@ -10,10 +10,13 @@ MockClock (autojump): no I/O.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 import trio.testing
 
+from broker.wire.batch import decode_records
 from broker.wire.errors import ErrorCode
 from broker.wire.partitioner import default_partition, murmur2_partition
 from consumers.errors import (
@@ -267,3 +270,62 @@ async def test_non_idempotent_mode_sends_without_a_producer_id(
     assert md.offset == 0
     assert not broker.init_requests
     assert [s for _, s, _, _ in batches_sent(broker, ("t", 0))] == [-1, -1]
+
+
+async def test_send_checks_and_keeps_every_field(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The record a send builds (buffers converted, headers from pairs or a mapping, the
+    timestamp given or the wall clock's) is what the batch carries; bad fields are refused
+    before anything is queued."""
+    broker = FakeBroker({"t": 1})
+    async with FakeProducer(broker, linger_ms=0) as p:
+        before = time.time_ns() // 1_000_000
+        plain = p.send_nowait("t", b"v0")
+        p.send_nowait("t", bytearray(b"v1"), key=memoryview(b"k1"), headers={"h": b"x"})
+        p.send_nowait("t", None, key=b"", headers=[("a", bytearray(b"1")), ("a", b"")],
+                      timestamp=-5)  # fmt: skip
+        await p.flush()
+        after = time.time_ns() // 1_000_000
+        with pytest.raises(TypeError):
+            p.send_nowait("t", "text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            p.send_nowait("t", b"v", key=5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            p.send_nowait("t", b"v", headers={"h": None})  # type: ignore[dict-item]
+        with pytest.raises(TypeError):
+            p.send_nowait("t", b"v", timestamp=1.5)  # type: ignore[arg-type]
+        assert p.buffered_bytes == 0
+    records = [r for _, _, _, data in batches_sent(broker, ("t", 0)) for r in decode_records(data)]
+    assert [(r.key, r.value, r.headers) for r in records] == [
+        (None, b"v0", ()),
+        (b"k1", b"v1", (("h", b"x"),)),
+        (b"", None, (("a", b"1"), ("a", b""))),
+    ]
+    assert before <= records[0].timestamp <= after and records[2].timestamp == -5
+    assert plain.timestamp == records[0].timestamp
+
+
+async def test_delivery_exception_is_the_outcome_without_metadata(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broker = FakeBroker({"t": 1}, latency=0.5)
+    async with FakeProducer(broker, linger_ms=0, delivery_timeout_s=2) as p:
+        d = p.send_nowait("t", b"a")
+        assert not d.done
+        with pytest.raises(RuntimeError):
+            d.exception()
+        await d.wait()
+        assert d.exception() is None and d.result().offset == 0
+        broker.script.append((("t", 0), ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER))
+        failed = p.send_nowait("t", b"b")
+        with pytest.raises(OutOfOrderSequenceError):
+            await failed.wait()
+        first, second = failed.exception(), failed.exception()
+        assert isinstance(first, OutOfOrderSequenceError) and first is not second
+        unknown = p.send_nowait("nope", b"c")
+        with pytest.raises(UnknownTopicError):
+            await unknown.wait()
+        assert isinstance(unknown.exception(), UnknownTopicError)
+        with pytest.raises(SluiceError):
+            await p.flush()

@@ -18,11 +18,12 @@ from broker.wire.batch import (
     SLUICE_MAGIC,
     BatchHeader,
     Record,
+    decode_record_fields,
     decode_records,
     encode_batch,
     parse_header,
 )
-from broker.wire.errors import BatchError, CorruptBatchError, ErrorCode
+from broker.wire.errors import BatchError, CorruptBatchError, ErrorCode, WireError
 from broker.wire.limits import DEFAULT_LIMITS, Limits
 
 T0 = 1_700_000_000_000
@@ -411,3 +412,170 @@ def test_fuzz_damaged_batches(records: list[Record], data: st.DataObject) -> Non
         decode_records(bytes(batch))
     except CorruptBatchError as exc:
         assert exc.code is ErrorCode.CORRUPT_MESSAGE
+
+
+# ------------------------------------------------------- the direct encoder and record scan
+
+
+def _reference_batch(records: list[Record], **kwargs: object) -> bytes:
+    """`encode_batch` as it was before it wrote CBOR heads itself: the items built as lists
+    (every field checked by the same helpers, in the same order) and encoded by cbor2 in one
+    call. The direct encoder must match it byte for byte, and raise what it raises."""
+    first = records[0].timestamp
+    max_timestamp = first
+    items: list[list[object]] = []
+    for record in records:
+        timestamp = record.timestamp
+        if type(timestamp) is not int or not -(2**63) <= timestamp < 2**63:
+            raise ValueError(f"a record timestamp must be an int64, got {timestamp!r}")
+        max_timestamp = max(max_timestamp, timestamp)
+        items.append(
+            [
+                timestamp - first,
+                batch_module._opt_bytes(record.key, "a record key"),
+                batch_module._opt_bytes(record.value, "a record value"),
+                batch_module._header_items(record.headers) if record.headers else [],
+            ]
+        )
+    body = cbor2.dumps(items)
+    producer_id = kwargs.get("producer_id", -1)
+    epoch = kwargs.get("producer_epoch", -1)
+    sequence = kwargs.get("base_sequence", -1)
+    fields = (0, len(records), first, max_timestamp, producer_id, epoch, sequence)
+    after = struct.pack(">HIqqqhi", *fields)
+    return struct.pack(">BBI", SLUICE_MAGIC, 1, zlib.crc32(after + body)) + after + body
+
+
+_lengths = st.sampled_from([0, 1, 23, 24, 100, 255, 256, 1000, 65535, 65536])
+_any_bytes = st.binary(max_size=40) | _lengths.map(lambda n: b"\x07" * n)
+_buffers = _any_bytes | _any_bytes.map(bytearray) | _any_bytes.map(memoryview)
+_names = st.sampled_from(["traceparent", "", "a" * 23, "a" * 24, "n" * 300, "é", "名前", "\ud800"])
+_wide_records = st.lists(
+    st.builds(
+        Record,
+        key=st.none() | _buffers,
+        value=st.none() | _buffers,
+        headers=st.lists(st.tuples(_names | st.text(max_size=8), _buffers), max_size=3).map(tuple),
+        timestamp=st.sampled_from([-(2**63), 2**63 - 1, 0, -1, T0])
+        | st.integers(min_value=T0 - 2**33, max_value=T0 + 2**33)
+        | st.integers(min_value=T0 - 300, max_value=T0 + 300),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _outcome(encode: object, records: list[Record]) -> object:
+    try:
+        return encode(records, producer_id=4, producer_epoch=1, base_sequence=7)  # type: ignore[operator]
+    except (TypeError, ValueError, UnicodeEncodeError, cbor2.CBOREncodeError) as exc:
+        return (type(exc), str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_wide_records)
+def test_the_direct_encoder_writes_what_cbor2_writes(records: list[Record]) -> None:
+    """Across None and buffer keys and values, every head length (1, 2, 3 and 5 bytes),
+    ASCII and other header names (a lone surrogate included), deltas of both signs and every
+    width: the same bytes, or the same exception."""
+    assert _outcome(encode_batch, records) == _outcome(_reference_batch, records)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Record(key="text", timestamp=T0),  # type: ignore[arg-type]
+        Record(value=5, timestamp=T0),  # type: ignore[arg-type]
+        Record(headers=((b"name", b"v"),), timestamp=T0),  # type: ignore[arg-type]
+        Record(headers=(("name", None),), timestamp=T0),  # type: ignore[arg-type]
+        Record(headers=(("name", "v"),), timestamp=T0),  # type: ignore[arg-type]
+        Record(timestamp=2**63),
+        Record(timestamp=1.5),  # type: ignore[arg-type]
+        Record(timestamp=True),
+    ],
+)
+def test_the_direct_encoder_refuses_what_the_reference_refuses(bad: Record) -> None:
+    good = Record(value=b"v", timestamp=T0)
+    for records in ([bad], [good, bad], [good, bad, Record(key="k", timestamp=T0)]):  # type: ignore[arg-type]
+        outcome = _outcome(encode_batch, records)
+        assert isinstance(outcome, tuple) and outcome == _outcome(_reference_batch, records)
+
+
+def _big_batch(headers: tuple[tuple[str, bytes], ...] = ()) -> tuple[list[Record], bytes]:
+    records = [
+        Record(
+            key=None if i % 3 else b"k%d" % i,
+            value=b"v" * (i % 300),
+            headers=headers,
+            timestamp=T0 + i // 7 - (i % 5),
+        )
+        for i in range(1500)
+    ]
+    data = encode_batch(records, producer_id=1, producer_epoch=0, base_sequence=0)
+    assert len(data) > batch_module._PRESCAN_ABOVE_BYTES
+    return records, data
+
+
+@pytest.mark.parametrize("headers", [(), (("traceparent", b"00-" + b"a" * 52),), (("é", b""),)])
+def test_the_record_scan_vouches_for_what_producers_write(
+    headers: tuple[tuple[str, bytes], ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large batch of the producer's shape passes the record walk, so the generic scan is
+    skipped; the records decode the same either way."""
+    records, data = _big_batch(headers)
+    assert batch_module._scan_records(data, len(records), DEFAULT_LIMITS)
+    assert cbor_module.scan(data, DEFAULT_LIMITS, HEADER_BYTES) == len(data)
+    scans: list[int] = []
+    generic = cbor_module.scan
+
+    def counted(*args: object, **kwargs: object) -> int:
+        scans.append(1)
+        return generic(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cbor_module, "scan", counted)
+    assert decode_records(data) == records
+    assert scans == []
+    assert decode_record_fields(data) == [(r.timestamp, r.key, r.value, r.headers) for r in records]
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        Limits(max_nesting=3),
+        Limits(max_array_items=3),
+        Limits(max_array_items=1499),
+        Limits(max_text_bytes=10),
+        Limits(max_frame_items=8000),
+    ],
+)
+def test_the_record_scan_leaves_every_limit_to_the_generic_scan(limits: Limits) -> None:
+    """Where the generic scan refuses a batch for a limit, the record walk does not vouch
+    for it: the generic scan runs and its error is the answer, as before."""
+    records, data = _big_batch((("a-long-header-name", b"x"),))
+    with pytest.raises(WireError):
+        cbor_module.scan(data, limits, HEADER_BYTES)
+    assert not batch_module._scan_records(data, len(records), limits)
+
+
+_HEAD_BYTES = [0x00, 0x18, 0x1B, 0x40, 0x58, 0x5B, 0x60, 0x78, 0x80, 0x82, 0x84, 0x9F, 0xC2]
+_HEAD_BYTES += [0xF6, 0xF9, 0xFF]
+"""Initial bytes to plant: heads of every kind and width, a tag, a float, a break."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_record_scan_vouches_only_for_what_the_generic_scan_passes(
+    data: st.DataObject,
+) -> None:
+    """Damaged records (the header left intact): whenever the walk says yes, the generic scan
+    passes the bytes to their end too."""
+    records, good = _big_batch((("h", b"x"),) if data.draw(st.booleans()) else ())
+    batch = bytearray(good)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        at = data.draw(st.integers(min_value=HEADER_BYTES, max_value=len(batch) - 1))
+        batch[at] = data.draw(st.sampled_from(_HEAD_BYTES))
+    if data.draw(st.booleans()):
+        del batch[data.draw(st.integers(min_value=HEADER_BYTES + 3, max_value=len(batch))) :]
+    raw = bytes(batch)
+    if batch_module._scan_records(raw, len(records), DEFAULT_LIMITS):
+        assert cbor_module.scan(raw, DEFAULT_LIMITS, HEADER_BYTES) == len(raw)
