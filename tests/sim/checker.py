@@ -260,10 +260,12 @@ def undurable_ack(disk: LogStorage, m: object, acked_term: int | None = None) ->
       overwritten on disk since (another leader's entry at i) breaks it, though the length
       still passes. An i below the disk's snapshot is held: a snapshot covers only
       committed entries.
-    `acked_term` None checks the first two only. Both simulators write each Ready (each
-    round) on its own and release its acknowledgements right after, so the disk is then as
-    that Ready left it; a runtime sharing one write among several Readies would also need
-    the rule to allow for a later Ready of the same write replacing i."""
+    `acked_term` None checks the first two only. The check needs the disk as the Ready
+    carrying the acknowledgement left it: the group simulator writes each Ready on its own and
+    releases its acknowledgements right after; the cluster simulator, whose rounds are
+    pipelined and whose syncs may land several rounds at once, judges it as its round's
+    write lands (`ClusterChecker.on_round_landed`), before a later round may replace i (as
+    if the network had delayed the acknowledgement past that write)."""
     if isinstance(m, VoteResponse):
         if m.reject or m.pre_vote:
             return None

@@ -15,7 +15,10 @@ keeps the canonical committed history, fed from every broker's rounds:
 The durability audit checks every vote grant and append acknowledgement against the
 broker's `MemGroupStore` (the disk) at the moment it leaves (`checker.undurable_ack`): an
 acknowledgement must find on disk, at its index, the term its group's log had there when the
-round carrying it started (`note_acks`), not only a log that long.
+round carrying it started (`note_acks`), not only a log that long. Rounds are pipelined and a
+sync may land several at once, so the disk is judged as the round's own write left it, when
+that write landed (`on_round_landed`); one leaving before its round's write landed (a round
+that needed no sync, or a broken driver) is judged on the disk as it is then.
 
 The fetch rule (`check_fetch`, on every fetch answer a reader gets): a fetch is served by
 any replica that believes it leads, without a ReadIndex round, so a deposed leader may
@@ -56,7 +59,7 @@ from broker.core.node import BrokerNode, Round
 from broker.core.partition import Outcome, PartitionConfig, PartitionMachine
 from broker.core.raft import Entry, EntryKind, LogStorage, Message, Role
 from broker.core.raft.log import NO_TERM
-from broker.core.raft.types import AppendResponse
+from broker.core.raft.types import AppendResponse, VoteResponse
 from broker.wire.batch import decode_records
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import FetchPartitionResult
@@ -94,6 +97,20 @@ class _Replica:
     last_commit: int = 0
     app_index: int = 0
     app_hash: int = 0
+
+
+@dataclass(eq=False)
+class _NotedAck:
+    """A vote grant or append acknowledgement handed out in a round of broker `bid`."""
+
+    bid: int
+    m: Message
+    term: int | None
+    """An acknowledgement's: the term its group's log had at its index when the round
+    started (None for a vote grant)."""
+    landed: bool = False
+    """Its round's write landed on the disk; `problem` is the audit's verdict then."""
+    problem: str | None = None
 
 
 @dataclass
@@ -141,9 +158,9 @@ class ClusterChecker:
     """Client-side anomalies the History does not see (a reader skipping offsets)."""
     elections: int = 0
     producer_ids: dict[int, str] = field(default_factory=dict)
-    ack_terms: dict[int, tuple[int, Message, int]] = field(default_factory=dict)
-    """id of an append acknowledgement waiting for its round's write -> (broker, it, the term
-    its group's log had at the acknowledged index when the round started)."""
+    ack_terms: dict[int, _NotedAck] = field(default_factory=dict)
+    """id of a vote grant or append acknowledgement waiting for its round's write -> what
+    the audit knows of it."""
     references: dict[int, _Reference] = field(default_factory=dict)
     fetches_checked: int = 0
     replays: dict[int, _Replay] = field(default_factory=dict)
@@ -161,7 +178,7 @@ class ClusterChecker:
         self.lives[bid] = life
         for key in [k for k in self.replicas if k[0] == bid]:
             del self.replicas[key]
-        for key in [k for k, v in self.ack_terms.items() if v[0] == bid]:
+        for key in [k for k, v in self.ack_terms.items() if v.bid == bid]:
             del self.ack_terms[key]  # lost with the round the crash cut short
         self.observe(bid, node)
 
@@ -205,15 +222,42 @@ class ClusterChecker:
         self.observe(bid, node)
 
     def note_acks(self, bid: int, log: object, msgs: Iterable[Message]) -> None:
-        """The durability audit's half at hand-out: what each append acknowledgement of a
-        round is about (the term at its index in the log that built it)."""
+        """The durability audit's first part, at hand-out: what each vote grant and append
+        acknowledgement of a round is about (for an acknowledgement, the term at its index
+        in the log that built it)."""
         for m in msgs:
             if isinstance(m, AppendResponse) and not m.reject and m.index > 0:
-                self.ack_terms[id(m)] = (bid, m, log.term(m.index))  # type: ignore[attr-defined]
+                term = log.term(m.index)  # type: ignore[attr-defined]
+                self.ack_terms[id(m)] = _NotedAck(bid, m, term)
+            elif isinstance(m, VoteResponse) and not m.reject and not m.pre_vote:
+                self.ack_terms[id(m)] = _NotedAck(bid, m, None)
+
+    def on_round_landed(self, bid: int, store: object, rnd: Round) -> None:
+        """The durability audit's second part: the round's write is on the disk, which is
+        now as that write left it (rounds land in order, each on its own): what each vote
+        grant and acknowledgement the round carries promises must be on it. Judged now and
+        reported when it leaves (`audit_durable`): with pipelining a later round may land
+        before it does (group commit), and overwrite what it acknowledged, as the network
+        could have delayed it past that overwrite."""
+        logs: dict[int, LogStorage] = store.logs  # type: ignore[attr-defined]
+        for gid, rd in rnd.readies:
+            disk = logs.get(gid)
+            for m in rd.persisted_messages:
+                noted = self.ack_terms.get(id(m))
+                if noted is None or noted.landed:
+                    continue
+                noted.landed = True
+                if disk is not None:
+                    noted.problem = undurable_ack(disk, m, noted.term)
 
     def on_applied_early(self, bid: int, store: object, node: BrokerNode, rnd: Round) -> None:
         """Entries applied (and acknowledged) before the round's write: each must already be
         on this broker's disk, as written, and they are checked like any applied entry."""
+        self.audit_applied_early(bid, store, rnd)
+        self._applied(bid, node, rnd, early=True)
+        self.observe(bid, node)
+
+    def audit_applied_early(self, bid: int, store: object, rnd: Round) -> None:
         logs: dict[int, LogStorage] = store.logs  # type: ignore[attr-defined]
         for gid, rd in rnd.readies:
             if gid not in rnd.applied_early:
@@ -230,8 +274,6 @@ class ClusterChecker:
                         f"broker {bid} group {gid} applied {e.index} (term {e.term}) before "
                         "its disk held it",
                     )
-        self._applied(bid, node, rnd, early=True)
-        self.observe(bid, node)
 
     def on_round_done(self, bid: int, life: int, node: BrokerNode, rnd: Round) -> None:
         for gid, rd in rnd.readies:
@@ -350,11 +392,18 @@ class ClusterChecker:
             r.last_commit = commit
 
     def audit_durable(self, bid: int, store: object, gid: int, m: Message) -> None:
+        """A message leaves broker `bid`: a vote grant or append acknowledgement must find
+        what it promises on the disk, as its round's write left it if that write landed
+        (`on_round_landed`), else (a message no round carried, or one leaving before its
+        round's write landed) on the disk as it is now."""
         noted = self.ack_terms.pop(id(m), None)
-        disk: LogStorage | None = store.logs.get(gid)  # type: ignore[attr-defined]
-        if disk is None:
-            return
-        problem = undurable_ack(disk, m, noted[2] if noted is not None else None)
+        if noted is not None and noted.landed:
+            problem = noted.problem
+        else:
+            disk: LogStorage | None = store.logs.get(gid)  # type: ignore[attr-defined]
+            if disk is None:
+                return
+            problem = undurable_ack(disk, m, noted.term if noted is not None else None)
         if problem is not None:
             raise Violation("ack-before-durable", f"broker {bid} group {gid}: {problem}")
 

@@ -2,9 +2,10 @@
 seed verbosely with `--seed S --profile P`. Each seed runs the profile `--profile` names, or
 by default the seed's own (`PROFILES[seed % 5]`: quiet, crash, partition, network, mixed);
 `--profile wipe` adds wiped-disk restarts, `--profile groups` runs consumer groups
-(tests/sim/cluster_groups.py), `--profile txn` transactions (tests/sim/cluster_txn.py). Ends
-with `N seeds, V violations`; exits 1 on any violation, printing the command that reproduces
-it and the end of its trace."""
+(tests/sim/cluster_groups.py), `--profile txn` transactions (tests/sim/cluster_txn.py). Each
+seed draws how many rounds its brokers keep in flight (2 to 4); `--pipeline-depth D` sets it
+(1: the unpipelined driver). Ends with `N seeds, V violations`; exits 1 on any violation,
+printing the command that reproduces it and the end of its trace."""
 
 from __future__ import annotations
 
@@ -22,17 +23,26 @@ from tests.sim.mutations import CLUSTER_MUTATIONS
 TRACE_LINES = 25
 
 
-def run_one(args: tuple[int, str | None, str | None, str]) -> ClusterResult:
-    seed, profile, mutation, dial_rule = args
+def run_one(args: tuple[int, str | None, str | None, str, int | None]) -> ClusterResult:
+    seed, profile, mutation, dial_rule, depth = args
     return run_cluster_seed(
-        seed, profile, CLUSTER_MUTATIONS[mutation] if mutation else None, dial_rule=dial_rule
+        seed,
+        profile,
+        CLUSTER_MUTATIONS[mutation] if mutation else None,
+        dial_rule=dial_rule,
+        pipeline_depth=depth,
     )
 
 
 def results(
-    seeds: range, profile: str | None, mutation: str | None, jobs: int, dial_rule: str = "runtime"
+    seeds: range,
+    profile: str | None,
+    mutation: str | None,
+    jobs: int,
+    dial_rule: str = "runtime",
+    pipeline_depth: int | None = None,
 ) -> Iterator[ClusterResult]:
-    work = [(s, profile, mutation, dial_rule) for s in seeds]
+    work = [(s, profile, mutation, dial_rule, pipeline_depth) for s in seeds]
     if jobs <= 1:
         yield from map(run_one, work)
         return
@@ -67,7 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         help="lower-id: the rule peers.py once had (the lower id dials), which strands plain "
         "brokers",
     )
+    ap.add_argument(
+        "--pipeline-depth",
+        type=int,
+        help="rounds each broker keeps in flight (default: the seed's own, 2 to 4; 1: the "
+        "unpipelined driver)",
+    )
     args = ap.parse_args(argv)
+    if args.pipeline_depth is not None and args.pipeline_depth < 1:
+        ap.error("--pipeline-depth must be at least 1")
     seeds = (
         range(args.seed, args.seed + 1)
         if args.seed is not None
@@ -78,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     by_profile: dict[str, int] = {}
     violations = 0
     n = 0
-    for res in results(seeds, args.profile, args.mutation, args.jobs, args.dial_rule):
+    for res in results(
+        seeds, args.profile, args.mutation, args.jobs, args.dial_rule, args.pipeline_depth
+    ):
         n += 1
         by_profile[res.profile] = by_profile.get(res.profile, 0) + 1
         for k, v in vars(res.stats).items():

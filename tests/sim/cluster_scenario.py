@@ -8,10 +8,16 @@ Producers obtain their ids with their first records, as the client library does.
 
 Faulty phase: producers send records, a reader polls every partition and the admin probes
 InitProducerId while the profile's faults run: crashes and restarts of random brokers (the
-controller and partition leaders preferred; some right after a round started, so its write is
-lost; some right after an election), power loss (every broker at once), partitions (a broker
-cut off, the cluster split in two, one-way cuts, a new leader cut off), pauses, frame loss,
-delay and reordering. `wipe` adds restarts with a wiped disk (a new incarnation), only while
+controller and partition leaders preferred; some right after a round started, its write not
+yet durable; some right after an election), power loss (every broker at once), partitions (a
+broker cut off, the cluster split in two, one-way cuts, a new leader cut off), pauses, frame
+loss, delay and reordering.
+
+Every profile's brokers pipeline their rounds (ClusterWorld): 2, 3 or 4 in flight (the
+driver's PIPELINE_DEPTH is 4; `--pipeline-depth 1` runs the unpipelined driver), drawn per
+seed after everything else; and a quarter, half or three quarters of the single-broker
+crashes are process kills (a prefix of the writes not yet durable survives), the others power
+losses (none does). `wipe` adds restarts with a wiped disk (a new incarnation), only while
 every group's members are at their brokers' current incarnations (losing a second disk before
 the first is replaced would lose data by definition).
 
@@ -98,6 +104,14 @@ class ClusterScenario:
     snapshot_catchup_entries: int = 5_000
     retention_entries: int = 0
     snapshot_chunk_bytes: int = 1 << 20
+    pipeline_depth: int = 2
+    """Rounds each broker's driver keeps in flight (ClusterWorld: 1 is the unpipelined
+    driver)."""
+    kill_share: float = 0.5
+    """Share of the single-broker crashes that are process kills (a prefix of the writes
+    in flight survives); the others, and every power loss, lose every write in flight."""
+    pipeline_forced: bool = False
+    """`pipeline_depth` was set by `--pipeline-depth`, not drawn."""
 
     @classmethod
     def draw(cls, seed: int, profile: str) -> ClusterScenario:
@@ -147,6 +161,9 @@ class ClusterScenario:
             sc._draw_groups(r)
         if profile == "txn":
             sc._draw_txn(r)
+        # Drawn last, so everything above is what it was before the pipelined driver.
+        sc.pipeline_depth = r.choice([2, 3, 4])
+        sc.kill_share = r.choice([0.25, 0.5, 0.75])
         return sc
 
     def _draw_groups(self, r: random.Random) -> None:
@@ -243,6 +260,8 @@ class ClusterDriver:
             ),
             tick_units=units,
             disk_latency=(1, sc.disk_latency_max),
+            pipeline_depth=sc.pipeline_depth,
+            kill_share=sc.kill_share,
             node_options={**sc.node_options(), **(node_options or {})},
             seed_label=f"s{sc.seed}",
             checker=checker,
@@ -321,7 +340,7 @@ class ClusterDriver:
         w, rng = self.world, self.rng
         w.log("fault: power loss, every broker crashes")
         for bid in sorted(w.brokers):
-            w.crash(bid)
+            w.crash(bid, power_loss=True)
         for bid in sorted(w.brokers):
             w.at(w.now + rng.randint(5, 200), functools.partial(w.restart, bid))
 
@@ -556,4 +575,6 @@ class ClusterResult:
         cmd = f"python -m tests.sim.cluster_run --seed {self.seed} --profile {self.profile}"
         if self.scenario.dial_rule != "runtime":
             cmd += f" --dial-rule {self.scenario.dial_rule}"
+        if self.scenario.pipeline_forced:
+            cmd += f" --pipeline-depth {self.scenario.pipeline_depth}"
         return cmd + (f" --mutation {mutation}" if mutation else "")

@@ -23,10 +23,16 @@ def run_cluster_seed(
     mutation: Mutation | None = None,
     *,
     dial_rule: str = "runtime",
+    pipeline_depth: int | None = None,
 ) -> ClusterResult:
+    """`pipeline_depth`: the brokers' drivers keep that many rounds in flight instead of the
+    scenario's drawn depth (1: the unpipelined driver)."""
     profile = profile or profile_for(seed)
     sc = ClusterScenario.draw(seed, profile)
     sc.dial_rule = dial_rule
+    if pipeline_depth is not None:
+        sc.pipeline_depth = pipeline_depth
+        sc.pipeline_forced = True
     drv: ClusterDriver
     if profile == "groups":
         drv = GroupDriver(sc)

@@ -542,6 +542,7 @@ class TxnDriver(ClusterDriver):
             return
         settled = w.now - self.healed_at
         self.checker.tstats.lso_settle_units = settled
+        self.checker.tstats.lso_settled = 1
         w.log(f"settled {settled} units after the heal: every LSO at its high watermark")
 
     def _read_all(self) -> bool:

@@ -111,7 +111,10 @@ class TxnStats:
     markers: int = 0
     boundary_crashes: dict[str, int] = field(default_factory=dict)
     lso_settle_units: int = 0
-    """Units from the heal until every partition's LSO reached its high watermark."""
+    """Units from the heal until every partition's LSO reached its high watermark (0: it
+    was there at the heal)."""
+    lso_settled: int = 0
+    """1 once the (d) check saw every LSO at its high watermark after the heal."""
     states_checked: int = 0
     replicas_checked: int = 0
     self_commits: int = 0

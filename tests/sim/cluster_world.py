@@ -5,16 +5,37 @@ Everything happens on one event heap ordered by (time, sequence); time is in uni
 broker ticks every `tick_units` of its own (clock skew: brokers tick at different rates). No
 wall clock, no real I/O, no Trio: a run is a pure function of its seed and options.
 
-Brokers are driven exactly as `broker/runtime/driver.py` drives them. Inputs (peer frames,
-ticks, client requests) queue while the broker is busy; when it is free it absorbs them all
-(peer inputs, then ticks, then requests, then timed-out requests), then runs rounds while the
-node has work: `begin_round` (broker.core.rounds: the round's messages leave at once, what is
-durable already applies), the write takes a drawn disk latency, then `MemGroupStore.write_round`
-and `end_round` (the persisted messages leave, completions answer the clients): the same
-sequence the driver and the unit harness follow. A crash loses the round being written and
-everything queued; what completed rounds wrote stays (the `MemGroupStore` is the disk). A plain
-restart is a new BrokerNode over the same disk and incarnation; a wiped-disk restart is a fresh disk
-with a new incarnation.
+Brokers are driven as `broker/runtime/driver.py` drives them, with rounds pipelined. Inputs
+(peer frames, ticks, client requests) queue while the driver loop is busy; the loop is free
+while fewer than `pipeline_depth` rounds are in flight (begun, not yet ended). Free, it
+absorbs them all (peer inputs, then ticks, then requests, then timed-out requests), then,
+while the node has work and there is room, begins rounds: `begin_round` (broker.core.rounds:
+the round's messages leave at once, committed entries already durable apply), then the
+round's write, which returns at once: it is in the WAL (the OS has it), not yet durable.
+
+The disk is that WAL and its syncer thread. A round that must be durable before it ends (a
+Ready's `must_sync`: entries, a snapshot, a new term or vote; or a dropped group) asks for a
+sync. A sync takes a drawn disk latency and makes durable every write that returned before it
+started, in order; a write returning while one runs waits for the next, which starts as it
+ends and covers every write then waiting (group commit: one sync, several rounds). What a sync
+covered lands on the `MemGroupStore` (the disk) in WAL order, even while the process is paused.
+Rounds end strictly in the order they began: the oldest ends once its write has landed, or at
+once if it needs no sync (only commit indexes and state-machine data): `end_round` (the
+persisted messages leave: append acknowledgements, votes; the rest applies; completions
+answer clients). As a round ends its compactions are written, unsynced: the next sync covers
+them. So while earlier rounds' writes are being made durable, later rounds begin and their
+messages leave, but nothing a round acknowledges leaves before its write is on the disk: the
+checkers prove it. `pipeline_depth` 1 is the unpipelined driver (one round at a time).
+
+Crashes: everything queued and every round not yet ended is lost. Writes not yet durable (the
+WAL's tail) meet one of two fates, drawn per crash (`kill_share` of them are process kills):
+a process kill keeps a prefix of them, from none to all (the OS had them), which lands on the
+disk in order, never acknowledged; a power loss (the scenarios' whole-cluster power loss is
+always one) keeps none of them, not even the writes of rounds that ended without a sync, or
+the compactions written as rounds ended. Both must be safe: entries persisted and never
+acknowledged are legal in Raft, and so is losing what no acknowledgement needed. What landed
+stays. A plain restart is a new BrokerNode over the same disk and incarnation; a wiped-disk
+restart is a fresh disk with a new incarnation.
 
 Peer network (as `broker/runtime/peers.py`): one connection per pair of brokers, dialed by the
 side `peer_codec.dials` names (plain brokers dial the seeds, otherwise the lower id) among the
@@ -31,27 +52,37 @@ Peer requests (`broker.core.peer_requests`) as the driver runs them: one `PeerRe
 broker life (session: broker id and life, unique per life as the runtime's random one),
 ticked with the node, fed the PEER_REQUEST / PEER_RESPONSE frames (as peer input, in order
 with the rest) and its local path and sent frames pumped after absorbing inputs and after
-each round; results go to `on_peer_result`, handlers are registered by `on_peer_start`.
+each round begun (and the rounds it let end); results go to `on_peer_result`, handlers are
+registered by `on_peer_start`.
 Nothing in the cluster profiles sends one, so their seeds draw the same numbers as before.
 
 Checkers run on every round (`cluster_checker.py`): per-group Raft safety over the metadata
 group and every partition group, a durability audit of every vote grant and append
-acknowledgement, the applied-state hash chain (which makes every broker's applied metadata
-a prefix of one sequence), and every state machine restored from a snapshot (installed, or
-read back at a restart) against the committed history replayed to the snapshot's index.
+acknowledgement (as it leaves: what it promises must be on the disk as its round's write left
+it when that landed; a later write may land with it, in the same sync), of every entry
+applied before its round's write, the applied-state hash chain (which makes every broker's
+applied metadata a prefix of one sequence), and every state machine restored from a snapshot
+(installed, or read back at a restart) against the committed history replayed to the
+snapshot's index. Planted driver faults (`PIPELINE_FAULTS`) end rounds before their writes
+are durable, to show the checkers catch it (tests/sim/test_pipeline_sim.py).
 
 Step boundaries (the `txn` profile): the `after_apply` hook runs right after a broker
 applied a round's committed entries (before its write for those `begin_round` applies, after
 it for the others), before the completions, peer requests and peer answers the apply set off
-have left; a crash there loses all of them (and, before the write, the round's write).
+have left; a crash there loses all of them (and, before the write, the round's write, never
+issued).
 
-Snapshots run as in the runtime: a round's `compactions` are written by `write_round` after
-the rest of the round (so a crash mid-round loses them with it). The stats count snapshots
-taken, compactions that shortened a log, InstallSnapshot chunks sent and snapshots installed.
+Snapshots run as in the runtime: a round's `compactions` are written once its write is
+durable, as it ends, unsynced (a power loss before the next sync loses them; the log they
+would shorten is still there). The stats count snapshots taken, compactions that shortened a
+log, InstallSnapshot chunks sent and snapshots installed, and the pipeline's work: rounds
+begun with others in flight, syncs, rounds sharing a sync, rounds that ended without one, and
+what crashes did to writes not yet durable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -96,6 +127,17 @@ from tests.support.broker_harness import MemGroupStore
 ReplyFn = Callable[[Reply], None]
 MS_PER_UNIT = 5
 """Simulated milliseconds per time unit (a 10-unit tick is the runtime's 50 ms tick)."""
+
+END_BEFORE_WRITE = "end-before-write"
+"""Planted fault: a round ends as soon as the rounds before it have, its write durable or
+not (a driver that forgets to wait for the sync)."""
+END_OUT_OF_ORDER = "end-out-of-order"
+"""Planted fault: a round ends as soon as its own write is durable, or needs no sync, while
+an earlier round still waits for its sync (a driver that ends every round that is ready, not
+only the oldest): the node hears `persisted` for a later Ready first, which covers the
+earlier ones too."""
+PIPELINE_FAULTS: set[str] = set()
+"""The planted driver faults switched on (tests/sim/mutations.py PIPELINE_MUTATIONS)."""
 
 
 @dataclass
@@ -142,6 +184,26 @@ class ClusterStats:
     retention_skipped: int = 0
     """Offsets the reader found deleted by retention before it read them (it moved on to the
     log start offset)."""
+    pipelined: int = 0
+    """Rounds begun while an earlier round of the same broker was still in flight."""
+    syncs: int = 0
+    group_synced: int = 0
+    """Rounds made durable by a sync that made an earlier round durable too (group commit:
+    written while the sync before was running, or in the same instant)."""
+    unsynced_ends: int = 0
+    """Rounds that needed no sync (Ready.must_sync false everywhere: only commit indexes and
+    state-machine data), ended in order without waiting for one."""
+    kills: int = 0
+    """Crashes that were process kills with writes not yet durable (the others, power
+    losses, lose them all)."""
+    writes_lost: int = 0
+    """Writes of rounds that had not ended, lost in a crash."""
+    writes_survived: int = 0
+    """Writes of rounds that had not ended, on the disk after a process kill (never
+    acknowledged: `end_round` never ran)."""
+    ended_lost: int = 0
+    """Writes lost in a crash after their round ended: the write of a round that needed no
+    sync, or a round's compactions (written unsynced as it ended)."""
 
     def faults(self) -> int:
         return self.crashes + self.partitions + self.wipes + self.pauses
@@ -157,6 +219,29 @@ class SimDisk:
     cluster_id: str | None = None
 
 
+@dataclass(eq=False)
+class _InFlight:
+    """A round begun and written (its write is in the WAL, not necessarily durable)."""
+
+    rnd: Round
+    needs_sync: bool
+    """Some Ready must be durable before the round ends (`Ready.must_sync`)."""
+    landed: bool = False
+    """Its write is durable (on the `MemGroupStore`)."""
+    ended: bool = False
+
+
+@dataclass(eq=False)
+class _WalRecord:
+    """A write that returned (the OS has it) and no completed sync has made durable yet:
+    a round's write (`flight`), or the compactions written as a round ended (`flight`
+    None)."""
+
+    seq: int
+    rnd: Round
+    flight: _InFlight | None
+
+
 @dataclass
 class _Op:
     client: ReplyFn
@@ -170,6 +255,9 @@ class SimBroker:
     disk: SimDisk
     tick_units: int
     disk_latency: tuple[int, int]
+    pipeline_depth: int = 2
+    """Most rounds in flight at once (begun, `end_round` not yet run); 1: the unpipelined
+    driver."""
     node: BrokerNode | None = None
     handler: RequestHandler | None = None
     peer_requests: PeerRequests | None = None
@@ -178,7 +266,15 @@ class SimBroker:
     peer_inputs: deque[Callable[[], None]] = field(default_factory=deque)
     requests: deque[tuple[RequestHeader, Request, ReplyFn, int]] = field(default_factory=deque)
     ticks_due: int = 0
-    writing: Round | None = None
+    pipeline: deque[_InFlight] = field(default_factory=deque)
+    """Rounds begun whose `end_round` has not run yet, in order."""
+    wal: deque[_WalRecord] = field(default_factory=deque)
+    """Writes not yet durable, in the order they were written."""
+    wal_seq: int = 0
+    syncing: bool = False
+    """The syncer's sync is running (it covers the writes up to the seq it started at)."""
+    sync_wanted: bool = False
+    """A write that needs a sync came while one was running: the next starts as it ends."""
     wake_pending: bool = False
     ops: dict[int, _Op] = field(default_factory=dict)
     tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -205,6 +301,8 @@ class ClusterWorld:
         net: NetOptions | None = None,
         tick_units: list[int] | None = None,
         disk_latency: tuple[int, int] = (1, 3),
+        pipeline_depth: int = 2,
+        kill_share: float = 0.5,
         node_options: dict[str, object] | None = None,
         seed_label: str = "sim",
         checker: ClusterChecker | None = None,
@@ -216,6 +314,9 @@ class ClusterWorld:
         self.net = net or NetOptions()
         self.node_options = dict(node_options or {})
         self.label = seed_label
+        self.kill_share = kill_share
+        """Share of crashes that are process kills (a prefix of the writes not yet durable
+        survives); the others are power losses (none does)."""
         self.stats = ClusterStats()
         self.trace: deque[str] = deque(maxlen=80)
         self.checker = checker if checker is not None else ClusterChecker()
@@ -239,7 +340,7 @@ class ClusterWorld:
         self.brokers: dict[int, SimBroker] = {}
         for i in range(n_brokers):
             disk = SimDisk(MemGroupStore(), self._new_incarnation())
-            self.brokers[i] = SimBroker(i, disk, units[i], disk_latency)
+            self.brokers[i] = SimBroker(i, disk, units[i], disk_latency, pipeline_depth)
         # Peer connections: pair (lo, hi) -> epoch; a side's open link is the epoch it holds.
         self.epoch: dict[tuple[int, int], int] = {}
         self.side: dict[tuple[int, int], int] = {}
@@ -301,7 +402,9 @@ class ClusterWorld:
         b.peer_inputs.clear()
         b.requests.clear()
         b.ticks_due = 0
-        b.writing = None
+        b.pipeline.clear()
+        b.wal.clear()
+        b.syncing = b.sync_wanted = False
         b.wake_pending = False
         b.ops.clear()
         b.dialing.clear()
@@ -311,16 +414,43 @@ class ClusterWorld:
         self.at(self.now + self.rng.randint(1, b.tick_units), lambda: self._tick(b, life))
         self.at(self.now + self.rng.randint(1, 5), lambda: self._dial_loop(b, life))
 
-    def crash(self, bid: int) -> None:
+    def crash(self, bid: int, *, power_loss: bool | None = None) -> None:
+        """The broker dies. With writes not yet durable, the flavour matters: a power loss
+        loses all of them; a process kill (the OS had them) keeps a prefix of them, possibly
+        empty or all, which lands on the disk in order. `power_loss` None: drawn
+        (`kill_share` of the crashes are kills)."""
         b = self.brokers[bid]
         if b.node is None:
             return
         self.stats.crashes += 1
-        self.log(f"crash b{bid}" + (" (round in flight lost)" if b.writing else ""))
+        why = ""
+        if b.wal:
+            if power_loss is None:
+                share = self.kill_share
+                power_loss = share <= 0 or (share < 1 and self.rng.random() >= share)
+            n = len(b.wal)
+            kept = 0 if power_loss else self.rng.randint(0, n)
+            stats = self.stats
+            for k, rec in enumerate(b.wal):
+                ended = rec.flight is None or rec.flight.ended
+                if k < kept:
+                    self._land(b, rec)
+                    stats.writes_survived += not ended
+                elif ended:
+                    stats.ended_lost += 1
+                else:
+                    stats.writes_lost += 1
+            if power_loss:
+                why = f" (power loss: {n} writes not yet durable lost)"
+            else:
+                stats.kills += 1
+                why = f" (process kill: {kept} of {n} writes not yet durable survive)"
+        self.log(f"crash b{bid}{why}")
         b.node = None
         b.handler = None
         b.peer_requests = None
-        b.writing = None
+        b.pipeline.clear()
+        b.wal.clear()
         b.paused_until = 0
         b.life += 1
         for op in b.ops.values():
@@ -370,8 +500,9 @@ class ClusterWorld:
         self._wake(b)
 
     def _wake(self, b: SimBroker) -> None:
-        """Something queued: the driver loop runs once the current write is done."""
-        if b.node is None or b.writing is not None or b.wake_pending:
+        """Something queued: the driver loop runs now if it is free (fewer than
+        `pipeline_depth` rounds in flight), else once the oldest round has ended."""
+        if b.node is None or len(b.pipeline) >= b.pipeline_depth or b.wake_pending:
             return
         b.wake_pending = True
         life = b.life
@@ -384,10 +515,10 @@ class ClusterWorld:
             self.at(b.paused_until, lambda: self._loop(b, life))
             return
         b.wake_pending = False
-        if b.writing is not None:
+        if len(b.pipeline) >= b.pipeline_depth:
             return
         self._absorb(b)
-        self._next_round(b)
+        self._run_rounds(b)
 
     def _absorb(self, b: SimBroker) -> None:
         node, handler = b.node, b.handler
@@ -447,63 +578,163 @@ class ClusterWorld:
         request, a deferred answer): run its loop."""
         self._wake(self.brokers[bid])  # or the end of the round being written pumps them
 
-    def _next_round(self, b: SimBroker) -> None:
+    def _run_rounds(self, b: SimBroker) -> None:
+        """The driver's inner loop: while the node has work and fewer than `pipeline_depth`
+        rounds are in flight, begin a round and write it, end the rounds whose writes are
+        durable (or need no sync), in order, and pump the peer requests."""
+        life = b.life
+        while b.life == life and len(b.pipeline) < b.pipeline_depth and self._begin(b):
+            self._end_ready(b, life)
+            if b.life == life:
+                self._pump_peer_requests(b)
+
+    def _begin(self, b: SimBroker) -> bool:
+        """Begin one round and write it, if the node has work: did it?"""
         node = b.node
         assert node is not None
         if not node.has_work():
             if b.peer_inputs or b.requests or b.ticks_due:
                 self._absorb(b)
                 if not node.has_work():
-                    return
+                    return False
             else:
-                return
+                return False
         life = b.life
         rnd = begin_round(node, _SimRoundIO(self, b, early=True))
         self.checker.on_applied_early(b.id, b.disk.store, node, rnd)
         if b.life != life:
-            return  # crashed at a step boundary (`after_apply`): the write is lost
+            return False  # crashed at a step boundary (`after_apply`): never written
         elected = [
             gid
             for gid, rd in rnd.readies
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER
         ]
-        lo, hi = b.disk_latency
-        self.at(self.now + self.rng.randint(lo, hi), lambda: self._written(b, life, rnd))
+        # (The runtime deletes a dropped group at once, with a synced write of its own; here
+        # the round's write deletes it, and syncs.)
+        needs_sync = bool(rnd.dropped_groups) or any(rd.must_sync for _, rd in rnd.readies)
+        f = _InFlight(rnd, needs_sync)
+        if b.pipeline:
+            self.stats.pipelined += 1
+        b.pipeline.append(f)
+        self._write(b, rnd, f)
+        if needs_sync:
+            self._want_sync(b, life)
         if elected:
             terms = ", ".join(f"g{g} t{node.groups[g].raft.term}" for g in elected)
             self.log(f"b{b.id} leads {terms}")
         if self.after_round_start is not None:
             self.after_round_start(b.id, elected)
+        return b.life == life
 
-    def _written(self, b: SimBroker, life: int, rnd: Round) -> None:
-        if b.life != life or b.writing is not rnd:
+    # -- the disk: a WAL and its syncer -------------------------------------------------------
+
+    def _write(self, b: SimBroker, rnd: Round, flight: _InFlight | None) -> None:
+        """A write returns at once: it is in the WAL (the OS has it), not yet durable."""
+        b.wal_seq += 1
+        b.wal.append(_WalRecord(b.wal_seq, rnd, flight))
+
+    def _want_sync(self, b: SimBroker, life: int) -> None:
+        """The syncer is asked for a sync (a written round needs one)."""
+        if b.syncing:
+            b.sync_wanted = True
+        else:
+            self._start_sync(b, life)
+
+    def _start_sync(self, b: SimBroker, life: int) -> None:
+        """A sync starts: it takes a drawn latency and makes every write that returned
+        before it started durable (a write returning meanwhile waits for the next one)."""
+        b.syncing, b.sync_wanted = True, False
+        covers = b.wal_seq
+        lo, hi = b.disk_latency
+        self.at(self.now + self.rng.randint(lo, hi), lambda: self._synced(b, life, covers))
+
+    def _synced(self, b: SimBroker, life: int, covers: int) -> None:
+        """A sync completed: what it covered lands on the disk, in order (a stopped process
+        does not stop the disk); the syncer, and the loop ending the rounds it made durable,
+        go on once the process runs."""
+        if b.life != life or b.node is None:
+            return
+        b.syncing = False
+        self.stats.syncs += 1
+        rounds = 0
+        while b.wal and b.wal[0].seq <= covers:
+            rec = b.wal.popleft()
+            self._land(b, rec)
+            rounds += rec.flight is not None and rec.flight.needs_sync
+        self.stats.group_synced += max(0, rounds - 1)
+        self._after_sync(b, life)
+
+    def _after_sync(self, b: SimBroker, life: int) -> None:
+        if b.life != life or b.node is None:
             return
         if b.paused_until > self.now:
-            self.at(b.paused_until, lambda: self._written(b, life, rnd))
+            self.at(b.paused_until, lambda: self._after_sync(b, life))
             return
+        if b.sync_wanted and not b.syncing:
+            self._start_sync(b, life)
+        if self._end_ready(b, life) and b.life == life:
+            self._absorb(b)
+            self._run_rounds(b)
+
+    def _land(self, b: SimBroker, rec: _WalRecord) -> None:
+        """A write reaches the disk (the `MemGroupStore`): a round's (`write_round` without
+        its compactions), or its compactions."""
+        store, stats, rnd = b.disk.store, self.stats, rec.rnd
+        if rec.flight is None:
+            for c in rnd.compactions:
+                stats.snapshots_created += 1
+                st = store.logs.get(c.group_id)
+                if st is not None and c.compact_to >= st.first_index():
+                    stats.compactions += 1
+            store.write_round(Round([], [], [], [], [], compactions=rnd.compactions))
+            return
+        stats.snapshots_installed += sum(rd.snapshot is not None for _, rd in rnd.readies)
+        store.write_round(dataclasses.replace(rnd, compactions=[]) if rnd.compactions else rnd)
+        rec.flight.landed = True
+        self.checker.on_round_landed(b.id, store, rnd)
+
+    # -- ending rounds ------------------------------------------------------------------------
+
+    def _end_ready(self, b: SimBroker, life: int) -> bool:
+        """End, in order, the rounds at the head of the pipeline whose writes are durable or
+        need no sync: did any end?"""
+        ended = False
+        faults = PIPELINE_FAULTS
+        while b.pipeline and b.life == life:
+            f = b.pipeline[0]
+            if f.needs_sync and not f.landed:
+                if END_OUT_OF_ORDER in faults:
+                    # Planted: end every round that is ready, wherever it stands.
+                    later = [g for g in b.pipeline if not g.needs_sync or g.landed]
+                    if later:
+                        b.pipeline.remove(later[0])
+                        self._end(b, later[0])
+                        ended = True
+                        continue
+                if END_BEFORE_WRITE not in faults:
+                    break  # planted: ended once written, durable or not
+            b.pipeline.popleft()
+            self._end(b, f)
+            ended = True
+        return ended
+
+    def _end(self, b: SimBroker, f: _InFlight) -> None:
+        """As the driver ends a round: its compactions are written (unsynced: the next sync
+        covers them), then `end_round` (the persisted messages leave, the rest applies,
+        clients hear), then the cluster id is recorded once joined."""
         node, handler = b.node, b.handler
         assert node is not None and handler is not None
-        self._count_snapshots(b, rnd)
-        b.disk.store.write_round(rnd)
-        b.writing = None
+        rnd = f.rnd
+        f.ended = True
+        if not f.needs_sync:
+            self.stats.unsynced_ends += 1
+        if rnd.compactions:
+            self._write(b, rnd, None)
         end_round(node, rnd, _SimRoundIO(self, b, rnd))
         self.checker.on_round_done(b.id, b.life, node, rnd)
         cid = node.meta.cluster_id
         if cid is not None and b.disk.cluster_id is None:
             b.disk.cluster_id = cid
-        if b.life != life:
-            return  # crashed at a step boundary (`after_apply`): nothing else leaves
-        self._pump_peer_requests(b)
-        self._next_round(b)
-
-    def _count_snapshots(self, b: SimBroker, rnd: Round) -> None:
-        stats, logs = self.stats, b.disk.store.logs
-        stats.snapshots_installed += sum(1 for _, rd in rnd.readies if rd.snapshot is not None)
-        for c in rnd.compactions:
-            stats.snapshots_created += 1
-            st = logs.get(c.group_id)
-            if st is not None and c.compact_to >= st.first_index():
-                stats.compactions += 1
 
     def _complete(self, b: SimBroker, completions: list[Completion]) -> None:
         handler = b.handler
@@ -858,7 +1089,6 @@ class _SimRoundIO:
         assert b.node is not None
         w.stats.rounds += 1
         w.checker.on_round_start(b.id, b.life, b.node, rnd)
-        b.writing = rnd
         self.rnd = rnd
 
     def send(self, envelopes: list[Envelope]) -> None:

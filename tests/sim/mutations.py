@@ -5,7 +5,10 @@ the real node. Broker rules (the cluster simulator): `BROKER_MUTATIONS`, context
 monkeypatch one method of the broker's core for the duration of a run. Client rules (the
 cluster simulator, whose producers drive the client library's pure core): `CLIENT_MUTATIONS`,
 context managers that switch on one of the core's mutation flags (`consumers.core.producer
-.MUTATIONS`) for the duration of a run. Consumer-group rules (the cluster simulator's `groups`
+.MUTATIONS`) for the duration of a run. Driver rules (the cluster simulator's model of the
+pipelined driver): `PIPELINE_MUTATIONS`, flags of the simulated driver
+(`tests.sim.cluster_world.PIPELINE_FAULTS`) that end rounds before their writes are durable
+(tests/sim/test_pipeline_sim.py). Consumer-group rules (the cluster simulator's `groups`
 profile): `GROUP_MUTATIONS`, the coordinator's methods and the member core's monkeypatched, or
 a flag of the simulated members switched on (tests/sim/test_group_sim.py). Transaction rules
 (the cluster simulator's `txn` profile): `TXN_MUTATIONS`, the protocol explorer's planted
@@ -47,7 +50,7 @@ from broker.wire.errors import ErrorCode
 from consumers.core import producer as producer_core
 from consumers.core.group_member import GroupMember
 from tests.model import txn_mutations
-from tests.sim import cluster_groups
+from tests.sim import cluster_groups, cluster_world
 
 
 class CommitPreviousTermByCounting(RaftNode):
@@ -350,7 +353,33 @@ def _client_mutation(name: str) -> Callable[[], AbstractContextManager[None]]:
 CLIENT_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     producer_core.RETRY_AS_NEW_BATCH: _client_mutation(producer_core.RETRY_AS_NEW_BATCH),
 }
-CLUSTER_MUTATIONS = {**BROKER_MUTATIONS, **CLIENT_MUTATIONS}
+
+
+# -- driver mutations (the cluster simulator's model of the pipelined Trio driver) -------------
+# The simulated driver (tests/sim/cluster_world.py) breaks its one rule: a round ends
+# (`end_round`: acknowledgements, votes, answers) only once its write is durable, in order.
+# See tests/sim/test_pipeline_sim.py for which checker catches each, and at which seed.
+
+
+def _pipeline_fault(name: str) -> Callable[[], AbstractContextManager[None]]:
+    """The simulated driver plants fault `name` (one of cluster_world.PIPELINE_FAULTS)."""
+
+    @contextlib.contextmanager
+    def switch() -> Iterator[None]:
+        cluster_world.PIPELINE_FAULTS.add(name)
+        try:
+            yield
+        finally:
+            cluster_world.PIPELINE_FAULTS.discard(name)
+
+    return switch
+
+
+PIPELINE_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    "pipeline-end-before-durable": _pipeline_fault(cluster_world.END_BEFORE_WRITE),
+    "pipeline-end-out-of-order": _pipeline_fault(cluster_world.END_OUT_OF_ORDER),
+}
+CLUSTER_MUTATIONS = {**BROKER_MUTATIONS, **CLIENT_MUTATIONS, **PIPELINE_MUTATIONS}
 """Every mutation the cluster simulator runs (`cluster_run --mutation`)."""
 
 

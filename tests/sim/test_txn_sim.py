@@ -11,25 +11,26 @@
   the table CAUGHT names, within its window of seeds, and the catching seed passes without
   the fault. Some are shown with an earlier checker switched off (cluster_txn.CHECKS_OFF), so
   that the later one is seen catching the fault on its own. Measured with `python -m
-  tests.sim.cluster_run --profile txn --seeds 40 --mutation NAME`:
+  tests.sim.cluster_run --profile txn --seeds 40 --mutation NAME` (2026-12-06, with the
+  brokers' rounds pipelined: every seed's trajectory changed, so did the windows):
 
     mutation                          checker                    first seed  seeds caught
-    participant-commits-prepared      txn-decision               0           36 of 0-39
-      ... without txn-decision and    (a) txn-atomicity          7
+    participant-commits-prepared      txn-decision               1           37 of 0-39
+      ... without txn-decision and    (a) txn-atomicity          8
           txn-stuck
-    complete-before-commit-acks       (a) txn-told-early         0           32 of 0-39
+    complete-before-commit-acks       (a) txn-told-early         1           32 of 0-39
     txn-fetch-past-lso                (b) txn-read-uncommitted   0           40 of 0-39
     txn-fetch-aborted                 (b) txn-read-aborted       0           36 of 0-39
-    txn-fetch-skips-after-gap         (b) txn-read-skipped       5           21 of 0-199
-    txn-init-ends-precommitted        (c) txn-order              74          2 of 0-199 (and
-                                                                             6 as (d))
-    txn-timeout-never-fires           (d) txn-lso-stuck          0           26 of 0-39
-    commit-on-first-yes               (d) txn-lso-stuck          3           9 of 0-39
-    new-leader-commits-preparing      (d) txn-lso-stuck          0           36 of 0-39
-    reopen-closed-epoch               (d) txn-stuck              7           1 of 0-199
-    txn-dedup-lost                    (e) txn-duplicate          4           37 of 0-199
-    txn-init-reuses-epoch             txn-zombie                 3           21 of 0-39
-    abort-on-timeout-after-precommit  txn-decision               23          11 of 0-199
+    txn-fetch-skips-after-gap         (b) txn-read-skipped       5           35 of 0-199
+    txn-init-ends-precommitted        (c) txn-order              111         2 of 0-199 (and
+                                                                             12 as (d))
+    txn-timeout-never-fires           (d) txn-lso-stuck          0           30 of 0-39
+    commit-on-first-yes               (d) txn-lso-stuck          5           9 of 0-39
+    new-leader-commits-preparing      (d) txn-lso-stuck          1           35 of 0-39
+    reopen-closed-epoch               (d) txn-stuck              14          3 of 0-199
+    txn-dedup-lost                    (e) txn-duplicate          4           38 of 0-199
+    txn-init-reuses-epoch             txn-zombie                 0           22 of 0-39
+    abort-on-timeout-after-precommit  txn-decision               12          16 of 0-199
 
   The rare ones need a rare schedule: (c) a successor's InitProducerId landing while the
   coordinator has the old transaction PRE_COMMITTED, then a later transaction read before the
@@ -79,14 +80,14 @@ CAUGHT: dict[str, tuple[str, str, range, frozenset[str]]] = {
     "txn-fetch-past-lso": ("txn-read-uncommitted", "not committed there", range(0, 3), NONE),
     "txn-fetch-aborted": ("txn-read-aborted", ", aborted (marker at", range(0, 3), NONE),
     "txn-fetch-skips-after-gap": ("txn-read-skipped", "left out", range(5, 8), NONE),
-    "txn-init-ends-precommitted": ("txn-order", "no COMMIT marker yet", range(74, 75), NONE),
+    "txn-init-ends-precommitted": ("txn-order", "no COMMIT marker yet", range(111, 112), NONE),
     "txn-timeout-never-fires": ("txn-lso-stuck", "after the heal", range(0, 3), NONE),
     "commit-on-first-yes": ("txn-lso-stuck", "after the heal", range(3, 6), NONE),
     "new-leader-commits-preparing": ("txn-lso-stuck", "after the heal", range(0, 3), NONE),
-    "reopen-closed-epoch": ("txn-stuck", "still holds", range(7, 8), NONE),
+    "reopen-closed-epoch": ("txn-stuck", "still holds", range(14, 15), NONE),
     "txn-dedup-lost": ("txn-duplicate", "appended", range(4, 7), NONE),
     "txn-init-reuses-epoch": ("txn-zombie", "", range(3, 6), NONE),  # either zombie check
-    "abort-on-timeout-after-precommit": ("txn-decision", "abort after commit", range(23, 26), NONE),
+    "abort-on-timeout-after-precommit": ("txn-decision", "abort after commit", range(12, 15), NONE),
 }
 ALONE: dict[str, tuple[str, str, str, range, frozenset[str]]] = {
     # case: (mutation, violation kind, a piece of its detail, seeds tried, checks off)
@@ -137,7 +138,7 @@ def test_txn_seeds() -> None:
     assert sum(r.stats.snapshots_installed for r in res) > 0
     # (d) ran everywhere (its bound is the check's own: the timeout plus LSO_BOUND).
     settle = [r.groups["lso_settle_units"] for r in res if r.groups is not None]
-    assert len(settle) == SEEDS and min(settle) > 0
+    assert len(settle) == SEEDS and all(r.groups and r.groups["lso_settled"] for r in res)
     print(f"LSO at the high watermark {max(settle)} units after the heal at most")
 
 
