@@ -54,7 +54,7 @@ def raw_batch(
     return struct.pack(">BBI", magic, version, crc) + after + records
 
 
-def _corrupt(data: bytes, fragment: str = "", limits: Limits = DEFAULT_LIMITS) -> BatchError:
+def assert_corrupt(data: bytes, fragment: str = "", limits: Limits = DEFAULT_LIMITS) -> BatchError:
     with pytest.raises(BatchError) as info:
         parse_header(data, limits)
     assert info.value.code is ErrorCode.CORRUPT_MESSAGE, info.value
@@ -182,15 +182,15 @@ def test_every_truncation_is_detected() -> None:
 def test_check_crc_false_skips_only_the_crc() -> None:
     data = bytearray(encode_batch(RECORDS))
     data[-1] ^= 0xFF
-    _corrupt(bytes(data), "CRC")
+    assert_corrupt(bytes(data), "CRC")
     assert parse_header(bytes(data), check_crc=False).record_count == 3
 
 
 def test_count_must_match_the_cbor_array_head() -> None:
     records = cbor2.dumps([[0, None, b"x", []]] * 3)
     assert parse_header(raw_batch(records, count=3)).record_count == 3
-    _corrupt(raw_batch(records, count=2), "holds 3 items, header says 2")
-    _corrupt(raw_batch(records, count=4), "holds 3 items, header says 4")
+    assert_corrupt(raw_batch(records, count=2), "holds 3 items, header says 2")
+    assert_corrupt(raw_batch(records, count=4), "holds 3 items, header says 4")
 
 
 @pytest.mark.parametrize(
@@ -205,7 +205,7 @@ def test_count_must_match_the_cbor_array_head() -> None:
     ],
 )
 def test_bad_array_heads(records: bytes, fragment: str) -> None:
-    _corrupt(raw_batch(records, count=3), fragment)
+    assert_corrupt(raw_batch(records, count=3), fragment)
 
 
 def test_long_form_array_heads_are_accepted() -> None:
@@ -241,7 +241,7 @@ def test_long_form_array_heads_are_accepted() -> None:
 def test_bad_header_fields(fields: dict[str, int], fragment: str) -> None:
     count = fields.pop("count", 1)
     records = cbor2.dumps([[0, None, b"x", []]] * max(count, 1))
-    _corrupt(raw_batch(records, count=count, **fields), fragment)
+    assert_corrupt(raw_batch(records, count=count, **fields), fragment)
 
 
 def test_oversized_batches() -> None:
@@ -256,7 +256,7 @@ def test_oversized_batches() -> None:
     with pytest.raises(BatchError) as info:
         parse_header(data, Limits(max_batch_records=2))
     assert info.value.code is ErrorCode.MESSAGE_TOO_LARGE
-    _corrupt(b"", "empty")
+    assert_corrupt(b"", "empty")
 
 
 def test_parse_header_never_decodes_records(monkeypatch: pytest.MonkeyPatch) -> None:
