@@ -106,7 +106,8 @@ class Op:
     request: Request
     token: int = 0
     reply: Reply | None = None
-    done: trio.Event = field(default_factory=trio.Event)
+    on_answer: Callable[[], None] | None = None
+    """Called once, when the answer is set (the server writes it then)."""
     deadline: float = math.inf
     """Absolute Trio time until which a parked fetch may wait for data."""
     expires_at: float = math.inf
@@ -130,7 +131,10 @@ class Op:
                 BrokerTracing.request_answered(self.span, reply.error.name)
             if self.reply_bytes and self.account is not None:
                 self.account(self.reply_bytes)
-            self.done.set()
+            on_answer = self.on_answer
+            if on_answer is not None:
+                self.on_answer = None
+                on_answer()
 
 
 @dataclass(slots=True, eq=False)

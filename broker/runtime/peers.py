@@ -6,8 +6,11 @@ ways. A link
 starts with a handshake (cluster id, node id, incarnation, address, peer protocol version,
 features): a peer of another cluster, or claiming our own id, is refused, so a leftover broker
 cannot join. Frames to a peer go
-through a bounded outbox (by bytes); a writer task sends everything queued in one `send_all`,
-so a round's messages for a peer (all its groups, heartbeats included) travel together. When
+through a bounded outbox (by bytes). A frame for an idle link (nothing queued, no send under
+way) is written at once without waiting (`send`), so a message never waits for a task
+switch; otherwise, or for what the socket did not take, a writer task sends everything
+queued in one `send_all`, so a round's messages for a peer (all its groups, heartbeats
+included) travel together and in order. When
 the outbox is full, new frames are dropped and counted: Raft recovers from lost messages, and
 memory stays bounded. A dialer reconnects with exponential backoff (capped, jittered).
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections import deque
 from collections.abc import Callable
@@ -139,6 +143,8 @@ class _Link:
     outbox_bytes: int = 0
     wake: trio.Event = field(default_factory=trio.Event)
     closed: bool = False
+    sending: bool = False
+    """The writer task is in a `send_all`: nothing else may write."""
 
 
 class PeerHandler(Protocol):
@@ -191,6 +197,15 @@ class PeerNetwork:
         if link.outbox_bytes + len(frame) > OUTBOX_BYTES:
             self.stats.dropped_frames += 1
             return False
+        if not link.outbox and not link.sending:
+            try:
+                sent = os.write(link.stream.socket.fileno(), frame)
+            except OSError:  # full (BlockingIOError) or broken: the writer task finds out
+                sent = 0
+            if sent == len(frame):
+                self.stats.sent_frames += 1
+                return True
+            frame = frame[sent:]
         link.outbox.append(frame)
         link.outbox_bytes += len(frame)
         link.wake.set()
@@ -353,8 +368,10 @@ class PeerNetwork:
             frames = list(link.outbox)
             link.outbox.clear()
             link.outbox_bytes = 0
+            link.sending = True
             with trio.move_on_after(STALL_TIMEOUT_S) as sending:
                 await link.stream.send_all(b"".join(frames))
+            link.sending = False
             if sending.cancelled_caught:
                 self.stats.stalled += 1  # the peer does not read
                 break

@@ -3,14 +3,20 @@ contained in its connection, and one byte budget for the whole broker.
 
 A connection is *quiet* until bytes arrive: one task waiting for the socket to be readable,
 no buffer, no decoder, no channel (an idle connection costs about 5 KiB). When bytes arrive
-it becomes *active*: a reader (frames in, requests decoded and handed to the driver) and a
-writer (answers out in request order, several coalesced into one send), joined by a bounded
-channel that caps the requests in flight. After `QUIET_AFTER_S` with nothing in flight and
-nothing buffered it is quiet again.
+it becomes *active*: a reader (frames in, requests decoded and handed to the driver, at most
+`max_inflight` unanswered) and a queue of its requests in order. Answers leave in request
+order, several coalesced into one write: the moment the request at the head of the queue is
+answered, whoever answered it (the driver, as it resolves the request) writes the answered
+prefix of the queue without waiting (`_flush`), so an answer never waits for a task switch.
+A writer task finishes what the socket did not take at once, and abandons requests whose
+time is up. After `QUIET_AFTER_S` with nothing in flight and nothing buffered it is quiet
+again.
 
 Invariants:
-- Only the writer sends on a connection's stream; an error frame for broken framing is
-  queued behind the answers already owed and sent by the writer, then the connection closes.
+- One write at a time on a connection's stream, in request order: `_flush` writes only while
+  no tail of an earlier write is unsent, and only the writer task sends such a tail; an error
+  frame for broken framing is queued behind the answers already owed, then the connection
+  closes.
 - Whatever goes wrong inside a connection (a bad frame, a client that stops reading or stalls
   half-way through a frame, an unexpected exception) ends that connection only: it is
   counted in `ServerStats`, logged (an unexpected exception with its traceback, once per
@@ -32,6 +38,7 @@ import enum
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -128,20 +135,36 @@ class ServerStats:
 class _Active:
     """The state of an active connection (dropped when it goes quiet)."""
 
-    __slots__ = ("budget", "closed", "held", "inflight", "linger", "ops", "reader", "stalled")
+    __slots__ = (
+        "answers", "armed", "budget", "closed", "fd", "held", "inflight", "linger", "reader",
+        "reading", "room", "scope", "sending", "stalled", "unsent", "wake",
+    )  # fmt: skip
 
-    def __init__(self, reader: FrameReader, budget: ByteBudget) -> None:
+    def __init__(self, reader: FrameReader, budget: ByteBudget, fd: int) -> None:
         self.reader = reader
         self.budget = budget
+        self.fd = fd
         self.inflight = 0
-        self.ops: set[Op] = set()
-        """Requests handed to the writer and not yet sent."""
+        self.answers: deque[Op] = deque()
+        """Requests read and not yet written, in request order."""
+        self.unsent: memoryview | None = None
+        """The tail of a write the socket did not take at once (the writer task sends it)."""
+        self.sending: list[Op] = []
+        """The requests whose answers that tail finishes."""
         self.held = 0
         """Budget bytes of this connection's requests and answers not yet sent."""
+        self.reading = True
         self.stalled = False
         self.closed = False
         self.linger = False
         """An error frame was the last thing sent: close gently, so the client reads it."""
+        self.scope: trio.CancelScope | None = None
+        self.wake = trio.Event()
+        """The writer task looks again (a tail to send, an earlier deadline, the end)."""
+        self.room: trio.Event | None = None
+        """Set when the reader waits for the requests in flight to drop below the bound."""
+        self.armed = math.inf
+        """The deadline the writer task waits for (the earliest `expires_at` it saw)."""
 
     def account_answer(self, nbytes: int) -> None:
         """The driver built an answer of `nbytes` for one of this connection's requests
@@ -235,15 +258,21 @@ class ClientServer:
     async def _active(self, stream: trio.SocketStream) -> _After:
         """Serve until the connection is quiet or over."""
         stats = self._stats
-        conn = _Active(FrameReader(stream, FrameDecoder(self.limits), self.budget), self.budget)
+        conn = _Active(
+            FrameReader(stream, FrameDecoder(self.limits), self.budget), self.budget,
+            stream.socket.fileno(),
+        )  # fmt: skip
         stats.active_connections += 1
-        send, receive = trio.open_memory_channel[Op](self.max_inflight)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, stream, conn, receive, nursery.cancel_scope)
-                async with send:
-                    quiet = await self._read_requests(conn, send)
+                conn.scope = nursery.cancel_scope
+                nursery.start_soon(self._writer, stream, conn)
+                try:
+                    quiet = await self._read_requests(conn)
+                finally:
                     conn.reader.close()  # a partial frame is dropped now, not after the answers
+                    conn.reading = False
+                    conn.wake.set()
             if conn.linger:
                 return _After.LINGER
             return _After.QUIET if quiet and not conn.stalled else _After.CLOSE
@@ -253,7 +282,7 @@ class ClientServer:
             stats.inflight -= conn.inflight
             conn.close()
 
-    async def _read_requests(self, conn: _Active, send: trio.MemorySendChannel[Op]) -> bool:
+    async def _read_requests(self, conn: _Active) -> bool:
         reader = conn.reader
         stats = self._stats
         driver = self.driver
@@ -263,7 +292,7 @@ class ClientServer:
             except WireError as e:
                 # The framing itself is broken (length out of bounds): nothing can follow.
                 stats.closed_bad_frame += 1
-                await self._queue(conn, send, _error_op(e), _ERROR_QUEUE_TIMEOUT_S)
+                await self._queue(conn, _error_op(e), _ERROR_QUEUE_TIMEOUT_S)
                 conn.linger = True
                 return False
             if frame is None:
@@ -291,30 +320,33 @@ class ClientServer:
             op.account = conn.account_answer
             if op.reply is None:
                 driver.submit(op)
-            await self._queue(conn, send, op, math.inf)
+            await self._queue(conn, op, math.inf)
         return False
 
-    async def _queue(
-        self, conn: _Active, send: trio.MemorySendChannel[Op], op: Op, timeout: float
-    ) -> None:
-        """Hand `op` to the writer (waiting while `max_inflight` are in flight), or give up
-        after `timeout`."""
+    async def _queue(self, conn: _Active, op: Op, timeout: float) -> None:
+        """Queue `op` for its answer (waiting while `max_inflight` are in flight), or give up
+        after `timeout`. Its answer is written as soon as it and every request before it
+        are answered."""
+        if len(conn.answers) >= self.max_inflight:
+            with trio.move_on_after(timeout):
+                while len(conn.answers) >= self.max_inflight:
+                    conn.room = trio.Event()
+                    await conn.room.wait()
+            if len(conn.answers) >= self.max_inflight:
+                return
         conn.inflight += 1
         self._stats.inflight += 1
-        conn.ops.add(op)
-        if timeout == math.inf:
-            await send.send(op)
+        conn.answers.append(op)
+        if op.reply is not None:
+            self._flush(conn)
             return
-        with trio.move_on_after(timeout):
-            await send.send(op)
-            return
-        conn.ops.discard(op)
-        conn.inflight -= 1
-        self._stats.inflight -= 1
+        op.on_answer = lambda: self._answered(conn)
+        if op.expires_at < conn.armed:
+            conn.wake.set()  # the writer task waits for an earlier deadline now
 
     def _abandon(self, conn: _Active, *, fetches_only: bool) -> None:
         """Tell the driver to stop waiting on this connection's unanswered requests."""
-        for op in conn.ops:
+        for op in conn.answers:
             if op.reply is None and (not fetches_only or isinstance(op.request, FetchRequest)):
                 self.driver.abandon(op)
 
@@ -337,70 +369,101 @@ class ClientServer:
             op.expires_at = trio.current_time() + timeout_s
         return op
 
-    async def _writer(
-        self,
-        stream: trio.SocketStream,
-        conn: _Active,
-        receive: trio.MemoryReceiveChannel[Op],
-        scope: trio.CancelScope,
-    ) -> None:
-        """Sends answers in request order; answers already due go out in one send, and an
-        answer never waits for a later request's. It is the only task that writes on the
-        stream."""
-        stats = self._stats
-        budget = self.budget
-        fd = stream.socket.fileno()
-        nxt: Op | None = None
-        async with receive:
-            while True:
-                if nxt is None:
-                    try:
-                        nxt = await receive.receive()
-                    except trio.EndOfChannel:
-                        return
-                ops = [nxt]
-                nxt = None
-                await self._answered(ops[0])
-                while True:
-                    try:
-                        op = receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    if op.reply is None:
-                        nxt = op
-                        break
-                    ops.append(op)
-                frames = [_encode(op) for op in ops]
-                payload = b"".join(frames)
-                if self.metrics is not None:
-                    try:
-                        _measure(self.metrics, ops, frames)
-                    except Exception as e:  # measuring must never cost an answer
-                        self._faults.report("request metrics", e)
-                sent = _write_nowait(fd, payload)
-                if sent < len(payload):
-                    with trio.move_on_after(self.stall_timeout_s) as sending:
-                        await stream.send_all(memoryview(payload)[sent:])
-                    if sending.cancelled_caught:
-                        stats.closed_stalled += 1  # the client does not read its answers
-                        conn.stalled = True
-                        scope.cancel()
-                        return
-                done = sum(op.held + op.reply_bytes for op in ops)
-                conn.ops.difference_update(ops)
-                conn.held -= done
-                budget.release(done)
-                conn.inflight -= len(ops)
-                stats.inflight -= len(ops)
+    def _answered(self, conn: _Active) -> None:
+        """One of the connection's requests was answered (called by whoever resolved it):
+        write what is due. A failure ends this connection only, never the caller."""
+        try:
+            self._flush(conn)
+        except Exception as e:
+            self._stats.closed_error += 1
+            self._faults.report("client connection", e)
+            conn.closed = True
+            if conn.scope is not None:
+                conn.scope.cancel()
 
-    async def _answered(self, op: Op) -> None:
-        if op.reply is not None:
+    def _flush(self, conn: _Active) -> None:
+        """Write the answered prefix of the queue in one write, without waiting; what the
+        socket does not take is left to the writer task (and nothing is written until it
+        has sent it)."""
+        answers = conn.answers
+        if conn.closed or conn.unsent is not None or not answers or answers[0].reply is None:
             return
-        with trio.move_on_at(op.expires_at):
-            await op.done.wait()
-        if op.reply is None:
-            self.driver.abandon(op)
-            await op.done.wait()
+        ops = [answers.popleft()]
+        while answers and answers[0].reply is not None:
+            ops.append(answers.popleft())
+        frames = [_encode(op) for op in ops]
+        payload = b"".join(frames)
+        if self.metrics is not None:
+            try:
+                _measure(self.metrics, ops, frames)
+            except Exception as e:  # measuring must never cost an answer
+                self._faults.report("request metrics", e)
+        try:
+            sent = _write_nowait(conn.fd, payload)
+        except trio.BrokenResourceError:
+            self._stats.reset_by_client += 1
+            conn.closed = True
+            if conn.scope is not None:
+                conn.scope.cancel()
+            return
+        if sent < len(payload):
+            conn.unsent = memoryview(payload)[sent:]
+            conn.sending = ops
+            conn.wake.set()
+        else:
+            self._sent(conn, ops)
+
+    def _sent(self, conn: _Active, ops: list[Op]) -> None:
+        """`ops`' answers are written: release what they held."""
+        done = 0
+        for op in ops:
+            done += op.held + op.reply_bytes
+        conn.held -= done
+        self.budget.release(done)
+        conn.inflight -= len(ops)
+        self._stats.inflight -= len(ops)
+        room = conn.room
+        if room is not None and len(conn.answers) < self.max_inflight:
+            conn.room = None
+            room.set()
+        if not conn.reading and not conn.answers:
+            conn.wake.set()  # the last answer of a connection that stopped reading: end
+
+    async def _writer(self, stream: trio.SocketStream, conn: _Active) -> None:
+        """Sends the tails of writes the socket did not take at once, abandons requests
+        whose time is up (the driver then answers them), and ends once reading has ended
+        and every answer is sent. It never writes an answer itself: `_flush` does."""
+        stats = self._stats
+        answers = conn.answers
+        while True:
+            unsent = conn.unsent
+            if unsent is not None:
+                with trio.move_on_after(self.stall_timeout_s) as sending:
+                    await stream.send_all(unsent)
+                if sending.cancelled_caught:
+                    stats.closed_stalled += 1  # the client does not read its answers
+                    conn.stalled = True
+                    if conn.scope is not None:
+                        conn.scope.cancel()
+                    return
+                ops, conn.sending, conn.unsent = conn.sending, [], None
+                self._sent(conn, ops)
+                self._flush(conn)
+                continue
+            if not answers and not conn.reading:
+                return
+            now = trio.current_time()
+            armed = math.inf
+            for op in answers:
+                if op.reply is None and op.expires_at <= now:
+                    op.expires_at = math.inf  # abandoned once; the driver answers it
+                    self.driver.abandon(op)
+                elif op.reply is None and op.expires_at < armed:
+                    armed = op.expires_at
+            conn.armed = armed
+            conn.wake = trio.Event()
+            with trio.move_on_at(armed):
+                await conn.wake.wait()
 
 
 _API_NAMES = {key: key.name.lower() for key in ApiKey}
