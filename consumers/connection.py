@@ -15,7 +15,10 @@ the frame written under a FIFO lock: frames leave in submit order, which the pro
 on to keep a partition's batches in order) and later awaited with `Pending.result()`; or both
 at once with `request`. The reader reads the correlation id of each response without decoding
 it (`response_correlation_id`), hands the payload to the waiting slot and frees the slot; the
-waiter decodes it (`decode_response`), so a malformed response fails only its own request.
+waiter decodes it (`decode_response`), so a malformed response fails only its own request. A
+slot may carry an `on_done` callback, which the reader calls at once (no task switch between
+the response and its handling: the producer settles its batches there); a task still waits
+on the slot for its deadline (`Pending.wait`).
 
 Invariants:
 - at most `max_in_flight` requests are unanswered; each slot is released exactly once;
@@ -29,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -68,12 +72,31 @@ class Pending:
     payload: bytes | None = None
     error: SluiceError | None = None
     released: bool = False
+    on_done: Callable[[], None] | None = None
+    """Called (and cleared) by the reader as soon as the response is in, before any waiter
+    wakes; `outcome()` then tells it. Never called on a failure or a timeout: a waiter that
+    finds it still set handles those."""
 
     async def result(self) -> Response:
         """The response body; raises the typed error of a request-level error code,
         BrokerUnavailableError when the connection failed, RequestTimedOutError after the
         deadline (the connection is then closed: its state is unknown)."""
-        return await self.connection._result(self)
+        await self.connection._wait(self)
+        return self.outcome()
+
+    async def wait(self) -> RequestTimedOutError | None:
+        """Until the response or the connection's failure is in (None; `outcome()` tells
+        which), or the deadline passed (the error: the connection is then closed, its state
+        unknown)."""
+        try:
+            await self.connection._wait(self)
+        except RequestTimedOutError as e:
+            return e
+        return None
+
+    def outcome(self) -> Response:
+        """Once the response is in: its body, or the error `result()` raises."""
+        return self.connection._outcome(self)
 
 
 class Connection:
@@ -247,6 +270,10 @@ class Connection:
                     slot.payload = payload
                     self._release(slot)
                     slot.event.set()
+                    on_done = slot.on_done
+                    if on_done is not None:
+                        slot.on_done = None
+                        on_done()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             self._close_reason = f"connection lost: {e}"
         except WireError as e:
@@ -331,7 +358,7 @@ class Connection:
         slot = await self.submit(request, timeout_s=timeout_s)
         return await slot.result()
 
-    async def _result(self, slot: Pending) -> Response:
+    async def _wait(self, slot: Pending) -> None:
         try:
             with trio.move_on_at(slot.deadline):
                 await slot.event.wait()
@@ -345,6 +372,8 @@ class Connection:
             raise RequestTimedOutError(
                 f"{self.address}: no answer to {slot.api_key.name} in time; connection closed"
             )
+
+    def _outcome(self, slot: Pending) -> Response:
         if slot.error is not None:
             raise slot.error
         payload = slot.payload

@@ -15,8 +15,10 @@ One sender task (in the producer's nursery) loops: `advance` the core (seal ling
 batches, route records, expire), start an InitProducerId when the core asks for one, then
 drain: for each leader of the core's `drain_plan`, while its connection has a free in-flight
 slot (`max_in_flight` per connection), write ONE produce request of the batches the core
-picks. Requests are written by the sender itself, so they leave in drain order; a task per
-request awaits the answer and hands it to the core. A leader without a connection is
+picks. Requests are written by the sender itself, so they leave in drain order; the
+connection's reader hands each answer to the core the moment it reads it (`_response_in`,
+no task switch in between), and a task per request watches its deadline and the
+connection's failure. A leader without a connection is
 connected to in the background; if that fails, its topics' metadata is asked for again.
 
 One metadata task refreshes the topics the core asks for, when the shared refresh policy
@@ -728,23 +730,42 @@ class Producer:
             if span is not None:
                 end_span(span, e)
             raise
-        self._nursery.start_soon(self._await_response, pending, picked, span)
+        pending.on_done = functools.partial(self._response_in, pending, picked, span)
+        self._nursery.start_soon(self._await_deadline, pending, picked, span)
 
-    async def _await_response(
-        self, pending: Pending, picked: list[Batch], span: Span | None
-    ) -> None:
+    def _response_in(self, pending: Pending, picked: list[Batch], span: Span | None) -> None:
+        """The answer (or the connection's failure) is in: settle the batches now, in the
+        connection's reader (no task switch between the answer and its deliveries)."""
         error: SluiceError | None = None
         try:
-            response = await pending.result()
+            response = pending.outcome()
         except SluiceError as e:
             error = e
-            self._core.on_request_error(picked, e, trio.current_time())
+            self._core.on_request_error(picked, e, self._now())
         else:
             assert isinstance(response, ProduceResponse)
-            self._core.on_response(picked, response, trio.current_time())
+            self._core.on_response(picked, response, self._now())
         finally:
             if span is not None:
                 end_span(span, error)
+        self._answered()
+
+    async def _await_deadline(
+        self, pending: Pending, picked: list[Batch], span: Span | None
+    ) -> None:
+        """Wait for the request's end: an answer was handled by `_response_in` already; a
+        failed connection or the deadline (the connection is then closed) fails the batches
+        here."""
+        timed_out = await pending.wait()
+        if pending.on_done is None:
+            return
+        pending.on_done = None
+        if timed_out is None:
+            self._response_in(pending, picked, span)
+            return
+        if span is not None:
+            end_span(span, timed_out)
+        self._core.on_request_error(picked, timed_out, trio.current_time())
         self._answered()
 
     def _answered(self) -> None:

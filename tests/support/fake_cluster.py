@@ -12,7 +12,7 @@ Trio's clock: run it under a MockClock (autojump).
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -156,14 +156,31 @@ class FakePending:
         self.response = response
         self.lost = lost
         self.tps = tps
+        self.on_done: Callable[[], None] | None = None
+        """As `Pending.on_done`: called (and cleared) when an answer comes, not on a loss."""
 
-    async def result(self) -> Response:
+    async def _arrive(self) -> None:
         try:
             await trio.sleep(self.conn.broker.latency)
         finally:
             self.conn.in_flight -= 1
             for tp in self.tps:
                 self.conn.broker.in_flight[tp] -= 1
+
+    async def result(self) -> Response:
+        await self._arrive()
+        return self.outcome()
+
+    async def wait(self) -> None:
+        """As `Pending.wait` (no deadline here): the answer's callback runs as a
+        connection's reader would run it."""
+        await self._arrive()
+        on_done = self.on_done
+        if on_done is not None and not self.lost:
+            self.on_done = None
+            on_done()
+
+    def outcome(self) -> Response:
         if self.lost:
             raise BrokerUnavailableError("connection reset (scripted)")
         return self.response
