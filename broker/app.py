@@ -30,7 +30,7 @@ from broker.core.context import GroupConfig, TxnConfig
 from broker.core.metadata import BrokerInfo
 from broker.core.node import BrokerNode, NodeConfig
 from broker.core.partition import PartitionConfig
-from broker.core.peer_codec import Hello
+from broker.core.peer_codec import Hello, hello_features
 from broker.runtime.console import StatusConsole
 from broker.runtime.diagnostics import peer_ping
 from broker.runtime.driver import Driver
@@ -187,6 +187,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 ),
                 internal_topic_partitions=config.offsets_topic_partitions,
                 internal_topic_replication_factor=config.offsets_topic_replication_factor,
+                quiesce=config.quiesce,
             ),
             RocksGroupStore(store),
             random.Random(),
@@ -217,6 +218,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 store.incarnation,
                 str(adv_peer),
                 node.bootstrapped,
+                features=hello_features(config.quiesce),
             ),
             driver,
             node.peer_addresses,

@@ -114,6 +114,10 @@ class BrokerConfig:
     catchup_bytes_per_s: int = 50 << 20
     """Replication to replicas catching up, per broker (all its leaders together); 0: no
     throttle."""
+    quiesce: bool = True
+    """Idle Raft groups quiesce: no ticks, no heartbeats, while a broker-level keepalive on
+    each peer link stands in (only with peers whose hello lists `quiesce`; see
+    ARCHITECTURE.md, Quiescence). `false`: every group heartbeats all the time, as before."""
     group_session_timeout_ms: int = 10_000
     """A group member's session timeout when it asks for none."""
     group_min_session_timeout_ms: int = 1_000
@@ -263,7 +267,7 @@ def _convert(key: str, raw: Any) -> Any:
             return None if raw in (None, "") else str(raw)
         if key in ("log_format", "sync_mode", "failpoints"):
             return str(raw)
-        if key == "durability_audit":
+        if key in ("durability_audit", "quiesce"):
             if isinstance(raw, bool):
                 return raw
             text = str(raw).lower()

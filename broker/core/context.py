@@ -79,6 +79,10 @@ class NodeConfig:
     """Partitions of each internal topic (`__consumer_offsets`, `__transaction_state`)."""
     internal_topic_replication_factor: int = 3
     """Replication factor of each internal topic, capped at the live brokers when created."""
+    quiesce: bool = False
+    """Idle groups quiesce (GroupHost): no ticks, no heartbeats, the broker-level liveness
+    signal (`BrokerNode.peer_lost`) standing in. Off here (the simulations' brokers run
+    without it unless a profile asks); `BrokerConfig.quiesce` turns it on for real brokers."""
 
     @property
     def member(self) -> Member:

@@ -17,16 +17,31 @@ Invariants:
 - A group's machine applies each committed entry once, in order; the proposer of an entry is
   answered with the machine's result only if the entry applied at its index has the term it
   was proposed in (otherwise a new leader overwrote it: NOT_LEADER_OR_FOLLOWER).
-- Rounds look only at groups "touched" since (a tick touches all; a message, proposal or
-  campaign touches one), so an idle broker with thousands of groups does not scan them all.
+- Rounds look only at groups "touched" since (a tick touches the groups it ticks; a
+  message, proposal or campaign touches one), so an idle broker with thousands of groups does
+  not scan them all.
 - Snapshots and compactions a policy decides are listed in the round and written after its
   other writes are durable, so the apply state behind them is on disk first.
+
+Quiescence (`RaftSettings.quiesce`; the Raft side is `RaftNode`'s, see its module doc): a
+tick ticks only the active groups (not quiesced), a set kept as groups quiesce and wake
+(`RaftNode.on_quiesce`), so its cost is O(active). A leader may quiesce only when every
+broker holding a member of its group advertised the `quiesce` peer feature (an older broker
+refuses the flagged heartbeat), and when its machine has no timer pending
+(`timers_pending`: a leader's `leader_tick` runs only in active groups, so a machine with a
+due timer keeps its group awake). The broker-level liveness signal stands in for the
+heartbeats of quiesced groups: `peer_lost(node)` wakes every group with a member on that
+broker and times out the ones it led (`leader_unreachable`); `peer_back(node)` wakes the
+same groups (the broker may have restarted, perhaps as a new incarnation, and must be caught
+up or replaced). The members of lost brokers are excused from a leader's idleness test, as
+long as the others form a quorum. Periodic work that only an awake group can need visits
+`active_groups()`; a leader's report to the controller adds `take_flipped()`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -135,6 +150,27 @@ class RaftSettings:
     max_inflight_msgs: int
     max_uncommitted_bytes: int
     max_snapshot_chunk_bytes: int
+    quiesce: bool = False
+    """Idle groups may quiesce (see the module doc)."""
+
+
+class _OnBrokers:
+    """The members (Raft ids) whose broker is in `nodes`: a `lost` set for `RaftNode.tick`."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, nodes: set[int]) -> None:
+        self.nodes = nodes
+
+    def __contains__(self, member: object) -> bool:
+        return node_of(member) in self.nodes
+
+
+def _timers_pending(g: HostedGroup) -> bool:
+    """Has the group's machine a timer that its leader's ticks must drive? A machine may say
+    so (`timers_pending()`); one that does not is taken at its kind's word (`has_timers`)."""
+    pending = getattr(g.machine, "timers_pending", None)
+    return bool(pending()) if pending is not None else g.kind.has_timers
 
 
 class GroupHost:
@@ -148,6 +184,17 @@ class GroupHost:
         self._touched: set[int] = set()
         self._timed: set[int] = set()
         """Groups whose machine kind has leader timers."""
+        self.quiesce = settings.quiesce
+        self._active: set[int] = set()
+        """Groups not quiesced (all of them unless `quiesce`): the ones a tick ticks."""
+        self._flipped: set[int] = set()
+        """Groups that quiesced or woke since `take_flipped`."""
+        self._lost: set[int] = set()
+        """Brokers whose link is lost (`peer_lost`, until `peer_back`)."""
+        self._lost_members = _OnBrokers(self._lost)
+        self._quiescent_peers: set[int] = set()
+        """Brokers whose hello advertised the `quiesce` feature (`peer_features`)."""
+        self._me = node_of(settings.member)
         self._dropped: list[int] = []
         self._compactions: list[Compaction] = []
         self.completions: list[Completion] = []
@@ -176,6 +223,7 @@ class GroupHost:
             max_inflight_msgs=s.max_inflight_msgs,
             max_uncommitted_bytes=s.max_uncommitted_bytes,
             max_snapshot_chunk_bytes=s.max_snapshot_chunk_bytes,
+            quiesce=s.quiesce,
             applied=machine.applied_index,
         )
         raft = RaftNode(config, storage, self.rng, catchup=self.catchup if throttled else None)
@@ -184,6 +232,9 @@ class GroupHost:
         g.snapshot_index = storage.snapshot().meta.index
         self.groups[gid] = g
         self._touched.add(gid)
+        self._active.add(gid)
+        if s.quiesce:
+            raft.on_quiesce = lambda quiesced: self._on_quiesce(gid, quiesced)
         if kind.has_timers:
             self._timed.add(gid)
         return g
@@ -195,6 +246,9 @@ class GroupHost:
         if g is None:
             return None
         self._timed.discard(gid)
+        self._active.discard(gid)
+        self._flipped.discard(gid)
+        g.raft.on_quiesce = None
         self.fail_waiters(g, error, message)
         self._compactions = [c for c in self._compactions if c.group_id != gid]
         self._dropped.append(gid)
@@ -203,14 +257,103 @@ class GroupHost:
     # -- inputs -----------------------------------------------------------------------------
 
     def tick(self) -> None:
-        for g in self.groups.values():
-            g.raft.tick()
-        self._touched.update(self.groups)
-        for gid in self._timed:
-            g = self.groups[gid]
+        groups = self.groups
+        if not self.quiesce:
+            for g in groups.values():
+                g.raft.tick()
+            self._touched.update(groups)
+            timed: Iterable[int] = self._timed
+        else:
+            ticked = list(self._active)
+            for gid in ticked:
+                g = groups[gid]
+                g.raft.tick(self._quiesce_gate(g))
+            self._touched.update(ticked)
+            # A leader's timers run only while its group is awake (it quiesces only with none
+            # pending); one that quiesced at this tick has nothing due.
+            timed = [gid for gid in self._timed if gid in self._active]
+        for gid in timed:
+            g = groups[gid]
             if g.serving():
                 for command in g.machine.leader_tick():
                     self.propose(g, command)
+
+    def _quiesce_gate(self, g: HostedGroup) -> _OnBrokers | None:
+        """What `RaftNode.tick` takes as `lost` for group `g`: None (it may not quiesce now)
+        unless it leads, its machine has no timer pending and every other broker holding a
+        member advertised the feature; then the members on lost brokers."""
+        raft = g.raft
+        if raft.role != Role.LEADER or _timers_pending(g):
+            return None
+        peers = self._quiescent_peers
+        me = self._me
+        for member in raft.progress:
+            node = node_of(member)
+            if node != me and node not in peers:
+                return None
+        return self._lost_members
+
+    def _on_quiesce(self, gid: int, quiesced: bool) -> None:
+        if quiesced:
+            self._active.discard(gid)
+        elif gid in self.groups:
+            self._active.add(gid)
+            self._touched.add(gid)
+        self._flipped.add(gid)
+
+    # -- quiescence: what the runtime tells and asks -----------------------------------------
+
+    def active_groups(self) -> Iterator[HostedGroup]:
+        """The groups not quiesced (every group unless `quiesce`), in no particular order:
+        periodic work that only an awake group can need visits these."""
+        groups = self.groups
+        if not self.quiesce:
+            yield from list(groups.values())
+            return
+        for gid in list(self._active):
+            g = groups.get(gid)
+            if g is not None:
+                yield g
+
+    def take_flipped(self) -> set[int]:
+        """The groups that quiesced or woke since the last call (a leader reports them)."""
+        flipped, self._flipped = self._flipped, set()
+        return flipped
+
+    @property
+    def quiesced_count(self) -> int:
+        return len(self.groups) - len(self._active)
+
+    def is_lost(self, node_id: int) -> bool:
+        """Is the link to broker `node_id` lost (`peer_lost`, no `peer_back` since)?"""
+        return node_id in self._lost
+
+    def peer_features(self, node_id: int, quiesce: bool) -> None:
+        """Broker `node_id`'s hello: whether it advertised the `quiesce` feature."""
+        if quiesce:
+            self._quiescent_peers.add(node_id)
+        else:
+            self._quiescent_peers.discard(node_id)
+
+    def peer_lost(self, node_id: int) -> None:
+        """The link to broker `node_id` is lost: wake every group with a member there (its
+        leaders count on that member no longer) and time out the ones it led."""
+        self._lost.add(node_id)
+        self.leader_unreachable(node_id)
+        self._wake_members_of(node_id)
+
+    def peer_back(self, node_id: int) -> None:
+        """A link to broker `node_id` is up (again): wake every group with a member there."""
+        self._lost.discard(node_id)
+        self._wake_members_of(node_id)
+
+    def _wake_members_of(self, node_id: int) -> None:
+        if not self.quiesce or len(self._active) == len(self.groups):
+            return
+        for gid in [gid for gid in self.groups if gid not in self._active]:
+            raft = self.groups[gid].raft
+            if any(node_of(m) == node_id for m in raft.conf.members()):
+                raft.wake()
 
     def step(self, gid: int, message: Message) -> None:
         """A Raft message from a peer; one addressed to another member (an earlier

@@ -17,6 +17,9 @@ transaction coordinators. The `GroupHost` drives them all the same way:
   apply state). `load(state, records)` rebuilds from what `take_writes` persisted.
 - `leader_tick()` on the serving leader of a machine with timers: commands to *propose* (a
   session timeout proposes "remove member"); nothing time-dependent is decided inside apply.
+- `timers_pending()` (optional): whether a timer of the leader's is running (a session to
+  expire, a transaction pre-committed here). An idle group quiesces only when its machine
+  says none is; without the method, a kind's `has_timers` answers for it (GroupHost).
 
 A kind is registered once (`MachineRegistry.register`) with a factory and the topics it serves;
 the round loop never names a kind.

@@ -27,6 +27,17 @@ lost comes back with a new incarnation), creates an empty configuration and wait
 campaign until the controller adds it. Members of every group are `Member`s (node id,
 incarnation).
 
+Quiescence (`NodeConfig.quiesce`; GroupHost's module doc). The runtime tells the node each
+peer's link (`on_peer_link`, with the features its hello advertised) and its loss
+(`peer_lost`): the host lets a group quiesce only when every broker of its members
+advertised `quiesce`, and wakes the groups of a broker whose link is lost or back. The
+periodic work of a tick visits only the groups awake where an asleep one cannot need it:
+the leader report to the controller (a quiesced group's report stands there: it is sent as
+the group quiesces or wakes, and in full every FULL_PASS_HEARTBEATS reports or when the
+controller changes), the replacement of members (`PartitionService.reconcile`, in full at
+the same rate) and the participants' pre-commit timers (a group with one pending does not
+quiesce).
+
 Snapshots. The metadata machine is snapshotted every `metadata_snapshot_entries` applied
 entries and its log compacted up to `snapshot_catchup_entries` behind (PeriodicSnapshots);
 partition logs are compacted only by retention (partitions.py). At restart the metadata
@@ -36,6 +47,8 @@ installed metadata snapshot re-syncs the partition groups to the state it carrie
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from broker.core.context import NodeConfig, NodeContext
 from broker.core.controller import Controller
@@ -62,7 +75,7 @@ from broker.core.metadata import (
     cmd_delete_topic,
 )
 from broker.core.partitions import FetchResult, GroupStore, PartitionService, log_kind
-from broker.core.peer_codec import BrokerHeartbeat, HeartbeatAck
+from broker.core.peer_codec import QUIESCE_FEATURE, BrokerHeartbeat, HeartbeatAck
 from broker.core.peer_requests import PeerRequests
 from broker.core.producer_ids import ProducerIdAllocator
 from broker.core.raft import CatchUpBudget, ConfState, Entry, Message, RandomSource
@@ -87,6 +100,9 @@ __all__ = [
 ]
 
 METADATA_KIND = MachineKind("metadata", lambda _: MetadataMachine(), apply_early=False)
+FULL_PASS_HEARTBEATS = 20
+"""With quiescence: every this many broker heartbeats, the leader report and the member
+replacement visit every group (else only those awake): 5 s at the default 50 ms ticks."""
 
 
 class BrokerNode:
@@ -114,6 +130,7 @@ class BrokerNode:
             config.max_inflight_msgs,
             config.max_uncommitted_bytes,
             config.max_snapshot_chunk_bytes,
+            config.quiesce,
         )
         self.host = GroupHost(settings, rng, catchup)
         self.ctx = NodeContext(config, self.host, advertised)
@@ -146,6 +163,9 @@ class BrokerNode:
         self._to_controller: list[tuple[int, BrokerHeartbeat]] = []
         self._pending_creates: dict[tuple[int, int], str] = {}
         """(token, slot) -> topic of create_topic requests waiting for their leaders."""
+        self._reports = 0
+        self._reported_to: int | None = None
+        """The controller the last leader report went to (a new one gets a full report)."""
         if store.has_group(METADATA_GROUP):
             self._reopen_metadata_group()
             mg = self.metadata_group
@@ -284,14 +304,26 @@ class BrokerNode:
         return out
 
     def _serving_partition_leaders(self) -> list[tuple[int, int]]:
-        return [
-            (gid, g.raft.term)
-            for gid, g in self.host.groups.items()
-            if gid != METADATA_GROUP and g.serving()
-        ]
+        """(group, term) of the partition groups this broker leads and serves: all of them,
+        or with quiescence those awake or that quiesced or woke since the last report (all
+        of them every FULL_PASS_HEARTBEATS reports, and to a new controller)."""
+        host = self.host
+        groups = host.groups
+        chosen: Iterable[HostedGroup] = groups.values()
+        if host.quiesce:
+            flipped = host.take_flipped()
+            controller = self.ctx.controller()
+            if self._reports % FULL_PASS_HEARTBEATS and controller == self._reported_to:
+                ids = {g.id for g in host.active_groups()} | flipped
+                chosen = [groups[gid] for gid in sorted(ids) if gid in groups]
+            self._reports += 1
+            self._reported_to = controller
+        return [(g.id, g.raft.term) for g in chosen if g.id != METADATA_GROUP and g.serving()]
 
     def broker_heartbeat(self) -> tuple[list[int], BrokerHeartbeat] | None:
         """This broker's report to the controller when one is due (see Controller)."""
+        if self.ctx.ticks % self.config.broker_heartbeat_ticks:
+            return None
         return self.controller_part.heartbeat(self._serving_partition_leaders())
 
     def on_broker_heartbeat(self, hb: BrokerHeartbeat) -> HeartbeatAck:
@@ -306,6 +338,12 @@ class BrokerNode:
     def describe_partitions(self) -> list[PartitionStatus]:
         return self.views.describe_partitions()
 
+    def on_peer_link(self, node_id: int, features: Iterable[str]) -> None:
+        """A link to broker `node_id` is up, its hello listing `features`: whether its
+        groups may quiesce; and wake the groups with a member there (it may have restarted)."""
+        self.host.peer_features(node_id, QUIESCE_FEATURE in features)
+        self.host.peer_back(node_id)
+
     # -- inputs -------------------------------------------------------------------------------
 
     def tick(self, wall_ms: int | None = None) -> None:
@@ -318,8 +356,10 @@ class BrokerNode:
             self.host.catchup.refill()
         self.host.tick()
         self.controller_part.check_leases()
-        if ctx.ticks % self.config.broker_heartbeat_ticks == 0:
-            self.partitions.reconcile()
+        every = self.config.broker_heartbeat_ticks
+        if ctx.ticks % every == 0:
+            full = not self.host.quiesce or (ctx.ticks // every) % FULL_PASS_HEARTBEATS == 0
+            self.partitions.reconcile(None if full else self.host.active_groups())
         out = self.broker_heartbeat()
         if out is not None:
             targets, hb = out
@@ -334,8 +374,9 @@ class BrokerNode:
     def peer_lost(self, node_id: int) -> None:
         """The connection to broker `node_id` broke (its process died, or the link did):
         every group it leads here times out soon instead of after a full election timeout
-        (`RaftNode.leader_unreachable`), so a killed leader is replaced in about a tick."""
-        self.host.leader_unreachable(node_id)
+        (`RaftNode.leader_unreachable`), so a killed leader is replaced in about a tick; the
+        quiesced groups with a member there wake (GroupHost.peer_lost)."""
+        self.host.peer_lost(node_id)
 
     # -- rounds -------------------------------------------------------------------------------
 

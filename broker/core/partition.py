@@ -415,6 +415,11 @@ class PartitionMachine:
     def leader_tick(self) -> list[bytes]:
         return []
 
+    def timers_pending(self) -> bool:
+        """A transaction pre-committed here: its leader's PrecommitWatch must keep counting
+        (TxnParticipants), so the group does not quiesce."""
+        return self.ledger.has_pre_committed()
+
     # -- reads ------------------------------------------------------------------------------
 
     def locate(self, offset: int) -> tuple[ErrorCode, int]:

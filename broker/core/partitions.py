@@ -149,6 +149,9 @@ class PartitionService:
         self.store = store
         self.registry = registry
         self.by_partition: dict[tuple[str, int], HostedGroup] = {}
+        self._by_topic: dict[str, dict[int, HostedGroup]] = {}
+        """by_partition per topic (in the same order), so one topic's groups are found
+        without a scan of all."""
 
     # -- groups -----------------------------------------------------------------------------
 
@@ -190,6 +193,7 @@ class PartitionService:
         g.topic, g.partition = topic.name, pi.partition
         g.dirty = from_snapshot  # persist the restored state, drop the records it lacks
         self.by_partition[(topic.name, pi.partition)] = g
+        self._by_topic.setdefault(topic.name, {})[pi.partition] = g
         if pi.replicas[0] == ctx.config.node_id:
             g.raft.campaign()  # the preferred leader does not wait for an election timeout
         elif fresh:
@@ -210,6 +214,10 @@ class PartitionService:
         g = self.ctx.host.drop(gid, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "topic deleted")
         if g is not None and g.topic is not None:
             self.by_partition.pop((g.topic, g.partition), None)
+            of_topic = self._by_topic.get(g.topic, {})
+            of_topic.pop(g.partition, None)
+            if not of_topic:
+                self._by_topic.pop(g.topic, None)
 
     def on_topic(self, topic: TopicInfo) -> None:
         """A create or delete of `topic` applied."""
@@ -236,13 +244,14 @@ class PartitionService:
         for gid in stale:
             self.drop(gid)
 
-    def reconcile(self) -> None:
+    def reconcile(self, groups: Iterable[HostedGroup] | None = None) -> None:
         """Partition leaders: keep each group's members at the incarnations the metadata log
         registers for its replicas (a broker whose data directory was lost registers a new
-        incarnation; the leader of every group it held carries out the replacement)."""
+        incarnation; the leader of every group it held carries out the replacement).
+        `groups`: only these (the awake ones; None: every partition group)."""
         ctx = self.ctx
         brokers = ctx.meta.brokers
-        for g in self.by_partition.values():
+        for g in self.by_partition.values() if groups is None else groups:
             if not g.serving() or g.topic is None:
                 continue
             pi = ctx.meta.partition(g.topic, g.partition)
@@ -256,6 +265,10 @@ class PartitionService:
                 if stale_incarnation(g, want):
                     keep_member(ctx.host, g, want)
                     break  # at most one change per group in flight
+
+    def topic_groups(self, topic: str) -> list[HostedGroup]:
+        """The groups of `topic`'s partitions this broker holds, in `by_partition`'s order."""
+        return list(self._by_topic.get(topic, {}).values())
 
     def hosted(self) -> list[tuple[str, int]]:
         return list(self.by_partition)

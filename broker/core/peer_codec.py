@@ -72,8 +72,14 @@ PEER_RESPONSE = 7
 PEER_PROTOCOL_VERSION = 1
 """This broker's peer protocol: 0 had no version in its hello and no peer requests."""
 PEER_REQUESTS_FEATURE = "peer-requests"
+QUIESCE_FEATURE = "quiesce"
+"""The broker takes a quiesce heartbeat (`raft_codec`: the heartbeat's third item), quiesces
+idle groups, and keeps a link to a peer that lists it alive (KEEPALIVE when it has sent
+nothing for a while; the link closes when the peer has been silent too long: see
+`broker.runtime.peers`): the broker-level liveness signal of its quiesced groups."""
 PEER_FEATURES: tuple[str, ...] = (PEER_REQUESTS_FEATURE,)
-"""What this broker's hello advertises."""
+"""What this broker's hello advertises (with QUIESCE_FEATURE when it quiesces:
+`hello_features`)."""
 MAX_FEATURES = 16
 MAX_FEATURE = 64
 REQUEST_SHAPED_KINDS = range(64, 128)
@@ -115,6 +121,15 @@ class Hello:
     @property
     def serves_requests(self) -> bool:
         return PEER_REQUESTS_FEATURE in self.features
+
+    @property
+    def quiesces(self) -> bool:
+        return QUIESCE_FEATURE in self.features
+
+
+def hello_features(quiesce: bool) -> tuple[str, ...]:
+    """The features a broker's hello lists: QUIESCE_FEATURE only when it quiesces."""
+    return (*PEER_FEATURES, QUIESCE_FEATURE) if quiesce else PEER_FEATURES
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +205,11 @@ def encode_reject(reason: str) -> bytes:
 
 def encode_raft(batch: Sequence[tuple[int, Message]]) -> bytes:
     return cbor.encode([RAFT, [[g, encode_message(m)] for g, m in batch]])
+
+
+KEEPALIVE = cbor.encode([RAFT, []])
+"""An empty RAFT frame: what a link to a QUIESCE_FEATURE peer carries when idle. Any version
+reads it (and skips it), but only such peers are sent it, and only they are expected to."""
 
 
 def encode_heartbeat(hb: BrokerHeartbeat) -> bytes:

@@ -9,6 +9,11 @@ above the message's term, entries numbered from `prev_index + 1` in order with t
 decrease, a configuration entry carrying a configuration (and only such an entry), no member
 both voter and learner (also in a snapshot's vouched configuration), a snapshot chunk inside
 the snapshot, a snapshot refusal at offset 0.
+
+A heartbeat is `[commit, context]`, or `[commit, context, true]` for a leader's last heartbeat
+before it quiesces (`Heartbeat.quiesce`). The flag is written only when set, so a broker that
+never quiesces sends what brokers before it did; an older broker refuses the three-item form,
+so a leader quiesces only groups whose brokers all advertise the `quiesce` peer feature.
 """
 
 from __future__ import annotations
@@ -144,6 +149,8 @@ def encode_message(m: Message) -> list[object]:
     if isinstance(m, AppendResponse):
         return [*head, m.index, m.reject, m.hint_index, m.hint_term]
     if isinstance(m, Heartbeat):
+        if m.quiesce:
+            return [*head, m.commit, m.context, True]
         return [*head, m.commit, m.context]
     if isinstance(m, HeartbeatResponse):
         return [*head, m.context]
@@ -208,6 +215,10 @@ def _d_append_resp(s: Member, d: Member, t: int, r: list[Any]) -> Message:
 
 
 def _d_heartbeat(s: Member, d: Member, t: int, r: list[Any]) -> Message:
+    if len(r) == 3:
+        if r[2] is not True:
+            raise PeerProtocolError("a heartbeat's third item, the quiesce flag, is only true")
+        return Heartbeat(s, d, t, read_count(r[0]), read_opt_bytes(r[1]), True)
     _arity(r, 2)
     return Heartbeat(s, d, t, read_count(r[0]), read_opt_bytes(r[1]))
 

@@ -84,17 +84,21 @@ class ClusterView:
 
     def replica_lag(self, g: HostedGroup) -> tuple[tuple[int, ...], int]:
         """Leader side: the replicas holding every committed entry and heard from within the
-        last election timeout (a silent one may be dead), and how many committed entries the
-        slowest replica lacks."""
+        last election timeout (a silent one may be dead; one on a broker whose link is lost is,
+        for all we know, even when its group quiesced before its idle ticks ran up), and how
+        many committed entries the slowest replica lacks."""
         raft = g.raft
         commit = raft.commit_index
         caught: list[int] = []
         lag = 0
+        host = self.ctx.host
         for raft_id, pr in raft.progress.items():
             m = member_of(raft_id)
             if m is None:
                 continue
-            recent = m == raft.id or pr.idle_ticks < self.ctx.config.election_ticks
+            recent = m == raft.id or (
+                pr.idle_ticks < self.ctx.config.election_ticks and not host.is_lost(m.node)
+            )
             if pr.match >= commit and recent:
                 caught.append(m.node)
             else:

@@ -238,6 +238,7 @@ class Driver:
             node.on_peer_hello(
                 hello.node_id, hello.incarnation, hello.cluster_id, hello.bootstrapped
             )
+            node.on_peer_link(hello.node_id, hello.features)
 
         self._peer_inputs.append(linked)
         self._wake.set()

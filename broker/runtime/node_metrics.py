@@ -7,7 +7,11 @@ Exported (gauges unless `_total`):
   `sluice_connections_refused_total`, `sluice_requests_in_flight`, `sluice_peer_links`,
   `sluice_peer_frames_sent_total`, `sluice_peer_frames_received_total`,
   `sluice_driver_rounds_total`, `sluice_driver_rounds_written_total`,
-  `sluice_parked_fetches`, `sluice_request_errors_total`;
+  `sluice_parked_fetches`, `sluice_request_errors_total`, `sluice_peer_keepalives_total`
+  (keepalive frames sent on idle links to `quiesce` peers), `sluice_peer_links_silent_total`
+  (such links closed because the peer fell silent);
+- `sluice_raft_groups_quiesced`: Raft groups hosted here that are quiesced (idle: not ticked,
+  no heartbeats; ARCHITECTURE.md, Quiescence);
 - per Raft group hosted here, labelled `group` (its id), `topic` and `partition` (the metadata
   group: topic "__metadata", partition -1): `sluice_raft_term`, `sluice_raft_commit_index`,
   `sluice_raft_applied_index`, `sluice_raft_leader` (its node id, -1 while none is known),
@@ -117,6 +121,12 @@ def node_samples(
          [((), d.parked_fetches)], ()),
         ("counter", "sluice_request_errors", "Requests whose handling raised (a bug).",
          [((), d.request_errors)], ()),
+        ("counter", "sluice_peer_keepalives", "Keepalive frames sent on idle peer links.",
+         [((), p.keepalives)], ()),
+        ("counter", "sluice_peer_links_silent", "Peer links closed: the peer fell silent.",
+         [((), p.silent)], ()),
+        ("gauge", "sluice_raft_groups_quiesced", "Raft groups quiesced here (idle, not ticked).",
+         [((), node.host.quiesced_count)], ()),
     ]  # fmt: skip
     out.extend(_raft_samples(node))
     out.extend(_partition_samples(node))

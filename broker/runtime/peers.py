@@ -25,6 +25,19 @@ driver). A Raft message whose sender is not the linked broker, or whose addresse
 this broker, is dropped and counted. The peer port trusts brokers that pass the handshake
 (peer authentication comes with TLS); it must not be reachable by clients.
 
+Keepalive (between brokers whose hellos both list `quiesce`): a link that has sent nothing
+for KEEPALIVE_INTERVAL_S sends `peer_codec.KEEPALIVE` (an empty RAFT frame), and a link on
+which nothing came for KEEPALIVE_SILENT_WINDOWS windows of KEEPALIVE_WINDOW_S in a row (six
+keepalive intervals) closes (`silent`), so a peer that died without closing its socket, was
+stopped (SIGSTOP) or cut off is noticed within KEEPALIVE_SILENT_S: `on_link_lost` then wakes
+its quiesced groups and times out those it led. The windows are counted while this broker
+runs (one it spent stopped counts once), so a stall of the whole machine (every broker
+stopped, then resumed) closes no link, as the ticks it missed expire no Raft timer; and a
+window is two keepalive intervals, so on a live link a keepalive always comes first (a wait
+as long as the interval would end just before each one: twice the wake-ups). A link to a peer
+without the feature (an older broker) carries no keepalive and has no silence bound, as
+before.
+
 Peer requests and responses (`broker.core.peer_requests`) go to the handler like the other
 frames. A frame of a kind this version does not know closes the link when the peer's hello
 gave our version or an older one; from a newer peer it is counted (`unknown_frames`) and
@@ -50,6 +63,7 @@ from broker.core.peer_codec import (
     HEARTBEAT_OK,
     HELLO,
     HELLO_OK,
+    KEEPALIVE,
     PEER_LIMITS,
     PEER_PROTOCOL_VERSION,
     PEER_REQUEST,
@@ -92,6 +106,13 @@ STALL_TIMEOUT_S = 30.0
 """A link silent this long in the middle of a frame, or whose peer does not read, closes."""
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
+KEEPALIVE_INTERVAL_S = 0.1
+"""A link to a `quiesce` peer that has sent nothing for this long sends a keepalive."""
+KEEPALIVE_WINDOW_S = 2 * KEEPALIVE_INTERVAL_S
+KEEPALIVE_SILENT_WINDOWS = 3
+"""A link to a `quiesce` peer on which nothing came for this many windows in a row, counted
+while this process runs, closes."""
+KEEPALIVE_SILENT_S = KEEPALIVE_SILENT_WINDOWS * KEEPALIVE_WINDOW_S
 
 _HELLO_LIMITS = Limits(max_frame_bytes=HELLO_FRAME_BYTES, max_array_items=16, max_nesting=4)
 
@@ -131,6 +152,10 @@ class PeerStats:
     """Frames of a kind this version does not know, from newer peers (skipped)."""
     unknown_answered: int = 0
     """Of those, request-shaped ones answered UNSUPPORTED_VERSION."""
+    keepalives: int = 0
+    """Keepalive frames sent (links to `quiesce` peers, when idle)."""
+    silent: int = 0
+    """Links to `quiesce` peers closed because nothing came for KEEPALIVE_SILENT_S."""
 
 
 @dataclass(eq=False)
@@ -139,12 +164,16 @@ class _Link:
     stream: trio.SocketStream
     version: int
     """The peer protocol version its hello gave."""
+    keepalive: bool = False
+    """Both hellos list `quiesce`: keepalives both ways, and a silence bound."""
     outbox: deque[bytes] = field(default_factory=deque)
     outbox_bytes: int = 0
     wake: trio.Event = field(default_factory=trio.Event)
     closed: bool = False
     sending: bool = False
     """The writer task is in a `send_all`: nothing else may write."""
+    last_sent: float = 0.0
+    """Trio time of the last write to the socket (keepalives go after an idle interval)."""
 
 
 class PeerHandler(Protocol):
@@ -202,6 +231,8 @@ class PeerNetwork:
                 sent = os.write(link.stream.socket.fileno(), frame)
             except OSError:  # full (BlockingIOError) or broken: the writer task finds out
                 sent = 0
+            if sent:
+                link.last_sent = trio.current_time()
             if sent == len(frame):
                 self.stats.sent_frames += 1
                 return True
@@ -339,7 +370,9 @@ class PeerNetwork:
         if old is not None:
             old.closed = True
             old.wake.set()
-        link = _Link(hello.node_id, stream, hello.version)
+        link = _Link(
+            hello.node_id, stream, hello.version, hello.quiesces and self.local_hello().quiesces
+        )
         self.links[hello.node_id] = link
         self.stats.links += 1
         self.handler.on_hello(hello)
@@ -363,7 +396,16 @@ class PeerNetwork:
         while not link.closed:
             if not link.outbox:
                 link.wake = trio.Event()
-                await link.wake.wait()
+                if not link.keepalive:
+                    await link.wake.wait()
+                    continue
+                idle = trio.current_time() - link.last_sent
+                with trio.move_on_after(max(0.0, KEEPALIVE_INTERVAL_S - idle)):
+                    await link.wake.wait()
+                idle = trio.current_time() - link.last_sent
+                if not link.outbox and not link.closed and idle >= KEEPALIVE_INTERVAL_S:
+                    self.stats.keepalives += 1
+                    self.send(link.peer, KEEPALIVE)  # written at once, as any frame
                 continue
             frames = list(link.outbox)
             link.outbox.clear()
@@ -372,6 +414,7 @@ class PeerNetwork:
             with trio.move_on_after(STALL_TIMEOUT_S) as sending:
                 await link.stream.send_all(b"".join(frames))
             link.sending = False
+            link.last_sent = trio.current_time()
             if sending.cancelled_caught:
                 self.stats.stalled += 1  # the peer does not read
                 break
@@ -382,15 +425,28 @@ class PeerNetwork:
         handler = self.handler
         stats = self.stats
         me = self.node_id
+        quiet = 0
+        """Keepalive windows in a row in which nothing came (counted while this process runs:
+        one it spent stopped, with every other broker of a paused machine, counts once)."""
         while not link.closed:
             try:
                 frame = reader.next_buffered()
                 if frame is None:
-                    mid_frame = not reader.decoder.at_boundary
-                    got = await reader.receive(STALL_TIMEOUT_S if mid_frame else math.inf)
-                    if got is Received.TIMEOUT:
-                        stats.stalled += 1
-                        return
+                    if link.keepalive:
+                        got = await reader.receive(KEEPALIVE_WINDOW_S)
+                        if got is Received.TIMEOUT:
+                            quiet += 1
+                            if quiet >= KEEPALIVE_SILENT_WINDOWS:
+                                stats.silent += 1
+                                return
+                            continue
+                        quiet = 0
+                    else:
+                        mid_frame = not reader.decoder.at_boundary
+                        got = await reader.receive(STALL_TIMEOUT_S if mid_frame else math.inf)
+                        if got is Received.TIMEOUT:
+                            stats.stalled += 1
+                            return
                     if got is Received.EOF:
                         return
                     continue

@@ -52,7 +52,9 @@ def ping(b: BrokerProcess, dst: int) -> dict[str, Any]:
 def test_brokers_ping_each_other_through_their_peer_links(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
-    c = cluster_factory(2)
+    # Without quiescence: a link that stays open while stalled (below) is the premise; with
+    # it, the peer keepalive closes a link silent for 0.6 s (test_peer_keepalive.py).
+    c = cluster_factory(2, quiesce=False)
     b0, b1 = c.brokers
     me0, me1 = ping(b0, 0), ping(b1, 1)  # the local path: each broker's own identity
     assert me0["error"] == "NONE" and me0["answer"]["node_id"] == 0

@@ -28,6 +28,16 @@ chunks of 64 B to 1 MiB. A broker that is down or cut
 off while the others compact past it comes back through InstallSnapshot; the reader may find
 records deleted before it got to them (it moves to the log start offset).
 
+Quiescence (`--profile quiesce`): the brokers run with `NodeConfig.quiesce` (in a quarter of
+the seeds one of them without it: a mixed-version cluster, whose groups with a replica there
+never quiesce), their links carry keepalives (ClusterWorld), and the producers alternate
+load and idle phases so that groups quiesce. In an idle phase a fault may hit the broker
+leading quiesced groups: a crash, a pause (SIGSTOP) or a cut from every other broker, both
+ways or only its outgoing frames (the pause and the one-way cut leave the connections up:
+only the keepalive's silence bound notices them). When the rest of the cluster is up and
+whole, every partition that broker led must then be served by another broker in a newer term
+within FAILOVER_UNITS (else "liveness"); other faults wait until then.
+
 Healing: every fault ends (brokers restarted, network whole, no loss) and producers stop
 adding records. Within BOOT_TICKS + LIVENESS_TICKS every producer must have resolved every
 batch and every partition must have a serving leader; within LIVENESS_TICKS more the reader
@@ -43,6 +53,8 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from broker.core.ids import node_of
+from broker.core.node import BrokerNode
 from broker.core.raft import ConfState
 from tests.sim.checker import Violation
 from tests.sim.cluster_checker import ClusterChecker
@@ -54,14 +66,22 @@ BOOT_TICKS = 400
 LIVENESS_TICKS = 600
 PROFILES = ("quiet", "crash", "partition", "network", "mixed")
 """The profiles `make test` cycles through (seed % len)."""
-EXTRA_PROFILES = ("wipe", "groups", "txn")
+EXTRA_PROFILES = ("wipe", "groups", "txn", "quiesce")
 """Opt-in: wiped-disk restarts (`--profile wipe`; test_cluster_sim.WIPE_SEEDS in `make test`,
 WIPE=0 switches them off in `make sim-cluster`); consumer groups (`--profile groups`: members,
 churn and the group checkers of tests/sim/cluster_groups.py; test_group_sim.py in `make
 test`); transactions (`--profile txn`: transactional producers, zombies, a read_committed
 reader, crashes at the protocol's step boundaries and the checkers of tests/sim/cluster_txn.py;
-test_txn_sim.py in `make test`)."""
+test_txn_sim.py in `make test`); quiescence (`--profile quiesce`, see above; QUIESCE_SEEDS of
+test_cluster_sim.py in `make test`)."""
 ALL_PROFILES = PROFILES + EXTRA_PROFILES
+FAILOVER_UNITS = 120 + 7 * 60
+"""The quiesce profile: a broker leading quiesced groups lost (crashed, stopped or cut off),
+every partition it led is served elsewhere in a newer term within the keepalive window (120
+units) plus 7 election timeouts (60 units each). Measured over seeds 0-999 (2,251 such
+failovers): median 120 units, p99 270, max 380 (seeds 197, 607); with the bound at 480, max
+400 (seed 518, 2,282 failovers). The bound is 400 plus 25 %, rounded up to an election
+timeout."""
 
 
 def profile_for(seed: int) -> str:
@@ -112,6 +132,14 @@ class ClusterScenario:
     in flight survives); the others, and every power loss, lose every write in flight."""
     pipeline_forced: bool = False
     """`pipeline_depth` was set by `--pipeline-depth`, not drawn."""
+    quiesce_off: int = -1
+    """The quiesce profile: the broker running without quiescence (-1: none)."""
+    load_ticks: tuple[int, int] = (0, 0)
+    idle_ticks: tuple[int, int] = (0, 0)
+    """The quiesce profile: producers alternate load and idle phases of these many ticks."""
+    idle_fault: float = 0.0
+    """The quiesce profile: per idle phase, the chance a fault hits a leader of quiesced
+    groups once they had time to quiesce."""
 
     @classmethod
     def draw(cls, seed: int, profile: str) -> ClusterScenario:
@@ -161,6 +189,8 @@ class ClusterScenario:
             sc._draw_groups(r)
         if profile == "txn":
             sc._draw_txn(r)
+        if profile == "quiesce":
+            sc._draw_quiesce(r)
         # Drawn last, so everything above is what it was before the pipelined driver.
         sc.pipeline_depth = r.choice([2, 3, 4])
         sc.kill_share = r.choice([0.25, 0.5, 0.75])
@@ -216,6 +246,30 @@ class ClusterScenario:
         self.retention_entries = 0
         self.probe_every = 0
 
+    def _draw_quiesce(self, r: random.Random) -> None:
+        """The `quiesce` profile (see the module doc): more partitions to quiesce, long idle
+        phases, few random faults besides the ones aimed at quiesced leaders, a little frame
+        loss and reordering; a mixed-version cluster in a quarter of the seeds. Drawn after
+        everything else, so the other profiles draw exactly what they drew before."""
+        self.partitions = r.randint(3, 8)
+        self.producers = r.choice([1, 2])
+        self.fault_ticks = r.randint(300, 500)
+        self.early_faults = False
+        self.crash_rate = r.choice([0.0, 0.005, 0.01])
+        self.crash_mid_round = r.choice([0.0, 0.002])
+        self.kill_new_leader = r.choice([0.0, 0.0, 0.1])
+        self.power_loss = 0.0
+        self.partition_rate = r.choice([0.0, 0.005, 0.01])
+        self.pause_rate = r.choice([0.0, 0.005])
+        self.drop = r.choice([0.0, 0.0, 0.01, 0.03])
+        self.reorder = r.choice([0.0, 0.0, 0.02])
+        self.duplicate = 0.0
+        self.load_ticks = (5, r.choice([15, 40]))
+        self.idle_ticks = (30, r.choice([60, 120]))
+        self.idle_fault = r.choice([0.4, 0.7, 1.0])
+        if r.random() < 0.25:
+            self.quiesce_off = r.randrange(self.brokers)
+
     def node_options(self) -> dict[str, object]:
         """NodeConfig fields the scenario sets."""
         return {
@@ -265,6 +319,11 @@ class ClusterDriver:
             node_options={**sc.node_options(), **(node_options or {})},
             seed_label=f"s{sc.seed}",
             checker=checker,
+            quiesce=(
+                frozenset(i for i in range(sc.brokers) if i != sc.quiesce_off)
+                if sc.profile == "quiesce"
+                else frozenset()
+            ),
         )
         self.rng = rng
         self.world.after_round_start = self._after_round_start
@@ -279,6 +338,12 @@ class ClusterDriver:
         self.faulty = False
         self.sending = False
         self.cut_active = False
+        self.idle = False
+        self.phase_left = 0
+        self.hit_at = -1
+        """The quiesce profile: ticks into this idle phase at which a leader is hit."""
+        self.watch: tuple[int, dict[int, int], int, int] | None = None
+        """The quiesce profile: (broker lost, {group it led: its term}, when, deadline)."""
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -289,7 +354,7 @@ class ClusterDriver:
         if not self.admin.done:
             return
         for p in self.producers:
-            if self.sending and self.rng.random() < self.sc.send_rate:
+            if self.sending and not self.idle and self.rng.random() < self.sc.send_rate:
                 p.send(self.rng.randint(1, 3))
             p.step()
         self.reader.step()
@@ -297,7 +362,7 @@ class ClusterDriver:
     # -- faults -------------------------------------------------------------------------------
 
     def _after_round_start(self, bid: int, elected: list[int]) -> None:
-        if not self.faulty:
+        if not self.faulty or self.watch is not None:
             return
         sc, rng, w = self.sc, self.rng, self.world
         if sc.crash_mid_round and rng.random() < sc.crash_mid_round:
@@ -320,7 +385,7 @@ class ClusterDriver:
     def _fault_loop(self) -> None:
         w = self.world
         w.at(w.now + 10, self._fault_loop)
-        if not self.faulty:
+        if not self.faulty or self.watch is not None:
             return
         sc, rng = self.sc, self.rng
         if sc.crash_rate and rng.random() < sc.crash_rate:
@@ -360,7 +425,7 @@ class ClusterDriver:
 
     def _crash(self, bid: int, why: str = "") -> None:
         w, rng = self.world, self.rng
-        if not self.faulty or w.brokers[bid].node is None:
+        if not self.faulty or self.watch is not None or w.brokers[bid].node is None:
             return
         if len(w.brokers) - len(w.up()) >= self.sc.max_down:
             return
@@ -435,12 +500,121 @@ class ClusterDriver:
 
         w.at(w.now + units, heal)
 
+    # -- quiescence ---------------------------------------------------------------------------
+
+    def _phase_loop(self) -> None:
+        """The quiesce profile, every tick: load and idle phases; in an idle phase, a fault
+        aimed at a broker leading quiesced groups; a failover under watch checked."""
+        w, sc, rng = self.world, self.sc, self.rng
+        w.at(w.now + 10, self._phase_loop)
+        for b in w.brokers.values():
+            if b.node is not None:
+                w.stats.quiesced += b.node.host.quiesced_count
+                if sc.quiesce_off >= 0:
+                    self._check_gate(b.id, b.node)
+        if self.watch is not None:
+            self._check_failover()
+        if not self.faulty:
+            self.idle = False
+            return
+        self.phase_left -= 1
+        if self.phase_left <= 0:
+            self.idle = not self.idle
+            span = sc.idle_ticks if self.idle else sc.load_ticks
+            self.phase_left = rng.randint(*span)
+            self.hit_at = -1
+            if self.idle and rng.random() < sc.idle_fault:
+                self.hit_at = self.phase_left - rng.randint(20, max(20, self.phase_left))
+        elif self.idle and self.phase_left == self.hit_at:
+            self._hit_quiesced_leader()
+
+    def _check_gate(self, bid: int, node: BrokerNode) -> None:
+        """A mixed-version cluster: no group with a replica on the broker that does not
+        quiesce (whose hello lacks the feature) is ever quiesced."""
+        off = self.sc.quiesce_off
+        for gid, g in node.groups.items():
+            if g.raft.quiesced and any(node_of(m) == off for m in g.raft.conf.members()):
+                raise Violation(
+                    "quiesce-gate",
+                    f"b{bid}: group {gid} quiesced with a replica on b{off}, which does not "
+                    "quiesce",
+                )
+
+    def _hit_quiesced_leader(self) -> None:
+        w, rng = self.world, self.rng
+        if self.watch is not None or self.cut_active or w.blocked:
+            return
+        leading: dict[int, dict[int, int]] = {}
+        quiesced: set[int] = set()
+        for bid, b in w.brokers.items():
+            node = b.node
+            if node is None or b.paused_until > w.now:
+                return  # the rest of the cluster must be up for the watch
+            for gid, g in node.groups.items():
+                if gid and g.serving():
+                    leading.setdefault(bid, {})[gid] = g.raft.term
+                    if g.raft.quiesced:
+                        quiesced.add(bid)
+        if not quiesced:
+            return
+        victim = rng.choice(sorted(quiesced))
+        w.stats.quiesced_hits += 1
+        others = [i for i in sorted(w.brokers) if i != victim]
+        kind = rng.randrange(4)
+        self.watch = (victim, leading[victim], w.now, w.now + FAILOVER_UNITS)
+        if kind == 0:
+            w.log(f"fault: crash b{victim}, leading quiesced groups")
+            w.crash(victim)
+        elif kind == 1:
+            w.log(f"fault: pause b{victim}, leading quiesced groups")
+            w.pause(victim, FAILOVER_UNITS + 200)
+        elif kind == 2:
+            w.log(f"fault: cut b{victim} off, leading quiesced groups")
+            for o in others:
+                w.cut(victim, o)
+            w.stats.partitions += 1
+        else:
+            w.log(f"fault: b{victim}'s frames blackholed, leading quiesced groups")
+            for o in others:
+                w.cut(victim, o, one_way=True)
+            w.stats.partitions += 1
+
+    def _check_failover(self) -> None:
+        w = self.world
+        assert self.watch is not None
+        victim, led, hit_at, deadline = self.watch
+        served = w.partition_leaders()
+        terms = {}
+        for gid, bid in served.items():
+            node = w.brokers[bid].node
+            if node is not None and gid in node.groups:
+                terms[gid] = node.groups[gid].raft.term
+        if all(served.get(g, victim) != victim and terms[g] > t for g, t in led.items()):
+            w.stats.failovers += 1
+            w.stats.failover_units += w.now - hit_at
+            w.log(f"failover from b{victim} done in {w.now - hit_at} units")
+            self.watch = None
+            if w.brokers[victim].node is None:
+                w.restart(victim)
+            w.heal()
+            return
+        if w.now >= deadline:
+            missing = sorted(g for g, t in led.items() if served.get(g, victim) == victim)
+            raise Violation(
+                "liveness",
+                f"b{victim} (leading quiesced groups) lost at t={hit_at}: groups {missing} of "
+                f"{sorted(led)} not served elsewhere in a newer term by t={w.now}; "
+                f"{self.report()}",
+            )
+
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> None:
         w, sc = self.world, self.sc
         w.at(1, self._client_loop)
         w.at(1, self._fault_loop)
+        if sc.profile == "quiesce":
+            w.at(1, self._phase_loop)
         if sc.early_faults:
             w.log("faults from the start")
         else:

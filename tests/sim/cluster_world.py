@@ -48,6 +48,15 @@ cluster profiles: TCP does not duplicate; the peer-request test uses it for rese
 reconnect), two-way and one-way cuts (a one-way cut blackholes one direction of a live
 connection).
 
+Quiescence (`quiesce`: the brokers that run with `NodeConfig.quiesce`, their hellos listing
+the feature): between two such brokers a link carries keepalives (each broker's tick stands
+for one: the peer hears it if the connection stands and that direction is not cut) and a
+broker breaks a link on which it heard nothing, frame or keepalive, for `keepalive_window`
+units (the runtime's KEEPALIVE_SILENT_S, 0.6 s): so a paused broker or a one-way cut is
+noticed (`peer_lost` on both sides, then a redial), as `broker/runtime/peers.py` does. Links
+to a broker without the feature keep no such bound (as before). `_linked` hands the hello's
+features to the node (`on_peer_link`, as the driver does).
+
 Peer requests (`broker.core.peer_requests`) as the driver runs them: one `PeerRequests` per
 broker life (session: broker id and life, unique per life as the runtime's random one),
 ticked with the node, fed the PEER_REQUEST / PEER_RESPONSE frames (as peer input, in order
@@ -111,6 +120,7 @@ from broker.core.peer_codec import (
     encode_heartbeat,
     encode_heartbeat_ack,
     encode_raft,
+    hello_features,
 )
 from broker.core.peer_requests import PeerRequests, PeerResult
 from broker.core.raft import Message, Role
@@ -196,6 +206,16 @@ class ClusterStats:
     kills: int = 0
     """Crashes that were process kills with writes not yet durable (the others, power
     losses, lose them all)."""
+    silent: int = 0
+    """Links broken by a broker that heard nothing on them for `keepalive_window`."""
+    quiesced: int = 0
+    """Quiesced groups, summed over the brokers at every tick of the quiesce profile."""
+    quiesced_hits: int = 0
+    """Faults that hit a broker leading quiesced groups (the quiesce profile's)."""
+    failovers: int = 0
+    """Of those, the ones after which every partition the broker led was seen served by
+    another broker in a newer term, in time."""
+    failover_units: int = 0
     writes_lost: int = 0
     """Writes of rounds that had not ended, lost in a crash."""
     writes_survived: int = 0
@@ -306,6 +326,8 @@ class ClusterWorld:
         node_options: dict[str, object] | None = None,
         seed_label: str = "sim",
         checker: ClusterChecker | None = None,
+        quiesce: frozenset[int] = frozenset(),
+        keepalive_window: int = 120,
     ) -> None:
         self.rng = rng
         self.now = 0
@@ -348,6 +370,11 @@ class ClusterWorld:
         self.link_clock: dict[tuple[int, int, int], int] = {}
         self.blocked: set[tuple[int, int]] = set()
         self.client_clock: dict[tuple[object, int], int] = {}
+        self.quiesce = quiesce
+        """Brokers running with NodeConfig.quiesce (their hellos list the feature)."""
+        self.keepalive_window = keepalive_window
+        self.heard: dict[tuple[int, int], tuple[int, int]] = {}
+        """(broker, peer) -> (connection epoch, when the broker last heard the peer on it)."""
         for b in self.brokers.values():
             self._start(b)
 
@@ -386,8 +413,11 @@ class ClusterWorld:
             # wins and every broker records it.
             cluster_id = f"{self.label}-{b.id}-{self.rng.getrandbits(24):06x}"
         b.life += 1
+        options = dict(self.node_options)
+        if b.id in self.quiesce:
+            options["quiesce"] = True
         b.node = BrokerNode(
-            NodeConfig(node_id=b.id, incarnation=disk.incarnation, **self.node_options),  # type: ignore[arg-type]
+            NodeConfig(node_id=b.id, incarnation=disk.incarnation, **options),  # type: ignore[arg-type]
             disk.store,
             random.Random(self.rng.getrandbits(64)),
             bootstrap_cluster_id=cluster_id,
@@ -497,7 +527,26 @@ class ClusterWorld:
         self.at(self.now + b.tick_units, lambda: self._tick(b, life))
         self.stats.ticks += 1
         b.ticks_due += 1
+        if b.id in self.quiesce:
+            self._keepalive(b)
         self._wake(b)
+
+    def _keepalive(self, b: SimBroker) -> None:
+        """Broker `b`'s links to `quiesce` peers: a keepalive each way it can go, and the
+        silence bound (see the module doc)."""
+        for peer in sorted(self.quiesce):
+            ep = self.side.get((b.id, peer))
+            if peer == b.id or ep is None or self.epoch.get(self._pair(b.id, peer)) != ep:
+                continue
+            if (b.id, peer) not in self.blocked and self.brokers[peer].node is not None:
+                self.heard[(peer, b.id)] = (ep, self.now)
+            heard = self.heard.get((b.id, peer))
+            if heard is None or heard[0] != ep:
+                self.heard[(b.id, peer)] = (ep, self.now)  # a new connection
+            elif self.now - heard[1] > self.keepalive_window:
+                self.stats.silent += 1
+                self.log(f"b{b.id} heard nothing from b{peer}: link closed")
+                self._break(b.id, peer)
 
     def _wake(self, b: SimBroker) -> None:
         """Something queued: the driver loop runs now if it is free (fewer than
@@ -795,6 +844,7 @@ class ClusterWorld:
         node = b.node
         if node is None:
             return
+        self.heard[(dst, src)] = (ep, self.now)
         try:
             kind, body = decode_frame(frame)
         except PeerProtocolError as e:
@@ -840,6 +890,7 @@ class ClusterWorld:
             b.disk.incarnation,
             f"b{b.id}:9093",
             node.bootstrapped,
+            features=hello_features(b.id in self.quiesce),
         )
 
     def _refusal(self, b: SimBroker, hello: Hello) -> str | None:
@@ -943,6 +994,7 @@ class ClusterWorld:
         assert b.node is not None and b.peer_requests is not None
         b.peer_requests.peer_linked(hello.node_id, hello.serves_requests)
         b.node.on_peer_hello(hello.node_id, hello.incarnation, hello.cluster_id, hello.bootstrapped)
+        b.node.on_peer_link(hello.node_id, hello.features)
 
     def _break(self, a: int, b: int) -> None:
         """The connection between a and b breaks: frames in flight are lost; the dialer

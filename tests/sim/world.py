@@ -15,6 +15,15 @@ run is a pure function of its seed and options. Time is in units; a node ticks e
 - Disk stall: a node's writes complete only after the stall, while it keeps working.
 - Application: a hash chain over applied entries; snapshots carry (index, hash) plus padding,
   so installing one is checked against the canonical history too.
+- Liveness signal (`liveness_ticks`, for quiescing groups): what a broker's peer links tell
+  it, modelled per pair of nodes. A node's view of a peer goes lost when the peer's process
+  restarted (the connection reset: at once), or when it has been unreachable (down, paused,
+  or a link cut either way) for `liveness_ticks` of the viewer's ticks (keepalives stopped
+  coming); the other side's view goes lost with it (the connection is shared). The viewer
+  then does what `GroupHost.peer_lost` does (`leader_unreachable` if the peer led it, and a
+  quiesced node with the peer as member wakes); when the peer is reachable again the view
+  comes back (`peer_back`: the quiesced node wakes). A ticking node passes the peers it
+  sees lost to `tick`, so a leader may quiesce without them.
 """
 
 from __future__ import annotations
@@ -94,6 +103,15 @@ class Stats:
     disk_stalls: int = 0
     liveness_ticks: int = 0
     converge_ticks: int = 0
+    quiesces: int = 0
+    """Times a node quiesced (RaftConfig.quiesce)."""
+    wakes: int = 0
+    quiesced_hits: int = 0
+    """Faults that hit a quiesced leader (the quiesce profile's)."""
+    failovers: int = 0
+    """Of those, crashes or isolations after which a new leader was seen (in time)."""
+    failover_ticks: int = 0
+    """Their total time to the new leader, in ticks."""
 
     def faults(self) -> int:
         return self.crashes + self.pauses + self.partitions + self.disk_stalls
@@ -173,6 +191,7 @@ class World:
         crash_loses_in_flight: float = 0.0,
         node_factory: NodeFactory | None = None,
         audit_rules: bool = True,
+        liveness_ticks: int = 0,
     ) -> None:
         self.rng = rng
         self.now = 0
@@ -193,6 +212,11 @@ class World:
         """The rule audits (rule_audit.py); off for tests of the consequence checkers."""
         self.stats = Stats()
         self.tick_units = tick_units
+        self.liveness_ticks = liveness_ticks
+        """0: no liveness signal (ticks pass no `lost`: no group quiesces)."""
+        self._views: dict[tuple[int, int], _View] = {}
+        self._reset: set[tuple[int, int]] = set()
+        """(viewer, peer): the peer closed their connection; the viewer notices at once."""
         learners = learners or []
         initial = ConfState(frozenset(voters), frozenset(learners))
         self.nodes: dict[int, SimNode] = {}
@@ -256,6 +280,7 @@ class World:
         options = {**self.raft_options, **self.raft_per_node.get(sn.id, {})}
         cfg = RaftConfig(sn.id, applied=snap.meta.index, **options)  # type: ignore[arg-type]
         sn.node = self.node_factory(cfg, disk, self.rng)
+        sn.node.on_quiesce = self._count_quiesce
         sn.incarnation += 1
         sn.pending.clear()
         sn.ack_terms.clear()
@@ -263,6 +288,12 @@ class World:
         sn.last_commit = sn.node.log.committed
         sn.read_waits = []
         self._push(self.now + self.rng.randint(1, sn.tick_units), TICK, sn.id, sn.incarnation)
+
+    def _count_quiesce(self, quiesced: bool) -> None:
+        if quiesced:
+            self.stats.quiesces += 1
+        else:
+            self.stats.wakes += 1
 
     def crash(self, nid: int) -> None:
         sn = self.nodes[nid]
@@ -329,8 +360,79 @@ class World:
             self._push(sn.paused_until, TICK, nid, inc)
             return
         self._push(self.now + sn.tick_units, TICK, nid, inc)
-        sn.node.tick()
+        if self.liveness_ticks:
+            lost = self._watch(sn)
+            if sn.node is None or sn.incarnation != inc:
+                return
+            sn.node.tick(lost)
+        else:
+            sn.node.tick()
         self.process(sn)
+
+    # -- the liveness signal --------------------------------------------------------------------
+
+    def _reachable(self, sn: SimNode, other: SimNode) -> bool:
+        return (
+            other.node is not None
+            and other.paused_until <= self.now
+            and (sn.id, other.id) not in self.blocked
+            and (other.id, sn.id) not in self.blocked
+        )
+
+    def _watch(self, sn: SimNode) -> frozenset[int]:
+        """Update `sn`'s view of every peer (see the module doc); the peers it sees lost."""
+        lost = []
+        window = self.liveness_ticks * sn.tick_units
+        for other in self.nodes.values():
+            if other is sn:
+                continue
+            key = (sn.id, other.id)
+            v = self._views.get(key)
+            if v is None:
+                v = self._views[key] = _View(other.incarnation)
+            reachable = self._reachable(sn, other)
+            if v.linked:
+                reset = key in self._reset or (
+                    other.node is not None and other.incarnation != v.incarnation
+                )
+                self._reset.discard(key)
+                if reset:
+                    self._lose(sn, v, other.id)
+                elif reachable:
+                    v.bad_since = -1
+                elif v.bad_since < 0:
+                    v.bad_since = self.now
+                elif self.now - v.bad_since >= window:
+                    self._lose(sn, v, other.id)
+                    self._reset.add((other.id, sn.id))  # the peer's end of it closes too
+            if not v.linked:
+                if reachable:
+                    v.linked = True
+                    v.incarnation = other.incarnation
+                    v.bad_since = -1
+                    self._peer_back(sn, other.id)
+                else:
+                    lost.append(other.id)
+        return frozenset(lost)
+
+    def _lose(self, sn: SimNode, v: _View, peer: int) -> None:
+        """GroupHost.peer_lost, for this node's one group."""
+        v.linked = False
+        node = sn.node
+        if node is None:
+            return
+        if node.leader == peer:
+            node.leader_unreachable(peer)
+        if node.quiesced and node.conf.is_member(peer):
+            node.wake()
+        self.process(sn)
+
+    def _peer_back(self, sn: SimNode, peer: int) -> None:
+        """GroupHost.peer_back: a quiesced node with a member there wakes."""
+        node = sn.node
+        if node is not None and node.quiesced and node.conf.is_member(peer):
+            node.wake()
+            self.process(sn)
 
     # -- network ------------------------------------------------------------------------------
 
@@ -696,6 +798,17 @@ class World:
 
     def heal(self) -> None:
         self.blocked.clear()
+
+
+@dataclass
+class _View:
+    """A node's view of one peer's link (the liveness signal)."""
+
+    incarnation: int
+    """The peer's incarnation when the link came up."""
+    linked: bool = True
+    bad_since: int = -1
+    """Since when the peer has been unreachable (-1: it is not)."""
 
 
 def _snapshot_hash(snap: Snapshot) -> int:

@@ -176,6 +176,11 @@ class GroupCoordinator:
             out.extend(self._metadata_changes())
         return out
 
+    def timers_pending(self) -> bool:
+        """Any group (its sessions, its expiry, its offsets against metadata) or a
+        pre-committed transaction keeps the leader's timers running: no quiescence."""
+        return bool(self.groups) or self.ledger.has_pre_committed()
+
     # -- leader-side helpers ----------------------------------------------------------------
 
     def heard(self, group_id: str, member_id: str) -> None:

@@ -31,6 +31,11 @@ class RaftConfig:
     max_snapshot_chunk_bytes: int = 1 << 20
     max_snapshot_bytes: int = 1 << 32
     max_pending_reads: int = 4096
+    quiesce: bool = False
+    """May this group quiesce when idle (`RaftNode.quiesced`): a leader whose followers hold
+    every entry sends a last heartbeat flagged `quiesce` and stops ticking, and so do the
+    followers that take it; any input wakes the node. The caller must then stand in for the
+    heartbeats with a liveness signal of its own (`leader_unreachable`, `wake`)."""
     applied: int = 0
     """The last index the state machine had applied before this start (restart replays
     committed entries after it)."""

@@ -50,12 +50,34 @@ Protocol rules (Raft paper, dissertation and etcd's lessons):
   follower that will not take it (over its max_snapshot_bytes, or not its group) refuses it
   outright; the leader then drops the snapshot, counts the failure (`snapshots_refused`) and
   probes that follower again only after a pause (etcd's ReportSnapshot failure).
+
+Quiescence (`RaftConfig.quiesce`; CockroachDB's): a group with no traffic stops ticking. A
+leader whose group is idle at a heartbeat tick (every member it must wait for holds every
+entry and answered since the leader was elected or last woke; everything is committed,
+applied and on its own disk; no read, transfer, configuration change, snapshot or proposal
+is pending; and the caller passed `tick` the members it knows unreachable, the others forming
+a quorum) sends each reachable member one last heartbeat flagged `quiesce` and quiesces. A
+follower takes the flag only from the leader it follows, in its term, when its log ends at the
+heartbeat's commit index; it quiesces without answering. A quiesced node ignores ticks. Any
+input that acts wakes it: a message (except those that carry no news: a repeated quiesce
+heartbeat; at a leader, a plain heartbeat's answer; at a follower, a vote request its lease
+ignores, unless its leader sent it), a proposal, read or transfer the leader takes, a
+campaign, `leader_unreachable`, `wake`. A follower refuses a proposal and forwards a read or
+a transfer without waking: only its leader's word or the caller's liveness signal wakes it.
+Waking restarts the timers (a follower does not campaign at once; a leader counts a follower
+only once it answers again). Safety never depends on quiescence: only timers stop. Liveness
+rests on the caller: it must call `leader_unreachable` (or `wake`) when it loses sight of a
+member's process, since heartbeats no longer tell, and a quiesced follower holds its lease
+until then (a member that lost sight of the leader alone cannot depose it). A follower that
+missed the flag times out and campaigns: its pre-vote wakes the leader, whose heartbeats bring
+it back; a learner, which never campaigns, acknowledges its commit index to the leader
+instead, which wakes it too.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -213,6 +235,13 @@ class RaftNode:
         self.snapshots_declined = 0
         """Snapshots this node refused (over max_snapshot_bytes, or not a member of their
         configuration nor of a vouched one): for the runtime to count or log."""
+        self._quiesced = False
+        self._answered: set[MemberId] = set()
+        """With quiesce: the members that answered this leader since it last woke or was
+        elected (it quiesces only once every member it waits for did)."""
+        self.on_quiesce: Callable[[bool], None] | None = None
+        """Called with True when the node quiesces and False when it wakes (the caller keeps
+        the set of nodes it ticks)."""
 
     # ---------------------------------------------------------------------------------------
     # Introspection
@@ -224,6 +253,11 @@ class RaftNode:
     @property
     def is_leader(self) -> bool:
         return self.role == Role.LEADER
+
+    @property
+    def quiesced(self) -> bool:
+        """Idle: ticks do nothing until an input wakes the node (module doc, Quiescence)."""
+        return self._quiesced
 
     def promotable(self) -> bool:
         """May this node campaign? A voter of its latest configuration may; so may a voter of
@@ -250,20 +284,56 @@ class RaftNode:
     # ---------------------------------------------------------------------------------------
     # Inputs
 
-    def tick(self) -> None:
+    def tick(self, lost: Container[MemberId] | None = None) -> None:
+        """One tick (nothing while quiesced). `lost`: with `RaftConfig.quiesce`, an idle
+        leader may quiesce at this tick's heartbeat, counting on no answer from the members
+        in `lost` (the caller knows their processes unreachable, and will wake this node when
+        they come back); None: it may not quiesce now."""
+        if self._quiesced:
+            return
         if self.role == Role.LEADER:
-            self._tick_leader()
+            self._tick_leader(lost)
         else:
             self.election_elapsed += 1
-            if self.election_elapsed >= self._randomized_timeout and self.promotable():
-                self.election_elapsed = 0
-                self.campaign()
+            if self.election_elapsed >= self._randomized_timeout:
+                if self.promotable():
+                    self.election_elapsed = 0
+                    self.campaign()
+                elif self.config.quiesce and self.leader is not None:
+                    # A learner (it never campaigns) that heard nothing for a timeout: its
+                    # leader may have quiesced after a quiesce heartbeat to it was lost. Its
+                    # commit index, acknowledged again, wakes the leader (and says nothing
+                    # the leader does not know); like any acknowledgement, once durable.
+                    self.election_elapsed = 0
+                    ack = AppendResponse(self.id, self.leader, self.term, self.log.committed)
+                    self._msgs_after.append(ack)
 
     def delay_election(self, ticks: int) -> None:
         """A follower lets `ticks` more pass before its election timeout runs out (the other
         replicas of a new group give the preferred leader time to win)."""
         if self.role == Role.FOLLOWER:
             self.election_elapsed -= ticks
+
+    def wake(self) -> None:
+        """Leave quiescence (if quiesced): tick again, from fresh timers."""
+        if not self._quiesced:
+            return
+        self._quiesced = False
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._answered.clear()
+        if self.role == Role.LEADER:
+            # Check-quorum counts only answers heard from now on.
+            for member, pr in self.progress.items():
+                if member != self.id:
+                    pr.recent_active = False
+        if self.on_quiesce is not None:
+            self.on_quiesce(False)
+
+    def _quiesce(self) -> None:
+        self._quiesced = True
+        if self.on_quiesce is not None:
+            self.on_quiesce(True)
 
     def leader_unreachable(self, leader: MemberId) -> None:
         """The runtime lost its connection to `leader`'s broker (the process died, or the link
@@ -272,7 +342,8 @@ class RaftNode:
         rank orders the other voters (rotated by term, so the next leader varies): the first
         campaigns at the next tick, the next only if that has not produced a leader. Only
         timers change, so safety does not depend on it; pre-vote keeps a leader in place that
-        a quorum still hears from."""
+        a quorum still hears from. Wakes a quiesced node."""
+        self.wake()
         if self.role != Role.FOLLOWER or self.leader != leader or not self.promotable():
             return
         # Member ids are hashable, not ordered: any order every replica computes alike.
@@ -287,6 +358,7 @@ class RaftNode:
     def campaign(self, *, transfer: bool = False) -> None:
         """Start an election now (pre-vote first unless transferring or disabled). Like an
         election timeout, it restarts the election timer with a new randomized timeout."""
+        self.wake()
         if not self.promotable() or self.role == Role.LEADER:
             return
         if self.config.pre_vote and not transfer:
@@ -321,6 +393,7 @@ class RaftNode:
             raise ValueError("propose_many needs at least one entry")
         nbytes = entries_size(entries)
         self._check_can_propose(nbytes)
+        self.wake()
         self._append_leader(entries, nbytes, scan_conf=False)
         return first
 
@@ -332,6 +405,7 @@ class RaftNode:
         new = _apply_change(self.conf, change)
         if new is None:
             raise ProposalDropped(DropReason.INVALID_CONF_CHANGE, self.leader)
+        self.wake()
         e = Entry(self.log.last_index() + 1, self.term, EntryKind.CONF, b"", new)
         self._append_leader([e], e.size(), scan_conf=True)
         return e.index
@@ -340,6 +414,7 @@ class RaftNode:
         """Ask for a linearizable read; a ReadState with this context appears in a later
         Ready once it is safe. The caller makes contexts unique."""
         if self.role == Role.LEADER:
+            self.wake()
             self._leader_read(context, self.id)
         elif self.leader is not None:
             self._msgs.append(ReadIndexRequest(self.id, self.leader, self.term, context))
@@ -348,6 +423,7 @@ class RaftNode:
 
     def transfer_leadership(self, target: MemberId) -> None:
         if self.role == Role.LEADER:
+            self.wake()
             self._start_transfer(target)
         elif self.leader is not None:
             self._msgs.append(TransferLeader(self.id, self.leader, self.term, target))
@@ -356,6 +432,13 @@ class RaftNode:
 
     def step(self, m: Message) -> None:
         """Handle one message from a peer."""
+        if self._quiesced:
+            if self._no_news(m):
+                return
+            self.wake()
+        if isinstance(m, Heartbeat) and m.quiesce and (m.term != self.term or m.src != self.leader):
+            # Only the leader this node follows, in its term, may quiesce it.
+            m = Heartbeat(m.src, m.dst, m.term, m.commit, m.context)
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (
@@ -385,6 +468,31 @@ class RaftNode:
         handler = _HANDLERS.get(type(m))
         if handler is not None:
             handler(self, m)
+
+    def _no_news(self, m: Message) -> bool:
+        """May a quiesced node stay quiesced on `m`? Its leader's quiesce heartbeat again (a
+        duplicate); at a leader, an answer to a plain heartbeat of its term (sent before it
+        quiesced, arriving late): neither asks for anything. And at a follower, a (pre-)vote
+        request that its lease makes it ignore (`step`): its quiesced leader is alive as far
+        as the caller's liveness signal tells (which ends the lease: `leader_unreachable`),
+        so a member that lost sight of the leader alone must not wake it to time out and
+        depose a leader the rest of the group still reaches. A request from its leader itself
+        wakes it: that leader no longer leads (it stepped down on its own)."""
+        if isinstance(m, RequestVote):
+            return (
+                m.term > self.term
+                and not m.transfer
+                and self.role == Role.FOLLOWER
+                and self.config.check_quorum
+                and self.leader is not None
+                and m.src != self.leader
+                and self.election_elapsed < self.config.election_ticks
+            )
+        if m.term != self.term:
+            return False
+        if isinstance(m, Heartbeat):
+            return m.quiesce and m.src == self.leader and self.role == Role.FOLLOWER
+        return isinstance(m, HeartbeatResponse) and m.context is None and self.is_leader
 
     # ---------------------------------------------------------------------------------------
     # Outputs
@@ -581,6 +689,7 @@ class RaftNode:
             me.recent_active = True
         noop = Entry(last + 1, self.term, EntryKind.NOOP)
         self.term_start_index = noop.index
+        self._answered.clear()
         self._append_leader([noop], noop.size(), scan_conf=False)
 
     def _tally(self) -> bool:
@@ -699,7 +808,7 @@ class RaftNode:
         self._uncommitted_bytes += nbytes
         self._bcast_pending = True
 
-    def _tick_leader(self) -> None:
+    def _tick_leader(self, lost: Container[MemberId] | None) -> None:
         for pr in self.progress.values():
             pr.idle_ticks += 1
             if pr.pause_ticks:
@@ -724,6 +833,9 @@ class RaftNode:
         if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._commit_bcast = False  # heartbeats carry the commit index
+            if lost is not None and cfg.quiesce and self._idle(lost):
+                self._quiesce_leader(lost)
+                return
             self._bcast_heartbeat(self._last_read_context())
         elif self._commit_bcast:
             # The commit index rides on the next append; an idle follower learns it here,
@@ -732,6 +844,48 @@ class RaftNode:
             for member in self.progress:
                 if member != self.id:
                     self._maybe_send_append(member, True)
+
+    def _idle(self, lost: Container[MemberId]) -> bool:
+        """May this leader quiesce (module doc, Quiescence)? Nothing pending, everything
+        committed, applied and on its own disk; every member not in `lost` holds the last
+        entry and answered since this leader last woke; the voters not in `lost` a quorum."""
+        log = self.log
+        last = log.last_index()
+        if (
+            log.committed != last
+            or log.applied != last
+            or self._applying_bytes
+            or self._uncommitted
+            or self.lead_transferee is not None
+            or self._reads
+            or self._reads_waiting
+            or self._read_hb_pending
+            or self._bcast_pending
+            or self._catchup_blocked
+            or log.has_unstable()
+            or log.unstable_snapshot is not None
+            or self._confs[-1][0] > log.committed
+            or self.id not in self.conf.voters
+        ):
+            return False
+        answered = self._answered
+        for member, pr in self.progress.items():
+            if member == self.id:
+                if pr.match != last:
+                    return False
+            elif member not in lost and (
+                pr.match != last or pr.state == ProgressState.SNAPSHOT or member not in answered
+            ):
+                return False
+        reachable = sum(1 for v in self.conf.voters if v == self.id or v not in lost)
+        return reachable >= len(self.conf.voters) // 2 + 1
+
+    def _quiesce_leader(self, lost: Container[MemberId]) -> None:
+        last = self.log.last_index()
+        for member in self.progress:
+            if member != self.id and member not in lost:
+                self._msgs.append(Heartbeat(self.id, member, self.term, last, None, True))
+        self._quiesce()
 
     def _quorum_active(self) -> bool:
         voters = self._commit_quorum()
@@ -999,7 +1153,19 @@ class RaftNode:
     def _on_heartbeat(self, m: Heartbeat) -> None:
         if not self._follow(m.src, m.term):
             return
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        log = self.log
+        if (
+            m.quiesce
+            and self.config.quiesce
+            and log.last_index() == m.commit
+            and log.unstable_snapshot is None
+        ):
+            # Our log ends at the leader's last entry (it counted our answer to it): commit
+            # it and go quiet with the leader, unanswered (an answer would wake it).
+            log.commit_to(m.commit)
+            self._quiesce()
+            return
+        log.commit_to(min(m.commit, log.last_index()))
         self._msgs.append(HeartbeatResponse(self.id, m.src, self.term, m.context))
 
     def _on_install_snapshot(self, m: InstallSnapshot) -> None:
@@ -1103,6 +1269,8 @@ class RaftNode:
             return
         pr.recent_active = True
         pr.idle_ticks = 0
+        if self.config.quiesce:
+            self._answered.add(m.src)
         if m.reject:
             next_probe = m.hint_index
             if m.hint_term > 0:
@@ -1140,6 +1308,8 @@ class RaftNode:
         pr.recent_active = True
         pr.idle_ticks = 0
         pr.probe_sent = False
+        if self.config.quiesce:
+            self._answered.add(m.src)
         if pr.state == ProgressState.REPLICATE and pr.inflights.full():
             # An append may have been lost: free one slot so the pipeline cannot stall; a gap
             # is rejected by the follower and sends us back to probing.
@@ -1177,6 +1347,8 @@ class RaftNode:
             return
         pr.recent_active = True
         pr.idle_ticks = 0
+        if self.config.quiesce:
+            self._answered.add(m.src)
         snap = pr.snapshot
         if pr.state != ProgressState.SNAPSHOT or snap is None or snap.meta.index != m.index:
             return

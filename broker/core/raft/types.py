@@ -164,11 +164,15 @@ class AppendResponse:
 
 @dataclass(slots=True)
 class Heartbeat:
+    """`quiesce`: the leader's last heartbeat before it quiesces (its group is idle and this
+    follower holds every entry); a follower whose log ends at `commit` quiesces too."""
+
     src: MemberId
     dst: MemberId
     term: int
     commit: int
     context: bytes | None = None
+    quiesce: bool = False
 
 
 @dataclass(slots=True)

@@ -238,6 +238,10 @@ class TxnLedger:
                 low = o.first_offset
         return low
 
+    def has_pre_committed(self) -> bool:
+        """Is a transaction PRE_COMMITTED here (a participant leader's timer runs for it)?"""
+        return any(o.phase == TxnPhase.PRE_COMMITTED for _, o in self.open_txns())
+
     def pre_committed(self) -> list[tuple[int, OpenTxn]]:
         return [(pid, o) for pid, o in self.open_txns() if o.phase == TxnPhase.PRE_COMMITTED]
 

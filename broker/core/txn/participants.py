@@ -107,11 +107,20 @@ class TxnParticipants:
     # -- termination without the coordinator ------------------------------------------------
 
     def tick(self) -> None:
-        """Every tick: leaders whose transactions stay pre-committed commit them."""
+        """Every tick: leaders whose transactions stay pre-committed commit them. With
+        quiescence only awake groups are visited: a pre-committed transaction keeps its
+        group awake (`PartitionMachine.timers_pending`)."""
         live: set[int] = set()
-        for (topic, part), g in self.partitions.by_partition.items():
+        host = self.ctx.host
+        groups = host.active_groups() if host.quiesce else self.partitions.by_partition.values()
+        for g in groups:
             m = g.machine
-            if not isinstance(m, PartitionMachine | GroupCoordinator) or not g.serving():
+            topic, part = g.topic, g.partition
+            if (
+                not isinstance(m, PartitionMachine | GroupCoordinator)
+                or topic is None
+                or not g.serving()
+            ):
                 continue
             if not m.ledger.producers:
                 continue

@@ -344,11 +344,7 @@ class TransactionService:
         round commits coordinator entries before it applies them, so dropping those would
         restart every timer under steady load and a transaction would never time out).
         With `tick`, the drivers of groups behind count the tick without acting on it."""
-        serving = [
-            g
-            for (topic, _), g in self.partitions.by_partition.items()
-            if topic == TXN_TOPIC and g.serving()
-        ]
+        serving = [g for g in self.partitions.topic_groups(TXN_TOPIC) if g.serving()]
         ids = {g.id for g in serving}
         for gid in [k for k in self._drivers if k not in ids]:
             del self._drivers[gid]
