@@ -143,18 +143,27 @@ def check(cluster: Cluster, history: History) -> None:
     assert not cluster.unexpected_exits(), cluster.unexpected_exits()
 
 
+async def set_up_victim(
+    cluster: Cluster, history: History
+) -> tuple[int, list[int], list[int], str, Leaders]:
+    """The quiesced cluster set up; the broker leading partition 0 (the victim), the
+    partitions it leads, the other brokers, their bootstrap, and the leaders before."""
+    await setup(cluster, history)
+    victim = (await cluster.leaders(TOPIC))[0][0]
+    assert victim is not None
+    orphans = await led_by(cluster, victim)
+    others = [i for i in range(cluster.size) if i != victim]
+    bootstrap = ",".join(cluster.brokers[i].bootstrap for i in others)
+    before = await cluster.leaders(TOPIC)
+    return victim, orphans, others, bootstrap, before
+
+
 def test_sigkill_of_the_leader_of_quiesced_partitions(cluster_factory: MakeCluster) -> None:
     cluster = cluster_factory(3)
     history = History()
 
     async def main() -> None:
-        await setup(cluster, history)
-        victim = (await cluster.leaders(TOPIC))[0][0]
-        assert victim is not None
-        orphans = await led_by(cluster, victim)
-        others = [i for i in range(cluster.size) if i != victim]
-        bootstrap = ",".join(cluster.brokers[i].bootstrap for i in others)
-        before = await cluster.leaders(TOPIC)
+        victim, orphans, others, bootstrap, before = await set_up_victim(cluster, history)
         started = time.monotonic()
         await trio.to_thread.run_sync(cluster.kill, victim)
         elected = await failover(cluster, victim, orphans, before, started)
@@ -180,13 +189,7 @@ def test_sigstop_of_the_leader_of_quiesced_partitions(cluster_factory: MakeClust
     history = History()
 
     async def main() -> None:
-        await setup(cluster, history)
-        victim = (await cluster.leaders(TOPIC))[0][0]
-        assert victim is not None
-        orphans = await led_by(cluster, victim)
-        others = [i for i in range(cluster.size) if i != victim]
-        bootstrap = ",".join(cluster.brokers[i].bootstrap for i in others)
-        before = await cluster.leaders(TOPIC)
+        victim, orphans, others, bootstrap, before = await set_up_victim(cluster, history)
         started = time.monotonic()
         await trio.to_thread.run_sync(cluster.pause, victim)
         try:

@@ -11,63 +11,17 @@ from broker.core.peer_codec import (
     KEEPALIVE,
     PEER_FEATURES,
     RAFT,
-    BrokerHeartbeat,
-    HeartbeatAck,
     Hello,
-    PeerRequest,
-    PeerResponse,
     decode_frame,
     encode_hello,
     hello_features,
 )
-from broker.core.raft import Message
 from broker.runtime import peers
 from broker.runtime.peers import KEEPALIVE_SILENT_S, PeerNetwork
 from broker.wire.frames import FrameDecoder, encode_frame
+from tests.support.peer_links import Handler, listen
+from tests.support.peer_links import network as _network
 from tests.support.wait import wait_until_async
-
-
-class Handler:
-    def __init__(self) -> None:
-        self.hellos: list[Hello] = []
-        self.lost: list[int] = []
-        self.raft: list[tuple[int, Message]] = []
-
-    def on_hello(self, hello: Hello) -> None:
-        self.hellos.append(hello)
-
-    def on_raft(self, batch: list[tuple[int, Message]]) -> None:
-        self.raft.extend(batch)
-
-    def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None:
-        pass
-
-    def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None:
-        pass
-
-    def on_peer_request(self, peer: int, request: PeerRequest) -> None:
-        pass
-
-    def on_peer_response(self, peer: int, response: PeerResponse) -> None:
-        pass
-
-    def on_link_lost(self, peer: int) -> None:
-        self.lost.append(peer)
-
-
-def network(
-    node_id: int, addresses: dict[int, str], *, quiesce: bool = True
-) -> tuple[PeerNetwork, Handler]:
-    handler = Handler()
-    hello = Hello("c1", node_id, 1, f"127.0.0.1:{node_id}", True, features=hello_features(quiesce))
-    return PeerNetwork(node_id, lambda: hello, handler, lambda: addresses), handler
-
-
-async def listen(nursery: trio.Nursery, net: PeerNetwork) -> int:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    nursery.start_soon(net.serve, listeners)
-    port: int = listeners[0].socket.getsockname()[1]
-    return port
 
 
 async def _fake_peer(
@@ -162,3 +116,10 @@ async def test_no_keepalives_from_a_broker_that_does_not_quiesce() -> None:
         assert handler.lost == [] and server.connected() == [5]
         await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+def network(
+    node_id: int, addresses: dict[int, str], *, quiesce: bool = True
+) -> tuple[PeerNetwork, Handler]:
+    """Brokers here quiesce unless told otherwise."""
+    return _network(node_id, addresses, quiesce=quiesce)

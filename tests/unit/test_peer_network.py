@@ -11,8 +11,6 @@ from broker.core.peer_codec import (
     HELLO_OK,
     PEER_PROTOCOL_VERSION,
     PEER_RESPONSE,
-    BrokerHeartbeat,
-    HeartbeatAck,
     Hello,
     PeerRequest,
     PeerResponse,
@@ -22,57 +20,13 @@ from broker.core.peer_codec import (
     encode_peer_response,
     encode_raft,
 )
-from broker.core.raft import Message
 from broker.core.raft.types import Heartbeat
 from broker.runtime import peers
-from broker.runtime.peers import PeerNetwork
 from broker.wire import cbor
 from broker.wire.errors import ErrorCode
 from broker.wire.frames import FrameDecoder, encode_frame
+from tests.support.peer_links import listen, network
 from tests.support.wait import wait_until_async
-
-
-class Handler:
-    def __init__(self) -> None:
-        self.hellos: list[Hello] = []
-        self.lost: list[int] = []
-        self.raft: list[tuple[int, Message]] = []
-        self.requests: list[tuple[int, PeerRequest]] = []
-        self.responses: list[tuple[int, PeerResponse]] = []
-
-    def on_hello(self, hello: Hello) -> None:
-        self.hellos.append(hello)
-
-    def on_raft(self, batch: list[tuple[int, Message]]) -> None:
-        self.raft.extend(batch)
-
-    def on_heartbeat(self, peer: int, hb: BrokerHeartbeat) -> None:
-        pass
-
-    def on_heartbeat_ack(self, peer: int, ack: HeartbeatAck) -> None:
-        pass
-
-    def on_peer_request(self, peer: int, request: PeerRequest) -> None:
-        self.requests.append((peer, request))
-
-    def on_peer_response(self, peer: int, response: PeerResponse) -> None:
-        self.responses.append((peer, response))
-
-    def on_link_lost(self, peer: int) -> None:
-        self.lost.append(peer)
-
-
-def network(node_id: int, addresses: dict[int, str]) -> tuple[PeerNetwork, Handler]:
-    handler = Handler()
-    hello = Hello("c1", node_id, 1, f"127.0.0.1:{node_id}", True)
-    return PeerNetwork(node_id, lambda: hello, handler, lambda: addresses), handler
-
-
-async def listen(nursery: trio.Nursery, net: PeerNetwork) -> int:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    nursery.start_soon(net.serve, listeners)
-    port: int = listeners[0].socket.getsockname()[1]
-    return port
 
 
 async def test_accept_side_survives_failed_handshakes(monkeypatch: pytest.MonkeyPatch) -> None:
