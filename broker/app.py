@@ -109,6 +109,7 @@ def open_store(config: BrokerConfig) -> RocksStore:
             config.node_id,
             durability=config.sync_mode,  # type: ignore[arg-type]
             audit=config.durability_audit,
+            external_payload_bytes=config.external_payload_bytes,
         )
     except (StoreIdentityError, StoreLockedError) as e:
         raise StartupError(str(e)) from None

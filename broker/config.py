@@ -108,6 +108,10 @@ class BrokerConfig:
     """How a round's write is made durable: `pipelined` (written on the event loop, synced
     by one thread while the next rounds begin) or `inline` (a synced write on the loop)."""
     durability_audit: bool = False
+    external_payload_bytes: int = 32 << 10
+    """A log entry whose payload is at least this large keeps it in an append-only payload
+    segment (`<data_dir>/payloads/`) instead of RocksDB, so its bytes reach the disk once;
+    0: every payload stays in RocksDB."""
     max_message_bytes: int = 1 << 20
     default_partitions: int = 1
     default_replication_factor: int = 1
@@ -205,6 +209,8 @@ class BrokerConfig:
             )
         if self.default_partitions < 1 or self.default_replication_factor < 1:
             raise ConfigError("default_partitions and default_replication_factor must be >= 1")
+        if self.external_payload_bytes < 0:
+            raise ConfigError("external_payload_bytes must be >= 0 (0: payloads stay in RocksDB)")
         if self.catchup_bytes_per_s < 0:
             raise ConfigError("catchup_bytes_per_s must be >= 0 (0: unthrottled)")
         if not 1 <= self.max_message_bytes <= self.max_frame_bytes:

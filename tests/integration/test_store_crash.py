@@ -1,4 +1,5 @@
-"""SIGKILL at a random moment loses no acknowledged round (inline durability, real RocksDB).
+"""SIGKILL at a random moment loses no acknowledged round (inline durability, real RocksDB;
+payloads in RocksDB, or every payload in segment files of 64 KiB, so they rotate).
 
 A child process (this module run as `python -m tests.integration.test_store_crash DIR`)
 commits rounds to three groups and prints each round's number only after `commit` returned.
@@ -42,8 +43,18 @@ def round_entries(n: int, group: int, last: int) -> list[Entry]:
     ]
 
 
-def child(path: str) -> None:
-    store = RocksStore.open(path, 0, durability="inline")
+PAYLOADS = {"rocksdb": 0, "segments": 64}
+"""external_payload_bytes per mode: with 64 every entry keeps its payload in a segment."""
+
+
+def child(path: str, mode: str) -> None:
+    store = RocksStore.open(
+        path,
+        0,
+        durability="inline",
+        external_payload_bytes=PAYLOADS[mode],
+        payload_segment_bytes=64 << 10,
+    )
     groups = [store.create_group(g, CONF) for g in GROUPS]
     os.write(1, b"ready\n")
     n = 0
@@ -66,10 +77,10 @@ def expected(rounds: int, group: int) -> MemoryStorage:
     return st
 
 
-def run_and_kill(path: Path, rng: random.Random) -> int:
+def run_and_kill(path: Path, rng: random.Random, mode: str) -> int:
     """Start a child, kill it at a random moment, return the last acknowledged round."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.test_store_crash", str(path)],
+        [sys.executable, "-m", "tests.integration.test_store_crash", str(path), mode],
         cwd=REPO,
         stdout=subprocess.PIPE,
         bufsize=0,  # unbuffered: a buffered readline() could take acks that os.read() then misses
@@ -98,10 +109,11 @@ def run_and_kill(path: Path, rng: random.Random) -> int:
     return acked[-1] if acked else 0
 
 
-@pytest.mark.parametrize("rep", range(4))
-def test_sigkill_loses_no_acknowledged_round(tmp_path: Path, rep: int) -> None:
+@pytest.mark.parametrize("mode", PAYLOADS)
+@pytest.mark.parametrize("rep", range(3))
+def test_sigkill_loses_no_acknowledged_round(tmp_path: Path, rep: int, mode: str) -> None:
     rng = random.Random(rep)
-    acked = run_and_kill(tmp_path, rng)
+    acked = run_and_kill(tmp_path, rng, mode)
     assert acked > 0, "the child acknowledged nothing before it was killed"
     with RocksStore.open(tmp_path, 0, create_if_missing=False, entry_cache_bytes=0) as store:
         assert all(store.has_group(gid) for gid in GROUPS)
@@ -120,4 +132,4 @@ def test_sigkill_loses_no_acknowledged_round(tmp_path: Path, rep: int) -> None:
 
 
 if __name__ == "__main__":
-    child(sys.argv[1])
+    child(sys.argv[1], sys.argv[2])

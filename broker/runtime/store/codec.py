@@ -7,7 +7,11 @@ Keys are big-endian so that RocksDB's bytewise order is numeric order:
 `group_end(g)` sorts after every key of group g and before every key of group g + 1.
 
 A log entry value is `term u64 | kind u8 | crc32 u32 | payload`, the CRC covering term, kind
-and payload. NORMAL and NOOP payloads are the entry's data; a CONF payload is the CBOR array
+and payload; an entry whose payload lives in a payload segment (payloads.py) has its kind's
+high bit set and, instead of the payload, `segment u64 | position u64 | length u32`, the CRC
+still covering term, kind (high bit clear) and the payload itself. `payloads` maps
+(segment u64, position u64) -> (group u64, index u64) of the entry whose payload is there.
+NORMAL and NOOP payloads are the entry's data; a CONF payload is the CBOR array
 [voters, learners] (with the entry's data as a third element when it is not empty). Every
 other record the store owns is sealed: `crc32 u32 | body`. Members are encoded by an injected
 MemberCodec; member lists are sorted by their CBOR encoding, so equal configurations encode to
@@ -33,7 +37,17 @@ CF_SNAPSHOTS = "snapshots"
 CF_APPLY = "apply"
 CF_OFFSETS = "offsets"
 CF_META = "meta"
-COLUMN_FAMILIES = (CF_LOG, CF_STATE, CF_CONFS, CF_SNAPSHOTS, CF_APPLY, CF_OFFSETS, CF_META)
+CF_PAYLOADS = "payloads"
+COLUMN_FAMILIES = (
+    CF_LOG,
+    CF_STATE,
+    CF_CONFS,
+    CF_SNAPSHOTS,
+    CF_APPLY,
+    CF_OFFSETS,
+    CF_META,
+    CF_PAYLOADS,
+)
 
 MAX_U64 = (1 << 64) - 1
 U64 = struct.Struct(">Q")
@@ -42,6 +56,10 @@ SNAP_KEY = struct.Struct(">QB")
 _TERM_KIND = struct.Struct(">QB")
 _CRC = struct.Struct(">I")
 ENTRY_HEADER_BYTES = 13
+EXTERNAL = 0x80
+"""The kind byte's flag for an entry whose payload is in a payload segment."""
+POINTER = struct.Struct(">QQI")
+"""An external entry's payload: segment, position, length."""
 
 SNAP_META = 0
 SNAP_DATA = 1
@@ -172,13 +190,58 @@ def encode_entry(codec: MemberCodec, e: Entry) -> bytes:
     return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
-def decode_entry(codec: MemberCodec, group: int, index: int, value: bytes) -> Entry:
-    """Decode and CRC-check one entry; raise CorruptEntryError(group, index) on any defect."""
+def encode_external_entry(e: Entry, segment: int, position: int) -> bytes:
+    """The record of a NORMAL or NOOP entry whose payload was staged at `position` of
+    `segment` (the caller writes the payload there before this record)."""
+    head = _TERM_KIND.pack(e.term, e.kind)
+    crc = zlib.crc32(e.data, zlib.crc32(head))
+    return (
+        _TERM_KIND.pack(e.term, e.kind | EXTERNAL)
+        + _CRC.pack(crc)
+        + POINTER.pack(segment, position, len(e.data))
+    )
+
+
+def external_pointer(value: bytes) -> tuple[int, int, int] | None:
+    """(segment, position, length) of an external entry's record; None for any other."""
+    if len(value) != ENTRY_HEADER_BYTES + POINTER.size or not value[8] & EXTERNAL:
+        return None
+    segment, position, length = POINTER.unpack_from(value, ENTRY_HEADER_BYTES)
+    return segment, position, length
+
+
+class PayloadReader(Protocol):
+    def __call__(self, segment: int, position: int, length: int) -> bytes: ...
+
+
+def decode_entry(
+    codec: MemberCodec,
+    group: int,
+    index: int,
+    value: bytes,
+    read_payload: PayloadReader | None = None,
+) -> Entry:
+    """Decode and CRC-check one entry (an external one's payload read with `read_payload`);
+    raise CorruptEntryError(group, index) on any defect."""
     if len(value) < ENTRY_HEADER_BYTES:
         raise CorruptEntryError(group, index, "truncated")
     term, kind_value = _TERM_KIND.unpack_from(value)
-    payload = value[ENTRY_HEADER_BYTES:]
-    crc = zlib.crc32(payload, zlib.crc32(memoryview(value)[:9]))
+    if kind_value & EXTERNAL:
+        pointer = external_pointer(value)
+        if pointer is None or read_payload is None:
+            raise CorruptEntryError(group, index, "bad payload pointer")
+        segment, position, length = pointer
+        try:
+            payload = read_payload(segment, position, length)
+        except OSError as exc:
+            raise CorruptEntryError(group, index, f"payload unreadable: {exc}") from exc
+        if len(payload) != length:
+            raise CorruptEntryError(group, index, "payload truncated")
+        kind_value &= ~EXTERNAL
+        crc = zlib.crc32(payload, zlib.crc32(_TERM_KIND.pack(term, kind_value)))
+    else:
+        payload = value[ENTRY_HEADER_BYTES:]
+        crc = zlib.crc32(payload, zlib.crc32(memoryview(value)[:9]))
     if crc != _CRC.unpack_from(value, 9)[0]:
         raise CorruptEntryError(group, index)
     kind = _KINDS.get(kind_value)

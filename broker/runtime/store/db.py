@@ -11,7 +11,17 @@ Column families (names and keys in codec.py; commit planning in plan.py):
 - `apply`      group -> the state machine's opaque apply state;
 - `offsets`    group + u64 key -> the partition's opaque offset-index records;
 - `meta`       identity: node_id, format_version, cluster_id, incarnation, created_at (ms
-  since the epoch, a record for operators: the store never reads it back).
+  since the epoch, a record for operators: the store never reads it back), and
+  `payloads_durable` (payloads.py);
+- `payloads`   segment + position -> group + index of the external entry whose payload is
+  there (payloads.py).
+
+Large payloads: a NORMAL or NOOP entry whose payload is at least `external_payload_bytes`
+keeps only a pointer in `raft_log`; the payload goes to `<data_dir>/payloads/` (payloads.py),
+appended before the round's WriteBatch is written and synced before the WAL is (`sync_wal`,
+and before any synced write). At open, entries whose payloads may have been lost in a power
+loss (beyond the last `payloads_durable` mark) are checked, and a group whose entry lost its
+payload has its log cut from that entry (`_repair_payloads`): none of them was acknowledged.
 
 Durability: a round's writes are ONE `db.write(WriteBatch)`, and the groups' in-memory views
 change only once it is durable. Mode `inline`: `commit(round)` writes with sync=True (rocksdict
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import time
@@ -65,6 +76,7 @@ from broker.runtime.store.codec import (
     CF_LOG,
     CF_META,
     CF_OFFSETS,
+    CF_PAYLOADS,
     CF_SNAPSHOTS,
     CF_STATE,
     COLUMN_FAMILIES,
@@ -79,8 +91,15 @@ from broker.runtime.store.errors import (
     StoreNotFoundError,
 )
 from broker.runtime.store.group import GroupStorage
+from broker.runtime.store.payloads import (
+    DEFAULT_SEGMENT_BYTES,
+    PayloadSegments,
+    StagedPayloads,
+)
 from broker.runtime.store.plan import Draft, Plan, build_plan, put_snapshot
 from broker.runtime.store.round import EntriesOp, HardStateOp, SnapshotOp, WriteRound
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 """On-disk format version, recorded at creation; a store of another version is refused."""
@@ -89,6 +108,11 @@ Durability = Literal["inline", "pipelined"]
 DURABILITY_MODES: tuple[Durability, ...] = ("inline", "pipelined")
 
 _LOCK_FILE = "sluice.lock"
+_END = b"\xff" * 17
+"""Sorts after every key of a column family."""
+_PAYLOADS_DURABLE = b"payloads_durable"
+DEFAULT_EXTERNAL_PAYLOAD_BYTES = 32 << 10
+"""Entries with payloads at least this large go to the payload segments."""
 
 
 @dataclass(slots=True, eq=False)
@@ -134,6 +158,8 @@ class RocksStore:
         audit: bool | DurabilityAudit = False,
         new_incarnation: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.time,
+        external_payload_bytes: int = DEFAULT_EXTERNAL_PAYLOAD_BYTES,
+        payload_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         """Open (or create) the store of `node_id` under `data_dir`.
 
@@ -141,7 +167,9 @@ class RocksStore:
         if it holds no store and `create_if_missing` is false, StoreIdentityError if it
         belongs to another node id or format version. `new_incarnation` (default: 64 random
         bits) and `clock` are used only at creation. `entry_cache_bytes` bounds each group's
-        cache of recent entries. `audit` switches the durability audit on (tests)."""
+        cache of recent entries. `audit` switches the durability audit on (tests). Entries
+        of at least `external_payload_bytes` (0: none) keep their payloads in segment files
+        of about `payload_segment_bytes` each."""
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         c.check_u64(node_id, "node id")
@@ -149,6 +177,11 @@ class RocksStore:
         self._durability: Durability = durability
         self._codec = member_codec
         self._cache_limit = max(0, entry_cache_bytes)
+        self._external_bytes = max(0, external_payload_bytes)
+        self._segment_bytes = payload_segment_bytes
+        self._segments: PayloadSegments | None = None
+        self._durable_recorded: tuple[int, int] = (0, 0)
+        """The `payloads_durable` mark as the last written batch left it."""
         if isinstance(audit, DurabilityAudit):
             self._audit: DurabilityAudit | None = audit
         else:
@@ -192,6 +225,8 @@ class RocksStore:
         audit: bool | DurabilityAudit = False,
         new_incarnation: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.time,
+        external_payload_bytes: int = DEFAULT_EXTERNAL_PAYLOAD_BYTES,
+        payload_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> RocksStore:
         """Open (or create) a store; see the constructor."""
         return cls(
@@ -204,6 +239,8 @@ class RocksStore:
             audit=audit,
             new_incarnation=new_incarnation,
             clock=clock,
+            external_payload_bytes=external_payload_bytes,
+            payload_segment_bytes=payload_segment_bytes,
         )
 
     def _open(
@@ -243,7 +280,12 @@ class RocksStore:
                 self._handles[name] = self._db.get_column_family_handle(name)
             # What recovery replayed from the WAL may not have been synced before a crash.
             self._db.flush_wal(True)
+        try:
+            self._segments = PayloadSegments(self._path / "payloads", self._segment_bytes)
+        except OSError as exc:
+            raise StoreError(f"cannot open the payload segments in {self._path}: {exc}") from exc
         self._load_identity(node_id, new_incarnation, clock)
+        self._repair_payloads()
         self._load_groups()
 
     def _lock(self) -> None:
@@ -284,6 +326,9 @@ class RocksStore:
         if db is not None:
             with _wrapped("close"):
                 db.close()
+        segments, self._segments = self._segments, None
+        if segments is not None:
+            segments.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
@@ -384,6 +429,61 @@ class RocksStore:
         self._write_now(wb)
         self._cluster_id = cluster_id
 
+    # -- payload segments ---------------------------------------------------------------------
+
+    def _repair_payloads(self) -> None:
+        """After a power loss the WAL may hold entries whose payloads never reached the disk
+        (payloads.py). Check each entry placed at or after the last durable mark that still
+        points there; cut a group whose entry lost its payload from that entry (log and
+        configuration records; the hard state's commit lowered to what remains). None of the
+        cut entries was acknowledged: the sync of their round, which syncs the payloads
+        first, never finished, so neither did anything after them in their group."""
+        raw = self._get(CF_META, _PAYLOADS_DURABLE)
+        if raw is not None:
+            body = c.unseal(raw, "meta payloads_durable")
+            if len(body) != c.KEY2.size:
+                raise CorruptRecordError("meta payloads_durable", "not two u64")
+            segment, position = c.KEY2.unpack(body)
+            self._durable_recorded = (segment, position)
+        cut: dict[int, int] = {}
+        lost: list[bytes] = []
+        for key, value in self._range(CF_PAYLOADS, c.KEY2.pack(*self._durable_recorded), _END):
+            g, index = c.KEY2.unpack(value)
+            record = self._get(CF_LOG, c.indexed_key(g, index))
+            pointer = c.external_pointer(record) if record is not None else None
+            if record is None or pointer is None or c.KEY2.pack(*pointer[:2]) != key:
+                continue  # replaced since: a truncation, a snapshot, a deletion
+            try:
+                c.decode_entry(self._codec, g, index, record, self.read_payload)
+            except CorruptEntryError:
+                cut[g] = min(index, cut.get(g, index))
+                lost.append(key)
+        if not cut:
+            return
+        wb = WriteBatch(raw_mode=True)
+        for g, index in sorted(cut.items()):
+            log.warning(
+                "group %d: the payloads of entries from %d on were lost in a crash before "
+                "they were acknowledged; the log is cut there",
+                g,
+                index,
+            )
+            wb.delete_range(c.indexed_key(g, index), c.group_end(g), self._handles[CF_LOG])
+            wb.delete_range(c.indexed_key(g, index), c.group_end(g), self._handles[CF_CONFS])
+            raw_hs = self._get(CF_STATE, c.group_key(g))
+            if raw_hs is not None:
+                hs = c.decode_hard_state(self._codec, raw_hs, f"group {g} hard state")
+                if hs.commit >= index:
+                    lowered = HardState(hs.term, hs.vote, index - 1)
+                    wb.put(
+                        c.group_key(g),
+                        c.encode_hard_state(self._codec, lowered),
+                        self._handles[CF_STATE],
+                    )
+        for key in lost:
+            wb.delete(key, self._handles[CF_PAYLOADS])
+        self._write_now(wb)
+
     # -- groups -------------------------------------------------------------------------------
 
     def _load_groups(self) -> None:
@@ -423,7 +523,7 @@ class RocksStore:
             last_rec = self._seek(CF_LOG, c.group_end(g), backwards=True)
             assert last_rec is not None
             last = c.index_of(last_rec[0])
-            tail = c.decode_entry(self._codec, g, last, last_rec[1])
+            tail = c.decode_entry(self._codec, g, last, last_rec[1], self.read_payload)
         raw_hs = self._get(CF_STATE, c.group_key(g))
         hs = (
             c.decode_hard_state(self._codec, raw_hs, f"group {g} hard state")
@@ -582,10 +682,12 @@ class RocksStore:
         """Make every write that returned before this call durable (`flush_wal(True)`; any
         thread; the GIL is released while it syncs). A failure fails the store."""
         db = self._db
-        if db is None:
+        segments = self._segments
+        if db is None or segments is None:
             raise StoreClosedError("flush_wal: the store is closed")
         self._flushing = True
         try:
+            segments.sync()
             db.flush_wal(True)
         except Exception as exc:
             self._failed = exc
@@ -617,25 +719,46 @@ class RocksStore:
         Marks the round committed (it cannot be reused, even if it is refused)."""
         self._check_writable()
         rnd.mark_committed()
-        return build_plan(rnd.ops, self, self._codec, self._handles, self._written)
+        return build_plan(
+            rnd.ops,
+            self,
+            self._codec,
+            self._handles,
+            self._written,
+            self._segments,
+            self._external_bytes,
+        )
 
     def _write_plan(self, plan: Plan, *, sync: bool) -> None:
         updates = [
             (g, d.first_touched, d.last if d.first_touched is not None else None, d.hs)
             for g, d in plan.drafts.items()
         ]
-        self._write_batch(plan.batch, sync, updates)
+        self._write_batch(plan.batch, sync, updates, plan.payloads)
 
     def _write_batch(
         self,
         wb: WriteBatch,
         sync: bool,
         updates: list[tuple[int, int | None, int | None, HardState | None]],
+        payloads: StagedPayloads | None = None,
     ) -> None:
+        """Append the round's payloads, then write its batch (with the latest durable mark
+        of the payloads); a synced write first syncs the payloads it may make reachable."""
         db = self._db
-        if db is None:
+        segments = self._segments
+        if db is None or segments is None:
             raise StoreClosedError("write: the store is closed")
         try:
+            if payloads is not None:
+                segments.append(payloads)
+            if sync and segments.dirty:
+                segments.sync()
+            durable = segments.durable
+            if durable != self._durable_recorded:
+                mark = c.seal(c.KEY2.pack(*durable))
+                wb.put(_PAYLOADS_DURABLE, mark, self._handles[CF_META])
+                self._durable_recorded = durable
             db.write(wb, self._wo_sync if sync else self._wo_nosync)
         except Exception as exc:
             self._failed = exc
@@ -721,6 +844,14 @@ class RocksStore:
         record = c.encode_conf_record(self._codec, term, conf)
         wb.put(c.indexed_key(g, index), record, self._handles[CF_CONFS])
         self._write_log_upkeep(wb)
+
+    def read_payload(self, segment: int, position: int, length: int) -> bytes:
+        """An external entry's payload (fewer bytes if they are missing; OSError if its
+        segment is)."""
+        segments = self._segments
+        if segments is None:
+            raise StoreClosedError(f"the store in {self._path} is closed")
+        return segments.read(segment, position, length)
 
     def read_snapshot_data(self, group_id: int, meta: SnapshotMeta) -> bytes:
         """The data of the group's snapshot whose metadata is `meta` (CorruptRecordError if

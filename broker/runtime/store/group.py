@@ -59,6 +59,10 @@ class GroupBackend(Protocol):
         """The data of the group's latest snapshot (whose metadata is `meta`)."""
         ...
 
+    def read_payload(self, segment: int, position: int, length: int) -> bytes:
+        """An external entry's payload (payloads.py; fewer bytes if they are missing)."""
+        ...
+
     def write_snapshot(self, group_id: int, meta: SnapshotMeta, data: bytes) -> None:
         """Record a snapshot the application took (metadata and data)."""
         ...
@@ -236,6 +240,7 @@ class GroupStorage:
         accounted size. A missing or corrupt entry raises CorruptEntryError."""
         store = self._store
         codec = store.member_codec
+        read_payload = store.read_payload
         g = self.group_id
         out: list[Entry] = []
         total = 0
@@ -244,7 +249,7 @@ class GroupStorage:
             index = index_of(key)
             if index != expect:
                 raise CorruptEntryError(g, expect, "missing")
-            e = decode_entry(codec, g, index, value)
+            e = decode_entry(codec, g, index, value, read_payload)
             total += len(e.data) + ENTRY_OVERHEAD_BYTES
             if max_bytes is not None and total > max_bytes and out:
                 total -= len(e.data) + ENTRY_OVERHEAD_BYTES

@@ -28,11 +28,13 @@ from broker.runtime.store.codec import (
     CF_CONFS,
     CF_LOG,
     CF_OFFSETS,
+    CF_PAYLOADS,
     CF_SNAPSHOTS,
     CF_STATE,
 )
 from broker.runtime.store.errors import StoreError
 from broker.runtime.store.group import GroupStorage
+from broker.runtime.store.payloads import PayloadSegments, StagedPayloads
 from broker.runtime.store.round import (
     ApplyOp,
     EntriesOp,
@@ -84,10 +86,12 @@ class Draft:
 
 
 class Plan:
-    __slots__ = ("batch", "drafts", "installs", "needs_sync")
+    __slots__ = ("batch", "drafts", "installs", "needs_sync", "payloads")
 
     def __init__(self, batch: WriteBatch) -> None:
         self.batch = batch
+        self.payloads: StagedPayloads | None = None
+        """The payloads to append to the payload segments before the batch is written."""
         self.drafts: dict[int, Draft] = {}
         self.installs: list[GroupOp] = []
         """The group operations to show in the views once durable (entries: those kept)."""
@@ -100,13 +104,18 @@ def build_plan(
     codec: c.MemberCodec,
     handles: Mapping[str, ColumnFamily],
     pending: Mapping[int, Draft] | None = None,
+    segments: PayloadSegments | None = None,
+    external_bytes: int = 0,
 ) -> Plan:
     """Validate `ops` (a round's, whose groups must all be live groups of `owner`) and build
     their batch; `pending`: per group, the Draft of its latest round written but not yet
-    durable. No local here may hold a CF handle: a traceback keeping this frame alive
-    would keep RocksDB's LOCK held after close() (`handles` is the store's dict, emptied by
-    close())."""
+    durable. A NORMAL or NOOP entry of at least `external_bytes` (when `segments` is given)
+    has its payload staged for the segments (`plan.payloads`) and a pointer in its record.
+    No local here may hold a CF handle: a traceback keeping this frame alive would keep
+    RocksDB's LOCK held after close() (`handles` is the store's dict, emptied by close())."""
     plan = Plan(WriteBatch(raw_mode=True))
+    if segments is None or external_bytes <= 0:
+        external_bytes = 1 << 62
     wb = plan.batch
     drafts = plan.drafts
     key2 = c.KEY2.pack
@@ -142,6 +151,16 @@ def build_plan(
                 wb.delete_range(key2(g, first), c.group_end(g), handles[CF_CONFS])
                 draft.last_conf = first - 1
             for e in ents:
+                if len(e.data) >= external_bytes and e.kind != conf_kind:
+                    assert segments is not None
+                    staged = plan.payloads
+                    if staged is None:
+                        staged = plan.payloads = segments.stage()
+                    pos = staged.add(e.data)
+                    record = c.encode_external_entry(e, staged.segment, pos)
+                    wb.put(key2(g, e.index), record, handles[CF_LOG])
+                    wb.put(key2(staged.segment, pos), key2(g, e.index), handles[CF_PAYLOADS])
+                    continue
                 wb.put(key2(g, e.index), c.encode_entry(codec, e), handles[CF_LOG])
                 if e.kind == conf_kind and e.conf is not None:
                     record = c.encode_conf_record(codec, e.term, e.conf)
