@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.tracing_bench
 	$(VENV_PY) -m tests.bench.trip_bench
 	$(VENV_PY) -m tests.bench.idle_bench
+	$(VENV_PY) -m tests.bench.large_bench
 
 # Sluice beside NATS JetStream (R1, R3) and Redis Streams (appendfsync always), all on this
 # machine: installs Debian's nats-server and redis-server, then prints one table of figures and

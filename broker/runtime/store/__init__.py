@@ -9,6 +9,7 @@ Modules, in dependency order: each imports only modules listed before it (and no
 reads another's private names):
 1. `errors`: the exceptions;
 2. `codec`: column families, keys, record encodings, the MemberCodec protocol;
+   `payloads`: the append-only segment files holding large entries' payloads;
 3. `group`: GroupStorage (a group's in-memory views and reads) and `GroupBackend`, the
    protocol of what it needs from its store (reads, the snapshot and compaction writes, the
    member codec); it knows neither the store nor the round;
