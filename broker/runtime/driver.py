@@ -198,6 +198,13 @@ class Driver:
         self._in_flight: deque[_InFlight] = deque()
         self._syncer: WalSyncer | None = None
         self._sync_failed: BaseException | None = None
+        self._live = False
+        """The loop runs: other tasks may run a pass of it (`_pass_now`)."""
+        self._passing = False
+        self._pass_failed: BaseException | None = None
+        """A pass run outside the loop's task raised: the loop raises it (fail-stop)."""
+        self.passes_elsewhere = 0
+        """Passes run by the task or callback that brought their input (`_pass_now`)."""
         self.max_in_flight = 0
         """The most rounds that were written and not yet durable at once."""
         config = node.config
@@ -217,6 +224,12 @@ class Driver:
         op.token = next(self._tokens)
         self._inbox.append(op)
         self._wake.set()
+
+    def start_submitted(self) -> None:
+        """Start the requests submitted so far now, in the caller's task (a connection's
+        reader, once it has decoded what it read): a scheduling pass saved per request."""
+        if self._inbox:
+            self._pass_now()
 
     def abandon(self, op: Op) -> None:
         """The request's time is up, or its client gone: answer with what is done
@@ -293,7 +306,7 @@ class Driver:
                 step(g, m)
 
         self._peer_inputs.append(deliver)
-        self._wake.set()
+        self._pass_now()
 
     def on_link_lost(self, peer: int) -> None:
         self._peer_inputs.append(lambda: self.node.peer_lost(peer))
@@ -338,15 +351,31 @@ class Driver:
 
     async def _loop(self) -> None:
         node = self.node
-        while True:
-            if not (
-                self._inbox or self._abandoned or self._ticks or self._peer_inputs
-                or (node.has_work() and self._room()) or self.peer_requests.has_work()
-                or self._durable_ahead()
-            ):  # fmt: skip
-                with trio.move_on_at(self.next_deadline()):
-                    await self._wake.wait()
-            self._wake = trio.Event()
+        self._live = True
+        try:
+            while True:
+                if not (
+                    self._inbox or self._abandoned or self._ticks or self._peer_inputs
+                    or (node.has_work() and self._room()) or self.peer_requests.has_work()
+                    or self._durable_ahead() or self._pass_failed is not None
+                ):  # fmt: skip
+                    with trio.move_on_at(self.next_deadline()):
+                        await self._wake.wait()
+                self._wake = trio.Event()
+                if self._pass_failed is not None:
+                    raise self._pass_failed
+                self._pass()
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._live = False
+
+    def _pass(self) -> None:
+        """One pass of the loop: end the rounds that are durable, take the inputs, begin and
+        write rounds while there is work and room, answer parked fetches that are due. It
+        never awaits, so whoever runs it sees the driver between two passes."""
+        node = self.node
+        self._passing = True
+        try:
             if self._sync_failed is not None:
                 raise StoreError(f"the WAL sync failed: {self._sync_failed}")
             self._end_durable()
@@ -359,7 +388,24 @@ class Driver:
             if node.ctx.failpoints_hit:
                 _die_at_failpoint(node.ctx.failpoints_hit[0])
             self._expire_parked()
-            await trio.lowlevel.checkpoint()
+        finally:
+            self._passing = False
+
+    def _pass_now(self) -> None:
+        """Run a pass at once, in the task or the syncer's callback that brought its input,
+        not after a wake-up of the loop's task (a scheduling pass saved on each peer frame and
+        each sync). The loop's task still owns failure: an exception here is kept for it to
+        raise. Inside a pass (a send that re-enters), or while the loop is not running, it
+        only wakes the loop."""
+        if self._passing or not self._live or self._pass_failed is not None:
+            self._wake.set()
+            return
+        self.passes_elsewhere += 1
+        try:
+            self._pass()
+        except BaseException as e:
+            self._pass_failed = e
+            self._wake.set()
 
     def _room(self) -> bool:
         return len(self._in_flight) < PIPELINE_DEPTH
@@ -376,9 +422,10 @@ class Driver:
         )  # fmt: skip
 
     def _synced(self, token: int) -> None:
-        """From the syncer (on the loop): every write up to `token` is durable."""
+        """From the syncer (on the loop's thread, between tasks): every write up to `token`
+        is durable; the rounds it covers end here (`_pass_now`)."""
         self.store.wal_synced(token)
-        self._wake.set()
+        self._pass_now()
 
     def _failed_sync(self, exc: BaseException) -> None:
         self._sync_failed = exc

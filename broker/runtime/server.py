@@ -296,6 +296,7 @@ class ClientServer:
                 conn.linger = True
                 return False
             if frame is None:
+                driver.start_submitted()
                 mid_frame = not reader.decoder.at_boundary
                 timeout = self.stall_timeout_s if mid_frame else QUIET_AFTER_S
                 got = await reader.receive(timeout)

@@ -190,6 +190,40 @@ async def test_a_failed_wal_sync_stops_the_broker_before_any_acknowledgement(
     assert not acked, "the produce was acknowledged although its sync failed"
 
 
+async def test_a_pass_run_by_a_connections_reader_that_raises_stops_the_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection's reader runs the driver's pass itself once it has decoded a request
+    (`Driver._pass_now`). When that pass raises (here the round's write: a disk error), the
+    driver's task raises it, the broker stops, and the request is never answered."""
+    write = RocksStore.write
+    failing = False
+    tasks: list[str] = []
+
+    def maybe_failing(self: RocksStore, rnd: object) -> object:
+        if failing:
+            tasks.append(trio.lowlevel.current_task().name)
+            self._failed = OSError("EIO")
+            raise StoreError("write failed; the store is now failed: EIO")
+        return write(self, rnd)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RocksStore, "write", maybe_failing)
+    acked = False
+    with pytest.RaisesGroup(StoreError, flatten_subgroups=True, allow_unwrapped=True):
+        async with embedded(config(tmp_path)) as b:
+            with trio.fail_after(10):
+                await wait_ready(b)
+                async with client_of(b) as c:
+                    await create_topic(c, "t")
+                    failing = True
+                    await c.call(produce("t", 0, encode_batch([Record(value=b"x", timestamp=0)])))
+                    acked = True
+                    await trio.sleep_forever()
+    assert not acked, "the produce was acknowledged although its round's write failed"
+    # the connection's task (served by trio.serve_listeners), not the driver's
+    assert tasks and tasks[0].endswith("_run_handler"), f"the failing pass ran in {tasks}"
+
+
 async def _assert_planted_fault_stops_the_broker(
     tmp_path: Path, sync_mode: str, plant: Callable[[], None]
 ) -> None:
