@@ -157,6 +157,30 @@ def test_segments_rotate_and_every_open_starts_a_new_one(tmp_path: Path) -> None
     assert len(segment_files(tmp_path)) == count + 1
 
 
+def test_segments_nothing_points_into_are_deleted_at_open(tmp_path: Path) -> None:
+    """Group 1's payloads fill the first segments and group 2's the next; once group 1 is
+    deleted, its segments go at the next open; group 2's stay and still read."""
+    with open_store(tmp_path, payload_segment_bytes=2 * BIG) as s:
+        g1 = s.create_group(1, C0)
+        for i in range(1, 5):
+            append(s, g1, big(i, i + 1, 1, b"one"))
+        g2 = s.create_group(2, C0)
+        for i in range(1, 4):
+            append(s, g2, big(i, i + 1, 1, b"two"))
+        s.delete_group(1)
+    before = {p.name for p in segment_files(tmp_path)}
+    with open_store(tmp_path, payload_segment_bytes=2 * BIG) as s:
+        assert s.group(2).entries(1, 4) == big(1, 4, 1, b"two")
+        after = {p.name for p in segment_files(tmp_path)}
+        assert len(before - after) == 2  # group 1's two full segments
+        with pytest.raises(StoreError):
+            s.group(1)
+    with raw_db(tmp_path) as views:
+        records = list(views["payloads"].keys())
+        del views
+    assert len(records) == 3  # group 2's only
+
+
 def test_a_flipped_byte_in_a_payload_is_detected_on_read(tmp_path: Path) -> None:
     with open_store(tmp_path) as s:
         g = s.create_group(1, C0)

@@ -286,6 +286,7 @@ class RocksStore:
             raise StoreError(f"cannot open the payload segments in {self._path}: {exc}") from exc
         self._load_identity(node_id, new_incarnation, clock)
         self._repair_payloads()
+        self._reclaim_segments()
         self._load_groups()
 
     def _lock(self) -> None:
@@ -483,6 +484,39 @@ class RocksStore:
         for key in lost:
             wb.delete(key, self._handles[CF_PAYLOADS])
         self._write_now(wb)
+
+    def _reclaim_segments(self) -> None:
+        """Delete each sealed payload segment no entry points into any more: its `payloads`
+        records first (one synced write), then its file. A record counts only if the log
+        entry it names still points at it (a deleted group, a replaced suffix, a compacted
+        prefix leave records that do not)."""
+        segments = self._segments
+        assert segments is not None
+        dead: list[int] = []
+        for segment in segments.segments():
+            if segment == segments.active:
+                continue
+            lo, hi = c.KEY2.pack(segment, 0), c.KEY2.pack(segment + 1, 0)
+            live = False
+            for key, value in self._range(CF_PAYLOADS, lo, hi):
+                g, index = c.KEY2.unpack(value)
+                record = self._get(CF_LOG, c.indexed_key(g, index))
+                pointer = c.external_pointer(record) if record is not None else None
+                if pointer is not None and c.KEY2.pack(*pointer[:2]) == key:
+                    live = True
+                    break
+            if not live:
+                dead.append(segment)
+        if not dead:
+            return
+        wb = WriteBatch(raw_mode=True)
+        for segment in dead:
+            lo, hi = c.KEY2.pack(segment, 0), c.KEY2.pack(segment + 1, 0)
+            wb.delete_range(lo, hi, self._handles[CF_PAYLOADS])
+        self._write_now(wb)
+        for segment in dead:
+            segments.remove(segment)
+        log.info("deleted %d payload segment(s) no entry points into", len(dead))
 
     # -- groups -------------------------------------------------------------------------------
 

@@ -27,11 +27,13 @@ Invariants:
 
 Threads: `stage`/`append`/`read` run on the store's (the loop's) thread; `sync` on the WAL
 syncer's thread or the loop's (serialized by a lock). `_state` guards what both touch.
-Segments are never deleted yet: retention (ROADMAP) frees them.
+A sealed segment that no entry points into any more (its groups deleted, its entries
+replaced) is deleted when the store opens (`RocksStore._reclaim_segments`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -166,6 +168,23 @@ class PayloadSegments:
                 if segment == self._segment and end > self._synced_end:
                     self._synced_end = end
             self.durable = (segment, end)
+
+    @property
+    def active(self) -> int:
+        """The id of the segment being appended to (every other one is sealed)."""
+        return self._segment
+
+    def remove(self, segment: int) -> None:
+        """Delete a sealed segment's file (the caller checked nothing points into it)."""
+        if segment == self._segment:
+            raise ValueError("the active segment cannot be removed")
+        fd = self._readers.pop(segment, None)
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):  # removed before a crash
+            os.unlink(self._dir / segment_name(segment))
+        with self._state:
+            self._dir_dirty = True
 
     def read(self, segment: int, position: int, length: int) -> bytes:
         """The bytes at `position` of `segment` (fewer if the file is shorter; OSError if it
