@@ -175,19 +175,12 @@ async def test_a_failed_wal_sync_stops_the_broker_before_any_acknowledgement(
             raise StoreError("flush_wal failed; the store is now failed: EIO")
         sync_wal(self)
 
+    def plant() -> None:
+        nonlocal failing
+        failing = True
+
     monkeypatch.setattr(RocksStore, "sync_wal", maybe_failing)
-    acked = False
-    with pytest.RaisesGroup(StoreError, flatten_subgroups=True, allow_unwrapped=True):
-        async with embedded(config(tmp_path)) as b:
-            with trio.fail_after(10):
-                await wait_ready(b)
-                async with client_of(b) as c:
-                    await create_topic(c, "t")
-                    failing = True
-                    await c.call(produce("t", 0, encode_batch([Record(value=b"x", timestamp=0)])))
-                    acked = True
-                    await trio.sleep_forever()
-    assert not acked, "the produce was acknowledged although its sync failed"
+    await _assert_planted_fault_stops_the_broker(tmp_path, "pipelined", plant, StoreError)
 
 
 async def test_a_pass_run_by_a_connections_reader_that_raises_stops_the_broker(
@@ -207,28 +200,26 @@ async def test_a_pass_run_by_a_connections_reader_that_raises_stops_the_broker(
             raise StoreError("write failed; the store is now failed: EIO")
         return write(self, rnd)  # type: ignore[arg-type]
 
+    def plant() -> None:
+        nonlocal failing
+        failing = True
+
     monkeypatch.setattr(RocksStore, "write", maybe_failing)
-    acked = False
-    with pytest.RaisesGroup(StoreError, flatten_subgroups=True, allow_unwrapped=True):
-        async with embedded(config(tmp_path)) as b:
-            with trio.fail_after(10):
-                await wait_ready(b)
-                async with client_of(b) as c:
-                    await create_topic(c, "t")
-                    failing = True
-                    await c.call(produce("t", 0, encode_batch([Record(value=b"x", timestamp=0)])))
-                    acked = True
-                    await trio.sleep_forever()
-    assert not acked, "the produce was acknowledged although its round's write failed"
+    await _assert_planted_fault_stops_the_broker(tmp_path, "pipelined", plant, StoreError)
     # the connection's task (served by trio.serve_listeners), not the driver's
     assert tasks and tasks[0].endswith("_run_handler"), f"the failing pass ran in {tasks}"
 
 
 async def _assert_planted_fault_stops_the_broker(
-    tmp_path: Path, sync_mode: str, plant: Callable[[], None]
+    tmp_path: Path,
+    sync_mode: str,
+    plant: Callable[[], None],
+    raised: type[Exception] = DurabilityViolation,
 ) -> None:
+    """A broker with a topic; `plant()`, then one produce: the broker stops with `raised`
+    and the produce is never acknowledged."""
     acked = False
-    with pytest.RaisesGroup(DurabilityViolation, flatten_subgroups=True, allow_unwrapped=True):
+    with pytest.RaisesGroup(raised, flatten_subgroups=True, allow_unwrapped=True):
         async with embedded(config(tmp_path, sync_mode=sync_mode)) as b:
             with trio.fail_after(10):
                 await wait_ready(b)
