@@ -102,6 +102,11 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def _ticks(seconds: float, tick_ms: int) -> int:
+    """`seconds` in ticks, at least one (0 stays 0: off)."""
+    return 0 if seconds <= 0 else max(1, round(seconds * 1000 / tick_ms))
+
+
 def open_store(config: BrokerConfig) -> RocksStore:
     try:
         return RocksStore.open(
@@ -189,6 +194,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 internal_topic_partitions=config.offsets_topic_partitions,
                 internal_topic_replication_factor=config.offsets_topic_replication_factor,
                 quiesce=config.quiesce,
+                leader_balance_ticks=_ticks(config.leader_balance_interval_s, config.tick_ms),
             ),
             RocksGroupStore(store),
             random.Random(),

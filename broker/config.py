@@ -134,6 +134,11 @@ class BrokerConfig:
     """Partitions (Raft groups) of `__consumer_offsets`, fixed once the topic exists."""
     offsets_topic_replication_factor: int = 3
     """Capped at the brokers alive when the topic is created (on first use)."""
+    leader_balance_interval_s: float = 30.0
+    """Every this many seconds the controller moves leaderships back to their preferred
+    replicas (the first of each replica list) where those are alive and caught up, a bounded
+    number of transfers at a time; 0: never on its own (`sluice leaders balance` still
+    does)."""
     transaction_max_timeout_ms: int = 900_000
     """The longest transaction timeout a producer may ask for."""
     transaction_precommit_timeout_ms: int = 10_000
@@ -231,6 +236,8 @@ class BrokerConfig:
             raise ConfigError("offsets_topic_partitions must be 1..1000")
         if self.offsets_topic_replication_factor < 1:
             raise ConfigError("offsets_topic_replication_factor must be >= 1")
+        if not 0 <= self.leader_balance_interval_s <= 86_400:
+            raise ConfigError("leader_balance_interval_s must be 0..86400 (0: off)")
         if self.transaction_max_timeout_ms < 1 or self.transaction_precommit_timeout_ms < 1:
             raise ConfigError(
                 "transaction_max_timeout_ms and transaction_precommit_timeout_ms must be >= 1"
@@ -280,7 +287,7 @@ def _convert(key: str, raw: Any) -> Any:
             if text not in ("1", "0", "true", "false", "yes", "no"):
                 raise ConfigError(f"{key}: expected true or false, got {raw!r}")
             return text in ("1", "true", "yes")
-        if key in ("idle_timeout_s", "stall_timeout_s"):
+        if key in ("idle_timeout_s", "stall_timeout_s", "leader_balance_interval_s"):
             return float(raw)
         if key == "max_api_versions":
             return _api_caps(raw)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from broker.app import install_client_tracing
-from cli import bench, cluster, dev, group, topic, txn
+from cli import bench, cluster, dev, group, leaders, topic, txn
 from cli.consume import consume
 from cli.produce import produce
 from cli.serve import serve
@@ -28,6 +28,7 @@ app.command("consume")(consume)
 app.add_typer(group.app, name="group")
 app.add_typer(txn.app, name="txn")
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(leaders.app, name="leaders")
 app.command("top")(top)
 app.add_typer(bench.app, name="bench")
 app.add_typer(dev.app, name="dev")

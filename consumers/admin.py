@@ -67,6 +67,8 @@ from broker.wire.messages import (
     DeleteTopicsResponse,
     DescribeClusterRequest,
     DescribeClusterResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     IsolationLevel,
     ListOffsetsPartition,
     ListOffsetsRequest,
@@ -75,6 +77,7 @@ from broker.wire.messages import (
     MetadataRequest,
     MetadataResponse,
     NewTopic,
+    PreferredLeader,
     Request,
     Response,
     TopicInfo,
@@ -119,6 +122,8 @@ __all__ = [
     "GroupDescription",
     "GroupListing",
     "GroupPartitionOffset",
+    "LeaderElection",
+    "LeaderMove",
     "MemberDescription",
     "OffsetReset",
     "OffsetResetSpec",
@@ -189,6 +194,36 @@ class ClusterDescription:
     controller: int | None
     brokers: tuple[BrokerDescription, ...]
     partitions: tuple[PartitionStatus, ...]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LeaderMove:
+    """A partition's leader (None: none known) and its preferred replica (the first of its
+    replica list)."""
+
+    topic: str
+    partition: int
+    leader: int | None
+    preferred: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderElection:
+    """What a preferred-leader election did: `transfers` asked (leader -> preferred, sorted
+    by topic and partition), and `pending`: the partitions still off their alive preferred
+    replica (those asked included, until their transfer completes)."""
+
+    transfers: tuple[LeaderMove, ...]
+    pending: tuple[LeaderMove, ...]
+
+    @property
+    def balanced(self) -> bool:
+        """Every partition whose preferred replica is alive is led by it."""
+        return not self.pending
+
+
+def _move(p: PreferredLeader) -> LeaderMove:
+    return LeaderMove(p.topic, p.partition, p.leader, p.preferred)
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,6 +607,54 @@ class Admin:
                 for p in sorted(response.partitions, key=lambda p: (p.topic, p.partition))
             ),
         )
+
+    # -- leaders -----------------------------------------------------------------------------
+
+    async def elect_preferred_leaders(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+    ) -> LeaderElection:
+        """Move partition leaderships back to their preferred replicas (the first of each
+        replica list) now: ELECT_LEADERS to the controller, which asks the leader of every
+        partition whose preferred replica is alive, caught up and not leading to transfer
+        leadership to it, a bounded number at a time (the controller also does this every
+        `leader_balance_interval_s` on its own). `topics` None: every topic.
+
+        Returns the transfers asked and the partitions still off their preferred leader
+        (`LeaderElection.balanced` once there are none). With `wait`, asks again every
+        `poll_s` seconds (more transfers, as earlier ones complete) until balanced or until
+        `timeout_s` (default: the client's) passes, and returns the last answer either way:
+        check `balanced`. Raises UnknownTopicError for a topic that does not exist."""
+        cluster = self.cluster
+        deadline = self._deadline(timeout_s)
+        names = None if topics is None else tuple(dict.fromkeys(topics))
+        request = ElectLeadersRequest(topics=names)
+        asked: dict[tuple[str, int], LeaderMove] = {}
+
+        async def attempt() -> ElectLeadersResponse:
+            try:
+                response = await cluster.request_controller(request)
+            except UnknownTopicError as e:
+                # Not retriable: the controller answers from its own state.
+                raise UnknownTopicError(e.message, retriable=False) from None
+            assert isinstance(response, ElectLeadersResponse)
+            return response
+
+        while True:
+            response = await cluster.retry_until(deadline, attempt)
+            for t in response.transfers:
+                asked[(t.topic, t.partition)] = _move(t)
+            result = LeaderElection(
+                transfers=tuple(asked[k] for k in sorted(asked)),
+                pending=tuple(_move(p) for p in response.pending),
+            )
+            if not wait or result.balanced or trio.current_time() + poll_s >= deadline:
+                return result
+            await trio.sleep(poll_s)
 
     # -- consumer groups ---------------------------------------------------------------------
 

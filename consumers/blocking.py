@@ -641,6 +641,25 @@ class Admin(_Facade[_admin.Admin]):
     def describe_cluster(self) -> _admin.ClusterDescription:
         return self._loop.run(self._async.describe_cluster)
 
+    def elect_preferred_leaders(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+    ) -> _admin.LeaderElection:
+        """Move leaderships back to their preferred replicas (see
+        `consumers.Admin.elect_preferred_leaders`); with `wait`, until balanced or
+        `timeout_s`: check `balanced`."""
+
+        async def elect() -> _admin.LeaderElection:
+            return await self._async.elect_preferred_leaders(
+                topics, wait=wait, timeout_s=timeout_s, poll_s=poll_s
+            )
+
+        return self._loop.run(elect)
+
     def list_groups(self) -> list[_admin.GroupListing]:
         return self._loop.run(self._async.list_groups)
 

@@ -79,6 +79,9 @@ class NodeConfig:
     """Partitions of each internal topic (`__consumer_offsets`, `__transaction_state`)."""
     internal_topic_replication_factor: int = 3
     """Replication factor of each internal topic, capped at the live brokers when created."""
+    leader_balance_ticks: int = 0
+    """The serving controller's preferred-leader balancing pass runs every this many ticks
+    (leader_balance.py); 0: only when an operator asks (ELECT_LEADERS)."""
     quiesce: bool = False
     """Idle groups quiesce (GroupHost): no ticks, no heartbeats, the broker-level liveness
     signal (`BrokerNode.peer_lost`) standing in. Off here (the simulations' brokers run

@@ -14,14 +14,32 @@ ENSURE_INTERNAL_TOPIC), with the configured partition count and replication fact
 the live brokers at apply). The controller waits until as many brokers are alive as the seed
 list names (up to the replication factor), so a cluster still starting does not get an
 internal topic with fewer replicas than it will have.
+
+Preferred-leader balancing (leader_balance.py). Every `leader_balance_ticks` (and whenever an
+operator asks: ELECT_LEADERS), the serving controller plans transfers from its view (leaders,
+brokers alive, the caught-up replicas leaders report) and asks each partition's leader, with
+the peer request TRANSFER_LEADER {group, target}, to hand leadership to the preferred
+replica. The leader checks its own Raft progress before it starts the transfer (else it
+answers an error code). A transfer stays in flight until the controller sees the new leader,
+the request fails, or TRANSFER_TICKS pass; at most `max_in_flight` are in flight at once.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from broker.core.context import NodeContext
-from broker.core.ids import NO_TERM, NOT_LEADING, Member, ProposalKey, Purpose
+from broker.core.ids import NO_TERM, NOT_LEADING, Member, ProposalKey, Purpose, member_of
+from broker.core.leader_balance import (
+    BalancePlan,
+    PartitionLeadership,
+    max_in_flight,
+    plan_transfers,
+    ready_for_transfer,
+)
 from broker.core.membership import keep_member
 from broker.core.metadata import (
+    METADATA_GROUP,
     BrokerInfo,
     cmd_create_topic,
     cmd_init,
@@ -37,6 +55,19 @@ from broker.wire.errors import ErrorCode
 INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
 ENSURE_INTERNAL_TOPIC = "ensure_internal_topic"
 """Peer request kind: a broker asks the controller to create an internal topic."""
+TRANSFER_LEADER = "transfer_leader"
+"""Peer request kind: the controller asks a partition's leader to transfer leadership."""
+
+
+class _InFlight(NamedTuple):
+    """A leadership transfer the controller asked for."""
+
+    topic: str
+    partition: int
+    target: int
+    asked: int
+    """The tick it was asked at."""
+    correlation_id: int
 
 
 class Controller:
@@ -56,11 +87,15 @@ class Controller:
         self._peer: PeerRequests | None = None
         self._asking: int | None = None
         """Correlation id of this broker's one ENSURE_INTERNAL_TOPIC request in flight."""
+        self._transfers: dict[int, _InFlight] = {}
+        """Controller only: partition group -> the leadership transfer in flight."""
 
     def attach(self, peer: PeerRequests) -> None:
         self._peer = peer
         peer.register(ENSURE_INTERNAL_TOPIC, self._serve_ensure)
         peer.listen(ENSURE_INTERNAL_TOPIC, self._on_ensure_answer)
+        peer.register(TRANSFER_LEADER, self._serve_transfer)
+        peer.listen(TRANSFER_LEADER, self._on_transfer_answer)
 
     def controller_to_ask(self) -> int | None:
         """The controller as this broker knows it (the named leader, else the last heartbeat
@@ -236,3 +271,127 @@ class Controller:
             )
             ctx.propose_own(ProposalKey(Purpose.INTERNAL_TOPIC, name), cmd)
         return False
+
+    # -- preferred-leader balancing -----------------------------------------------------------
+
+    @property
+    def transfer_ticks(self) -> int:
+        """How long a transfer counts as in flight without news: the Raft core abandons one
+        after an election timeout; the new leader's report takes up to two heartbeats."""
+        c = self.ctx.config
+        return 2 * c.election_ticks + 2 * c.broker_heartbeat_ticks
+
+    def balance_tick(self) -> None:
+        """Every tick: settle the transfers in flight; on the serving controller, a balancing
+        pass every `leader_balance_ticks` (0: only when asked)."""
+        ctx = self.ctx
+        mg = ctx.metadata_group
+        if mg is None or not mg.serving() or self._peer is None:
+            self._transfers.clear()
+            return
+        if self._transfers:
+            self._settle_transfers()
+        every = ctx.config.leader_balance_ticks
+        if every and ctx.ticks % every == 0 and ctx.ticks - self._led_since_tick >= every:
+            self.balance(None)
+
+    def leadership_view(self, topics: frozenset[str] | None) -> list[PartitionLeadership]:
+        """Every partition (of `topics`, None: all) as this broker sees it: leader (its own
+        group's view or the newest report), replicas, caught-up replicas (its own group's
+        progress when it leads, else the leader's last report)."""
+        out = []
+        views = self.views
+        for t in self.ctx.meta.topics.values():
+            if topics is not None and t.name not in topics:
+                continue
+            for pi in t.partitions:
+                view = views.partition_view(pi)
+                g = self.ctx.host.groups.get(pi.group_id)
+                if g is not None and g.serving():
+                    caught = views.replica_lag(g)[0]
+                else:
+                    caught = views.caught_up.get(pi.group_id, ((), -1))[0]
+                out.append(
+                    PartitionLeadership(
+                        t.name, pi.partition, pi.group_id, pi.replicas, view.leader, caught
+                    )
+                )
+        return out
+
+    def balance(self, topics: frozenset[str] | None) -> BalancePlan | None:
+        """One balancing pass (only the serving controller: else None): plan from this
+        broker's view and ask each transfer's leader. The budget counts every partition and
+        every transfer in flight, whatever `topics` narrows the pass to."""
+        ctx = self.ctx
+        mg = ctx.metadata_group
+        peer = self._peer
+        if mg is None or not mg.serving() or peer is None:
+            return None
+        self._settle_transfers()
+        every = self.leadership_view(None)
+        parts = every if topics is None else [p for p in every if p.topic in topics]
+        alive = frozenset(b for b in ctx.meta.brokers if ctx.meta.alive.get(b, False))
+        plan = plan_transfers(parts, alive, self._transfers.keys(), max_in_flight(len(every)))
+        for t in plan.transfers:
+            cid = peer.request(
+                t.source,
+                TRANSFER_LEADER,
+                {"group": t.group, "target": t.target},
+                deadline_ticks=self.transfer_ticks,
+                retry_ticks=4,
+            )
+            self._transfers[t.group] = _InFlight(t.topic, t.partition, t.target, ctx.ticks, cid)
+        return plan
+
+    def _settle_transfers(self) -> None:
+        """Forget the transfers that took effect (the target leads) or ran out of time."""
+        ctx = self.ctx
+        for gid, t in list(self._transfers.items()):
+            pi = ctx.meta.partition(t.topic, t.partition)
+            done = pi is None or self.views.partition_view(pi).leader == t.target
+            if done or ctx.ticks - t.asked > self.transfer_ticks:
+                del self._transfers[gid]
+
+    def _on_transfer_answer(self, result: PeerResult) -> None:
+        """A refused or failed transfer is forgotten at once (the next pass may ask again)."""
+        if result.ok:
+            return
+        for gid, t in list(self._transfers.items()):
+            if t.correlation_id == result.correlation_id:
+                del self._transfers[gid]
+                return
+
+    def _serve_transfer(self, req: Inbound) -> Answer:
+        """TRANSFER_LEADER {group, target} from the controller: start the transfer if this
+        broker leads the group and the target's replica is a voter caught up (Raft progress)."""
+        body = req.body
+        if not isinstance(body, dict):
+            return Answer(None, ErrorCode.INVALID_REQUEST, "expected {group, target}")
+        gid, target = body.get("group"), body.get("target")
+        if type(gid) is not int or type(target) is not int:
+            return Answer(None, ErrorCode.INVALID_REQUEST, "group and target are integers")
+        ctx = self.ctx
+        g = ctx.host.groups.get(gid)
+        if g is None or gid == METADATA_GROUP:
+            why = f"broker {ctx.config.node_id} hosts no partition group {gid}"
+            return Answer(None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, why)
+        raft = g.raft
+        if not g.serving():
+            why = f"broker {ctx.config.node_id} does not lead group {gid}"
+            return Answer(None, ErrorCode.NOT_LEADER_OR_FOLLOWER, why)
+        if target == ctx.config.node_id:
+            return Answer({"started": False})  # it leads already
+        member = next((m for m in map(member_of, raft.conf.voters) if m and m.node == target), None)
+        pr = None if member is None else raft.progress.get(member)
+        if member is None or pr is None:
+            why = f"broker {target} holds no voting replica of group {gid}"
+            return Answer(None, ErrorCode.LEADER_NOT_AVAILABLE, why)
+        last = raft.log.last_index()
+        lost = ctx.host.is_lost(target)
+        if not ready_for_transfer(
+            pr.match, last, pr.idle_ticks, ctx.config.election_ticks, lost=lost
+        ):
+            why = f"broker {target}'s replica of group {gid} is not caught up ({pr.match}/{last})"
+            return Answer(None, ErrorCode.LEADER_NOT_AVAILABLE, why)
+        ctx.host.transfer_leader(g, member)
+        return Answer({"started": True})

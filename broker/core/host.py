@@ -386,6 +386,13 @@ class GroupHost:
         g.waiters[index] = Waiter(token, slot, g.raft.term)
         return ErrorCode.NONE, None
 
+    def transfer_leader(self, g: HostedGroup, target: Member) -> None:
+        """Have `g`'s leader hand leadership to `target` (Raft's transfer: the target is
+        brought up to date, then sent TimeoutNow; abandoned after an election timeout)."""
+        self._touched.add(g.id)
+        with contextlib.suppress(ProposalDropped):
+            g.raft.transfer_leadership(target)
+
     def propose_conf(self, g: HostedGroup, change: ConfChange) -> None:
         """Refused while another change is uncommitted: the caller tries again later."""
         self._touched.add(g.id)

@@ -62,6 +62,7 @@ from broker.core.host import (
 )
 from broker.core.ids import Member
 from broker.core.internal_ops import InternalOps
+from broker.core.leader_balance import BalancePlan
 from broker.core.machine import Applied, MachineKind, MachineRegistry
 from broker.core.metadata import (
     INTERNAL_PREFIX,
@@ -356,6 +357,7 @@ class BrokerNode:
             self.host.catchup.refill()
         self.host.tick()
         self.controller_part.check_leases()
+        self.controller_part.balance_tick()
         every = self.config.broker_heartbeat_ticks
         if ctx.ticks % every == 0:
             full = not self.host.quiesce or (ctx.ticks // every) % FULL_PASS_HEARTBEATS == 0
@@ -490,6 +492,23 @@ class BrokerNode:
         if name.startswith(INTERNAL_PREFIX):
             return ErrorCode.INVALID_TOPIC, f"topic {name!r} is internal: it cannot be deleted"
         return self.host.propose_waiting(mg, cmd_delete_topic(name), token, slot)
+
+    def elect_preferred_leaders(
+        self, topics: frozenset[str] | None
+    ) -> tuple[ErrorCode, str | None, BalancePlan | None]:
+        """A preferred-leader balancing pass now (ELECT_LEADERS; `topics` None: all): the
+        transfers asked and the partitions still off their preferred leader. Only the serving
+        controller runs one (else NOT_CONTROLLER); unknown topics: UNKNOWN_TOPIC_OR_PARTITION."""
+        mg = self.metadata_group
+        if mg is None or not mg.serving():
+            return ErrorCode.NOT_CONTROLLER, "this broker is not the controller", None
+        missing = sorted((topics or frozenset()) - set(self.meta.topics))
+        if missing:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {', '.join(missing)}", None
+        plan = self.controller_part.balance(topics)
+        if plan is None:
+            return ErrorCode.NOT_CONTROLLER, "this broker is not the controller", None
+        return ErrorCode.NONE, None, plan
 
     def init_producer_id(self, token: int, slot: int) -> None:
         """A new producer id, on any broker: from its block, or once it has a new one."""

@@ -54,6 +54,8 @@ from broker.wire.messages import (
     DeleteTopicsResponse,
     DescribeClusterRequest,
     DescribeClusterResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     FetchedBatch,
     FetchPartition,
     FetchPartitionResult,
@@ -69,6 +71,7 @@ from broker.wire.messages import (
     ListOffsetsTopicResult,
     MetadataRequest,
     MetadataResponse,
+    PreferredLeader,
     ProducePartitionResult,
     ProduceRequest,
     ProduceResponse,
@@ -342,6 +345,34 @@ class RequestHandler(TxnRequests, GroupRequests):
             results.append(None if err == ErrorCode.NONE else (err, msg, None))
         return self._park(token, header, req, results)
 
+    def _elect_leaders(self, token: int, header: RequestHeader, req: ElectLeadersRequest) -> Reply:
+        """A preferred-leader balancing pass on the controller, answered at once with the
+        transfers it asked and the partitions still off their preferred leader; any other
+        broker answers NOT_CONTROLLER naming the controller it knows."""
+        corr = header.correlation_id
+        topics = None if req.topics is None else frozenset(req.topics)
+        err, msg, plan = self.node.elect_preferred_leaders(topics)
+        if err is ErrorCode.NOT_CONTROLLER:
+            known = self.node.controller
+            msg = f"{msg} (the controller is {'unknown' if known is None else known})"
+        if plan is None:
+            return Reply(corr, err, msg, None)
+        body = ElectLeadersResponse(
+            transfers=tuple(
+                PreferredLeader(
+                    topic=t.topic, partition=t.partition, leader=t.source, preferred=t.target
+                )
+                for t in sorted(plan.transfers, key=lambda t: (t.topic, t.partition))
+            ),
+            pending=tuple(
+                PreferredLeader(
+                    topic=p.topic, partition=p.partition, leader=p.leader, preferred=p.replicas[0]
+                )
+                for p in plan.imbalanced
+            ),
+        )
+        return Reply(corr, ErrorCode.NONE, None, body)
+
     def _init_producer_id(
         self, token: int, header: RequestHeader, req: InitProducerIdRequest
     ) -> Reply | None:
@@ -512,6 +543,7 @@ _ROUTES: Mapping[ApiKey, _Route] = dict(
         _answer(DescribeTransactionsRequest, RequestHandler._describe_transactions),
         _answer(ListTransactionsRequest, RequestHandler._list_transactions),
         _handler(AbortTransactionRequest, RequestHandler._abort_transaction),
+        _handler(ElectLeadersRequest, RequestHandler._elect_leaders),
     )
 )
 assert set(_ROUTES) == set(ApiKey)

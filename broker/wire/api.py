@@ -43,6 +43,7 @@ class ApiKey(IntEnum):
     DESCRIBE_TRANSACTIONS = 20
     LIST_TRANSACTIONS = 21
     ABORT_TRANSACTION = 22
+    ELECT_LEADERS = 23
 
 
 VersionRange = tuple[int, int]
@@ -72,6 +73,7 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.DESCRIBE_TRANSACTIONS: (0, 0),
     ApiKey.LIST_TRANSACTIONS: (0, 0),
     ApiKey.ABORT_TRANSACTION: (0, 0),
+    ApiKey.ELECT_LEADERS: (0, 0),
 }
 """The versions of each API this code can encode and decode."""
 

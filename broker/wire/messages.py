@@ -82,6 +82,8 @@ __all__ = [
     "DeleteTopicsResponse",
     "DescribeClusterRequest",
     "DescribeClusterResponse",
+    "ElectLeadersRequest",
+    "ElectLeadersResponse",
     "FetchPartition",
     "FetchPartitionResult",
     "FetchRequest",
@@ -102,6 +104,7 @@ __all__ = [
     "MetadataResponse",
     "NewTopic",
     "PartitionInfo",
+    "PreferredLeader",
     "ProducePartition",
     "ProducePartitionResult",
     "ProduceRequest",
@@ -1363,6 +1366,111 @@ class DescribeClusterResponse:
         )
 
 
+# --------------------------------------------------------------------------- ELECT_LEADERS
+
+_ELECT_LEADERS_REQUEST = frozenset({"topics"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ElectLeadersRequest:
+    """Preferred-leader election (Kafka's ElectLeaders of type PREFERRED): the controller runs
+    a leader-balancing pass now, asking the leaders of partitions whose preferred replica (the
+    first of the replica list) is alive, caught up and not leading to hand leadership to it,
+    a bounded number at a time. `topics` None: every topic. Only the controller answers (any
+    other broker: NOT_CONTROLLER); the answer comes once the transfers are asked, not done."""
+
+    API_KEY: ClassVar[ApiKey] = ApiKey.ELECT_LEADERS
+    topics: tuple[str, ...] | None = None
+
+    def to_body(self, version: int) -> dict[str, object]:
+        return {"topics": None if self.topics is None else list(self.topics)}
+
+    @classmethod
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ElectLeadersRequest:
+        b = s.fields(body, "", _ELECT_LEADERS_REQUEST)
+        raw = b["topics"]
+        if raw is None:
+            return cls(topics=None)
+        names = [
+            s.topic(v, s.item("topics", i), limits)
+            for i, v in enumerate(s.array(raw, "topics", limits))
+        ]
+        s.unique(names, "topics", "topic")
+        return cls(topics=tuple(names))
+
+
+_PREFERRED_LEADER = frozenset({"topic", "partition", "leader", "preferred"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreferredLeader:
+    """A partition's leader (None: none known) and its preferred replica."""
+
+    topic: str
+    partition: int
+    leader: int | None
+    preferred: int
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "leader": self.leader,
+            "preferred": self.preferred,
+        }
+
+    @classmethod
+    def from_wire(cls, value: object, path: str, limits: Limits) -> PreferredLeader:
+        b = s.fields(value, path, _PREFERRED_LEADER)
+        return cls(
+            topic=s.topic(b["topic"], s.at(path, "topic"), limits),
+            partition=s.partition(b["partition"], s.at(path, "partition")),
+            leader=s.opt_int32(b["leader"], s.at(path, "leader"), 0),
+            preferred=s.int32(b["preferred"], s.at(path, "preferred"), 0),
+        )
+
+
+def _preferred_leaders(value: object, path: str, limits: Limits) -> tuple[PreferredLeader, ...]:
+    items = tuple(
+        PreferredLeader.from_wire(v, s.item(path, i), limits)
+        for i, v in enumerate(s.array(value, path, limits))
+    )
+    s.unique([(p.topic, p.partition) for p in items], path, "partition")
+    return items
+
+
+_ELECT_LEADERS_RESPONSE = frozenset({"transfers", "pending"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ElectLeadersResponse:
+    """`transfers`: the transfers this pass asked (leader -> preferred); `pending`: every
+    partition still off its alive preferred replica (those just asked included), so empty
+    means balanced. Both sorted by (topic, partition)."""
+
+    API_KEY: ClassVar[ApiKey] = ApiKey.ELECT_LEADERS
+    transfers: tuple[PreferredLeader, ...]
+    pending: tuple[PreferredLeader, ...]
+
+    def to_body(self, version: int) -> dict[str, object]:
+        return {
+            "transfers": [p.to_wire() for p in self.transfers],
+            "pending": [p.to_wire() for p in self.pending],
+        }
+
+    @classmethod
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> ElectLeadersResponse:
+        b = s.fields(body, "", _ELECT_LEADERS_RESPONSE)
+        return cls(
+            transfers=_preferred_leaders(b["transfers"], "transfers", limits),
+            pending=_preferred_leaders(b["pending"], "pending", limits),
+        )
+
+
 Request: TypeAlias = (
     ApiVersionsRequest
     | MetadataRequest
@@ -1387,6 +1495,7 @@ Request: TypeAlias = (
     | DescribeTransactionsRequest
     | ListTransactionsRequest
     | AbortTransactionRequest
+    | ElectLeadersRequest
 )
 
 Response: TypeAlias = (
@@ -1413,4 +1522,5 @@ Response: TypeAlias = (
     | DescribeTransactionsResponse
     | ListTransactionsResponse
     | AbortTransactionResponse
+    | ElectLeadersResponse
 )

@@ -61,6 +61,8 @@ from broker.wire.messages import (
     DeleteTopicsResponse,
     DescribeClusterRequest,
     DescribeClusterResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     FetchRequest,
     FetchResponse,
     InitProducerIdRequest,
@@ -129,6 +131,7 @@ REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.DESCRIBE_TRANSACTIONS: DescribeTransactionsRequest,
     ApiKey.LIST_TRANSACTIONS: ListTransactionsRequest,
     ApiKey.ABORT_TRANSACTION: AbortTransactionRequest,
+    ApiKey.ELECT_LEADERS: ElectLeadersRequest,
 }
 
 RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
@@ -155,6 +158,7 @@ RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
     ApiKey.DESCRIBE_TRANSACTIONS: DescribeTransactionsResponse,
     ApiKey.LIST_TRANSACTIONS: ListTransactionsResponse,
     ApiKey.ABORT_TRANSACTION: AbortTransactionResponse,
+    ApiKey.ELECT_LEADERS: ElectLeadersResponse,
 }
 assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
 assert all(t.API_KEY is k for k, t in REQUEST_TYPES.items())

@@ -48,6 +48,8 @@ from broker.wire.messages import (
     DeleteTopicsResponse,
     DescribeClusterRequest,
     DescribeClusterResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     FetchPartition,
     FetchRequest,
     FetchResponse,
@@ -237,6 +239,7 @@ def valid_request(key: ApiKey, version: int) -> Request:
         ApiKey.LIST_GROUPS: ListGroupsRequest(),
         ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest(group_ids=(GROUP,)),
         ApiKey.DELETE_GROUPS: DeleteGroupsRequest(group_ids=(OPERATOR_GROUP,)),
+        ApiKey.ELECT_LEADERS: ElectLeadersRequest(topics=("t",)),
     }.get(key) or txn_request(key)
 
 
@@ -274,6 +277,8 @@ def succeeded(body: Response | None) -> bool:
         return TXN in {t.transactional_id for t in body.transactions}
     if isinstance(body, (DescribeGroupsResponse, DeleteGroupsResponse)):
         return len(body.groups) == 1
+    if isinstance(body, ElectLeadersResponse):  # a single broker leads all: balanced
+        return body.transfers == () and body.pending == ()
     return isinstance(
         body,
         (

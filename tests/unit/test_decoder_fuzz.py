@@ -176,6 +176,8 @@ from broker.wire.messages import (
     DeleteTopicsResponse,
     DescribeClusterRequest,
     DescribeClusterResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     FetchedBatch,
     FetchPartition,
     FetchPartitionResult,
@@ -196,6 +198,7 @@ from broker.wire.messages import (
     MetadataResponse,
     NewTopic,
     PartitionInfo,
+    PreferredLeader,
     ProducePartition,
     ProducePartitionResult,
     ProduceRequest,
@@ -543,6 +546,8 @@ REQUESTS: list[tuple[Request, int, str | None]] = [
     (ListTransactionsRequest(), 24, "ops"),
     (ListTransactionsRequest(states=("ongoing", "pre_committed")), 25, None),
     (AbortTransactionRequest(transactional_id="tx-1"), 26, "ops"),
+    (ElectLeadersRequest(), 27, "ops"),
+    (ElectLeadersRequest(topics=("orders", "t")), 28, None),
 ]
 assert {type(r) for r, _, _ in REQUESTS} == set(REQUEST_TYPES.values())
 REQUEST_PAYLOADS = [encode_request(r, cid, client)[HEADER_BYTES:] for r, cid, client in REQUESTS]
@@ -870,6 +875,16 @@ RESPONSES: list[tuple[Response, int]] = [
         21,
     ),
     (AbortTransactionResponse(), 22),
+    (
+        ElectLeadersResponse(
+            transfers=(PreferredLeader(topic="t", partition=0, leader=1, preferred=0),),
+            pending=(
+                PreferredLeader(topic="t", partition=0, leader=1, preferred=0),
+                PreferredLeader(topic="t", partition=2, leader=None, preferred=2),
+            ),
+        ),
+        23,
+    ),
 ]
 assert {type(r) for r, _ in RESPONSES} == set(RESPONSE_TYPES.values())
 

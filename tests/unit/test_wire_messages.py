@@ -62,6 +62,8 @@ from broker.wire.messages import (
     DeleteTopicsResponse,
     DescribeClusterRequest,
     DescribeClusterResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     FetchedBatch,
     FetchPartition,
     FetchPartitionResult,
@@ -82,6 +84,7 @@ from broker.wire.messages import (
     MetadataResponse,
     NewTopic,
     PartitionInfo,
+    PreferredLeader,
     ProducePartition,
     ProducePartitionResult,
     ProduceRequest,
@@ -252,6 +255,9 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         transaction_timeout_ms=POSITIVE_MS,
     ),
     ApiKey.DESCRIBE_CLUSTER: st.just(DescribeClusterRequest()),
+    ApiKey.ELECT_LEADERS: st.builds(
+        ElectLeadersRequest, topics=st.none() | _tuple(TOPIC_NAME, unique=True)
+    ),
     ApiKey.FIND_COORDINATOR: st.builds(
         FindCoordinatorRequest, key=GROUP_ID, key_type=st.sampled_from(list(CoordinatorType))
     ),
@@ -305,6 +311,9 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
 }
 
 LEADER_HINT = st.none() | st.integers(min_value=0, max_value=2**31 - 1)
+PREFERRED_LEADER = st.builds(
+    PreferredLeader, topic=TOPIC_NAME, partition=PARTITION, leader=st.none() | NODE, preferred=NODE
+)
 
 RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
     ApiKey.API_VERSIONS: st.builds(
@@ -555,6 +564,11 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
         groups=_tuple(st.builds(GroupResult, group_id=GROUP_ID, error=ERROR, message=OPT_TEXT)),
     ),
     **TXN_RESPONSES,
+    ApiKey.ELECT_LEADERS: st.builds(
+        ElectLeadersResponse,
+        transfers=_tuple(PREFERRED_LEADER, unique_by=lambda p: (p.topic, p.partition)),
+        pending=_tuple(PREFERRED_LEADER, unique_by=lambda p: (p.topic, p.partition)),
+    ),
 }
 
 
@@ -1389,6 +1403,13 @@ REJECTIONS: list[tuple[str, ApiKey, Callable[[], dict[str, Any]], Any, str]] = [
         "names[1]: duplicate topic 'a'",
     ),
     ("api versions body not empty", ApiKey.API_VERSIONS, dict, _set(["x"], 1), "body: unknown 'x'"),
+    (
+        "duplicate topic in elect leaders",
+        ApiKey.ELECT_LEADERS,
+        lambda: {"topics": ["a", "b"]},
+        _set(["topics", 1], "a"),
+        "topics[1]: duplicate topic 'a'",
+    ),
     (
         "describe cluster body not empty",
         ApiKey.DESCRIBE_CLUSTER,
@@ -2393,6 +2414,7 @@ def _sample_request(key: ApiKey) -> Request:
         ApiKey.DESCRIBE_TRANSACTIONS: DescribeTransactionsRequest(transactional_ids=("tx",)),
         ApiKey.LIST_TRANSACTIONS: ListTransactionsRequest(),
         ApiKey.ABORT_TRANSACTION: AbortTransactionRequest(transactional_id="tx"),
+        ApiKey.ELECT_LEADERS: ElectLeadersRequest(),
     }[key]
 
 
