@@ -30,10 +30,14 @@ broker holding a member of its group advertised the `quiesce` peer feature (an o
 refuses the flagged heartbeat), and when its machine has no timer pending
 (`timers_pending`: a leader's `leader_tick` runs only in active groups, so a machine with a
 due timer keeps its group awake). The broker-level liveness signal stands in for the
-heartbeats of quiesced groups: `peer_lost(node)` wakes every group with a member on that
-broker and times out the ones it led (`leader_unreachable`); `peer_back(node)` wakes the
-same groups (the broker may have restarted, perhaps as a new incarnation, and must be caught
-up or replaced). The members of lost brokers are excused from a leader's idleness test, as
+heartbeats of quiesced groups: `peer_lost(node)` times out the groups that broker led
+(`leader_unreachable`) and wakes the groups led here with a member there; `peer_back(node)`
+wakes the groups led here with a member there (the broker may have restarted, perhaps as a
+new incarnation, and must be caught up or replaced) and those whose leader was there (a
+restarted process leads nothing). A follower whose leader is on a third broker stays
+quiesced: woken, it would time out while its leader stays quiesced, and a restarted member
+(no leader yet, so no lease) would grant its pre-vote and its vote, moving leadership for
+nothing. The members of lost brokers are excused from a leader's idleness test, as
 long as the others form a quorum. Periodic work that only an awake group can need visits
 `active_groups()`; a leader's report to the controller adds `take_flipped()`.
 """
@@ -336,23 +340,29 @@ class GroupHost:
             self._quiescent_peers.discard(node_id)
 
     def peer_lost(self, node_id: int) -> None:
-        """The link to broker `node_id` is lost: wake every group with a member there (its
-        leaders count on that member no longer) and time out the ones it led."""
+        """The link to broker `node_id` is lost: time out the groups it led, and wake the
+        groups led here with a member there (they count on that member no longer)."""
         self._lost.add(node_id)
         self.leader_unreachable(node_id)
-        self._wake_members_of(node_id)
+        self._wake_for(node_id)
 
     def peer_back(self, node_id: int) -> None:
-        """A link to broker `node_id` is up (again): wake every group with a member there."""
+        """A link to broker `node_id` is up (again): wake the groups led here with a member
+        there, and the followers whose leader was there."""
         self._lost.discard(node_id)
-        self._wake_members_of(node_id)
+        self._wake_for(node_id)
 
-    def _wake_members_of(self, node_id: int) -> None:
+    def _wake_for(self, node_id: int) -> None:
+        """Wake the quiesced groups that broker `node_id`'s loss or return concerns: those
+        led here with a member there, and those whose leader is there (module doc)."""
         if not self.quiesce or len(self._active) == len(self.groups):
             return
         for gid in [gid for gid in self.groups if gid not in self._active]:
             raft = self.groups[gid].raft
-            if any(node_of(m) == node_id for m in raft.conf.members()):
+            if raft.role == Role.LEADER:
+                if any(node_of(m) == node_id for m in raft.conf.members()):
+                    raft.wake()
+            elif node_of(raft.leader) == node_id:
                 raft.wake()
 
     def step(self, gid: int, message: Message) -> None:
