@@ -223,6 +223,18 @@ class ApiVersionsResponse:
 _METADATA_REQUEST = frozenset({"topics"})
 
 
+def _topic_names(raw: object, limits: Limits) -> tuple[str, ...] | None:
+    """A request's optional `topics`: None (every topic), else distinct valid names."""
+    if raw is None:
+        return None
+    names = [
+        s.topic(v, s.item("topics", i), limits)
+        for i, v in enumerate(s.array(raw, "topics", limits))
+    ]
+    s.unique(names, "topics", "topic")
+    return tuple(names)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataRequest:
     """`topics=None` asks for every topic; an empty tuple for none (brokers only)."""
@@ -238,15 +250,7 @@ class MetadataRequest:
         cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
     ) -> MetadataRequest:
         b = s.fields(body, "", _METADATA_REQUEST)
-        raw = b["topics"]
-        if raw is None:
-            return cls(topics=None)
-        names = [
-            s.topic(v, s.item("topics", i), limits)
-            for i, v in enumerate(s.array(raw, "topics", limits))
-        ]
-        s.unique(names, "topics", "topic")
-        return cls(topics=tuple(names))
+        return cls(topics=_topic_names(b["topics"], limits))
 
 
 _BROKER = frozenset({"id", "host", "port", "rack"})
@@ -1390,15 +1394,7 @@ class ElectLeadersRequest:
         cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
     ) -> ElectLeadersRequest:
         b = s.fields(body, "", _ELECT_LEADERS_REQUEST)
-        raw = b["topics"]
-        if raw is None:
-            return cls(topics=None)
-        names = [
-            s.topic(v, s.item("topics", i), limits)
-            for i, v in enumerate(s.array(raw, "topics", limits))
-        ]
-        s.unique(names, "topics", "topic")
-        return cls(topics=tuple(names))
+        return cls(topics=_topic_names(b["topics"], limits))
 
 
 _PREFERRED_LEADER = frozenset({"topic", "partition", "leader", "preferred"})
