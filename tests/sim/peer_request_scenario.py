@@ -38,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from broker.core.controller import ENSURE_INTERNAL_TOPIC
+from broker.core.controller import ENSURE_INTERNAL_TOPIC, TRANSFER_LEADER
 from broker.core.peer_codec import PeerResponse
 from broker.core.peer_requests import PING, Inbound, PeerRequests, PeerRequestStats, PeerResult
 from broker.core.producer_ids import ALLOC_PRODUCER_IDS
@@ -207,7 +207,8 @@ class PeerRequestRun:
             expected: tuple[ErrorCode, object] = (ErrorCode.UNSUPPORTED_VERSION, None)
         elif sent.kind == PING:
             me = {"node_id": dst, "incarnation": w.brokers[dst].disk.incarnation}
-            kinds = sorted([PING, SLOW, ALLOC_PRODUCER_IDS, ENSURE_INTERNAL_TOPIC, TXN_REQUEST])
+            served = (ALLOC_PRODUCER_IDS, ENSURE_INTERNAL_TOPIC, TRANSFER_LEADER, TXN_REQUEST)
+            kinds = sorted([PING, SLOW, *served])
             expected = (ErrorCode.NONE, {**me, "kinds": kinds, "echo": sent.token})
         else:
             expected = (ErrorCode.NONE, {"by": dst, "echo": sent.token})
