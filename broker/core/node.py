@@ -534,5 +534,6 @@ class BrokerNode:
         return {
             "groups": len(self.host.groups),
             "leaders": sum(1 for g in groups if g.raft.is_leader),
+            "quiesced": self.host.quiesced_count,
             "waiters": sum(len(g.waiters) for g in groups),
         }

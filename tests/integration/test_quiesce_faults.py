@@ -10,6 +10,7 @@ audit is on in every broker, and no broker exits unasked.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.request
@@ -59,8 +60,11 @@ async def setup(cluster: Cluster, history: History) -> None:
         await admin.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=3)
     await cluster.wait_stable(TOPIC)
     await produce(cluster, history, range(PARTITIONS), "warm")
-    # Every partition group, on every broker, goes quiet.
+    # Every partition group, on every broker, goes quiet; /stats counts them as /metrics does.
     await wait_quiesced(cluster, range(cluster.size), PARTITIONS)
+    url = f"http://127.0.0.1:{cluster.brokers[0].http_port}/stats"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert json.loads(r.read())["node"]["quiesced"] >= PARTITIONS
 
 
 async def produce(

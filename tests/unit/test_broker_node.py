@@ -71,7 +71,7 @@ def test_bootstrap_records_cluster_id_and_registers() -> None:
     assert node.meta.brokers == {0: advertised(0, 1)}
     assert node.controller == 0
     assert node.metadata_group.raft.is_leader
-    assert node.stats() == {"groups": 1, "leaders": 1, "waiters": 0}
+    assert node.stats() == {"groups": 1, "leaders": 1, "quiesced": 0, "waiters": 0}
     assert not node.has_work()
 
 
