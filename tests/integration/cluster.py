@@ -37,10 +37,12 @@ from pathlib import Path
 import trio
 
 from broker.wire.messages import MetadataRequest, MetadataResponse
+from consumers import Admin, Consumer
 from consumers.cluster import Cluster as ClientCluster
 from consumers.errors import SluiceError
 from tests.integration.proxy import Direction, Proxy, owner_pid
 from tests.support.harness import BrokerProcess, free_port
+from tests.support.history import History
 from tests.support.wait import poll_until_async
 
 Leaders = dict[int, tuple[int | None, int]]
@@ -353,3 +355,38 @@ class Cluster:
         deadline = time.monotonic() + timeout
         for b in self.brokers:
             b.wait_ready(max(1.0, deadline - time.monotonic()))
+
+
+async def read_back(
+    cluster: Cluster, history: History, topic: str, partitions: int, timeout: float = 60.0
+) -> dict[int, int]:
+    """Every partition of `topic` from offset 0 to its high watermark, into `history` (each
+    must begin at offset 0); returns the high watermarks."""
+    await cluster.wait_leaders(topic)
+    with trio.fail_after(timeout):
+        ends: dict[int, int] = {}
+        async with Admin(cluster.bootstrap) as admin:
+            while True:
+                desc = await admin.describe_topic(topic)
+                ends = {
+                    p.partition: p.high_watermark
+                    for p in desc.partitions
+                    if p.high_watermark is not None
+                }
+                if len(ends) == partitions:
+                    break
+                await trio.sleep(0.1)
+        firsts: dict[int, int] = {}
+        async with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as c:
+            tps = [(topic, p) for p in range(partitions)]
+            c.assign(tps)
+            for tp in tps:
+                c.seek(tp, 0)
+            seen = dict.fromkeys(range(partitions), 0)
+            while any(seen[p] < ends[p] for p in seen):
+                for r in await c.poll(timeout=1.0, max_records=5000):
+                    history.read((r.topic, r.partition), r.offset, r.value or b"")
+                    firsts.setdefault(r.partition, r.offset)
+                    seen[r.partition] = max(seen[r.partition], r.offset + 1)
+    assert all(first == 0 for first in firsts.values()), f"a partition began at {firsts}"
+    return ends

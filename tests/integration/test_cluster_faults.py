@@ -36,10 +36,10 @@ from broker.wire.messages import (
     ProduceTopic,
 )
 from broker.wire.protocol import decode_response, encode_request
-from consumers import Admin, Consumer, Producer
+from consumers import Admin, Producer
 from consumers.errors import SluiceError
 from consumers.producer import Delivery
-from tests.integration.cluster import Cluster, View
+from tests.integration.cluster import Cluster, View, read_back
 from tests.integration.wire_client import RawClient
 from tests.support.history import History
 
@@ -164,7 +164,7 @@ async def run_with_workload(
             await w.progress(30)
             await scenario(w)
             w.stop.set()
-        await read_back(cluster, history)
+        await read_back(cluster, history, TOPIC, PARTITIONS)
     return w
 
 
@@ -181,39 +181,6 @@ def run_scenario(
         return await run_with_workload(cluster, history, scenario, **options)
 
     return trio.run(main)
-
-
-async def read_back(cluster: Cluster, history: History, timeout: float = 60.0) -> dict[int, int]:
-    """Every partition from offset 0 to its high watermark, into `history`; returns the high
-    watermarks."""
-    await cluster.wait_leaders(TOPIC)
-    with trio.fail_after(timeout):
-        ends: dict[int, int] = {}
-        async with Admin(cluster.bootstrap) as admin:
-            while True:
-                desc = await admin.describe_topic(TOPIC)
-                ends = {
-                    p.partition: p.high_watermark
-                    for p in desc.partitions
-                    if p.high_watermark is not None
-                }
-                if len(ends) == PARTITIONS:
-                    break
-                await trio.sleep(0.1)
-        firsts: dict[int, int] = {}
-        async with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as c:
-            tps = [(TOPIC, p) for p in range(PARTITIONS)]
-            c.assign(tps)
-            for tp in tps:
-                c.seek(tp, 0)
-            seen = dict.fromkeys(range(PARTITIONS), 0)
-            while any(seen[p] < ends[p] for p in seen):
-                for r in await c.poll(timeout=1.0, max_records=5000):
-                    history.read((r.topic, r.partition), r.offset, r.value or b"")
-                    firsts.setdefault(r.partition, r.offset)
-                    seen[r.partition] = max(seen[r.partition], r.offset + 1)
-    assert all(first == 0 for first in firsts.values()), f"a partition began at {firsts}"
-    return ends
 
 
 def check(cluster: Cluster, history: History, w: Workload) -> None:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 
 import trio
 
-from consumers import Admin, Consumer, Producer
-from tests.integration.cluster import Cluster, Leaders
+from consumers import Admin, Producer
+from tests.integration.cluster import Cluster, Leaders, read_back
 from tests.support.history import History
 
 MakeCluster = Callable[..., Cluster]
@@ -114,32 +114,6 @@ async def failover(
             await trio.sleep(0.05)
 
 
-async def read_back(cluster: Cluster, history: History, timeout: float = 60.0) -> None:
-    """Every partition from offset 0 to its high watermark, into `history`."""
-    with trio.fail_after(timeout):
-        async with Admin(cluster.bootstrap) as admin:
-            while True:
-                desc = await admin.describe_topic(TOPIC)
-                ends = {
-                    p.partition: p.high_watermark
-                    for p in desc.partitions
-                    if p.high_watermark is not None
-                }
-                if len(ends) == PARTITIONS:
-                    break
-                await trio.sleep(0.1)
-        async with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as c:
-            tps = [(TOPIC, p) for p in range(PARTITIONS)]
-            c.assign(tps)
-            for tp in tps:
-                c.seek(tp, 0)
-            seen = dict.fromkeys(range(PARTITIONS), 0)
-            while any(seen[p] < ends[p] for p in seen):
-                for r in await c.poll(timeout=1.0, max_records=5000):
-                    history.read((r.topic, r.partition), r.offset, r.value or b"")
-                    seen[r.partition] = max(seen[r.partition], r.offset + 1)
-
-
 def check(cluster: Cluster, history: History) -> None:
     problems = history.check()
     assert not problems, f"{len(problems)} problems, first: {problems[:10]}; logs {cluster.root}"
@@ -191,7 +165,7 @@ def test_sigkill_of_the_leader_of_quiesced_partitions(cluster_factory: MakeClust
         assert not moved, f"the restart moved leaderships (partition: before, after): {moved}"
         await produce(cluster, history, range(PARTITIONS), "back")
         await wait_quiesced(cluster, range(cluster.size), PARTITIONS)
-        await read_back(cluster, history)
+        await read_back(cluster, history, TOPIC, PARTITIONS)
 
     trio.run(main)
     check(cluster, history)
@@ -220,7 +194,7 @@ def test_sigstop_of_the_leader_of_quiesced_partitions(cluster_factory: MakeClust
         # Resumed, it finds its links closed and newer terms: it follows; all quiesce again.
         await produce(cluster, history, range(PARTITIONS), "resumed")
         await wait_quiesced(cluster, range(cluster.size), PARTITIONS)
-        await read_back(cluster, history)
+        await read_back(cluster, history, TOPIC, PARTITIONS)
 
     trio.run(main)
     check(cluster, history)
