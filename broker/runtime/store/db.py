@@ -450,9 +450,8 @@ class RocksStore:
         lost: list[bytes] = []
         for key, value in self._range(CF_PAYLOADS, c.KEY2.pack(*self._durable_recorded), _END):
             g, index = c.KEY2.unpack(value)
-            record = self._get(CF_LOG, c.indexed_key(g, index))
-            pointer = c.external_pointer(record) if record is not None else None
-            if record is None or pointer is None or c.KEY2.pack(*pointer[:2]) != key:
+            record = self._pointing_at(key, g, index)
+            if record is None:
                 continue  # replaced since: a truncation, a snapshot, a deletion
             try:
                 c.decode_entry(self._codec, g, index, record, self.read_payload)
@@ -485,6 +484,13 @@ class RocksStore:
             wb.delete(key, self._handles[CF_PAYLOADS])
         self._write_now(wb)
 
+    def _pointing_at(self, key: bytes, group: int, index: int) -> bytes | None:
+        """The log record of entry (`group`, `index`) if it still points at the payload whose
+        `payloads` key is `key` (None: replaced, deleted or compacted since)."""
+        record = self._get(CF_LOG, c.indexed_key(group, index))
+        pointer = c.external_pointer(record) if record is not None else None
+        return record if pointer is not None and c.KEY2.pack(*pointer[:2]) == key else None
+
     def _reclaim_segments(self) -> None:
         """Delete each sealed payload segment no entry points into any more: its `payloads`
         records first (one synced write), then its file. A record counts only if the log
@@ -499,10 +505,7 @@ class RocksStore:
             lo, hi = c.KEY2.pack(segment, 0), c.KEY2.pack(segment + 1, 0)
             live = False
             for key, value in self._range(CF_PAYLOADS, lo, hi):
-                g, index = c.KEY2.unpack(value)
-                record = self._get(CF_LOG, c.indexed_key(g, index))
-                pointer = c.external_pointer(record) if record is not None else None
-                if pointer is not None and c.KEY2.pack(*pointer[:2]) == key:
+                if self._pointing_at(key, *c.KEY2.unpack(value)) is not None:
                     live = True
                     break
             if not live:
