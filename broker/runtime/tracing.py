@@ -306,6 +306,23 @@ class BrokerTracing:
         if e.span is not None:
             e.span.end()
             e.span = None
+        if e.phase == "precommit" and phase != "commit":
+            # A pre-committed transaction can only commit: its commit phase began and ended
+            # between two rounds this broker looked in (acknowledgements and the commit
+            # entry handled in one pass). Record it, marked as seen only once it was over.
+            late = tracer.start_span(
+                "txn commit",
+                context=trace.set_span_in_context(e.parent),
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "messaging.system": SYSTEM,
+                    "sluice.transactional_id": e.txn_id,
+                    "sluice.txn.epoch": e.epoch,
+                    "sluice.txn.seen_after_end": True,
+                },
+            )
+            late.end()
+            e.phase = "commit"
         if epoch != e.epoch or phase is None:
             # Past its transaction (the epoch moved on at completion), or never reached a
             # phase here while the transaction was still ongoing: wait, within the limit.

@@ -86,19 +86,25 @@ def test_one_trace_from_send_to_processing(cluster_factory: Callable[..., Cluste
             receiver.env("ledger"),
         )  # fmt: skip
 
-        def whole() -> bool:
-            names = {(s.service, s.name) for s in receiver.snapshot()}
-            return {
-                ("shop", f"send {TOPIC}"),
-                ("billing", f"process {TOPIC}"),
-                ("sluice-broker", f"produce {TOPIC}"),
-                ("sluice-broker", "raft replicate"),
-                ("sluice-broker", f"fetch {TOPIC}"),
-                ("ledger", "commit_transaction"),
-                ("sluice-broker", "txn commit"),
-            } <= names
+        wanted = {
+            ("shop", f"send {TOPIC}"),
+            ("billing", f"process {TOPIC}"),
+            ("sluice-broker", f"produce {TOPIC}"),
+            ("sluice-broker", "raft replicate"),
+            ("sluice-broker", f"fetch {TOPIC}"),
+            ("ledger", "commit_transaction"),
+            ("sluice-broker", "txn commit"),
+        }
 
-        wait_until(whole, timeout=30, what="the spans of the produce-consume trace")
+        def missing() -> set[tuple[str, str]]:
+            return wanted - {(s.service, s.name) for s in receiver.snapshot()}
+
+        wait_until(
+            lambda: not missing(),
+            timeout=30,
+            what="the spans of the produce-consume trace",
+            detail=lambda: f"missing {sorted(missing())}",
+        )
         spans = receiver.snapshot()
         assert receiver.bad_bodies == 0
 
