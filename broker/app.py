@@ -44,6 +44,7 @@ from broker.runtime.otlp_metrics import OtlpConfig, OtlpExporter
 from broker.runtime.peers import PeerNetwork
 from broker.runtime.server import ClientServer, request_budget
 from broker.runtime.store import RocksStore, StoreError, StoreIdentityError, StoreLockedError
+from broker.runtime.store.reclaim import reclaim_forever
 from broker.runtime.tracing import BrokerTracing, install_global_provider, provider_from_env
 from broker.wire.limits import Limits
 
@@ -115,6 +116,7 @@ def open_store(config: BrokerConfig) -> RocksStore:
             durability=config.sync_mode,  # type: ignore[arg-type]
             audit=config.durability_audit,
             external_payload_bytes=config.external_payload_bytes,
+            payload_segment_bytes=config.payload_segment_bytes,
         )
     except (StoreIdentityError, StoreLockedError) as e:
         raise StartupError(str(e)) from None
@@ -195,6 +197,7 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
                 internal_topic_replication_factor=config.offsets_topic_replication_factor,
                 quiesce=config.quiesce,
                 leader_balance_ticks=_ticks(config.leader_balance_interval_s, config.tick_ms),
+                retention_check_ticks=_ticks(config.retention_check_interval_s, config.tick_ms),
             ),
             RocksGroupStore(store),
             random.Random(),
@@ -274,6 +277,8 @@ async def embedded(config: BrokerConfig) -> AsyncIterator[Broker]:
             nursery.start_soon(_ticker, driver, config.tick_ms)
             nursery.start_soon(_freeze_gc_when_ready, node)
             nursery.start_soon(disk.run)
+            if config.store_reclaim_interval_s > 0:
+                nursery.start_soon(reclaim_forever, store, config.store_reclaim_interval_s)
             if exporter is not None:
                 nursery.start_soon(exporter.run)
             async with trio.open_nursery() as listeners:

@@ -112,6 +112,18 @@ class BrokerConfig:
     """A log entry whose payload is at least this large keeps it in an append-only payload
     segment (`<data_dir>/payloads/`) instead of RocksDB, so its bytes reach the disk once;
     0: every payload stays in RocksDB."""
+    payload_segment_bytes: int = 256 << 20
+    """A payload segment is sealed once this large and deleted once no log entry points
+    into it any more (its entries compacted by retention, or their topic deleted)."""
+    retention_check_interval_s: float = 5.0
+    """Every this many seconds each partition leader checks its topic's retention.ms and
+    retention.bytes and proposes the new log start offset (deletion takes up to this much
+    longer than the topic asks); 0: never."""
+    store_reclaim_interval_s: float = 10.0
+    """At most this often, and only after retention or a topic deletion removed records, a
+    worker thread compacts the removed key ranges in RocksDB and payload segments nothing
+    points into are deleted, so the disk is given back; 0: never while running (payload
+    segments still go at the next start)."""
     max_message_bytes: int = 1 << 20
     default_partitions: int = 1
     default_replication_factor: int = 1
@@ -216,6 +228,12 @@ class BrokerConfig:
             raise ConfigError("default_partitions and default_replication_factor must be >= 1")
         if self.external_payload_bytes < 0:
             raise ConfigError("external_payload_bytes must be >= 0 (0: payloads stay in RocksDB)")
+        if self.payload_segment_bytes < 1:
+            raise ConfigError("payload_segment_bytes must be >= 1")
+        if not 0 <= self.retention_check_interval_s <= 86_400:
+            raise ConfigError("retention_check_interval_s must be 0..86400 (0: off)")
+        if not 0 <= self.store_reclaim_interval_s <= 86_400:
+            raise ConfigError("store_reclaim_interval_s must be 0..86400 (0: off)")
         if self.catchup_bytes_per_s < 0:
             raise ConfigError("catchup_bytes_per_s must be >= 0 (0: unthrottled)")
         if not 1 <= self.max_message_bytes <= self.max_frame_bytes:
@@ -287,7 +305,13 @@ def _convert(key: str, raw: Any) -> Any:
             if text not in ("1", "0", "true", "false", "yes", "no"):
                 raise ConfigError(f"{key}: expected true or false, got {raw!r}")
             return text in ("1", "true", "yes")
-        if key in ("idle_timeout_s", "stall_timeout_s", "leader_balance_interval_s"):
+        if key in (
+            "idle_timeout_s",
+            "stall_timeout_s",
+            "leader_balance_interval_s",
+            "retention_check_interval_s",
+            "store_reclaim_interval_s",
+        ):
             return float(raw)
         if key == "max_api_versions":
             return _api_caps(raw)

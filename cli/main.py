@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from broker.app import install_client_tracing
-from cli import bench, cluster, dev, group, leaders, topic, txn
+from cli import bench, cluster, dev, group, leaders, rebalance, topic, txn
 from cli.consume import consume
 from cli.produce import produce
 from cli.serve import serve
@@ -29,6 +29,8 @@ app.add_typer(group.app, name="group")
 app.add_typer(txn.app, name="txn")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(leaders.app, name="leaders")
+app.add_typer(rebalance.app, name="rebalance")
+app.add_typer(rebalance.broker_app, name="broker")
 app.command("top")(top)
 app.add_typer(bench.app, name="bench")
 app.add_typer(dev.app, name="dev")

@@ -43,6 +43,7 @@ from consumers.errors import (
     error_for,
 )
 from consumers.producer import Delivery, GroupMetadata, Producer, RecordMetadata
+from consumers.rebalance import Reassignment, ReassignmentStatus, RebalanceResult, ReplicaMove
 
 __all__ = [
     "Admin",
@@ -61,8 +62,12 @@ __all__ = [
     "PartitionDescription",
     "PartitionStatus",
     "Producer",
+    "Reassignment",
+    "ReassignmentStatus",
     "RebalanceCallback",
+    "RebalanceResult",
     "RecordMetadata",
+    "ReplicaMove",
     "SluiceError",
     "TopicDescription",
     "TransactionAbortedError",

@@ -30,7 +30,7 @@ rule is `plan_reset`), `reset_offsets` commits a plan as an operator (member id 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, get_args
@@ -89,6 +89,7 @@ from broker.wire.txn_messages import (
     ListTransactionsRequest,
     ListTransactionsResponse,
 )
+from consumers import rebalance as _rebalance
 from consumers.cluster import Backoff, Cluster, TopicPartition
 from consumers.coordinator import CoordinatorLink
 from consumers.errors import (
@@ -105,6 +106,7 @@ from consumers.errors import (
     UnknownTopicError,
     error_for,
 )
+from consumers.rebalance import ReassignmentStatus, RebalanceResult
 from consumers.txn_admin import (
     OPEN_STATES,
     HeldBack,
@@ -655,6 +657,91 @@ class Admin:
             if not wait or result.balanced or trio.current_time() + poll_s >= deadline:
                 return result
             await trio.sleep(poll_s)
+
+    # -- reassignment ------------------------------------------------------------------------
+
+    async def plan_rebalance(
+        self, *, exclude: Iterable[int] = (), timeout_s: float | None = None
+    ) -> RebalanceResult:
+        """The controller's rebalancing plan, changing nothing: the fewest replica moves
+        that even out replicas and preferred leaders over the live brokers (draining ones and
+        `exclude` left out; racks spread), and the layout it leads to. Raises
+        InvalidReplicationFactorError when a topic's replication factor exceeds the brokers
+        left."""
+        return await _rebalance.rebalance(
+            self.cluster, self._deadline(timeout_s), execute=False, exclude=exclude
+        )
+
+    async def rebalance(
+        self,
+        *,
+        exclude: Iterable[int] = (),
+        throttle_bytes_per_s: int | None = None,
+        timeout_s: float | None = None,
+    ) -> RebalanceResult:
+        """Carry out the plan `plan_rebalance` shows: every move goes into the metadata log
+        at once, and returns when it is there; the partitions' leaders then move replicas in
+        the background, one Raft membership change at a time (watch with
+        `describe_reassignments` or `wait_for_reassignments`). `throttle_bytes_per_s`: the
+        catch-up rate of every broker from now on (0: each broker's own setting; None:
+        unchanged)."""
+        return await _rebalance.rebalance(
+            self.cluster,
+            self._deadline(timeout_s),
+            execute=True,
+            exclude=exclude,
+            throttle_bytes_per_s=throttle_bytes_per_s,
+        )
+
+    async def drain_broker(
+        self,
+        broker_id: int,
+        *,
+        throttle_bytes_per_s: int | None = None,
+        timeout_s: float | None = None,
+    ) -> RebalanceResult:
+        """Move every replica off `broker_id` (its leaderships follow) and give it none
+        until `undrain_broker`: a rebalance with the broker marked draining."""
+        return await _rebalance.rebalance(
+            self.cluster,
+            self._deadline(timeout_s),
+            execute=True,
+            drain=(broker_id,),
+            throttle_bytes_per_s=throttle_bytes_per_s,
+        )
+
+    async def undrain_broker(
+        self, broker_id: int, *, timeout_s: float | None = None
+    ) -> RebalanceResult:
+        """Let `broker_id` take replicas again and rebalance onto it."""
+        return await _rebalance.rebalance(
+            self.cluster, self._deadline(timeout_s), execute=True, undrain=(broker_id,)
+        )
+
+    async def cancel_reassignments(self, *, timeout_s: float | None = None) -> RebalanceResult:
+        """Send every reassignment in progress back to its partition's replicas (the moves
+        returned: target -> replicas); replicas already added are removed again."""
+        return await _rebalance.rebalance(
+            self.cluster, self._deadline(timeout_s), execute=True, cancel=True
+        )
+
+    async def describe_reassignments(self, *, timeout_s: float | None = None) -> ReassignmentStatus:
+        """The partitions moving (with the caught-up replicas and lag their leaders last
+        reported), the brokers draining and the throttle, as the controller sees them."""
+        return await _rebalance.describe(self.cluster, self._deadline(timeout_s))
+
+    async def wait_for_reassignments(
+        self,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+        on_status: Callable[[ReassignmentStatus], None] | None = None,
+    ) -> ReassignmentStatus:
+        """Until no partition moves or `timeout_s` passes (default: the client's); returns
+        the last status either way: check `done`. `on_status` sees every answer."""
+        return await _rebalance.wait_done(
+            self.cluster, self._deadline(timeout_s), poll_s=poll_s, on_status=on_status
+        )
 
     # -- consumer groups ---------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from consumers.consumer import CommitCallback, ConsumerRecord, RebalanceCallback
 from consumers.core.group_member import GroupMetadata
 from consumers.errors import ClientClosedError, SluiceError
 from consumers.producer import Headers, RecordMetadata
+from consumers.rebalance import ReassignmentStatus, RebalanceResult
 from consumers.txn_admin import OPEN_STATES, HeldBack, TransactionDetails, TransactionListing
 
 __all__ = ["Admin", "Consumer", "Delivery", "Producer"]
@@ -659,6 +660,69 @@ class Admin(_Facade[_admin.Admin]):
             )
 
         return self._loop.run(elect)
+
+    def plan_rebalance(
+        self, *, exclude: Iterable[int] = (), timeout_s: float | None = None
+    ) -> RebalanceResult:
+        """See `consumers.Admin.plan_rebalance`."""
+        return self._loop.run(
+            lambda: self._async.plan_rebalance(exclude=exclude, timeout_s=timeout_s)
+        )
+
+    def rebalance(
+        self,
+        *,
+        exclude: Iterable[int] = (),
+        throttle_bytes_per_s: int | None = None,
+        timeout_s: float | None = None,
+    ) -> RebalanceResult:
+        """See `consumers.Admin.rebalance`."""
+        return self._loop.run(
+            lambda: self._async.rebalance(
+                exclude=exclude, throttle_bytes_per_s=throttle_bytes_per_s, timeout_s=timeout_s
+            )
+        )
+
+    def drain_broker(
+        self,
+        broker_id: int,
+        *,
+        throttle_bytes_per_s: int | None = None,
+        timeout_s: float | None = None,
+    ) -> RebalanceResult:
+        """See `consumers.Admin.drain_broker`."""
+        return self._loop.run(
+            lambda: self._async.drain_broker(
+                broker_id, throttle_bytes_per_s=throttle_bytes_per_s, timeout_s=timeout_s
+            )
+        )
+
+    def undrain_broker(self, broker_id: int, *, timeout_s: float | None = None) -> RebalanceResult:
+        """See `consumers.Admin.undrain_broker`."""
+        return self._loop.run(lambda: self._async.undrain_broker(broker_id, timeout_s=timeout_s))
+
+    def cancel_reassignments(self, *, timeout_s: float | None = None) -> RebalanceResult:
+        """See `consumers.Admin.cancel_reassignments`."""
+        return self._loop.run(lambda: self._async.cancel_reassignments(timeout_s=timeout_s))
+
+    def describe_reassignments(self, *, timeout_s: float | None = None) -> ReassignmentStatus:
+        """See `consumers.Admin.describe_reassignments`."""
+        return self._loop.run(lambda: self._async.describe_reassignments(timeout_s=timeout_s))
+
+    def wait_for_reassignments(
+        self,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+        on_status: Callable[[ReassignmentStatus], None] | None = None,
+    ) -> ReassignmentStatus:
+        """See `consumers.Admin.wait_for_reassignments` (`on_status` runs on the client's
+        own thread: keep it short)."""
+        return self._loop.run(
+            lambda: self._async.wait_for_reassignments(
+                timeout_s=timeout_s, poll_s=poll_s, on_status=on_status
+            )
+        )
 
     def list_groups(self) -> list[_admin.GroupListing]:
         return self._loop.run(self._async.list_groups)

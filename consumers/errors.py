@@ -45,6 +45,7 @@ __all__ = [
     "InvalidPartitionsError",
     "InvalidProducerIdMappingError",
     "InvalidRegularExpressionError",
+    "InvalidReplicaAssignmentError",
     "InvalidReplicationFactorError",
     "InvalidRequestError",
     "InvalidRequiredAcksError",
@@ -216,6 +217,10 @@ class InvalidPartitionsError(SluiceError):
 
 class InvalidReplicationFactorError(SluiceError):
     default_code = ErrorCode.INVALID_REPLICATION_FACTOR
+
+
+class InvalidReplicaAssignmentError(SluiceError):
+    default_code = ErrorCode.INVALID_REPLICA_ASSIGNMENT
 
 
 class InvalidConfigError(SluiceError):
@@ -447,6 +452,7 @@ ERROR_CLASSES: Mapping[ErrorCode, type[SluiceError]] = {
     ErrorCode.TOPIC_ALREADY_EXISTS: TopicAlreadyExistsError,
     ErrorCode.INVALID_PARTITIONS: InvalidPartitionsError,
     ErrorCode.INVALID_REPLICATION_FACTOR: InvalidReplicationFactorError,
+    ErrorCode.INVALID_REPLICA_ASSIGNMENT: InvalidReplicaAssignmentError,
     ErrorCode.INVALID_CONFIG: InvalidConfigError,
     ErrorCode.NOT_CONTROLLER: NotControllerError,
     ErrorCode.INVALID_REQUEST: InvalidRequestError,

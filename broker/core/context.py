@@ -69,6 +69,9 @@ class NodeConfig:
     """Retention of every partition replica, in Raft entries: the log keeps between this many
     and twice as many entries behind the applied index; older records are deleted (the log
     start offset moves). 0: records are kept for ever."""
+    retention_check_ticks: int = 100
+    """Every this many ticks the partitions led here are checked against their topics'
+    retention.ms / retention.bytes (retention.py); 0: never."""
     max_snapshot_chunk_bytes: int = 1 << 20
     """Snapshot bytes per InstallSnapshot message."""
     tick_ms: int = 50
@@ -132,8 +135,9 @@ class NodeContext:
     failpoints_hit: list[str] = field(default_factory=list)
     """Failpoints the core reached (tests only; see TxnConfig): the runtime acts on them."""
     wall_ms: int = 0
-    """The runtime's wall clock at the last tick (shown, e.g. a group's last rebalance time;
-    never decides anything)."""
+    """The runtime's wall clock at the last tick (0: not told yet). Shown (e.g. a group's
+    last rebalance time); the only decision it takes part in is a leader's retention check,
+    which proposes a command (retention.py), never inside an apply."""
 
     @property
     def metadata_group(self) -> HostedGroup | None:

@@ -125,6 +125,8 @@ class HostedGroup:
     """Called after each entry the machine applied (the metadata group opens partitions)."""
     on_installed: Callable[[int], None] | None = None
     """Called after a snapshot from the leader replaced the machine (its index)."""
+    snapshots_installed: int = 0
+    """Snapshots from the leader installed here since the group opened (a metric)."""
 
     def serving(self) -> bool:
         """Leader with its term's no-op committed: may serve reads and writes."""
@@ -217,7 +219,11 @@ class GroupHost:
     ) -> HostedGroup:
         """Host group `gid` over `storage`, its machine restored to `machine.applied_index`
         (the Raft node starts applying after it). `throttled`: its catch-up traffic counts
-        against the broker's CatchUpBudget."""
+        against the broker's CatchUpBudget. A group dropped since the last round began is
+        kept instead of deleted (its replica moved away and back before the deletion: it
+        rejoins with the log it has, as any follower that was away)."""
+        if gid in self._dropped:
+            self._dropped.remove(gid)
         s = self.settings
         config = RaftConfig(
             id=s.member,
@@ -544,6 +550,7 @@ class GroupHost:
                 "proposal covered by a snapshot from the leader; its outcome is unknown here",
             )
         g.snapshot_index = g.compacted_to = index
+        g.snapshots_installed += 1
         self._compactions = [c for c in self._compactions if c.group_id != g.id]
         g.machine.restore_snapshot(snap.data)
         assert g.machine.applied_index == index, "a snapshot is its machine's state at its index"

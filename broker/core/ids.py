@@ -49,6 +49,7 @@ class Purpose(Enum):
     LEADERS = "leaders"
     PRODUCER_IDS = "producer-ids"
     INTERNAL_TOPIC = "internal-topic"
+    REASSIGN = "reassign"
 
 
 @dataclass(frozen=True, slots=True)

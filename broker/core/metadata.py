@@ -13,8 +13,18 @@ restart, cannot give two answers.
 Commands: init (the cluster id, first entry of a new cluster), register_broker, set_alive
 (the controller's lease verdict on a broker), set_leaders (partition leaders reported by the
 brokers that lead them, with their Raft terms: a report of an older term never replaces a
-newer one), create_topic, delete_topic, alloc_producer_ids. Each apply returns a `MetaResult`
-(an error code and, where there is one, a value) for the request waiting on that entry.
+newer one), create_topic, delete_topic, alloc_producer_ids, and the reassignment commands:
+reassign (new target replica lists, brokers to drain or undrain, the catch-up throttle),
+reassign_done (a partition's Raft configuration reached its target) and reassign_cancel.
+Each apply returns a `MetaResult` (an error code and, where there is one, a value) for the
+request waiting on that entry.
+
+Reassignment (broker/core/reassignment.py). A partition's `replicas` change only when its
+reassignment completes: while one runs, `target` holds the replica list it moves to, and
+every broker of `replicas` or `target` hosts the group. reassign_done {group, replicas} sets
+`replicas` to `target` only if `target` still equals `replicas` given (a stale report is
+ignored); reassign_cancel sets `target` back to `replicas` (the group's leader then steps
+the configuration back). Draining brokers get no replicas from placement.
 
 Snapshots (KRaft's metadata snapshots): `state_bytes()` is the whole state at
 `applied_index`; `restore()` replaces the state with one, after which only the commands
@@ -29,7 +39,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from broker.core import metadata_moves as moves
 from broker.core.machine import NOTHING_APPLIED, Applied
+from broker.core.metadata_moves import PartitionInfo as PartitionInfo
+from broker.core.metadata_moves import Reassigned
 from broker.core.raft import Entry, EntryKind
 from broker.wire.cbor import decode as cbor_decode
 from broker.wire.cbor import encode as cbor_encode
@@ -57,15 +70,12 @@ TOPIC_CONFIG_KEYS: dict[str, str] = {
 }
 """The keys a topic's configuration may hold, and the syntax of their values."""
 NOT_YET_ENFORCED: dict[str, str] = {
-    "retention.ms": "-1",
-    "retention.bytes": "-1",
     "cleanup.policy": "delete",
 }
-"""Keys whose only value the broker accepts today is the one it enforces: records are kept
-until a partition's entry-count retention (a broker setting) deletes them, and never compacted
-by key. A new topic with any other value is refused (time and size retention are a later
-step). The metadata log still applies any syntactically valid value, so a log written before
-is replayed unchanged."""
+"""Keys whose only value the broker accepts today is the one it enforces: records are deleted
+by retention (retention.ms, retention.bytes: retention.py), never compacted by key. A new
+topic with any other value is refused. The metadata log still applies any syntactically
+valid value, so a log written before is replayed unchanged."""
 DEFAULT_TOPIC_CONFIG: dict[str, str] = {
     "max.message.bytes": str(1 << 20),
     "retention.ms": "-1",
@@ -83,13 +93,6 @@ class BrokerInfo:
     peer_host: str
     peer_port: int
     rack: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionInfo:
-    partition: int
-    group_id: int
-    replicas: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,7 @@ def validate_topic_config(config: dict[str, str]) -> str | None:
         if enforced is not None and given != enforced:
             return (
                 f"{key}={value!r} is not enforced by this broker yet: only {enforced!r} is "
-                "accepted (records are kept until the broker's retention deletes them)"
+                "accepted (records are deleted by retention.ms and retention.bytes)"
             )
     return None
 
@@ -239,6 +242,10 @@ class MetadataMachine:
     """Partition group id -> (term, leader node id), as last reported."""
     next_group_id: int = METADATA_GROUP + 1
     next_producer_id: int = 0
+    draining: set[int] = field(default_factory=set)
+    """Brokers being drained: placement and rebalancing give them no replicas."""
+    throttle: int = 0
+    """The catch-up throttle for every broker, bytes/s (0: each broker's own setting)."""
     applied_index: int = 0
     limits: Limits = field(default_factory=Limits)
 
@@ -386,6 +393,31 @@ class MetadataMachine:
         self.next_producer_id += PRODUCER_ID_BLOCK
         return MetaResult(value=ProducerIdBlock(broker, start, PRODUCER_ID_BLOCK))
 
+    def _reassign(self, cmd: dict[str, Any]) -> MetaResult:
+        out = moves.reassign(self.topics, self.brokers, cmd)
+        if not isinstance(out, Reassigned):
+            return MetaResult(out[0], out[1])
+        self.draining = (self.draining | set(cmd["drain"])) - set(cmd["undrain"])
+        throttle = cmd.get("throttle")
+        if isinstance(throttle, int):
+            self.throttle = throttle
+        return MetaResult(value=out)
+
+    def _reassign_done(self, cmd: dict[str, Any]) -> MetaResult:
+        return MetaResult(value=moves.reassign_done(self.topics, cmd))
+
+    def _reassign_cancel(self, cmd: dict[str, Any]) -> MetaResult:
+        return MetaResult(value=moves.reassign_cancel(self.topics))
+
+    def reassignments(self) -> list[tuple[str, PartitionInfo]]:
+        """Every partition with a reassignment in progress, in topic and partition order."""
+        return [
+            (name, pi)
+            for name, t in self.topics.items()
+            for pi in t.partitions
+            if pi.target is not None
+        ]
+
     # -- snapshots --------------------------------------------------------------------------
 
     def state_bytes(self) -> bytes:
@@ -405,13 +437,15 @@ class MetadataMachine:
                         t.name,
                         t.replication_factor,
                         [[k, v] for k, v in t.config.items()],
-                        [[p.partition, p.group_id, list(p.replicas)] for p in t.partitions],
+                        [_partition_item(p) for p in t.partitions],
                     ]
                     for t in self.topics.values()
                 ],
                 "leaders": [[g, term, ld] for g, (term, ld) in self.leaders.items()],
                 "next_group_id": self.next_group_id,
                 "next_producer_id": self.next_producer_id,
+                "draining": sorted(self.draining),
+                "throttle": self.throttle,
             }
         )
 
@@ -437,16 +471,15 @@ class MetadataMachine:
         for name, rf, config, partitions in d["topics"]:
             self.topics[str(name)] = TopicInfo(
                 str(name),
-                tuple(
-                    PartitionInfo(int(p), int(g), tuple(int(r) for r in replicas))
-                    for p, g, replicas in partitions
-                ),
+                tuple(_partition_from(item) for item in partitions),
                 int(rf),
                 {str(k): str(v) for k, v in config},
             )
         self.leaders = {int(g): (int(t), int(ld)) for g, t, ld in d["leaders"]}
         self.next_group_id = int(d["next_group_id"])
         self.next_producer_id = int(d["next_producer_id"])
+        self.draining = {int(b) for b in d.get("draining", ())}
+        self.throttle = int(d.get("throttle", 0))
         self.applied_index = int(d["applied"])
 
     # -- placement --------------------------------------------------------------------------
@@ -454,7 +487,7 @@ class MetadataMachine:
     def _place(self, partitions: int, rf: int) -> list[tuple[int, ...]]:
         """Spread replicas and first replicas (preferred leaders) evenly over brokers,
         alternating racks: deterministic from the current state."""
-        live = self.live_brokers()
+        live = [b for b in self.live_brokers() if b not in self.draining]
         load: dict[int, int] = {b: 0 for b in live}
         leads: dict[int, int] = {b: 0 for b in live}
         for t in self.topics.values():
@@ -500,4 +533,21 @@ _OPS = {
     "create_topic": MetadataMachine._create_topic,
     "delete_topic": MetadataMachine._delete_topic,
     "alloc_producer_ids": MetadataMachine._alloc_producer_ids,
+    "reassign": MetadataMachine._reassign,
+    "reassign_done": MetadataMachine._reassign_done,
+    "reassign_cancel": MetadataMachine._reassign_cancel,
 }
+
+
+def _partition_item(p: PartitionInfo) -> list[object]:
+    item: list[object] = [p.partition, p.group_id, list(p.replicas)]
+    if p.target is not None:
+        item.append(list(p.target))
+    return item
+
+
+def _partition_from(item: list[Any]) -> PartitionInfo:
+    """A snapshot's partition: [partition, group, replicas] and, while it moves, its target."""
+    p, g, replicas = item[:3]
+    target = tuple(int(r) for r in item[3]) if len(item) > 3 else None
+    return PartitionInfo(int(p), int(g), tuple(int(r) for r in replicas), target)

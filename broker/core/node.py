@@ -40,7 +40,7 @@ quiesce).
 
 Snapshots. The metadata machine is snapshotted every `metadata_snapshot_entries` applied
 entries and its log compacted up to `snapshot_catchup_entries` behind (PeriodicSnapshots);
-partition logs are compacted only by retention (partitions.py). At restart the metadata
+partition logs are compacted only by retention (retention.py). At restart the metadata
 machine restores from its group's snapshot and replays only the entries after it; a
 partition machine loads its persisted writes, or its group's snapshot when that is newer. An
 installed metadata snapshot re-syncs the partition groups to the state it carries.
@@ -75,11 +75,14 @@ from broker.core.metadata import (
     cmd_create_topic,
     cmd_delete_topic,
 )
+from broker.core.metadata_moves import Reassigned
 from broker.core.partitions import FetchResult, GroupStore, PartitionService, log_kind
 from broker.core.peer_codec import QUIESCE_FEATURE, BrokerHeartbeat, HeartbeatAck
 from broker.core.peer_requests import PeerRequests
 from broker.core.producer_ids import ProducerIdAllocator
 from broker.core.raft import CatchUpBudget, ConfState, Entry, Message, RandomSource
+from broker.core.reassignment import Reassignments
+from broker.core.retention import RetentionCheck
 from broker.core.rounds import Compaction, Completion, Envelope, Round
 from broker.core.txn.participants import TxnParticipants
 from broker.core.txn.service import TXN_TOPIC, TransactionService
@@ -140,7 +143,8 @@ class BrokerNode:
         self.seeds: dict[int, str] = dict(controllers or {})
         """Seed controllers: node id -> peer address (empty: a single-node cluster)."""
         self.controller_part = Controller(self.ctx, self.views, self.seeds, bootstrap_cluster_id)
-        self.partitions = PartitionService(self.ctx, store, self.registry)
+        self.reassignments = Reassignments(self.ctx, self.views)
+        self.partitions = PartitionService(self.ctx, store, self.registry, self.reassignments)
         self.group_service = GroupService(
             self.ctx, self.views, self.controller_part, self.partitions, config.groups,
             config.tick_ms,
@@ -149,6 +153,7 @@ class BrokerNode:
             self.registry.register(self.group_service.kind, [OFFSETS_TOPIC])
         self.producer_ids = ProducerIdAllocator(self.ctx, self.controller_part)
         self.ops = InternalOps(self.host)
+        self.retention = RetentionCheck(self.ctx)
         txn = config.transactions
         self.txn_participants = TxnParticipants(
             self.ctx, self.partitions, self.ops, max(1, txn.precommit_timeout_ms // config.tick_ms)
@@ -206,6 +211,12 @@ class BrokerNode:
         return self.ctx.controller()
 
     @property
+    def is_controller(self) -> bool:
+        """This broker is the serving controller (the metadata group's serving leader)."""
+        mg = self.metadata_group
+        return mg is not None and mg.serving()
+
+    @property
     def registered(self) -> bool:
         return self.ctx.registered
 
@@ -240,6 +251,7 @@ class BrokerNode:
         state names open at once (the others open as their topics are replayed)."""
         self._open_metadata_group(None)
         self.partitions.sync()
+        self._set_throttle()
 
     def _create_metadata_group(self, voters: frozenset[Member]) -> None:
         """Bootstrap (voters: the seed controllers) or join (no voters: wait to be added)."""
@@ -254,6 +266,9 @@ class BrokerNode:
                 self.partitions.on_topic(value)
             elif isinstance(value, ProducerIdBlock):
                 self.producer_ids.on_block((e.index, e.term), value.start, value.size)
+            elif isinstance(value, Reassigned):
+                self.partitions.sync()
+                self._set_throttle()
         self.producer_ids.applied(e, res)
         self.ctx.own.applied(e.index)
 
@@ -261,12 +276,24 @@ class BrokerNode:
         self.ctx.own.covered(index)
         self.producer_ids.covered(index)
         self.partitions.sync()
+        self._set_throttle()
+
+    def _set_throttle(self) -> None:
+        """The catch-up budget's rate: the cluster's throttle when an operator set one, else
+        this broker's `catchup_bytes_per_tick` (a broker configured unthrottled stays so)."""
+        budget = self.host.catchup
+        if budget is None:
+            return
+        rate = self.meta.throttle
+        per_tick = -(-rate * self.config.tick_ms // 1000) if rate else 0
+        budget.set_rate(per_tick or self.config.catchup_bytes_per_tick)
 
     def attach_peer_requests(self, peer: PeerRequests) -> None:
         """Serve and send this node's peer requests through `peer`, the process's one
         `PeerRequests` (its owner, the runtime, carries the frames)."""
         self.producer_ids.attach(peer)
         self.controller_part.attach(peer)
+        self.reassignments.attach(peer)
         self.txn_participants.attach(peer)
         self.txn_service.attach(peer)
 
@@ -348,7 +375,8 @@ class BrokerNode:
     # -- inputs -------------------------------------------------------------------------------
 
     def tick(self, wall_ms: int | None = None) -> None:
-        """One tick; `wall_ms`: the runtime's wall clock now (shown, never decides)."""
+        """One tick; `wall_ms`: the runtime's wall clock now (shown; a leader's retention
+        check proposes with it, retention.py)."""
         ctx = self.ctx
         ctx.ticks += 1
         if wall_ms is not None:
@@ -368,6 +396,7 @@ class BrokerNode:
             self._to_controller.extend((t, hb) for t in targets)
         self.producer_ids.serve()  # asks again after a failed or lost request
         self.txn_participants.tick()
+        self.retention.tick()
         self.txn_service.tick()
 
     def step(self, group_id: int, message: Message) -> None:

@@ -24,8 +24,9 @@ sequence and the last 5 batches (first/last sequence and offsets); a batch is
 Producers idle for `producer_expiry_ms` (measured on the batches' own max timestamps, so every
 replica expires the same producers at the same entry) are forgotten.
 
-The offset index maps each accepted batch's base offset to its Raft index (sorted arrays, binary
-search). Fetch walks it from the batch that contains the requested offset.
+The offset index (offset_index.py) maps each accepted batch's base offset to its Raft index,
+max timestamp and size (sorted arrays, binary search). Fetch walks it from the batch that
+contains the requested offset.
 
 Retention and snapshots. Deleting records is compacting the Raft log: the log start offset
 moves forward to a batch boundary (`retain_from`) and the index forgets the batches below it,
@@ -34,6 +35,15 @@ batch the index lists is in this replica's Raft log (so every offset in [log sta
 watermark) can be served). A Raft snapshot of the machine (`snapshot_bytes`) is its state at
 its applied index with no records: a replica installing it holds none of the entries it
 covers, so its log start offset is the snapshot's next offset and its index starts empty.
+Retention by time and size (retention.py) reaches every replica as a command entry,
+`retain_command(offset)`, which the partition's leader proposes: applying it moves the log
+start to the last batch boundary at or below min(offset, last stable offset, the last
+batch's base offset), so no replica deletes the batch appended last nor what an open
+transaction still needs, and replicas that applied the same entries have the same log start
+(an installer of a snapshot has the snapshot's next offset until it applies the retain
+commands after it; the broker-wide entry-count retention alone moves it per replica). The
+index keeps each batch's size: `size_bytes`, the retained batches' bytes, is what
+retention.bytes bounds.
 
 Transactions (broker/core/txn/). The partition is a participant of the three-phase commit:
 its `TxnLedger` holds each producer's open transaction. The coordinator's requests arrive as
@@ -47,24 +57,22 @@ when there is none); an aborted transaction's range goes to the `AbortedIndex`, 
 read_committed fetches filter by. A producer with an open transaction never expires.
 
 Persistence (the `StateMachine` protocol of broker/core/machine.py): the offset index is
-written incrementally, one record per accepted batch (key: base offset; value: Raft index and
-max timestamp, two big-endian int64), and deleted below a moved log start; the rest of the
-state (offsets, producers: bounded by the producers active within `producer_expiry_ms`) is
-the apply state, rewritten in the round after an apply changed it. Aborted transactions
-are records too, keyed above every offset (aborted.py).
+written incrementally, one record per accepted batch (key: base offset; value: Raft index,
+max timestamp and batch size, offset_index.py), and deleted below a moved log start; the
+rest of the state (offsets, producers: bounded by the producers active within
+`producer_expiry_ms`) is the apply state, rewritten in the round after an apply changed it.
+Aborted transactions are records too, keyed above every offset (aborted.py).
 """
 
 from __future__ import annotations
 
-import bisect
-import struct
-from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from broker.core.machine import Applied, MachineWrites
+from broker.core.offset_index import OffsetIndex, index_value, read_index_value
 from broker.core.raft import Entry, EntryKind
 from broker.core.txn.aborted import ABORTED_KEYS, AbortedIndex, split_records
 from broker.core.txn.ledger import LedgerResult, TxnLedger
@@ -89,8 +97,8 @@ STATE_LIMITS = Limits(
 )
 """Decoding our own persisted state: trusted, but still bounded."""
 SEQUENCE_MODULUS = 1 << 31
-_INDEX_RECORD = struct.Struct(">qq")
-"""An offset-index record's value: (Raft index, max timestamp)."""
+RETAIN_OP = "retain"
+"""The `op` of the command entry that moves the log start offset (`retain_command`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,61 +152,18 @@ def is_command(data: bytes) -> bool:
     return 0xA0 <= data[0] <= 0xBF
 
 
+def retain_command(offset: int) -> bytes:
+    """The command entry that moves the log start offset up to `offset` (a leader's
+    retention decision; see the module doc for where it lands)."""
+    return cbor_encode({"op": RETAIN_OP, "from": offset})
+
+
 def _aborted_below(key: int, offset: int) -> bool:
     return ABORTED_KEYS <= key < ABORTED_KEYS + offset
 
 
 def _from_ledger(res: LedgerResult) -> ApplyResult:
     return ApplyResult(Outcome.NOT_DATA, error=res.error, message=res.message, vote=res.vote)
-
-
-class OffsetIndex:
-    """Base offset -> (Raft index, max timestamp) of every accepted batch, ascending."""
-
-    __slots__ = ("_bases", "_indexes", "_max_ts")
-
-    def __init__(self) -> None:
-        self._bases = array("q")
-        self._indexes = array("q")
-        self._max_ts = array("q")
-
-    def append(self, base_offset: int, raft_index: int, max_timestamp: int) -> None:
-        assert not self._bases or base_offset > self._bases[-1]
-        self._bases.append(base_offset)
-        self._indexes.append(raft_index)
-        self._max_ts.append(max_timestamp)
-
-    def __len__(self) -> int:
-        return len(self._bases)
-
-    def last(self) -> tuple[int, int, int]:
-        return self._bases[-1], self._indexes[-1], self._max_ts[-1]
-
-    def position(self, offset: int) -> int:
-        """Position of the batch containing `offset` (the last base <= offset), or -1."""
-        return bisect.bisect_right(self._bases, offset) - 1
-
-    def items(self, start: int = 0) -> Iterable[tuple[int, int, int]]:
-        """(base offset, raft index, max timestamp) from position `start` on."""
-        return zip(self._bases[start:], self._indexes[start:], self._max_ts[start:], strict=True)
-
-    def first_at_or_after(self, timestamp: int) -> int:
-        """Position of the first batch whose max timestamp >= timestamp, or -1."""
-        for pos, ts in enumerate(self._max_ts):
-            if ts >= timestamp:
-                return pos
-        return -1
-
-    def base_at(self, position: int) -> int:
-        return self._bases[position]
-
-    def drop_before(self, offset: int) -> None:
-        """Forget every batch whose base offset is below `offset`."""
-        cut = bisect.bisect_left(self._bases, offset)
-        if cut:
-            del self._bases[:cut]
-            del self._indexes[:cut]
-            del self._max_ts[:cut]
 
 
 class PartitionMachine:
@@ -240,6 +205,11 @@ class PartitionMachine:
     def high_watermark(self) -> int:
         """Every applied entry is committed, so the log end is the high watermark."""
         return self.next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        """The retained batches' bytes (what retention.bytes bounds)."""
+        return self.index.total_bytes
 
     @property
     def last_stable_offset(self) -> int:
@@ -289,7 +259,10 @@ class PartitionMachine:
 
     def _apply_command(self, data: bytes) -> ApplyResult:
         try:
-            cmd = TxnCommand.decode(data)
+            raw = cbor_decode(data)
+            if isinstance(raw, dict) and raw.get("op") == RETAIN_OP:
+                return self._apply_retain(raw)
+            cmd = TxnCommand.from_wire(raw)
         except WireError as e:
             return ApplyResult(Outcome.REJECTED, error=e.code, message=e.message)
         if cmd.phase in (Phase.COMMIT, Phase.ABORT):
@@ -297,6 +270,22 @@ class PartitionMachine:
                 Outcome.REJECTED, error=ErrorCode.INVALID_REQUEST, message="markers are batches"
             )
         return _from_ledger(self.ledger.apply(cmd))
+
+    def _apply_retain(self, raw: dict[object, object]) -> ApplyResult:
+        """A leader's retention decision: move the log start to the last batch boundary at
+        or below min(offset, last stable offset, the last batch's base offset); never back."""
+        offset = raw.get("from")
+        if type(offset) is not int or len(raw) != 2 or offset < 0:
+            return ApplyResult(
+                Outcome.REJECTED, error=ErrorCode.INVALID_REQUEST, message="bad retain command"
+            )
+        if not len(self.index):
+            return _NOT_DATA
+        bound = min(offset, self.last_stable_offset, self.index.last()[0])
+        pos = self.index.position(bound)
+        if pos > 0:
+            self.retain_from(self.index.base_at(pos))
+        return _NOT_DATA
 
     def _apply_marker(self, entry: Entry, h: BatchHeader) -> ApplyResult:
         """A COMMIT or ABORT marker: it closes the producer's transaction here, and takes an
@@ -321,7 +310,7 @@ class PartitionMachine:
 
     def _append(self, raft_index: int, h: BatchHeader) -> ApplyResult:
         base = self.next_offset
-        self.index.append(base, raft_index, h.max_timestamp)
+        self.index.append(base, raft_index, h.max_timestamp, h.size)
         self.next_offset = base + h.record_count
         return ApplyResult(Outcome.APPENDED, base, self.next_offset - 1)
 
@@ -389,7 +378,8 @@ class PartitionMachine:
         res = self.apply(entry)
         if res.outcome == Outcome.APPENDED:
             base, raft_index, max_ts = self.index.last()
-            self._new_records.append((base, _INDEX_RECORD.pack(raft_index, max_ts)))
+            size = self.index.size_at(len(self.index) - 1)
+            self._new_records.append((base, index_value(raft_index, max_ts, size)))
         return Applied(res.error, res.message, res)
 
     def take_writes(self) -> MachineWrites:
@@ -406,7 +396,7 @@ class PartitionMachine:
     def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
         """Rebuild from what `take_writes` persisted (see `restore`)."""
         index, aborted = split_records(records)
-        self.restore(state, ((k, *_INDEX_RECORD.unpack(v)) for k, v in index))
+        self.restore(state, ((k, *read_index_value(v)) for k, v in index))
         if state is not None:
             for key, value in aborted:
                 self.aborted.load(key, value)
@@ -471,16 +461,22 @@ class PartitionMachine:
             }
         )
 
-    def restore(self, state: bytes | None, offsets: Iterable[tuple[int, int, int]]) -> None:
-        """Rebuild from persisted state and index (records below the state's log start
-        offset, or applied after it, are not indexed); the caller replays entries after
+    def restore(
+        self,
+        state: bytes | None,
+        offsets: Iterable[tuple[int, int, int] | tuple[int, int, int, int]],
+    ) -> None:
+        """Rebuild from persisted state and index: (base offset, Raft index, max timestamp,
+        batch bytes, 0 when left out); records below the state's log start offset, or
+        applied after it, are not indexed. The caller replays entries after
         `applied_index`."""
         if state is None:
             return
         self._decode(state)
-        for base, raft_index, max_ts in offsets:
+        for rec in offsets:
+            base, raft_index, max_ts = rec[0], rec[1], rec[2]
             if raft_index <= self.applied_index and base >= self.log_start_offset:
-                self.index.append(base, raft_index, max_ts)
+                self.index.append(base, raft_index, max_ts, rec[3] if len(rec) > 3 else 0)
 
     def restore_snapshot(self, data: bytes) -> None:
         """Rebuild from `snapshot_bytes` (an installed snapshot, or this replica's own at

@@ -7,12 +7,11 @@ topic). Produce proposes a batch to the partition's serving leader; fetch and li
 answer at once from the applied state; a leader whose term's no-op has not committed serves
 nothing (LEADER_NOT_AVAILABLE), so the high watermark it reports never goes back.
 
-Retention (`partition_retention_entries`, off by default): deleting records is compacting
-the Raft log. Each replica captures its machine's snapshot as it applies an entry; once that
-entry is that many entries behind the applied index, it compacts the log exactly up to it and
-moves the log start offset to the snapshot's next offset. A partition snapshot's index is its
-compaction point, so a replica that installs it receives every retained entry after it by
-append: its log start offset is the leader's. Retention by time or size is a later issue.
+Retention (retention.py): a partition's leader proposes the log start offset its topic's
+retention.ms / retention.bytes allow, every replica applies it, and each compacts its Raft
+log behind it (`RetentionPolicy`, also the broker-wide `partition_retention_entries`). A
+partition snapshot's index is its compaction point, so a replica that installs it receives
+every retained entry after it by append.
 """
 
 from __future__ import annotations
@@ -25,11 +24,10 @@ from broker.core.context import NodeContext
 from broker.core.host import HostedGroup, NoSnapshots, PeriodicSnapshots, SnapshotPolicy
 from broker.core.ids import NO_OFFSET, NO_TERM, Member
 from broker.core.machine import GroupContext, MachineKind, MachineRegistry
-from broker.core.membership import keep_member, stale_incarnation
 from broker.core.metadata import INTERNAL_PREFIX, METADATA_GROUP, PartitionInfo, TopicInfo
 from broker.core.partition import PartitionConfig, PartitionMachine
 from broker.core.raft import ConfState, LogStorage, Role
-from broker.core.rounds import Compaction
+from broker.core.retention import RetentionPolicy, RetentionSettings
 from broker.core.txn.aborted import is_aborted
 from broker.wire.batch import BatchError, BatchHeader, parse_header
 from broker.wire.errors import ErrorCode
@@ -88,43 +86,6 @@ class FetchResult:
         return sum(len(b) for _, b in self.batches)
 
 
-@dataclass(frozen=True, slots=True)
-class _Capture:
-    """A partition machine's snapshot as it applied `index`: the next retention point."""
-
-    index: int
-    data: bytes
-    next_offset: int
-
-
-class RetentionPolicy:
-    """Partition retention in Raft entries (see the module doc): the log keeps between `keep`
-    and 2 x `keep` entries behind the applied index."""
-
-    def __init__(self, keep: int) -> None:
-        self.keep = keep
-        self.capture: _Capture | None = None
-
-    def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
-        machine = group.machine
-        assert isinstance(machine, PartitionMachine)
-        cap = self.capture
-        out = None
-        if cap is not None and index - cap.index >= self.keep:
-            self.capture = None
-            machine.retain_from(cap.next_offset)
-            out = Compaction(group.id, cap.index, group.conf_at(cap.index), cap.data, cap.index)
-            compacted_to = cap.index
-        else:
-            compacted_to = group.compacted_to
-        if self.capture is None and index - compacted_to >= self.keep:
-            self.capture = _Capture(index, machine.snapshot_bytes(), machine.next_offset)
-        return out
-
-    def on_install(self, group: HostedGroup) -> None:
-        self.capture = None
-
-
 def log_kind(defaults: PartitionConfig) -> MachineKind:
     """The partition log: records in, offsets out (broker/core/partition.py)."""
 
@@ -143,11 +104,27 @@ def log_kind(defaults: PartitionConfig) -> MachineKind:
     return MachineKind("partition-log", create)
 
 
+class MembershipSteps(Protocol):
+    """Who takes a partition leader's membership steps (reassignment.py `Reassignments`)."""
+
+    def step(self, g: HostedGroup, pi: PartitionInfo) -> None: ...
+
+
 class PartitionService:
-    def __init__(self, ctx: NodeContext, store: GroupStore, registry: MachineRegistry) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        store: GroupStore,
+        registry: MachineRegistry,
+        steps: MembershipSteps,
+    ) -> None:
         self.ctx = ctx
         self.store = store
         self.registry = registry
+        self.steps = steps
+        self.moving: set[int] = set()
+        """Partition groups with a reassignment in progress: reconciled at every pass, awake
+        or not."""
         self.by_partition: dict[tuple[str, int], HostedGroup] = {}
         self._by_topic: dict[str, dict[int, HostedGroup]] = {}
         """by_partition per topic (in the same order), so one topic's groups are found
@@ -189,7 +166,7 @@ class PartitionService:
                 machine = kind.create(gc)
                 machine.restore_snapshot(snap.data)
                 from_snapshot = True
-        g = ctx.host.open(pi.group_id, storage, kind, machine, self._policy(kind))
+        g = ctx.host.open(pi.group_id, storage, kind, machine, self._policy(kind, topic))
         g.topic, g.partition = topic.name, pi.partition
         g.dirty = from_snapshot  # persist the restored state, drop the records it lacks
         self.by_partition[(topic.name, pi.partition)] = g
@@ -202,16 +179,24 @@ class PartitionService:
             # initial leaders stay spread as placement chose.
             g.raft.delay_election(2 * ctx.config.election_ticks)
 
-    def _policy(self, kind: MachineKind) -> SnapshotPolicy:
+    def _policy(self, kind: MachineKind, topic: TopicInfo) -> SnapshotPolicy:
         c = self.ctx.config
         if kind is not self.registry.default:
             return PeriodicSnapshots(c.metadata_snapshot_entries, c.snapshot_catchup_entries)
-        if c.partition_retention_entries:
-            return RetentionPolicy(c.partition_retention_entries)
+        spaced = RetentionSettings.of(topic).bounded
+        if c.partition_retention_entries or spaced:
+            return RetentionPolicy(c.partition_retention_entries, spaced)
         return NoSnapshots()
 
-    def drop(self, gid: int) -> None:
-        g = self.ctx.host.drop(gid, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "topic deleted")
+    def drop(
+        self,
+        gid: int,
+        why: str = "topic deleted",
+        error: ErrorCode = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+    ) -> None:
+        """Stop hosting `gid`: its waiters fail with `error`, its storage is deleted."""
+        self.moving.discard(gid)
+        g = self.ctx.host.drop(gid, error, why)
         if g is not None and g.topic is not None:
             self.by_partition.pop((g.topic, g.partition), None)
             of_topic = self._by_topic.get(g.topic, {})
@@ -223,48 +208,62 @@ class PartitionService:
         """A create or delete of `topic` applied."""
         if topic.name in self.ctx.meta.topics:
             for pi in topic.partitions:
-                if self.ctx.config.node_id in pi.replicas:
+                if self.ctx.config.node_id in pi.hosts:
                     self.open(topic, pi)
         else:
             for pi in topic.partitions:
                 self.drop(pi.group_id)
 
     def sync(self) -> None:
-        """Open every partition group the metadata state gives this broker a replica of, and
-        drop every open one whose topic it no longer holds (after a snapshot replaced the
-        state without the commands that would have done so one by one)."""
+        """Open every partition group the metadata state has this broker host (a replica, or
+        a reassignment's target), and drop every open one it no longer hosts (its topic was
+        deleted, or a reassignment moved the replica away: dropped once this broker is not
+        a voter of its own configuration, or the reassignment is over, so a group never
+        loses a voter it may still need). Called at restart, after a metadata snapshot
+        install and after every reassignment command."""
         ctx = self.ctx
-        wanted: set[int] = set()
+        me = ctx.config.node_id
+        hosted: dict[int, PartitionInfo] = {}
+        self.moving.clear()
         for topic in ctx.meta.topics.values():
             for pi in topic.partitions:
-                wanted.add(pi.group_id)
-                if ctx.config.node_id in pi.replicas:
+                hosted[pi.group_id] = pi
+                if pi.target is not None:
+                    self.moving.add(pi.group_id)
+                if me in pi.hosts:
                     self.open(topic, pi)
-        stale = [gid for gid in ctx.host.groups if gid != METADATA_GROUP and gid not in wanted]
-        for gid in stale:
-            self.drop(gid)
+        for gid, g in list(ctx.host.groups.items()):
+            if gid == METADATA_GROUP:
+                continue
+            held = hosted.get(gid)
+            if held is None:
+                self.drop(gid)
+            elif me not in held.hosts and (
+                held.target is None or g.raft.id not in g.raft.conf.voters
+            ):
+                why = "the partition's replica moved off this broker"
+                self.drop(gid, why, ErrorCode.NOT_LEADER_OR_FOLLOWER)
 
     def reconcile(self, groups: Iterable[HostedGroup] | None = None) -> None:
-        """Partition leaders: keep each group's members at the incarnations the metadata log
-        registers for its replicas (a broker whose data directory was lost registers a new
-        incarnation; the leader of every group it held carries out the replacement).
-        `groups`: only these (the awake ones; None: every partition group)."""
+        """Partition leaders: step each group's members toward what the metadata log wants
+        (reassignment.py): its desired replicas at their registered incarnations (a broker
+        whose data directory was lost registers a new incarnation, and the leader of every
+        group it held carries out the replacement). `groups`: only these (the awake ones;
+        None: every partition group); the groups moving are always stepped."""
         ctx = self.ctx
-        brokers = ctx.meta.brokers
-        for g in self.by_partition.values() if groups is None else groups:
+        chosen = list(self.by_partition.values()) if groups is None else list(groups)
+        if groups is not None and self.moving:
+            seen = {g.id for g in chosen}
+            chosen += [
+                g for gid in self.moving
+                if gid not in seen and (g := ctx.host.groups.get(gid)) is not None
+            ]  # fmt: skip
+        for g in chosen:
             if not g.serving() or g.topic is None:
                 continue
             pi = ctx.meta.partition(g.topic, g.partition)
-            if pi is None:
-                continue
-            for r in pi.replicas:
-                b = brokers.get(r)
-                if b is None:
-                    continue
-                want = Member(r, b.incarnation)
-                if stale_incarnation(g, want):
-                    keep_member(ctx.host, g, want)
-                    break  # at most one change per group in flight
+            if pi is not None:
+                self.steps.step(g, pi)
 
     def topic_groups(self, topic: str) -> list[HostedGroup]:
         """The groups of `topic`'s partitions this broker holds, in `by_partition`'s order."""

@@ -29,6 +29,7 @@ from broker.core.metadata import (
 )
 from broker.core.node import BrokerNode, Completion, FetchResult
 from broker.core.partition import ApplyResult
+from broker.core.rebalance_requests import RebalanceRequests
 from broker.core.reply import Reply as Reply
 from broker.core.txn_requests import TxnRequests
 from broker.wire.api import SUPPORTED_VERSIONS, ApiKey, VersionRange
@@ -81,6 +82,7 @@ from broker.wire.messages import (
     TopicResult,
 )
 from broker.wire.protocol import RequestHeader
+from broker.wire.rebalance_messages import DescribeReassignmentsRequest, RebalanceRequest
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
     AddOffsetsToTxnRequest,
@@ -105,7 +107,7 @@ class _Pending:
     stage: list[int] = field(default_factory=list)
 
 
-class RequestHandler(TxnRequests, GroupRequests):
+class RequestHandler(TxnRequests, GroupRequests, RebalanceRequests):
     def __init__(
         self, node: BrokerNode, versions: Mapping[ApiKey, VersionRange] = SUPPORTED_VERSIONS
     ) -> None:
@@ -544,6 +546,8 @@ _ROUTES: Mapping[ApiKey, _Route] = dict(
         _answer(ListTransactionsRequest, RequestHandler._list_transactions),
         _handler(AbortTransactionRequest, RequestHandler._abort_transaction),
         _handler(ElectLeadersRequest, RequestHandler._elect_leaders),
+        _handler(RebalanceRequest, RequestHandler._rebalance),
+        _handler(DescribeReassignmentsRequest, RequestHandler._describe_reassignments),
     )
 )
 assert set(_ROUTES) == set(ApiKey)
@@ -562,5 +566,6 @@ _FINISHERS: Mapping[ApiKey, _Finisher] = dict(
         _finisher(TxnOffsetCommitRequest, RequestHandler._commit_done),
         _finisher(EndTxnRequest, RequestHandler._txn_done),
         _finisher(AbortTransactionRequest, RequestHandler._txn_done),
+        _finisher(RebalanceRequest, RequestHandler._rebalance_done),
     )
 )

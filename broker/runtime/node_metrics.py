@@ -17,7 +17,9 @@ Exported (gauges unless `_total`):
   `sluice_raft_applied_index`, `sluice_raft_leader` (its node id, -1 while none is known),
   `sluice_raft_is_leader`, `sluice_raft_elections_total` (elections this replica started as
   a candidate), `sluice_raft_leader_changes_total` (terms in which this replica learned of a
-  leader, itself included); and on the group's leader only,
+  leader, itself included), `sluice_raft_snapshots_installed_total` (snapshots from the
+  leader this replica installed: it was behind the leader's compacted log); and on the
+  group's leader only,
   `sluice_raft_follower_lag_entries{...,follower}`: the leader's last index minus that
   follower's match index (learners included; a broker with two incarnations in the group,
   being replaced, shows the larger lag). Counters restart with the group's replica here;
@@ -146,6 +148,7 @@ def _raft_samples(node: BrokerNode) -> list[Sample]:
     leading: Values = []
     elections: Values = []
     changes: Values = []
+    installs: Values = []
     lag: Values = []
     for gid, g in sorted(node.host.groups.items()):
         topic = "__metadata" if gid == METADATA_GROUP else (g.topic or "")
@@ -159,6 +162,7 @@ def _raft_samples(node: BrokerNode) -> list[Sample]:
         leading.append((labels, 1.0 if raft.is_leader else 0.0))
         elections.append((labels, float(raft.elections_started)))
         changes.append((labels, float(raft.leader_changes)))
+        installs.append((labels, float(g.snapshots_installed)))
         for follower, n in sorted(follower_lag(raft).items()):
             lag.append(((*labels, str(follower)), float(n)))
     return [
@@ -175,6 +179,9 @@ def _raft_samples(node: BrokerNode) -> list[Sample]:
         ("counter", "sluice_raft_leader_changes",
          "Terms in which this replica learned of a leader (itself included).", changes,
          GROUP_LABELS),
+        ("counter", "sluice_raft_snapshots_installed",
+         "Snapshots from the leader installed by this replica (it lagged behind the leader's "
+         "compacted log).", installs, GROUP_LABELS),
         ("gauge", "sluice_raft_follower_lag_entries",
          "On the group's leader: its last index minus the follower's match index.", lag,
          (*GROUP_LABELS, "follower")),

@@ -44,6 +44,8 @@ class ApiKey(IntEnum):
     LIST_TRANSACTIONS = 21
     ABORT_TRANSACTION = 22
     ELECT_LEADERS = 23
+    REBALANCE = 24
+    DESCRIBE_REASSIGNMENTS = 25
 
 
 VersionRange = tuple[int, int]
@@ -74,6 +76,8 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.LIST_TRANSACTIONS: (0, 0),
     ApiKey.ABORT_TRANSACTION: (0, 0),
     ApiKey.ELECT_LEADERS: (0, 0),
+    ApiKey.REBALANCE: (0, 0),
+    ApiKey.DESCRIBE_REASSIGNMENTS: (0, 0),
 }
 """The versions of each API this code can encode and decode."""
 

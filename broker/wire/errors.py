@@ -35,6 +35,7 @@ class ErrorCode(IntEnum):
     TOPIC_ALREADY_EXISTS = 36
     INVALID_PARTITIONS = 37
     INVALID_REPLICATION_FACTOR = 38
+    INVALID_REPLICA_ASSIGNMENT = 39
     INVALID_CONFIG = 40
     NOT_CONTROLLER = 41
     INVALID_REQUEST = 42
@@ -106,6 +107,7 @@ _INFO: dict[ErrorCode, tuple[bool, str]] = {
     ErrorCode.TOPIC_ALREADY_EXISTS: (False, "a topic with this name exists"),
     ErrorCode.INVALID_PARTITIONS: (False, "the partition count is invalid"),
     ErrorCode.INVALID_REPLICATION_FACTOR: (False, "the replication factor is invalid"),
+    ErrorCode.INVALID_REPLICA_ASSIGNMENT: (False, "a replica list names no broker or one twice"),
     ErrorCode.INVALID_CONFIG: (False, "a configuration key or value is invalid"),
     ErrorCode.NOT_ENOUGH_REPLICAS: (True, "fewer live brokers than the replication factor"),
     ErrorCode.NOT_CONTROLLER: (True, "this broker is not the controller"),

@@ -51,6 +51,12 @@ from broker.wire.group_messages import (
     OffsetFetchResponse,
 )
 from broker.wire.limits import DEFAULT_LIMITS, Limits
+from broker.wire.rebalance_messages import (
+    DescribeReassignmentsRequest,
+    DescribeReassignmentsResponse,
+    RebalanceRequest,
+    RebalanceResponse,
+)
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
     AbortTransactionResponse,
@@ -1492,6 +1498,8 @@ Request: TypeAlias = (
     | ListTransactionsRequest
     | AbortTransactionRequest
     | ElectLeadersRequest
+    | RebalanceRequest
+    | DescribeReassignmentsRequest
 )
 
 Response: TypeAlias = (
@@ -1519,4 +1527,6 @@ Response: TypeAlias = (
     | ListTransactionsResponse
     | AbortTransactionResponse
     | ElectLeadersResponse
+    | RebalanceResponse
+    | DescribeReassignmentsResponse
 )

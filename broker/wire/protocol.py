@@ -76,6 +76,12 @@ from broker.wire.messages import (
     Request,
     Response,
 )
+from broker.wire.rebalance_messages import (
+    DescribeReassignmentsRequest,
+    DescribeReassignmentsResponse,
+    RebalanceRequest,
+    RebalanceResponse,
+)
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
     AbortTransactionResponse,
@@ -132,6 +138,8 @@ REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.LIST_TRANSACTIONS: ListTransactionsRequest,
     ApiKey.ABORT_TRANSACTION: AbortTransactionRequest,
     ApiKey.ELECT_LEADERS: ElectLeadersRequest,
+    ApiKey.REBALANCE: RebalanceRequest,
+    ApiKey.DESCRIBE_REASSIGNMENTS: DescribeReassignmentsRequest,
 }
 
 RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
@@ -159,6 +167,8 @@ RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
     ApiKey.LIST_TRANSACTIONS: ListTransactionsResponse,
     ApiKey.ABORT_TRANSACTION: AbortTransactionResponse,
     ApiKey.ELECT_LEADERS: ElectLeadersResponse,
+    ApiKey.REBALANCE: RebalanceResponse,
+    ApiKey.DESCRIBE_REASSIGNMENTS: DescribeReassignmentsResponse,
 }
 assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
 assert all(t.API_KEY is k for k, t in REQUEST_TYPES.items())

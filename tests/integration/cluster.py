@@ -71,14 +71,24 @@ def merge(views: Iterable[View]) -> Leaders:
 
 
 class Cluster:
-    """`size` brokers (all of them seed controllers, up to 5) under `root`; `env`: variables
-    every broker process gets on top of the test's."""
+    """`size` brokers (up to 5) under `root`, the first `seeds` of them seed controllers (all
+    by default; the others join as plain brokers: `start` leaves them down, `start_broker`
+    adds one); `env`: variables every broker process gets on top of the test's."""
 
     def __init__(
-        self, root: Path, size: int = 3, env: dict[str, str] | None = None, **config: object
+        self,
+        root: Path,
+        size: int = 3,
+        env: dict[str, str] | None = None,
+        *,
+        seeds: int | None = None,
+        **config: object,
     ) -> None:
         if not 1 <= size <= 5:
-            raise ValueError("1 to 5 brokers (every broker is a seed controller)")
+            raise ValueError("1 to 5 brokers")
+        self.seeds = size if seeds is None else seeds
+        if not 1 <= self.seeds <= size:
+            raise ValueError("1 to size seed controllers")
         self.root = root
         self.size = size
         root.mkdir(parents=True, exist_ok=True)
@@ -86,7 +96,9 @@ class Cluster:
         self.proxies = [Proxy(("127.0.0.1", peer_ports[i]), name=f"proxy-{i}") for i in range(size)]
         for p in self.proxies:
             p.identify = self._identifier(p)
-        controllers = ",".join(f"{i}@{p.address}" for i, p in enumerate(self.proxies))
+        controllers = ",".join(
+            f"{i}@{p.address}" for i, p in enumerate(self.proxies) if i < self.seeds
+        )
         base: dict[str, object] = {"durability_audit": True}
         base.update(config)
         self.brokers = [
@@ -104,8 +116,9 @@ class Cluster:
             for i in range(size)
         ]
         self.paused: set[int] = set()
-        self.killed: set[int] = set()
-        """Brokers the test stopped on purpose (killed, terminated, not yet restarted)."""
+        self.killed: set[int] = set(range(self.seeds, size))
+        """Brokers the test stopped on purpose (killed, terminated, not yet restarted), and
+        the joiners not started yet."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -114,9 +127,10 @@ class Cluster:
             p.start()
         # Every seed must be up before any can be ready: the first voters are created only
         # once each seed has heard every other's handshake.
-        for b in self.brokers:
+        seeds = self.brokers[: self.seeds]
+        for b in seeds:
             b.start()
-        for b in self.brokers:
+        for b in seeds:
             b.wait_ready(timeout)
         return self
 
@@ -133,7 +147,9 @@ class Cluster:
     def live(self) -> list[int]:
         """Brokers running and not paused."""
         return [
-            i for i, b in enumerate(self.brokers) if b.returncode is None and i not in self.paused
+            i
+            for i, b in enumerate(self.brokers)
+            if b.proc is not None and b.returncode is None and i not in self.paused
         ]
 
     # -- process faults -----------------------------------------------------------------------

@@ -27,14 +27,21 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    """`make(size=3, env=None, **config)`: a started cluster, every broker ready, the
+    """`make(size=3, env=None, seeds=None, **config)`: a started cluster (its seeds: the
+    others join with `start_broker`), every seed ready, the
     durability audit on (config overrides it and any other TOML option; `env`: variables every
     broker process gets). Every process and proxy is stopped at teardown, whatever the test
     did."""
     made: list[Cluster] = []
 
-    def make(size: int = 3, env: dict[str, str] | None = None, **config: object) -> Cluster:
-        c = Cluster(tmp_path / f"cluster-{len(made)}", size, env, **config)
+    def make(
+        size: int = 3,
+        env: dict[str, str] | None = None,
+        *,
+        seeds: int | None = None,
+        **config: object,
+    ) -> Cluster:
+        c = Cluster(tmp_path / f"cluster-{len(made)}", size, env, seeds=seeds, **config)
         made.append(c)
         c.start()
         return c

@@ -218,6 +218,14 @@ from broker.wire.protocol import (
     encode_request,
     encode_response,
 )
+from broker.wire.rebalance_messages import (
+    DescribeReassignmentsRequest,
+    DescribeReassignmentsResponse,
+    PartitionReassignment,
+    RebalanceRequest,
+    RebalanceResponse,
+    ReplicaMove,
+)
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
     AbortTransactionResponse,
@@ -548,6 +556,14 @@ REQUESTS: list[tuple[Request, int, str | None]] = [
     (AbortTransactionRequest(transactional_id="tx-1"), 26, "ops"),
     (ElectLeadersRequest(), 27, "ops"),
     (ElectLeadersRequest(topics=("orders", "t")), 28, None),
+    (RebalanceRequest(), 29, "ops"),
+    (
+        RebalanceRequest(execute=True, exclude=(3,), drain=(1,), throttle_bytes_per_s=1 << 20),
+        30,
+        None,
+    ),
+    (RebalanceRequest(execute=True, cancel=True), 31, "ops"),
+    (DescribeReassignmentsRequest(), 32, "ops"),
 ]
 assert {type(r) for r, _, _ in REQUESTS} == set(REQUEST_TYPES.values())
 REQUEST_PAYLOADS = [encode_request(r, cid, client)[HEADER_BYTES:] for r, cid, client in REQUESTS]
@@ -884,6 +900,26 @@ RESPONSES: list[tuple[Response, int]] = [
             ),
         ),
         23,
+    ),
+    (
+        RebalanceResponse(
+            moves=(ReplicaMove(topic="t", partition=0, old=(0, 1, 2), new=(3, 1, 2)),),
+            replica_counts=((0, 2), (3, 2)),
+            leader_counts=((0, 1), (3, 1)),
+        ),
+        24,
+    ),
+    (
+        DescribeReassignmentsResponse(
+            reassignments=(
+                PartitionReassignment(
+                    topic="t", partition=0, replicas=(0, 1), target=(1, 2), caught_up=(0,), lag=-1
+                ),
+            ),
+            draining=(0,),
+            throttle_bytes_per_s=0,
+        ),
+        25,
     ),
 ]
 assert {type(r) for r, _ in RESPONSES} == set(RESPONSE_TYPES.values())

@@ -23,6 +23,12 @@ from broker.core.metadata import (
     validate_topic_config,
     validate_topic_config_syntax,
 )
+from broker.core.metadata_moves import (
+    Reassigned,
+    cmd_reassign,
+    cmd_reassign_cancel,
+    cmd_reassign_done,
+)
 from broker.wire.cbor import encode as cbor_encode
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import CreateTopicsRequest, CreateTopicsResponse, NewTopic
@@ -372,10 +378,7 @@ def test_two_machines_applying_the_same_commands_are_equal() -> None:
 # -- honest configuration ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [("retention.ms", "60000"), ("retention.bytes", "1048576"), ("cleanup.policy", "compact")],
-)
+@pytest.mark.parametrize(("key", "value"), [("cleanup.policy", "compact")])
 def test_a_setting_the_broker_does_not_enforce_is_refused_for_a_new_topic(
     key: str, value: str
 ) -> None:
@@ -387,7 +390,13 @@ def test_a_setting_the_broker_does_not_enforce_is_refused_for_a_new_topic(
 
 @pytest.mark.parametrize(
     "config",
-    [{"retention.ms": "-1"}, {"retention.bytes": "-1"}, {"cleanup.policy": "delete"}, {}],
+    [
+        {"retention.ms": "-1"},
+        {"retention.bytes": "-1"},
+        {"retention.ms": "60000", "retention.bytes": "1048576"},
+        {"cleanup.policy": "delete"},
+        {},
+    ],
 )
 def test_the_enforced_values_are_accepted(config: dict[str, str]) -> None:
     assert validate_topic_config(config) is None
@@ -398,7 +407,7 @@ def test_a_create_request_with_an_unenforced_setting_gets_invalid_config() -> No
     req = CreateTopicsRequest(
         topics=(
             NewTopic(
-                name="t", partitions=1, replication_factor=1, config={"retention.ms": "60000"}
+                name="t", partitions=1, replication_factor=1, config={"cleanup.policy": "compact"}
             ),
         ),
         timeout_ms=1000,
@@ -407,5 +416,74 @@ def test_a_create_request_with_an_unenforced_setting_gets_invalid_config() -> No
     assert isinstance(reply.body, CreateTopicsResponse)
     (result,) = reply.body.topics
     assert result.error == ErrorCode.INVALID_CONFIG
-    assert "retention.ms" in (result.message or "")
+    assert "cleanup.policy" in (result.message or "")
     assert "t" not in b.node.meta.topics
+
+
+# -- reassignment -----------------------------------------------------------------------------
+
+
+def _moving() -> Meta:
+    meta = Meta().with_brokers(broker(0), broker(1), broker(2), broker(3))
+    meta.create("t", 2, 2)
+    return meta
+
+
+def test_reassign_sets_a_target_and_done_makes_it_the_replicas() -> None:
+    meta = _moving()
+    before = meta.m.topics["t"].partitions[0]
+    new = (3, before.replicas[1])
+    res = meta.apply(cmd_reassign([("t", 0, new)], drain=[1], throttle=1024))
+    assert isinstance(res.value, Reassigned) and res.error == ErrorCode.NONE
+    pi = meta.m.topics["t"].partitions[0]
+    assert pi.replicas == before.replicas and pi.target == new
+    assert pi.hosts == frozenset(before.replicas) | {3}
+    assert meta.m.draining == {1} and meta.m.throttle == 1024
+    assert meta.m.reassignments() == [("t", pi)]
+    # A stale report (another target) changes nothing; the right one completes the move.
+    meta.apply(cmd_reassign_done(pi.group_id, (2, 3)))
+    assert meta.m.topics["t"].partitions[0].target == new
+    meta.apply(cmd_reassign_done(pi.group_id, new))
+    done = meta.m.topics["t"].partitions[0]
+    assert done.replicas == new and done.target is None and meta.m.reassignments() == []
+
+
+def test_a_reorder_moves_no_data_and_a_bad_move_refuses_the_whole_command() -> None:
+    meta = _moving()
+    pi = meta.m.topics["t"].partitions[1]
+    flipped = tuple(reversed(pi.replicas))
+    assert meta.apply(cmd_reassign([("t", 1, flipped)])).error == ErrorCode.NONE
+    assert meta.m.topics["t"].partitions[1].replicas == flipped
+    assert meta.m.topics["t"].partitions[1].target is None
+    for moves, code in (
+        ([("t", 0, (3, 3))], ErrorCode.INVALID_REPLICA_ASSIGNMENT),
+        ([("t", 0, (3, 9))], ErrorCode.INVALID_REPLICA_ASSIGNMENT),
+        ([("t", 0, (3, 2)), ("t", 7, (3, 2))], ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
+    ):
+        snapshot = meta.m.state_bytes()
+        assert meta.apply(cmd_reassign(moves)).error == code
+        assert meta.m.topics["t"].partitions[0].target is None
+        meta.m.applied_index -= 1  # the state bytes hold the applied index too
+        assert meta.m.state_bytes() == snapshot
+        meta.m.applied_index += 1
+
+
+def test_cancel_sends_targets_back_and_snapshots_keep_moves_and_drains() -> None:
+    meta = _moving()
+    pi = meta.m.topics["t"].partitions[0]
+    meta.apply(cmd_reassign([("t", 0, (3, 2))], drain=[0]))
+    copy_ = MetadataMachine()
+    copy_.restore(meta.m.state_bytes())
+    assert copy_.topics == meta.m.topics and copy_.draining == {0}
+    meta.apply(cmd_reassign_cancel())
+    back = meta.m.topics["t"].partitions[0]
+    assert back.target == pi.replicas and back.replicas == pi.replicas
+    meta.apply(cmd_reassign_done(pi.group_id, pi.replicas))
+    assert meta.m.topics["t"].partitions[0].target is None
+
+
+def test_placement_skips_draining_brokers() -> None:
+    meta = _moving()
+    meta.apply(cmd_reassign([], drain=[0, 1]))
+    meta.create("u", 4, 2)
+    assert all(set(p.replicas) == {2, 3} for p in meta.m.topics["u"].partitions)

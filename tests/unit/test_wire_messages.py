@@ -109,6 +109,14 @@ from broker.wire.protocol import (
     request_correlation_id,
     response_correlation_id,
 )
+from broker.wire.rebalance_messages import (
+    DescribeReassignmentsRequest,
+    DescribeReassignmentsResponse,
+    PartitionReassignment,
+    RebalanceRequest,
+    RebalanceResponse,
+    ReplicaMove,
+)
 from broker.wire.schema import Shape
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
@@ -258,6 +266,16 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
     ApiKey.ELECT_LEADERS: st.builds(
         ElectLeadersRequest, topics=st.none() | _tuple(TOPIC_NAME, unique=True)
     ),
+    ApiKey.REBALANCE: st.builds(
+        RebalanceRequest,
+        execute=st.booleans(),
+        cancel=st.booleans(),
+        exclude=_tuple(NODE, unique=True),
+        drain=_tuple(NODE, unique=True),
+        undrain=_tuple(NODE, unique=True),
+        throttle_bytes_per_s=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+    ),
+    ApiKey.DESCRIBE_REASSIGNMENTS: st.just(DescribeReassignmentsRequest()),
     ApiKey.FIND_COORDINATOR: st.builds(
         FindCoordinatorRequest, key=GROUP_ID, key_type=st.sampled_from(list(CoordinatorType))
     ),
@@ -568,6 +586,38 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
         ElectLeadersResponse,
         transfers=_tuple(PREFERRED_LEADER, unique_by=lambda p: (p.topic, p.partition)),
         pending=_tuple(PREFERRED_LEADER, unique_by=lambda p: (p.topic, p.partition)),
+    ),
+    ApiKey.REBALANCE: st.builds(
+        RebalanceResponse,
+        moves=_tuple(
+            st.builds(
+                ReplicaMove,
+                topic=TOPIC_NAME,
+                partition=PARTITION,
+                old=_tuple(NODE, unique=True),
+                new=_tuple(NODE, unique=True),
+            ),
+            unique_by=lambda m: (m.topic, m.partition),
+        ),
+        replica_counts=_tuple(st.tuples(NODE, NODE), unique_by=lambda c: c[0]),
+        leader_counts=_tuple(st.tuples(NODE, NODE), unique_by=lambda c: c[0]),
+    ),
+    ApiKey.DESCRIBE_REASSIGNMENTS: st.builds(
+        DescribeReassignmentsResponse,
+        reassignments=_tuple(
+            st.builds(
+                PartitionReassignment,
+                topic=TOPIC_NAME,
+                partition=PARTITION,
+                replicas=_tuple(NODE, unique=True),
+                target=_tuple(NODE, unique=True),
+                caught_up=_tuple(NODE, unique=True),
+                lag=st.integers(min_value=-1, max_value=2**63 - 1),
+            ),
+            unique_by=lambda r: (r.topic, r.partition),
+        ),
+        draining=_tuple(NODE, unique=True),
+        throttle_bytes_per_s=st.integers(min_value=0, max_value=2**63 - 1),
     ),
 }
 
@@ -2415,6 +2465,8 @@ def _sample_request(key: ApiKey) -> Request:
         ApiKey.LIST_TRANSACTIONS: ListTransactionsRequest(),
         ApiKey.ABORT_TRANSACTION: AbortTransactionRequest(transactional_id="tx"),
         ApiKey.ELECT_LEADERS: ElectLeadersRequest(),
+        ApiKey.REBALANCE: RebalanceRequest(),
+        ApiKey.DESCRIBE_REASSIGNMENTS: DescribeReassignmentsRequest(),
     }[key]
 
 

@@ -179,14 +179,23 @@ class CatchUpBudget:
     `available > 0`; one message may overdraw by less than one entry (at least one entry
     always goes), and the overdraft is repaid by later refills."""
 
-    __slots__ = ("available", "burst", "per_tick")
+    __slots__ = ("available", "burst", "burst_ticks", "per_tick")
 
     def __init__(self, bytes_per_tick: int, burst_ticks: int = 4) -> None:
         if bytes_per_tick < 1 or burst_ticks < 1:
             raise ValueError("need bytes_per_tick >= 1 and burst_ticks >= 1")
+        self.burst_ticks = burst_ticks
         self.per_tick = bytes_per_tick
         self.burst = bytes_per_tick * burst_ticks
         self.available = self.burst
+
+    def set_rate(self, bytes_per_tick: int) -> None:
+        """A new refill rate (an operator's throttle); what is available stays, capped."""
+        if bytes_per_tick < 1:
+            raise ValueError("need bytes_per_tick >= 1")
+        self.per_tick = bytes_per_tick
+        self.burst = bytes_per_tick * self.burst_ticks
+        self.available = min(self.available, self.burst)
 
     def refill(self) -> None:
         self.available = min(self.burst, self.available + self.per_tick)

@@ -20,6 +20,8 @@ reads another's private names):
 6. `db`: RocksStore, which implements GroupBackend, checks that it is writable and marks the
    round committed before planning, writes the batch, makes it durable, then tells each group
    (`GroupStorage.on_durable_*`);
+7. `reclaim`: the broker's task that gives the disk back after deletions (a worker thread
+   compacts the deleted ranges; dead payload segments are deleted);
 and this package's `__init__`, which re-exports the public names.
 """
 

@@ -23,6 +23,12 @@ and before any synced write). At open, entries whose payloads may have been lost
 loss (beyond the last `payloads_durable` mark) are checked, and a group whose entry lost its
 payload has its log cut from that entry (`_repair_payloads`): none of them was acknowledged.
 
+Giving the disk back (reclaim.py): compactions, offset-index deletes below a moved log start
+and group deletions are range deletes; the store keeps the ranges deleted since the last
+`take_reclaim`, and `reclaim_space` (a worker thread) flushes the memtables (so the WAL files
+that logged the deleted records become obsolete) and compacts exactly those ranges; sealed
+payload segments nothing points into any more then go (`remove_segments`).
+
 Durability: a round's writes are ONE `db.write(WriteBatch)`, and the groups' in-memory views
 change only once it is durable. Mode `inline`: `commit(round)` writes with sync=True (rocksdict
 holds the GIL through the sync). Mode `pipelined` (the broker's default): `write(round)` writes
@@ -51,7 +57,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -124,6 +130,16 @@ class Written:
     plan: Plan
     needs_sync: bool
     """False: it only moved commit indexes or wrote state-machine data (no sync needed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """What `RocksStore.reclaim_space` works on (from `take_reclaim`)."""
+
+    ranges: tuple[tuple[str, bytes, bytes], ...]
+    """(column family, lo, hi): key ranges whose records were deleted since the last one."""
+    segments: tuple[int, ...]
+    """The sealed payload segments (none of them can gain a pointer any more)."""
 
 
 @contextlib.contextmanager
@@ -206,6 +222,17 @@ class RocksStore:
         self._wo_nosync.sync = False
         self._incarnation = 0
         self._cluster_id: str | None = None
+        self._removed_log: dict[int, int] = {}
+        """Per group, the highest index compacted away since the last `take_reclaim`."""
+        self._removed_offsets: dict[int, int] = {}
+        """Per group, the highest offset-index key deleted below since then."""
+        self._removed_groups: set[int] = set()
+        """Groups deleted since then."""
+        self._reclaiming = False
+        self.reclaim_passes = 0
+        """`reclaim_space` calls that finished (tests, diagnostics)."""
+        self.segments_removed = 0
+        """Payload segment files deleted while the store was open."""
         try:
             self._open(node_id, create_if_missing, new_incarnation, clock)
         except BaseException:
@@ -313,8 +340,8 @@ class RocksStore:
         handles are dropped first: a live one would keep RocksDB's LOCK held. Refused while
         a commit or a sync is in flight (its flush still uses the database). Rounds written
         and never acknowledged stay in the WAL as they are (like a crash after the write)."""
-        if self._in_flight or self._flushing:
-            raise StoreError("cannot close the store while a commit is in flight")
+        if self._in_flight or self._flushing or self._reclaiming:
+            raise StoreError("cannot close the store while a commit or a reclaim is in flight")
         self._written.clear()
         while self._views:
             with contextlib.suppress(Exception):
@@ -492,16 +519,18 @@ class RocksStore:
         return record if pointer is not None and c.KEY2.pack(*pointer[:2]) == key else None
 
     def _reclaim_segments(self) -> None:
-        """Delete each sealed payload segment no entry points into any more: its `payloads`
-        records first (one synced write), then its file. A record counts only if the log
-        entry it names still points at it (a deleted group, a replaced suffix, a compacted
-        prefix leave records that do not)."""
+        """At open: delete each sealed payload segment no entry points into any more."""
         segments = self._segments
         assert segments is not None
+        sealed = [s for s in segments.segments() if s != segments.active]
+        self.remove_segments(self._dead_segments(sealed))
+
+    def _dead_segments(self, sealed: Iterable[int]) -> list[int]:
+        """The segments of `sealed` no entry points into: a `payloads` record counts only
+        if the log entry it names still points at it (a deleted group, a replaced suffix, a
+        compacted prefix leave records that do not). Reads only (any thread)."""
         dead: list[int] = []
-        for segment in segments.segments():
-            if segment == segments.active:
-                continue
+        for segment in sealed:
             lo, hi = c.KEY2.pack(segment, 0), c.KEY2.pack(segment + 1, 0)
             live = False
             for key, value in self._range(CF_PAYLOADS, lo, hi):
@@ -510,7 +539,15 @@ class RocksStore:
                     break
             if not live:
                 dead.append(segment)
-        if not dead:
+        return dead
+
+    def remove_segments(self, dead: list[int]) -> None:
+        """Delete sealed payload segments that `_dead_segments` found dead: their
+        `payloads` records first, in a synced write, which also makes durable every write
+        the search read (so no entry that survives a crash points into them), then their
+        files. On the writer's thread."""
+        segments = self._segments
+        if not dead or segments is None:
             return
         wb = WriteBatch(raw_mode=True)
         for segment in dead:
@@ -519,7 +556,54 @@ class RocksStore:
         self._write_now(wb)
         for segment in dead:
             segments.remove(segment)
+        self.segments_removed += len(dead)
         log.info("deleted %d payload segment(s) no entry points into", len(dead))
+
+    # -- giving the disk back ------------------------------------------------------------------
+
+    def take_reclaim(self) -> Reclaim | None:
+        """The key ranges deleted since the last call (compacted log prefixes, offset-index
+        records below a moved log start, deleted groups) and the sealed payload segments,
+        or None when nothing was deleted. On the writer's thread."""
+        if not (self._removed_log or self._removed_offsets or self._removed_groups):
+            return None
+        segments = self._segments
+        if segments is None:
+            raise StoreClosedError(f"the store in {self._path} is closed")
+        ranges: list[tuple[str, bytes, bytes]] = []
+        for g, index in sorted(self._removed_log.items()):
+            ranges.append((CF_LOG, c.group_key(g), c.indexed_key(g, index + 1)))
+        for g, key in sorted(self._removed_offsets.items()):
+            ranges.append((CF_OFFSETS, c.group_key(g), c.indexed_key(g, key)))
+        for g in sorted(self._removed_groups):
+            lo, hi = c.group_key(g), c.group_end(g)
+            ranges.extend((cf, lo, hi) for cf in (CF_LOG, CF_CONFS, CF_APPLY, CF_OFFSETS))
+        self._removed_log.clear()
+        self._removed_offsets.clear()
+        self._removed_groups.clear()
+        sealed = tuple(s for s in segments.segments() if s != segments.active)
+        return Reclaim(tuple(ranges), sealed)
+
+    def reclaim_space(self, work: Reclaim) -> list[int]:
+        """Flush every column family's memtable (a WAL file goes only once no memtable
+        holds a write it logged), compact each range of `work` (its deleted records leave
+        the SST files), so the disk is given back (rocksdict releases the GIL meanwhile);
+        then return the segments of `work` no entry points into (for `remove_segments`).
+        From a worker thread, one call at a time; the store refuses to close meanwhile."""
+        self._check_open()
+        self._reclaiming = True
+        try:
+            for name in COLUMN_FAMILIES:
+                with _wrapped(f"flush {name}"):
+                    self._views[name].flush(True)
+            for cf, lo, hi in work.ranges:
+                with _wrapped(f"compact {cf}"):
+                    self._views[cf].compact_range(lo, hi)
+            dead = self._dead_segments(work.segments)
+        finally:
+            self._reclaiming = False
+        self.reclaim_passes += 1
+        return dead
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -634,6 +718,9 @@ class RocksStore:
         self._write_now(wb)
         group.detach()
         del self._groups[group_id]
+        self._removed_groups.add(group_id)
+        self._removed_log.pop(group_id, None)
+        self._removed_offsets.pop(group_id, None)
 
     def _delete_group_records(self, wb: WriteBatch, group_id: int) -> None:
         lo, hi = c.group_key(group_id), c.group_end(group_id)
@@ -772,6 +859,9 @@ class RocksStore:
             for g, d in plan.drafts.items()
         ]
         self._write_batch(plan.batch, sync, updates, plan.payloads)
+        removed = self._removed_offsets
+        for g, key in plan.offsets_deleted_below.items():
+            removed[g] = max(key, removed.get(g, 0))
 
     def _write_batch(
         self,
@@ -881,6 +971,7 @@ class RocksStore:
         record = c.encode_conf_record(self._codec, term, conf)
         wb.put(c.indexed_key(g, index), record, self._handles[CF_CONFS])
         self._write_log_upkeep(wb)
+        self._removed_log[g] = max(index, self._removed_log.get(g, 0))
 
     def read_payload(self, segment: int, position: int, length: int) -> bytes:
         """An external entry's payload (fewer bytes if they are missing; OSError if its

@@ -28,7 +28,11 @@ Invariants:
 Threads: `stage`/`append`/`read` run on the store's (the loop's) thread; `sync` on the WAL
 syncer's thread or the loop's (serialized by a lock). `_state` guards what both touch.
 A sealed segment that no entry points into any more (its groups deleted, its entries
-replaced) is deleted when the store opens (`RocksStore._reclaim_segments`).
+replaced or compacted by retention) is deleted when the store opens
+(`RocksStore._reclaim_segments`) and while it runs (reclaim.py), by one rule: the search
+for pointers runs after the segment was sealed (no entry can gain a pointer into it), and
+the file is unlinked only after a synced write made every write the search read durable,
+so no raft_log entry that survives a crash points into a deleted file.
 """
 
 from __future__ import annotations

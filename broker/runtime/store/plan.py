@@ -86,7 +86,7 @@ class Draft:
 
 
 class Plan:
-    __slots__ = ("batch", "drafts", "installs", "needs_sync", "payloads")
+    __slots__ = ("batch", "drafts", "installs", "needs_sync", "offsets_deleted_below", "payloads")
 
     def __init__(self, batch: WriteBatch) -> None:
         self.batch = batch
@@ -96,6 +96,8 @@ class Plan:
         self.installs: list[GroupOp] = []
         """The group operations to show in the views once durable (entries: those kept)."""
         self.needs_sync = False
+        self.offsets_deleted_below: dict[int, int] = {}
+        """Per group, the key below which the round deletes its offset-index records."""
 
 
 def build_plan(
@@ -196,6 +198,8 @@ def build_plan(
             if lo < hi:
                 end = key2(a, hi) if hi <= c.MAX_U64 else c.group_end(a)
                 wb.delete_range(key2(a, lo), end, handles[CF_OFFSETS])
+                if lo == 0 and hi <= c.MAX_U64:
+                    plan.offsets_deleted_below[a] = hi
         elif isinstance(op, SnapshotOp):
             group = _own(owner, op.group)
             g = group.group_id
