@@ -1,4 +1,4 @@
-"""`sluice topic create|list|describe|delete`."""
+"""`sluice topic create|list|describe|alter|delete`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, parse_configs, run
+from cli.common import (
+    DEFAULT_BOOTSTRAP,
+    Bootstrap,
+    Json,
+    Timeout,
+    admin,
+    parse_configs,
+    run,
+    usage,
+)
 from consumers import TopicDescription
 
-app = typer.Typer(no_args_is_help=True, help="Create, list, describe and delete topics.")
+app = typer.Typer(no_args_is_help=True, help="Create, list, describe, alter and delete topics.")
 
 
 @app.command("create")
@@ -115,6 +124,55 @@ def describe(
     console.print(table)
     for key, value in sorted(desc.config.items()):
         console.print(f"{key}={value}")
+
+
+@app.command("alter")
+def alter(
+    name: Annotated[str, typer.Argument(help="Topic name.")],
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--partitions",
+            min=1,
+            help="The new partition count (more only: about 1/n of the keys move to each new "
+            "partition, as the jump hash says).",
+        ),
+    ] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("--config", help="Set a topic setting KEY=VALUE (repeatable)."),
+    ] = None,
+    delete_config: Annotated[
+        list[str] | None,
+        typer.Option("--delete-config", help="Reset a setting to its default (repeatable)."),
+    ] = None,
+    bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
+    timeout: Timeout = 30.0,
+    as_json: Json = False,
+) -> None:
+    """Add partitions to a topic or change its settings; returns once every partition has a
+    leader. A setting the broker would not enforce is refused."""
+    settings = parse_configs(config)
+    if partitions is None and not settings and not delete_config:
+        raise usage("nothing to alter: give --partitions, --config or --delete-config")
+
+    async def go() -> TopicDescription:
+        async with admin(bootstrap, timeout) as a:
+            await a.alter_topic(
+                name,
+                partitions=partitions,
+                set_config=settings,
+                delete_config=delete_config or (),
+                timeout_s=timeout,
+            )
+            return await a.describe_topic(name)
+
+    desc = run(go)
+    if as_json:
+        typer.echo(json.dumps(_describe_json(desc)))
+    else:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(desc.config.items())) or "defaults"
+        typer.echo(f"altered topic {name}: {len(desc.partitions)} partitions; config {shown}")
 
 
 @app.command("delete")

@@ -82,6 +82,7 @@ from broker.wire.messages import (
     Response,
     TopicInfo,
 )
+from broker.wire.rebalance_messages import AlterTopicRequest, AlterTopicResponse
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
     DescribeTransactionsRequest,
@@ -504,6 +505,39 @@ class Admin:
                 raise error_for(ErrorCode.LEADER_NOT_AVAILABLE, f"{name!r} is not led yet")
 
         await self.cluster.retry_until(deadline, led)
+
+    async def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        set_config: Mapping[str, str] | None = None,
+        delete_config: Iterable[str] = (),
+        timeout_s: float = 30.0,
+    ) -> int:
+        """Grow `name` to `partitions` partitions (None: unchanged; never fewer: keys move to
+        the new partitions as the jump hash says, about 1/n of them each) and change its
+        settings (`delete_config`: back to the defaults); returns once applied and every
+        partition has a leader, with the partition count. A setting the broker would not
+        enforce is refused (InvalidConfigError), as at create."""
+        cluster = self.cluster
+        request = AlterTopicRequest(
+            name=name,
+            partitions=partitions,
+            set_config=dict(set_config or {}),
+            delete_config=tuple(dict.fromkeys(delete_config)),
+        )
+
+        async def attempt() -> AlterTopicResponse:
+            try:
+                response = await cluster.request_controller(request)
+            except UnknownTopicError as e:
+                raise UnknownTopicError(e.message, retriable=False) from None
+            assert isinstance(response, AlterTopicResponse)
+            return response
+
+        answer = await cluster.retry_until(self._deadline(timeout_s), attempt)
+        return answer.partitions
 
     async def delete_topic(self, name: str, timeout_s: float = 30.0) -> None:
         """Delete a topic (UnknownTopicError if there is none)."""

@@ -627,6 +627,26 @@ class Admin(_Facade[_admin.Admin]):
 
         self._loop.run(create)
 
+    def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        set_config: Mapping[str, str] | None = None,
+        delete_config: Iterable[str] = (),
+        timeout_s: float = 30.0,
+    ) -> int:
+        """See `consumers.Admin.alter_topic`."""
+        return self._loop.run(
+            lambda: self._async.alter_topic(
+                name,
+                partitions=partitions,
+                set_config=set_config,
+                delete_config=delete_config,
+                timeout_s=timeout_s,
+            )
+        )
+
     def delete_topic(self, name: str, timeout_s: float = 30.0) -> None:
         async def delete() -> None:
             await self._async.delete_topic(name, timeout_s=timeout_s)

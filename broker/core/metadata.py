@@ -13,7 +13,8 @@ restart, cannot give two answers.
 Commands: init (the cluster id, first entry of a new cluster), register_broker, set_alive
 (the controller's lease verdict on a broker), set_leaders (partition leaders reported by the
 brokers that lead them, with their Raft terms: a report of an older term never replaces a
-newer one), create_topic, delete_topic, alloc_producer_ids, and the reassignment commands:
+newer one), create_topic, alter_topic (more partitions, settings), delete_topic,
+alloc_producer_ids, and the reassignment commands:
 reassign (new target replica lists, brokers to drain or undrain, the catch-up throttle),
 reassign_done (a partition's Raft configuration reached its target) and reassign_cancel.
 Each apply returns a `MetaResult` (an error code and, where there is one, a value) for the
@@ -228,6 +229,21 @@ def cmd_delete_topic(name: str) -> bytes:
     return cbor_encode({"op": "delete_topic", "name": name})
 
 
+def cmd_alter_topic(
+    name: str, partitions: int | None, set_config: dict[str, str], delete_config: list[str]
+) -> bytes:
+    """More partitions (None: as many), settings to set and to remove (back to defaults)."""
+    return cbor_encode(
+        {
+            "op": "alter_topic",
+            "name": name,
+            "partitions": partitions,
+            "set": dict(set_config),
+            "delete": list(delete_config),
+        }
+    )
+
+
 def cmd_alloc_producer_ids(broker_id: int) -> bytes:
     return cbor_encode({"op": "alloc_producer_ids", "broker": broker_id})
 
@@ -338,6 +354,10 @@ class MetadataMachine:
     def live_brokers(self) -> list[int]:
         return sorted(b for b in self.brokers if self.alive.get(b, False))
 
+    def placeable(self) -> list[int]:
+        """The brokers placement may give new replicas: live and not draining."""
+        return [b for b in self.live_brokers() if b not in self.draining]
+
     def _create_topic(self, cmd: dict[str, Any]) -> MetaResult:
         name = str(cmd["name"])
         partitions = int(cmd["partitions"])
@@ -355,7 +375,7 @@ class MetadataMachine:
             return MetaResult(ErrorCode.INVALID_PARTITIONS, "partitions must be 1..10000")
         if rf < 1:
             return MetaResult(ErrorCode.INVALID_REPLICATION_FACTOR, "replication factor >= 1")
-        live = self.live_brokers()
+        live = self.placeable()
         if internal:
             rf = max(1, min(rf, len(live)))
         if rf > len(live):
@@ -371,6 +391,39 @@ class MetadataMachine:
             infos.append(PartitionInfo(p, self.next_group_id, replicas))
             self.next_group_id += 1
         topic = TopicInfo(name, tuple(infos), rf, config)
+        self.topics[name] = topic
+        return MetaResult(value=topic)
+
+    def _alter_topic(self, cmd: dict[str, Any]) -> MetaResult:
+        """New partitions are placed as a create places them (their group ids from the same
+        counter); a partition count is never lowered; settings are checked as at create."""
+        name = str(cmd["name"])
+        t = self.topics.get(name)
+        if t is None:
+            return MetaResult(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+        if name.startswith(INTERNAL_PREFIX):
+            return MetaResult(ErrorCode.INVALID_TOPIC, f"topic {name!r} is internal")
+        config = dict(t.config)
+        config.update({str(k): str(v) for k, v in dict(cmd["set"]).items()})
+        for key in cmd["delete"]:
+            config.pop(str(key), None)
+        bad = validate_topic_config_syntax(config)
+        if bad is not None:
+            return MetaResult(ErrorCode.INVALID_CONFIG, bad)
+        parts = list(t.partitions)
+        wanted = cmd["partitions"]
+        if wanted is not None:
+            n = int(wanted)
+            if not len(parts) <= n <= 10_000:
+                why = f"partitions must be {len(parts)}..10000 (a count is never lowered)"
+                return MetaResult(ErrorCode.INVALID_PARTITIONS, why)
+            if n > len(parts) and t.replication_factor > len(self.placeable()):
+                why = f"replication factor {t.replication_factor} exceeds the live brokers"
+                return MetaResult(ErrorCode.NOT_ENOUGH_REPLICAS, why)
+            for replicas in self._place(n - len(parts), t.replication_factor):
+                parts.append(PartitionInfo(len(parts), self.next_group_id, replicas))
+                self.next_group_id += 1
+        topic = TopicInfo(name, tuple(parts), t.replication_factor, config)
         self.topics[name] = topic
         return MetaResult(value=topic)
 
@@ -485,36 +538,16 @@ class MetadataMachine:
     # -- placement --------------------------------------------------------------------------
 
     def _place(self, partitions: int, rf: int) -> list[tuple[int, ...]]:
-        """Spread replicas and first replicas (preferred leaders) evenly over brokers,
-        alternating racks: deterministic from the current state."""
-        live = [b for b in self.live_brokers() if b not in self.draining]
-        load: dict[int, int] = {b: 0 for b in live}
-        leads: dict[int, int] = {b: 0 for b in live}
-        for t in self.topics.values():
-            for pi in t.partitions:
-                for i, r in enumerate(pi.replicas):
-                    if r in load:
-                        load[r] += 1
-                        if i == 0:
-                            leads[r] += 1
-        out = []
-        for _ in range(partitions):
-            chosen: list[int] = []
-            racks: set[str | None] = set()
-            for slot in range(rf):
-                pool = [b for b in live if b not in chosen]
-                fresh = [b for b in pool if self.brokers[b].rack not in racks]
-                candidates = fresh or pool
-                if slot == 0:
-                    best = min(candidates, key=lambda b: (leads[b], load[b], b))
-                    leads[best] += 1
-                else:
-                    best = min(candidates, key=lambda b: (load[b], b))
-                load[best] += 1
-                chosen.append(best)
-                racks.add(self.brokers[best].rack)
-            out.append(tuple(chosen))
-        return out
+        """Replica lists for `partitions` new partitions (moves.place), deterministic from the
+        current state; draining brokers get none."""
+        live = self.placeable()
+        return moves.place(
+            live,
+            {b: self.brokers[b].rack for b in live},
+            (pi.replicas for t in self.topics.values() for pi in t.partitions),
+            partitions,
+            rf,
+        )
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -532,6 +565,7 @@ _OPS = {
     "set_leaders": MetadataMachine._set_leaders,
     "create_topic": MetadataMachine._create_topic,
     "delete_topic": MetadataMachine._delete_topic,
+    "alter_topic": MetadataMachine._alter_topic,
     "alloc_producer_ids": MetadataMachine._alloc_producer_ids,
     "reassign": MetadataMachine._reassign,
     "reassign_done": MetadataMachine._reassign_done,

@@ -1,6 +1,10 @@
-"""A partition's place in the metadata (`PartitionInfo`) and the metadata log's reassignment
-commands: their encoding and what applying one does to the topics (the `MetadataMachine`
-handlers call these; metadata.py's docstring states the rules).
+"""Where partitions live: `PartitionInfo`, the placement of new partitions, and the metadata
+log's reassignment commands (their encoding and what applying one does to the topics; the
+`MetadataMachine` handlers call these, metadata.py's docstring states the rules).
+
+Placement (`place`) spreads replicas and first replicas (preferred leaders) evenly over the
+given brokers, counting what they already hold, alternating racks; ties go to the lower
+broker id, so every broker computes the same lists from the same state.
 
 - reassign {moves, drain, undrain, throttle?}: each move's replica list becomes its
   partition's `target` (a partition already moving gets the new one; a move to the same
@@ -15,7 +19,7 @@ handlers call these; metadata.py's docstring states the rules).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -42,6 +46,43 @@ class PartitionInfo:
     def hosts(self) -> frozenset[int]:
         """The brokers that host the group: its replicas and its target's."""
         return frozenset(self.replicas).union(self.target or ())
+
+
+def place(
+    live: Sequence[int],
+    racks: Mapping[int, str | None],
+    existing: Iterable[tuple[int, ...]],
+    partitions: int,
+    rf: int,
+) -> list[tuple[int, ...]]:
+    """Replica lists for `partitions` new partitions of `rf` replicas over `live` brokers,
+    given the replica lists that `existing` partitions already have."""
+    load: dict[int, int] = dict.fromkeys(live, 0)
+    leads: dict[int, int] = dict.fromkeys(live, 0)
+    for replicas in existing:
+        for i, r in enumerate(replicas):
+            if r in load:
+                load[r] += 1
+                if i == 0:
+                    leads[r] += 1
+    out = []
+    for _ in range(partitions):
+        chosen: list[int] = []
+        used: set[str | None] = set()
+        for slot in range(rf):
+            pool = [b for b in live if b not in chosen]
+            fresh = [b for b in pool if racks[b] not in used]
+            candidates = fresh or pool
+            if slot == 0:
+                best = min(candidates, key=lambda b: (leads[b], load[b], b))
+                leads[best] += 1
+            else:
+                best = min(candidates, key=lambda b: (load[b], b))
+            load[best] += 1
+            chosen.append(best)
+            used.add(racks[best])
+        out.append(tuple(chosen))
+    return out
 
 
 class _Topic(Protocol):

@@ -67,13 +67,16 @@ from broker.core.machine import Applied, MachineKind, MachineRegistry
 from broker.core.metadata import (
     INTERNAL_PREFIX,
     METADATA_GROUP,
+    TOPIC_CONFIG_KEYS,
     BrokerInfo,
     MetadataMachine,
     PartitionInfo,
     ProducerIdBlock,
     TopicInfo,
+    cmd_alter_topic,
     cmd_create_topic,
     cmd_delete_topic,
+    validate_topic_config,
 )
 from broker.core.metadata_moves import Reassigned
 from broker.core.partitions import FetchResult, GroupStore, PartitionService, log_kind
@@ -505,6 +508,31 @@ class BrokerNode:
         if mg is None or not mg.serving():
             return ErrorCode.NOT_CONTROLLER, "this broker is not the controller"
         cmd = cmd_create_topic(name, partitions, replication_factor, config)
+        return self.host.propose_waiting(mg, cmd, token, slot)
+
+    def alter_topic(
+        self,
+        token: int,
+        slot: int,
+        name: str,
+        partitions: int | None,
+        set_config: dict[str, str],
+        delete_config: list[str],
+    ) -> tuple[ErrorCode, str | None]:
+        """Propose more partitions and setting changes (checked here as a create's are, and
+        again at apply); completes like create_topic (then `await_leaders`)."""
+        mg = self.metadata_group
+        if mg is None or not mg.serving():
+            return ErrorCode.NOT_CONTROLLER, "this broker is not the controller"
+        if name not in self.meta.topics:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
+        unknown = [k for k in delete_config if k not in TOPIC_CONFIG_KEYS]
+        bad = validate_topic_config(set_config) or (
+            f"unknown topic config {unknown[0]!r}" if unknown else None
+        )
+        if bad is not None:
+            return ErrorCode.INVALID_CONFIG, bad
+        cmd = cmd_alter_topic(name, partitions, set_config, delete_config)
         return self.host.propose_waiting(mg, cmd, token, slot)
 
     def await_leaders(self, token: int, slot: int, topic: str) -> None:

@@ -17,7 +17,7 @@ every retained entry after it by append.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from broker.core.context import NodeContext
@@ -205,8 +205,14 @@ class PartitionService:
                 self._by_topic.pop(g.topic, None)
 
     def on_topic(self, topic: TopicInfo) -> None:
-        """A create or delete of `topic` applied."""
+        """A create, alter or delete of `topic` applied: open the partitions this broker
+        hosts (an alter's new ones), give the open ones the topic's settings, or drop them."""
         if topic.name in self.ctx.meta.topics:
+            raw = topic.config.get("max.message.bytes")
+            limit = int(raw) if raw is not None else self.ctx.config.partition.max_message_bytes
+            for g in self.topic_groups(topic.name):
+                if isinstance(g.machine, PartitionMachine):
+                    g.machine.config = replace(g.machine.config, max_message_bytes=limit)
             for pi in topic.partitions:
                 if self.ctx.config.node_id in pi.hosts:
                     self.open(topic, pi)

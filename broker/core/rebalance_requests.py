@@ -1,10 +1,12 @@
-"""RebalanceRequests: the rebalancing APIs of the RequestHandler (a mixin: it answers through
-the handler's `_park` and reads the node's `reassignments`).
+"""RebalanceRequests: the operator's APIs that change where partitions live, REBALANCE,
+DESCRIBE_REASSIGNMENTS and ALTER_TOPIC, of the RequestHandler (a mixin: it answers through the
+handler's `_park` and reads the node's `reassignments`).
 
 Only the serving controller answers (others: NOT_CONTROLLER naming the one they know).
 REBALANCE without `execute` answers the plan at once; with it, once the reassign command
 applied (the moves it made and the layout it leads to); `cancel`, once the cancel applied.
-DESCRIBE_REASSIGNMENTS answers at once from the controller's view.
+DESCRIBE_REASSIGNMENTS answers at once from the controller's view. ALTER_TOPIC answers once
+the alter applied and every partition has a leader (as CREATE_TOPICS: the handler's `_fill`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from broker.wire.errors import ErrorCode
 from broker.wire.messages import Request
 from broker.wire.protocol import RequestHeader
 from broker.wire.rebalance_messages import (
+    AlterTopicRequest,
+    AlterTopicResponse,
     DescribeReassignmentsRequest,
     DescribeReassignmentsResponse,
     PartitionReassignment,
@@ -135,6 +139,30 @@ class RebalanceRequests:
             throttle_bytes_per_s=meta.throttle,
         )
         return Reply(corr, ErrorCode.NONE, None, body)
+
+    def _alter_topic(
+        self, token: int, header: RequestHeader, req: AlterTopicRequest
+    ) -> Reply | None:
+        corr = header.correlation_id
+        refused = self._not_controller(corr)
+        if refused is not None:
+            return refused
+        err, msg = self.node.alter_topic(
+            token, 0, req.name, req.partitions, dict(req.set_config), list(req.delete_config)
+        )
+        if err != ErrorCode.NONE:
+            return Reply(corr, err, msg, None)
+        return self._park(token, header, req, [None])
+
+    def _alter_topic_done(self, corr: int, req: AlterTopicRequest, results: list[object]) -> Reply:
+        first = results[0]
+        assert isinstance(first, tuple)
+        err, msg, _ = first
+        if err != ErrorCode.NONE:
+            return Reply(corr, err, msg, None)
+        topic = self.node.meta.topics.get(req.name)
+        count = 0 if topic is None else len(topic.partitions)
+        return Reply(corr, ErrorCode.NONE, None, AlterTopicResponse(partitions=count))
 
 
 def _plan_response(plan: RebalancePlan) -> RebalanceResponse:

@@ -82,7 +82,11 @@ from broker.wire.messages import (
     TopicResult,
 )
 from broker.wire.protocol import RequestHeader
-from broker.wire.rebalance_messages import DescribeReassignmentsRequest, RebalanceRequest
+from broker.wire.rebalance_messages import (
+    AlterTopicRequest,
+    DescribeReassignmentsRequest,
+    RebalanceRequest,
+)
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
     AddOffsetsToTxnRequest,
@@ -155,7 +159,7 @@ class RequestHandler(TxnRequests, GroupRequests, RebalanceRequests):
         if p.results[c.slot] is not None:
             return p.waiting == 0
         if (
-            isinstance(p.request, CreateTopicsRequest)
+            isinstance(p.request, (CreateTopicsRequest, AlterTopicRequest))
             and p.stage[c.slot] == 0
             and c.error == ErrorCode.NONE
             and isinstance(c.value, TopicInfo)
@@ -548,6 +552,7 @@ _ROUTES: Mapping[ApiKey, _Route] = dict(
         _handler(ElectLeadersRequest, RequestHandler._elect_leaders),
         _handler(RebalanceRequest, RequestHandler._rebalance),
         _handler(DescribeReassignmentsRequest, RequestHandler._describe_reassignments),
+        _handler(AlterTopicRequest, RequestHandler._alter_topic),
     )
 )
 assert set(_ROUTES) == set(ApiKey)
@@ -567,5 +572,6 @@ _FINISHERS: Mapping[ApiKey, _Finisher] = dict(
         _finisher(EndTxnRequest, RequestHandler._txn_done),
         _finisher(AbortTransactionRequest, RequestHandler._txn_done),
         _finisher(RebalanceRequest, RequestHandler._rebalance_done),
+        _finisher(AlterTopicRequest, RequestHandler._alter_topic_done),
     )
 )

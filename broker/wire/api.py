@@ -46,6 +46,7 @@ class ApiKey(IntEnum):
     ELECT_LEADERS = 23
     REBALANCE = 24
     DESCRIBE_REASSIGNMENTS = 25
+    ALTER_TOPIC = 26
 
 
 VersionRange = tuple[int, int]
@@ -78,6 +79,7 @@ SUPPORTED_VERSIONS: Mapping[ApiKey, VersionRange] = {
     ApiKey.ELECT_LEADERS: (0, 0),
     ApiKey.REBALANCE: (0, 0),
     ApiKey.DESCRIBE_REASSIGNMENTS: (0, 0),
+    ApiKey.ALTER_TOPIC: (0, 0),
 }
 """The versions of each API this code can encode and decode."""
 

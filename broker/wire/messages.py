@@ -52,6 +52,8 @@ from broker.wire.group_messages import (
 )
 from broker.wire.limits import DEFAULT_LIMITS, Limits
 from broker.wire.rebalance_messages import (
+    AlterTopicRequest,
+    AlterTopicResponse,
     DescribeReassignmentsRequest,
     DescribeReassignmentsResponse,
     RebalanceRequest,
@@ -1500,6 +1502,7 @@ Request: TypeAlias = (
     | ElectLeadersRequest
     | RebalanceRequest
     | DescribeReassignmentsRequest
+    | AlterTopicRequest
 )
 
 Response: TypeAlias = (
@@ -1529,4 +1532,5 @@ Response: TypeAlias = (
     | ElectLeadersResponse
     | RebalanceResponse
     | DescribeReassignmentsResponse
+    | AlterTopicResponse
 )

@@ -77,6 +77,8 @@ from broker.wire.messages import (
     Response,
 )
 from broker.wire.rebalance_messages import (
+    AlterTopicRequest,
+    AlterTopicResponse,
     DescribeReassignmentsRequest,
     DescribeReassignmentsResponse,
     RebalanceRequest,
@@ -140,6 +142,7 @@ REQUEST_TYPES: Mapping[ApiKey, type[Request]] = {
     ApiKey.ELECT_LEADERS: ElectLeadersRequest,
     ApiKey.REBALANCE: RebalanceRequest,
     ApiKey.DESCRIBE_REASSIGNMENTS: DescribeReassignmentsRequest,
+    ApiKey.ALTER_TOPIC: AlterTopicRequest,
 }
 
 RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
@@ -169,6 +172,7 @@ RESPONSE_TYPES: Mapping[ApiKey, type[Response]] = {
     ApiKey.ELECT_LEADERS: ElectLeadersResponse,
     ApiKey.REBALANCE: RebalanceResponse,
     ApiKey.DESCRIBE_REASSIGNMENTS: DescribeReassignmentsResponse,
+    ApiKey.ALTER_TOPIC: AlterTopicResponse,
 }
 assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
 assert all(t.API_KEY is k for k, t in REQUEST_TYPES.items())

@@ -11,11 +11,14 @@ answers them (any other broker: NOT_CONTROLLER).
   fields are then ignored).
 - DESCRIBE_REASSIGNMENTS: the partitions moving, with the replicas their leaders last
   reported caught up and their commit lag, the brokers draining and the throttle.
+- ALTER_TOPIC: more partitions (`partitions`: the new count, None: unchanged; never fewer)
+  and setting changes (`set_config`, `delete_config`: back to the default), answered once
+  applied and every new partition has a leader, with the topic's partition count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from broker.wire import schema as s
@@ -244,7 +247,65 @@ class DescribeReassignmentsResponse:
         )
 
 
+_ALTER_TOPIC_REQUEST = frozenset({"name", "partitions", "set_config", "delete_config"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlterTopicRequest:
+    API_KEY: ClassVar[ApiKey] = ApiKey.ALTER_TOPIC
+    name: str
+    partitions: int | None = None
+    set_config: dict[str, str] = field(default_factory=dict)
+    delete_config: tuple[str, ...] = ()
+
+    def to_body(self, version: int) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "partitions": self.partitions,
+            "set_config": dict(self.set_config),
+            "delete_config": list(self.delete_config),
+        }
+
+    @classmethod
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> AlterTopicRequest:
+        b = s.fields(body, "", _ALTER_TOPIC_REQUEST)
+        deleted = tuple(
+            s.nonempty_text(v, s.item("delete_config", i))
+            for i, v in enumerate(s.array(b["delete_config"], "delete_config", limits))
+        )
+        s.unique(deleted, "delete_config", "key")
+        return cls(
+            name=s.topic(b["name"], "name", limits),
+            partitions=s.opt_int32(b["partitions"], "partitions", 1),
+            set_config=s.text_map(b["set_config"], "set_config", limits),
+            delete_config=deleted,
+        )
+
+
+_ALTER_TOPIC_RESPONSE = frozenset({"partitions"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlterTopicResponse:
+    API_KEY: ClassVar[ApiKey] = ApiKey.ALTER_TOPIC
+    partitions: int
+
+    def to_body(self, version: int) -> dict[str, object]:
+        return {"partitions": self.partitions}
+
+    @classmethod
+    def from_body(
+        cls, body: object, version: int, limits: Limits = DEFAULT_LIMITS
+    ) -> AlterTopicResponse:
+        b = s.fields(body, "", _ALTER_TOPIC_RESPONSE)
+        return cls(partitions=s.int32(b["partitions"], "partitions", 1))
+
+
 __all__ = [
+    "AlterTopicRequest",
+    "AlterTopicResponse",
     "DescribeReassignmentsRequest",
     "DescribeReassignmentsResponse",
     "PartitionReassignment",

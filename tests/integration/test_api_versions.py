@@ -71,6 +71,14 @@ from broker.wire.messages import (
     Response,
 )
 from broker.wire.protocol import ResponseEnvelope
+from broker.wire.rebalance_messages import (
+    AlterTopicRequest,
+    AlterTopicResponse,
+    DescribeReassignmentsRequest,
+    DescribeReassignmentsResponse,
+    RebalanceRequest,
+    RebalanceResponse,
+)
 from broker.wire.txn_messages import (
     AbortTransactionRequest,
     AbortTransactionResponse,
@@ -240,6 +248,9 @@ def valid_request(key: ApiKey, version: int) -> Request:
         ApiKey.DESCRIBE_GROUPS: DescribeGroupsRequest(group_ids=(GROUP,)),
         ApiKey.DELETE_GROUPS: DeleteGroupsRequest(group_ids=(OPERATOR_GROUP,)),
         ApiKey.ELECT_LEADERS: ElectLeadersRequest(topics=("t",)),
+        ApiKey.REBALANCE: RebalanceRequest(),
+        ApiKey.DESCRIBE_REASSIGNMENTS: DescribeReassignmentsRequest(),
+        ApiKey.ALTER_TOPIC: AlterTopicRequest(name="t", partitions=1),
     }.get(key) or txn_request(key)
 
 
@@ -279,6 +290,12 @@ def succeeded(body: Response | None) -> bool:
         return len(body.groups) == 1
     if isinstance(body, ElectLeadersResponse):  # a single broker leads all: balanced
         return body.transfers == () and body.pending == ()
+    if isinstance(body, RebalanceResponse):  # one broker: nothing to move
+        return body.moves == () and len(body.replica_counts) == 1
+    if isinstance(body, DescribeReassignmentsResponse):
+        return body.reassignments == () and body.draining == ()
+    if isinstance(body, AlterTopicResponse):
+        return body.partitions == 1
     return isinstance(
         body,
         (

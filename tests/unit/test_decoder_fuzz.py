@@ -219,6 +219,8 @@ from broker.wire.protocol import (
     encode_response,
 )
 from broker.wire.rebalance_messages import (
+    AlterTopicRequest,
+    AlterTopicResponse,
     DescribeReassignmentsRequest,
     DescribeReassignmentsResponse,
     PartitionReassignment,
@@ -564,6 +566,14 @@ REQUESTS: list[tuple[Request, int, str | None]] = [
     ),
     (RebalanceRequest(execute=True, cancel=True), 31, "ops"),
     (DescribeReassignmentsRequest(), 32, "ops"),
+    (
+        AlterTopicRequest(
+            name="orders", partitions=6, set_config={"retention.ms": "60000"}, delete_config=()
+        ),
+        33,
+        "ops",
+    ),
+    (AlterTopicRequest(name="t", delete_config=("retention.bytes",)), 34, None),
 ]
 assert {type(r) for r, _, _ in REQUESTS} == set(REQUEST_TYPES.values())
 REQUEST_PAYLOADS = [encode_request(r, cid, client)[HEADER_BYTES:] for r, cid, client in REQUESTS]
@@ -921,6 +931,7 @@ RESPONSES: list[tuple[Response, int]] = [
         ),
         25,
     ),
+    (AlterTopicResponse(partitions=6), 26),
 ]
 assert {type(r) for r, _ in RESPONSES} == set(RESPONSE_TYPES.values())
 

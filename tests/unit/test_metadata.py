@@ -16,6 +16,7 @@ from broker.core.metadata import (
     MetaResult,
     TopicInfo,
     cmd_alloc_producer_ids,
+    cmd_alter_topic,
     cmd_create_topic,
     cmd_delete_topic,
     cmd_init,
@@ -487,3 +488,25 @@ def test_placement_skips_draining_brokers() -> None:
     meta.apply(cmd_reassign([], drain=[0, 1]))
     meta.create("u", 4, 2)
     assert all(set(p.replicas) == {2, 3} for p in meta.m.topics["u"].partitions)
+
+
+def test_alter_topic_adds_partitions_and_changes_settings_never_lowers() -> None:
+    meta = _moving()
+    before = meta.m.topics["t"]
+    res = meta.apply(cmd_alter_topic("t", 5, {"max.message.bytes": "2048"}, []))
+    assert res.error == ErrorCode.NONE, res
+    t = meta.m.topics["t"]
+    assert t.partitions[:2] == before.partitions and len(t.partitions) == 5
+    assert [p.partition for p in t.partitions] == list(range(5))
+    assert len({p.group_id for p in t.partitions}) == 5
+    assert all(len(set(p.replicas)) == 2 for p in t.partitions)
+    assert t.config == {"max.message.bytes": "2048"}
+    assert meta.apply(cmd_alter_topic("t", None, {}, ["max.message.bytes"])).error == ErrorCode.NONE
+    assert meta.m.topics["t"].config == {}
+    for cmd, code in (
+        (cmd_alter_topic("t", 3, {}, []), ErrorCode.INVALID_PARTITIONS),
+        (cmd_alter_topic("t", None, {"bogus": "1"}, []), ErrorCode.INVALID_CONFIG),
+        (cmd_alter_topic("nope", 9, {}, []), ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
+    ):
+        assert meta.apply(cmd).error == code
+    assert len(meta.m.topics["t"].partitions) == 5

@@ -110,6 +110,8 @@ from broker.wire.protocol import (
     response_correlation_id,
 )
 from broker.wire.rebalance_messages import (
+    AlterTopicRequest,
+    AlterTopicResponse,
     DescribeReassignmentsRequest,
     DescribeReassignmentsResponse,
     PartitionReassignment,
@@ -276,6 +278,13 @@ REQUESTS: dict[ApiKey, st.SearchStrategy[Any]] = {
         throttle_bytes_per_s=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
     ),
     ApiKey.DESCRIBE_REASSIGNMENTS: st.just(DescribeReassignmentsRequest()),
+    ApiKey.ALTER_TOPIC: st.builds(
+        AlterTopicRequest,
+        name=TOPIC_NAME,
+        partitions=st.none() | st.integers(min_value=1, max_value=2**31 - 1),
+        set_config=st.dictionaries(TEXT, TEXT, max_size=3),
+        delete_config=_tuple(st.text(min_size=1, max_size=20), unique=True),
+    ),
     ApiKey.FIND_COORDINATOR: st.builds(
         FindCoordinatorRequest, key=GROUP_ID, key_type=st.sampled_from(list(CoordinatorType))
     ),
@@ -618,6 +627,9 @@ RESPONSES: dict[ApiKey, st.SearchStrategy[Any]] = {
         ),
         draining=_tuple(NODE, unique=True),
         throttle_bytes_per_s=st.integers(min_value=0, max_value=2**63 - 1),
+    ),
+    ApiKey.ALTER_TOPIC: st.builds(
+        AlterTopicResponse, partitions=st.integers(min_value=1, max_value=2**31 - 1)
     ),
 }
 
@@ -2467,6 +2479,7 @@ def _sample_request(key: ApiKey) -> Request:
         ApiKey.ELECT_LEADERS: ElectLeadersRequest(),
         ApiKey.REBALANCE: RebalanceRequest(),
         ApiKey.DESCRIBE_REASSIGNMENTS: DescribeReassignmentsRequest(),
+        ApiKey.ALTER_TOPIC: AlterTopicRequest(name="t", partitions=2),
     }[key]
 
 
