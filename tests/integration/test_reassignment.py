@@ -88,9 +88,11 @@ def test_join_rebalance_then_drain_with_the_controller_killed(
             # Drain broker 1, and SIGKILL the controller while the replicas move.
             controller = await _controller(cluster)
             drained = json.loads(
-                await _cli(cluster, "broker", "drain", "1", "--throttle", "256K", "--json")
+                await _cli(cluster, "broker", "drain", "1", "--throttle", "16K", "--json")
             )
             assert drained["replica_counts"]["1"] == 0, drained
+            moving = json.loads(await _cli(cluster, "rebalance", "status", "--json"))
+            assert moving["reassignments"], "the drain finished before the controller died"
             await trio.to_thread.run_sync(cluster.kill, controller)
             await w.progress(50, timeout=60)
             await trio.to_thread.run_sync(cluster.start_broker, controller)
