@@ -298,13 +298,16 @@ class Controller:
     def leadership_view(self, topics: frozenset[str] | None) -> list[PartitionLeadership]:
         """Every partition (of `topics`, None: all) as this broker sees it: leader (its own
         group's view or the newest report), replicas, caught-up replicas (its own group's
-        progress when it leads, else the leader's last report)."""
+        progress when it leads, else the leader's last report). A partition being moved is
+        left out: its leader moves leadership as the move needs (reassignment.py)."""
         out = []
         views = self.views
         for t in self.ctx.meta.topics.values():
             if topics is not None and t.name not in topics:
                 continue
             for pi in t.partitions:
+                if pi.target is not None:
+                    continue
                 view = views.partition_view(pi)
                 g = self.ctx.host.groups.get(pi.group_id)
                 if g is not None and g.serving():
