@@ -143,16 +143,19 @@ def status(
 
 @app.command("cancel")
 def cancel(
+    throttle: Throttle = None,
+    wait: Wait = False,
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
     as_json: Json = False,
 ) -> None:
     """Send every reassignment in progress back to its partition's replicas."""
+    rate = parse_rate(throttle)
 
     async def go(a: Admin) -> RebalanceResult:
-        return await a.cancel_reassignments(timeout_s=timeout)
+        return await a.cancel_reassignments(throttle_bytes_per_s=rate, timeout_s=timeout)
 
-    _show(_ask(bootstrap, timeout, go), as_json, "cancelled (moving back)")
+    _execute(bootstrap, timeout, go, wait, as_json)
 
 
 @broker_app.command("drain")

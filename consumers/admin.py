@@ -752,11 +752,19 @@ class Admin:
             self.cluster, self._deadline(timeout_s), execute=True, undrain=(broker_id,)
         )
 
-    async def cancel_reassignments(self, *, timeout_s: float | None = None) -> RebalanceResult:
+    async def cancel_reassignments(
+        self, *, throttle_bytes_per_s: int | None = None, timeout_s: float | None = None
+    ) -> RebalanceResult:
         """Send every reassignment in progress back to its partition's replicas (the moves
-        returned: target -> replicas); replicas already added are removed again."""
+        returned: target -> replicas); replicas already added are removed again, and
+        replicas already removed copied back (at `throttle_bytes_per_s`, as in
+        `rebalance`)."""
         return await _rebalance.rebalance(
-            self.cluster, self._deadline(timeout_s), execute=True, cancel=True
+            self.cluster,
+            self._deadline(timeout_s),
+            execute=True,
+            cancel=True,
+            throttle_bytes_per_s=throttle_bytes_per_s,
         )
 
     async def describe_reassignments(self, *, timeout_s: float | None = None) -> ReassignmentStatus:

@@ -721,9 +721,15 @@ class Admin(_Facade[_admin.Admin]):
         """See `consumers.Admin.undrain_broker`."""
         return self._loop.run(lambda: self._async.undrain_broker(broker_id, timeout_s=timeout_s))
 
-    def cancel_reassignments(self, *, timeout_s: float | None = None) -> RebalanceResult:
+    def cancel_reassignments(
+        self, *, throttle_bytes_per_s: int | None = None, timeout_s: float | None = None
+    ) -> RebalanceResult:
         """See `consumers.Admin.cancel_reassignments`."""
-        return self._loop.run(lambda: self._async.cancel_reassignments(timeout_s=timeout_s))
+        return self._loop.run(
+            lambda: self._async.cancel_reassignments(
+                throttle_bytes_per_s=throttle_bytes_per_s, timeout_s=timeout_s
+            )
+        )
 
     def describe_reassignments(self, *, timeout_s: float | None = None) -> ReassignmentStatus:
         """See `consumers.Admin.describe_reassignments`."""

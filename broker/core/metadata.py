@@ -460,6 +460,11 @@ class MetadataMachine:
         return MetaResult(value=moves.reassign_done(self.topics, cmd))
 
     def _reassign_cancel(self, cmd: dict[str, Any]) -> MetaResult:
+        throttle = cmd.get("throttle")
+        if throttle is not None and (type(throttle) is not int or throttle < 0):
+            return MetaResult(ErrorCode.INVALID_REQUEST, "throttle must be an integer >= 0")
+        if throttle is not None:
+            self.throttle = throttle
         return MetaResult(value=moves.reassign_cancel(self.topics))
 
     def reassignments(self) -> list[tuple[str, PartitionInfo]]:

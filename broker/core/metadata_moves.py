@@ -7,8 +7,9 @@ given brokers, counting what they already hold, alternating racks; ties go to th
 broker id, so every broker computes the same lists from the same state.
 
 - reassign {moves, drain, undrain, throttle?}: each move's replica list becomes its
-  partition's `target` (a partition already moving gets the new one; a move to the same
-  brokers in another order only reorders `replicas`: no data moves). All or nothing: an
+  partition's `target` (a partition already moving gets the new one; a move of a partition
+  not moving to the same brokers in another order only reorders `replicas`: no data moves;
+  one moving keeps a target until its group's configuration is back). All or nothing: an
   unknown topic, partition or broker, or a replica list with a broker twice, refuses the
   whole command.
 - reassign_done {group, replicas}: `replicas` := `target`, only if the target is still
@@ -122,8 +123,12 @@ def cmd_reassign_done(group_id: int, replicas: tuple[int, ...]) -> bytes:
     return cbor_encode({"op": "reassign_done", "group": group_id, "replicas": list(replicas)})
 
 
-def cmd_reassign_cancel() -> bytes:
-    return cbor_encode({"op": "reassign_cancel"})
+def cmd_reassign_cancel(throttle: int | None = None) -> bytes:
+    """Every move back to its replicas; `throttle` as in `cmd_reassign`."""
+    cmd: dict[str, Any] = {"op": "reassign_cancel"}
+    if throttle is not None:
+        cmd["throttle"] = throttle
+    return cbor_encode(cmd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +153,7 @@ def reassign(
     after: dict[tuple[str, int], PartitionInfo] = {}
     for name, p, replicas in moves:
         pi = before[(name, p)]
-        if set(replicas) == set(pi.replicas):
+        if pi.target is None and set(replicas) == set(pi.replicas):
             after[(name, p)] = dataclasses.replace(pi, replicas=replicas, target=None)
         else:
             after[(name, p)] = dataclasses.replace(pi, target=replicas)

@@ -245,7 +245,7 @@ class PartitionService:
             if held is None:
                 self.drop(gid)
             elif me not in held.hosts and (
-                held.target is None or g.raft.id not in g.raft.conf.voters
+                held.target is None or not g.raft.conf.is_member(g.raft.id)
             ):
                 why = "the partition's replica moved off this broker"
                 self.drop(gid, why, ErrorCode.NOT_LEADER_OR_FOLLOWER)

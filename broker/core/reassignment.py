@@ -8,7 +8,8 @@ and a leader failover (the next leader takes the next step from the configuratio
 The leader's step (`step_membership`, at most one configuration change uncommitted), toward
 the desired members (the desired brokers at their registered incarnations):
 1. a learner not desired is removed;
-2. a desired learner at most `PROMOTE_MAX_LAG` committed entries behind is promoted;
+2. a desired learner at most `PROMOTE_MAX_LAG` committed entries behind, holding the
+   configuration entry that added it, is promoted;
 3. while the group has more voters than desired members, a voter not desired is removed;
    when the only one left to go is the leader itself, it first transfers leadership to a
    desired voter that is caught up and reachable (the target's first replica if it is one);
@@ -18,11 +19,12 @@ Invariants: a new replica votes only once it holds (nearly) every committed entr
 never has more voters than desired members + 1, so moving a replica of an RF-3 group never
 needs more than 3 of its 4 voters; every change is a single-member change (Raft §4.1).
 
-Completion. When the leader's configuration is exactly the desired voters, it asks the
-controller (the peer request `reassign_done`, or its own proposal when it is the controller)
-to record it: the metadata command sets `replicas` to `target` only if the target is still
-the one reported. The brokers no longer named drop their replica (`PartitionService.sync`)
-once they are not voters of their own configuration, or the reassignment is over.
+Completion. When the leader's configuration is exactly the desired voters, and committed, it
+asks the controller (the peer request `reassign_done`, or its own proposal when it is the
+controller) to record it: the metadata command sets `replicas` to `target` only if the
+target is still the one reported. The brokers no longer named drop their replica
+(`PartitionService.sync`) once they are not members of their own configuration, or the
+reassignment is over.
 Cancellation sets every target back to its replicas: the same steps undo what was done.
 """
 
@@ -67,21 +69,25 @@ def step_membership(
     host: GroupHost, g: HostedGroup, desired: Sequence[Member], election_ticks: int
 ) -> bool:
     """Leader of `g`: take the next step toward `desired` (module doc). True when the
-    configuration is exactly `desired`, all voters."""
+    configuration is exactly `desired`, all voters, and committed."""
     raft = g.raft
     conf = raft.conf
     want = frozenset(desired)
+    if raft.conf_entry_index() > raft.commit_index:
+        return False  # one change at a time; and reached only once committed
     if conf.voters == want and not conf.learners:
         return True
-    if raft.conf_entry_index() > raft.commit_index:
-        return False  # one change at a time
     stray = sorted(m for m in map(member_of, conf.learners) if m is not None and m not in want)
     if stray:
         host.propose_conf(g, ConfChange(ConfChangeKind.REMOVE, stray[0]))
         return False
     for m in desired:
         pr = raft.progress.get(m)
-        near = pr is not None and raft.commit_index - pr.match <= PROMOTE_MAX_LAG
+        near = (
+            pr is not None
+            and pr.match >= max(1, raft.conf_entry_index())  # it holds its own addition
+            and raft.commit_index - pr.match <= PROMOTE_MAX_LAG
+        )
         if m in conf.learners and near:
             host.propose_conf(g, ConfChange(ConfChangeKind.ADD_VOTER, m))
             return False
@@ -253,12 +259,12 @@ class Reassignments:
         )
         return ctx.host.propose_waiting(mg, cmd, token, slot)
 
-    def cancel(self, token: int, slot: int) -> tuple[ErrorCode, str | None]:
+    def cancel(self, token: int, slot: int, throttle: int | None) -> tuple[ErrorCode, str | None]:
         ctx = self.ctx
         mg = ctx.metadata_group
         if mg is None or not mg.serving():
             return ErrorCode.NOT_CONTROLLER, "this broker is not the controller"
-        return ctx.host.propose_waiting(mg, cmd_reassign_cancel(), token, slot)
+        return ctx.host.propose_waiting(mg, cmd_reassign_cancel(throttle), token, slot)
 
     def describe(self) -> list[ReassignmentStatus]:
         """Every partition moving, with its leader's last report (this broker's own group's

@@ -59,7 +59,7 @@ class RebalanceRequests:
         r = self.node.reassignments
         meta = self.node.meta
         if req.cancel:
-            err, msg = r.cancel(token, 0)
+            err, msg = r.cancel(token, 0, req.throttle_bytes_per_s)
             if err != ErrorCode.NONE:
                 return Reply(corr, err, msg, None)
             return self._park(token, header, req, [None])

@@ -7,8 +7,8 @@ answers them (any other broker: NOT_CONTROLLER).
   time per partition). `drain` brokers are emptied and get no new replicas until `undrain`;
   `exclude` leaves brokers out of this plan only. `throttle_bytes_per_s`: the catch-up rate
   of every broker while replicas move (None: unchanged; 0: each broker's own setting).
-  `cancel` sends every reassignment in progress back to its partition's replicas (the other
-  fields are then ignored).
+  `cancel` sends every reassignment in progress back to its partition's replicas (only the
+  throttle applies with it).
 - DESCRIBE_REASSIGNMENTS: the partitions moving, with the replicas their leaders last
   reported caught up and their commit lag, the brokers draining and the throttle.
 - ALTER_TOPIC: more partitions (`partitions`: the new count, None: unchanged; never fewer)

@@ -128,3 +128,41 @@ def test_join_rebalance_then_drain_with_the_controller_killed(
     assert 1 not in replicas and 1 not in leaders, (replicas, leaders)
     assert _spread({b: replicas[b] for b in serving}) <= 1, replicas
     assert _spread({b: leaders[b] for b in serving}) <= 1, leaders
+
+
+def test_cancel_sends_a_move_back_and_keeps_every_record(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """A move slowed to 1 KiB/s is cancelled: the partitions end on their old replicas,
+    the broker that was joining holds none, and every acknowledged record reads back."""
+    cluster = cluster_factory(4, seeds=3, offsets_topic_partitions=1)
+    history = History()
+
+    async def scenario(w: Workload) -> None:
+        before = json.loads(await _cli(cluster, "cluster", "status", "--json"))
+        await trio.to_thread.run_sync(cluster.start_broker, 3)
+        plan = json.loads(await _cli(cluster, "rebalance", "execute", "--throttle", "1K", "--json"))
+        assert any(3 in m["new"] for m in plan["moves"]), plan
+        moving = json.loads(await _cli(cluster, "rebalance", "status", "--json"))
+        assert moving["reassignments"], moving
+        cancelled = json.loads(
+            await _cli(cluster, "rebalance", "cancel", "--throttle", "0", "--wait", "--json")
+        )
+        assert cancelled["moves"], cancelled
+        assert json.loads(await _cli(cluster, "rebalance", "status", "--json")) == {
+            "reassignments": [],
+            "draining": [],
+            "throttle_bytes_per_s": 0,
+        }
+        await w.progress(30)
+        after = json.loads(await _cli(cluster, "cluster", "status", "--json"))
+        layout = {(p["topic"], p["partition"]): sorted(p["replicas"]) for p in after["partitions"]}
+        assert all(3 not in r for r in layout.values()), layout
+        old = {(p["topic"], p["partition"]): sorted(p["replicas"]) for p in before["partitions"]}
+        assert {k: v for k, v in layout.items() if k in old} == old
+
+    async def main() -> Workload:
+        await create_topic(cluster)
+        return await run_with_workload(cluster, history, scenario, budget_s=120)
+
+    check(cluster, history, trio.run(main))
