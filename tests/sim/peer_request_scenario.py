@@ -42,6 +42,7 @@ from broker.core.controller import ENSURE_INTERNAL_TOPIC, TRANSFER_LEADER
 from broker.core.peer_codec import PeerResponse
 from broker.core.peer_requests import PING, Inbound, PeerRequests, PeerRequestStats, PeerResult
 from broker.core.producer_ids import ALLOC_PRODUCER_IDS
+from broker.core.reassignment import REASSIGN_DONE
 from broker.core.txn.participants import TXN_REQUEST
 from broker.wire.errors import ErrorCode
 from tests.sim.checker import Violation
@@ -207,7 +208,13 @@ class PeerRequestRun:
             expected: tuple[ErrorCode, object] = (ErrorCode.UNSUPPORTED_VERSION, None)
         elif sent.kind == PING:
             me = {"node_id": dst, "incarnation": w.brokers[dst].disk.incarnation}
-            served = (ALLOC_PRODUCER_IDS, ENSURE_INTERNAL_TOPIC, TRANSFER_LEADER, TXN_REQUEST)
+            served = (
+                ALLOC_PRODUCER_IDS,
+                ENSURE_INTERNAL_TOPIC,
+                REASSIGN_DONE,
+                TRANSFER_LEADER,
+                TXN_REQUEST,
+            )
             kinds = sorted([PING, SLOW, *served])
             expected = (ErrorCode.NONE, {**me, "kinds": kinds, "echo": sent.token})
         else:
