@@ -44,6 +44,7 @@ __all__ = [
     "InvalidGroupIdError",
     "InvalidPartitionsError",
     "InvalidProducerIdMappingError",
+    "InvalidRecordError",
     "InvalidRegularExpressionError",
     "InvalidReplicaAssignmentError",
     "InvalidReplicationFactorError",
@@ -217,6 +218,12 @@ class InvalidPartitionsError(SluiceError):
 
 class InvalidReplicationFactorError(SluiceError):
     default_code = ErrorCode.INVALID_REPLICATION_FACTOR
+
+
+class InvalidRecordError(SluiceError):
+    """A record the topic cannot take as it is (a compacted topic's record without a key)."""
+
+    default_code = ErrorCode.INVALID_RECORD
 
 
 class InvalidReplicaAssignmentError(SluiceError):
@@ -453,6 +460,7 @@ ERROR_CLASSES: Mapping[ErrorCode, type[SluiceError]] = {
     ErrorCode.INVALID_PARTITIONS: InvalidPartitionsError,
     ErrorCode.INVALID_REPLICATION_FACTOR: InvalidReplicationFactorError,
     ErrorCode.INVALID_REPLICA_ASSIGNMENT: InvalidReplicaAssignmentError,
+    ErrorCode.INVALID_RECORD: InvalidRecordError,
     ErrorCode.INVALID_CONFIG: InvalidConfigError,
     ErrorCode.NOT_CONTROLLER: NotControllerError,
     ErrorCode.INVALID_REQUEST: InvalidRequestError,

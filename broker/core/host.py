@@ -216,10 +216,12 @@ class GroupHost:
         policy: SnapshotPolicy,
         *,
         throttled: bool = True,
+        member_votes: bool = False,
     ) -> HostedGroup:
         """Host group `gid` over `storage`, its machine restored to `machine.applied_index`
         (the Raft node starts applying after it). `throttled`: its catch-up traffic counts
-        against the broker's CatchUpBudget. A group dropped since the last round began is
+        against the broker's CatchUpBudget; `member_votes`: its node votes only as a member
+        (`RaftConfig.member_votes`). A group dropped since the last round began is
         kept instead of deleted (its replica moved away and back before the deletion: it
         rejoins with the log it has, as any follower that was away)."""
         if gid in self._dropped:
@@ -234,6 +236,7 @@ class GroupHost:
             max_uncommitted_bytes=s.max_uncommitted_bytes,
             max_snapshot_chunk_bytes=s.max_snapshot_chunk_bytes,
             quiesce=s.quiesce,
+            member_votes=member_votes,
             applied=machine.applied_index,
         )
         raft = RaftNode(config, storage, self.rng, catchup=self.catchup if throttled else None)

@@ -68,20 +68,21 @@ TOPIC_CONFIG_KEYS: dict[str, str] = {
     "retention.ms": "int>=-1",
     "retention.bytes": "int>=-1",
     "cleanup.policy": "delete|compact",
+    "delete.retention.ms": "int>=0",
 }
 """The keys a topic's configuration may hold, and the syntax of their values."""
-NOT_YET_ENFORCED: dict[str, str] = {
-    "cleanup.policy": "delete",
-}
-"""Keys whose only value the broker accepts today is the one it enforces: records are deleted
-by retention (retention.ms, retention.bytes: retention.py), never compacted by key. A new
-topic with any other value is refused. The metadata log still applies any syntactically
-valid value, so a log written before is replayed unchanged."""
+NOT_YET_ENFORCED: dict[str, str] = {}
+"""Keys whose only value the broker accepts today is the one it enforces (a new topic with any
+other value is refused): none now; retention.ms and retention.bytes are enforced by
+retention.py, cleanup.policy=compact and delete.retention.ms by compaction.py. The metadata
+log still applies any syntactically valid value, so a log written before is replayed
+unchanged."""
 DEFAULT_TOPIC_CONFIG: dict[str, str] = {
     "max.message.bytes": str(1 << 20),
     "retention.ms": "-1",
     "retention.bytes": "-1",
     "cleanup.policy": "delete",
+    "delete.retention.ms": "86400000",
 }
 
 
@@ -132,10 +133,7 @@ def validate_topic_config(config: dict[str, str]) -> str | None:
         enforced = NOT_YET_ENFORCED.get(key)
         given = str(int(value)) if TOPIC_CONFIG_KEYS[key].startswith("int") else value
         if enforced is not None and given != enforced:
-            return (
-                f"{key}={value!r} is not enforced by this broker yet: only {enforced!r} is "
-                "accepted (records are deleted by retention.ms and retention.bytes)"
-            )
+            return f"{key}={value!r} is not enforced yet: only {enforced!r} is accepted"
     return None
 
 

@@ -79,6 +79,9 @@ class OffsetIndex:
     def base_at(self, position: int) -> int:
         return self._bases[position]
 
+    def raft_index_at(self, position: int) -> int:
+        return self._indexes[position]
+
     def max_timestamp_at(self, position: int) -> int:
         return self._max_ts[position]
 

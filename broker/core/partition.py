@@ -33,8 +33,9 @@ moves forward to a batch boundary (`retain_from`) and the index forgets the batc
 as Kafka's log start offset does; a fetch below it is OFFSET_OUT_OF_RANGE. Invariant: every
 batch the index lists is in this replica's Raft log (so every offset in [log start, high
 watermark) can be served). A Raft snapshot of the machine (`snapshot_bytes`) is its state at
-its applied index with no records: a replica installing it holds none of the entries it
-covers, so its log start offset is the snapshot's next offset and its index starts empty.
+its applied index with no batches (a compacted topic's kept records aside): a replica
+installing it holds none of the entries it covers, so its log start offset is the
+snapshot's next offset and its index starts empty.
 Retention by time and size (retention.py) reaches every replica as a command entry,
 `retain_command(offset)`, which the partition's leader proposes: applying it moves the log
 start to the last batch boundary at or below min(offset, last stable offset, the last
@@ -44,6 +45,18 @@ transaction still needs, and replicas that applied the same entries have the sam
 commands after it; the broker-wide entry-count retention alone moves it per replica). The
 index keeps each batch's size: `size_bytes`, the retained batches' bytes, is what
 retention.bytes bounds.
+
+Compaction (compaction.py has the design in full). A compacted topic's log is the records
+compaction kept below the log start offset, which is then its *raw* start (`kept`: the
+latest record per key of the compacted prefix, at its offset; keyed machine records,
+carried whole by the snapshot), followed by the Raft log's batches. A compact command, which
+the leader proposes with the records to keep already chosen from its log, moves the raw
+start as a retain command does, merges the records below it (a higher offset wins) and
+drops tombstones older than its horizon: apply reads only the entry. Readers see the log
+start `first_offset` (0 while records are kept); a fetch below the raw start is served from
+the kept records as batches whose base offsets skip what compaction removed. A retain
+command that moves the start (retention, after a switch back to `delete`) drops every kept
+record: they are older than every batch.
 
 Transactions (broker/core/txn/). The partition is a participant of the three-phase commit:
 its `TxnLedger` holds each producer's open transaction. The coordinator's requests arrive as
@@ -70,7 +83,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
+from broker.core.compaction import COMPACT_OP, COMPACTED_KEYS, KeptRecords, decode_compact
 from broker.core.machine import Applied, MachineWrites
 from broker.core.offset_index import OffsetIndex, index_value, read_index_value
 from broker.core.raft import Entry, EntryKind
@@ -172,11 +187,13 @@ class PartitionMachine:
     __slots__ = (
         "_dropped_records",
         "_new_records",
+        "_rewrite_kept",
         "_start_moved",
         "aborted",
         "applied_index",
         "config",
         "index",
+        "kept",
         "ledger",
         "log_start_offset",
         "max_timestamp",
@@ -200,11 +217,21 @@ class PartitionMachine:
         self._dropped_records: list[int] = []
         self._start_moved = False
         """The log start offset moved since the writes were last taken."""
+        self.kept: KeptRecords | None = None
+        """The records below the log start that compaction kept (compaction.py; None until
+        a compact command applies)."""
+        self._rewrite_kept = False
 
     @property
     def high_watermark(self) -> int:
         """Every applied entry is committed, so the log end is the high watermark."""
         return self.next_offset
+
+    @property
+    def first_offset(self) -> int:
+        """The log start readers see: 0 while compaction keeps records below the (raw) log
+        start offset, else the log start offset."""
+        return 0 if self.kept else self.log_start_offset
 
     @property
     def size_bytes(self) -> int:
@@ -259,9 +286,11 @@ class PartitionMachine:
 
     def _apply_command(self, data: bytes) -> ApplyResult:
         try:
-            raw = cbor_decode(data)
+            raw = cbor_decode(data, STATE_LIMITS)
             if isinstance(raw, dict) and raw.get("op") == RETAIN_OP:
                 return self._apply_retain(raw)
+            if isinstance(raw, dict) and raw.get("op") == COMPACT_OP:
+                return self._apply_compact(raw)
             cmd = TxnCommand.from_wire(raw)
         except WireError as e:
             return ApplyResult(Outcome.REJECTED, error=e.code, message=e.message)
@@ -279,12 +308,33 @@ class PartitionMachine:
             return ApplyResult(
                 Outcome.REJECTED, error=ErrorCode.INVALID_REQUEST, message="bad retain command"
             )
-        if not len(self.index):
-            return _NOT_DATA
-        bound = min(offset, self.last_stable_offset, self.index.last()[0])
-        pos = self.index.position(bound)
-        if pos > 0:
-            self.retain_from(self.index.base_at(pos))
+        before = self.log_start_offset
+        self._retain_bounded(offset)
+        if self.kept and self.log_start_offset > before:
+            self.kept.clear()  # older than every batch: retention deletes them first
+        return _NOT_DATA
+
+    def _retain_bounded(self, offset: int) -> None:
+        """retain_from the last batch boundary at or below min(offset, last stable offset,
+        the last batch's base offset)."""
+        if len(self.index):
+            bound = min(offset, self.last_stable_offset, self.index.last()[0])
+            pos = self.index.position(bound)
+            if pos > 0:
+                self.retain_from(self.index.base_at(pos))
+
+    def _apply_compact(self, raw: dict[object, object]) -> ApplyResult:
+        """A leader's compaction (compaction.py): the raw start moves as a retain command
+        moves it, the records below it are merged, old tombstones go."""
+        to, records, horizon = decode_compact(raw)
+        if self.kept is None:
+            self.kept = KeptRecords()
+        self._retain_bounded(to)
+        for rec in records:
+            if rec.offset < self.log_start_offset:
+                self.kept.add(rec)
+        if horizon is not None:
+            self.kept.expire(horizon)
         return _NOT_DATA
 
     def _apply_marker(self, entry: Entry, h: BatchHeader) -> ApplyResult:
@@ -383,12 +433,19 @@ class PartitionMachine:
         return Applied(res.error, res.message, res)
 
     def take_writes(self) -> MachineWrites:
-        records, self._new_records = tuple(self._new_records), []
-        dropped, self._dropped_records = tuple(self._dropped_records), []
+        records, self._new_records = self._new_records, []
+        dropped, self._dropped_records = self._dropped_records, []
         moved, self._start_moved = self._start_moved, False
-        return MachineWrites(
-            self.state_bytes(), self.log_start_offset if moved else None, records, dropped
-        )
+        below = self.log_start_offset if moved else None
+        if self._rewrite_kept:  # after a snapshot: every stored index and kept record
+            self._rewrite_kept = False
+            below = ABORTED_KEYS
+            records.extend(self.kept.all_records() if self.kept is not None else ())
+        elif self.kept is not None:
+            put, gone = self.kept.take_changes()
+            records.extend(put)
+            dropped.extend(gone)
+        return MachineWrites(self.state_bytes(), below, tuple(records), tuple(dropped))
 
     def snapshot(self) -> bytes:
         return self.snapshot_bytes()
@@ -396,10 +453,16 @@ class PartitionMachine:
     def load(self, state: bytes | None, records: Iterable[tuple[int, bytes]]) -> None:
         """Rebuild from what `take_writes` persisted (see `restore`)."""
         index, aborted = split_records(records)
+        kept = [v for k, v in index if k >= COMPACTED_KEYS]
+        index = [r for r in index if r[0] < COMPACTED_KEYS]
         self.restore(state, ((k, *read_index_value(v)) for k, v in index))
         if state is not None:
             for key, value in aborted:
                 self.aborted.load(key, value)
+            if kept:
+                self.kept = KeptRecords()
+                for value in kept:
+                    self.kept.load(value, STATE_LIMITS)
             self._dropped_records.extend(self.aborted.drop_before(self.log_start_offset))
 
     def leader_tick(self) -> list[bytes]:
@@ -430,15 +493,16 @@ class PartitionMachine:
     # -- persistence ------------------------------------------------------------------------
 
     def state_bytes(self) -> bytes:
-        """Everything but the offset index (persisted incrementally beside it)."""
+        """Everything but the offset index and kept records (persisted beside it)."""
         return self._encode(self.log_start_offset)
 
     def snapshot_bytes(self) -> bytes:
         """The machine as a Raft snapshot at `applied_index`: `state_bytes` with the log start
-        offset at the next offset (a snapshot carries no records; see the module doc)."""
-        return self._encode(self.next_offset)
+        offset at the next offset (a snapshot carries no batches; see the module doc), and a
+        compacted topic's kept records."""
+        return self._encode(self.next_offset, kept=True)
 
-    def _encode(self, log_start: int) -> bytes:
+    def _encode(self, log_start: int, *, kept: bool = False) -> bytes:
         producers = [
             [
                 pid,
@@ -449,17 +513,18 @@ class PartitionMachine:
             ]
             for pid, s in self.producers.items()
         ]
-        return cbor_encode(
-            {
-                "v": 1,
-                "applied": self.applied_index,
-                "next": self.next_offset,
-                "start": log_start,
-                "max_ts": self.max_timestamp,
-                "producers": producers,
-                "txns": self.ledger.to_wire(),
-            }
-        )
+        state = {
+            "v": 1,
+            "applied": self.applied_index,
+            "next": self.next_offset,
+            "start": log_start,
+            "max_ts": self.max_timestamp,
+            "producers": producers,
+            "txns": self.ledger.to_wire(),
+        }
+        if kept and self.kept:
+            state["kept"] = self.kept.to_wire()
+        return cbor_encode(state)
 
     def restore(
         self,
@@ -481,14 +546,17 @@ class PartitionMachine:
     def restore_snapshot(self, data: bytes) -> None:
         """Rebuild from `snapshot_bytes` (an installed snapshot, or this replica's own at
         restart): no records, so the log start offset is the next offset, the index empty."""
-        self._decode(data)
+        d = self._decode(data)
         self.log_start_offset = self.next_offset
         self.index = OffsetIndex()
+        self.kept = KeptRecords.from_wire(d["kept"]) if "kept" in d else None
+        self._rewrite_kept = True
         self._dropped_records.extend(self.aborted.drop_before(self.log_start_offset))
         self._new_records = []
         self._start_moved = True
 
-    def _decode(self, state: bytes) -> None:
+    def _decode(self, state: bytes) -> dict[str, Any]:
+        """Restore the apply state's fields; the decoded map."""
         d = cbor_decode(state, STATE_LIMITS)
         assert isinstance(d, dict) and d.get("v") == 1, "unknown partition state format"
         self.applied_index = int(d["applied"])
@@ -502,6 +570,7 @@ class PartitionMachine:
                 st.batches.append(_CachedBatch(first, last, base, last_off))
             self.producers[int(pid)] = st
         self.ledger = TxnLedger.from_wire(d.get("txns", []))
+        return d
 
     # -- retention --------------------------------------------------------------------------
 

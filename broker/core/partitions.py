@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from broker.core.compaction import check_keys
 from broker.core.context import NodeContext
 from broker.core.host import HostedGroup, NoSnapshots, PeriodicSnapshots, SnapshotPolicy
 from broker.core.ids import NO_OFFSET, NO_TERM, Member
@@ -166,7 +167,11 @@ class PartitionService:
                 machine = kind.create(gc)
                 machine.restore_snapshot(snap.data)
                 from_snapshot = True
-        g = ctx.host.open(pi.group_id, storage, kind, machine, self._policy(kind, topic))
+        # A replica deleted when it moved away comes back empty under the same member id:
+        # it must not vote before its group adds it again (RaftConfig.member_votes).
+        g = ctx.host.open(
+            pi.group_id, storage, kind, machine, self._policy(kind, topic), member_votes=True
+        )
         g.topic, g.partition = topic.name, pi.partition
         g.dirty = from_snapshot  # persist the restored state, drop the records it lacks
         self.by_partition[(topic.name, pi.partition)] = g
@@ -183,7 +188,7 @@ class PartitionService:
         c = self.ctx.config
         if kind is not self.registry.default:
             return PeriodicSnapshots(c.metadata_snapshot_entries, c.snapshot_catchup_entries)
-        spaced = RetentionSettings.of(topic).bounded
+        spaced = RetentionSettings.of(topic).active
         if c.partition_retention_entries or spaced:
             return RetentionPolicy(c.partition_retention_entries, spaced)
         return NoSnapshots()
@@ -224,9 +229,10 @@ class PartitionService:
         """Open every partition group the metadata state has this broker host (a replica, or
         a reassignment's target), and drop every open one it no longer hosts (its topic was
         deleted, or a reassignment moved the replica away: dropped once this broker is not
-        a voter of its own configuration, or the reassignment is over, so a group never
-        loses a voter it may still need). Called at restart, after a metadata snapshot
-        install and after every reassignment command."""
+        a member of its own configuration, or the reassignment is over, so a group never
+        loses a voter it may still need: a learner's leader, its metadata behind, may still
+        promote it). Called at restart, after a metadata snapshot install and after every
+        reassignment command."""
         ctx = self.ctx
         me = ctx.config.node_id
         hosted: dict[int, PartitionInfo] = {}
@@ -298,7 +304,8 @@ class PartitionService:
     def produce(
         self, token: int, slot: int, topic: str, partition: int, batch: bytes
     ) -> tuple[ErrorCode, str | None]:
-        """Propose one batch; NONE means a Completion with its ApplyResult will follow."""
+        """Propose one batch; NONE means a Completion with its ApplyResult will follow. A
+        compacted topic's batch needs a key on every record (INVALID_RECORD)."""
         if topic.startswith(INTERNAL_PREFIX):
             return ErrorCode.INVALID_TOPIC, f"topic {topic!r} is internal: clients cannot write it"
         err, msg, g = self.serving_log(topic, partition)
@@ -307,6 +314,8 @@ class PartitionService:
         assert isinstance(g.machine, PartitionMachine)
         try:
             g.machine.validate(batch)
+            if self.ctx.meta.topics[topic].setting("cleanup.policy") == "compact":
+                check_keys(batch)
         except BatchError as e:
             return e.code, e.message
         return self.ctx.host.propose_waiting(g, batch, token, slot)
@@ -326,33 +335,35 @@ class PartitionService:
         max_bytes; with
         `min_one`, the first batch even if it alone is larger (so a consumer never stalls).
         OFFSET_OUT_OF_RANGE outside [log start offset, high watermark] (below it: deleted by
-        retention; the answer carries the log start offset to move to)."""
+        retention; the answer carries the log start offset to move to). A compacted topic
+        serves below its raw log start from its kept records (compaction.py)."""
         err, msg, g = self.serving_log(topic, partition)
         if g is None:
             return FetchResult(err, message=msg)
         m = g.machine
         assert isinstance(m, PartitionMachine)
-        hw = m.high_watermark
+        hw, first, lso = m.high_watermark, m.first_offset, m.last_stable_offset
+        batches: list[tuple[int, bytes]] = []
+        size = 0
+        if m.kept is not None and first <= offset < m.log_start_offset:
+            batches, size, offset = m.kept.batches(offset, m.log_start_offset, max_bytes, min_one)
+            if offset < m.log_start_offset:  # max_bytes reached
+                return FetchResult(
+                    ErrorCode.NONE, hw, lso, first, tuple(batches), next_offset=offset
+                )
         err, pos = m.locate(offset)
         if err != ErrorCode.NONE:
             return FetchResult(
-                err,
-                hw,
-                hw,
-                m.log_start_offset,
-                message=f"offset {offset} not in [{m.log_start_offset}, {hw}]",
+                err, hw, hw, first, message=f"offset {offset} not in [{first}, {hw}]"
             )
-        lso = m.last_stable_offset
         if pos < 0 or (read_committed and offset >= lso):
-            return FetchResult(ErrorCode.NONE, hw, lso, m.log_start_offset, next_offset=offset)
+            return FetchResult(ErrorCode.NONE, hw, lso, first, tuple(batches), next_offset=offset)
         end = lso if read_committed else hw
         # read_committed on a partition that saw transactions: each batch's header decides
         # (control batches and aborted transactions' data are left out; the answer's
         # next offset moves past them, so a consumer never stalls on a filtered stretch).
         ranges = m.aborted.covering(offset, end) if read_committed and m.aborted else None
         screen = read_committed and (ranges is not None or bool(m.ledger.producers))
-        batches: list[tuple[int, bytes]] = []
-        size = 0
         next_offset = offset
         log = g.raft.log
         for base_offset, raft_index, _ in m.index.items(pos):
@@ -378,9 +389,7 @@ class PartitionService:
             size += len(data)
             if size >= max_bytes:
                 break
-        return FetchResult(
-            ErrorCode.NONE, hw, lso, m.log_start_offset, tuple(batches), next_offset=next_offset
-        )
+        return FetchResult(ErrorCode.NONE, hw, lso, first, tuple(batches), next_offset=next_offset)
 
     def _machine(self, topic: str, partition: int) -> tuple[HostedGroup, PartitionMachine] | None:
         g = self.by_partition.get((topic, partition))
@@ -414,5 +423,5 @@ class PartitionService:
         if timestamp == LATEST_TIMESTAMP:
             return ErrorCode.NONE, m.last_stable_offset if read_committed else m.high_watermark
         if timestamp == EARLIEST_TIMESTAMP:
-            return ErrorCode.NONE, m.log_start_offset
+            return ErrorCode.NONE, m.first_offset
         return ErrorCode.NONE, m.offset_for_timestamp(timestamp)

@@ -1,5 +1,5 @@
-"""Partition retention: deleting a log's oldest batches by time and size, and giving back
-the disk behind them (pure).
+"""Partition retention: deleting a log's oldest batches by time and size, compacting it by
+key, and giving back the disk behind them (pure).
 
 Deciding (the leader, with wall time). Every `NodeConfig.retention_check_ticks` ticks
 (`retention_check_interval_s`, 5 s by default: Kafka's log.retention.check.interval.ms is 5
@@ -11,24 +11,30 @@ the last batch, never past the last stable offset (an open transaction's data st
 `now` is `NodeContext.wall_ms`, the runtime's wall clock at the last tick (0: unknown, then
 time decides nothing). If the point is above the log start offset the leader proposes
 `retain_command(point)` (which wakes a quiesced group); nothing time-dependent happens at
-apply, where every replica moves its log start the same way (partition.py).
+apply, where every replica moves its log start the same way (partition.py). A topic with
+`cleanup.policy=compact` is compacted instead (compaction.py's `plan_compaction`, its
+tombstone horizon now - delete.retention.ms), and its retention.ms / retention.bytes delete
+nothing (Kafka's `compact` alone). Settings are read at each check, so an altered topic's
+new ones apply within one interval (its replicas get the policy below then too).
 
-Compacting (each replica, locally: `RetentionPolicy`, the partition group's SnapshotPolicy).
-A Raft snapshot of the partition holds no records, so the log can be compacted only up to an
-index at which the machine's state was captured with a next offset at or below the log
-start: then every batch the index still lists lies after it. The policy captures the
-machine (`snapshot_bytes`) as it applies entries, spaced by an eighth of the retained
-records (at most MAX_CAPTURES kept; when full, the capture whose removal leaves the smallest
-gap goes), and after each apply compacts the log to the newest capture at or below the log
-start: the Compaction's snapshot index is its compaction point, so a follower that needs
-the compacted entries installs it (log start = its next offset) and receives the rest by
-append, retain commands included, reaching the leader's log start. So the log keeps the
-retained records plus about an eighth more. Captures live in memory: after a restart the
-records kept before it are given back once captures taken since age past them (a log that
-receives nothing after the restart keeps them on disk, deleted but not reclaimed).
-The broker-wide entry-count retention (`partition_retention_entries`) is the same policy
-with `keep`: it moves the log start to the oldest capture `keep` entries behind the applied
-index (so the log keeps between `keep` and 2 x `keep` entries).
+Compacting the Raft log (each replica, locally: `RetentionPolicy`, the partition group's
+SnapshotPolicy). A Raft snapshot of the partition holds no batches, so the log can be
+compacted only up to an index at which the machine's state was captured with a next offset
+at or below the log start: then every batch the index still lists lies after it. The policy
+captures the machine (`snapshot_bytes`) as it applies entries, spaced by an eighth of the
+retained records (at most MAX_CAPTURES kept; when full, the capture whose removal leaves the
+smallest gap goes), and after each apply compacts the log to the newest capture at or below
+the log start: the Compaction's snapshot index is its compaction point, so a follower that
+needs the compacted entries installs it (log start = its next offset) and receives the rest
+by append, retain commands included, reaching the leader's log start. So the log keeps the
+retained records plus about an eighth more. On a compacted topic a capture carries every
+kept record, so one is taken only as a compact command moves the raw log start (the next one
+uses it). Captures live in memory: after a restart the records kept before it are given back
+once captures taken since age past them (a log that receives nothing after the restart keeps
+them on disk, deleted but not reclaimed). The broker-wide entry-count retention
+(`partition_retention_entries`, for tests) is the same policy with `keep`: it moves the log
+start to the oldest capture `keep` entries behind the applied index (the log keeps between
+`keep` and 2 x `keep` entries), whatever the topic's settings.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from broker.core.compaction import plan_compaction
 from broker.core.context import NodeContext
-from broker.core.host import HostedGroup
+from broker.core.host import HostedGroup, NoSnapshots
 from broker.core.metadata import TopicInfo
 from broker.core.partition import PartitionMachine, retain_command
 from broker.core.rounds import Compaction
@@ -51,18 +58,34 @@ SCAN_LIMIT = 100_000
 
 @dataclass(frozen=True, slots=True)
 class RetentionSettings:
-    """A topic's retention (-1: unbounded)."""
+    """A topic's retention (-1: unbounded), or its compaction (then retention.ms and
+    retention.bytes delete nothing, as with Kafka's `compact` alone)."""
 
     ms: int = -1
     bytes: int = -1
+    compact: bool = False
+    delete_retention_ms: int = 86_400_000
+    """How long a tombstone stays readable (compaction.py)."""
 
     @classmethod
     def of(cls, topic: TopicInfo) -> RetentionSettings:
-        return cls(int(topic.setting("retention.ms")), int(topic.setting("retention.bytes")))
+        return cls(
+            int(topic.setting("retention.ms")),
+            int(topic.setting("retention.bytes")),
+            topic.setting("cleanup.policy") == "compact",
+            int(topic.setting("delete.retention.ms")),
+        )
 
     @property
     def bounded(self) -> bool:
-        return self.ms >= 0 or self.bytes >= 0
+        """Retention deletes by time or size."""
+        return not self.compact and (self.ms >= 0 or self.bytes >= 0)
+
+    @property
+    def active(self) -> bool:
+        """The topic's log start moves (retention or compaction): its replicas compact
+        their Raft logs behind it."""
+        return self.compact or self.bounded
 
 
 def trim_point(
@@ -88,12 +111,12 @@ def trim_point(
 
 
 class RetentionCheck:
-    """The leaders' side of retention (see the module doc)."""
+    """The leaders' side of retention and compaction (see the module doc)."""
 
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.proposed = 0
-        """Retain commands proposed (tests, diagnostics)."""
+        """Retain and compact commands proposed (tests, diagnostics)."""
 
     def tick(self) -> None:
         ctx = self.ctx
@@ -102,22 +125,36 @@ class RetentionCheck:
             self.check(ctx.wall_ms)
 
     def check(self, now_ms: int) -> None:
-        """Propose a retain command to each partition led here whose retention deletes
-        something now."""
+        """Give every partition log hosted here whose topic retains or compacts the policy
+        that compacts its Raft log (a topic's settings may change), and propose to each one
+        led here the retain or compact command its topic asks for now, if any."""
         ctx = self.ctx
         topics = ctx.meta.topics
         for g in list(ctx.host.groups.values()):
             m = g.machine
-            if g.topic is None or not isinstance(m, PartitionMachine) or not g.serving():
+            if g.topic is None or not isinstance(m, PartitionMachine):
                 continue
             topic = topics.get(g.topic)
-            if topic is None:
+            settings = RetentionSettings.of(topic) if topic is not None else None
+            if settings is None or not settings.active:
                 continue
-            settings = RetentionSettings.of(topic)
-            if not settings.bounded:
+            if isinstance(g.policy, RetentionPolicy):
+                g.policy.spaced = True
+            elif isinstance(g.policy, NoSnapshots):
+                g.policy = RetentionPolicy(ctx.config.partition_retention_entries, spaced=True)
+            if not g.serving():
                 continue
-            point = trim_point(m, settings, now_ms)
-            if point > m.log_start_offset and ctx.host.propose(g, retain_command(point)):
+            command = None
+            if settings.compact:
+                horizon = now_ms - settings.delete_retention_ms if now_ms > 0 else None
+                command = plan_compaction(
+                    m.index, m.kept, m.aborted, m.last_stable_offset, g.raft.log, horizon
+                )
+            else:
+                point = trim_point(m, settings, now_ms)
+                if point > m.log_start_offset:
+                    command = retain_command(point)
+            if command is not None and ctx.host.propose(g, command) is not None:
                 self.proposed += 1
 
 
@@ -133,12 +170,15 @@ class _Capture:
 
 class RetentionPolicy:
     """Compacts a partition's Raft log behind its log start offset (see the module doc).
-    `keep`: entry-count retention (0: off); `spaced`: the topic retains by time or size."""
+    `keep`: entry-count retention (0: off); `spaced`: the topic retains by time or size, or
+    compacts."""
 
     def __init__(self, keep: int = 0, spaced: bool = False) -> None:
         self.keep = keep
         self.spaced = spaced
         self.captures: deque[_Capture] = deque()
+        self._start = -1
+        """The machine's log start offset after the previous apply."""
 
     def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
         m = group.machine
@@ -158,6 +198,7 @@ class RetentionPolicy:
             caps.append(_Capture(index, m.snapshot_bytes(), m.next_offset))
             if len(caps) > MAX_CAPTURES:
                 self._thin(m.log_start_offset)
+        self._start = m.log_start_offset
         return out
 
     def _due(self, m: PartitionMachine, index: int, compacted_to: int) -> bool:
@@ -166,6 +207,11 @@ class RetentionPolicy:
             return True
         if not self.spaced:
             return False
+        if m.kept is not None:
+            # Compaction: a capture carries every kept record, so one is taken as a compact
+            # command moved the raw log start; the next one that moves past it uses it.
+            moved = m.log_start_offset != self._start
+            return moved and m.next_offset > (caps[-1].next_offset if caps else m.log_start_offset)
         since = caps[-1].next_offset if caps else m.log_start_offset
         grown = m.next_offset - since
         return grown > 0 and grown >= (m.next_offset - m.log_start_offset) // SPACING_PARTS

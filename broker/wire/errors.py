@@ -50,6 +50,7 @@ class ErrorCode(IntEnum):
     STORAGE_ERROR = 56
     UNKNOWN_PRODUCER_ID = 59
     NON_EMPTY_GROUP = 68
+    INVALID_RECORD = 87
     UNSTABLE_OFFSET_COMMIT = 88
     GROUP_ID_NOT_FOUND = 69
     THROTTLED = 89
@@ -118,6 +119,7 @@ _INFO: dict[ErrorCode, tuple[bool, str]] = {
     ErrorCode.STORAGE_ERROR: (True, "the broker's storage failed"),
     ErrorCode.UNKNOWN_PRODUCER_ID: (False, "the broker has no state for this producer id"),
     ErrorCode.THROTTLED: (True, "a quota was exceeded; retry after a pause"),
+    ErrorCode.INVALID_RECORD: (False, "a record the topic refuses (no key on a compacted topic)"),
     ErrorCode.INVALID_FRAME: (False, "the frame is not valid CBOR of the expected shape"),
     ErrorCode.FRAME_TOO_LARGE: (False, "the frame is larger than the peer accepts"),
     ErrorCode.BACKPRESSURE: (True, "the broker is overloaded; retry after a pause"),

@@ -250,17 +250,25 @@ def test_a_replica_behind_the_trimmed_log_catches_up_through_a_snapshot(
         assert leader != preferred
         await produce(cluster, "f", 2048, None, b"b")
 
-        async def leader_start() -> int:
-            return await earliest(cluster, await cluster.leader_of("f", 0), "f")
+        async def retained() -> tuple[int, int, list[FetchedBatch]]:
+            """The leader's log start, high watermark and batches."""
+            lead = await cluster.leader_of("f", 0)
+            start = await earliest(cluster, lead, "f")
+            err, _, hw, batches = await fetch_from(cluster, lead, "f", max(start, 0))
+            return (start if err == ErrorCode.NONE else -1), hw, batches
 
-        await poll_until_async(
-            leader_start, lambda s: s > 1500, "the leader to trim", timeout=60, interval=0.2
+        def trimmed(got: tuple[int, int, list[FetchedBatch]]) -> bool:
+            """Trimmed as far as retention.bytes allows (the state stays so from here)."""
+            start, _, batches = got
+            size = sum(len(b.data) for b in batches)
+            return start > 64 and size - len(batches[0].data) < retention_bytes
+
+        start, hw, batches = await poll_until_async(
+            retained, trimmed, "the leader to trim", timeout=60, interval=0.2
         )
-        leader = await cluster.leader_of("f", 0)
-        err, start, hw, batches = await fetch_from(cluster, leader, "f", 0)
-        assert err == ErrorCode.OFFSET_OUT_OF_RANGE
-        err, start, hw, batches = await fetch_from(cluster, leader, "f", start)
-        assert err == ErrorCode.NONE and start > 1500 and hw == 64 + 2048
+        assert hw == 64 + 2048 and sum(len(b.data) for b in batches) >= retention_bytes
+        below = await fetch_from(cluster, await cluster.leader_of("f", 0), "f", start - 1)
+        assert below[0] == ErrorCode.OFFSET_OUT_OF_RANGE
 
         # Back: it installs a snapshot (it is behind the leader's compacted log) and
         # appends the rest.
@@ -284,11 +292,15 @@ def test_a_replica_behind_the_trimmed_log_catches_up_through_a_snapshot(
         await poll_until_async(
             applied, lambda a: a[0] == a[1] > 0, "the replica to catch up", timeout=60
         )
-        # It leads again (preferred), and serves the same log start and records.
-        async with Admin(cluster.bootstrap) as admin:
-            election = await admin.elect_preferred_leaders(["f"], wait=True, timeout_s=30)
-            assert election.balanced, election
-        await cluster.wait_leaders("f", avoid=[i for i in range(3) if i != preferred])
+
+        # It leads again (preferred: asked until the controller sees it alive and caught
+        # up), and serves the same log start and records.
+        async def leads() -> bool:
+            async with Admin(cluster.bootstrap) as admin:
+                await admin.elect_preferred_leaders(["f"])
+            return (await cluster.leaders("f")).get(0, (None, 0))[0] == preferred
+
+        await poll_until_async(leads, bool, "the preferred replica to lead", timeout=60)
         got = await fetch_from(cluster, preferred, "f", start)
         assert got[0] == ErrorCode.NONE
         assert (got[1], got[2]) == (start, hw)

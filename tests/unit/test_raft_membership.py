@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
@@ -13,10 +14,13 @@ from broker.core.raft import (
     DropReason,
     Entry,
     EntryKind,
+    MemoryStorage,
     ProposalDropped,
+    RaftConfig,
+    RaftNode,
     Role,
 )
-from broker.core.raft.types import AppendEntries, Heartbeat, RequestVote, TimeoutNow
+from broker.core.raft.types import AppendEntries, Heartbeat, RequestVote, TimeoutNow, VoteResponse
 from tests.unit.raft_harness import Net
 
 C3 = ConfState(frozenset({1, 2, 3}))
@@ -156,3 +160,38 @@ def test_voter_whose_removal_is_uncommitted_may_still_campaign() -> None:
     # Once the removal commits, it may not.
     net.step(Heartbeat(1, 3, 1, 2))
     assert (f.role, f.commit_index, f.promotable()) == (Role.FOLLOWER, 2, False)
+
+
+@pytest.mark.parametrize("member_votes", [False, True])
+def test_with_member_votes_a_node_outside_its_configuration_grants_no_vote(
+    member_votes: bool,
+) -> None:
+    """A replica opened empty under a member id its group once had (its log deleted when it
+    moved away) must not help a candidate whose stale configuration still counts that id;
+    without `member_votes` (the metadata group's bootstrap needs it) it votes as before."""
+    fresh = RaftNode(
+        RaftConfig(id=4, member_votes=member_votes),
+        MemoryStorage(ConfState(frozenset())),
+        random.Random(1),
+    )
+    for pre_vote in (True, False):
+        fresh.step(RequestVote(2, 4, 5, 37, 2, pre_vote=pre_vote))
+    rd = fresh.ready()
+    answers = [m for m in [*rd.messages, *rd.persisted_messages] if isinstance(m, VoteResponse)]
+    assert [m.reject for m in answers] == [member_votes, member_votes]
+
+
+def test_with_member_votes_a_learner_and_a_voter_removed_uncommitted_still_vote() -> None:
+    """Membership is of the latest or the committed configuration, learners included."""
+    conf = ConfState(frozenset({1, 2, 3}), frozenset({4}))
+    learner = RaftNode(RaftConfig(id=4, member_votes=True), MemoryStorage(conf), random.Random(1))
+    learner.step(RequestVote(2, 4, 5, 0, 0))
+    rd = learner.ready()
+    assert [m.reject for m in rd.persisted_messages if isinstance(m, VoteResponse)] == [False]
+    st = MemoryStorage(ConfState(frozenset({1, 2, 3, 4})))
+    st.append([Entry(1, 1, EntryKind.CONF, b"", ConfState(frozenset({1, 2, 3})))])
+    removed = RaftNode(RaftConfig(id=4, member_votes=True), st, random.Random(1))
+    assert removed.conf.voters == frozenset({1, 2, 3})  # the removal, not committed
+    removed.step(RequestVote(2, 4, 5, 1, 1))
+    rd = removed.ready()
+    assert [m.reject for m in rd.persisted_messages if isinstance(m, VoteResponse)] == [False]

@@ -10,6 +10,8 @@ import random
 
 from broker.core.host import GroupHost, NoSnapshots, RaftSettings
 from broker.core.ids import Member
+from broker.core.metadata import TopicInfo
+from broker.core.metadata_moves import PartitionInfo, Reassigned, reassign
 from broker.core.raft import ConfState, EntryKind, MemoryStorage
 from broker.core.reassignment import step_membership
 from broker.core.rounds import Envelope
@@ -172,3 +174,19 @@ def test_moving_back_undoes_the_move() -> None:
     assert ld is not None
     assert b.hosts[ld].groups[GID].raft.conf.voters == frozenset({M[1], M[2], M[3]})
     assert b.max_voters <= 4
+
+
+def test_a_move_back_to_the_replicas_while_moving_keeps_a_target() -> None:
+    """A partition not moving is only reordered by a move to the same brokers; one moving
+    keeps a target (the replicas, reordered) until its leader steps the configuration back
+    and reports it: ending the move at once would have the target's brokers drop replicas
+    that may be voters (seen in the cluster simulator's `reassign` profile, seed 27)."""
+    still = PartitionInfo(0, 5, (1, 2, 3))
+    moving = PartitionInfo(1, 6, (1, 2, 3), target=(1, 2, 4))
+    topics = {"t": TopicInfo("t", (still, moving), 3, {})}
+    cmd = {"moves": [["t", 0, [2, 3, 1]], ["t", 1, [3, 1, 2]]], "drain": [], "undrain": []}
+    assert isinstance(reassign(topics, {1, 2, 3, 4}, cmd), Reassigned)
+    after = topics["t"].partitions
+    assert after[0] == PartitionInfo(0, 5, (2, 3, 1))
+    assert after[1] == PartitionInfo(1, 6, (1, 2, 3), target=(3, 1, 2))
+    assert after[1].hosts == frozenset({1, 2, 3})

@@ -15,6 +15,7 @@ from broker.core.retention import (
 )
 from broker.core.txn.protocol import Participant, Phase, TxnCommand
 from broker.wire.batch import Record, decode_records, encode_batch
+from broker.wire.cbor import encode
 from broker.wire.errors import ErrorCode
 from tests.support.broker_harness import Broker, batch
 
@@ -135,8 +136,6 @@ def test_the_retain_command_moves_the_log_start_to_a_batch_boundary() -> None:
 
 
 def test_a_malformed_retain_command_is_rejected_and_changes_nothing() -> None:
-    from broker.wire.cbor import encode
-
     m = PartitionMachine()
     m.apply(Entry(1, 1, EntryKind.NORMAL, batch(1)))
     m.apply(Entry(2, 1, EntryKind.NORMAL, batch(1)))

@@ -113,6 +113,7 @@ def test_error_codes_use_kafkas_numbers() -> None:
         "INVALID_PARTITIONS": 37,
         "INVALID_REPLICATION_FACTOR": 38,
         "INVALID_REPLICA_ASSIGNMENT": 39,
+        "INVALID_RECORD": 87,
         "INVALID_CONFIG": 40,
         "NOT_CONTROLLER": 41,
         "INVALID_REQUEST": 42,

@@ -36,6 +36,12 @@ class RaftConfig:
     every entry sends a last heartbeat flagged `quiesce` and stops ticking, and so do the
     followers that take it; any input wakes the node. The caller must then stand in for the
     heartbeats with a liveness signal of its own (`leader_unreachable`, `wake`)."""
+    member_votes: bool = False
+    """Grant votes only as a member of the latest or the committed configuration (a group
+    whose replicas can be deleted and opened again empty under the same member id: the
+    broker's partition groups). Off, a node votes whatever its configuration (a node that
+    waits to be added may be needed to elect the first leader: the metadata group's
+    bootstrap)."""
     applied: int = 0
     """The last index the state machine had applied before this start (restart replays
     committed entries after it)."""

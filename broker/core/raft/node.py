@@ -35,7 +35,13 @@ Protocol rules (Raft paper, dissertation and etcd's lessons):
   added, promoted, demoted or removed). A configuration takes effect **on append**: every node
   uses the latest configuration in its log, committed or not, and reverts it if the entry is
   truncated. At most one configuration entry may be uncommitted, and a leader appends one only
-  after committing an entry of its own term (Ongaro, raft-dev 2015).
+  after committing an entry of its own term (Ongaro, raft-dev 2015). With
+  `RaftConfig.member_votes` a node grants a vote or pre-vote only as a member (voter or
+  learner) of its latest configuration or of its committed one (`_member`): a replica that
+  holds no configuration naming it (opened empty, waiting to be added; or its removal
+  committed) never helps elect a candidate whose stale configuration still counts its
+  identity, as a replica deleted and opened again empty under the same identity would
+  (it votes as if it had never acknowledged anything).
 - Leadership transfer: the leader stops taking proposals, brings the target up to date and
   sends TimeoutNow; the target campaigns at once, skipping pre-vote, and its vote requests
   bypass the check-quorum lease. A transfer that does not finish within an election timeout
@@ -269,6 +275,18 @@ class RaftNode:
         committed = self.log.committed
         for index, conf in reversed(self._confs):
             if self.id in conf.voters:
+                return True
+            if index <= committed:
+                return False
+        return False
+
+    def _member(self) -> bool:
+        """Is this node a member of its latest configuration, or of the committed one (a
+        change removing it not committed yet)? With `member_votes`, only a member grants
+        votes (module doc)."""
+        committed = self.log.committed
+        for index, conf in reversed(self._confs):
+            if conf.is_member(self.id):
                 return True
             if index <= committed:
                 return False
@@ -1367,7 +1385,11 @@ class RaftNode:
             self._send_snapshot_chunk(m.src, pr)
 
     def _on_request_vote(self, m: RequestVote) -> None:
-        if self._can_vote(m) and self._log_ok(m):
+        if (
+            self._can_vote(m)
+            and self._log_ok(m)
+            and (not self.config.member_votes or self._member())
+        ):
             if m.pre_vote:
                 self._msgs.append(VoteResponse(self.id, m.src, m.term, True, False))
             else:
