@@ -10,11 +10,13 @@ JOBS ?= 2
 SOAK_SEEDS ?= 200000
 # The cluster simulator (whole brokers and clients): seeds of the five default profiles,
 # CLUSTER_SEEDS/5 more with wiped-disk restarts (WIPE=0 switches those off), GROUP_SEEDS of
-# the consumer-group profile (tests/sim/cluster_groups.py) and TXN_SEEDS of the transaction
-# profile (tests/sim/cluster_txn.py).
+# the consumer-group profile (tests/sim/cluster_groups.py), TXN_SEEDS of the transaction
+# profile (tests/sim/cluster_txn.py) and REASSIGN_SEEDS of the partition-reassignment profile
+# (tests/sim/cluster_reassign.py).
 CLUSTER_SEEDS ?= 1000
 GROUP_SEEDS ?= 1000
 TXN_SEEDS ?= 1000
+REASSIGN_SEEDS ?= 1000
 CLUSTER_SOAK_SEEDS ?= 20000
 WIPE ?= 1
 # Frames the live fuzzer sends to a broker process in `make soak` (both ports together).
@@ -53,17 +55,20 @@ sim-cluster: $(STAMP)
 	fi
 	$(VENV_PY) -m tests.sim.cluster_run --seeds $(GROUP_SEEDS) --jobs $(JOBS) --profile groups
 	$(VENV_PY) -m tests.sim.cluster_run --seeds $(TXN_SEEDS) --jobs $(JOBS) --profile txn
+	$(VENV_PY) -m tests.sim.cluster_run --seeds $(REASSIGN_SEEDS) --jobs $(JOBS) --profile reassign
 
 # pytest includes the cluster simulator's seeds: 200 of the five profiles and 20 wiped-disk ones
 # (tests/sim/test_cluster_sim.py), 200 of the consumer-group profile (tests/sim/test_group_sim.py),
-# 200 of the transaction profile (tests/sim/test_txn_sim.py).
+# 200 of the transaction profile (tests/sim/test_txn_sim.py), 80 of the reassignment profile
+# (tests/sim/test_reassign_sim.py).
 test: lint tools
 	$(VENV)/bin/pytest
 	@$(MAKE) --no-print-directory sim SEEDS=1500
 
 soak: $(STAMP)
 	$(VENV_PY) -m tests.sim.run --seeds $(SOAK_SEEDS) --jobs $(JOBS)
-	@$(MAKE) --no-print-directory sim-cluster CLUSTER_SEEDS=$(CLUSTER_SOAK_SEEDS) GROUP_SEEDS=$(CLUSTER_SOAK_SEEDS) TXN_SEEDS=$(CLUSTER_SOAK_SEEDS)
+	@$(MAKE) --no-print-directory sim-cluster CLUSTER_SEEDS=$(CLUSTER_SOAK_SEEDS) GROUP_SEEDS=$(CLUSTER_SOAK_SEEDS) TXN_SEEDS=$(CLUSTER_SOAK_SEEDS) \
+		REASSIGN_SEEDS=$(CLUSTER_SOAK_SEEDS)
 	SLUICE_STEADY_S=60 $(VENV)/bin/pytest -q tests/integration/test_cluster_faults.py -k steady
 	$(VENV_PY) -m tests.fuzz.live --frames $(FUZZ_SOAK_FRAMES)
 	$(VENV_PY) -m tests.model.txn_model --soak
@@ -78,6 +83,7 @@ bench: $(STAMP)
 	$(VENV_PY) -m tests.bench.trip_bench
 	$(VENV_PY) -m tests.bench.idle_bench
 	$(VENV_PY) -m tests.bench.large_bench
+	$(VENV_PY) -m tests.bench.reassign_bench --gib 0.25
 
 # Sluice beside NATS JetStream (R1, R3) and Redis Streams (appendfsync always), all on this
 # machine: installs Debian's nats-server and redis-server, then prints one table of figures and

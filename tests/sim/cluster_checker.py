@@ -97,6 +97,9 @@ class _Replica:
     last_commit: int = 0
     app_index: int = 0
     app_hash: int = 0
+    group: object = None
+    """The broker's `HostedGroup` tracked: a group dropped and opened again in the same life
+    (a reassignment moved the replica away and back) is a new replica, tracked afresh."""
 
 
 @dataclass(eq=False)
@@ -184,8 +187,8 @@ class ClusterChecker:
 
     def _replica(self, bid: int, gid: int, node: BrokerNode) -> _Replica:
         r = self.replicas.get((bid, gid))
-        if r is None:
-            g = node.groups[gid]
+        g = node.groups[gid]
+        if r is None or r.group is not g:
             applied = g.raft.log.applied
             c = self.group(gid)
             if applied >= len(c.hashes):
@@ -194,7 +197,7 @@ class ClusterChecker:
                     f"broker {bid} group {gid} restored applied index {applied}, beyond the "
                     f"committed history ({c.commit_index})",
                 )
-            r = self.replicas[(bid, gid)] = _Replica(0, applied, c.hashes[applied])
+            r = self.replicas[(bid, gid)] = _Replica(0, applied, c.hashes[applied], g)
             machine = node.meta if g.machine is None else g.machine
             if g.snapshot_index and machine.applied_index == g.snapshot_index:
                 # Opened (at a restart) with its machine restored from the group's snapshot.

@@ -346,18 +346,22 @@ class SimProducer(SimClient):
 
     # -- the application ----------------------------------------------------------------------
 
-    def send(self, n: int) -> None:
-        """n new records (one batch: the accumulator seals at the next step)."""
+    def send(self, n: int, partition: int | None = None) -> list[bytes]:
+        """n new records (one batch: the accumulator seals at the next step), to `partition`
+        (None: the topic's sticky partition); their values."""
         if self.core.fatal is not None:
-            return
+            return []
+        values = []
         now = self.now()
         for _ in range(n):
             self.sent_values += 1
             value = b"p%d-%d" % (self.index, self.sent_values)
             record = Record(value=value, timestamp=self.world.now * MS_PER_UNIT)
             self.core.enqueue(
-                self.topic, record, None, None, record_size(None, value, ()), now, None
+                self.topic, record, None, partition, record_size(None, value, ()), now, None
             )
+            values.append(value)
+        return values
 
     def _settled(self, batch: Batch) -> None:
         tp = batch.tp

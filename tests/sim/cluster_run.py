@@ -2,7 +2,8 @@
 seed verbosely with `--seed S --profile P`. Each seed runs the profile `--profile` names, or
 by default the seed's own (`PROFILES[seed % 5]`: quiet, crash, partition, network, mixed);
 `--profile wipe` adds wiped-disk restarts, `--profile groups` runs consumer groups
-(tests/sim/cluster_groups.py), `--profile txn` transactions (tests/sim/cluster_txn.py). Each
+(tests/sim/cluster_groups.py), `--profile txn` transactions (tests/sim/cluster_txn.py),
+`--profile reassign` partition reassignment under faults (tests/sim/cluster_reassign.py). Each
 seed draws how many rounds its brokers keep in flight (2 to 4); `--pipeline-depth D` sets it
 (1: the unpipelined driver). Ends with `N seeds, V violations`; exits 1 on any violation,
 printing the command that reproduces it and the end of its trace."""
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         totals["acked"] = totals.get("acked", 0) + res.acked
         totals["read"] = totals.get("read", 0) + res.read
         totals["elections"] = totals.get("elections", 0) + res.elections
-        prefix = "txn" if res.profile == "txn" else "group"
+        prefix = res.profile if res.profile in ("txn", "reassign") else "group"
         for k, v in (res.groups or {}).items():
             totals[f"{prefix}_{k}"] = totals.get(f"{prefix}_{k}", 0) + v
         if args.seed is not None:

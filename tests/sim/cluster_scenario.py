@@ -66,14 +66,16 @@ BOOT_TICKS = 400
 LIVENESS_TICKS = 600
 PROFILES = ("quiet", "crash", "partition", "network", "mixed")
 """The profiles `make test` cycles through (seed % len)."""
-EXTRA_PROFILES = ("wipe", "groups", "txn", "quiesce")
+EXTRA_PROFILES = ("wipe", "groups", "txn", "quiesce", "reassign")
 """Opt-in: wiped-disk restarts (`--profile wipe`; test_cluster_sim.WIPE_SEEDS in `make test`,
 WIPE=0 switches them off in `make sim-cluster`); consumer groups (`--profile groups`: members,
 churn and the group checkers of tests/sim/cluster_groups.py; test_group_sim.py in `make
 test`); transactions (`--profile txn`: transactional producers, zombies, a read_committed
 reader, crashes at the protocol's step boundaries and the checkers of tests/sim/cluster_txn.py;
 test_txn_sim.py in `make test`); quiescence (`--profile quiesce`, see above; QUIESCE_SEEDS of
-test_cluster_sim.py in `make test`)."""
+test_cluster_sim.py in `make test`); partition reassignment (`--profile reassign`: REBALANCE
+requests, drains, excludes and cancels under faults, and the membership checkers of
+tests/sim/cluster_reassign.py; test_reassign_sim.py in `make test`)."""
 ALL_PROFILES = PROFILES + EXTRA_PROFILES
 FAILOVER_UNITS = 120 + 7 * 60
 """The quiesce profile: a broker leading quiesced groups lost (crashed, stopped or cut off),
@@ -191,6 +193,8 @@ class ClusterScenario:
             sc._draw_txn(r)
         if profile == "quiesce":
             sc._draw_quiesce(r)
+        if profile == "reassign":
+            sc._draw_reassign(r)
         # Drawn last, so everything above is what it was before the pipelined driver.
         sc.pipeline_depth = r.choice([2, 3, 4])
         sc.kill_share = r.choice([0.25, 0.5, 0.75])
@@ -269,6 +273,29 @@ class ClusterScenario:
         self.idle_fault = r.choice([0.4, 0.7, 1.0])
         if r.random() < 0.25:
             self.quiesce_off = r.randrange(self.brokers)
+
+    def _draw_reassign(self, r: random.Random) -> None:
+        """The `reassign` profile (tests/sim/cluster_reassign.py): four or five brokers (the
+        three seeds and one or two joiners), a topic of 3-6 partitions (RF 3) and one or two
+        producers; crashes (the controller and leaders of moving partitions preferred, some
+        mid-round, some of new leaders), power loss, partitions, pauses, a little frame loss
+        and reordering, each switched on or off per seed (crashes always on). Drawn after
+        everything else, so the other profiles draw exactly what they drew before."""
+        self.brokers = r.choice([4, 5])
+        self.partitions = r.randint(3, 6)
+        self.producers = r.choice([1, 2])
+        self.fault_ticks = r.randint(200, 320)
+        self.early_faults = False
+        self.crash_rate = r.choice([0.005, 0.01, 0.02])
+        self.crash_mid_round = r.choice([0.0, 0.002, 0.005])
+        self.kill_new_leader = r.choice([0.0, 0.0, 0.1])
+        self.power_loss = r.choice([0.0, 0.0, 0.0, 0.002])
+        self.partition_rate = r.choice([0.0, 0.01, 0.02])
+        self.pause_rate = r.choice([0.0, 0.01])
+        self.drop = r.choice([0.0, 0.0, 0.01, 0.03])
+        self.reorder = r.choice([0.0, 0.0, 0.02])
+        self.duplicate = 0.0
+        self.max_down = 1 if self.brokers == 4 else r.choice([1, 2])
 
     def node_options(self) -> dict[str, object]:
         """NodeConfig fields the scenario sets."""
@@ -743,7 +770,7 @@ class ClusterResult:
     groups: dict[str, int] | None = None
     """The groups profile's counts (joins, leaves, crashes, stalls, commits, ...), or the
     txn profile's (transactions begun, committed, aborted, zombies, step-boundary crashes,
-    ...)."""
+    ...), or the reassign profile's (requests, moves, cancels, configuration changes, ...)."""
 
     def repro(self, mutation: str | None = None) -> str:
         cmd = f"python -m tests.sim.cluster_run --seed {self.seed} --profile {self.profile}"

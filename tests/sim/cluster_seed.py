@@ -1,6 +1,6 @@
 """Run one cluster-simulator seed: draw its scenario, pick its driver (the `groups` profile's
-GroupDriver, the `txn` profile's TxnDriver, else the ClusterDriver), run it under an optional
-mutation, and report."""
+GroupDriver, the `txn` profile's TxnDriver, the `reassign` profile's ReassignDriver, else the
+ClusterDriver), run it under an optional mutation, and report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 
 from tests.sim.checker import Violation
 from tests.sim.cluster_groups import GroupDriver
+from tests.sim.cluster_reassign import ReassignDriver
 from tests.sim.cluster_scenario import ClusterDriver, ClusterResult, ClusterScenario, profile_for
 from tests.sim.cluster_txn import TxnDriver
 
@@ -38,6 +39,8 @@ def run_cluster_seed(
         drv = GroupDriver(sc)
     elif profile == "txn":
         drv = TxnDriver(sc)
+    elif profile == "reassign":
+        drv = ReassignDriver(sc)
     else:
         drv = ClusterDriver(sc)
     violation: Violation | None = None

@@ -15,7 +15,10 @@ round's write, which returns at once: it is in the WAL (the OS has it), not yet 
 
 The disk is that WAL and its syncer thread. A round that must be durable before it ends (a
 Ready's `must_sync`: entries, a snapshot, a new term or vote; or a dropped group) asks for a
-sync. A sync takes a drawn disk latency and makes durable every write that returned before it
+sync. A group the node dropped (a reassignment moved its replica away) is deleted as the round
+begins, by a synced write of its own as the runtime's `round_writes` does (which makes every
+earlier write durable too), so a replica opened again later starts from an empty disk. A
+sync takes a drawn disk latency and makes durable every write that returned before it
 started, in order; a write returning while one runs waits for the next, which starts as it
 ends and covers every write then waiting (group commit: one sync, several rounds). What a sync
 covered lands on the `MemGroupStore` (the disk) in WAL order, even while the process is paused.
@@ -658,8 +661,8 @@ class ClusterWorld:
             for gid, rd in rnd.readies
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER
         ]
-        # (The runtime deletes a dropped group at once, with a synced write of its own; here
-        # the round's write deletes it, and syncs.)
+        if rnd.dropped_groups:
+            self._delete_dropped(b, rnd.dropped_groups)
         needs_sync = bool(rnd.dropped_groups) or any(rd.must_sync for _, rd in rnd.readies)
         f = _InFlight(rnd, needs_sync)
         if b.pipeline:
@@ -674,6 +677,19 @@ class ClusterWorld:
         if self.after_round_start is not None:
             self.after_round_start(b.id, elected)
         return b.life == life
+
+    def _delete_dropped(self, b: SimBroker, gids: list[int]) -> None:
+        """As the runtime's `round_writes`: the groups a round dropped are deleted as it
+        begins, by a synced write of their own, which makes every write before it durable
+        too (one WAL). A group the node opens again later (a reassignment moved the replica
+        away and back) is then created afresh, and the round's own write deletes nothing."""
+        while b.wal:
+            self._land(b, b.wal.popleft())
+        store = b.disk.store
+        for gid in gids:
+            if store.has_group(gid):
+                store.delete_group(gid)
+        self.log(f"b{b.id} deleted its replicas of groups {sorted(gids)}")
 
     # -- the disk: a WAL and its syncer -------------------------------------------------------
 
@@ -738,7 +754,9 @@ class ClusterWorld:
             store.write_round(Round([], [], [], [], [], compactions=rnd.compactions))
             return
         stats.snapshots_installed += sum(rd.snapshot is not None for _, rd in rnd.readies)
-        store.write_round(dataclasses.replace(rnd, compactions=[]) if rnd.compactions else rnd)
+        if rnd.compactions or rnd.dropped_groups:
+            rnd = dataclasses.replace(rnd, compactions=[], dropped_groups=[])
+        store.write_round(rnd)
         rec.flight.landed = True
         self.checker.on_round_landed(b.id, store, rnd)
 

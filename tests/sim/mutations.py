@@ -14,7 +14,9 @@ a flag of the simulated members switched on (tests/sim/test_group_sim.py). Trans
 (the cluster simulator's `txn` profile): `TXN_MUTATIONS`, the protocol explorer's planted
 faults of the coordinator, driver and ledger (tests/model/txn_mutations.py) and the
 partition's read_committed, dedup and InitProducerId rules monkeypatched
-(tests/sim/test_txn_sim.py).
+(tests/sim/test_txn_sim.py). Reassignment rules (the cluster simulator's `reassign` profile):
+`REASSIGN_MUTATIONS`, a partition leader's membership step monkeypatched
+(tests/sim/test_reassign_sim.py).
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from typing import Any
 
 from broker.core import host as host_module
 from broker.core import partitions as partitions_module
+from broker.core import reassignment
 from broker.core.groups.assignors import Subscription, UniformAssignor
 from broker.core.groups.group import Committed, ConsumerGroup
 from broker.core.groups.membership import GroupMembership, HeartbeatAnswer, MemberState
 from broker.core.groups.membership import Outcome as MemberOutcome
+from broker.core.host import GroupHost, HostedGroup
+from broker.core.ids import Member, member_of
 from broker.core.machine import Applied
 from broker.core.metadata import PRODUCER_ID_BLOCK, cmd_alloc_producer_ids
 from broker.core.node import BrokerNode, FetchResult
@@ -39,7 +44,7 @@ from broker.core.partition import SEQUENCE_MODULUS, ApplyResult, Outcome, Partit
 from broker.core.partitions import PartitionService
 from broker.core.peer_requests import Answer, Inbound
 from broker.core.producer_ids import ProducerIdAllocator
-from broker.core.raft import Entry, EntryKind, RaftNode
+from broker.core.raft import ConfChange, ConfChangeKind, Entry, EntryKind, RaftNode
 from broker.core.raft.log import NO_TERM, RaftLog
 from broker.core.raft.types import MemberId, RequestVote, SnapshotMeta, VoteResponse
 from broker.core.txn import coordinator as coordinator_module
@@ -639,3 +644,124 @@ TXN_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
 }
 """Run with `cluster_run --profile txn --mutation NAME`."""
 CLUSTER_MUTATIONS.update(TXN_MUTATIONS)
+
+
+# -- reassignment mutations (the cluster simulator's `reassign` profile) -----------------------
+# A partition leader's membership step (broker/core/reassignment.py `step_membership`) breaks
+# one of its rules: a planted step runs before the real one. Each is caught by one checker of
+# tests/sim/cluster_reassign.py; see tests/sim/test_reassign_sim.py for which, and at which
+# seed.
+
+
+def _step_first(
+    planted: Callable[[GroupHost, HostedGroup, Sequence[Member]], bool],
+) -> Callable[[GroupHost, HostedGroup, Sequence[Member], int], bool]:
+    """step_membership with `planted` tried first (once the last change committed and the
+    configuration is not yet the desired one); True from `planted`: it took the step."""
+    original = reassignment.step_membership
+
+    def mutant(host: GroupHost, g: HostedGroup, desired: Sequence[Member], ticks: int) -> bool:
+        raft = g.raft
+        conf = raft.conf
+        done = conf.voters == frozenset(desired) and not conf.learners
+        if not done and raft.conf_entry_index() <= raft.commit_index and planted(host, g, desired):
+            return False
+        return original(host, g, desired, ticks)
+
+    return mutant
+
+
+@contextlib.contextmanager
+def _step_patch(
+    step: Callable[[GroupHost, HostedGroup, Sequence[Member], int], bool],
+) -> Iterator[None]:
+    original = reassignment.step_membership
+    reassignment.step_membership = step
+    try:
+        yield
+    finally:
+        reassignment.step_membership = original
+
+
+def reassign_promote_at_once() -> AbstractContextManager[None]:
+    """A desired learner is promoted as soon as its addition committed, however far behind
+    its log is."""
+
+    def planted(host: GroupHost, g: HostedGroup, desired: Sequence[Member]) -> bool:
+        for m in desired:
+            if m in g.raft.conf.learners:
+                host.propose_conf(g, ConfChange(ConfChangeKind.ADD_VOTER, m))
+                return True
+        return False
+
+    return _step_patch(_step_first(planted))
+
+
+def reassign_remove_first() -> AbstractContextManager[None]:
+    """A voter not desired is removed whatever the voter count (the `len(conf.voters) >
+    len(want)` condition dropped): a move first shrinks the group below its replication
+    factor."""
+
+    def planted(host: GroupHost, g: HostedGroup, desired: Sequence[Member]) -> bool:
+        raft = g.raft
+        leaving = sorted(
+            m for m in map(member_of, raft.conf.voters)
+            if m is not None and m not in desired and m != raft.id
+        )  # fmt: skip
+        if leaving and not raft.conf.learners:
+            host.propose_conf(g, ConfChange(ConfChangeKind.REMOVE, leaving[0]))
+            return True
+        return False
+
+    return _step_patch(_step_first(planted))
+
+
+def reassign_add_first() -> AbstractContextManager[None]:
+    """Missing desired members are added (and then promoted) before the voters not desired
+    are removed: a move of two replicas grows the group to five voters."""
+
+    def planted(host: GroupHost, g: HostedGroup, desired: Sequence[Member]) -> bool:
+        conf = g.raft.conf
+        missing = [m for m in desired if not conf.is_member(m)]
+        if missing and not conf.learners:
+            host.propose_conf(g, ConfChange(ConfChangeKind.ADD_LEARNER, missing[0]))
+            return True
+        return False
+
+    return _step_patch(_step_first(planted))
+
+
+@contextlib.contextmanager
+def reassign_replace_at_once() -> Iterator[None]:
+    """A replacement in one go: right after proposing a learner's promotion the leader also
+    proposes the removal of a voter not desired, the promotion still uncommitted (the Raft
+    node's one-change-in-flight rule switched off)."""
+    original = reassignment.step_membership
+
+    def step(host: GroupHost, g: HostedGroup, desired: Sequence[Member], ticks: int) -> bool:
+        raft = g.raft
+        voters = len(raft.conf.voters)
+        reached = original(host, g, desired, ticks)
+        leaving = sorted(
+            m for m in map(member_of, raft.conf.voters)
+            if m is not None and m not in desired and m != raft.id
+        )  # fmt: skip
+        if len(raft.conf.voters) > voters and leaving:
+            host.propose_conf(g, ConfChange(ConfChangeKind.REMOVE, leaving[0]))
+        return reached
+
+    def allowed(self: RaftNode) -> bool:
+        return self.log.committed >= self.term_start_index
+
+    with _patched(RaftNode, "_conf_change_allowed", allowed), _step_patch(step):
+        yield
+
+
+REASSIGN_MUTATIONS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    "reassign-promote-at-once": reassign_promote_at_once,
+    "reassign-remove-first": reassign_remove_first,
+    "reassign-add-first": reassign_add_first,
+    "reassign-replace-at-once": reassign_replace_at_once,
+}
+"""Run with `cluster_run --profile reassign --mutation NAME`."""
+CLUSTER_MUTATIONS.update(REASSIGN_MUTATIONS)
