@@ -107,6 +107,9 @@ __all__ = [
 ]
 
 METADATA_KIND = MachineKind("metadata", lambda _: MetadataMachine(), apply_early=False)
+UNTHROTTLED_BYTES_PER_TICK = 1 << 50
+"""The catch-up budget's rate on a broker configured unthrottled (`catchup_bytes_per_s` 0): a
+budget all the same, so an operator's throttle (`rebalance execute --throttle`) applies."""
 FULL_PASS_HEARTBEATS = 20
 """With quiescence: every this many broker heartbeats, the leader report and the member
 replacement visit every group (else only those awake): 5 s at the default 50 ms ticks."""
@@ -126,9 +129,7 @@ class BrokerNode:
     ) -> None:
         self.config = config
         self.store = store
-        catchup = (
-            CatchUpBudget(config.catchup_bytes_per_tick) if config.catchup_bytes_per_tick else None
-        )
+        catchup = CatchUpBudget(config.catchup_bytes_per_tick or UNTHROTTLED_BYTES_PER_TICK)
         settings = RaftSettings(
             config.member,
             config.election_ticks,
@@ -282,14 +283,16 @@ class BrokerNode:
         self._set_throttle()
 
     def _set_throttle(self) -> None:
-        """The catch-up budget's rate: the cluster's throttle when an operator set one, else
-        this broker's `catchup_bytes_per_tick` (a broker configured unthrottled stays so)."""
+        """The catch-up budget's rate: the cluster's throttle when an operator set one (also
+        on a broker configured unthrottled), else this broker's `catchup_bytes_per_tick`."""
         budget = self.host.catchup
         if budget is None:
             return
         rate = self.meta.throttle
         per_tick = -(-rate * self.config.tick_ms // 1000) if rate else 0
-        budget.set_rate(per_tick or self.config.catchup_bytes_per_tick)
+        budget.set_rate(
+            per_tick or self.config.catchup_bytes_per_tick or UNTHROTTLED_BYTES_PER_TICK
+        )
 
     def attach_peer_requests(self, peer: PeerRequests) -> None:
         """Serve and send this node's peer requests through `peer`, the process's one
