@@ -46,16 +46,14 @@ REASSIGN_SEEDS = 80
 JOBS = 2
 KNOWN: dict[int, str] = {
     35: "reassign-promote-lagging",
-    70: "ack-before-durable",
 }
 """Seeds of REASSIGN_SEEDS that show a bug still open, and the only violation they may end
 with (they may pass). 35: a broker replaying older metadata (after a restart or a partition)
 applies the end of an old move and drops a replica that a newer move had added back as a
 learner; the partition's leader, its metadata ahead, promotes it on its progress from before
 the drop (the leader's view of that replica is stale: the same member id now holds nothing).
-70: the Raft core acknowledges, in one Ready, appends of a deposed leader whose entries a
-newer leader's append truncated before the Ready was written (the acknowledgement leaves
-promising entries that never reach the disk); the metadata group here."""
+(Seed 70 showed the Raft core acknowledging, in one Ready, a deposed leader's append that a
+newer leader's append truncated; fixed, see test_raft_replication.)"""
 CAUGHT: dict[str, tuple[str, str, range]] = {
     # name: (violation kind, a piece of its detail, seeds tried)
     "reassign-promote-at-once": ("reassign-promote-lagging", "entries behind", range(0, 2)),

@@ -231,3 +231,20 @@ def test_propose_at_a_follower_is_refused_with_a_leader_hint() -> None:
     with pytest.raises(ProposalDropped) as exc:
         net[2].propose(b"x")
     assert (exc.value.reason, exc.value.leader) == (DropReason.NOT_LEADER, 1)
+
+
+def test_an_ack_for_entries_a_later_append_truncated_in_the_same_ready_never_leaves() -> None:
+    """A follower takes a deposed leader's append (indexes 2-3, term 2), then, before its
+    Ready is handed out, a newer leader's append replacing them (index 2, term 3). The one
+    write holds only the newer entry: the acknowledgement of index 3 must not leave after it
+    (it would promise the deposed leader entries that never reached the disk)."""
+    stores = {i: make_storage(C3, [1], hard_state=HardState(1, None, 1)) for i in C3.voters}
+    net = Net([1, 2, 3], storages=stores)
+    follower = net[3]
+    old = [Entry(2, 2, EntryKind.NORMAL, b"a"), Entry(3, 2, EntryKind.NORMAL, b"b")]
+    follower.step(AppendEntries(1, 3, 2, 1, 1, old, 1))
+    follower.step(AppendEntries(2, 3, 3, 1, 1, [Entry(2, 3, EntryKind.NORMAL, b"c")], 1))
+    rd = follower.ready()
+    assert [(e.index, e.term) for e in rd.entries] == [(2, 3)]
+    acks = [m for m in rd.persisted_messages if isinstance(m, AppendResponse)]
+    assert [(m.dst, m.index) for m in acks] == [(2, 2)]

@@ -767,13 +767,25 @@ class RaftNode:
         return committed >= self.term_start_index and self._confs[-1][0] <= committed
 
     def _merge_entries(self, entries: Sequence[Entry]) -> None:
-        """Append a leader's entries from the first whose term differs, truncating ours there."""
+        """Append a leader's entries from the first whose term differs, truncating ours there.
+        An acknowledgement still waiting for this Ready's write that claims an index at or past
+        the cut is dropped: the write will not hold what it promised (a deposed leader's
+        append and a newer leader's truncating one in the same Ready)."""
         tail = entries[-1]
         if self.log.term(tail.index) != tail.term:
             for i, e in enumerate(entries):
                 if self.log.term(e.index) != e.term:
+                    if e.index <= self.log.last_index():
+                        self._drop_acks_from(e.index)
                     self._append(entries[i:] if i else entries)
                     break
+
+    def _drop_acks_from(self, index: int) -> None:
+        self._msgs_after = [
+            m
+            for m in self._msgs_after
+            if not (isinstance(m, AppendResponse) and not m.reject and m.index >= index)
+        ]
 
     def _append_commit(self, leader_commit: int, last_new: int) -> int:
         """A follower commits the leader's commit index, but never past this append's last entry."""
