@@ -202,6 +202,8 @@ class GroupHost:
         """Brokers whose hello advertised the `quiesce` feature (`peer_features`)."""
         self._me = node_of(settings.member)
         self._dropped: list[int] = []
+        self._parting: dict[int, int] = {}
+        """Groups dropped with their storage kept a while: gid -> ticks left before deletion."""
         self._compactions: list[Compaction] = []
         self.completions: list[Completion] = []
 
@@ -226,6 +228,7 @@ class GroupHost:
         rejoins with the log it has, as any follower that was away)."""
         if gid in self._dropped:
             self._dropped.remove(gid)
+        self._parting.pop(gid, None)
         s = self.settings
         config = RaftConfig(
             id=s.member,
@@ -252,9 +255,12 @@ class GroupHost:
             self._timed.add(gid)
         return g
 
-    def drop(self, gid: int, error: ErrorCode, message: str) -> HostedGroup | None:
-        """Stop hosting `gid` (its storage is deleted in the next round's write); its waiting
-        proposals fail with `error`."""
+    def drop(
+        self, gid: int, error: ErrorCode, message: str, *, keep_ticks: int = 0
+    ) -> HostedGroup | None:
+        """Stop hosting `gid` (its storage is deleted in the next round's write, or after
+        `keep_ticks` ticks unless it is opened again first); its waiting proposals fail with
+        `error`."""
         g = self.groups.pop(gid, None)
         if g is None:
             return None
@@ -264,12 +270,21 @@ class GroupHost:
         g.raft.on_quiesce = None
         self.fail_waiters(g, error, message)
         self._compactions = [c for c in self._compactions if c.group_id != gid]
-        self._dropped.append(gid)
+        if keep_ticks > 0:
+            self._parting[gid] = keep_ticks
+        else:
+            self._dropped.append(gid)
         return g
 
     # -- inputs -----------------------------------------------------------------------------
 
     def tick(self) -> None:
+        for gid, left in list(self._parting.items()):
+            if left <= 1:
+                del self._parting[gid]
+                self._dropped.append(gid)
+            else:
+                self._parting[gid] = left - 1
         groups = self.groups
         if not self.quiesce:
             for g in groups.values():

@@ -105,6 +105,13 @@ def log_kind(defaults: PartitionConfig) -> MachineKind:
     return MachineKind("partition-log", create)
 
 
+MOVED_REPLICA_KEEP_TICKS = 1200
+"""How long a replica moved off this broker keeps its storage (60 s at 50 ms ticks): a broker
+replaying older metadata (a restart, a partition healing) drops a replica that newer commands
+give back; opened again within this time it keeps its log, so its member id never comes back
+empty while a leader still counts its old progress."""
+
+
 class MembershipSteps(Protocol):
     """Who takes a partition leader's membership steps (reassignment.py `Reassignments`)."""
 
@@ -198,10 +205,12 @@ class PartitionService:
         gid: int,
         why: str = "topic deleted",
         error: ErrorCode = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        keep_ticks: int = 0,
     ) -> None:
-        """Stop hosting `gid`: its waiters fail with `error`, its storage is deleted."""
+        """Stop hosting `gid`: its waiters fail with `error`, its storage is deleted (after
+        `keep_ticks` unless it is opened again: GroupHost.drop)."""
         self.moving.discard(gid)
-        g = self.ctx.host.drop(gid, error, why)
+        g = self.ctx.host.drop(gid, error, why, keep_ticks=keep_ticks)
         if g is not None and g.topic is not None:
             self.by_partition.pop((g.topic, g.partition), None)
             of_topic = self._by_topic.get(g.topic, {})
@@ -254,7 +263,7 @@ class PartitionService:
                 held.target is None or not g.raft.conf.is_member(g.raft.id)
             ):
                 why = "the partition's replica moved off this broker"
-                self.drop(gid, why, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+                self.drop(gid, why, ErrorCode.NOT_LEADER_OR_FOLLOWER, MOVED_REPLICA_KEEP_TICKS)
 
     def reconcile(self, groups: Iterable[HostedGroup] | None = None) -> None:
         """Partition leaders: step each group's members toward what the metadata log wants

@@ -15,6 +15,7 @@ from broker.core.metadata_moves import PartitionInfo, Reassigned, reassign
 from broker.core.raft import ConfState, EntryKind, MemoryStorage
 from broker.core.reassignment import step_membership
 from broker.core.rounds import Envelope
+from broker.wire.errors import ErrorCode
 from tests.support.ready import write_ready
 from tests.unit.test_host_quiesce import Machine, _kind
 
@@ -190,3 +191,22 @@ def test_a_move_back_to_the_replicas_while_moving_keeps_a_target() -> None:
     assert after[0] == PartitionInfo(0, 5, (2, 3, 1))
     assert after[1] == PartitionInfo(1, 6, (1, 2, 3), target=(3, 1, 2))
     assert after[1].hosts == frozenset({1, 2, 3})
+
+
+def test_a_replica_dropped_with_keep_ticks_keeps_its_storage_until_they_pass() -> None:
+    """A moved-off replica's storage is deleted only after its keep time, and not at all if
+    the group is opened again first (its member id never comes back empty)."""
+    b = _start()
+    host = b.hosts[3]
+    host.drop(GID, ErrorCode.NOT_LEADER_OR_FOLLOWER, "moved", keep_ticks=3)
+    host.tick()
+    host.tick()
+    assert host.start_round([]).dropped_groups == []
+    host.open(GID, b.disks[3], _kind(), Machine(), NoSnapshots())
+    for _ in range(5):
+        host.tick()
+    assert host.start_round([]).dropped_groups == []
+    host.drop(GID, ErrorCode.NOT_LEADER_OR_FOLLOWER, "moved", keep_ticks=2)
+    host.tick()
+    host.tick()
+    assert host.start_round([]).dropped_groups == [GID]
