@@ -57,9 +57,10 @@ sim-cluster: $(STAMP)
 	$(VENV_PY) -m tests.sim.cluster_run --seeds $(TXN_SEEDS) --jobs $(JOBS) --profile txn
 	$(VENV_PY) -m tests.sim.cluster_run --seeds $(REASSIGN_SEEDS) --jobs $(JOBS) --profile reassign
 
-# pytest includes the cluster simulator's seeds: 200 of the five profiles and 20 wiped-disk ones
-# (tests/sim/test_cluster_sim.py), 200 of the consumer-group profile (tests/sim/test_group_sim.py),
-# 200 of the transaction profile (tests/sim/test_txn_sim.py), 80 of the reassignment profile
+# pytest includes the cluster simulator's seeds: 140 of the five profiles, 20 wiped-disk and 60
+# quiescence ones (tests/sim/test_cluster_sim.py), 140 of the consumer-group profile
+# (tests/sim/test_group_sim.py), 140 of the transaction profile (tests/sim/test_txn_sim.py), 60 of
+# the reassignment profile
 # (tests/sim/test_reassign_sim.py).
 test: lint tools
 	$(VENV)/bin/pytest

@@ -94,16 +94,6 @@ class SnapshotPolicy(Protocol):
         ...
 
 
-class NoSnapshots:
-    """The group's log is never compacted (nor its machine snapshotted)."""
-
-    def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
-        return None
-
-    def on_install(self, group: HostedGroup) -> None:
-        return None
-
-
 @dataclass(slots=True)
 class HostedGroup:
     id: int
@@ -593,23 +583,3 @@ def _envelopes(gid: int, msgs: Iterable[Message]) -> list[Envelope]:
         assert dst is not None, "every member of a broker's group is a Member"
         out.append(Envelope(dst, gid, m))
     return out
-
-
-class PeriodicSnapshots:
-    """Snapshot the machine every `every` applied entries and compact its log up to `keep`
-    entries behind the snapshot (KRaft's metadata snapshots; etcd's SnapshotCatchUpEntries
-    keeps slightly lagging followers on appends). `every` 0: never."""
-
-    def __init__(self, every: int, keep: int) -> None:
-        self.every = every
-        self.keep = keep
-
-    def after_apply(self, group: HostedGroup, index: int) -> Compaction | None:
-        if not self.every or index - group.snapshot_index < self.every:
-            return None
-        compact_to = max(group.compacted_to, index - self.keep)
-        data = group.machine.snapshot()
-        return Compaction(group.id, index, group.conf_at(index), data, compact_to)
-
-    def on_install(self, group: HostedGroup) -> None:
-        return None

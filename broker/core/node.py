@@ -56,7 +56,6 @@ from broker.core.groups.service import OFFSETS_TOPIC, GroupService
 from broker.core.host import (
     GroupHost,
     HostedGroup,
-    PeriodicSnapshots,
     RaftSettings,
     Waiter,
 )
@@ -87,6 +86,7 @@ from broker.core.raft import CatchUpBudget, ConfState, Entry, Message, RandomSou
 from broker.core.reassignment import Reassignments
 from broker.core.retention import RetentionCheck
 from broker.core.rounds import Compaction, Completion, Envelope, Round
+from broker.core.snapshot_policies import PeriodicSnapshots
 from broker.core.txn.participants import TxnParticipants
 from broker.core.txn.service import TXN_TOPIC, TransactionService
 from broker.core.views import ClusterView, PartitionStatus, PartitionView

@@ -22,13 +22,14 @@ from typing import Protocol
 
 from broker.core.compaction import check_keys
 from broker.core.context import NodeContext
-from broker.core.host import HostedGroup, NoSnapshots, PeriodicSnapshots, SnapshotPolicy
+from broker.core.host import HostedGroup, SnapshotPolicy
 from broker.core.ids import NO_OFFSET, NO_TERM, Member
 from broker.core.machine import GroupContext, MachineKind, MachineRegistry
 from broker.core.metadata import INTERNAL_PREFIX, METADATA_GROUP, PartitionInfo, TopicInfo
 from broker.core.partition import PartitionConfig, PartitionMachine
 from broker.core.raft import ConfState, LogStorage, Role
 from broker.core.retention import RetentionPolicy, RetentionSettings
+from broker.core.snapshot_policies import NoSnapshots, PeriodicSnapshots
 from broker.core.txn.aborted import is_aborted
 from broker.wire.batch import BatchError, BatchHeader, parse_header
 from broker.wire.errors import ErrorCode

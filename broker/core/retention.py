@@ -44,10 +44,11 @@ from dataclasses import dataclass
 
 from broker.core.compaction import plan_compaction
 from broker.core.context import NodeContext
-from broker.core.host import HostedGroup, NoSnapshots
+from broker.core.host import HostedGroup
 from broker.core.metadata import TopicInfo
 from broker.core.partition import PartitionMachine, retain_command
 from broker.core.rounds import Compaction
+from broker.core.snapshot_policies import NoSnapshots
 
 MAX_CAPTURES = 16
 SPACING_PARTS = 8

@@ -1,6 +1,6 @@
 """The cluster simulator in `make test`: whole brokers, clients and faults from one seed.
 
-- 200 seeds cycling through the profiles quiet, crash, partition, network and mixed, run on
+- SEEDS (140) seeds cycling through the profiles quiet, crash, partition, network and mixed, run on
   two processes, must pass every checker and do real work, snapshots included (metadata
   snapshots, partition retention and snapshot installs to lagging replicas), and InitProducerId
   sent to every broker under loss, duplication and controller failover must never hand out
@@ -13,7 +13,7 @@
   and fail over within the profile's bound, mixed-version clusters among them (no group
   with a replica on the broker without the feature ever quiesces);
 - each broker mutation (tests/sim/mutations.py BROKER_MUTATIONS) must be caught by a safety
-  checker within 200 seeds, and the same seeds pass without it.
+  checker within its window of seeds, and the same seeds pass without it.
 
 A failing seed prints the command that reproduces it and the end of its trace. More seeds:
 `make sim-cluster CLUSTER_SEEDS=N`, or `python -m tests.sim.cluster_run --seeds N --jobs 2`.
@@ -27,9 +27,9 @@ from tests.sim.cluster_run import describe_failure, results
 from tests.sim.cluster_scenario import PROFILES, ClusterResult
 from tests.sim.mutations import BROKER_MUTATIONS
 
-SEEDS = 200
+SEEDS = 140
 WIPE_SEEDS = 20
-QUIESCE_SEEDS = 100
+QUIESCE_SEEDS = 60
 """About as long as SEEDS // 2 of the default profiles (0.3 s a seed on two processes)."""
 JOBS = 2
 MUTATION_SEED_BUDGET = 200

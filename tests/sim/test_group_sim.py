@@ -1,6 +1,6 @@
 """Consumer groups in the cluster simulator (`--profile groups`, tests/sim/cluster_groups.py).
 
-- 200 seeds on two processes (`make test`) must pass every checker and do real work: members
+- SEEDS (140) seeds on two processes (`make test`) must pass every checker and do real work: members
   join, leave, crash and stall, lose their partitions by the 2/3 rule and get expired,
   partitions change hands, commits go through and late commits are refused, the coordinator
   moves, and coordinator replicas restored from snapshots or reloaded at restarts are checked;
@@ -40,7 +40,7 @@ from tests.sim.cluster_scenario import ClusterResult, ClusterScenario
 from tests.sim.cluster_seed import run_cluster_seed
 from tests.sim.mutations import GROUP_MUTATIONS
 
-SEEDS = 200
+SEEDS = 140
 JOBS = 2
 QUICK_SEEDS = 3
 SEED_BUDGET = 6

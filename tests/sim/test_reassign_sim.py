@@ -41,8 +41,8 @@ from tests.sim.cluster_run import describe_failure, results
 from tests.sim.cluster_scenario import ClusterResult
 from tests.sim.mutations import REASSIGN_MUTATIONS
 
-REASSIGN_SEEDS = 80
-"""About 28 s on two processes (a seed: four or five brokers, 2,000-3,000 units of faults)."""
+REASSIGN_SEEDS = 60
+"""About 20 s on two processes (a seed: four or five brokers, 2,000-3,000 units of faults)."""
 JOBS = 2
 KNOWN: dict[int, str] = {}
 """Seeds of REASSIGN_SEEDS that show a bug still open, and the only violation they may end

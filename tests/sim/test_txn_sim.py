@@ -1,12 +1,12 @@
 """Transactions in the cluster simulator (`--profile txn`, tests/sim/cluster_txn.py).
 
-- 200 seeds on two processes (in `make test` and `make unit`: not marked slow) must pass every
-  checker and do real work: transactions committed and aborted (by their producers, midway,
-  by the coordinator), outcomes left unknown, zombies started (some as the coordinator logs
-  PREPARING or PRE_COMMITTED) and fenced, client crashes, the broker crashed at every kind of
-  step boundary, coordinator replicas checked after snapshots and restarts, participants
-  committing on their own, and every partition's LSO back at its high watermark after the
-  heal (within the transaction timeout plus cluster_txn.LSO_BOUND);
+- SEEDS (140) seeds on two processes (in `make test` and `make unit`: not marked slow) must pass
+  every checker and do real work: transactions committed and aborted (by their producers,
+  midway, by the coordinator), outcomes left unknown, zombies started (some as the coordinator
+  logs PREPARING or PRE_COMMITTED) and fenced, client crashes, the broker crashed at every kind
+  of step boundary, coordinator replicas checked after snapshots and restarts, participants
+  committing on their own, and every partition's LSO back at its high watermark after the heal
+  (within the transaction timeout plus cluster_txn.LSO_BOUND);
 - each checker is seen failing on a planted fault (tests/sim/mutations.py TXN_MUTATIONS), as
   the table CAUGHT names, within its window of seeds, and the catching seed passes without
   the fault. Some are shown with an earlier checker switched off (cluster_txn.CHECKS_OFF), so
@@ -65,7 +65,7 @@ from tests.sim.cluster_seed import run_cluster_seed
 from tests.sim.cluster_txn import BOUNDARY_KINDS, TxnDriver
 from tests.sim.mutations import TXN_MUTATIONS
 
-SEEDS = 200
+SEEDS = 140
 JOBS = 2
 NONE: frozenset[str] = frozenset()
 CAUGHT: dict[str, tuple[str, str, range, frozenset[str]]] = {

@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from broker.core.host import GroupHost, NoSnapshots, RaftSettings
+from broker.core.host import GroupHost, RaftSettings
 from broker.core.ids import Member
 from broker.core.machine import NOTHING_APPLIED, Applied, MachineKind
 from broker.core.raft import ConfState, Entry, MemoryStorage, Role
 from broker.core.rounds import Envelope
+from broker.core.snapshot_policies import NoSnapshots
 from broker.wire.errors import ErrorCode
 from tests.support.ready import write_ready
 

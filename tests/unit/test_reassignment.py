@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import random
 
-from broker.core.host import GroupHost, NoSnapshots, RaftSettings
+from broker.core.host import GroupHost, RaftSettings
 from broker.core.ids import Member
 from broker.core.metadata import TopicInfo
 from broker.core.metadata_moves import PartitionInfo, Reassigned, reassign
 from broker.core.raft import ConfState, EntryKind, MemoryStorage
 from broker.core.reassignment import step_membership
 from broker.core.rounds import Envelope
+from broker.core.snapshot_policies import NoSnapshots
 from broker.wire.errors import ErrorCode
 from tests.support.ready import write_ready
 from tests.unit.test_host_quiesce import Machine, _kind
