@@ -301,7 +301,14 @@ def test_a_replica_behind_the_trimmed_log_catches_up_through_a_snapshot(
             return (await cluster.leaders("f")).get(0, (None, 0))[0] == preferred
 
         await poll_until_async(leads, bool, "the preferred replica to lead", timeout=60)
-        got = await fetch_from(cluster, preferred, "f", start)
+        # A new leader serves once its term's no-op committed (LEADER_NOT_AVAILABLE until then).
+        got = await poll_until_async(
+            lambda: fetch_from(cluster, preferred, "f", start),
+            lambda r: r[0] != ErrorCode.LEADER_NOT_AVAILABLE,
+            "the preferred replica to serve",
+            timeout=30,
+            interval=0.1,
+        )
         assert got[0] == ErrorCode.NONE
         assert (got[1], got[2]) == (start, hw)
         assert [(b.base_offset, b.data) for b in got[3]] == [
