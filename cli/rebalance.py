@@ -49,6 +49,10 @@ Throttle = Annotated[
         "each broker's own setting). Default: unchanged.",
     ),
 ]
+Exclude = Annotated[
+    list[int] | None,
+    typer.Option("--exclude", help="Leave this broker out of the plan (repeatable)."),
+]
 Wait = Annotated[
     bool, typer.Option("--wait", help="Show progress and return once every partition moved.")
 ]
@@ -66,10 +70,7 @@ def parse_rate(text: str | None) -> int | None:
 
 @app.command("plan")
 def plan(
-    exclude: Annotated[
-        list[int] | None,
-        typer.Option("--exclude", help="Leave this broker out of the plan (repeatable)."),
-    ] = None,
+    exclude: Exclude = None,
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
     as_json: Json = False,
@@ -84,10 +85,7 @@ def plan(
 
 @app.command("execute")
 def execute(
-    exclude: Annotated[
-        list[int] | None,
-        typer.Option("--exclude", help="Leave this broker out of the plan (repeatable)."),
-    ] = None,
+    exclude: Exclude = None,
     throttle: Throttle = None,
     wait: Wait = False,
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
