@@ -35,7 +35,6 @@ the same index (same dict orders too, so placement cannot differ).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -48,7 +47,7 @@ from broker.core.raft import Entry, EntryKind
 from broker.wire.cbor import decode as cbor_decode
 from broker.wire.cbor import encode as cbor_encode
 from broker.wire.errors import ErrorCode, WireError
-from broker.wire.limits import MAX_FRAME_BYTES_CEILING, Limits
+from broker.wire.limits import MAX_FRAME_BYTES_CEILING, Limits, topic_name_problem
 
 METADATA_GROUP = 0
 """The metadata Raft group's id; partition groups are numbered from 1 at apply."""
@@ -60,7 +59,6 @@ STATE_LIMITS = Limits(
     max_frame_items=100_000_000,
 )
 """Decoding our own snapshots: trusted, but still bounded."""
-TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 INTERNAL_PREFIX = "__"
 
 TOPIC_CONFIG_KEYS: dict[str, str] = {
@@ -158,9 +156,8 @@ def validate_topic_config_syntax(config: dict[str, str]) -> str | None:
 
 
 def validate_topic_name(name: str) -> str | None:
-    if not TOPIC_NAME.fullmatch(name) or name in (".", ".."):
-        return f"invalid topic name {name!r}: 1-249 of [a-zA-Z0-9._-], not '.' or '..'"
-    return None
+    """Why `name` is not a valid topic name (the wire's rule and message), or None."""
+    return topic_name_problem(name)
 
 
 def internal_name_error(name: str) -> str:
@@ -356,6 +353,12 @@ class MetadataMachine:
         """The brokers placement may give new replicas: live and not draining."""
         return [b for b in self.live_brokers() if b not in self.draining]
 
+    def _too_few_live(self, rf: int, live: int) -> str:
+        """Why `rf` replicas cannot be placed now: how many brokers are alive (retriable)."""
+        alive = f"{live} of the {len(self.brokers)} in the cluster {'is' if live == 1 else 'are'}"
+        draining = " alive and not draining" if self.draining else " alive"
+        return f"replication factor {rf} needs {rf} live brokers; {alive}{draining}"
+
     def _create_topic(self, cmd: dict[str, Any]) -> MetaResult:
         name = str(cmd["name"])
         partitions = int(cmd["partitions"])
@@ -377,10 +380,7 @@ class MetadataMachine:
         if internal:
             rf = max(1, min(rf, len(live)))
         if rf > len(live):
-            return MetaResult(
-                ErrorCode.NOT_ENOUGH_REPLICAS,
-                f"replication factor {rf} exceeds the {len(live)} live brokers",
-            )
+            return MetaResult(ErrorCode.NOT_ENOUGH_REPLICAS, self._too_few_live(rf, len(live)))
         bad = validate_topic_config_syntax(config)
         if bad is not None:
             return MetaResult(ErrorCode.INVALID_CONFIG, bad)
@@ -415,8 +415,9 @@ class MetadataMachine:
             if not len(parts) <= n <= 10_000:
                 why = f"partitions must be {len(parts)}..10000 (a count is never lowered)"
                 return MetaResult(ErrorCode.INVALID_PARTITIONS, why)
-            if n > len(parts) and t.replication_factor > len(self.placeable()):
-                why = f"replication factor {t.replication_factor} exceeds the live brokers"
+            live = len(self.placeable())
+            if n > len(parts) and t.replication_factor > live:
+                why = self._too_few_live(t.replication_factor, live)
                 return MetaResult(ErrorCode.NOT_ENOUGH_REPLICAS, why)
             for replicas in self._place(n - len(parts), t.replication_factor):
                 parts.append(PartitionInfo(len(parts), self.next_group_id, replicas))

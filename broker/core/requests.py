@@ -313,7 +313,7 @@ class RequestHandler(TxnRequests, GroupRequests, RebalanceRequests):
         self, token: int, header: RequestHeader, req: CreateTopicsRequest
     ) -> Reply | None:
         results: list[object] = []
-        live = len(self.node.meta.brokers)
+        registered = len(self.node.meta.brokers)
         problem: tuple[ErrorCode, str | None] | None
         cfg = self.node.config
         for slot, nt in enumerate(req.topics):
@@ -327,10 +327,13 @@ class RequestHandler(TxnRequests, GroupRequests, RebalanceRequests):
                 else nt.replication_factor
             )
             problem = _check_new_topic(nt.name, partitions, rf, dict(nt.config))
-            if problem is None and rf > live:
+            if problem is None and rf > registered:
+                # Waiting cannot heal this (too few alive of enough registered can: the
+                # metadata machine answers that NOT_ENOUGH_REPLICAS, which clients retry).
+                brokers = "broker" if registered == 1 else "brokers"
                 problem = (
-                    ErrorCode.NOT_ENOUGH_REPLICAS,
-                    f"replication factor {rf} needs that many brokers; {live} registered",
+                    ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"replication factor {rf} is above the {registered} {brokers} in the cluster",
                 )
             if problem is None and nt.name in self.node.meta.topics:
                 problem = (ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {nt.name!r} already exists")

@@ -28,6 +28,8 @@ INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 
 _TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]+")
+_SHOWN_NAME = 60
+"""Characters of a refused topic name that its error message quotes."""
 
 TRACEPARENT_CHARS = 55
 """A W3C traceparent: VERSION-TRACEID-PARENTID-FLAGS, 2-32-16-2 lowercase hex digits."""
@@ -74,19 +76,21 @@ DEFAULT_LIMITS = Limits()
 
 
 def topic_name_problem(name: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
-    """Why `name` is not a valid topic name, or None when it is.
+    """Why `name` is not a valid topic name, or None when it is: a message naming the name
+    (as a user typed it) and the rule, e.g. "invalid topic name 'a/b': use 1-249 of ASCII
+    letters, digits, '.', '_' and '-'".
 
     Valid: 1..max_topic_name characters of `[a-zA-Z0-9._-]`, and neither "." nor ".." (as
     Kafka, so a name is always safe as a path component).
     """
-    if not name:
-        return "topic name is empty"
+    shown = repr(name) if len(name) <= _SHOWN_NAME else repr(name[:_SHOWN_NAME] + "...")
+    rule = f"use 1-{limits.max_topic_name} of ASCII letters, digits, '.', '_' and '-'"
     if len(name) > limits.max_topic_name:
-        return f"topic name longer than {limits.max_topic_name} characters"
+        return f"invalid topic name {shown} ({len(name)} characters): {rule}"
     if _TOPIC_RE.fullmatch(name) is None:
-        return "topic name may contain only [a-zA-Z0-9._-]"
+        return f"invalid topic name {shown}: {rule}"
     if name in (".", ".."):
-        return "topic name may not be '.' or '..'"
+        return f"invalid topic name {shown}: '.' and '..' are not allowed"
     return None
 
 

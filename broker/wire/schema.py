@@ -1,7 +1,9 @@
 """Strict readers for decoded message bodies, each naming the field it rejects.
 
 Every reader takes the decoded value and its path (`topics[2].partitions[0].offset`) and either
-returns the value with its exact type or raises WireError(INVALID_REQUEST, "<path>: <what>").
+returns the value with its exact type or raises WireError(INVALID_REQUEST, "<path>: <what>"),
+except for a topic name the naming rule refuses: WireError(INVALID_TOPIC, "invalid topic name
+'a/b': ...") names the name a user typed, not the field that carried it.
 Integers must be `int` (never bool) within their range; booleans `bool` (never int); text is
 `str`; bytes is `bytes`; arrays are lists within `limits.max_array_items`; maps have exactly the
 expected text keys. The CBOR layer below has already bounded sizes and nesting; these readers
@@ -204,10 +206,12 @@ def array(value: object, path: str, limits: Limits) -> list[object]:
 
 
 def topic(value: object, path: str, limits: Limits) -> str:
+    """A topic name that the naming rule accepts (else INVALID_TOPIC, see the module doc)."""
     name = text(value, path)
     problem = topic_name_problem(name, limits)
     if problem is not None:
-        fail(path, problem)
+        # What a user typed: INVALID_TOPIC naming the name, not the field that carried it.
+        raise WireError(ErrorCode.INVALID_TOPIC, problem)
     return name
 
 

@@ -23,8 +23,9 @@ The same check function runs on both. What the tests establish, for every input:
   payload is exactly what `encode_request` writes for the decoded request at its version
   (but an API_VERSIONS request outside its range, decoded without its body for the answer
   that lists the ranges). A consumer-group request in a valid envelope whose body was
-  damaged (`check_group_body`) is refused with INVALID_REQUEST exactly, whenever the document
-  is still well-formed CBOR.
+  damaged (`check_group_body`) is refused with INVALID_REQUEST exactly (INVALID_TOPIC when
+  what is wrong is a topic name the naming rule refuses), whenever the document is still
+  well-formed CBOR.
 - `decode_response` (`check_response`): only WireError escapes, with the same correlation-id
   rule; a body comes with error NONE or with the API_VERSIONS refusal only; an accepted
   response re-encodes to one that decodes equal.
@@ -1140,6 +1141,7 @@ def _same_outcome_for_every_buffer_type(
 REQUEST_ERROR_CODES = {
     ErrorCode.INVALID_FRAME,
     ErrorCode.INVALID_REQUEST,
+    ErrorCode.INVALID_TOPIC,
     ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.INVALID_REQUIRED_ACKS,
 }
@@ -1216,8 +1218,10 @@ def check_group_body(request: Request, cid: int, client: str | None, body: objec
     try:
         header, decoded = decode_request(payload)
     except WireError as exc:
-        assert (exc.code, exc.correlation_id) == (ErrorCode.INVALID_REQUEST, cid), exc
-        assert exc.message.split(":")[0], exc  # names a field (or "body")
+        topic_name = exc.message.startswith("invalid topic name ")
+        code = ErrorCode.INVALID_TOPIC if topic_name else ErrorCode.INVALID_REQUEST
+        assert (exc.code, exc.correlation_id) == (code, cid), exc
+        assert exc.message.split(":")[0], exc  # names a field (or "body"), or the name
         return
     assert header.api_key is request.API_KEY and header.correlation_id == cid
     again = encode_request(decoded, cid, client)
@@ -1269,7 +1273,8 @@ def check_response(
     try:
         envelope = decode_response(payload, api_key, limits, api_version=api_version)
     except WireError as exc:
-        assert exc.code in (ErrorCode.INVALID_FRAME, ErrorCode.INVALID_REQUEST), exc
+        codes = (ErrorCode.INVALID_FRAME, ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_TOPIC)
+        assert exc.code in codes, exc
         _check_error_correlation_id(exc, payload, 0, 4, limits)
         return
     named, _ = _named_id(payload, 0)

@@ -589,14 +589,16 @@ def test_create_topics_several_valid_topics() -> None:
     assert b.node.topic_led("a") and b.node.topic_led("b")
 
 
-def test_create_topics_replication_factor_above_brokers_is_retriable() -> None:
+def test_create_topics_replication_factor_above_registered_brokers_is_refused_at_once() -> None:
+    """Waiting cannot give a cluster more registered brokers than it has: refused, not
+    retriable (too few *alive* of enough registered is NOT_ENOUGH_REPLICAS, retried)."""
     b = booted()
     _, reply = b.request(CreateTopicsRequest(topics=(new_topic("t", 1, 3),)))
     assert reply is not None
     (r,) = reply.body.topics
-    assert r.error == ErrorCode.NOT_ENOUGH_REPLICAS
-    assert r.error.retriable
-    assert r.message and "3" in r.message
+    assert r.error == ErrorCode.INVALID_REPLICATION_FACTOR
+    assert not r.error.retriable
+    assert r.message == "replication factor 3 is above the 1 broker in the cluster"
     assert "t" not in b.node.meta.topics
 
 
