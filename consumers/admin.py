@@ -2,12 +2,20 @@
 
 Topic creation and deletion go to the controller named by the metadata (refreshed on
 NOT_CONTROLLER). Retriable errors (NOT_CONTROLLER, NOT_ENOUGH_REPLICAS, BACKPRESSURE, timeouts,
-connection errors) are retried with backoff until the call's `timeout_s`; then the last error
+connection errors) are retried with backoff until the call's `timeout_ms`; then the last error
 is raised. The broker answers CREATE_TOPICS only once every partition has a leader, so
 `create_topic` returns once the topic is led. When an attempt's outcome is unknown (the
 connection failed or timed out) and a retry finds TOPIC_ALREADY_EXISTS, the earlier attempt is
 taken to have created it (the usual at-least-once ambiguity of a create without a request id);
 likewise UNKNOWN_TOPIC_OR_PARTITION on a retried delete.
+
+What waiting cannot heal fails at once, never retried: a topic name, group id or
+transactional id the broker would refuse is checked here before anything is sent
+(`check_topic_name`, `check_id`); a replication factor above the brokers registered in the
+cluster is INVALID_REPLICATION_FACTOR (above those alive, NOT_ENOUGH_REPLICAS, is retried); a
+partition a topic does not have is UnknownTopicError with `retriable` False. Every duration a
+caller passes is in milliseconds (`timeout_ms`, `poll_interval_ms`); the older `timeout_s` and
+`poll_s` are seconds and still work (not both at once: TypeError).
 
 Descriptions come from METADATA; `describe_topic` adds each partition's log start offset and
 high watermark from LIST_OFFSETS at the partition's leader (None where it could not be read).
@@ -17,7 +25,7 @@ and, when there is no controller or it cannot be reached, of any broker (whose c
 replicas and commit lag are known only for the partitions it leads).
 
 Consumer groups: each group's requests go to its coordinator (`CoordinatorLink`: found with
-FIND_COORDINATOR, forgotten when it moves), retried until the client's `timeout_s`.
+FIND_COORDINATOR, forgotten when it moves), retried until the client's `timeout_ms`.
 `list_groups` asks every broker in the metadata (each answers for the coordinator partitions
 it leads) and merges the answers by group id; a broker that cannot be reached is skipped (its
 coordinator partitions fail over to brokers that answer), but at least one must answer.
@@ -30,6 +38,7 @@ rule is `plan_reset`), `reset_offsets` commits a plan as an operator (member id 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -40,6 +49,7 @@ import trio
 from broker.wire.errors import ErrorCode
 from broker.wire.group_messages import (
     ADMIN_EPOCH,
+    MAX_GROUP_ID,
     NO_OFFSET,
     CommitPartition,
     CommitTopic,
@@ -58,7 +68,9 @@ from broker.wire.group_messages import (
     OffsetFetchResponse,
     TopicPartitions,
 )
+from broker.wire.limits import topic_name_problem
 from broker.wire.messages import (
+    BROKER_DEFAULT,
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     CreateTopicsRequest,
@@ -93,11 +105,15 @@ from broker.wire.txn_messages import (
 from consumers import rebalance as _rebalance
 from consumers.cluster import Backoff, Cluster, TopicPartition
 from consumers.coordinator import CoordinatorLink
+from consumers.durations import duration_ms
 from consumers.errors import (
     BrokerUnavailableError,
     ClientClosedError,
     CoordinatorError,
     GroupIdNotFoundError,
+    InvalidGroupIdError,
+    InvalidRequestError,
+    InvalidTopicError,
     LeaderNotAvailableError,
     NonEmptyGroupError,
     NotControllerError,
@@ -118,6 +134,7 @@ from consumers.txn_admin import (
 )
 
 __all__ = [
+    "DEFAULT_TIMEOUT_MS",
     "RESET_STRATEGIES",
     "Admin",
     "BrokerDescription",
@@ -134,12 +151,26 @@ __all__ = [
     "PartitionStatus",
     "ResetStrategy",
     "TopicDescription",
+    "check_id",
+    "check_topic_name",
+    "id_problem",
     "plan_reset",
+    "transactional_id_problem",
 ]
+
+DEFAULT_TIMEOUT_MS = 30_000.0
+"""How long an admin call retries retriable errors unless told otherwise (milliseconds)."""
+DEFAULT_POLL_MS = 500.0
+"""How often the waiting calls ask again (milliseconds)."""
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionDescription:
+    """One partition of a topic: `partition` (its number), `leader` (None: none known),
+    `replicas` (the preferred leader first), `log_start_offset` and `high_watermark` (None
+    where not read: `list_topics` reads none, `describe_topic` those its leaders answered)
+    and `leader_term`, the leader's Raft term (-1: unknown)."""
+
     partition: int
     leader: int | None
     replicas: tuple[int, ...]
@@ -150,6 +181,9 @@ class PartitionDescription:
 
 @dataclass(frozen=True, slots=True)
 class TopicDescription:
+    """A topic: its `name`, `partitions` (sorted by number), `replication_factor` and
+    `config`, the settings given to it (keys absent have the broker's defaults)."""
+
     name: str
     partitions: tuple[PartitionDescription, ...]
     replication_factor: int
@@ -158,6 +192,9 @@ class TopicDescription:
 
 @dataclass(frozen=True, slots=True)
 class BrokerDescription:
+    """A broker registered in the cluster: its `id`, the `host` and `port` clients reach it
+    at (`address` joins them), its `rack` (None: none) and whether it is `alive`."""
+
     id: int
     host: str
     port: int
@@ -174,8 +211,8 @@ class BrokerDescription:
 
 @dataclass(frozen=True, slots=True)
 class PartitionStatus:
-    """One partition's replication state. Unknown: `leader` None, `leader_term` -1,
-    `caught_up` empty and `commit_lag` -1."""
+    """The replication state of partition `partition` of `topic`. Unknown: `leader` None,
+    `leader_term` -1, `caught_up` empty and `commit_lag` -1."""
 
     topic: str
     partition: int
@@ -191,7 +228,8 @@ class PartitionStatus:
 
 @dataclass(frozen=True, slots=True)
 class ClusterDescription:
-    """Brokers sorted by id, partitions by (topic, partition)."""
+    """The cluster as `describe_cluster` found it: `cluster_id` and `controller` (None:
+    unknown, or none elected), `brokers` sorted by id, `partitions` by (topic, partition)."""
 
     cluster_id: str | None
     controller: int | None
@@ -201,8 +239,8 @@ class ClusterDescription:
 
 @dataclass(frozen=True, slots=True, order=True)
 class LeaderMove:
-    """A partition's leader (None: none known) and its preferred replica (the first of its
-    replica list)."""
+    """Partition `partition` of `topic`: its `leader` (None: none known) and its `preferred`
+    replica (the first of its replica list)."""
 
     topic: str
     partition: int
@@ -231,6 +269,9 @@ def _move(p: PreferredLeader) -> LeaderMove:
 
 @dataclass(frozen=True, slots=True)
 class GroupListing:
+    """A consumer group as `list_groups` shows it: `group_id`, `state` and `members` (how
+    many)."""
+
     group_id: str
     state: str
     """"empty", "reconciling" or "stable"."""
@@ -400,7 +441,16 @@ def _describe(topic: TopicInfo) -> TopicDescription:
 
 
 class Admin:
-    """Topic and cluster administration; use as `async with Admin(...) as a`."""
+    """Topic, group, transaction and cluster administration; use as `async with
+    Admin(...) as a`.
+
+    `bootstrap`: brokers to start from, "host:port[,host:port...]" or a list of such;
+    `client_id`: sent with every request; `request_timeout_ms`: milliseconds one request
+    waits for its answer; `timeout_ms`: milliseconds a call retries retriable errors
+    (unreachable brokers included) before it raises the last one, for every call that is
+    not given its own (default 30000); `timeout_s`: the older name of `timeout_ms`, in
+    seconds (give one or the other).
+    """
 
     def __init__(
         self,
@@ -408,14 +458,26 @@ class Admin:
         *,
         client_id: str | None = None,
         request_timeout_ms: int = 30_000,
-        timeout_s: float = 30.0,
+        timeout_ms: float | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
-        self.timeout_s = timeout_s
-        """Default timeout of the calls that take none (list, describe)."""
+        resolved = duration_ms("timeout_ms", timeout_ms, "timeout_s", timeout_s, DEFAULT_TIMEOUT_MS)
+        assert resolved is not None
+        self.timeout_ms: float = resolved
+        """Milliseconds the calls given no timeout of their own retry."""
         self._cluster: Cluster | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._cluster is not None else "closed"
+        return f"Admin(bootstrap={self.bootstrap!r}, {state})"
+
+    @property
+    def timeout_s(self) -> float:
+        """`timeout_ms` in seconds (the older name)."""
+        return self.timeout_ms / 1000
 
     async def __aenter__(self) -> Admin:
         cluster = Cluster(
@@ -437,36 +499,59 @@ class Admin:
         await self.close()
 
     async def close(self) -> None:
+        """Close the connections (`async with` does it on leaving); closing twice is
+        harmless."""
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
             await cluster.__aexit__(None, None, None)
 
     @property
     def cluster(self) -> Cluster:
+        """The connections and metadata of this client (ClientClosedError unless open)."""
         if self._cluster is None:
             raise ClientClosedError("the admin client is not open (use `async with Admin(...)`)")
         return self._cluster
 
-    def _deadline(self, timeout_s: float | None) -> float:
-        return trio.current_time() + (self.timeout_s if timeout_s is None else timeout_s)
+    def _link(self, key: str, kind: CoordinatorType = CoordinatorType.GROUP) -> CoordinatorLink:
+        """The coordinator link of a group id (or transactional id), once the id passed the
+        broker's rule (else InvalidGroupIdError or InvalidRequestError, not retried)."""
+        check_id(key, kind)
+        return CoordinatorLink(self.cluster, key, kind)
+
+    def _deadline(self, timeout_ms: float | None) -> float:
+        """The Trio-clock deadline `timeout_ms` milliseconds (None: the client's) from now."""
+        ms = self.timeout_ms if timeout_ms is None else timeout_ms
+        return trio.current_time() + ms / 1000
 
     # -- topics ------------------------------------------------------------------------------
 
     async def create_topic(
         self,
         name: str,
-        partitions: int = 1,
-        replication_factor: int = 1,
+        partitions: int | None = None,
+        replication_factor: int | None = None,
         config: Mapping[str, str] | None = None,
-        timeout_s: float = 30.0,
+        *,
+        timeout_ms: float | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        """Create a topic; returns once every partition has a leader."""
+        """Create a topic; returns once every partition has a leader.
+
+        `partitions` and `replication_factor` None: the broker's `default_partitions` and
+        `default_replication_factor`. `config`: topic settings (Kafka's names, e.g.
+        `retention.ms`). Retriable errors (too few brokers alive among enough registered,
+        no controller, unreachable brokers) are retried for `timeout_ms` milliseconds
+        (None: the client's; `timeout_s`: its older name, in seconds). Raises at once, not
+        retried: InvalidTopicError (a bad name, checked before sending),
+        InvalidReplicationFactorError (more replicas than brokers registered),
+        InvalidPartitionsError, InvalidConfigError, TopicAlreadyExistsError."""
+        check_topic_name(name)
         cluster = self.cluster
-        deadline = self._deadline(timeout_s)
+        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
         new = NewTopic(
             name=name,
-            partitions=partitions,
-            replication_factor=replication_factor,
+            partitions=BROKER_DEFAULT if partitions is None else partitions,
+            replication_factor=BROKER_DEFAULT if replication_factor is None else replication_factor,
             config=dict(config or {}),
         )
         uncertain = False
@@ -496,6 +581,8 @@ class Admin:
             await self._await_led(name, deadline)
 
     async def _await_led(self, name: str, deadline: float) -> None:
+        """Until the metadata shows every partition of `name` led (or the deadline)."""
+
         async def led() -> None:
             await self.cluster.refresh([name])
             meta = self.cluster.metadata.topics.get(name)
@@ -513,13 +600,17 @@ class Admin:
         partitions: int | None = None,
         set_config: Mapping[str, str] | None = None,
         delete_config: Iterable[str] = (),
-        timeout_s: float = 30.0,
+        timeout_ms: float | None = None,
+        timeout_s: float | None = None,
     ) -> int:
         """Grow `name` to `partitions` partitions (None: unchanged; never fewer: keys move to
         the new partitions as the jump hash says, about 1/n of them each) and change its
         settings (`delete_config`: back to the defaults); returns once applied and every
         partition has a leader, with the partition count. A setting the broker would not
-        enforce is refused (InvalidConfigError), as at create."""
+        enforce is refused (InvalidConfigError), as at create. Retried for `timeout_ms`
+        milliseconds (None: the client's; `timeout_s`: its older name, in seconds)."""
+        check_topic_name(name)
+        timeout = _timeout(timeout_ms, timeout_s)
         cluster = self.cluster
         request = AlterTopicRequest(
             name=name,
@@ -536,13 +627,18 @@ class Admin:
             assert isinstance(response, AlterTopicResponse)
             return response
 
-        answer = await cluster.retry_until(self._deadline(timeout_s), attempt)
+        answer = await cluster.retry_until(self._deadline(timeout), attempt)
         return answer.partitions
 
-    async def delete_topic(self, name: str, timeout_s: float = 30.0) -> None:
-        """Delete a topic (UnknownTopicError if there is none)."""
+    async def delete_topic(
+        self, name: str, *, timeout_ms: float | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Delete a topic and its data (UnknownTopicError, not retried, if there is none;
+        InvalidTopicError for a name no topic can have). Retried for `timeout_ms`
+        milliseconds (None: the client's; `timeout_s`: its older name, in seconds)."""
+        check_topic_name(name)
         cluster = self.cluster
-        deadline = self._deadline(timeout_s)
+        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
         uncertain = False
 
         async def attempt() -> None:
@@ -580,7 +676,9 @@ class Admin:
         )
 
     async def describe_topic(self, name: str) -> TopicDescription:
-        """One topic with each partition's log start offset and high watermark."""
+        """One topic with each partition's log start offset and high watermark
+        (UnknownTopicError, not retried, if there is none)."""
+        check_topic_name(name)
         response = await self._metadata((name,))
         found = [t for t in response.topics if t.name == name]
         if not found or found[0].error is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
@@ -609,7 +707,7 @@ class Admin:
 
     async def describe_cluster(self) -> ClusterDescription:
         """Brokers (alive or failed), the controller, and every partition's leader, replicas,
-        caught-up replicas and commit lag; retried until the client's `timeout_s`."""
+        caught-up replicas and commit lag; retried until the client's `timeout_ms`."""
         cluster = self.cluster
         request = DescribeClusterRequest()
 
@@ -651,8 +749,10 @@ class Admin:
         topics: Iterable[str] | None = None,
         *,
         wait: bool = False,
+        timeout_ms: float | None = None,
+        poll_interval_ms: float | None = None,
         timeout_s: float | None = None,
-        poll_s: float = 0.5,
+        poll_s: float | None = None,
     ) -> LeaderElection:
         """Move partition leaderships back to their preferred replicas (the first of each
         replica list) now: ELECT_LEADERS to the controller, which asks the leader of every
@@ -662,11 +762,14 @@ class Admin:
 
         Returns the transfers asked and the partitions still off their preferred leader
         (`LeaderElection.balanced` once there are none). With `wait`, asks again every
-        `poll_s` seconds (more transfers, as earlier ones complete) until balanced or until
-        `timeout_s` (default: the client's) passes, and returns the last answer either way:
-        check `balanced`. Raises UnknownTopicError for a topic that does not exist."""
+        `poll_interval_ms` milliseconds (default 500; more transfers, as earlier ones
+        complete) until balanced or until `timeout_ms` milliseconds (default: the client's)
+        pass, and returns the last answer either way: check `balanced`. `timeout_s` and
+        `poll_s` are the older names, in seconds. Raises UnknownTopicError for a topic that
+        does not exist."""
         cluster = self.cluster
-        deadline = self._deadline(timeout_s)
+        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
+        poll = _poll_seconds(poll_interval_ms, poll_s)
         names = None if topics is None else tuple(dict.fromkeys(topics))
         request = ElectLeadersRequest(topics=names)
         asked: dict[tuple[str, int], LeaderMove] = {}
@@ -688,40 +791,46 @@ class Admin:
                 transfers=tuple(asked[k] for k in sorted(asked)),
                 pending=tuple(_move(p) for p in response.pending),
             )
-            if not wait or result.balanced or trio.current_time() + poll_s >= deadline:
+            if not wait or result.balanced or trio.current_time() + poll >= deadline:
                 return result
-            await trio.sleep(poll_s)
+            await trio.sleep(poll)
 
     # -- reassignment ------------------------------------------------------------------------
 
     async def plan_rebalance(
-        self, *, exclude: Iterable[int] = (), timeout_s: float | None = None
+        self,
+        *,
+        exclude: Iterable[int] = (),
+        timeout_ms: float | None = None,
+        timeout_s: float | None = None,
     ) -> RebalanceResult:
         """The controller's rebalancing plan, changing nothing: the fewest replica moves
         that even out replicas and preferred leaders over the live brokers (draining ones and
         `exclude` left out; racks spread), and the layout it leads to. Raises
         InvalidReplicationFactorError when a topic's replication factor exceeds the brokers
-        left."""
-        return await _rebalance.rebalance(
-            self.cluster, self._deadline(timeout_s), execute=False, exclude=exclude
-        )
+        left. Retried for `timeout_ms` milliseconds (None: the client's; `timeout_s`: its
+        older name, in seconds)."""
+        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
+        return await _rebalance.rebalance(self.cluster, deadline, execute=False, exclude=exclude)
 
     async def rebalance(
         self,
         *,
         exclude: Iterable[int] = (),
         throttle_bytes_per_s: int | None = None,
+        timeout_ms: float | None = None,
         timeout_s: float | None = None,
     ) -> RebalanceResult:
         """Carry out the plan `plan_rebalance` shows: every move goes into the metadata log
         at once, and returns when it is there; the partitions' leaders then move replicas in
         the background, one Raft membership change at a time (watch with
         `describe_reassignments` or `wait_for_reassignments`). `throttle_bytes_per_s`: the
-        catch-up rate of every broker from now on (0: each broker's own setting; None:
-        unchanged)."""
+        catch-up rate of every broker from now on, in bytes per second (0: each broker's own
+        setting; None: unchanged). Retried for `timeout_ms` milliseconds (None: the
+        client's; `timeout_s`: its older name, in seconds)."""
         return await _rebalance.rebalance(
             self.cluster,
-            self._deadline(timeout_s),
+            self._deadline(_timeout(timeout_ms, timeout_s)),
             execute=True,
             exclude=exclude,
             throttle_bytes_per_s=throttle_bytes_per_s,
@@ -732,57 +841,80 @@ class Admin:
         broker_id: int,
         *,
         throttle_bytes_per_s: int | None = None,
+        timeout_ms: float | None = None,
         timeout_s: float | None = None,
     ) -> RebalanceResult:
         """Move every replica off `broker_id` (its leaderships follow) and give it none
-        until `undrain_broker`: a rebalance with the broker marked draining."""
+        until `undrain_broker`: a rebalance with the broker marked draining
+        (`throttle_bytes_per_s` and the timeouts as in `rebalance`)."""
         return await _rebalance.rebalance(
             self.cluster,
-            self._deadline(timeout_s),
+            self._deadline(_timeout(timeout_ms, timeout_s)),
             execute=True,
             drain=(broker_id,),
             throttle_bytes_per_s=throttle_bytes_per_s,
         )
 
     async def undrain_broker(
-        self, broker_id: int, *, timeout_s: float | None = None
+        self, broker_id: int, *, timeout_ms: float | None = None, timeout_s: float | None = None
     ) -> RebalanceResult:
-        """Let `broker_id` take replicas again and rebalance onto it."""
-        return await _rebalance.rebalance(
-            self.cluster, self._deadline(timeout_s), execute=True, undrain=(broker_id,)
-        )
-
-    async def cancel_reassignments(
-        self, *, throttle_bytes_per_s: int | None = None, timeout_s: float | None = None
-    ) -> RebalanceResult:
-        """Send every reassignment in progress back to its partition's replicas (the moves
-        returned: target -> replicas); replicas already added are removed again, and
-        replicas already removed copied back (at `throttle_bytes_per_s`, as in
+        """Let `broker_id` take replicas again and rebalance onto it (the timeouts as in
         `rebalance`)."""
         return await _rebalance.rebalance(
             self.cluster,
-            self._deadline(timeout_s),
+            self._deadline(_timeout(timeout_ms, timeout_s)),
+            execute=True,
+            undrain=(broker_id,),
+        )
+
+    async def cancel_reassignments(
+        self,
+        *,
+        throttle_bytes_per_s: int | None = None,
+        timeout_ms: float | None = None,
+        timeout_s: float | None = None,
+    ) -> RebalanceResult:
+        """Send every reassignment in progress back to its partition's replicas (the moves
+        returned: target -> replicas); replicas already added are removed again, and
+        replicas already removed copied back (at `throttle_bytes_per_s`, and with the
+        timeouts, as in `rebalance`)."""
+        return await _rebalance.rebalance(
+            self.cluster,
+            self._deadline(_timeout(timeout_ms, timeout_s)),
             execute=True,
             cancel=True,
             throttle_bytes_per_s=throttle_bytes_per_s,
         )
 
-    async def describe_reassignments(self, *, timeout_s: float | None = None) -> ReassignmentStatus:
+    async def describe_reassignments(
+        self, *, timeout_ms: float | None = None, timeout_s: float | None = None
+    ) -> ReassignmentStatus:
         """The partitions moving (with the caught-up replicas and lag their leaders last
-        reported), the brokers draining and the throttle, as the controller sees them."""
-        return await _rebalance.describe(self.cluster, self._deadline(timeout_s))
+        reported), the brokers draining and the throttle, as the controller sees them
+        (retried for `timeout_ms` milliseconds, None: the client's; `timeout_s`: its older
+        name, in seconds)."""
+        return await _rebalance.describe(
+            self.cluster, self._deadline(_timeout(timeout_ms, timeout_s))
+        )
 
     async def wait_for_reassignments(
         self,
         *,
-        timeout_s: float | None = None,
-        poll_s: float = 0.5,
+        timeout_ms: float | None = None,
+        poll_interval_ms: float | None = None,
         on_status: Callable[[ReassignmentStatus], None] | None = None,
+        timeout_s: float | None = None,
+        poll_s: float | None = None,
     ) -> ReassignmentStatus:
-        """Until no partition moves or `timeout_s` passes (default: the client's); returns
-        the last status either way: check `done`. `on_status` sees every answer."""
+        """Until no partition moves or `timeout_ms` milliseconds pass (default: the
+        client's), asking every `poll_interval_ms` milliseconds (default 500); returns the
+        last status either way: check `done`. `on_status` sees every answer. `timeout_s`
+        and `poll_s` are the older names, in seconds."""
         return await _rebalance.wait_done(
-            self.cluster, self._deadline(timeout_s), poll_s=poll_s, on_status=on_status
+            self.cluster,
+            self._deadline(_timeout(timeout_ms, timeout_s)),
+            poll_s=_poll_seconds(poll_interval_ms, poll_s),
+            on_status=on_status,
         )
 
     # -- consumer groups ---------------------------------------------------------------------
@@ -845,7 +977,7 @@ class Admin:
         """The group's state, members and, per partition of every topic it has offsets for,
         subscribes to by name or is assigned, its committed offset, high watermark and lag.
         GroupIdNotFoundError when the coordinator knows no such group."""
-        link = CoordinatorLink(self.cluster, group_id)
+        link = self._link(group_id)
         deadline = self._deadline(None)
         group = await self._described(link, deadline)
         if group.error is ErrorCode.GROUP_ID_NOT_FOUND:
@@ -883,14 +1015,14 @@ class Admin:
 
     async def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
         """Every offset the group has committed (partitions without one are absent)."""
-        link = CoordinatorLink(self.cluster, group_id)
+        link = self._link(group_id)
         return await self._committed(link, self._deadline(None))
 
     async def reset_offsets_plan(self, group_id: str, spec: OffsetResetSpec) -> list[OffsetReset]:
         """What `spec` would commit, sorted by (topic, partition); changes nothing. An unknown
         topic, or a partition the topic does not have, raises UnknownTopicError; a partition
         whose log start or high watermark cannot be read is retried until the timeout."""
-        link = CoordinatorLink(self.cluster, group_id)
+        link = self._link(group_id)
         deadline = self._deadline(None)
         try:
             committed = await self._committed(link, deadline)
@@ -927,8 +1059,9 @@ class Admin:
         by_tp = {(r.topic, r.partition): r.new for r in plan}
         if len(by_tp) != len(plan):
             raise ValueError("the plan names a partition twice")
-        link = CoordinatorLink(self.cluster, group_id)
+        link = self._link(group_id)
         deadline = self._deadline(None)
+        await self._check_partitions(by_tp)
         group = await self._described(link, deadline)
         if group.members:
             n = len(group.members)
@@ -970,7 +1103,7 @@ class Admin:
     async def delete_group(self, group_id: str) -> None:
         """Delete a group and its committed offsets. NonEmptyGroupError while it has
         members, GroupIdNotFoundError when there is no such group."""
-        link = CoordinatorLink(self.cluster, group_id)
+        link = self._link(group_id)
         uncertain = False
 
         async def attempt() -> None:
@@ -1017,7 +1150,7 @@ class Admin:
 
     async def describe_transaction(self, transactional_id: str) -> TransactionDetails:
         """One transactional id's state at its coordinator (TransactionalIdNotFoundError)."""
-        link = CoordinatorLink(self.cluster, transactional_id, CoordinatorType.TRANSACTION)
+        link = self._link(transactional_id, CoordinatorType.TRANSACTION)
 
         async def attempt() -> TransactionDetails:
             response = await link.request(
@@ -1037,7 +1170,7 @@ class Admin:
     async def abort_transaction(self, transactional_id: str) -> None:
         """An operator's abort of the id's open transaction: nothing of it becomes visible,
         and its producer is fenced (it must be created again)."""
-        link = CoordinatorLink(self.cluster, transactional_id, CoordinatorType.TRANSACTION)
+        link = self._link(transactional_id, CoordinatorType.TRANSACTION)
         request = AbortTransactionRequest(transactional_id=transactional_id)
         await self.cluster.retry_until(self._deadline(None), lambda: link.request(request))
 
@@ -1110,11 +1243,7 @@ class Admin:
             existing = {p.partition for p in description.partitions}
             absent = sorted(set(partitions) - existing)
             if absent:
-                raise UnknownTopicError(
-                    f"topic {topic!r} has no partition {','.join(map(str, absent))} "
-                    f"(it has {len(existing)})",
-                    retriable=False,
-                )
+                raise _no_partition(topic, absent, len(existing))
             wanted = set(partitions) or existing
             got = await self._offsets(description, timestamp)
             missing = sorted(wanted - set(got))
@@ -1126,6 +1255,23 @@ class Admin:
             return {p: got[p] for p in wanted}
 
         return await cluster.retry_until(deadline, attempt, refresh_topics=(topic,))
+
+    async def _check_partitions(self, tps: Iterable[TopicPartition]) -> None:
+        """UnknownTopicError, not retriable (waiting will not create them), for a topic or
+        partition among `tps` that the metadata does not have."""
+        wanted = sorted(set(tps))
+        response = await self._metadata(tuple(sorted({t for t, _ in wanted})))
+        known = {
+            t.name: {p.partition for p in t.partitions}
+            for t in response.topics
+            if t.error is not ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        }
+        for topic in sorted({t for t, _ in wanted}):
+            if topic not in known:
+                raise UnknownTopicError(f"no topic {topic!r}", retriable=False)
+            absent = sorted(p for t, p in wanted if t == topic and p not in known[topic])
+            if absent:
+                raise _no_partition(topic, absent, len(known[topic]))
 
     async def _metadata(self, topics: tuple[str, ...] | None) -> MetadataResponse:
         cluster = self.cluster
@@ -1193,3 +1339,67 @@ def _partition_offset(
 ) -> GroupPartitionOffset:
     lag = None if committed is None or high_watermark is None else high_watermark - committed
     return GroupPartitionOffset(tp[0], tp[1], committed, high_watermark, lag)
+
+
+def _timeout(timeout_ms: float | None, timeout_s: float | None) -> float | None:
+    """A call's timeout in milliseconds from either spelling (None: the client's)."""
+    return duration_ms("timeout_ms", timeout_ms, "timeout_s", timeout_s, None)
+
+
+def _poll_seconds(poll_interval_ms: float | None, poll_s: float | None) -> float:
+    """A polling interval in seconds from either spelling (default DEFAULT_POLL_MS)."""
+    ms = duration_ms("poll_interval_ms", poll_interval_ms, "poll_s", poll_s, DEFAULT_POLL_MS)
+    assert ms is not None
+    return ms / 1000
+
+
+def check_topic_name(name: str) -> None:
+    """Raise InvalidTopicError (not retriable) for a name no topic can have, before anything
+    is sent: "invalid topic name 'a/b': use 1-249 of ASCII letters, digits, '.', '_' and
+    '-'"."""
+    problem = topic_name_problem(name)
+    if problem is not None:
+        raise InvalidTopicError(problem)
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 partition", "2 partitions"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _no_partition(topic: str, absent: Sequence[int], has: int) -> UnknownTopicError:
+    """A partition number out of range: not retriable (the count only changes by an alter)."""
+    which = ",".join(map(str, absent))
+    return UnknownTopicError(
+        f"topic {topic!r} has no partition {which} (it has {_count(has, 'partition')})",
+        retriable=False,
+    )
+
+
+def id_problem(key: str, kind: CoordinatorType = CoordinatorType.GROUP) -> str | None:
+    """Why `key` cannot be a group id (or, `kind` TRANSACTION, a transactional id): the
+    broker takes 1-255 characters without control characters. None when it can."""
+    what = "group id" if kind is CoordinatorType.GROUP else "transactional id"
+    if not key:
+        return f"{what} must not be empty"
+    if len(key) > MAX_GROUP_ID:
+        return f"{what} {key[:40]!r}... has {len(key)} characters: use 1-{MAX_GROUP_ID}"
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        return f"{what} {key!r} contains a control character"
+    return None
+
+
+def transactional_id_problem(key: str) -> str | None:
+    """Why `key` cannot be a transactional id (see `id_problem`), or None."""
+    return id_problem(key, CoordinatorType.TRANSACTION)
+
+
+def check_id(key: str, kind: CoordinatorType = CoordinatorType.GROUP) -> None:
+    """Raise, before anything is sent, for an id the broker would refuse (see `id_problem`):
+    InvalidGroupIdError for a group id, InvalidRequestError for a transactional id."""
+    problem = id_problem(key, kind)
+    if problem is None:
+        return
+    if kind is CoordinatorType.GROUP:
+        raise InvalidGroupIdError(problem)
+    raise InvalidRequestError(problem)

@@ -32,6 +32,7 @@ from typing import TypeVar
 
 import trio
 
+from broker.wire.errors import ErrorCode
 from broker.wire.limits import Limits
 from broker.wire.messages import MetadataRequest, MetadataResponse, Request, Response
 from consumers.connection import DEFAULT_CLIENT_LIMITS, Connection
@@ -100,6 +101,20 @@ def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
+def nested(error: SluiceError, outer: ErrorCode) -> str:
+    """`error` as text inside the message of an error of code `outer`: without its code when
+    it is the same (so no message says "CODE: CODE: ...")."""
+    return error.message if error.code is outer else str(error)
+
+
+def _unreachable(what: str, sources: Sequence[tuple[str, int]], last: SluiceError | None) -> str:
+    """ "no broker reachable (h1:p1, h2:p2): <why the last attempt failed>"; the list of
+    addresses is left out when there is one (the reason names it)."""
+    names = "" if len(sources) == 1 else f" ({', '.join(f'{h}:{p}' for h, p in sources)})"
+    why = "" if last is None else f": {nested(last, ErrorCode.NETWORK_EXCEPTION)}"
+    return f"{what}{names}{why}"
+
+
 class Backoff(refresh.Backoff):
     """The core's exponential backoff with equal jitter, drawn from `random.random` unless
     `rng` is given."""
@@ -107,11 +122,21 @@ class Backoff(refresh.Backoff):
     def __init__(
         self, base_s: float = 0.05, max_s: float = 1.0, rng: Callable[[], float] = random.random
     ) -> None:
+        """The first delay about `base_s` seconds, doubling up to `max_s` seconds; `rng`
+        draws the jitter in [0, 1)."""
         super().__init__(base_s, max_s, rng)
 
 
 class Cluster:
-    """Connections and metadata of one client. Use as `async with Cluster(...) as c`."""
+    """Connections and metadata of one client. Use as `async with Cluster(...) as c`.
+
+    `bootstrap`: "host:port[,host:port...]" or a list of such; `client_id`: sent with every
+    request; `request_timeout_s`: seconds a request waits for its answer (then the
+    connection is closed); `connect_timeout_s`: seconds to connect and handshake;
+    `max_in_flight_per_connection`: unanswered requests per connection; `limits`: what the
+    client accepts from a broker; `backoff`: the retry backoff; `metadata`: a cache to
+    share (a consumer's positions share theirs).
+    """
 
     def __init__(
         self,
@@ -141,6 +166,8 @@ class Cluster:
         """Consecutive failed connection attempts per address (reset by a success)."""
         self._failed_at: dict[str, float] = {}
         """When the last of them failed (Trio clock)."""
+        self._reached = False
+        """Whether any connection attempt of this client succeeded."""
         self._refresh_lock = trio.Lock()
         self._rotation = 0
         self._nursery: trio.Nursery | None = None
@@ -174,6 +201,7 @@ class Cluster:
         return await self._stack.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:
+        """Close every pooled connection (their pending requests fail)."""
         conns = list(self._conns.values())
         self._conns.clear()
         for c in conns:
@@ -181,6 +209,7 @@ class Cluster:
 
     @property
     def nursery(self) -> trio.Nursery:
+        """The nursery of the client's background tasks (ClientClosedError once closed)."""
         if self._nursery is None:
             raise ClientClosedError("the client is not open (use `async with`)")
         return self._nursery
@@ -278,6 +307,7 @@ class Cluster:
                 self._failed_at[key[0]] = trio.current_time()
                 raise
             self._failures.pop(key[0], None)
+            self._reached = True
             self._conns[key] = conn
             return conn
         finally:
@@ -292,6 +322,8 @@ class Cluster:
         lane: str = "main",
         timeout_s: float | None = None,
     ) -> Response:
+        """`request` to `broker_id` on `lane`, its answer within `timeout_s` seconds (None:
+        the client's request timeout); raises the typed error of a request-level error."""
         conn = await self.connection(broker_id, lane)
         return await conn.request(request, timeout_s=timeout_s)
 
@@ -310,10 +342,11 @@ class Cluster:
                 if not e.retriable:
                     raise
                 last = e
-        names = ", ".join(f"{h}:{p}" for h, p in candidates)
-        raise BrokerUnavailableError(f"no broker reachable ({names}): {last}")
+        raise BrokerUnavailableError(_unreachable("no broker reachable", candidates, last))
 
     async def request_any(self, request: Request, *, timeout_s: float | None = None) -> Response:
+        """`request` to any reachable broker (see `any_connection`), its answer within
+        `timeout_s` seconds (None: the client's request timeout)."""
         conn = await self.any_connection()
         return await conn.request(request, timeout_s=timeout_s)
 
@@ -362,8 +395,25 @@ class Cluster:
                     self.changed = trio.Event()
                     return response
                 last = RequestTimedOutError(f"{host}:{port} did not answer metadata in time")
-            names = ", ".join(f"{h}:{p}" for h, p in candidates)
-            raise BrokerUnavailableError(f"no broker answered metadata ({names}): {last}")
+            raise BrokerUnavailableError(
+                _unreachable("no broker answered metadata", candidates, last)
+            )
+
+    def _gave_up(self, last: SluiceError | None) -> SluiceError:
+        """The error of an operation whose last attempt the deadline cut off: the brokers
+        were unreachable (NETWORK_EXCEPTION) when this client has been trying to connect and
+        never reached one, else REQUEST_TIMED_OUT naming the error of the attempt before, if
+        any."""
+        trying = bool(self._connecting or self._failures)
+        if not self._reached and (trying or isinstance(last, BrokerUnavailableError)):
+            sources = self._metadata_sources()
+            if last is None:
+                names = ", ".join(f"{h}:{p}" for h, p in sources)
+                last = BrokerUnavailableError(f"no answer from {names} before the timeout")
+            return BrokerUnavailableError(_unreachable("no broker reachable", sources, last))
+        before = "" if last is None else nested(last, ErrorCode.REQUEST_TIMED_OUT)
+        reason = f" (before that: {before})" if before else ""
+        return RequestTimedOutError(f"gave up: the operation's timeout passed{reason}")
 
     def _metadata_sources(self) -> list[tuple[str, int]]:
         """Known brokers and bootstrap addresses, rotated by one per call (so successive
@@ -410,10 +460,7 @@ class Cluster:
                 with trio.fail_after(max(0.0, deadline - trio.current_time())):
                     return await fn()
             except trio.TooSlowError:
-                reason = "" if last is None else f" (before that: {last})"
-                raise RequestTimedOutError(
-                    f"gave up: the operation's timeout passed{reason}"
-                ) from last
+                raise self._gave_up(last) from last
             except SluiceError as e:
                 last = e
                 if not e.retriable:

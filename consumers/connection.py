@@ -32,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +56,11 @@ from consumers.errors import (
 __all__ = ["DEFAULT_CLIENT_LIMITS", "Connection", "Pending"]
 
 RECEIVE_BYTES = 256 * 1024
+_MALFORMED = frozenset(
+    {ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_FRAME, ErrorCode.FRAME_TOO_LARGE}
+)
+"""Codes a malformed response keeps (InvalidRequestError's family); any other becomes
+INVALID_REQUEST."""
 DEFAULT_CLIENT_LIMITS = Limits(max_frame_bytes=64 << 20)
 """What the client accepts from a broker: fetch responses can carry up to fetch_max_bytes."""
 
@@ -97,6 +103,21 @@ class Pending:
     def outcome(self) -> Response:
         """Once the response is in: its body, or the error `result()` raises."""
         return self.connection._outcome(self)
+
+
+def _why(error: OSError) -> str:
+    """The reason a connection attempt failed, as the operating system says it ("connection
+    refused"), without the wrapping text of trio's multi-address attempt."""
+    causes: list[BaseException] = [error]
+    group = error.__cause__
+    if isinstance(group, BaseExceptionGroup):
+        causes = list(group.exceptions) or causes
+    first = causes[0]
+    if isinstance(first, OSError) and first.errno is not None and first.errno > 0:
+        return os.strerror(first.errno).lower()  # trio's own text repeats the address
+    if isinstance(first, OSError) and first.strerror:
+        return first.strerror.lower()  # a resolver error ("name or service not known")
+    return str(first)
 
 
 class Connection:
@@ -203,7 +224,7 @@ class Connection:
         except trio.TooSlowError:
             raise BrokerUnavailableError(f"connecting to {where} timed out") from None
         except OSError as e:
-            raise BrokerUnavailableError(f"cannot connect to {where}: {e}") from None
+            raise BrokerUnavailableError(f"cannot connect to {where}: {_why(e)}") from None
         stream = self._stream
         decoder = self._decoder
         frame = encode_request(
@@ -227,11 +248,14 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise BrokerUnavailableError(f"handshake with {where} failed: {e}") from None
         except WireError as e:
-            raise BrokerUnavailableError(f"handshake with {where}: bad frame: {e}") from None
+            raise BrokerUnavailableError(
+                f"handshake with {where}: bad frame ({e.message}): is it a Sluice broker's "
+                "client port?"
+            ) from None
         try:
             env = decode_response(payload, ApiKey.API_VERSIONS, self.limits)
         except WireError as e:
-            raise BrokerUnavailableError(f"handshake with {where}: {e}") from None
+            raise BrokerUnavailableError(f"handshake with {where}: {e.message}") from None
         body = env.body
         if not isinstance(body, ApiVersionsResponse):  # a refusal without the ranges
             raise error_for(env.error, env.message)
@@ -277,7 +301,7 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             self._close_reason = f"connection lost: {e}"
         except WireError as e:
-            self._close_reason = f"bad frame from the broker: {e}"
+            self._close_reason = f"bad frame from the broker: {e.message}"
 
     def _fail(self, reason: str) -> None:
         """Close for good: every pending request fails (retriable, outcome unknown)."""
@@ -381,9 +405,11 @@ class Connection:
         try:
             env = decode_response(payload, slot.api_key, self.limits, api_version=slot.api_version)
         except WireError as e:
+            # A broker bug, whatever check caught it (a topic name included): one family.
+            code = e.code if e.code in _MALFORMED else ErrorCode.INVALID_REQUEST
             raise InvalidRequestError(
                 f"malformed {slot.api_key.name} response from {self.address}: {e.message}",
-                code=e.code,
+                code=code,
             ) from None
         if env.error is not ErrorCode.NONE:
             raise error_for(env.error, env.message)

@@ -18,9 +18,14 @@ fetch_max_bytes).
 
 `poll` first raises the group's fatal or pending error, then a pending CorruptBatch or error
 of a partition with nothing buffered before it, then returns buffered records (rotating over
-partitions not paused, advancing positions), waiting up to `timeout` for some. `async for
+partitions not paused, advancing positions), waiting up to `timeout_ms` for some. `async for
 record in consumer` takes records one by one from the same buffers (positions advance per
-record) and never ends. Both trigger the group's auto-commit once its interval passed.
+record) and never ends. Both trigger the group's auto-commit once its interval passed. A
+paused partition is neither fetched nor returned until `resume`.
+
+Lookups (`partitions_for`, `beginning_offsets`, `end_offsets`, `offsets_for_times`) ask the
+cluster directly, whatever is assigned (`consumers.offset_lookup`): an unknown topic or a
+partition out of range fails at once, other errors are retried until their `timeout_ms`.
 
 Without a group, `subscribe` reads every partition of its topics (a pattern: of every topic
 whose name it matches, listing all topics every `metadata_max_age_ms`). With a group,
@@ -35,6 +40,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
@@ -42,12 +48,20 @@ import trio
 from opentelemetry.trace import Span
 
 from broker.wire.limits import Limits
-from broker.wire.messages import FetchResponse, IsolationLevel, ListOffsetsResponse
+from broker.wire.messages import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    FetchResponse,
+    IsolationLevel,
+    ListOffsetsResponse,
+)
+from consumers import offset_lookup
 from consumers.cluster import Backoff, Cluster, TopicPartition
 from consumers.core.group_member import GroupMetadata
 from consumers.core.metadata import MetadataCache
 from consumers.core.positions import ConsumerRecord, FetchPlan, Positions
 from consumers.core.refresh import MetadataRefresh
+from consumers.durations import duration_ms
 from consumers.errors import (
     ClientClosedError,
     InvalidGroupIdError,
@@ -58,7 +72,13 @@ from consumers.errors import (
 from consumers.group import CommitCallback, GroupSession, RebalanceCallback
 from consumers.tracing import ConsumerSpans, end_span, traceparent
 
-__all__ = ["CommitCallback", "Consumer", "ConsumerRecord", "RebalanceCallback"]
+__all__ = [
+    "CommitCallback",
+    "Consumer",
+    "ConsumerRecord",
+    "OffsetAndTimestamp",
+    "RebalanceCallback",
+]
 
 MiB = 1024 * 1024
 FETCH_LANE = "fetch"
@@ -67,16 +87,26 @@ ITER_YIELD_MASK = 63
 checks cancellation on every record."""
 CLOSE_TIMEOUT_S = 5.0
 """Time `close` gives the group's last commit, revocation and leave (best effort)."""
+DEFAULT_POLL_TIMEOUT_MS = 1000.0
+"""How long `poll` waits for records when no timeout is given."""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetAndTimestamp:
+    """What `offsets_for_times` found: the offset of the first record at or after the time
+    asked, and that record's timestamp (ms since the epoch)."""
+
+    offset: int
+    timestamp: int
 
 
 class Consumer:
     """Reads records from assigned partitions; use as `async with Consumer(...) as c`.
 
+    Without a group: `assign` the partitions (or `subscribe` to every partition of topics).
     With `group_id`: `subscribe` joins the consumer group (the coordinator assigns the
-    partitions; `group_instance_id` makes the member static, `session_timeout_ms` is how long
-    the coordinator waits for its heartbeats, `group_assignor` None means the broker's default,
-    "uniform", or "range"); commits go to the group, automatically every
-    `auto_commit_interval_ms` unless `enable_auto_commit` is False."""
+    partitions); commits go to the group, automatically unless `enable_auto_commit` is False.
+    Records come from `poll` or `async for record in consumer`."""
 
     def __init__(
         self,
@@ -101,6 +131,38 @@ class Consumer:
         retry_backoff_ms: float = 100,
         retry_backoff_max_ms: float = 1000,
     ) -> None:
+        """Configure (nothing connects before `async with`). Durations are in milliseconds.
+
+        - `bootstrap`: brokers to start from, "host:port[,host:port...]" or a list of them.
+        - `group_id`: the consumer group to join or commit to (1-255 characters); None: no
+          group (no commits).
+        - `group_instance_id`: makes the member static (it keeps its partitions across a
+          restart within the session timeout); needs `group_id`.
+        - `session_timeout_ms`: how long the coordinator waits for a silent member before it
+          hands its partitions to others (default 10 s).
+        - `group_assignor`: "uniform" or "range"; None: the broker's default.
+        - `auto_commit_interval_ms`: how often positions are committed when
+          `enable_auto_commit` (default 5 s); they are also committed at close.
+        - `isolation`: "read_committed" (default: only committed transactions' records; end
+          offsets are last stable offsets) or "read_uncommitted".
+        - `auto_offset_reset`: where a partition without a position starts: "earliest"
+          (default: its first record), "latest" (only records written from now on) or "none"
+          (`poll` raises OffsetOutOfRangeError; `seek` first).
+        - `enable_auto_commit`: commit positions every `auto_commit_interval_ms` and at close.
+        - `max_poll_records`: records buffered per partition (and fetched ahead) at most.
+        - `fetch_max_wait_ms`: how long a broker may hold a fetch waiting for data (0.5 s).
+        - `fetch_min_bytes`: the bytes a broker waits for before answering a fetch (1).
+        - `fetch_max_bytes`: bytes per fetch answer at most (50 MiB).
+        - `max_partition_fetch_bytes`: bytes per partition in a fetch answer at most (1 MiB;
+          the first batch comes whole even if larger).
+        - `request_timeout_ms`: how long one request may take (30 s); also the default
+          timeout of `position` and of the offset lookups.
+        - `metadata_max_age_ms`: how often a subscription looks for new partitions (5 s).
+        - `client_id`: the name sent with every request (brokers' logs and metrics); None:
+          none.
+        - `retry_backoff_ms`, `retry_backoff_max_ms`: the first and the longest wait between
+          retries of a failed request (0.1 s, 1 s; exponential with jitter between).
+        """
         if group_id is not None and not 0 < len(group_id) <= 255:
             raise ValueError("group_id must have 1 to 255 characters")
         if group_instance_id is not None and (group_id is None or not group_instance_id):
@@ -169,6 +231,7 @@ class Consumer:
         )
         self._spans = ConsumerSpans(group_id, client_id)
         self._open = False
+        self._closed = False
         self._stack: AsyncExitStack | None = None
         self._iterated = 0
         self._wake = trio.Event()
@@ -177,6 +240,7 @@ class Consumer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Consumer:
+        """Connect (bootstrap) and start the background tasks; a Consumer is entered once."""
         if self._stack is not None:
             raise RuntimeError("a Consumer is entered once")
         self._cluster = Cluster(
@@ -208,6 +272,7 @@ class Consumer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close (see `close`)."""
         await self.close()
 
     async def close(self) -> None:
@@ -233,6 +298,7 @@ class Consumer:
         if self._stack is None:
             return
         self._open = False
+        self._closed = True
         self._nursery.cancel_scope.cancel()
         self._data.set()
         stack, self._stack = self._stack, None
@@ -241,6 +307,22 @@ class Consumer:
     def _check_open(self) -> None:
         if not self._open:
             raise ClientClosedError("the consumer is not open (use `async with Consumer(...)`)")
+
+    def __repr__(self) -> str:
+        """`<Consumer bootstrap=... group_id=... topics=[...] open>`: what it reads, briefly."""
+        parts = [f"bootstrap={self.bootstrap!r}"]
+        if self.group_id is not None:
+            parts.append(f"group_id={self.group_id!r}")
+        topics = sorted(self.subscription())
+        pattern = self._positions.pattern
+        if topics:
+            parts.append(f"topics={topics}")
+        if pattern is not None:
+            parts.append(f"pattern={pattern.pattern!r}")
+        if not topics and pattern is None and self._positions.partitions:
+            parts.append(f"assigned={len(self._positions.partitions)} partitions")
+        parts.append("open" if self._open else "closed" if self._closed else "not open")
+        return f"<Consumer {' '.join(parts)}>"
 
     # -- assignment and positions ------------------------------------------------------------
 
@@ -339,11 +421,14 @@ class Consumer:
         self._poke()
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetch and return these paused partitions' records again (ValueError for a
+        partition not assigned)."""
         self._positions.resume(partitions)
         self._signal_data()
         self._poke()
 
     def paused(self) -> frozenset[TopicPartition]:
+        """The partitions `pause` holds back."""
         return frozenset(self._positions.paused)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -352,10 +437,14 @@ class Consumer:
         self._poke()
 
     def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Read these partitions (None: every assigned one) from their first record (the log
+        start, looked up before the next fetch)."""
         self._positions.seek_reset(partitions, "earliest")
         self._poke()
 
     def seek_to_end(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Read only records written after the end these partitions (None: every assigned
+        one) have when it is looked up (the last stable offset under read_committed)."""
         self._positions.seek_reset(partitions, "latest")
         self._poke()
 
@@ -424,18 +513,100 @@ class Consumer:
             raise InvalidGroupIdError("commits need a consumer with a group_id")
         return self._group
 
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def partitions_for(self, topic: str, *, timeout_ms: float | None = None) -> list[int]:
+        """The partitions of `topic` (0 to n-1), from fresh metadata. UnknownTopicError (not
+        retriable) at once when the topic does not exist; other errors (no broker reachable)
+        are retried for `timeout_ms` (default: request_timeout_ms), then raised."""
+        self._check_open()
+        counts = await offset_lookup.topic_partitions(
+            self._cluster, (topic,), self._lookup_deadline(timeout_ms)
+        )
+        return list(range(counts[topic]))
+
+    async def beginning_offsets(
+        self, partitions: Iterable[TopicPartition], *, timeout_ms: float | None = None
+    ) -> dict[TopicPartition, int]:
+        """The first offset of each partition (its log start), assigned or not.
+        UnknownTopicError (not retriable) at once for a missing topic or a partition out of
+        range; other errors are retried for `timeout_ms` (default: request_timeout_ms)."""
+        return await self._list_offsets(partitions, EARLIEST_TIMESTAMP, timeout_ms)
+
+    async def end_offsets(
+        self, partitions: Iterable[TopicPartition], *, timeout_ms: float | None = None
+    ) -> dict[TopicPartition, int]:
+        """The end of each partition, the offset the next record written will take as this
+        consumer's isolation sees it: the high watermark, or under read_committed the last
+        stable offset (as Kafka's endOffsets). Errors as `beginning_offsets`."""
+        return await self._list_offsets(partitions, LATEST_TIMESTAMP, timeout_ms)
+
+    async def offsets_for_times(
+        self, timestamps: Mapping[TopicPartition, int], *, timeout_ms: float | None = None
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """For each partition, the first record whose timestamp is at or after the time given
+        (ms since the epoch): its offset and timestamp; None where no record (this consumer's
+        isolation may read) is that new. Errors as `beginning_offsets`; ValueError for a
+        negative time."""
+        self._check_open()
+        stamps = {(t, int(p)): int(ms) for (t, p), ms in timestamps.items()}
+        if any(ms < 0 for ms in stamps.values()):
+            raise ValueError("timestamps are milliseconds since the epoch, >= 0")
+        deadline = self._lookup_deadline(timeout_ms)
+        await offset_lookup.check_partitions(self._cluster, stamps, deadline)
+        starts = await offset_lookup.list_offsets(self._cluster, stamps, self.isolation, deadline)
+        out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
+        for tp, ms in stamps.items():
+            found = await offset_lookup.first_at_or_after(
+                self._cluster,
+                tp,
+                starts[tp],
+                ms,
+                isolation=self.isolation,
+                max_bytes=self.max_partition_fetch_bytes,
+                deadline=deadline,
+            )
+            out[tp] = None if found is None else OffsetAndTimestamp(*found)
+        return out
+
+    async def _list_offsets(
+        self, partitions: Iterable[TopicPartition], stamp: int, timeout_ms: float | None
+    ) -> dict[TopicPartition, int]:
+        self._check_open()
+        deadline = self._lookup_deadline(timeout_ms)
+        tps = await offset_lookup.check_partitions(self._cluster, partitions, deadline)
+        stamps = dict.fromkeys(tps, stamp)
+        return await offset_lookup.list_offsets(self._cluster, stamps, self.isolation, deadline)
+
+    def _lookup_deadline(self, timeout_ms: float | None) -> float:
+        """The trio deadline of a lookup given `timeout_ms` (None: request_timeout_ms)."""
+        if timeout_ms is not None and timeout_ms < 0:
+            raise ValueError(f"timeout_ms must not be negative, got {timeout_ms}")
+        wait_s = self.request_timeout_s if timeout_ms is None else timeout_ms / 1000
+        return trio.current_time() + wait_s
+
     # -- reading -----------------------------------------------------------------------------
 
-    async def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[ConsumerRecord]:
-        """Buffered records (at most `max_records`), waiting up to `timeout` seconds for
-        some; possibly empty. Raises CorruptBatch / a partition's error (see the module)."""
+    async def poll(
+        self,
+        timeout: float | None = None,
+        max_records: int = 500,
+        *,
+        timeout_ms: float | None = None,
+    ) -> list[ConsumerRecord]:
+        """Buffered records (at most `max_records`), waiting up to `timeout_ms` milliseconds
+        (default 1000) for some; possibly empty. `timeout` is the older name, in seconds
+        (TypeError if both are given). Paused partitions' records are held back. Raises
+        CorruptBatch / a partition's error (see the module)."""
+        wait_ms = duration_ms("timeout_ms", timeout_ms, "timeout", timeout, DEFAULT_POLL_TIMEOUT_MS)
+        assert wait_ms is not None
         self._check_open()
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
         self._spans.done_processing()
         called_ns = time.time_ns()
         now = trio.current_time()
-        deadline = now + max(0.0, timeout)
+        deadline = now + wait_ms / 1000
         group = self._group
         if group is not None:
             group.maybe_auto_commit(now)
@@ -457,6 +628,7 @@ class Consumer:
             self._check_open()
 
     def __aiter__(self) -> Consumer:
+        """`async for record in consumer`: every record, one at a time, never ending."""
         return self
 
     async def __anext__(self) -> ConsumerRecord:

@@ -7,9 +7,17 @@ bumps, delivery timeouts, what each answer means) is the core's; see its module 
 This shell owns the I/O and the waiting:
 
 `send`/`send_nowait` build a `Record` (validated; timestamped from the wall clock unless
-given) and hand it to the core; the returned `Delivery` resolves when its batch settles.
-Records of a topic whose metadata is not known yet wait in the core's unrouted queue (`send`
-instead waits for the metadata and raises UnknownTopicError past the delivery timeout).
+given) and hand it to the core; the returned `Delivery` resolves when its batch settles
+(`await delivery`; `add_done_callback` callbacks run right when it does, in the settling
+task). Records of a topic whose metadata is not known yet wait in the core's unrouted queue
+(`send` instead waits for the metadata and raises UnknownTopicError past the delivery
+timeout). A record sent to a partition the cached metadata does not list is held here
+(with every later record of its topic, to keep their order) until fresh metadata reads
+give the count (read again for up to CONFIRM_S while the partition is missing, rotating over
+the brokers): routed if the topic grew, else failed with a non-retriable UnknownTopicError.
+When no broker answers metadata, records that could not be routed fail with
+BrokerUnavailableError (NETWORK_EXCEPTION, naming the brokers tried), not with
+UnknownTopicError.
 
 One sender task (in the producer's nursery) loops: `advance` the core (seal lingered
 batches, route records, expire), start an InitProducerId when the core asks for one, then
@@ -49,11 +57,12 @@ import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 from opentelemetry.trace import Span
@@ -66,19 +75,23 @@ from broker.wire.txn_messages import transactional_id as valid_transactional_id
 from consumers.cluster import Backoff, Cluster
 from consumers.connection import Connection, Pending
 from consumers.core.accumulator import Accumulator, Batch, record_size
+from consumers.core.metadata import out_of_range
 from consumers.core.producer import ProducerCore
 from consumers.core.refresh import MetadataRefresh
+from consumers.durations import duration_ms
 from consumers.errors import (
+    BrokerUnavailableError,
     BufferFull,
     ClientClosedError,
     InvalidTxnStateError,
     RequestTimedOutError,
     SluiceError,
+    UnknownTopicError,
 )
 from consumers.tracing import ProducerSpans, end_span, traceparent
 from consumers.transaction import GroupMetadata, TransactionSession
 
-__all__ = ["Delivery", "GroupMetadata", "Producer", "RecordMetadata"]
+__all__ = ["Delivery", "DoneCallback", "GroupMetadata", "Producer", "RecordMetadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +101,14 @@ MiB = 1024 * KiB
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
 
 
+DoneCallback = Callable[["Delivery"], object]
+"""`fn(delivery)`, called once the delivery settles (see `Delivery.add_done_callback`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecordMetadata:
-    """Where an acknowledged record was written."""
+    """Where an acknowledged record was written: `topic`, `partition`, `offset` and the
+    record's `timestamp` (milliseconds since the epoch)."""
 
     topic: str
     partition: int
@@ -98,25 +116,58 @@ class RecordMetadata:
     timestamp: int
 
 
-class Delivery:
-    """The outcome of one sent record: `await delivery.wait()`."""
+class _Settle:
+    """One batch's outcome as its deliveries see it: `event` is set when the batch settles;
+    `callbacks` are the done-callbacks of its deliveries, run right after."""
 
-    __slots__ = ("_batch", "_done", "_error", "_index", "_routed", "timestamp", "topic")
+    __slots__ = ("callbacks", "event")
+
+    def __init__(self) -> None:
+        """Not settled, no callbacks."""
+        self.event = trio.Event()
+        self.callbacks: list[tuple[Delivery, DoneCallback]] | None = None
+
+
+class Delivery:
+    """The outcome of one sent record: `md = await delivery` (or `await delivery.wait()`)
+    gives its `RecordMetadata` once acknowledged and raises its typed error if it failed;
+    `done`, `result()` and `exception()` look without waiting; `add_done_callback(fn)` calls
+    `fn(delivery)` once it settles."""
+
+    __slots__ = (
+        "_batch",
+        "_callbacks",
+        "_done",
+        "_error",
+        "_index",
+        "_routed",
+        "timestamp",
+        "topic",
+    )
 
     def __init__(self, topic: str, timestamp: int) -> None:
+        """A pending delivery of a record of `topic` stamped `timestamp` (milliseconds since
+        the epoch); the producer creates it."""
         self.topic = topic
         self.timestamp = timestamp
         self._batch: Batch | None = None
-        self._done: trio.Event | None = None
-        """Set when the batch settles."""
+        self._done: _Settle | None = None
+        """The batch's outcome (its event is set when the batch settles)."""
         self._index = 0
         self._routed: trio.Event | None = None
         self._error: SluiceError | None = None
+        self._callbacks: list[DoneCallback] | None = None
+        """Callbacks added before the record was routed to a batch."""
 
-    def _bind(self, batch: Batch, index: int, done: trio.Event) -> None:
+    def _bind(self, batch: Batch, index: int, done: _Settle) -> None:
         self._batch = batch
         self._index = index
         self._done = done
+        if self._callbacks is not None:
+            if done.callbacks is None:
+                done.callbacks = []
+            done.callbacks.extend((self, fn) for fn in self._callbacks)
+            self._callbacks = None
         if self._routed is not None:
             self._routed.set()
 
@@ -124,9 +175,13 @@ class Delivery:
         self._error = error
         if self._routed is not None:
             self._routed.set()
+        callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
+            _call_back(fn, self)
 
     @property
     def done(self) -> bool:
+        """Whether the record settled: acknowledged or failed for good."""
         if self._error is not None:
             return True
         return self._batch is not None and self._batch.settled
@@ -137,6 +192,10 @@ class Delivery:
         None while pending or when it failed before it was routed."""
         return None if self._batch is None else self._batch.settled_at
 
+    def __await__(self) -> Generator[Any, None, RecordMetadata]:
+        """`md = await delivery` is `md = await delivery.wait()`."""
+        return self.wait().__await__()
+
     async def wait(self) -> RecordMetadata:
         """The record's metadata once acknowledged; raises its typed error if it failed."""
         if self._batch is None and self._error is None:
@@ -146,8 +205,29 @@ class Delivery:
             assert self._error is not None
             raise _fresh(self._error)
         assert self._done is not None
-        await self._done.wait()
+        await self._done.event.wait()
         return self.result()
+
+    def add_done_callback(self, fn: DoneCallback) -> None:
+        """Call `fn(delivery)` once the record settles (acknowledged or failed), at once if
+        it already has; each callback is called once. Callbacks run synchronously in the
+        producer's Trio loop, in whichever of its tasks settled the record (the reader of
+        the connection the acknowledgement came on, the sender, or the task closing the
+        producer), so they must not block or await; `send_nowait` may be called. An
+        exception a callback raises is logged (logger `consumers.producer`) and does not
+        reach the producer."""
+        if self.done:
+            _call_back(fn, self)
+            return
+        settle = self._done
+        if settle is None:
+            if self._callbacks is None:
+                self._callbacks = []
+            self._callbacks.append(fn)
+            return
+        if settle.callbacks is None:
+            settle.callbacks = []
+        settle.callbacks.append((self, fn))
 
     def exception(self) -> SluiceError | None:
         """The record's typed error now (a fresh copy), None once it was acknowledged, or
@@ -170,6 +250,36 @@ class Delivery:
             raise _fresh(batch.error)
         topic, partition = batch.tp
         return RecordMetadata(topic, partition, batch.base_offset + self._index, self.timestamp)
+
+    def __repr__(self) -> str:
+        """`<Delivery topic='t' partition=2 offset=17 acknowledged>`; the partition once the
+        record is routed, the offset once acknowledged, the error once failed."""
+        fields = [f"topic={self.topic!r}"]
+        batch = self._batch
+        if batch is not None:
+            fields.append(f"partition={batch.tp[1]}")
+        error = self._error or (batch.error if batch is not None else None)
+        if error is not None:
+            state = f"failed ({error})"
+        elif batch is None or not batch.settled:
+            state = "pending"
+        else:
+            fields.append(f"offset={batch.base_offset + self._index}")
+            state = "acknowledged"
+        return f"<Delivery {' '.join(fields)} {state}>"
+
+
+def _call_back(fn: DoneCallback, delivery: Delivery) -> None:
+    """Run one done-callback; its exception is logged, never raised into the producer."""
+    try:
+        fn(delivery)
+    except Exception:
+        logger.exception("a delivery callback (%r) of %r raised", fn, delivery)
+
+
+def _out_of_range(topic: str, partition: int, count: int) -> UnknownTopicError:
+    """The final error of a record sent to a partition the topic does not have."""
+    return UnknownTopicError(out_of_range(topic, partition, count), retriable=False)
 
 
 def _fresh(error: SluiceError) -> SluiceError:
@@ -200,8 +310,34 @@ def _headers(headers: Headers) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
+DEFAULT_DELIVERY_TIMEOUT_MS = 30_000
+"""`delivery_timeout_ms` when neither it nor `delivery_timeout_s` is given."""
+CONFIRM_S = 0.5
+"""Seconds a missing topic or partition is read again before it is taken as missing."""
+
+
+@dataclass(slots=True)
+class _Held:
+    """A record sent to a partition the cached metadata does not list, waiting for a fresh
+    metadata read to confirm the topic's partition count (it may have grown)."""
+
+    delivery: Delivery
+    record: Record
+    key: bytes | None
+    partition: int | None
+    size: int
+    deadline: float
+
+
 class Producer:
-    """Publishes records to topics; use as `async with Producer(...) as p`."""
+    """Publishes records to topics; use as `async with Producer(...) as p`.
+
+    Partitioning: a record sent with `partition=N` goes to partition N (one the topic does
+    not have fails with a non-retriable UnknownTopicError once a fresh metadata read
+    confirms the count). A keyed record goes where the `partitioner` puts its key; a record
+    without key or partition goes to the topic's current "sticky" partition, which changes
+    (at random) each time a batch of it is sealed, so small records still form full batches.
+    """
 
     def __init__(
         self,
@@ -214,7 +350,8 @@ class Producer:
         batch_bytes: int = 256 * KiB,
         buffer_bytes: int = 32 * MiB,
         max_in_flight: int = 5,
-        delivery_timeout_s: float = 30.0,
+        delivery_timeout_ms: float | None = None,
+        delivery_timeout_s: float | None = None,
         request_timeout_ms: int = 30_000,
         partitioner: Literal["default", "murmur2"] = "default",
         client_id: str | None = None,
@@ -222,6 +359,51 @@ class Producer:
         retry_backoff_ms: float = 50,
         retry_backoff_max_ms: float = 1000,
     ) -> None:
+        """A producer, not connected until entered (`async with`).
+
+        - `bootstrap`: brokers to start from, "host:port[,host:port...]" or a list of them.
+        - `transactional_id`: makes the producer transactional (records only inside
+          `transaction()`); opening it fences older producers of the same id.
+        - `transaction_timeout_ms`: milliseconds the coordinator lets a transaction stay open
+          before aborting it (transactional producers only).
+        - `idempotent`: the broker drops duplicates of retried batches and keeps each
+          partition's order (a producer id and sequence numbers); False sends without them.
+        - `linger_ms`: milliseconds a batch waits for more records before it is sent (0: at
+          once).
+        - `batch_bytes`: bytes of records per batch at most (a batch is sent once full);
+          a topic's smaller `max.message.bytes` wins.
+        - `buffer_bytes`: bytes of records queued and not yet acknowledged at most: `send`
+          waits for room, `send_nowait` raises BufferFull.
+        - `max_in_flight`: produce requests in flight per connection and batches per
+          partition, 1..5 (the broker's duplicate window is 5).
+        - `delivery_timeout_ms`: milliseconds a record may take from `send` to its
+          acknowledgement, retries included (default 30 000); past it the record fails with
+          its last error. `delivery_timeout_s` is its older name, in seconds (give one).
+        - `request_timeout_ms`: milliseconds the broker may take to answer one produce
+          request.
+        - `partitioner`: where a keyed record goes. "default" is Sluice's pinned function,
+          the same in every client: Lamping and Veach's jump consistent hash of the key's
+          8-byte blake2b digest; growing a topic from n to n + 1 partitions moves about
+          1/(n + 1) of the keys, all to the new partition. It is NOT Kafka's: keyed data
+          moved from Kafka lands on other partitions than Kafka's Java client put it.
+          "murmur2" is Kafka's default (`toPositive(murmur2(key)) % n`): keys land where
+          Kafka put them (same partition count), but growing a topic moves most keys.
+        - `client_id`: the name brokers log and count this client's requests under.
+        - `max_request_bytes`: bytes of one produce request at most (several batches).
+        - `retry_backoff_ms`, `retry_backoff_max_ms`: milliseconds of the first wait before
+          a retry and the cap of its exponential growth (with jitter).
+
+        Raises ValueError for a value out of range and TypeError when both
+        `delivery_timeout_ms` and `delivery_timeout_s` are given.
+        """
+        timeout_ms = duration_ms(
+            "delivery_timeout_ms",
+            delivery_timeout_ms,
+            "delivery_timeout_s",
+            delivery_timeout_s,
+            DEFAULT_DELIVERY_TIMEOUT_MS,
+        )
+        assert timeout_ms is not None
         if transactional_id is not None:
             try:
                 valid_transactional_id(transactional_id, "transactional_id")
@@ -235,8 +417,8 @@ class Producer:
             raise ValueError("max_in_flight must be 1..5 (the broker's dedup window is 5)")
         if batch_bytes < 1 or buffer_bytes < 1 or max_request_bytes < 1:
             raise ValueError("batch_bytes, buffer_bytes and max_request_bytes must be >= 1")
-        if linger_ms < 0 or delivery_timeout_s <= 0 or request_timeout_ms < 1:
-            raise ValueError("need linger_ms >= 0, delivery_timeout_s > 0, request_timeout_ms > 0")
+        if linger_ms < 0 or timeout_ms <= 0 or request_timeout_ms < 1:
+            raise ValueError("need linger_ms >= 0, delivery_timeout_ms > 0, request_timeout_ms > 0")
         partitioners: dict[str, Callable[[bytes, int], int]] = {
             "default": default_partition,
             "murmur2": murmur2_partition,
@@ -251,7 +433,8 @@ class Producer:
         self.batch_bytes = batch_bytes
         self.buffer_bytes = buffer_bytes
         self.max_in_flight = max_in_flight
-        self.delivery_timeout_s = delivery_timeout_s
+        self.delivery_timeout_ms = timeout_ms
+        self.delivery_timeout_s = timeout_ms / 1000
         self.request_timeout_ms = request_timeout_ms
         self.client_id = client_id
         self.max_request_bytes = max_request_bytes
@@ -265,7 +448,22 @@ class Producer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        """`<Producer bootstrap=... transactional_id=... idempotent=... open buffered_bytes=N>`."""
+        if self._open:
+            state = "open"
+        elif self._stack is not None:
+            state = "closing" if self._closing else "opening"
+        else:
+            state = "closed" if self._closing else "not open"
+        return (
+            f"<Producer bootstrap={self.bootstrap!r} transactional_id={self.transactional_id!r}"
+            f" idempotent={self.idempotent} {state} buffered_bytes={self.buffered_bytes}>"
+        )
+
     async def __aenter__(self) -> Producer:
+        """Open: start the sender and metadata tasks (connections are made on demand); a
+        transactional producer also obtains its identity from its coordinator. Entered once."""
         if self._open or self._stack is not None:
             raise RuntimeError("a Producer is entered once")
         self._cluster = self._make_cluster()
@@ -303,8 +501,12 @@ class Producer:
                 op_timeout_s=self.delivery_timeout_s,
                 wake=self._wake_sender,
             )
-        self._done: dict[Batch, trio.Event] = {}
-        """The event each unsettled batch's deliveries wait on."""
+        self._done: dict[Batch, _Settle] = {}
+        """What each unsettled batch's deliveries wait on (and their callbacks)."""
+        self._held: dict[str, deque[_Held]] = {}
+        """Per topic, records waiting for a fresh partition count (`_hold`), in send order."""
+        self._metadata_failure: BrokerUnavailableError | None = None
+        """Why the last metadata refresh failed, when no broker answered it."""
         self._now = trio.lowlevel.current_clock().current_time
         """trio.current_time without its indirections (the run's clock is fixed): the
         enqueue path reads it once per record."""
@@ -351,23 +553,30 @@ class Producer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close. Leaving normally flushes (bounded by the delivery timeout) and raises its
+        failure; leaving with an exception flushes likewise and raises nothing of its own;
+        leaving cancelled (or after `close()`) does not wait. Aborts an open transaction."""
         failure: SluiceError | None = None
         if exc is None or isinstance(exc, Exception):
             try:
                 await self._abort_open_transaction()
-                await self._close_flush()
+                await self._close_flush(self.delivery_timeout_s + 1)
             except SluiceError as e:
                 failure = e
         await self._shutdown()
         if failure is not None and exc is None:
             raise failure
 
-    async def close(self) -> None:
-        """Flush (bounded by the delivery timeout), then close. Raises the flush failure."""
+    async def close(self, timeout_ms: float | None = None) -> None:
+        """Flush for at most `timeout_ms` milliseconds (default: the delivery timeout), then
+        close: records still unacknowledged fail with ClientClosedError. Raises the flush
+        failure: RequestTimedOutError when records were still unacknowledged at the bound
+        (`timeout_ms=0` closes without waiting). Closing a closed producer does nothing."""
         failure: SluiceError | None = None
+        bound_s = self.delivery_timeout_s + 1 if timeout_ms is None else timeout_ms / 1000
         try:
             await self._abort_open_transaction()
-            await self._close_flush()
+            await self._close_flush(bound_s)
         except SluiceError as e:
             failure = e
         await self._shutdown()
@@ -380,14 +589,23 @@ class Producer:
             with trio.move_on_after(self.delivery_timeout_s + 1):
                 await txn.abort()
 
-    async def _close_flush(self) -> None:
+    async def _close_flush(self, bound_s: float) -> None:
+        """Flush for at most `bound_s` seconds; from then on nothing is retried."""
         if not self._open or self._closing or self._core.fatal is not None:
             return  # a fenced producer already failed everything it held
-        with trio.move_on_after(self.delivery_timeout_s + 1) as scope:
+        with trio.move_on_after(bound_s) as scope:
             await self.flush()
         self._closing = self._core.closing = True
-        if scope.cancelled_caught:
-            raise RequestTimedOutError("close: records were still unacknowledged after the timeout")
+        if not scope.cancelled_caught:
+            return
+        if self._buffered > 0:
+            raise RequestTimedOutError(
+                f"close: {self._buffered} bytes of records were still unacknowledged after"
+                f" {bound_s:g} s"
+            )
+        failure, self._first_failure = self._first_failure, None
+        if failure is not None:
+            raise _fresh(failure)
 
     async def _shutdown(self) -> None:
         if self._stack is None:
@@ -395,6 +613,10 @@ class Producer:
         self._closing = self._core.closing = True
         self._open = False
         closed = ClientClosedError("the producer was closed")
+        held, self._held = self._held, {}
+        for queue in held.values():
+            for h in queue:
+                self._unroutable(h.delivery, h.size, closed)
         self._core.fail_everything(closed, trio.current_time())
         self._space.set()
         self._nursery.cancel_scope.cancel()
@@ -424,16 +646,32 @@ class Producer:
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> Delivery:
-        """Queue a record; returns once it is queued (waiting while the buffer is full, and
-        for the topic's metadata: UnknownTopicError past the delivery timeout)."""
+        """Queue a record; returns the record's `Delivery` once it is queued. `value`, `key`
+        and header values are bytes; `headers` is a sequence of (name, value) pairs or a
+        mapping; `partition` picks the partition (default: the partitioner's choice, see
+        the class); `timestamp` is in milliseconds since the epoch (default: now).
+
+        Waits while the buffer is full and for the topic's metadata: past the delivery
+        timeout UnknownTopicError (no such topic) or BrokerUnavailableError (no broker could
+        be reached). A partition the topic does not have raises UnknownTopicError (not
+        retriable) once a fresh metadata read confirms the count."""
         await trio.lowlevel.checkpoint()
         self._check_sendable()
         record, size = self._make_record(value, key, headers, timestamp)
-        if self._cluster.metadata.partition_count(topic) is None and (
-            topic not in self._core.unrouted
+        if partition is not None and partition < 0:
+            raise ValueError("partition must be >= 0")
+        deadline = trio.current_time() + self.delivery_timeout_s
+        count = self._cluster.metadata.partition_count(topic)
+        if count is None and topic not in self._core.unrouted:
+            count = await self._topic_count(topic, deadline)
+            self._check_sendable()
+        if (
+            partition is not None
+            and count is not None
+            and partition >= count
+            and topic not in self._held
         ):
-            deadline = trio.current_time() + self.delivery_timeout_s
-            await self._cluster.topic(topic, deadline)
+            await self._confirm_partition(topic, partition, deadline)
             self._check_sendable()
         while self._buffered and self._buffered + size > self.buffer_bytes:
             if self._space.is_set():
@@ -452,7 +690,10 @@ class Producer:
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> Delivery:
-        """Queue a record without waiting; raises BufferFull when the buffer is full."""
+        """Queue a record without waiting (as `send`, same arguments); raises BufferFull when
+        the buffer is full. A record whose topic's metadata is not known yet waits for it
+        in the producer (its Delivery fails past the delivery timeout); one sent to a
+        partition the cached metadata does not list waits for a fresh read of the count."""
         if not self._open or self._closing or self._txn is not None or self._core.fatal is not None:
             self._check_sendable()  # raises unless a transaction allows sending
         record, size = self._make_record(value, key, headers, timestamp)
@@ -482,6 +723,20 @@ class Producer:
             self._wake_sender()
         return await delivery.wait()
 
+    async def partitions_for(self, topic: str, *, timeout_ms: float | None = None) -> list[int]:
+        """The topic's partitions, `[0, 1, ..., n - 1]`, from a fresh metadata read (which
+        also updates what `send` routes by). Raises UnknownTopicError (not retriable) when
+        the topic does not exist, BrokerUnavailableError when no broker answered within
+        `timeout_ms` milliseconds (default: the delivery timeout)."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        bound_s = self.delivery_timeout_s if timeout_ms is None else timeout_ms / 1000
+        deadline = trio.current_time() + bound_s
+        count = await self._confirmed_count(topic, deadline, None)
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist", retriable=False)
+        return list(range(count))
+
     async def flush(self) -> None:
         """Send every queued record now and wait until each is acknowledged or failed;
         raises the first failure since the previous flush."""
@@ -489,12 +744,13 @@ class Producer:
         self._core.acc.seal_all()
         self._wake_sender()
         unrouted = [u.ticket for q in self._core.unrouted.values() for u in q]
-        waits = list(self._done.values())
+        unrouted += [h.delivery for q in self._held.values() for h in q]
+        waits = [settle.event for settle in self._done.values()]
         for delivery in unrouted:
             if delivery._routed is not None:
                 await delivery._routed.wait()
             if delivery._done is not None:
-                waits.append(delivery._done)
+                waits.append(delivery._done.event)
         self._core.acc.seal_all()
         self._wake_sender()
         for done in waits:
@@ -598,6 +854,8 @@ class Producer:
     def _enqueue(
         self, topic: str, record: Record, key: bytes | None, partition: int | None, size: int
     ) -> Delivery:
+        if (partition is not None or self._held) and self._must_hold(topic, partition):
+            return self._hold(topic, record, key, partition, size)
         delivery = Delivery(topic, record.timestamp)
         routed = self._core.enqueue(topic, record, key, partition, size, self._now(), delivery)
         if routed is None:
@@ -606,7 +864,7 @@ class Producer:
             batch, index, changed = routed
             done = self._done.get(batch)
             if done is None:
-                done = self._done[batch] = trio.Event()
+                done = self._done[batch] = _Settle()
             # delivery._bind(batch, index, done), inline: nothing waits on `_routed` yet
             delivery._batch = batch
             delivery._index = index
@@ -616,16 +874,157 @@ class Producer:
         self._buffered += size
         return delivery
 
+    def _must_hold(self, topic: str, partition: int | None) -> bool:
+        """Whether a record must wait for a fresh partition count: records of the topic are
+        held already (order is kept), or its partition is beyond the cached count."""
+        if topic in self._held:
+            return True
+        if partition is None:
+            return False
+        if partition < 0:
+            raise ValueError("partition must be >= 0")
+        count = self._cluster.metadata.partition_count(topic)
+        return count is not None and partition >= count and topic not in self._core.unrouted
+
+    def _hold(
+        self, topic: str, record: Record, key: bytes | None, partition: int | None, size: int
+    ) -> Delivery:
+        delivery = Delivery(topic, record.timestamp)
+        delivery._routed = trio.Event()
+        queue = self._held.get(topic)
+        if queue is None:
+            queue = self._held[topic] = deque()
+            self._nursery.start_soon(self._route_held, topic, queue)
+        deadline = self._now() + self.delivery_timeout_s
+        queue.append(_Held(delivery, record, key, partition, size, deadline))
+        self._buffered += size
+        return delivery
+
+    async def _route_held(self, topic: str, queue: deque[_Held]) -> None:
+        """Read the topic's partition count afresh, then route the held records in order:
+        to the core when their partition exists (or the topic is unknown: the core waits
+        for it), failed for good when it does not."""
+        failure: SluiceError | None = None
+        try:
+            wanted = max(h.partition for h in queue if h.partition is not None)
+            count = await self._confirmed_count(topic, queue[0].deadline, wanted)
+        except SluiceError as e:
+            failure = e
+            count = self._cluster.metadata.partition_count(topic)
+        if self._held.get(topic) is not queue:
+            return  # closed meanwhile: `_shutdown` failed them
+        del self._held[topic]
+        now = self._now()
+        for h in queue:
+            if h.partition is not None and count is not None and h.partition >= count:
+                reason = failure or _out_of_range(topic, h.partition, count)
+                self._unroutable(h.delivery, h.size, reason)
+                continue
+            try:
+                routed = self._core.enqueue(
+                    topic, h.record, h.key, h.partition, h.size, now, h.delivery
+                )
+            except SluiceError as e:
+                self._unroutable(h.delivery, h.size, e)
+                continue
+            if routed is not None:
+                self._routed(h.delivery, routed[0], routed[1])
+        self._wake_sender()
+
+    async def _topic_count(self, topic: str, deadline: float) -> int:
+        """The topic's partition count, waiting for its metadata until `deadline` (Trio
+        time): UnknownTopicError past it, or BrokerUnavailableError if no broker answered."""
+        try:
+            meta = await self._cluster.topic(topic, deadline)
+        except RequestTimedOutError as e:
+            if isinstance(e.__cause__, BrokerUnavailableError):
+                raise self._unreachable(topic, e.__cause__, self.delivery_timeout_s) from None
+            raise
+        except BrokerUnavailableError as e:
+            raise self._unreachable(topic, e, self.delivery_timeout_s) from None
+        return len(meta.partitions)
+
+    async def _confirm_partition(self, topic: str, partition: int, deadline: float) -> None:
+        """Raise UnknownTopicError (not retriable) unless a fresh metadata read lists
+        `partition` (the topic may have grown since the cached read)."""
+        count = await self._confirmed_count(topic, deadline, partition)
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist", retriable=False)
+        if partition >= count:
+            raise _out_of_range(topic, partition, count)
+
+    async def _confirmed_count(
+        self, topic: str, deadline: float, partition: int | None
+    ) -> int | None:
+        """The topic's partition count from fresh metadata reads; while the topic (or its
+        `partition`) is missing, read again with backoff for up to CONFIRM_S: successive
+        reads rotate over the brokers, so one that has not applied the topic's creation or
+        growth yet does not decide alone. None: the topic does not exist."""
+        until = min(deadline, trio.current_time() + CONFIRM_S)
+        attempt = 0
+        while True:
+            count = await self._fresh_count(topic, deadline)
+            if count is not None and (partition is None or partition < count):
+                return count
+            if trio.current_time() >= until:
+                return count
+            await trio.sleep(self._backoff.delay(attempt))
+            attempt += 1
+
+    async def _fresh_count(self, topic: str, deadline: float) -> int | None:
+        """The topic's partition count (None: no such topic) from a metadata read made now,
+        retried with backoff while no broker answers, until `deadline` (Trio time; then
+        BrokerUnavailableError)."""
+        last: SluiceError | None = None
+        attempt = 0
+        start = trio.current_time()
+        with trio.move_on_at(deadline):
+            while True:
+                try:
+                    await self._cluster.refresh([topic])
+                except SluiceError as e:
+                    if not e.retriable:
+                        raise
+                    last = e
+                else:
+                    return self._cluster.metadata.partition_count(topic)
+                await trio.sleep(self._backoff.delay(attempt))
+                attempt += 1
+        if last is None:
+            last = RequestTimedOutError("no broker answered metadata in time")
+        raise self._unreachable(topic, last, trio.current_time() - start)
+
+    @staticmethod
+    def _unreachable(topic: str, error: SluiceError, waited_s: float) -> BrokerUnavailableError:
+        """NETWORK_EXCEPTION for `topic` when no broker could be reached in `waited_s`
+        seconds; `error` (the last metadata failure) names the brokers tried."""
+        return BrokerUnavailableError(
+            f"topic {topic!r}: no broker reachable in {waited_s:.1f} s: {error.message}"
+        )
+
     def _routed(self, delivery: Delivery, batch: Batch, index: int) -> None:
         done = self._done.get(batch)
         if done is None:
-            done = self._done[batch] = trio.Event()
+            done = self._done[batch] = _Settle()
         delivery._bind(batch, index, done)
 
     def _unroutable(self, delivery: Delivery, size: int, error: SluiceError) -> None:
+        error = self._unroutable_reason(delivery.topic, error)
         self._release(size)
         self._note_failure(error)
         delivery._fail_unrouted(error)
+
+    def _unroutable_reason(self, topic: str, error: SluiceError) -> SluiceError:
+        """What a record that could not be routed failed with: the core's UnknownTopicError
+        is final when the topic is known (its partition does not exist: the metadata was
+        just read), and NETWORK_EXCEPTION when the metadata could not be read at all."""
+        if not isinstance(error, UnknownTopicError):
+            return error
+        if self._cluster.metadata.partition_count(topic) is not None:
+            return UnknownTopicError(error.message, retriable=False)
+        if self._metadata_failure is not None:
+            return self._unreachable(topic, self._metadata_failure, self.delivery_timeout_s)
+        return error
 
     def _settled(self, batch: Batch) -> None:
         self._spans.batch_settled(batch)
@@ -634,7 +1033,10 @@ class Producer:
             self._note_failure(batch.error)
         done = self._done.pop(batch, None)
         if done is not None:
-            done.set()
+            done.event.set()
+            if done.callbacks is not None:
+                for delivery, fn in done.callbacks:
+                    _call_back(fn, delivery)
 
     def _release(self, size: int) -> None:
         self._buffered -= size
@@ -789,8 +1191,10 @@ class Producer:
             try:
                 await cluster.refresh(topics)
                 ok = True
-            except SluiceError:
+                self._metadata_failure = None
+            except SluiceError as e:
                 ok = False
+                self._metadata_failure = e if isinstance(e, BrokerUnavailableError) else None
             core.leaders_changed()
             stale = core.stale_topics(topics, cluster.unreachable)
             refresh.finish(trio.current_time(), topics, ok, stale)

@@ -24,7 +24,8 @@ from consumers.cluster import Cluster
 
 @dataclass(frozen=True, slots=True)
 class ReplicaMove:
-    """A partition's replica list before and after (first: the preferred leader)."""
+    """Partition `partition` of `topic`: its replica list before (`old`) and after (`new`);
+    the first replica of each is the preferred leader."""
 
     topic: str
     partition: int
@@ -33,17 +34,20 @@ class ReplicaMove:
 
     @property
     def added(self) -> tuple[int, ...]:
+        """Brokers that gain a replica (in `new`, not in `old`)."""
         return tuple(b for b in self.new if b not in self.old)
 
     @property
     def removed(self) -> tuple[int, ...]:
+        """Brokers that lose their replica (in `old`, not in `new`)."""
         return tuple(b for b in self.old if b not in self.new)
 
 
 @dataclass(frozen=True, slots=True)
 class RebalanceResult:
-    """The moves a plan makes (or made), and replicas and preferred leaders per broker once
-    every reassignment is done."""
+    """The `moves` a plan makes (or made), and per broker id the replicas
+    (`replica_counts`) and preferred leaderships (`leader_counts`) it holds once every
+    reassignment is done."""
 
     moves: tuple[ReplicaMove, ...]
     replica_counts: dict[int, int]
@@ -57,9 +61,9 @@ class RebalanceResult:
 
 @dataclass(frozen=True, slots=True)
 class Reassignment:
-    """A partition moving from `replicas` to `target`; `caught_up`: the replicas its leader
-    last reported holding every committed entry; `lag`: the committed entries its slowest
-    replica lacks (-1: not reported yet)."""
+    """Partition `partition` of `topic` moving from `replicas` to `target`; `caught_up`: the
+    replicas its leader last reported holding every committed entry; `lag`: the committed
+    entries its slowest replica lacks (-1: not reported yet)."""
 
     topic: str
     partition: int
@@ -71,6 +75,10 @@ class Reassignment:
 
 @dataclass(frozen=True, slots=True)
 class ReassignmentStatus:
+    """The cluster's moves in progress (`reassignments`), the brokers being drained
+    (`draining`) and the catch-up throttle in bytes per second per broker
+    (`throttle_bytes_per_s`)."""
+
     reassignments: tuple[Reassignment, ...]
     draining: tuple[int, ...]
     throttle_bytes_per_s: int
@@ -78,6 +86,7 @@ class ReassignmentStatus:
 
     @property
     def done(self) -> bool:
+        """No partition is being moved."""
         return not self.reassignments
 
 

@@ -100,6 +100,10 @@ class TransactionSession:
         op_timeout_s: float,
         wake: Callable[[], None],
     ) -> None:
+        """The session of the producer that owns `cluster` and `core`: `transactional_id`
+        names it at its coordinator, `transaction_timeout_ms` (milliseconds) is how long the
+        coordinator lets a transaction stay open, `op_timeout_s` (seconds) bounds the
+        retries of each coordinator operation, and `wake()` wakes the producer's sender."""
         self.cluster = cluster
         self.core = core
         self.transactional_id = transactional_id
@@ -155,6 +159,8 @@ class TransactionSession:
             )
 
     def begin(self) -> None:
+        """Open a transaction: InvalidTxnStateError if one is open (or there is no identity
+        yet), the fatal error if the producer cannot go on."""
         if self.core.fatal is not None:
             raise _copy(self.core.fatal)
         if self.open:

@@ -11,6 +11,10 @@ from enum import IntEnum
 
 
 class ErrorCode(IntEnum):
+    """Error codes on the wire: Kafka's numbers and names where the meaning is the same.
+    `.retriable` says whether the same request may succeed later, `.description` what the
+    code means."""
+
     NONE = 0
     UNKNOWN_SERVER_ERROR = -1
     OFFSET_OUT_OF_RANGE = 1

@@ -538,8 +538,9 @@ class OffsetLedger:
 @dataclass(frozen=True, slots=True)
 class GroupMetadata:
     """What `send_offsets_to_transaction` needs of a consumer: its group and membership
-    (`Consumer.group_metadata()`); member "" and epoch -1 commit without a membership (the
-    coordinator accepts that only for a group without live members)."""
+    (`Consumer.group_metadata()`): `group_id`, `member_id` and `member_epoch`; member "" and
+    epoch -1 commit without a membership (the coordinator accepts that only for a group
+    without live members)."""
 
     group_id: str
     member_id: str = ""

@@ -18,9 +18,29 @@ from dataclasses import dataclass, field
 from broker.wire.errors import ErrorCode
 from broker.wire.messages import MetadataResponse
 
-__all__ = ["BrokerAddress", "MetadataCache", "PartitionMeta", "TopicMeta", "TopicPartition"]
+__all__ = [
+    "BrokerAddress",
+    "MetadataCache",
+    "PartitionMeta",
+    "TopicMeta",
+    "TopicPartition",
+    "out_of_range",
+    "partitions_of",
+]
 
 TopicPartition = tuple[str, int]
+
+
+def partitions_of(topic: str, count: int) -> str:
+    """`topic 't' has 3 partitions (0-2)`: the numbers a partition of `topic` may take."""
+    span = "none" if count == 0 else "0" if count == 1 else f"0-{count - 1}"
+    noun = "partition" if count == 1 else "partitions"
+    return f"topic {topic!r} has {count} {noun} ({span})"
+
+
+def out_of_range(topic: str, partition: int, count: int) -> str:
+    """The message for partition `partition` of a topic with `count` partitions."""
+    return f"partition {partition} out of range: {partitions_of(topic, count)}"
 
 
 @dataclass(frozen=True, slots=True)

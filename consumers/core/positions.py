@@ -94,8 +94,13 @@ Snapshot = dict[TopicPartition, tuple[int, int]]
 """(generation, fetch offset) of each partition when its fetch or reset was built."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ConsumerRecord:
+    """One record as the consumer returns it: `topic`, `partition` and `offset` say where it
+    is; `key` and `value` are bytes or None; `headers` are (name, bytes) pairs in the order the
+    producer gave them; `timestamp` is the producer's create time, in milliseconds since the
+    epoch."""
+
     topic: str
     partition: int
     offset: int
@@ -103,6 +108,15 @@ class ConsumerRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp: int
+
+    def __repr__(self) -> str:
+        value = self.value
+        if value is not None and len(value) > 32:
+            value = value[:32] + b"..."
+        return (
+            f"ConsumerRecord({self.topic}[{self.partition}]@{self.offset} "
+            f"key={self.key!r} value={value!r})"
+        )
 
 
 _new_object = object.__new__

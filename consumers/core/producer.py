@@ -72,7 +72,7 @@ from broker.wire.messages import (
 )
 from broker.wire.producer import DecisionKind, ProducerSequences, ProducerState
 from consumers.core.accumulator import Accumulator, Batch
-from consumers.core.metadata import MetadataCache, TopicPartition
+from consumers.core.metadata import MetadataCache, TopicPartition, out_of_range
 from consumers.core.refresh import Backoff, MetadataRefresh, needs_metadata, unled_topics
 from consumers.errors import (
     LeadershipError,
@@ -229,16 +229,15 @@ class ProducerCore(Generic[T]):
         now: float,
     ) -> tuple[Batch, int, bool]:
         if partition is not None and not 0 <= partition < count:
-            raise UnknownTopicError(
-                f"topic {topic!r} has partitions 0..{count - 1}, not {partition}"
-            )
+            raise UnknownTopicError(out_of_range(topic, partition, count), retriable=False)
         # _batch_limit's cache, read inline (this runs once per record)
         limit = self._limits.get(topic) if self._limits_version == self.meta.version else None
         if limit is None:
             limit = self._batch_limit(topic)
-        if size > limit and size + BATCH_OVERHEAD > self._max_message(topic):
+        if size > limit and size + BATCH_OVERHEAD > (most := self._max_message(topic)):
             raise MessageTooLargeError(
-                f"a record of ~{size} bytes exceeds {topic!r}'s max.message.bytes"
+                f"record of ~{size} bytes is above the limit of {most} bytes"
+                f" (max.message.bytes of topic {topic!r})"
             )
         tp = (topic, self.acc.choose_partition(topic, count, key, partition))
         batch, index, changed = self.acc.append(tp, record, size, now, limit)

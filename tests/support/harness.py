@@ -12,7 +12,8 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,19 @@ class BrokerProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+@contextmanager
+def running_broker(data_dir: Path, **config: object) -> Iterator[BrokerProcess]:
+    """A started broker on `data_dir`, ready (/readyz 200), SIGKILLed on exit: what a test
+    module shares through a module-scoped fixture."""
+    b = BrokerProcess(data_dir, config=dict(config))
+    try:
+        b.start()
+        b.wait_ready()
+        yield b
+    finally:
+        b.kill()
 
 
 def _toml(v: object) -> str:
