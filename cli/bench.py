@@ -66,9 +66,10 @@ def _freeze_startup_heap() -> None:
 async def _ensure_topic(
     bootstrap: str, topic: str, partitions: int, replication_factor: int, timeout: float
 ) -> None:
+    """Create `topic` unless it exists (retried for `timeout` seconds)."""
     async with admin(bootstrap, timeout) as a:
         try:
-            await a.create_topic(topic, partitions, replication_factor, timeout_s=timeout)
+            await a.create_topic(topic, partitions, replication_factor, timeout_ms=timeout * 1000)
         except TopicAlreadyExistsError:
             return
 

@@ -12,10 +12,10 @@ import json
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, run
+from cli.tables import Cell, print_line, print_table, styled
 from consumers import ClusterDescription
 
 app = typer.Typer(no_args_is_help=True, help="Inspect the cluster.")
@@ -63,32 +63,39 @@ def status_json(desc: ClusterDescription) -> dict[str, object]:
     }
 
 
-def _print_status(desc: ClusterDescription) -> None:
-    console = Console()
+def _print_status(desc: ClusterDescription, console: Console | None = None) -> None:
+    """The brokers and the partitions as tables (see `cli.tables`), after a line naming the
+    cluster and its controller."""
+    out = Console() if console is None else console
     controller = "none" if desc.controller is None else str(desc.controller)
-    console.print(f"cluster {escape(desc.cluster_id or '(unknown)')}, controller {controller}")
-    brokers = Table("BROKER", "ADDRESS", "RACK", "STATUS", title="brokers")
+    print_line(f"cluster {desc.cluster_id or '(unknown)'}, controller {controller}", out)
+    brokers: list[list[Cell]] = []
     for b in desc.brokers:
-        state = "alive" if b.alive else "[red]failed[/red]"
+        state = Text("alive") if b.alive else styled("failed", "red")
         if b.id == desc.controller:
-            state += " (controller)"
-        brokers.add_row(str(b.id), escape(b.address), escape(b.rack or "-"), state)
-    console.print(brokers)
+            state.append(" (controller)")
+        brokers.append([str(b.id), b.address, b.rack or "-", state])
+    print_table(["BROKER", "ADDRESS", "RACK", "STATUS"], brokers, title="brokers", console=out)
     if not desc.partitions:
-        console.print("no partitions")
+        print_line("no partitions", out)
         return
-    partitions = Table(
-        "TOPIC", "PARTITION", "LEADER", "REPLICAS", "CAUGHT UP", "COMMIT LAG", title="partitions"
-    )
+    partitions: list[list[Cell]] = []
     for p in desc.partitions:
         behind = set(p.replicas) - set(p.caught_up)
         caught_up = ",".join(map(str, p.caught_up)) or "-"
-        partitions.add_row(
-            p.topic,
-            str(p.partition),
-            "[red]none[/red]" if p.leader is None else str(p.leader),
-            ",".join(map(str, p.replicas)),
-            f"[yellow]{caught_up}[/yellow]" if behind and p.caught_up else caught_up,
-            "-" if p.commit_lag < 0 else str(p.commit_lag),
+        partitions.append(
+            [
+                p.topic,
+                str(p.partition),
+                styled("none", "red") if p.leader is None else str(p.leader),
+                ",".join(map(str, p.replicas)),
+                styled(caught_up, "yellow") if behind and p.caught_up else caught_up,
+                "-" if p.commit_lag < 0 else str(p.commit_lag),
+            ]
         )
-    console.print(partitions)
+    print_table(
+        ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "CAUGHT UP", "COMMIT LAG"],
+        partitions,
+        title="partitions",
+        console=out,
+    )

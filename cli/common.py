@@ -11,6 +11,7 @@ import trio
 import typer
 
 from consumers import Admin, SluiceError, errors
+from consumers.cluster import parse_bootstrap
 
 T = TypeVar("T")
 
@@ -20,6 +21,7 @@ Bootstrap = Annotated[
     str,
     typer.Option(
         "--bootstrap",
+        metavar="HOST:PORT",
         envvar="SLUICE_BOOTSTRAP",
         show_envvar=True,
         help="Brokers to start from, HOST:PORT[,HOST:PORT...].",
@@ -29,6 +31,7 @@ Timeout = Annotated[
     float,
     typer.Option(
         "--timeout",
+        metavar="SECONDS",
         envvar="SLUICE_TIMEOUT",
         show_envvar=True,
         min=0.0,
@@ -39,21 +42,35 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print "sluice: `message`" on stderr; the Exit (code `code`) to raise."""
     typer.echo(f"sluice: {message}", err=True)
     return typer.Exit(code)
 
 
 def usage(message: str) -> typer.Exit:
+    """`fail` with exit code 2: bad usage."""
     return fail(message, 2)
+
+
+def plural(n: int, noun: str) -> str:
+    """ "1 partition", "2 partitions", "0 partitions"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 BAD_USAGE = (
     errors.InvalidConfigError,
+    errors.InvalidGroupIdError,
     errors.InvalidTopicError,
     errors.InvalidPartitionsError,
     errors.InvalidReplicationFactorError,
 )
 """Broker refusals of what the user typed: bad usage (exit 2), not a failed operation."""
+
+
+def exit_code(error: SluiceError) -> int:
+    """The contract's exit code of a failed operation: 2 when the broker (or the client)
+    refused what the user typed, else 1."""
+    return 2 if isinstance(error, BAD_USAGE) else 1
 
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -62,7 +79,7 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return trio.run(fn)
     except SluiceError as e:
-        raise fail(str(e), 2 if isinstance(e, BAD_USAGE) else 1) from None
+        raise fail(str(e), exit_code(e)) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except BrokenPipeError:
@@ -73,13 +90,21 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
 
 def admin(bootstrap: str, timeout: float) -> Admin:
     """An Admin whose calls retry retriable errors (unreachable brokers included) until
-    `timeout` seconds."""
+    `timeout` seconds (the CLI's `--timeout`) have passed. A `--bootstrap` that is not
+    HOST:PORT[,HOST:PORT...] is bad usage (exit 2)."""
+    try:
+        parse_bootstrap(bootstrap)
+    except ValueError as e:
+        raise usage(f"--bootstrap: {str(e).removeprefix('bootstrap: ')}") from None
     return Admin(
-        bootstrap, timeout_s=timeout, request_timeout_ms=max(1, int(min(timeout, 30) * 1000))
+        bootstrap,
+        timeout_ms=timeout * 1000,
+        request_timeout_ms=max(1, int(min(timeout, 30) * 1000)),
     )
 
 
 def parse_configs(items: list[str] | None) -> dict[str, str]:
+    """`--config KEY=VALUE` values as a dict (bad usage unless each has a key and "=")."""
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")

@@ -338,7 +338,9 @@ async def _announce_when_ready(brokers: list[_Broker]) -> None:
             break
         if not noted and trio.current_time() - started > READY_NOTE_S:
             ids = ", ".join(str(b.plan.node_id) for b in waiting)
-            _err(f"still waiting for /readyz of broker(s) {ids}")
+            _err(
+                f"still waiting for /readyz of {'broker' if len(waiting) == 1 else 'brokers'} {ids}"
+            )
             noted = True
         await trio.sleep(READY_POLL_S)
     bootstrap = ",".join(b.plan.address for b in running)

@@ -14,10 +14,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, run, usage
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, plural, run, usage
+from cli.tables import print_line, print_table
 from consumers.admin import (
     GroupDescription,
     GroupListing,
@@ -127,8 +126,8 @@ def format_partitions(tps: Iterable[TopicPartition]) -> str:
 
 
 def _opt(value: object) -> str:
-    """A table cell: "-" for None; ids typed by users are escaped (never read as markup)."""
-    return "-" if value is None else escape(str(value))
+    """A table cell: "-" for None (cells are literal text: ids are never read as markup)."""
+    return "-" if value is None else str(value)
 
 
 def listing_json(groups: Sequence[GroupListing]) -> list[dict[str, object]]:
@@ -182,55 +181,60 @@ def plan_json(group_id: str, plan: Sequence[OffsetReset], executed: bool) -> dic
 
 
 def print_listing(groups: Sequence[GroupListing], console: Console) -> None:
-    table = Table("GROUP", "STATE", "MEMBERS")
-    for g in groups:
-        table.add_row(_opt(g.group_id), _opt(g.state), str(g.members))
-    console.print(table)
+    """The groups as a table (see `cli.tables`)."""
+    print_table(
+        ["GROUP", "STATE", "MEMBERS"],
+        [[g.group_id, g.state, str(g.members)] for g in groups],
+        console=console,
+    )
 
 
 def print_description(d: GroupDescription, console: Console) -> None:
-    n = len(d.members)
-    console.print(
+    """A line on the group, its members and its offsets as tables (see `cli.tables`)."""
+    print_line(
         f"group {d.group_id}: {d.state}, assignor {d.assignor or '-'}, epoch {d.group_epoch}, "
-        f"{n} member{'' if n == 1 else 's'}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        f"{plural(len(d.members), 'member')}",
+        console,
     )
     when = iso_ms(d.rebalance_time_ms)
     if when is not None:
         reason = f" ({d.rebalance_reason})" if d.rebalance_reason else ""
-        console.print(
-            f"last rebalance: {when}{reason}", markup=False, highlight=False, soft_wrap=True
-        )
+        print_line(f"last rebalance: {when}{reason}", console)
     if d.members:
-        members = Table("MEMBER", "INSTANCE", "CLIENT", "HOST", "EPOCH", "PARTITIONS")
+        rows = []
         for m in d.members:
             owned = format_partitions(m.assignment) or "-"
             if m.revoking:
                 owned += f" (revoking {format_partitions(m.revoking)})"
-            members.add_row(
-                _opt(m.member_id),
-                _opt(m.instance_id),
-                _opt(m.client_id),
-                _opt(m.client_host),
-                str(m.member_epoch),
-                escape(owned),
+            rows.append(
+                [
+                    m.member_id,
+                    _opt(m.instance_id),
+                    _opt(m.client_id),
+                    _opt(m.client_host),
+                    str(m.member_epoch),
+                    owned,
+                ]
             )
-        console.print(members)
-    offsets = Table("TOPIC", "PARTITION", "COMMITTED", "HIGH-WATERMARK", "LAG")
-    for o in d.offsets:
-        offsets.add_row(
-            o.topic, str(o.partition), _opt(o.committed), _opt(o.high_watermark), _opt(o.lag)
-        )
-    console.print(offsets)
+        headers = ["MEMBER", "INSTANCE", "CLIENT", "HOST", "EPOCH", "PARTITIONS"]
+        print_table(headers, rows, console=console)
+    print_table(
+        ["TOPIC", "PARTITION", "COMMITTED", "HIGH-WATERMARK", "LAG"],
+        [
+            [o.topic, str(o.partition), _opt(o.committed), _opt(o.high_watermark), _opt(o.lag)]
+            for o in d.offsets
+        ],
+        console=console,
+    )
 
 
 def print_plan(plan: Sequence[OffsetReset], console: Console) -> None:
-    table = Table("TOPIC", "PARTITION", "CURRENT", "NEW")
-    for r in plan:
-        table.add_row(r.topic, str(r.partition), _opt(r.current), str(r.new))
-    console.print(table)
+    """A reset plan as a table (see `cli.tables`)."""
+    print_table(
+        ["TOPIC", "PARTITION", "CURRENT", "NEW"],
+        [[r.topic, str(r.partition), _opt(r.current), str(r.new)] for r in plan],
+        console=console,
+    )
 
 
 # --------------------------------------------------------------------------- commands
@@ -255,7 +259,7 @@ def list_groups(
 
 @app.command("describe")
 def describe(
-    group: Annotated[str, typer.Argument(help="Group id.")],
+    group: Annotated[str, typer.Argument(metavar="GROUP", help="Group id.")],
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
     as_json: Json = False,
@@ -275,7 +279,7 @@ def describe(
 
 @app.command("reset-offsets")
 def reset_offsets(
-    group: Annotated[str, typer.Argument(help="Group id.")],
+    group: Annotated[str, typer.Argument(metavar="GROUP", help="Group id.")],
     topic: Annotated[
         list[str] | None,
         typer.Option(
@@ -340,15 +344,14 @@ def reset_offsets(
         return
     print_plan(plan, Console())
     if execute:
-        n = len(plan)
-        typer.echo(f"committed {n} offset{'' if n == 1 else 's'} for group {group}")
+        typer.echo(f"committed {plural(len(plan), 'offset')} for group {group}")
     else:
         typer.echo(DRY_RUN)
 
 
 @app.command("delete")
 def delete(
-    group: Annotated[str, typer.Argument(help="Group id.")],
+    group: Annotated[str, typer.Argument(metavar="GROUP", help="Group id.")],
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
     as_json: Json = False,

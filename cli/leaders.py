@@ -18,10 +18,9 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, fail, run
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, fail, plural, run
+from cli.tables import print_line, print_table
 from consumers import LeaderElection
 
 app = typer.Typer(no_args_is_help=True, help="Balance partition leaders.")
@@ -45,7 +44,9 @@ def balance(
 
     async def go() -> LeaderElection:
         async with admin(bootstrap, timeout) as a:
-            return await a.elect_preferred_leaders(topic or None, wait=wait, timeout_s=timeout)
+            return await a.elect_preferred_leaders(
+                topic or None, wait=wait, timeout_ms=timeout * 1000
+            )
 
     result = run(go)
     if as_json:
@@ -54,7 +55,7 @@ def balance(
         _print(result, wait)
     if wait and not result.balanced:
         raise fail(
-            f"leaders not balanced after {timeout:g}s: {len(result.pending)} partition(s) "
+            f"leaders not balanced after {timeout:g}s: {plural(len(result.pending), 'partition')} "
             f"still off their preferred replica ({_names(result)})"
         )
 
@@ -89,23 +90,23 @@ def _names(result: LeaderElection, most: int = 5) -> str:
 
 
 def _print(result: LeaderElection, wait: bool) -> None:
-    console = Console()
+    """The transfers asked (a table), then whether the leaders are balanced."""
     if result.transfers:
-        table = Table("TOPIC", "PARTITION", "FROM", "TO", title="leadership transfers asked")
-        for t in result.transfers:
-            table.add_row(
-                t.topic,
-                str(t.partition),
-                "-" if t.leader is None else str(t.leader),
-                str(t.preferred),
-            )
-        console.print(table)
+        print_table(
+            ["TOPIC", "PARTITION", "FROM", "TO"],
+            [
+                [t.topic, str(t.partition), "-" if t.leader is None else str(t.leader),
+                 str(t.preferred)]
+                for t in result.transfers
+            ],
+            title="leadership transfers asked",
+        )  # fmt: skip
     else:
-        console.print("no transfer asked")
+        print_line("no transfer asked")
     if result.balanced:
-        console.print("leaders balanced: every partition is led by its preferred replica")
+        print_line("leaders balanced: every partition is led by its preferred replica")
     elif not wait:
-        console.print(
-            f"{len(result.pending)} partition(s) still off their preferred replica "
+        print_line(
+            f"{plural(len(result.pending), 'partition')} still off their preferred replica "
             "(transfers complete in a moment; --wait waits for them)"
         )

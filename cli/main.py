@@ -2,6 +2,10 @@
 
 Exit codes (the contract): 0 success, 1 a failed operation, 2 bad usage or configuration.
 Commands are added by the stages that build them.
+
+Shell completion is typer's: `sluice --install-completion` installs it for the current shell
+(bash, zsh, fish, PowerShell), `sluice --show-completion` prints the script to install by hand;
+the shell then calls `sluice` with `_SLUICE_COMPLETE=complete_<shell>` to complete a word.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from importlib.metadata import version as _dist_version
 from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from broker.app import install_client_tracing
 from cli import bench, cluster, dev, group, leaders, rebalance, topic, txn
@@ -20,7 +25,37 @@ from cli.top import top
 
 __version__ = _dist_version("sluice-broker")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+def show_flags_as_flags() -> None:
+    """Make `--help` show a flag (`--json`, `--help`, `--wait`...) without a value type.
+
+    typer 0.29 (which carries its own copy of click) prints, in the rich help's type column,
+    `TyperOption.display_type_rich` of every option: for a flag that is its Python type,
+    hence `--json <bool>` and `--help <bool>`, as if they took a value. Only the plain
+    formatter (`get_help_record`) leaves flags out. A flag (or a counter) takes no value:
+    its type column is left empty. Idempotent."""
+    original = TyperOption.display_type_rich
+    if getattr(original, "__sluice_flags__", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return original(self, ctx)
+
+    display_type_rich.__sluice_flags__ = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+    def argument_type_rich(self: TyperArgument, ctx: typer.Context) -> str | None:
+        """A text argument's type (`<str>`, `<list[str]>`) says nothing its name does not."""
+        shown = self.display_type(ctx)
+        return None if shown in ("<str>", "<list[str]>") else shown
+
+    TyperArgument.display_type_rich = argument_type_rich  # type: ignore[method-assign,assignment]
+
+
+show_flags_as_flags()
+app = typer.Typer(no_args_is_help=True)
 app.command("serve")(serve)
 app.add_typer(topic.app, name="topic")
 app.command("produce")(produce)

@@ -28,9 +28,19 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
-from rich.table import Table
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, fail, run, usage
+from cli.common import (
+    DEFAULT_BOOTSTRAP,
+    Bootstrap,
+    Json,
+    Timeout,
+    admin,
+    fail,
+    plural,
+    run,
+    usage,
+)
+from cli.tables import print_line, print_table
 from consumers import Admin
 from consumers.rebalance import ReassignmentStatus, RebalanceResult
 
@@ -45,13 +55,16 @@ Throttle = Annotated[
     str | None,
     typer.Option(
         "--throttle",
+        metavar="RATE",
         help="Catch-up rate of every broker while replicas move, bytes/s (e.g. 20M; 0: "
         "each broker's own setting). Default: unchanged.",
     ),
 ]
 Exclude = Annotated[
     list[int] | None,
-    typer.Option("--exclude", help="Leave this broker out of the plan (repeatable)."),
+    typer.Option(
+        "--exclude", metavar="BROKER", help="Leave this broker out of the plan (repeatable)."
+    ),
 ]
 Wait = Annotated[
     bool, typer.Option("--wait", help="Show progress and return once every partition moved.")
@@ -78,7 +91,7 @@ def plan(
     """Show the moves a rebalance would make and the layout they lead to (changes nothing)."""
 
     async def go(a: Admin) -> RebalanceResult:
-        return await a.plan_rebalance(exclude=exclude or (), timeout_s=timeout)
+        return await a.plan_rebalance(exclude=exclude or (), timeout_ms=timeout * 1000)
 
     _show(_ask(bootstrap, timeout, go), as_json, "planned")
 
@@ -97,7 +110,7 @@ def execute(
 
     async def go(a: Admin) -> RebalanceResult:
         return await a.rebalance(
-            exclude=exclude or (), throttle_bytes_per_s=rate, timeout_s=timeout
+            exclude=exclude or (), throttle_bytes_per_s=rate, timeout_ms=timeout * 1000
         )
 
     _execute(bootstrap, timeout, go, wait, as_json)
@@ -112,31 +125,27 @@ def status(
     """List the partitions moving, the brokers draining and the throttle."""
 
     async def go(a: Admin) -> ReassignmentStatus:
-        return await a.describe_reassignments(timeout_s=timeout)
+        return await a.describe_reassignments(timeout_ms=timeout * 1000)
 
     result = _ask(bootstrap, timeout, go)
     if as_json:
         typer.echo(json.dumps(status_json(result)))
         return
-    console = Console()
     if result.reassignments:
-        table = Table("TOPIC", "PARTITION", "REPLICAS", "TARGET", "CAUGHT UP", "LAG")
-        for r in result.reassignments:
-            table.add_row(
-                r.topic,
-                str(r.partition),
-                _ids(r.replicas),
-                _ids(r.target),
-                _ids(r.caught_up),
-                "?" if r.lag < 0 else str(r.lag),
-            )
-        console.print(table)
+        print_table(
+            ["TOPIC", "PARTITION", "REPLICAS", "TARGET", "CAUGHT UP", "LAG"],
+            [
+                [r.topic, str(r.partition), _ids(r.replicas), _ids(r.target),
+                 _ids(r.caught_up), "?" if r.lag < 0 else str(r.lag)]
+                for r in result.reassignments
+            ],
+        )  # fmt: skip
     else:
-        console.print("no reassignment in progress")
+        print_line("no reassignment in progress")
     if result.draining:
-        console.print(f"draining: {_ids(result.draining)}")
+        print_line(f"draining: {_ids(result.draining)}")
     rate = result.throttle_bytes_per_s
-    console.print(f"throttle: {'each broker own setting' if rate == 0 else f'{rate} bytes/s'}")
+    print_line(f"throttle: {'each broker own setting' if rate == 0 else f'{rate} bytes/s'}")
 
 
 @app.command("cancel")
@@ -151,7 +160,7 @@ def cancel(
     rate = parse_rate(throttle)
 
     async def go(a: Admin) -> RebalanceResult:
-        return await a.cancel_reassignments(throttle_bytes_per_s=rate, timeout_s=timeout)
+        return await a.cancel_reassignments(throttle_bytes_per_s=rate, timeout_ms=timeout * 1000)
 
     _execute(bootstrap, timeout, go, wait, as_json)
 
@@ -169,7 +178,7 @@ def drain(
     rate = parse_rate(throttle)
 
     async def go(a: Admin) -> RebalanceResult:
-        return await a.drain_broker(broker_id, throttle_bytes_per_s=rate, timeout_s=timeout)
+        return await a.drain_broker(broker_id, throttle_bytes_per_s=rate, timeout_ms=timeout * 1000)
 
     _execute(bootstrap, timeout, go, wait, as_json)
 
@@ -185,7 +194,7 @@ def undrain(
     """Let a drained broker take replicas again, and rebalance onto it."""
 
     async def go(a: Admin) -> RebalanceResult:
-        return await a.undrain_broker(broker_id, timeout_s=timeout)
+        return await a.undrain_broker(broker_id, timeout_ms=timeout * 1000)
 
     _execute(bootstrap, timeout, go, wait, as_json)
 
@@ -215,7 +224,8 @@ def _execute(
             bars = None if as_json else _Bars(result)
             with bars or _NoBars():
                 last = await a.wait_for_reassignments(
-                    timeout_s=timeout, on_status=None if bars is None else bars.update
+                    timeout_ms=timeout * 1000,
+                    on_status=None if bars is None else bars.update,
                 )
             return result, last
 
@@ -223,7 +233,7 @@ def _execute(
     _show(result, as_json, "done" if last.done else "started")
     if not last.done:
         raise fail(
-            f"{len(last.reassignments)} partition(s) still moving after {timeout:g}s "
+            f"{plural(len(last.reassignments), 'partition')} still moving after {timeout:g}s "
             "(`sluice rebalance status` shows them; they keep moving)"
         )
 
@@ -277,24 +287,28 @@ class _Bars:
 
 
 def _show(result: RebalanceResult, as_json: bool, what: str) -> None:
+    """The moves (`what`: planned, started, done) and the layout they lead to, or JSON."""
     if as_json:
         typer.echo(json.dumps(result_json(result)))
         return
-    console = Console()
     if result.moves:
-        table = Table("TOPIC", "PARTITION", "FROM", "TO", title=f"moves {what}")
-        for m in result.moves:
-            table.add_row(m.topic, str(m.partition), _ids(m.old), _ids(m.new))
-        console.print(table)
-        console.print(
-            f"{len(result.moves)} partition(s), {result.replicas_moved} replica(s) copied"
+        print_table(
+            ["TOPIC", "PARTITION", "FROM", "TO"],
+            [[m.topic, str(m.partition), _ids(m.old), _ids(m.new)] for m in result.moves],
+            title=f"moves {what}",
+        )
+        print_line(
+            f"{plural(len(result.moves), 'partition')}, "
+            f"{plural(result.replicas_moved, 'replica')} copied"
         )
     else:
-        console.print("no move: the layout is balanced")
-    layout = Table("BROKER", "REPLICAS", "PREFERRED LEADERS", title="layout after the moves")
-    for b in sorted(result.replica_counts):
-        layout.add_row(str(b), str(result.replica_counts[b]), str(result.leader_counts.get(b, 0)))
-    console.print(layout)
+        print_line("no move: the layout is balanced")
+    counts, leaders = result.replica_counts, result.leader_counts
+    print_table(
+        ["BROKER", "REPLICAS", "PREFERRED LEADERS"],
+        [[str(b), str(counts[b]), str(leaders.get(b, 0))] for b in sorted(counts)],
+        title="layout after the moves",
+    )
 
 
 def _ids(ids: tuple[int, ...]) -> str:

@@ -3,13 +3,15 @@
 It reads `GET /status.json` (the cluster-wide document any broker assembles: brokers up or
 down, partitions, consumer groups and their lag, open transactions, cumulative counters) every
 `--interval` seconds and redraws in place on a terminal (else prints each view after the
-last). Rates come from two successive documents: per broker, counter differences over that
-broker's own monotonic clock (`mono_ms`; its wall clock may step), only between two reports
-of one incarnation and process life (`run`); so `--once` polls twice, `--interval` apart,
-prints one view and exits 0. A broker answers polls closer than its minimum interval (about
-half a second) with the document it served last: a poll that brings that document again is
-not a new view (nothing is printed; `--once` asks again until a new one comes, for at most
-FETCH_TIMEOUT_S).
+last). On a terminal the view is rich tables (long names fold, never cut); to a pipe or a
+file it is plain text: the head lines, then each table as tab-separated lines, header first
+(`cli.tables`). Rates come from two successive documents: per broker, counter differences
+over that broker's own monotonic clock (`mono_ms`; its wall clock may step), only between
+two reports of one incarnation and process life (`run`); so `--once` polls twice,
+`--interval` apart, prints one view and exits 0. A broker answers polls closer than its
+minimum interval (about half a second) with the document it served last: a poll that brings
+that document again is not a new view (nothing is printed; `--once` asks again until a new
+one comes, for at most FETCH_TIMEOUT_S).
 
 `--json` prints the document with `"rates": {"interval_s", "brokers": {id: {counter: per
 second}}, "total": {...}}` added (one line per new document). A broker that cannot be
@@ -29,11 +31,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group, RenderableType
-from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from cli.common import Json, fail, usage
+from cli.tables import Cell, is_terminal, plain_lines, rich_table, styled
 
 DEFAULT_HTTP = "127.0.0.1:9095"
 RATE_COUNTERS = ("records_produced", "produce_bytes", "records_fetched", "fetch_bytes")
@@ -43,8 +44,6 @@ AGAIN_S = 0.2
 LIVE_ROWS = 20
 """Rows per table when redrawing a terminal (the rest are counted)."""
 CLEAR = "\x1b[H\x1b[2J"
-WIDTH = 140
-"""Columns of a view printed to a pipe or file (a terminal's own width otherwise)."""
 
 Doc = dict[str, Any]
 Rates = dict[int, dict[str, float]]
@@ -175,27 +174,53 @@ def _n(v: object) -> str:
     return "-" if v is None else str(v)
 
 
+Section = tuple[str, list[str], list[list[Cell]]]
+"""One table of the view: its title, headers and rows."""
+
+
 def _table(
-    title: str, headers: list[str], rows: list[list[RenderableType]], limit: int | None
+    title: str, headers: list[str], rows: list[list[Cell]], limit: int | None
 ) -> RenderableType:
     """A table of `rows` (the first `limit` of them, the rest counted), or a line saying
     there are none."""
     if not rows:
         return Text(f"{title}: none", style="dim")
-    table = Table(*headers, title=title, title_justify="left")
-    for row in rows if limit is None else rows[:limit]:
-        table.add_row(*row)
-    if limit is not None and len(rows) > limit:
-        table.caption = f"... and {len(rows) - limit} more"
-    return table
+    caption = None if limit is None or len(rows) <= limit else f"... and {len(rows) - limit} more"
+    return rich_table(
+        headers, rows if limit is None else rows[:limit], title=title, caption=caption
+    )
 
 
 def render(doc: Doc, before: Doc | None, *, limit: int | None = None) -> RenderableType:
-    """The view of one document (rates against `before`); `limit` caps each table's rows."""
+    """The view of one document (rates against `before`) for a terminal; `limit` caps each
+    table's rows."""
+    views: list[RenderableType] = [_head(doc, before)]
+    views += [
+        _table(title, headers, rows, limit) for title, headers, rows in _sections(doc, before)
+    ]
+    cut = _truncated(doc)
+    if cut:
+        views.append(Text(cut, style="yellow"))
+    return Group(*views)
+
+
+def render_plain(doc: Doc, before: Doc | None) -> str:
+    """The view of one document for a pipe or a file: the head lines, then each table as
+    tab-separated lines (header first, nothing cut; see `cli.tables`), or "TITLE: none"."""
+    lines = _head(doc, before).plain.splitlines()
+    for title, headers, rows in _sections(doc, before):
+        lines += plain_lines(headers, rows) if rows else [f"{title}: none"]
+    cut = _truncated(doc)
+    if cut:
+        lines.append(cut)
+    return "\n".join(lines) + "\n"
+
+
+def _head(doc: Doc, before: Doc | None) -> Text:
     rates = broker_rates(before, doc)
     total = total_rates(rates) if rates else {}
     up = sum(1 for b in doc["brokers"] if b["up"])
-    head = Text.assemble(
+    return Text.assemble(
         ("sluice top", "bold"),
         f"  cluster {doc.get('cluster_id') or '(unknown)'}",
         f"  controller {_n(doc.get('controller'))}",
@@ -205,58 +230,58 @@ def render(doc: Doc, before: Doc | None, *, limit: int | None = None) -> Rendera
         f"{_bytes(total.get('produce_bytes'))}/s   "
         f"fetch {_rate(total.get('records_fetched'))} rec/s {_bytes(total.get('fetch_bytes'))}/s",
     )
+
+
+def _sections(doc: Doc, before: Doc | None) -> list[Section]:
+    rates = broker_rates(before, doc)
     internal = {t["name"] for t in doc["topics"] if t["internal"]}
-    views: list[RenderableType] = [
-        head,
-        _table(
+    return [
+        (
             "brokers",
             ["BROKER", "ADDRESS", "STATUS", "ROLE", "PRODUCE/S", "IN B/S", "FETCH/S", "OUT B/S",
              "NOTE"],
             [_broker_row(b, rates.get(b["id"], {})) for b in doc["brokers"]],
-            None,
         ),
-        _table(
+        (
             "partitions (internal topics left out)",
             ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "IN SYNC", "HW", "LSO", "REPLICA LAG"],
             [_partition_row(p) for p in doc["partitions"] if p["topic"] not in internal],
-            limit,
         ),
-        _table(
+        (
             "consumer groups",
             ["GROUP", "STATE", "MEMBERS", "COORDINATOR", "PARTITION", "COMMITTED", "HW", "LAG"],
             [row for g in doc["groups"] for row in _group_rows(g)],
-            limit,
         ),
-        _table(
+        (
             "open transactions",
             ["TRANSACTIONAL ID", "STATE", "AGE", "COORDINATOR", "PARTITIONS"],
             [_txn_row(t) for t in doc["transactions"]],
-            limit,
         ),
     ]  # fmt: skip
+
+
+def _truncated(doc: Doc) -> str:
     cut = [k for k, v in doc["truncated"].items() if v and k != "reports"]
-    if cut:
-        views.append(Text(f"truncated by the broker: {', '.join(cut)}", style="yellow"))
-    return Group(*views)
+    return f"truncated by the broker: {', '.join(cut)}" if cut else ""
 
 
-def _broker_row(b: Mapping[str, Any], r: Mapping[str, float]) -> list[RenderableType]:
+def _broker_row(b: Mapping[str, Any], r: Mapping[str, float]) -> list[Cell]:
     return [
         str(b["id"]),
-        escape(b["address"]),
-        "[green]UP[/green]" if b["up"] else "[bold red]DOWN[/bold red]",
+        b["address"],
+        styled("UP", "green") if b["up"] else styled("DOWN", "bold red"),
         "controller" if b["controller"] else "",
         _rate(r.get("records_produced")),
         _bytes(r.get("produce_bytes")),
         _rate(r.get("records_fetched")),
         _bytes(r.get("fetch_bytes")),
-        escape(b.get("error") or ""),
+        b.get("error") or "",
     ]
 
 
-def _group_rows(g: Mapping[str, Any]) -> list[list[RenderableType]]:
-    rows: list[list[RenderableType]] = [
-        [escape(g["group_id"]), g["state"], str(g["member_count"]), _n(g["coordinator"]),
+def _group_rows(g: Mapping[str, Any]) -> list[list[Cell]]:
+    rows: list[list[Cell]] = [
+        [g["group_id"], g["state"], str(g["member_count"]), _n(g["coordinator"]),
          "(all)", "", "", _n(g["lag"])]
     ]  # fmt: skip
     for o in g["offsets"]:
@@ -266,30 +291,30 @@ def _group_rows(g: Mapping[str, Any]) -> list[list[RenderableType]]:
     return rows
 
 
-def _partition_row(p: Mapping[str, Any]) -> list[RenderableType]:
+def _partition_row(p: Mapping[str, Any]) -> list[Cell]:
     behind = len(p["caught_up"]) < len(p["replicas"])
     in_sync = f"{len(p['caught_up'])}/{len(p['replicas'])}"
     return [
         p["topic"],
         str(p["partition"]),
-        "[red]none[/red]" if p["leader"] is None else str(p["leader"]),
+        styled("none", "red") if p["leader"] is None else str(p["leader"]),
         ",".join(map(str, p["replicas"])),
-        f"[yellow]{in_sync}[/yellow]" if behind else in_sync,
+        styled(in_sync, "yellow") if behind else in_sync,
         _n(p["high_watermark"]),
         _n(p["last_stable_offset"]),
         _n(p["commit_lag"]),
     ]
 
 
-def _txn_row(t: Mapping[str, Any]) -> list[RenderableType]:
+def _txn_row(t: Mapping[str, Any]) -> list[Cell]:
     age = "-" if t["age_s"] is None else f"{t['age_s']:.1f}s"
     where = [f"{p['topic']}[{p['partition']}]" for p in t["partitions"]] + t["groups"]
     return [
-        escape(t["transactional_id"]),
+        t["transactional_id"],
         t["state"],
         age,
         _n(t["coordinator"]),
-        escape(", ".join(where) or "-"),
+        ", ".join(where) or "-",
     ]
 
 
@@ -306,7 +331,7 @@ def top(
     transactions and produce/fetch rates, from a broker's /status.json."""
     url = status_url(http)
     live = sys.stdout.isatty() and not once and not as_json
-    console = Console(highlight=False, width=None if live else max(WIDTH, Console().width))
+    console = Console(highlight=False)
     try:
         before = _first(url)
         if once:
@@ -363,6 +388,12 @@ def _show(
 ) -> None:
     if as_json:
         typer.echo(json.dumps(with_rates(doc, before)))
+        return
+    if not is_terminal(console):
+        if error is not None:
+            typer.echo(f"sluice: {error}; showing the last view", err=True)
+        console.file.write(render_plain(doc, before))
+        console.file.flush()
         return
     view = render(doc, before, limit=LIVE_ROWS if live else None)
     if error is not None:

@@ -16,11 +16,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, run
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, Json, Timeout, admin, run, usage
 from cli.group import iso_ms
+from cli.tables import print_line, print_table
+from consumers.admin import transactional_id_problem
 from consumers.errors import TransactionalIdNotFoundError
 from consumers.txn_admin import HeldBack, TransactionDetails, TransactionListing
 
@@ -96,43 +96,45 @@ def _age_text(start_ms: int, now_ms: int) -> str:
 
 
 def print_listing(rows: Sequence[Open], now_ms: int, console: Console) -> None:
-    table = Table("TRANSACTIONAL ID", "STATE", "AGE", "PARTICIPANTS", "HOLDS BACK")
-    for t, _, held in rows:
-        table.add_row(
-            escape(t.transactional_id),
-            t.state,
-            _age_text(t.start_ms, now_ms),
-            str(t.participants),
-            escape(_held_text(held)),
-        )
-    console.print(table)
+    """Open transactions as a table (see `cli.tables`)."""
+    print_table(
+        ["TRANSACTIONAL ID", "STATE", "AGE", "PARTICIPANTS", "HOLDS BACK"],
+        [
+            [t.transactional_id, t.state, _age_text(t.start_ms, now_ms), str(t.participants),
+             _held_text(held)]
+            for t, _, held in rows
+        ],
+        console=console,
+    )  # fmt: skip
 
 
 def print_details(
     d: TransactionDetails, held: Sequence[HeldBack], now_ms: int, console: Console
 ) -> None:
-    console.print(
+    """A line on the transaction, its groups, and its partitions as a table."""
+    print_line(
         f"transaction {d.transactional_id}: {d.state}, producer {d.producer_id} epoch "
         f"{d.producer_epoch}, timeout {d.timeout_ms} ms, age {_age_text(d.start_ms, now_ms)}, "
         f"coordinator broker {d.coordinator}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        console,
     )
     groups = [p.name for p in d.participants if p.is_group]
     if groups:
-        console.print("groups: " + ", ".join(groups), markup=False, highlight=False)
+        print_line("groups: " + ", ".join(groups), console)
     if held:
-        table = Table("TOPIC", "PARTITION", "LAST-STABLE", "HIGH-WATERMARK", "HELD")
-        for h in held:
-            table.add_row(
-                escape(h.topic),
-                str(h.partition),
-                "-" if h.last_stable_offset is None else str(h.last_stable_offset),
-                "-" if h.high_watermark is None else str(h.high_watermark),
-                "-" if h.held is None else str(h.held),
-            )
-        console.print(table)
+        print_table(
+            ["TOPIC", "PARTITION", "LAST-STABLE", "HIGH-WATERMARK", "HELD"],
+            [
+                [h.topic, str(h.partition), _dash(h.last_stable_offset),
+                 _dash(h.high_watermark), _dash(h.held)]
+                for h in held
+            ],
+            console=console,
+        )  # fmt: skip
+
+
+def _dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _partitions(d: TransactionDetails | None) -> list[tuple[str, int]]:
@@ -171,13 +173,16 @@ def list_transactions(
 
 @app.command("describe")
 def describe(
-    transactional_id: Annotated[str, typer.Argument(help="Transactional id.")],
+    transactional_id: Annotated[
+        str, typer.Argument(metavar="TRANSACTIONAL_ID", help="Transactional id.")
+    ],
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
     as_json: Json = False,
 ) -> None:
     """Show a transactional id's producer, epoch, timeout and open transaction (its state,
     participants and the offsets it holds back)."""
+    _check(transactional_id)
 
     async def go() -> tuple[TransactionDetails, list[HeldBack]]:
         async with admin(bootstrap, timeout) as a:
@@ -194,11 +199,14 @@ def describe(
 
 @app.command("abort")
 def abort(
-    transactional_id: Annotated[str, typer.Argument(help="Transactional id.")],
+    transactional_id: Annotated[
+        str, typer.Argument(metavar="TRANSACTIONAL_ID", help="Transactional id.")
+    ],
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Timeout = 30.0,
 ) -> None:
     """Abort the id's open transaction (its producer is fenced and must be created again)."""
+    _check(transactional_id)
 
     async def go() -> None:
         async with admin(bootstrap, timeout) as a:
@@ -206,3 +214,10 @@ def abort(
 
     run(go)
     typer.echo(f"aborted the open transaction of {transactional_id}")
+
+
+def _check(transactional_id: str) -> None:
+    """Bad usage (exit 2) for an id the broker would refuse, before anything is sent."""
+    problem = transactional_id_problem(transactional_id)
+    if problem is not None:
+        raise usage(problem)

@@ -84,8 +84,8 @@ def test_bench_produce_and_consume_report_what_was_acknowledged(
 ) -> None:
     """`bench produce` at an offered rate creates its topic, sends exactly --records and
     reports percentiles of acknowledged latency; `bench consume` reads them all back; a
-    replication factor the brokers cannot place fails (exit 1) once --timeout has passed
-    (brokers of a starting cluster may still register meanwhile)."""
+    replication factor above the brokers registered in the cluster is refused at once (exit
+    2: waiting cannot heal it)."""
     b = broker_factory()
     sluice = partial(run_sluice, bootstrap=b.bootstrap)
     b.start()
@@ -107,8 +107,8 @@ def test_bench_produce_and_consume_report_what_was_acknowledged(
     assert json.loads(r.stdout)["records"] == 3000
     r = sluice("bench", "produce", "--records", "10", "--topic", "bt3",
                "--replication-factor", "3", "--timeout", "2")  # fmt: skip
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    assert b"NOT_ENOUGH_REPLICAS" in r.stderr and b"1 registered" in r.stderr, r.stderr
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert b"INVALID_REPLICATION_FACTOR" in r.stderr and b"above the 1 broker" in r.stderr, r.stderr
 
 
 def test_broker_naming_only_itself_as_controller_serves_alone(

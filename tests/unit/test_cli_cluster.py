@@ -3,9 +3,11 @@ renamed), and the table view prints every broker and partition."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from rich.console import Console
 
 from cli.cluster import _print_status, status_json
 from consumers import BrokerDescription, ClusterDescription, PartitionStatus
@@ -54,10 +56,25 @@ def test_json_shape() -> None:
     ]
 
 
-def test_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "120")
+def test_table_to_a_pipe_is_tab_separated(capsys: pytest.CaptureFixture[str]) -> None:
     _print_status(DESC)
     out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "cluster c1, controller 1"
+    assert lines[1].split("\t") == ["BROKER", "ADDRESS", "RACK", "STATUS"]
+    assert lines[2].split("\t") == ["0", "127.0.0.1:9092", "-", "alive"]
+    assert lines[3].split("\t") == ["1", "[::1]:9102", "r[1]", "failed (controller)"]
+    header = ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "CAUGHT UP", "COMMIT LAG"]
+    assert lines[4].split("\t") == header
+    assert lines[5].split("\t") == ["t", "0", "1", "1,0", "1", "5"]
+    assert lines[6].split("\t") == ["t", "1", "none", "0,1", "-", "-"]
+    assert len(lines) == 7 and "\x1b[" not in out and "│" not in out
+
+
+def test_table_on_a_terminal() -> None:
+    console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None)
+    _print_status(DESC, console)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
     assert "cluster c1, controller 1" in out
     assert "127.0.0.1:9092" in out and "[::1]:9102" in out and "r[1]" in out
     assert "alive" in out and "failed (controller)" in out
