@@ -60,10 +60,10 @@ sim-cluster: $(STAMP)
 # pytest includes the cluster simulator's seeds: 140 of the five profiles, 20 wiped-disk and 60
 # quiescence ones (tests/sim/test_cluster_sim.py), 140 of the consumer-group profile
 # (tests/sim/test_group_sim.py), 140 of the transaction profile (tests/sim/test_txn_sim.py), 60 of
-# the reassignment profile
-# (tests/sim/test_reassign_sim.py).
+# the reassignment profile (tests/sim/test_reassign_sim.py). The 40 slowest tests are listed at
+# the end, to keep the run's budget in view.
 test: lint tools
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=40
 	@$(MAKE) --no-print-directory sim SEEDS=1500
 
 soak: $(STAMP)
