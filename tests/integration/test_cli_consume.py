@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import trio
@@ -341,3 +342,31 @@ def test_blocking_poll_names_and_paused_partitions(broker: BrokerProcess, spec_t
         assert c.poll(timeout_ms=300) == []  # a1 waits in the facade, a2.. in the loop
         c.resume([a])
         assert poll_until(SPEC_COUNTS[0] - 1) == [b"a1", b"a2", b"a3", b"a4"]
+
+
+# --------------------------------------------------------------------------- a pipe into head
+
+
+def test_a_pipe_into_head_ends_quietly(broker: BrokerProcess, tmp_path: Path) -> None:
+    """`sluice consume t | head -3`: head exits after three lines while consume still has
+    thousands to write; consume ends at once with exit 0 and nothing on stderr, alone and as a
+    group member (which still commits what it printed: the group's offsets are set)."""
+    create(broker, "piped", 1)
+    produce(broker, "piped", [(0, b"%d" % i) for i in range(20_000)])
+    consume = " ".join(sluice_command("consume", "piped"))
+    for extra in ("", "--group piped-g"):
+        err_path = tmp_path / "consume.err"
+        script = f"{consume} {extra} 2>{err_path} | head -3; echo rc=${{PIPESTATUS[0]}}"
+        r = subprocess.run(
+            ["bash", "-c", script],
+            cwd=ROOT,
+            env={**os.environ, "SLUICE_BOOTSTRAP": broker.bootstrap},
+            capture_output=True,
+            timeout=60,
+        )
+        err = err_path.read_bytes()
+        assert r.stdout.splitlines() == [b"0", b"1", b"2", b"rc=0"], (extra, r.stdout, err)
+        assert err == b"", (extra, err)
+    with blocking.Admin(broker.bootstrap) as admin:
+        committed = admin.group_offsets("piped-g")
+    assert committed.get(("piped", 0), 0) >= 3, committed

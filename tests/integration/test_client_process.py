@@ -1,17 +1,19 @@
-"""The client library against real `sluice serve` processes: the blocking facade round trip,
-and an idempotent producer that keeps every acknowledged record exactly once across a
+"""The client library against real `sluice serve` processes: the blocking facade round trip
+(with `with`, and as a plain script uses it: opened by the first call, then `close()`), and an
+idempotent producer that keeps every acknowledged record exactly once across a
 SIGKILL of the broker mid-stream."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import pytest
 import trio
 
-from consumers import Admin, Consumer, Producer, blocking
-from consumers.errors import BufferFull, UnknownTopicError
+from consumers import Admin, Consumer, ConsumerRecord, Producer, blocking
+from consumers.errors import BufferFull, ClientClosedError, UnknownTopicError
 from tests.support.harness import BrokerProcess
 from tests.support.wait import poll_records
 
@@ -64,6 +66,33 @@ def test_blocking_facade_round_trip(broker_factory: MakeBroker) -> None:
         assert c.assignment() == {("plain", 0), ("plain", 1)}
         with pytest.raises(ValueError):
             c.skip_corrupt(("plain", 0))
+
+
+def test_blocking_clients_open_on_first_use_and_stay_closed(broker_factory: MakeBroker) -> None:
+    """Without `with`: the first call opens the client, `close()` flushes and closes it, and a
+    call after that raises ClientClosedError (not AttributeError)."""
+    b = broker_factory()
+    b.start()
+    admin = blocking.Admin(b.bootstrap)
+    admin.create_topic("scripted", partitions=1)
+    producer = blocking.Producer(b.bootstrap, linger_ms=50)
+    deliveries = [producer.send_nowait("scripted", b"r%d" % i) for i in range(5)]
+    producer.close()  # flushes: every queued record is acknowledged before it returns
+    assert [d.result().offset for d in deliveries] == [0, 1, 2, 3, 4]
+    assert "closed" in repr(producer)
+    with pytest.raises(ClientClosedError):
+        producer.send_nowait("scripted", b"late")
+    consumer = blocking.Consumer(b.bootstrap)
+    consumer.assign([("scripted", 0)])
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + 20
+    while len(records) < 5 and time.monotonic() < deadline:
+        records += consumer.poll(timeout_ms=1000)
+    assert [r.value for r in records] == [b"r0", b"r1", b"r2", b"r3", b"r4"]
+    consumer.close()
+    admin.close()
+    with pytest.raises(ClientClosedError):
+        admin.list_topics()
 
 
 async def test_exactly_once_across_a_sigkill(broker_factory: MakeBroker) -> None:

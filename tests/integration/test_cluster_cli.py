@@ -166,6 +166,19 @@ def test_dev_cluster_status_failover_and_stop(dev_cluster: Callable[[int], DevCl
     human = sluice("cluster", "status", "--bootstrap", survivor)
     assert human.returncode == 0 and b"failed" in human.stdout
 
+    # Too few brokers alive for RF 3 (one may come back): retried until --timeout, then the
+    # message says how many are alive. More than the cluster has: refused at once, bad usage.
+    started = time.monotonic()
+    r = sluice(
+        "topic", "create", "rf3", "--replication-factor", "3",
+        "--bootstrap", survivor, "--timeout", "2",
+    )  # fmt: skip
+    assert r.returncode == 1 and time.monotonic() - started >= 2, r
+    assert b"NOT_ENOUGH_REPLICAS: replication factor 3 needs 3 live brokers; 2 of the 3" in r.stderr
+    r = sluice("topic", "create", "rf4", "--replication-factor", "4", "--bootstrap", survivor)
+    assert r.returncode == 2, r
+    assert b"INVALID_REPLICATION_FACTOR: replication factor 4 is above the 3 brokers" in r.stderr
+
     # SIGTERM: every broker stopped, exit 0.
     others = list(c.broker_pids().values())
     c.proc.send_signal(signal.SIGTERM)
