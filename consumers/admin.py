@@ -24,50 +24,23 @@ asked of the controller (the only broker that hears every partition leader's rep
 and, when there is no controller or it cannot be reached, of any broker (whose caught-up
 replicas and commit lag are known only for the partitions it leads).
 
-Consumer groups: each group's requests go to its coordinator (`CoordinatorLink`: found with
-FIND_COORDINATOR, forgotten when it moves), retried until the client's `timeout_ms`.
-`list_groups` asks every broker in the metadata (each answers for the coordinator partitions
-it leads) and merges the answers by group id; a broker that cannot be reached is skipped (its
-coordinator partitions fail over to brokers that answer), but at least one must answer.
-`describe_group` adds, for every partition of every topic the group has offsets for, names
-in a subscription or is assigned, the committed offset, the high watermark and the lag.
-Resetting offsets is two steps: `reset_offsets_plan` computes (changes nothing; the pure
-rule is `plan_reset`), `reset_offsets` commits a plan as an operator (member id "", epoch
--1), which the coordinator accepts only while the group has no members.
+Consumer groups, reassignment and transactions are mixins of `Admin`, one module each
+(`AdminBase`, consumers/admin_base.py, declares what they use of it): `GroupAdmin`
+(consumers/group_admin.py), `RebalanceAdmin` (consumers/rebalance.py), `TransactionAdmin`
+(consumers/txn_admin.py). Their names are importable from here as before.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, get_args
 
 import trio
 
 from broker.wire.errors import ErrorCode
-from broker.wire.group_messages import (
-    ADMIN_EPOCH,
-    MAX_GROUP_ID,
-    NO_OFFSET,
-    CommitPartition,
-    CommitTopic,
-    CoordinatorType,
-    DeleteGroupsRequest,
-    DeleteGroupsResponse,
-    DescribedGroup,
-    DescribedMember,
-    DescribeGroupsRequest,
-    DescribeGroupsResponse,
-    ListGroupsRequest,
-    ListGroupsResponse,
-    OffsetCommitRequest,
-    OffsetCommitResponse,
-    OffsetFetchRequest,
-    OffsetFetchResponse,
-    TopicPartitions,
-)
+from broker.wire.group_messages import MAX_GROUP_ID, CoordinatorType
 from broker.wire.limits import topic_name_problem
 from broker.wire.messages import (
     BROKER_DEFAULT,
@@ -95,43 +68,43 @@ from broker.wire.messages import (
     TopicInfo,
 )
 from broker.wire.rebalance_messages import AlterTopicRequest, AlterTopicResponse
-from broker.wire.txn_messages import (
-    AbortTransactionRequest,
-    DescribeTransactionsRequest,
-    DescribeTransactionsResponse,
-    ListTransactionsRequest,
-    ListTransactionsResponse,
+from consumers.admin_base import DEFAULT_POLL_MS as DEFAULT_POLL_MS
+from consumers.admin_base import (
+    UNKNOWN_OUTCOME,
+    AdminBase,
+    call_timeout_ms,
+    no_partition,
+    poll_seconds,
 )
-from consumers import rebalance as _rebalance
 from consumers.cluster import Backoff, Cluster, TopicPartition
 from consumers.coordinator import CoordinatorLink
 from consumers.durations import duration_ms
 from consumers.errors import (
     BrokerUnavailableError,
     ClientClosedError,
-    CoordinatorError,
-    GroupIdNotFoundError,
     InvalidGroupIdError,
     InvalidRequestError,
     InvalidTopicError,
-    LeaderNotAvailableError,
-    NonEmptyGroupError,
     NotControllerError,
     RequestTimedOutError,
     SluiceError,
-    UnknownServerError,
     UnknownTopicError,
     error_for,
 )
-from consumers.rebalance import ReassignmentStatus, RebalanceResult
-from consumers.txn_admin import (
-    OPEN_STATES,
-    HeldBack,
-    TransactionDetails,
-    TransactionListing,
-    details,
-    listing,
+from consumers.group_admin import (
+    RESET_STRATEGIES,
+    GroupAdmin,
+    GroupDescription,
+    GroupListing,
+    GroupPartitionOffset,
+    MemberDescription,
+    OffsetReset,
+    OffsetResetSpec,
+    ResetStrategy,
+    plan_reset,
 )
+from consumers.rebalance import RebalanceAdmin
+from consumers.txn_admin import TransactionAdmin
 
 __all__ = [
     "DEFAULT_TIMEOUT_MS",
@@ -160,8 +133,6 @@ __all__ = [
 
 DEFAULT_TIMEOUT_MS = 30_000.0
 """How long an admin call retries retriable errors unless told otherwise (milliseconds)."""
-DEFAULT_POLL_MS = 500.0
-"""How often the waiting calls ask again (milliseconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,162 +238,6 @@ def _move(p: PreferredLeader) -> LeaderMove:
     return LeaderMove(p.topic, p.partition, p.leader, p.preferred)
 
 
-@dataclass(frozen=True, slots=True)
-class GroupListing:
-    """A consumer group as `list_groups` shows it: `group_id`, `state` and `members` (how
-    many)."""
-
-    group_id: str
-    state: str
-    """"empty", "reconciling" or "stable"."""
-    members: int
-
-
-@dataclass(frozen=True, slots=True)
-class MemberDescription:
-    """One member as its coordinator sees it; partitions sorted by (topic, partition)."""
-
-    member_id: str
-    instance_id: str | None
-    """Its static instance id (None: a dynamic member)."""
-    client_id: str | None
-    client_host: str | None
-    member_epoch: int
-    topics: tuple[str, ...]
-    """The topic names it subscribes to."""
-    pattern: str | None
-    """The regular expression it subscribes with, if any."""
-    assignment: tuple[TopicPartition, ...]
-    """The partitions it owns now."""
-    revoking: tuple[TopicPartition, ...]
-    """Owned partitions it has been asked to release."""
-
-
-@dataclass(frozen=True, slots=True)
-class GroupPartitionOffset:
-    """Where a group stands in one partition. `committed` is None when the group has
-    committed nothing there, `high_watermark` None when it could not be read (or the topic is
-    gone); `lag` = high_watermark - committed, None when either is."""
-
-    topic: str
-    partition: int
-    committed: int | None
-    high_watermark: int | None
-    lag: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class GroupDescription:
-    """A group's state ("empty", "reconciling", "stable"), members sorted by member id and
-    offsets by (topic, partition)."""
-
-    group_id: str
-    state: str
-    assignor: str
-    group_epoch: int
-    members: tuple[MemberDescription, ...]
-    rebalance_reason: str
-    rebalance_time_ms: int | None
-    """Wall-clock milliseconds of the last change of the target assignment (None: none)."""
-    offsets: tuple[GroupPartitionOffset, ...]
-
-
-ResetStrategy = Literal["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"]
-RESET_STRATEGIES: tuple[ResetStrategy, ...] = get_args(ResetStrategy)
-_NEEDS_VALUE: frozenset[ResetStrategy] = frozenset({"to_offset", "to_datetime", "shift_by"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OffsetResetSpec:
-    """Where to move a group's offsets, and in which partitions.
-
-    `strategy` and `value`: to_earliest / to_latest (no value), to_offset (the offset, >= 0),
-    to_datetime (milliseconds since the epoch, >= 0: the first offset whose batch has a
-    timestamp at or after it), shift_by (a signed count from the committed offset, or from
-    the log start where nothing is committed). `topics`: topic -> the partitions to reset
-    (empty: every partition of the topic). Every new offset is clamped to the partition's
-    [log start, high watermark]."""
-
-    strategy: ResetStrategy
-    topics: Mapping[str, tuple[int, ...]]
-    value: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.strategy not in RESET_STRATEGIES:
-            raise ValueError(f"unknown reset strategy {self.strategy!r}")
-        if (self.value is not None) != (self.strategy in _NEEDS_VALUE):
-            verb = "needs" if self.strategy in _NEEDS_VALUE else "takes no"
-            raise ValueError(f"{self.strategy} {verb} value")
-        if self.strategy in ("to_offset", "to_datetime") and (self.value or 0) < 0:
-            raise ValueError(f"{self.strategy} needs a value >= 0, got {self.value}")
-        if not self.topics:
-            raise ValueError("no topic to reset")
-        for topic, partitions in self.topics.items():
-            if any(p < 0 for p in partitions):
-                raise ValueError(f"{topic}: negative partition in {partitions}")
-
-
-@dataclass(frozen=True, slots=True)
-class OffsetReset:
-    """One partition of a reset plan: its committed offset now (None: none) and the new one."""
-
-    topic: str
-    partition: int
-    current: int | None
-    new: int
-
-
-def plan_reset(
-    spec: OffsetResetSpec,
-    tp: TopicPartition,
-    *,
-    committed: int | None,
-    log_start: int,
-    high_watermark: int,
-    offset_at_time: int | None = None,
-) -> OffsetReset:
-    """The new offset of one partition under `spec` (pure): always within [log_start,
-    high_watermark]. `offset_at_time` is LIST_OFFSETS' answer for `spec.value` (needed by
-    to_datetime only)."""
-    if not 0 <= log_start <= high_watermark:
-        raise ValueError(f"{tp}: need 0 <= log start {log_start} <= high watermark")
-    strategy, value = spec.strategy, spec.value
-    if strategy == "to_earliest":
-        target = log_start
-    elif strategy == "to_latest":
-        target = high_watermark
-    elif strategy == "to_offset":
-        assert value is not None
-        target = value
-    elif strategy == "to_datetime":
-        if offset_at_time is None:
-            raise ValueError(f"{tp}: to_datetime needs the offset at the time")
-        target = offset_at_time
-    else:
-        assert value is not None
-        target = (log_start if committed is None else committed) + value
-    new = min(max(target, log_start), high_watermark)
-    return OffsetReset(topic=tp[0], partition=tp[1], current=committed, new=new)
-
-
-def _pairs(tps: Iterable[TopicPartitions]) -> tuple[TopicPartition, ...]:
-    return tuple(sorted((t.topic, p) for t in tps for p in t.partitions))
-
-
-def _member(m: DescribedMember) -> MemberDescription:
-    return MemberDescription(
-        member_id=m.member_id,
-        instance_id=m.instance_id,
-        client_id=m.client_id,
-        client_host=m.client_host,
-        member_epoch=m.member_epoch,
-        topics=m.topics,
-        pattern=m.pattern,
-        assignment=_pairs(m.assignment),
-        revoking=_pairs(m.revoking),
-    )
-
-
 def _describe(topic: TopicInfo) -> TopicDescription:
     return TopicDescription(
         name=topic.name,
@@ -440,7 +255,7 @@ def _describe(topic: TopicInfo) -> TopicDescription:
     )
 
 
-class Admin:
+class Admin(GroupAdmin, RebalanceAdmin, TransactionAdmin, AdminBase):
     """Topic, group, transaction and cluster administration; use as `async with
     Admin(...) as a`.
 
@@ -547,7 +362,7 @@ class Admin:
         InvalidPartitionsError, InvalidConfigError, TopicAlreadyExistsError."""
         check_topic_name(name)
         cluster = self.cluster
-        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
+        deadline = self._deadline(call_timeout_ms(timeout_ms, timeout_s))
         new = NewTopic(
             name=name,
             partitions=BROKER_DEFAULT if partitions is None else partitions,
@@ -565,7 +380,7 @@ class Admin:
                     request, timeout_s=remaining_ms / 1000 + 1
                 )
             except SluiceError as e:
-                uncertain = uncertain or e.code in _UNKNOWN_OUTCOME
+                uncertain = uncertain or e.code in UNKNOWN_OUTCOME
                 raise
             assert isinstance(response, CreateTopicsResponse)
             for result in response.topics:
@@ -573,7 +388,7 @@ class Admin:
                     continue
                 if result.error is ErrorCode.TOPIC_ALREADY_EXISTS and uncertain:
                     return
-                uncertain = uncertain or result.error in _UNKNOWN_OUTCOME
+                uncertain = uncertain or result.error in UNKNOWN_OUTCOME
                 raise error_for(result.error, result.message)
 
         await cluster.retry_until(deadline, attempt)
@@ -610,7 +425,7 @@ class Admin:
         enforce is refused (InvalidConfigError), as at create. Retried for `timeout_ms`
         milliseconds (None: the client's; `timeout_s`: its older name, in seconds)."""
         check_topic_name(name)
-        timeout = _timeout(timeout_ms, timeout_s)
+        timeout = call_timeout_ms(timeout_ms, timeout_s)
         cluster = self.cluster
         request = AlterTopicRequest(
             name=name,
@@ -638,7 +453,7 @@ class Admin:
         milliseconds (None: the client's; `timeout_s`: its older name, in seconds)."""
         check_topic_name(name)
         cluster = self.cluster
-        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
+        deadline = self._deadline(call_timeout_ms(timeout_ms, timeout_s))
         uncertain = False
 
         async def attempt() -> None:
@@ -650,7 +465,7 @@ class Admin:
                     request, timeout_s=remaining_ms / 1000 + 1
                 )
             except SluiceError as e:
-                uncertain = uncertain or e.code in _UNKNOWN_OUTCOME
+                uncertain = uncertain or e.code in UNKNOWN_OUTCOME
                 raise
             assert isinstance(response, DeleteTopicsResponse)
             for result in response.topics:
@@ -661,7 +476,7 @@ class Admin:
                         return
                     # Not retriable here: the controller answers from its own state.
                     raise UnknownTopicError(result.message or f"no topic {name!r}", retriable=False)
-                uncertain = uncertain or result.error in _UNKNOWN_OUTCOME
+                uncertain = uncertain or result.error in UNKNOWN_OUTCOME
                 raise error_for(result.error, result.message)
 
         await cluster.retry_until(deadline, attempt)
@@ -686,8 +501,8 @@ class Admin:
         if found[0].error is not ErrorCode.NONE:
             raise error_for(found[0].error, f"describe {name!r}")
         description = _describe(found[0])
-        starts = await self._offsets(description, EARLIEST_TIMESTAMP)
-        ends = await self._offsets(description, LATEST_TIMESTAMP)
+        starts = await self._offsets(found[0], EARLIEST_TIMESTAMP)
+        ends = await self._offsets(found[0], LATEST_TIMESTAMP)
         return TopicDescription(
             name=description.name,
             partitions=tuple(
@@ -768,8 +583,8 @@ class Admin:
         `poll_s` are the older names, in seconds. Raises UnknownTopicError for a topic that
         does not exist."""
         cluster = self.cluster
-        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
-        poll = _poll_seconds(poll_interval_ms, poll_s)
+        deadline = self._deadline(call_timeout_ms(timeout_ms, timeout_s))
+        poll = poll_seconds(poll_interval_ms, poll_s)
         names = None if topics is None else tuple(dict.fromkeys(topics))
         request = ElectLeadersRequest(topics=names)
         asked: dict[tuple[str, int], LeaderMove] = {}
@@ -795,141 +610,7 @@ class Admin:
                 return result
             await trio.sleep(poll)
 
-    # -- reassignment ------------------------------------------------------------------------
-
-    async def plan_rebalance(
-        self,
-        *,
-        exclude: Iterable[int] = (),
-        timeout_ms: float | None = None,
-        timeout_s: float | None = None,
-    ) -> RebalanceResult:
-        """The controller's rebalancing plan, changing nothing: the fewest replica moves
-        that even out replicas and preferred leaders over the live brokers (draining ones and
-        `exclude` left out; racks spread), and the layout it leads to. Raises
-        InvalidReplicationFactorError when a topic's replication factor exceeds the brokers
-        left. Retried for `timeout_ms` milliseconds (None: the client's; `timeout_s`: its
-        older name, in seconds)."""
-        deadline = self._deadline(_timeout(timeout_ms, timeout_s))
-        return await _rebalance.rebalance(self.cluster, deadline, execute=False, exclude=exclude)
-
-    async def rebalance(
-        self,
-        *,
-        exclude: Iterable[int] = (),
-        throttle_bytes_per_s: int | None = None,
-        timeout_ms: float | None = None,
-        timeout_s: float | None = None,
-    ) -> RebalanceResult:
-        """Carry out the plan `plan_rebalance` shows: every move goes into the metadata log
-        at once, and returns when it is there; the partitions' leaders then move replicas in
-        the background, one Raft membership change at a time (watch with
-        `describe_reassignments` or `wait_for_reassignments`). `throttle_bytes_per_s`: the
-        catch-up rate of every broker from now on, in bytes per second (0: each broker's own
-        setting; None: unchanged). Retried for `timeout_ms` milliseconds (None: the
-        client's; `timeout_s`: its older name, in seconds)."""
-        return await _rebalance.rebalance(
-            self.cluster,
-            self._deadline(_timeout(timeout_ms, timeout_s)),
-            execute=True,
-            exclude=exclude,
-            throttle_bytes_per_s=throttle_bytes_per_s,
-        )
-
-    async def drain_broker(
-        self,
-        broker_id: int,
-        *,
-        throttle_bytes_per_s: int | None = None,
-        timeout_ms: float | None = None,
-        timeout_s: float | None = None,
-    ) -> RebalanceResult:
-        """Move every replica off `broker_id` (its leaderships follow) and give it none
-        until `undrain_broker`: a rebalance with the broker marked draining
-        (`throttle_bytes_per_s` and the timeouts as in `rebalance`)."""
-        return await _rebalance.rebalance(
-            self.cluster,
-            self._deadline(_timeout(timeout_ms, timeout_s)),
-            execute=True,
-            drain=(broker_id,),
-            throttle_bytes_per_s=throttle_bytes_per_s,
-        )
-
-    async def undrain_broker(
-        self, broker_id: int, *, timeout_ms: float | None = None, timeout_s: float | None = None
-    ) -> RebalanceResult:
-        """Let `broker_id` take replicas again and rebalance onto it (the timeouts as in
-        `rebalance`)."""
-        return await _rebalance.rebalance(
-            self.cluster,
-            self._deadline(_timeout(timeout_ms, timeout_s)),
-            execute=True,
-            undrain=(broker_id,),
-        )
-
-    async def cancel_reassignments(
-        self,
-        *,
-        throttle_bytes_per_s: int | None = None,
-        timeout_ms: float | None = None,
-        timeout_s: float | None = None,
-    ) -> RebalanceResult:
-        """Send every reassignment in progress back to its partition's replicas (the moves
-        returned: target -> replicas); replicas already added are removed again, and
-        replicas already removed copied back (at `throttle_bytes_per_s`, and with the
-        timeouts, as in `rebalance`)."""
-        return await _rebalance.rebalance(
-            self.cluster,
-            self._deadline(_timeout(timeout_ms, timeout_s)),
-            execute=True,
-            cancel=True,
-            throttle_bytes_per_s=throttle_bytes_per_s,
-        )
-
-    async def describe_reassignments(
-        self, *, timeout_ms: float | None = None, timeout_s: float | None = None
-    ) -> ReassignmentStatus:
-        """The partitions moving (with the caught-up replicas and lag their leaders last
-        reported), the brokers draining and the throttle, as the controller sees them
-        (retried for `timeout_ms` milliseconds, None: the client's; `timeout_s`: its older
-        name, in seconds)."""
-        return await _rebalance.describe(
-            self.cluster, self._deadline(_timeout(timeout_ms, timeout_s))
-        )
-
-    async def wait_for_reassignments(
-        self,
-        *,
-        timeout_ms: float | None = None,
-        poll_interval_ms: float | None = None,
-        on_status: Callable[[ReassignmentStatus], None] | None = None,
-        timeout_s: float | None = None,
-        poll_s: float | None = None,
-    ) -> ReassignmentStatus:
-        """Until no partition moves or `timeout_ms` milliseconds pass (default: the
-        client's), asking every `poll_interval_ms` milliseconds (default 500); returns the
-        last status either way: check `done`. `on_status` sees every answer. `timeout_s`
-        and `poll_s` are the older names, in seconds."""
-        return await _rebalance.wait_done(
-            self.cluster,
-            self._deadline(_timeout(timeout_ms, timeout_s)),
-            poll_s=_poll_seconds(poll_interval_ms, poll_s),
-            on_status=on_status,
-        )
-
-    # -- consumer groups ---------------------------------------------------------------------
-
-    async def list_groups(self) -> list[GroupListing]:
-        """Every group, sorted by id: LIST_GROUPS asked of every broker (`_ask_every_broker`)
-        and merged by group id (the lowest broker id's answer wins a duplicate)."""
-        answers = await self._ask_every_broker(ListGroupsRequest(), "groups")
-        merged: dict[str, GroupListing] = {}
-        for broker in sorted(answers):
-            answer = answers[broker]
-            assert isinstance(answer, ListGroupsResponse)
-            for g in answer.groups:
-                merged.setdefault(g.group_id, GroupListing(g.group_id, g.state, g.members))
-        return [merged[g] for g in sorted(merged)]
+    # -- helpers (AdminBase: the mixins use them too) ----------------------------------------
 
     async def _ask_every_broker(self, request: Request, what: str) -> dict[int, Response]:
         """`request` asked of every broker in the metadata (each answers for the coordinator
@@ -973,289 +654,6 @@ class Admin:
             raise unreachable[first]
         return answers
 
-    async def describe_group(self, group_id: str) -> GroupDescription:
-        """The group's state, members and, per partition of every topic it has offsets for,
-        subscribes to by name or is assigned, its committed offset, high watermark and lag.
-        GroupIdNotFoundError when the coordinator knows no such group."""
-        link = self._link(group_id)
-        deadline = self._deadline(None)
-        group = await self._described(link, deadline)
-        if group.error is ErrorCode.GROUP_ID_NOT_FOUND:
-            raise GroupIdNotFoundError(f"no group {group_id!r}")
-        committed = await self._committed(link, deadline)
-        members = tuple(sorted((_member(m) for m in group.members), key=lambda m: m.member_id))
-        topics = {t for t, _ in committed}
-        for m in members:
-            topics.update(m.topics)
-            topics.update(t for t, _ in m.assignment)
-            topics.update(t for t, _ in m.revoking)
-        rows: dict[TopicPartition, GroupPartitionOffset] = {}
-        if topics:
-            response = await self._metadata(tuple(sorted(topics)))
-            for info in response.topics:
-                if info.error is not ErrorCode.NONE:
-                    continue
-                highs = await self._offsets(_describe(info), LATEST_TIMESTAMP)
-                for p in info.partitions:
-                    tp = (info.name, p.partition)
-                    rows[tp] = _partition_offset(tp, committed.get(tp), highs.get(p.partition))
-        for tp, offset in committed.items():
-            if tp not in rows:  # a topic (or partition) the metadata no longer has
-                rows[tp] = _partition_offset(tp, offset, None)
-        return GroupDescription(
-            group_id=group.group_id,
-            state=group.state,
-            assignor=group.assignor,
-            group_epoch=group.group_epoch,
-            members=members,
-            rebalance_reason=group.rebalance_reason,
-            rebalance_time_ms=None if group.rebalance_time_ms < 0 else group.rebalance_time_ms,
-            offsets=tuple(rows[tp] for tp in sorted(rows)),
-        )
-
-    async def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
-        """Every offset the group has committed (partitions without one are absent)."""
-        link = self._link(group_id)
-        return await self._committed(link, self._deadline(None))
-
-    async def reset_offsets_plan(self, group_id: str, spec: OffsetResetSpec) -> list[OffsetReset]:
-        """What `spec` would commit, sorted by (topic, partition); changes nothing. An unknown
-        topic, or a partition the topic does not have, raises UnknownTopicError; a partition
-        whose log start or high watermark cannot be read is retried until the timeout."""
-        link = self._link(group_id)
-        deadline = self._deadline(None)
-        try:
-            committed = await self._committed(link, deadline)
-        except GroupIdNotFoundError:
-            committed = {}
-        plan: list[OffsetReset] = []
-        for topic, wanted in sorted(spec.topics.items()):
-            starts = await self._required_offsets(topic, wanted, EARLIEST_TIMESTAMP, deadline)
-            ends = await self._required_offsets(topic, wanted, LATEST_TIMESTAMP, deadline)
-            at_time: dict[int, int] = {}
-            if spec.strategy == "to_datetime":
-                assert spec.value is not None
-                at_time = await self._required_offsets(topic, wanted, spec.value, deadline)
-            for partition in sorted(starts):
-                tp = (topic, partition)
-                plan.append(
-                    plan_reset(
-                        spec,
-                        tp,
-                        committed=committed.get(tp),
-                        log_start=starts[partition],
-                        high_watermark=ends[partition],
-                        offset_at_time=at_time.get(partition),
-                    )
-                )
-        return plan
-
-    async def reset_offsets(self, group_id: str, plan: Sequence[OffsetReset]) -> None:
-        """Commit `plan` as an operator. NonEmptyGroupError (nothing committed) while the
-        group has members; the coordinator refuses a member that joins meanwhile the same
-        way. Committing the same offsets again is harmless, so failed attempts are retried."""
-        if not plan:
-            return
-        by_tp = {(r.topic, r.partition): r.new for r in plan}
-        if len(by_tp) != len(plan):
-            raise ValueError("the plan names a partition twice")
-        link = self._link(group_id)
-        deadline = self._deadline(None)
-        await self._check_partitions(by_tp)
-        group = await self._described(link, deadline)
-        if group.members:
-            n = len(group.members)
-            raise NonEmptyGroupError(
-                f"group {group_id!r} has {n} live member{'' if n == 1 else 's'}: stop its "
-                "consumers before resetting its offsets"
-            )
-        by_topic: dict[str, list[CommitPartition]] = {}
-        for (topic, partition), offset in sorted(by_tp.items()):
-            by_topic.setdefault(topic, []).append(
-                CommitPartition(partition=partition, offset=offset)
-            )
-        request = OffsetCommitRequest(
-            group_id=group_id,
-            member_id="",
-            member_epoch=ADMIN_EPOCH,
-            topics=tuple(CommitTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()),
-        )
-
-        async def attempt() -> None:
-            response = await link.request(request)
-            assert isinstance(response, OffsetCommitResponse)
-            for t in response.topics:
-                for p in t.partitions:
-                    if p.error is ErrorCode.NONE:
-                        continue
-                    if p.error is ErrorCode.NON_EMPTY_GROUP:
-                        raise NonEmptyGroupError(
-                            f"group {group_id!r} has live members: stop its consumers before "
-                            "resetting its offsets"
-                        )
-                    where = f"{t.topic}[{p.partition}]"
-                    raise _group_error(
-                        link, p.error, f"{where}: {p.message or p.error.description}"
-                    )
-
-        await self.cluster.retry_until(deadline, attempt)
-
-    async def delete_group(self, group_id: str) -> None:
-        """Delete a group and its committed offsets. NonEmptyGroupError while it has
-        members, GroupIdNotFoundError when there is no such group."""
-        link = self._link(group_id)
-        uncertain = False
-
-        async def attempt() -> None:
-            nonlocal uncertain
-            try:
-                response = await link.request(DeleteGroupsRequest(group_ids=(group_id,)))
-            except SluiceError as e:
-                uncertain = uncertain or e.code in _UNKNOWN_OUTCOME
-                raise
-            assert isinstance(response, DeleteGroupsResponse)
-            for r in response.groups:
-                if r.group_id != group_id or r.error is ErrorCode.NONE:
-                    continue
-                if r.error is ErrorCode.GROUP_ID_NOT_FOUND:
-                    if uncertain:
-                        return  # an earlier attempt, whose answer was lost, deleted it
-                    raise GroupIdNotFoundError(f"no group {group_id!r}")
-                if r.error is ErrorCode.NON_EMPTY_GROUP:
-                    raise NonEmptyGroupError(
-                        f"group {group_id!r} has live members: stop its consumers before "
-                        "deleting it"
-                    )
-                raise _group_error(link, r.error, r.message)
-
-        await self.cluster.retry_until(self._deadline(None), attempt)
-
-    # -- transactions ------------------------------------------------------------------------
-
-    async def list_transactions(
-        self, states: Sequence[str] = OPEN_STATES
-    ) -> list[TransactionListing]:
-        """Transactional ids in one of `states` (default: every open transaction), sorted:
-        LIST_TRANSACTIONS asked of every broker (each names the ids it coordinates)."""
-        answers = await self._ask_every_broker(
-            ListTransactionsRequest(states=tuple(states)), "transactions"
-        )
-        merged: dict[str, TransactionListing] = {}
-        for broker in sorted(answers):
-            answer = answers[broker]
-            assert isinstance(answer, ListTransactionsResponse)
-            for t in answer.transactions:
-                merged.setdefault(t.transactional_id, listing(t, broker))
-        return [merged[t] for t in sorted(merged)]
-
-    async def describe_transaction(self, transactional_id: str) -> TransactionDetails:
-        """One transactional id's state at its coordinator (TransactionalIdNotFoundError)."""
-        link = self._link(transactional_id, CoordinatorType.TRANSACTION)
-
-        async def attempt() -> TransactionDetails:
-            response = await link.request(
-                DescribeTransactionsRequest(transactional_ids=(transactional_id,))
-            )
-            assert isinstance(response, DescribeTransactionsResponse)
-            for d in response.transactions:
-                if d.transactional_id != transactional_id:
-                    continue
-                if d.error is not ErrorCode.NONE:
-                    raise _group_error(link, d.error, d.message)
-                return details(d)
-            raise UnknownServerError(f"the coordinator did not describe {transactional_id!r}")
-
-        return await self.cluster.retry_until(self._deadline(None), attempt)
-
-    async def abort_transaction(self, transactional_id: str) -> None:
-        """An operator's abort of the id's open transaction: nothing of it becomes visible,
-        and its producer is fenced (it must be created again)."""
-        link = self._link(transactional_id, CoordinatorType.TRANSACTION)
-        request = AbortTransactionRequest(transactional_id=transactional_id)
-        await self.cluster.retry_until(self._deadline(None), lambda: link.request(request))
-
-    async def held_back(self, partitions: Iterable[TopicPartition]) -> list[HeldBack]:
-        """Each partition's last stable offset and high watermark (None where its leader
-        did not answer), sorted."""
-        wanted = sorted(set(partitions))
-        topics = tuple(sorted({t for t, _ in wanted}))
-        lso: dict[TopicPartition, int] = {}
-        hw: dict[TopicPartition, int] = {}
-        if topics:
-            response = await self._metadata(topics)
-            for info in response.topics:
-                if info.error is not ErrorCode.NONE:
-                    continue
-                topic = _describe(info)
-                for p, o in (await self._offsets(topic, LATEST_TIMESTAMP, committed=True)).items():
-                    lso[(topic.name, p)] = o
-                for p, o in (await self._offsets(topic, LATEST_TIMESTAMP)).items():
-                    hw[(topic.name, p)] = o
-        return [HeldBack(t, p, lso.get((t, p)), hw.get((t, p))) for t, p in wanted]
-
-    async def _described(self, link: CoordinatorLink, deadline: float) -> DescribedGroup:
-        """DESCRIBE_GROUPS of the link's group at its coordinator; an unknown group comes
-        back with error GROUP_ID_NOT_FOUND (state "dead"), any other error is raised."""
-
-        async def attempt() -> DescribedGroup:
-            response = await link.request(DescribeGroupsRequest(group_ids=(link.key,)))
-            assert isinstance(response, DescribeGroupsResponse)
-            for g in response.groups:
-                if g.group_id != link.key:
-                    continue
-                if g.error in (ErrorCode.NONE, ErrorCode.GROUP_ID_NOT_FOUND):
-                    return g
-                raise _group_error(link, g.error, g.message)
-            raise error_for(
-                ErrorCode.UNKNOWN_SERVER_ERROR,
-                f"the coordinator did not describe group {link.key!r}",
-            )
-
-        return await self.cluster.retry_until(deadline, attempt)
-
-    async def _committed(self, link: CoordinatorLink, deadline: float) -> dict[TopicPartition, int]:
-        async def attempt() -> dict[TopicPartition, int]:
-            response = await link.request(OffsetFetchRequest(group_id=link.key))
-            assert isinstance(response, OffsetFetchResponse)
-            return {
-                (o.topic, o.partition): o.offset for o in response.offsets if o.offset != NO_OFFSET
-            }
-
-        return await self.cluster.retry_until(deadline, attempt)
-
-    async def _required_offsets(
-        self, topic: str, partitions: tuple[int, ...], timestamp: int, deadline: float
-    ) -> dict[int, int]:
-        """partition -> LIST_OFFSETS(timestamp) for `partitions` of `topic` (empty: all),
-        from fresh metadata each attempt; retried until every one is read."""
-        cluster = self.cluster
-
-        async def attempt() -> dict[int, int]:
-            response = await cluster.request_any(MetadataRequest(topics=(topic,)))
-            assert isinstance(response, MetadataResponse)
-            cluster.metadata.update(response)
-            found = [t for t in response.topics if t.name == topic]
-            if not found or found[0].error is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
-                raise UnknownTopicError(f"no topic {topic!r}", retriable=False)
-            if found[0].error is not ErrorCode.NONE:
-                raise error_for(found[0].error, f"metadata of {topic!r}")
-            description = _describe(found[0])
-            existing = {p.partition for p in description.partitions}
-            absent = sorted(set(partitions) - existing)
-            if absent:
-                raise _no_partition(topic, absent, len(existing))
-            wanted = set(partitions) or existing
-            got = await self._offsets(description, timestamp)
-            missing = sorted(wanted - set(got))
-            if missing:
-                raise LeaderNotAvailableError(
-                    f"{topic!r} partitions {','.join(map(str, missing))}: no leader answered "
-                    "LIST_OFFSETS"
-                )
-            return {p: got[p] for p in wanted}
-
-        return await cluster.retry_until(deadline, attempt, refresh_topics=(topic,))
-
     async def _check_partitions(self, tps: Iterable[TopicPartition]) -> None:
         """UnknownTopicError, not retriable (waiting will not create them), for a topic or
         partition among `tps` that the metadata does not have."""
@@ -1271,9 +669,10 @@ class Admin:
                 raise UnknownTopicError(f"no topic {topic!r}", retriable=False)
             absent = sorted(p for t, p in wanted if t == topic and p not in known[topic])
             if absent:
-                raise _no_partition(topic, absent, len(known[topic]))
+                raise no_partition(topic, absent, len(known[topic]))
 
     async def _metadata(self, topics: tuple[str, ...] | None) -> MetadataResponse:
+        """METADATA of `topics` (None: every topic), retried until the client's timeout."""
         cluster = self.cluster
 
         async def fetch() -> MetadataResponse:
@@ -1285,12 +684,13 @@ class Admin:
         return await cluster.retry_until(self._deadline(None), fetch)
 
     async def _offsets(
-        self, topic: TopicDescription, timestamp: int, *, committed: bool = False
+        self, topic: TopicInfo, timestamp: int, *, committed: bool = False
     ) -> dict[int, int]:
-        """partition -> offset, asked of each partition's leader (best effort); `committed`:
-        as a read_committed reader sees it (latest: the last stable offset)."""
+        """partition -> offset, asked of each partition's leader (best effort), in partition
+        order; `committed`: as a read_committed reader sees it (latest: the last stable
+        offset)."""
         by_leader: dict[int, list[int]] = {}
-        for p in topic.partitions:
+        for p in sorted(topic.partitions, key=lambda p: p.partition):
             if p.leader is not None:
                 by_leader.setdefault(p.leader, []).append(p.partition)
         out: dict[int, int] = {}
@@ -1321,38 +721,6 @@ class Admin:
         return out
 
 
-_UNKNOWN_OUTCOME = frozenset({ErrorCode.NETWORK_EXCEPTION, ErrorCode.REQUEST_TIMED_OUT})
-"""Errors after which the request may or may not have taken effect."""
-
-
-def _group_error(link: CoordinatorLink, code: ErrorCode, message: str | None) -> SluiceError:
-    """The typed error of a group-level (or per-partition) answer; one that says the
-    coordinator moved makes the link find it again."""
-    error = error_for(code, message)
-    if isinstance(error, CoordinatorError):
-        link.coordinator = None
-    return error
-
-
-def _partition_offset(
-    tp: TopicPartition, committed: int | None, high_watermark: int | None
-) -> GroupPartitionOffset:
-    lag = None if committed is None or high_watermark is None else high_watermark - committed
-    return GroupPartitionOffset(tp[0], tp[1], committed, high_watermark, lag)
-
-
-def _timeout(timeout_ms: float | None, timeout_s: float | None) -> float | None:
-    """A call's timeout in milliseconds from either spelling (None: the client's)."""
-    return duration_ms("timeout_ms", timeout_ms, "timeout_s", timeout_s, None)
-
-
-def _poll_seconds(poll_interval_ms: float | None, poll_s: float | None) -> float:
-    """A polling interval in seconds from either spelling (default DEFAULT_POLL_MS)."""
-    ms = duration_ms("poll_interval_ms", poll_interval_ms, "poll_s", poll_s, DEFAULT_POLL_MS)
-    assert ms is not None
-    return ms / 1000
-
-
 def check_topic_name(name: str) -> None:
     """Raise InvalidTopicError (not retriable) for a name no topic can have, before anything
     is sent: "invalid topic name 'a/b': use 1-249 of ASCII letters, digits, '.', '_' and
@@ -1360,20 +728,6 @@ def check_topic_name(name: str) -> None:
     problem = topic_name_problem(name)
     if problem is not None:
         raise InvalidTopicError(problem)
-
-
-def _count(n: int, noun: str) -> str:
-    """ "1 partition", "2 partitions"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _no_partition(topic: str, absent: Sequence[int], has: int) -> UnknownTopicError:
-    """A partition number out of range: not retriable (the count only changes by an alter)."""
-    which = ",".join(map(str, absent))
-    return UnknownTopicError(
-        f"topic {topic!r} has no partition {which} (it has {_count(has, 'partition')})",
-        retriable=False,
-    )
 
 
 def id_problem(key: str, kind: CoordinatorType = CoordinatorType.GROUP) -> str | None:

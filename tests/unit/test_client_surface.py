@@ -61,18 +61,30 @@ def _attribute_docs(cls: type) -> set[str]:
 
 
 def _members(cls: type) -> Iterator[tuple[str, object]]:
-    """Public callables and properties defined by `cls` itself, in this library."""
-    for name, value in vars(cls).items():
-        if name.startswith("_") and name not in DUNDERS_USERS_CALL:
-            continue
-        if isinstance(value, property):
-            fn = value.fget
-        elif isinstance(value, (staticmethod, classmethod)):
-            fn = value.__func__
-        else:
-            fn = value
-        if inspect.isfunction(fn) and fn.__module__.startswith("consumers"):
-            yield name, fn
+    """Public callables and properties `cls` has from this library: its own and those of the
+    library's classes it derives from (mixins), each name once (the one `cls` sees)."""
+    seen: set[str] = set()
+    for owner in cls.__mro__:
+        if owner.__module__.startswith("consumers"):
+            for name, value in vars(owner).items():
+                if name not in seen:
+                    seen.add(name)
+                    yield from _member(name, value)
+
+
+def _member(name: str, value: object) -> Iterator[tuple[str, object]]:
+    """(name, function) of a public method or property, nothing for anything else."""
+    if name.startswith("_") and name not in DUNDERS_USERS_CALL:
+        return
+    fn: object
+    if isinstance(value, property):
+        fn = value.fget
+    elif isinstance(value, (staticmethod, classmethod)):
+        fn = value.__func__
+    else:
+        fn = value
+    if inspect.isfunction(fn) and fn.__module__.startswith("consumers"):
+        yield name, fn
 
 
 def test_every_exported_class_function_and_member_has_a_docstring() -> None:
