@@ -179,7 +179,9 @@ def test_library_routes_to_a_grown_partition_and_runs_blocking_callbacks(
         async with Admin(broker.bootstrap) as admin:
             await admin.alter_topic("grow", partitions=5)
 
-    with blocking.Producer(broker.bootstrap, linger_ms=0) as p:
+    # linger_ms=500: the record cannot settle before its callback is added, however slow
+    # this thread is scheduled (an already settled one runs the callback in the caller's).
+    with blocking.Producer(broker.bootstrap, linger_ms=500) as p:
         assert p.partitions_for("grow") == [0, 1, 2]
         trio.run(grow)
         called = threading.Event()
