@@ -10,13 +10,13 @@ the shell then calls `sluice` with `_SLUICE_COMPLETE=complete_<shell>` to comple
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version as _dist_version
 from typing import Annotated
 
 import typer
 from typer.core import TyperArgument, TyperOption
 
-from broker.app import install_client_tracing
 from cli import bench, cluster, dev, group, leaders, rebalance, topic, txn
 from cli.consume import consume
 from cli.produce import produce
@@ -96,7 +96,11 @@ def _root(
     ] = False,
 ) -> None:
     """Sluice: a Raft-replicated message-queue broker."""
-    if ctx.invoked_subcommand in TRACED_COMMANDS:
+    if ctx.invoked_subcommand in TRACED_COMMANDS and any(k.startswith("OTEL_") for k in os.environ):
+        # Imported only when the OTEL_* variables may ask for tracing: the broker's modules
+        # cost a client command about half of its start-up time.
+        from broker.app import install_client_tracing
+
         install_client_tracing("sluice-cli")
 
 

@@ -7,9 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from broker.app import run_serve
-from broker.config import BrokerConfig, ConfigError
-
 
 def _opt(name: str, help_text: str, **kw: Any) -> Any:
     env = "SLUICE_" + name.lstrip("-").replace("-", "_").upper()
@@ -63,6 +60,10 @@ def serve(
         "rack": rack,
         "log_format": log_format,
     }
+    # The broker's modules are imported here, not at the top: other commands never load them.
+    from broker.app import run_serve
+    from broker.config import BrokerConfig, ConfigError
+
     try:
         cfg = BrokerConfig.load(config, overrides)
     except ConfigError as e:
