@@ -8,14 +8,18 @@ real metadata (a topic grown by alter_topic) and the blocking Delivery's callbac
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import re
 import signal
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 import trio
@@ -24,7 +28,7 @@ from consumers import Admin, Consumer, ConsumerRecord, blocking
 from consumers.errors import UnknownTopicError
 from tests.support.harness import BrokerProcess, running_broker
 from tests.support.sluice_cli import ROOT, run_sluice, sluice_command
-from tests.support.wait import poll_records
+from tests.support.wait import poll_records, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +169,58 @@ def test_a_signal_stops_at_once_while_stdin_is_idle(
     assert stderr == b"sluice: interrupted: 3 records acknowledged, 0 not confirmed\n"
     assert [x.value for x in records] == [b"one", b"two", b"three"]
     assert high_watermarks(broker, topic) == [3]
+
+
+def unread_bytes(pipe: IO[bytes]) -> int:
+    """Bytes written to `pipe` that its reader has not read yet (FIONREAD)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)
+    return count[0]
+
+
+def test_a_second_signal_ends_the_grace_at_once(broker: BrokerProcess) -> None:
+    """Records in flight to a broker that stopped answering (SIGSTOP): the first SIGINT
+    starts the grace for them (2 s), a second one exits at once, and the message counts the
+    records acknowledged and those not confirmed."""
+    topic = "second-signal"
+    create(broker, topic, 1)
+    env = {**os.environ, "SLUICE_BOOTSTRAP": broker.bootstrap}
+    proc = subprocess.Popen(
+        sluice_command("produce", topic),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    stopped = False
+    try:
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(b"one\ntwo\n")
+        proc.stdin.flush()
+        read_back(broker, topic, 1, 2)  # both acknowledged (the producer saw the answers too)
+        broker.kill(signal.SIGSTOP)
+        stopped = True
+        proc.stdin.write(b"three\nfour\n")
+        proc.stdin.flush()
+        stdin = proc.stdin
+        wait_until(lambda: unread_bytes(stdin) == 0, "the producer read the lines", timeout=10)
+        started = time.monotonic()
+        # Trio folds a signal into one still pending: repeat SIGINT until the process is gone
+        # (the first one read starts the grace, the next one read ends it).
+        while proc.poll() is None and time.monotonic() - started < 5:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.1)
+        assert proc.wait(timeout=5) == 130
+        assert time.monotonic() - started < 1.9  # the grace alone is 2 s
+        stderr = proc.stderr.read()
+    finally:
+        if stopped:
+            broker.kill(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+    assert b"records acknowledged" in stderr and b"not confirmed" in stderr, stderr
+    assert not stderr.endswith(b"0 not confirmed\n"), stderr
 
 
 def test_library_routes_to_a_grown_partition_and_runs_blocking_callbacks(
