@@ -4,6 +4,7 @@ installed as a user installs it (a built wheel, not this checkout): the package 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -108,6 +109,20 @@ BAD = """
 """
 
 
+def _copy_of_the_project(destination: Path) -> Path:
+    """What a source distribution holds, copied out of the checkout: setuptools builds in the
+    source tree (`build/`, `*.egg-info`), which must stay clean, and a stale `build/` there
+    could put removed modules into the wheel."""
+    destination.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, destination / name)
+    for package in ("broker", "consumers", "cli"):
+        shutil.copytree(
+            ROOT / package, destination / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return destination
+
+
 def _install_as_a_user(target: Path) -> Path:
     """A fresh virtualenv holding Sluice built from this checkout as a wheel (not an editable
     install); the dependencies are visible through a path entry on this interpreter's
@@ -120,10 +135,11 @@ def _install_as_a_user(target: Path) -> Path:
         capture_output=True,
         text=True,
     ).stdout.strip()
+    source = _copy_of_the_project(target.parent / "source")
     subprocess.run(
         [
             *(sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"),
-            *("--no-deps", "--no-build-isolation", "--target", site, str(ROOT)),
+            *("--no-deps", "--no-build-isolation", "--target", site, str(source)),
         ],
         check=True,
         capture_output=True,
