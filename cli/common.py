@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import trio
 import typer
@@ -27,17 +27,22 @@ Bootstrap = Annotated[
         help="Brokers to start from, HOST:PORT[,HOST:PORT...].",
     ),
 ]
-Timeout = Annotated[
-    float,
-    typer.Option(
+
+
+def timeout_option(help_text: str = "Seconds to keep retrying retriable errors.") -> Any:
+    """The `--timeout SECONDS` option every client command takes (env SLUICE_TIMEOUT), with
+    what it bounds in that command."""
+    return typer.Option(
         "--timeout",
         metavar="SECONDS",
         envvar="SLUICE_TIMEOUT",
         show_envvar=True,
         min=0.0,
-        help="Seconds to keep retrying retriable errors.",
-    ),
-]
+        help=help_text,
+    )
+
+
+Timeout = Annotated[float, timeout_option()]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 

@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 import trio
 import typer
 
-from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, run, usage
+from cli.common import DEFAULT_BOOTSTRAP, Bootstrap, run, timeout_option, usage
 from cli.consume_format import FormatError, Formatter, formatter
 from cli.consume_offsets import (
     FORMS,
@@ -316,15 +316,10 @@ def consume(
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     timeout: Annotated[
         float,
-        typer.Option(
-            "--timeout",
-            metavar="SECONDS",
-            envvar="SLUICE_TIMEOUT",
-            show_envvar=True,
-            min=0.0,
-            help="Seconds to keep retrying errors while starting (no broker reachable, a "
+        timeout_option(
+            "Seconds to keep retrying errors while starting (no broker reachable, a "
             "partition without a leader) before giving up with exit 1. Once reading, it "
-            "waits for records as long as it runs.",
+            "waits for records as long as it runs."
         ),
     ] = 30.0,
 ) -> None:

@@ -138,21 +138,25 @@ def test_an_oversized_line_names_its_number_and_what_was_acknowledged(
     assert sum(hw or 0 for hw in high_watermarks(broker, "small")) == 1233
 
 
+def start_produce(broker: BrokerProcess, topic: str) -> subprocess.Popen[bytes]:
+    """`sluice produce TOPIC` running, its stdin a pipe this test writes, stderr captured."""
+    return subprocess.Popen(
+        sluice_command("produce", topic),
+        cwd=ROOT,
+        env={**os.environ, "SLUICE_BOOTSTRAP": broker.bootstrap},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_at_once_while_stdin_is_idle(
     broker: BrokerProcess, sig: signal.Signals, code: int
 ) -> None:
     topic = f"live-{sig.name.lower()}"
     create(broker, topic, 1)
-    env = {**os.environ, "SLUICE_BOOTSTRAP": broker.bootstrap}
-    proc = subprocess.Popen(
-        sluice_command("produce", topic),
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_produce(broker, topic)
     try:
         assert proc.stdin is not None and proc.stderr is not None
         proc.stdin.write(b"one\ntwo\nthree\n")
@@ -184,15 +188,7 @@ def test_a_second_signal_ends_the_grace_at_once(broker: BrokerProcess) -> None:
     records acknowledged and those not confirmed."""
     topic = "second-signal"
     create(broker, topic, 1)
-    env = {**os.environ, "SLUICE_BOOTSTRAP": broker.bootstrap}
-    proc = subprocess.Popen(
-        sluice_command("produce", topic),
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_produce(broker, topic)
     stopped = False
     try:
         assert proc.stdin is not None and proc.stderr is not None
